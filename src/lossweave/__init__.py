@@ -1,0 +1,27 @@
+"""lossweave: multi-term training objectives for Keras 3 (TensorFlow, JAX, PyTorch).
+
+Layers of the package, dependencies pointing down::
+
+    Objective            a keras.Model that wraps the user's model and owns the terms
+    weighting/           how term losses become one scalar
+    terms/               stateful loss terms (Keras Layers: centers, class weights)
+    metrics/             metrics on logits
+    ops/                 pure functions over keras.ops
+    backend/             in-place row updates and runtime checks, one file per backend
+"""
+
+from lossweave import backend, metrics, ops, terms, weighting
+from lossweave.errors import InvalidInputError
+from lossweave.objective import Objective
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "InvalidInputError",
+    "Objective",
+    "backend",
+    "metrics",
+    "ops",
+    "terms",
+    "weighting",
+]

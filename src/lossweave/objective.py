@@ -1,0 +1,343 @@
+"""``Objective``: a ``keras.Model`` that wraps the user's model and owns the loss terms."""
+
+import keras
+from keras import ops
+
+from lossweave import backend
+from lossweave.terms.base import Term
+from lossweave.weighting.base import Weighting
+from lossweave.weighting.fixed import Fixed
+
+SINGLE_OUTPUT = None  # the `on` of a term reading a single-output model
+
+
+def _resolve_metric(metric):
+    if isinstance(metric, str) and metric.lower() in ("accuracy", "acc"):
+        from lossweave.metrics.logits import LogitsAccuracy
+
+        return LogitsAccuracy()
+    resolved = keras.metrics.get(metric)
+    if not isinstance(resolved, keras.metrics.Metric):
+        resolved = keras.metrics.MeanMetricWrapper(resolved, name=getattr(resolved, "__name__", None))
+    return resolved
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class Objective(keras.Model):
+    """Train a model on a sum of loss terms with plain ``compile``/``fit``.
+
+    The Objective holds the user's model as a sub-layer and computes its loss
+    from ``terms`` (Layers that may own state, such as centers) combined by a
+    ``weighting`` strategy, plus the model's own losses (regularizers). Each
+    term reads one model output (``term.on``) and one target (``term.target``,
+    a key of the ``y`` dict given to ``fit``). Every term's loss and weight is
+    logged as ``loss/<term>`` and ``weight/<term>``.
+
+    ``objective.model`` stays the plain inference model: it takes no labels.
+    Saving the Objective saves the model, the terms' state, the weighting's
+    state and the optimizer in one ``.keras`` file.
+
+    Args:
+        model: a Keras model whose outputs the terms read (a dict of named
+            outputs, a list in ``model.output_names`` order, or one tensor).
+        terms: dict of term name -> ``lossweave.terms.Term``.
+        weighting: a ``lossweave.weighting.Weighting``; default: every weight 1.
+
+    Example:
+        >>> import keras, numpy as np, lossweave as lw
+        >>> inputs = keras.Input((4,))
+        >>> emb = keras.layers.Dense(2)(inputs)
+        >>> model = keras.Model(inputs, {"embedding": emb, "logits": keras.layers.Dense(3)(emb)})
+        >>> objective = lw.Objective(model, {
+        ...     "softmax": lw.terms.SoftmaxCrossEntropy(on="logits"),
+        ...     "center": lw.terms.CenterLoss(num_classes=3, alpha=0.5, on="embedding")},
+        ...     weighting=lw.weighting.Fixed({"center": 0.003}))
+        >>> objective.compile(optimizer="adam", metrics={"logits": ["accuracy"]})
+        >>> x, y = np.random.rand(32, 4).astype("float32"), np.arange(32) % 3
+        >>> history = objective.fit(x, {"label": y}, epochs=1, verbose=0)
+        >>> sorted(k for k in history.history if "/" in k)
+        ['loss/center', 'loss/softmax', 'weight/center', 'weight/softmax']
+    """
+
+    def __init__(self, model, terms, weighting=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"Objective: `model` must be a keras.Model; received {type(model).__name__}.")
+        if not isinstance(terms, dict) or not terms:
+            raise ValueError(
+                "Objective: `terms` must be a non-empty dict of name -> lossweave term; "
+                f"received {terms!r}."
+            )
+        for name, term in terms.items():
+            if not isinstance(name, str) or not name or "/" in name:
+                raise ValueError(f"Objective: term names must be non-empty strings without '/'; received {name!r}.")
+            if not isinstance(term, Term):
+                raise TypeError(
+                    f"Objective: term '{name}' is a {type(term).__name__}; expected a "
+                    f"lossweave.terms.Term (wrap a Keras loss in lossweave.terms.Loss)."
+                )
+        self.model = model
+        self.terms = dict(terms)
+        self.weighting = weighting if weighting is not None else Weighting()
+        if not isinstance(self.weighting, Weighting):
+            raise TypeError(
+                f"Objective: `weighting` must be a lossweave.weighting.Weighting; received "
+                f"{type(weighting).__name__}. For constant weights use lossweave.weighting.Fixed(dict)."
+            )
+        self.weighting.setup(list(self.terms))
+        self._check_outputs()
+        self.loss_trackers = [keras.metrics.Mean(name=f"loss/{n}") for n in self.terms]
+        self.weight_trackers = [keras.metrics.Mean(name=f"weight/{n}") for n in self.terms]
+
+    # ---------------------------------------------------------------- structure
+    def _output_names(self):
+        """Names the terms can read: dict keys, else ``model.output_names``; None if unknown."""
+        try:
+            structure = self.model.output
+        except (AttributeError, ValueError):
+            return None  # a subclassed model: outputs are checked at the first call
+        if isinstance(structure, dict):
+            return list(structure)
+        return list(getattr(self.model, "output_names", None) or [])
+
+    def _check_outputs(self):
+        names = self._output_names()
+        if names is None:
+            return
+        for term_name, term in self.terms.items():
+            if term.on is SINGLE_OUTPUT:
+                if len(names) != 1:
+                    raise ValueError(
+                        f"Objective: term '{term_name}' has on=None, but the model has "
+                        f"{len(names)} outputs {names}; set `on` to one of them."
+                    )
+            elif term.on not in names:
+                raise ValueError(
+                    f"Objective: term '{term_name}' reads output '{term.on}', which the model "
+                    f"does not have; its outputs are {names}."
+                )
+
+    def _outputs_dict(self, y_pred):
+        if isinstance(y_pred, dict):
+            return dict(y_pred)
+        names = self._output_names() or []
+        if isinstance(y_pred, (list, tuple)):
+            return dict(zip(names, y_pred))
+        outputs = {SINGLE_OUTPUT: y_pred}
+        if len(names) == 1:
+            outputs[names[0]] = y_pred
+        return outputs
+
+    def _output(self, outputs, term_name, on):
+        if on in outputs:
+            return outputs[on]
+        named = [k for k in outputs if k is not SINGLE_OUTPUT]
+        if on is SINGLE_OUTPUT and len(named) == 1:
+            return outputs[named[0]]
+        raise ValueError(
+            f"Objective: term '{term_name}' reads output {on!r}, but the model returned "
+            f"outputs {named or 'as a single tensor'}."
+        )
+
+    def _targets_dict(self, y):
+        if isinstance(y, dict):
+            return dict(y)
+        names = {t.target for t in self.terms.values()}
+        if y is None:
+            raise ValueError(
+                f"Objective: no targets were given; the terms need {sorted(names)}. "
+                "Pass them as fit(x, {name: array})."
+            )
+        if len(names) == 1:
+            return {names.pop(): y}
+        raise ValueError(
+            f"Objective: received a single target array, but the terms read several "
+            f"targets {sorted(names)}; pass a dict {{name: array}} as y."
+        )
+
+    @staticmethod
+    def _target(targets, term_name, target):
+        if target not in targets:
+            raise ValueError(
+                f"Objective: term '{term_name}' needs target '{target}', but y has "
+                f"{sorted(targets)}. Pass it in the y dict or change the term's `target`."
+            )
+        return targets[target]
+
+    # -------------------------------------------------------------------- build
+    def build(self, input_shape=None):
+        if not self.model.built:
+            self.model.build(input_shape)
+        if all(term.built for term in self.terms.values()):
+            return
+        spec = keras.tree.map_shape_structure(lambda s: keras.KerasTensor(s), input_shape)
+        outputs = self._outputs_dict(self.model.compute_output_spec(spec))
+        for name, term in self.terms.items():
+            if not term.built:
+                term.build(tuple(self._output(outputs, name, term.on).shape))
+
+    def call(self, inputs, training=None):
+        return self.model(inputs, training=training)
+
+    # --------------------------------------------------------------------- loss
+    def _step(self):
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is None:
+            return ops.zeros((), "int64")
+        return optimizer.iterations
+
+    def compute_term_losses(self, y, y_pred, sample_weight=None, training=False):
+        """Dict of term name -> scalar loss (running each term's state update when training)."""
+        outputs = self._outputs_dict(y_pred)
+        targets = self._targets_dict(y)
+        losses = {}
+        for name, term in self.terms.items():
+            losses[name] = term(
+                self._output(outputs, name, term.on),
+                self._target(targets, name, term.target),
+                sample_weight=sample_weight,
+                training=training,
+            )
+        return losses
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        losses = self.compute_term_losses(y, y_pred, sample_weight, training)
+        total, weights = self.weighting.combine(losses, self._step(), training)
+        for tracker, name in zip(self.loss_trackers, self.terms):
+            tracker.update_state(losses[name])
+        for tracker, name in zip(self.weight_trackers, self.terms):
+            tracker.update_state(weights[name])
+        for extra in self.losses:  # the model's own losses: regularizers, add_loss
+            total = total + ops.cast(ops.sum(extra), "float32")
+        return total
+
+    # ------------------------------------------------------------------- steps
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        super().make_train_function(force=force)
+        self.train_function = backend.guard_step(self, self.train_function, "train")
+        return self.train_function
+
+    def make_test_function(self, force=False):
+        if self.test_function is not None and not force:
+            return self.test_function
+        super().make_test_function(force=force)
+        self.test_function = backend.guard_step(self, self.test_function, "test")
+        return self.test_function
+
+    # ------------------------------------------------------------------ metrics
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, **kwargs):
+        """Like ``keras.Model.compile``; the loss comes from the terms.
+
+        ``metrics`` is a dict of output name -> list of metrics (or a list, for a
+        model with one output). A metric compares its output with the target of
+        the term reading that output (or the only target there is). The string
+        ``"accuracy"`` means ``lossweave.metrics.LogitsAccuracy``.
+        """
+        if loss is not None:
+            raise ValueError(
+                "Objective.compile: received `loss`; an Objective's loss is its terms. "
+                "Wrap a Keras loss as lossweave.terms.Loss(loss, on=..., target=...)."
+            )
+        if loss_weights is not None:
+            raise ValueError(
+                "Objective.compile: received `loss_weights`; pass "
+                "weighting=lossweave.weighting.Fixed({term: weight}) to the Objective."
+            )
+        super().compile(optimizer=optimizer, **kwargs)
+        # Bypass Layer tracking (the model may be built already); `metrics` lists them.
+        object.__setattr__(self, "_output_metrics", self._resolve_output_metrics(metrics))
+        self._compile_config = keras.saving.serialize_keras_object(
+            {"optimizer": self.optimizer, "metrics": metrics, **kwargs}
+        )
+
+    def get_compile_config(self):
+        if self.compiled and hasattr(self, "_compile_config"):
+            return self._compile_config
+        return {}
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _resolve_output_metrics(self, metrics):
+        if metrics is None:
+            return []
+        if isinstance(metrics, (list, tuple)):
+            names = self._output_names() or []
+            if len(names) > 1:
+                raise ValueError(
+                    f"Objective.compile: received a list of metrics, but the model has outputs "
+                    f"{names}; pass a dict {{output name: [metrics]}}."
+                )
+            metrics = {names[0] if names else SINGLE_OUTPUT: metrics}
+        resolved = []
+        for on, entries in metrics.items():
+            entries = entries if isinstance(entries, (list, tuple)) else [entries]
+            target = self._metric_target(on)
+            for entry in entries:
+                resolved.append((_resolve_metric(entry), on, target))
+        seen = {}
+        for metric, on, _ in resolved:
+            seen[metric.name] = seen.get(metric.name, 0) + 1
+        for metric, on, _ in resolved:
+            if seen[metric.name] > 1 and on is not SINGLE_OUTPUT:
+                metric.name = f"{on}_{metric.name}"
+        return resolved
+
+    def _metric_target(self, on):
+        all_targets = sorted({t.target for t in self.terms.values()})
+        if len(all_targets) == 1:
+            return all_targets[0]
+        readers = sorted({t.target for t in self.terms.values() if t.on == on})
+        if len(readers) == 1:
+            return readers[0]
+        raise ValueError(
+            f"Objective.compile: cannot tell which target the metrics of output {on!r} compare "
+            f"with: the terms read targets {all_targets}. Add a term on {on!r} or use one target."
+        )
+
+    @property
+    def metrics(self):
+        metrics = list(super().metrics)
+        known = {id(m) for m in metrics}
+        for metric, _, _ in getattr(self, "_output_metrics", []):
+            if id(metric) not in known:
+                metrics.append(metric)
+        return metrics
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if getattr(self, "_output_metrics", None):
+            outputs = self._outputs_dict(y_pred)
+            targets = self._targets_dict(y)
+            for metric, on, target in self._output_metrics:
+                metric.update_state(
+                    self._target(targets, metric.name, target),
+                    self._output(outputs, metric.name, on),
+                    sample_weight=sample_weight,
+                )
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+    # ------------------------------------------------------------ serialization
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "model": keras.saving.serialize_keras_object(self.model),
+            "terms": {n: keras.saving.serialize_keras_object(t) for n, t in self.terms.items()},
+            "weighting": keras.saving.serialize_keras_object(self.weighting),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(config.pop("model"), custom_objects=custom_objects)
+        terms = {
+            n: keras.saving.deserialize_keras_object(t, custom_objects=custom_objects)
+            for n, t in config.pop("terms").items()
+        }
+        weighting = keras.saving.deserialize_keras_object(config.pop("weighting"), custom_objects=custom_objects)
+        return cls(model, terms, weighting=weighting, **config)

@@ -1,0 +1,22 @@
+"""Pure, stateless functions over ``keras.ops``: usable in ``fit`` and in custom loops."""
+
+from lossweave.ops.center import (
+    center_loss,
+    center_loss_and_update,
+    center_update,
+    center_update_rows,
+)
+from lossweave.ops.labels import class_indices, finite_rows, label_layout
+from lossweave.ops.softmax import logits_accuracy, softmax_cross_entropy
+
+__all__ = [
+    "center_loss",
+    "center_loss_and_update",
+    "center_update",
+    "center_update_rows",
+    "class_indices",
+    "finite_rows",
+    "label_layout",
+    "logits_accuracy",
+    "softmax_cross_entropy",
+]

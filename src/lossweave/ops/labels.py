@@ -1,0 +1,105 @@
+"""Label handling shared by every term: sparse or one-hot in, class indices out.
+
+Labels arrive as whatever the data pipeline produced: int or float sparse
+indices of shape ``(batch,)`` or ``(batch, 1)``, or one-hot rows of shape
+``(batch, num_classes)``. Shapes are checked at trace time (a ``ValueError``
+that names what was received); values are checked row by row and returned as a
+``valid`` mask, because a compiled step cannot raise on a value. Callers mask
+invalid rows out of every state update and report them (see
+``lossweave.backend.check``).
+"""
+
+from keras import ops
+
+
+def _is_float(x):
+    return "float" in str(x.dtype)
+
+
+def label_layout(labels_shape, num_classes, what="labels"):
+    """Return ``"sparse"`` or ``"one_hot"`` for a labels shape, or raise.
+
+    Args:
+        labels_shape: static shape of the labels tensor (tuple, ``None`` for
+            unknown batch size).
+        num_classes: number of classes the term was built for.
+        what: name used in the error message.
+    """
+    shape = tuple(labels_shape)
+    if len(shape) == 1:
+        return "sparse"
+    if len(shape) == 2:
+        width = shape[-1]
+        if width == 1:
+            return "sparse"
+        if width == num_classes:
+            return "one_hot"
+        raise ValueError(
+            f"{what}: received one-hot labels of width {width} (shape {shape}); "
+            f"expected width num_classes={num_classes}, or sparse class indices "
+            f"of shape (batch,) or (batch, 1). Fix the label encoding or the "
+            f"term's num_classes."
+        )
+    raise ValueError(
+        f"{what}: received labels of rank {len(shape)} (shape {shape}); expected "
+        f"sparse class indices of shape (batch,) or (batch, 1), or one-hot labels "
+        f"of shape (batch, {num_classes})."
+    )
+
+
+def class_indices(labels, num_classes, what="labels"):
+    """Turn sparse or one-hot labels into class indices and a validity mask.
+
+    A sparse label is valid when it is finite, integer-valued and in
+    ``[0, num_classes)``. A one-hot row is valid when it is finite, non-negative
+    and not all zero; its class is the argmax (as the TF1 center-loss code did).
+
+    Args:
+        labels: sparse ``(batch,)``/``(batch, 1)`` or one-hot
+            ``(batch, num_classes)`` tensor, integer or float.
+        num_classes: number of classes.
+        what: name used in error messages.
+
+    Returns:
+        ``(indices, valid)``: int32 indices of shape ``(batch,)`` (invalid rows
+        point at class 0, so a gather is always in range) and a bool mask.
+
+    Example:
+        >>> import numpy as np
+        >>> idx, ok = class_indices(np.array([0., 2., 7.]), num_classes=3)
+        >>> [int(i) for i in idx], [bool(v) for v in ok]
+        ([0, 2, 0], [True, True, False])
+    """
+    labels = ops.convert_to_tensor(labels)
+    layout = label_layout(labels.shape, num_classes, what)
+    if layout == "one_hot":
+        values = ops.cast(labels, "float32")
+        finite = ops.all(ops.isfinite(values), axis=-1)
+        safe = ops.where(ops.isfinite(values), values, ops.zeros_like(values))
+        valid = ops.logical_and(finite, ops.all(safe >= 0, axis=-1))
+        valid = ops.logical_and(valid, ops.sum(safe, axis=-1) > 0)
+        indices = ops.cast(ops.argmax(safe, axis=-1), "int32")
+    else:
+        if len(labels.shape) == 2:
+            labels = ops.squeeze(labels, axis=-1)
+        if _is_float(labels):
+            values = ops.cast(labels, "float32")
+            finite = ops.isfinite(values)
+            safe = ops.where(finite, values, ops.zeros_like(values))
+            integral = ops.equal(safe, ops.floor(safe))
+            in_range = ops.logical_and(safe >= 0, safe < num_classes)
+            valid = ops.logical_and(finite, ops.logical_and(integral, in_range))
+            indices = ops.cast(safe, "int32")
+        else:
+            indices = ops.cast(labels, "int32")
+            valid = ops.logical_and(indices >= 0, indices < num_classes)
+    indices = ops.where(valid, indices, ops.zeros_like(indices))
+    return indices, valid
+
+
+def finite_rows(features):
+    """Bool mask of rows of a ``(batch, ...)`` tensor whose entries are all finite."""
+    finite = ops.isfinite(features)
+    if len(features.shape) > 1:
+        finite = ops.all(ops.reshape(finite, (ops.shape(finite)[0], -1)), axis=-1)
+    return finite

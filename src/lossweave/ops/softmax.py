@@ -1,0 +1,61 @@
+"""Softmax cross-entropy and accuracy computed on logits (the softmax layer removed)."""
+
+from keras import ops
+
+from lossweave.ops.labels import class_indices, finite_rows
+
+
+def _rows(logits, labels, what):
+    num_classes = logits.shape[-1]
+    if len(logits.shape) != 2:
+        raise ValueError(
+            f"{what}: received logits of shape {tuple(logits.shape)}; expected a "
+            f"2-D tensor (batch, num_classes)."
+        )
+    indices, valid = class_indices(labels, num_classes, what=f"{what} labels")
+    logits = ops.cast(logits, "float32")
+    valid = ops.logical_and(valid, finite_rows(logits))
+    logits = ops.where(valid[:, None], logits, ops.zeros_like(logits))
+    return logits, indices, valid
+
+
+def softmax_cross_entropy(logits, labels, sample_weight=None):
+    """Mean softmax cross-entropy ``-log softmax(z)_y`` over the batch.
+
+    Args:
+        logits: ``(batch, num_classes)`` pre-softmax scores.
+        labels: sparse ``(batch,)``/``(batch, 1)`` or one-hot labels.
+        sample_weight: optional ``(batch,)`` weights.
+
+    Returns:
+        Scalar float32; invalid rows contribute zero, the mean is over the batch.
+
+    Example:
+        >>> import numpy as np
+        >>> round(float(softmax_cross_entropy(np.zeros((1, 4), "float32"), np.array([2]))), 4)
+        1.3863
+    """
+    logits, indices, valid = _rows(logits, labels, "softmax cross-entropy")
+    log_probs = ops.log_softmax(logits, axis=-1)
+    picked = ops.take_along_axis(log_probs, indices[:, None], axis=-1)[:, 0]
+    weight = ops.cast(valid, "float32")
+    if sample_weight is not None:
+        weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+    per_sample = ops.where(valid, -picked * weight, ops.zeros_like(picked))
+    batch = ops.maximum(ops.cast(ops.shape(per_sample)[0], "float32"), 1.0)
+    return ops.sum(per_sample) / batch
+
+
+def logits_accuracy(logits, labels):
+    """Per-sample 1.0 where ``argmax(softmax(logits)) == label``, else 0.0.
+
+    Softmax is monotonic, so the argmax of the logits is used directly.
+
+    Example:
+        >>> import numpy as np
+        >>> [float(v) for v in logits_accuracy(np.array([[0., 1.], [3., 1.]]), np.array([1, 1]))]
+        [1.0, 0.0]
+    """
+    logits, indices, valid = _rows(logits, labels, "logits accuracy")
+    predicted = ops.cast(ops.argmax(logits, axis=-1), "int32")
+    return ops.cast(ops.logical_and(valid, ops.equal(predicted, indices)), "float32")

@@ -1,0 +1,81 @@
+"""Terms made from plain losses: any Keras loss, and softmax cross-entropy on logits."""
+
+import keras
+from keras import ops
+
+from lossweave import ops as lw_ops
+from lossweave.terms.base import Term, check_class_rows
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class Loss(Term):
+    """Any ``keras.losses.Loss`` (or loss name) as a term on one output.
+
+    Args:
+        loss: a Keras loss instance, name or function.
+        on: model output the loss reads (``y_pred``).
+        target: target the loss compares with (``y_true``).
+
+    Example:
+        >>> import keras, numpy as np
+        >>> term = Loss(keras.losses.MeanSquaredError(), on="score", target="score")
+        >>> float(term(np.array([[1.], [3.]]), np.array([[0.], [1.]])))
+        2.5
+    """
+
+    def __init__(self, loss, on=None, target="label", **kwargs):
+        super().__init__(on=on, target=target, **kwargs)
+        self.loss = keras.losses.get(loss)
+        if self.loss is None:
+            raise ValueError(f"Loss term: received loss={loss!r}; expected a Keras loss or its name.")
+
+    def call(self, outputs, targets, sample_weight=None, training=None):
+        return self.loss(targets, outputs, sample_weight=sample_weight)
+
+    def get_config(self):
+        config = super().get_config()
+        config["loss"] = keras.losses.serialize(self.loss)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["loss"] = keras.losses.deserialize(config["loss"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class SoftmaxCrossEntropy(Term):
+    """Softmax cross-entropy on logits, with sparse or one-hot labels checked.
+
+    ``-mean_i log softmax(z_i)_{y_i}``: the softmax loss of the center-loss paper
+    (Eq. 1), computed on the logits of the last dense layer. Unlike
+    ``keras.losses.SparseCategoricalCrossentropy``, a label out of range raises
+    ``InvalidInputError`` on every backend instead of being clamped.
+
+    Args:
+        on: model output holding the logits ``(batch, num_classes)``.
+        target: target holding sparse or one-hot labels.
+        validate: raise on bad rows at run time.
+
+    Example:
+        >>> import numpy as np
+        >>> round(float(SoftmaxCrossEntropy()(np.zeros((2, 4), "float32"), np.array([1, 3]))), 4)
+        1.3863
+    """
+
+    def __init__(self, on="logits", target="label", validate=True, **kwargs):
+        super().__init__(on=on, target=target, **kwargs)
+        self.validate = bool(validate)
+
+    def call(self, outputs, targets, sample_weight=None, training=None):
+        clean = check_class_rows(self, outputs, targets, outputs.shape[-1]) if self.validate else None
+        loss = lw_ops.softmax_cross_entropy(outputs, targets, sample_weight)
+        if clean is not None:
+            loss = ops.where(clean, loss, ops.zeros_like(loss))
+        return loss
+
+    def get_config(self):
+        config = super().get_config()
+        config["validate"] = self.validate
+        return config

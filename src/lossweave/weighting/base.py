@@ -1,0 +1,45 @@
+"""The weighting protocol: how per-term losses become the one scalar that is minimised.
+
+In the spirit of optax's ``GradientTransformation``, a strategy is small and
+interchangeable. ``Objective`` calls, once, ``setup(term_names)`` (create any
+state: learned weights, loss history) and, every step inside the compiled
+train/test step, ``combine(losses, step, training)`` with a dict of scalar
+term losses and the optimizer's step counter (a tensor). ``combine`` returns
+the total and the per-term weights, which the Objective logs as
+``weight/<term>``. Strategies that keep state are Layers, so their variables
+are tracked, trained where trainable and saved with the Objective.
+"""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class Weighting(keras.layers.Layer):
+    """Base class: the plain sum of the terms (every weight 1).
+
+    Subclasses override ``term_weights`` (and ``setup`` if stateful); the
+    default ``combine`` is the weighted sum ``sum_k w_k * L_k``.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.term_names = None
+
+    def setup(self, term_names):
+        """Record the term names; subclasses create their state here."""
+        self.term_names = list(term_names)
+        self.built = True
+
+    def term_weights(self, losses, step, training):
+        """Dict of scalar weights, one per term."""
+        return {name: ops.ones((), "float32") for name in losses}
+
+    def combine(self, losses, step=None, training=False):
+        """``(total, weights)`` for a dict of scalar losses."""
+        weights = self.term_weights(losses, step, training)
+        total = ops.zeros((), "float32")
+        for name, loss in losses.items():
+            total = total + ops.cast(weights[name], "float32") * ops.cast(loss, "float32")
+        return total, weights
