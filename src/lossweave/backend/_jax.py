@@ -62,19 +62,28 @@ def guard_step(model, function, kind):
     """Wrap a Keras train/test function so that failed checks raise after the step."""
     keys = _STATE_KEYS[kind]
 
+    def write_back(state):
+        # Keras purged the variables at the start of the epoch: give them the state.
+        model._jax_state = dict(zip(keys, state))
+        model._jax_state_synced = False
+        model.jax_state_sync()
+
     def guarded(state, data):
         _local.deferred = True
         try:
             logs, new_state = function(state, data)
+        except Exception:
+            # A trace-time error (bad shape): nothing ran, the input state is intact.
+            if not any(getattr(a, "is_deleted", lambda: False)() for a in jax.tree.leaves(state)):
+                write_back(state)
+            raise
         finally:
             _local.deferred = False
         jax.effects_barrier()  # the step's callbacks have run
         if _pending:
             message = _pending[0]
             _pending.clear()
-            model._jax_state = dict(zip(keys, new_state))
-            model._jax_state_synced = False
-            model.jax_state_sync()
+            write_back(new_state)
             raise InvalidInputError(message)
         return logs, new_state
 

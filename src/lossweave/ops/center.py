@@ -138,7 +138,7 @@ def center_update_rows(features, labels, centers, alpha, sample_weight=None):
     keep_f = ops.cast(keep, "float32")
     same = ops.cast(ops.equal(indices[:, None], indices[None, :]), "float32")
     counts = ops.sum(same * keep_f[None, :], axis=1)  # n_{y_i} among participating rows
-    gathered = ops.take(ops.cast(ops.stop_gradient(centers), "float32"), indices, axis=0)
+    gathered = ops.take(ops.stop_gradient(ops.cast(centers, "float32")), indices, axis=0)
     scale = ops.cast(alpha, "float32") * keep_f / (1.0 + counts)
     deltas = ops.stop_gradient((features - gathered) * scale[:, None])
     return indices, deltas

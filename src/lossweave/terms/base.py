@@ -1,10 +1,17 @@
 """The base of every loss term: a Keras Layer that reads one model output and one target."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from lossweave import backend
 from lossweave.ops.labels import class_indices, finite_rows
+
+
+def _as_tensor(x):
+    if isinstance(x, (np.ndarray, np.generic, list, tuple, int, float)):
+        return ops.convert_to_tensor(x)
+    return x
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -32,6 +39,13 @@ class Term(keras.layers.Layer):
         self._outputs_shape = None
         # Labels must never be autocast (float16 cannot hold class ids > 2048).
         self._convert_input_args = False
+
+    def __call__(self, outputs, targets, **kwargs):
+        # With input conversion off, Keras takes only tensors as positional args:
+        # convert NumPy arrays here, keeping their dtype (labels stay integers).
+        outputs = keras.tree.map_structure(_as_tensor, outputs)
+        targets = keras.tree.map_structure(_as_tensor, targets)
+        return super().__call__(outputs, targets, **kwargs)
 
     def build(self, outputs_shape):
         self._outputs_shape = tuple(outputs_shape)

@@ -1,0 +1,43 @@
+# lossweave: the two commands a fresh machine needs are `make demo` and `make test`.
+VENV      ?= .venv
+PY        := $(VENV)/bin/python
+PIP       := $(PY) -m pip --disable-pip-version-check
+BACKENDS  ?= tensorflow jax torch
+PYTEST_ARGS ?= -q -n 2
+DEMO_BACKEND ?= jax
+OUT       ?= runs/demo
+
+.PHONY: demo test bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+# The demo needs one backend (JAX), installed at the pinned versions.
+$(VENV)/.demo-installed: pyproject.toml requirements/pins.txt | $(PY)
+	$(PIP) install -q -c requirements/pins.txt keras jax jaxlib numpy scikit-learn matplotlib setuptools
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+# Tests need all three backends and the test tools, every version pinned.
+$(VENV)/.test-installed: pyproject.toml requirements/pins.txt | $(PY)
+	$(PIP) install -q -r requirements/pins.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	touch $@ $(VENV)/.demo-installed
+
+demo: $(VENV)/.demo-installed
+	KERAS_BACKEND=$(DEMO_BACKEND) $(VENV)/bin/lossweave train --out $(OUT)
+
+test: $(VENV)/.test-installed
+	@set -e; for b in $(BACKENDS); do \
+		echo "=== KERAS_BACKEND=$$b"; \
+		KERAS_BACKEND=$$b $(PY) -m pytest $(PYTEST_ARGS) tests; \
+	done
+
+bench: $(VENV)/.test-installed
+	@set -e; for b in $(BACKENDS); do \
+		echo "=== KERAS_BACKEND=$$b"; \
+		KERAS_BACKEND=$$b $(PY) benchmarks/run.py; \
+	done
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

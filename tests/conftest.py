@@ -1,0 +1,37 @@
+"""Shared fixtures. The suite runs once per backend (KERAS_BACKEND set by `make test`)."""
+
+import keras
+import numpy as np
+import pytest
+
+BACKEND = keras.backend.backend()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+def to_numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def numpy_center_loss(x, y, c, w=None):
+    """Wen et al. 2016, Eq. 2, divided by the batch size: 1/2 mean_i ||x_i - c_{y_i}||^2."""
+    per = 0.5 * ((x - c[y]) ** 2).sum(axis=1)
+    if w is not None:
+        per = per * w
+    return per.sum() / len(x)
+
+
+def numpy_center_update(x, y, c, alpha):
+    """Wen et al. 2016, Eq. 3-4, written class by class as in the paper."""
+    new = c.astype("float64").copy()
+    for j in np.unique(y):
+        members = y == j
+        n_j = members.sum()
+        delta = (c[j] - x[members]).sum(axis=0) / (1.0 + n_j)
+        new[j] = c[j] - alpha * delta
+    return new
