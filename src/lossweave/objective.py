@@ -195,10 +195,19 @@ class Objective(keras.Model):
             losses[name] = term(
                 self._output(outputs, name, term.on),
                 self._target(targets, name, term.target),
-                sample_weight=sample_weight,
+                sample_weight=self._sample_weight(sample_weight, name, term.target),
                 training=training,
             )
         return losses
+
+    @staticmethod
+    def _sample_weight(sample_weight, term_name, target):
+        """Keras gives sample weights in the structure of y: pick this term's."""
+        if not isinstance(sample_weight, dict):
+            return sample_weight
+        if term_name in sample_weight:
+            return sample_weight[term_name]
+        return sample_weight.get(target)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         losses = self.compute_term_losses(y, y_pred, sample_weight, training)
@@ -317,7 +326,7 @@ class Objective(keras.Model):
                 metric.update_state(
                     self._target(targets, metric.name, target),
                     self._output(outputs, metric.name, on),
-                    sample_weight=sample_weight,
+                    sample_weight=self._sample_weight(sample_weight, metric.name, target),
                 )
         return super().compute_metrics(x, y, y_pred, sample_weight)
 

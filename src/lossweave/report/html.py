@@ -1,0 +1,116 @@
+"""A self-contained HTML page for a run: tables, the command, images inlined as base64 PNG."""
+
+import base64
+import datetime
+import html
+import math
+import numbers
+import pathlib
+
+
+def format_value(value):
+    """How a value is shown in a report: numbers with 4 decimals (or 4 significant digits).
+
+    Example:
+        >>> format_value(0.912345), format_value(1234.5678), format_value(3e-07), format_value(True)
+        ('0.9123', '1234.5678', '3e-07', 'true')
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        if not math.isfinite(value):
+            return str(value)
+        if value != 0 and abs(value) < 1e-3:
+            return f"{value:.4g}"
+        return f"{value:.4f}"
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def _table(rows, css_class):
+    """``rows``: iterable of ``(key, label, value)``; the key goes in ``data-key``."""
+    out = [f'<table class="{css_class}">']
+    for key, label, value in rows:
+        out.append(
+            f'<tr><th>{html.escape(str(label))}</th>'
+            f'<td data-key="{html.escape(str(key), quote=True)}">{html.escape(format_value(value))}</td></tr>'
+        )
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _image(path_or_bytes, caption):
+    data = path_or_bytes
+    if not isinstance(data, (bytes, bytearray)):
+        data = pathlib.Path(data).read_bytes()
+    encoded = base64.b64encode(bytes(data)).decode("ascii")
+    return (
+        f'<figure><img alt="{html.escape(caption, quote=True)}" '
+        f'src="data:image/png;base64,{encoded}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+    )
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
+pre { background: #f4f4f4; padding: .6em .8em; overflow-x: auto; }
+table { border-collapse: collapse; margin: .4em 0; }
+th, td { border-bottom: 1px solid #ddd; padding: .25em .9em; text-align: left; }
+td { font-family: ui-monospace, monospace; text-align: right; }
+.figures { display: flex; flex-wrap: wrap; gap: 1.5em; }
+figure { margin: 0; } img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: .9em; }
+footer { color: #777; font-size: .85em; margin-top: 2em; }
+"""
+
+
+def render_html(*, title, command=None, metrics=(), config=(), images=(), notes=()):
+    """The report page as a string.
+
+    Args:
+        title: page title.
+        command: the command line that made the run.
+        metrics: ``(key, label, value)`` rows of the metrics table; ``key`` is
+            written in each cell's ``data-key`` attribute for machine reading.
+        config: ``(key, label, value)`` rows of the configuration table.
+        images: ``(caption, png)`` pairs; ``png`` is a path or the PNG bytes.
+        notes: paragraphs of plain text shown under the title.
+
+    Example:
+        >>> page = render_html(title="run", metrics=[("acc", "accuracy", 0.5)])
+        >>> '<td data-key="acc">0.5000</td>' in page
+        True
+    """
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    parts += [f"<p>{html.escape(note)}</p>" for note in notes]
+    if command:
+        parts += ["<h2>Command</h2>", f"<pre>{html.escape(command)}</pre>"]
+    metrics, config, images = list(metrics), list(config), list(images)
+    if metrics:
+        parts += ["<h2>Metrics</h2>", _table(metrics, "metrics")]
+    if images:
+        parts += ["<h2>Figures</h2>", '<div class="figures">']
+        parts += [_image(png, caption) for caption, png in images]
+        parts.append("</div>")
+    if config:
+        parts += ["<h2>Configuration</h2>", _table(config, "config")]
+    stamp = datetime.datetime.now().isoformat(timespec="seconds")
+    parts += [f"<footer>Written by lossweave on {html.escape(stamp)}.</footer>", "</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+def write_html(path, **kwargs):
+    """Write ``render_html(**kwargs)`` to ``path`` (UTF-8); returns the path."""
+    path = pathlib.Path(path)
+    path.write_text(render_html(**kwargs), encoding="utf-8")
+    return path

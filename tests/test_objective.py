@@ -1,0 +1,194 @@
+"""Objective: a keras.Model over terms, trained with plain compile/fit on every backend."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import lossweave as lw
+from conftest import to_numpy
+
+RNG = np.random.default_rng(2)
+CLASSES, DIM, FEATURES = 4, 3, 10
+
+
+def _model(regularizer=None):
+    inputs = keras.Input((FEATURES,))
+    hidden = keras.layers.Dense(16, activation="relu", kernel_regularizer=regularizer)(inputs)
+    emb = keras.layers.Dense(DIM, name="emb_layer")(hidden)
+    return keras.Model(inputs, {"embedding": emb, "logits": keras.layers.Dense(CLASSES)(emb)})
+
+
+def _objective(model=None, center_weight=0.1, **center_kwargs):
+    return lw.Objective(
+        model or _model(),
+        {
+            "softmax": lw.terms.SoftmaxCrossEntropy(on="logits"),
+            "center": lw.terms.CenterLoss(num_classes=CLASSES, alpha=0.5, on="embedding", **center_kwargs),
+        },
+        weighting=lw.weighting.Fixed({"center": center_weight}),
+    )
+
+
+def _data(n=64):
+    x = RNG.normal(size=(n, FEATURES)).astype("float32")
+    y = RNG.integers(0, CLASSES, n)
+    return x, y
+
+
+def test_fit_logs_every_term_and_weight():
+    x, y = _data()
+    objective = _objective()
+    objective.compile(optimizer="adam", metrics={"logits": [lw.metrics.LogitsAccuracy()]})
+    history = objective.fit(x, {"label": y}, epochs=2, batch_size=16, verbose=0)
+    for key in ["loss", "loss/softmax", "loss/center", "weight/softmax", "weight/center", "accuracy"]:
+        assert key in history.history and len(history.history[key]) == 2
+    assert history.history["weight/center"][0] == pytest.approx(0.1)
+    assert np.any(to_numpy(objective.terms["center"].centers) != 0)
+
+
+def test_evaluate_total_is_the_weighted_sum_plus_regularization():
+    x, y = _data()
+    objective = _objective(_model(regularizer=keras.regularizers.L2(0.05)), center_weight=0.25)
+    objective.compile(optimizer="sgd")
+    logs = objective.evaluate(x, {"label": y}, batch_size=64, verbose=0, return_dict=True)
+    reg = sum(float(to_numpy(loss)) for loss in objective.model.losses)
+    assert reg > 0
+    expected = logs["loss/softmax"] + 0.25 * logs["loss/center"] + reg
+    assert logs["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_evaluate_does_not_move_centers():
+    x, y = _data()
+    objective = _objective()
+    objective.compile(optimizer="adam")
+    objective.fit(x, {"label": y}, epochs=1, batch_size=16, verbose=0)
+    before = to_numpy(objective.terms["center"].centers).copy()
+    objective.evaluate(x, {"label": y}, verbose=0)
+    np.testing.assert_array_equal(to_numpy(objective.terms["center"].centers), before)
+
+
+def test_inference_model_needs_no_labels():
+    x, y = _data()
+    objective = _objective()
+    objective.compile(optimizer="adam")
+    objective.fit(x, {"label": y}, epochs=1, verbose=0)
+    out = objective.model.predict(x, verbose=0)
+    assert set(out) == {"embedding", "logits"} and out["embedding"].shape == (64, DIM)
+    np.testing.assert_allclose(objective.predict(x, verbose=0)["logits"], out["logits"], atol=1e-6)
+
+
+def test_one_hot_labels_and_plain_target_array():
+    x, y = _data()
+    objective = _objective()
+    objective.compile(optimizer="adam", metrics={"logits": ["accuracy"]})
+    history = objective.fit(x, np.eye(CLASSES, dtype="float32")[y], epochs=1, batch_size=16, verbose=0)
+    assert np.isfinite(history.history["loss"][0]) and "accuracy" in history.history
+
+
+def test_sample_weight_zero_rows_do_not_move_centers():
+    x, y = _data(n=16)
+    objective = _objective()
+    objective.compile(optimizer="sgd")
+    weights = np.zeros(16, "float32")
+    objective.fit(x, {"label": y}, sample_weight=weights, batch_size=16, epochs=1, verbose=0)
+    assert np.all(to_numpy(objective.terms["center"].centers) == 0)
+
+
+def test_save_load_round_trip(tmp_path):
+    x, y = _data()
+    objective = _objective()
+    objective.compile(optimizer="adam", metrics={"logits": [lw.metrics.LogitsAccuracy()]})
+    objective.fit(x, {"label": y}, epochs=1, batch_size=16, verbose=0)
+    path = os.fspath(tmp_path / "objective.keras")
+    objective.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, lw.Objective)
+    np.testing.assert_array_equal(
+        to_numpy(loaded.terms["center"].centers), to_numpy(objective.terms["center"].centers)
+    )
+    assert loaded.weighting.get_config()["weights"] == {"center": 0.1}
+    a = objective.evaluate(x, {"label": y}, verbose=0, return_dict=True)
+    b = loaded.evaluate(x, {"label": y}, verbose=0, return_dict=True)
+    assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_save_load_continue_equals_straight_through(tmp_path):
+    x, y = _data()
+
+    def fresh():
+        keras.utils.set_random_seed(7)
+        objective = _objective()
+        objective.compile(optimizer=keras.optimizers.Adam(0.01))
+        return objective
+
+    straight = fresh()
+    straight.fit(x, {"label": y}, epochs=2, batch_size=16, shuffle=False, verbose=0)
+
+    first = fresh()
+    first.fit(x, {"label": y}, epochs=1, batch_size=16, shuffle=False, verbose=0)
+    path = os.fspath(tmp_path / "half.keras")
+    first.save(path)
+    resumed = keras.saving.load_model(path)
+    resumed.fit(x, {"label": y}, epochs=1, batch_size=16, shuffle=False, verbose=0)
+
+    np.testing.assert_allclose(
+        to_numpy(resumed.terms["center"].centers), to_numpy(straight.terms["center"].centers), atol=1e-5
+    )
+    for a, b in zip(resumed.model.weights, straight.model.weights):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), atol=1e-5)
+
+
+def test_objective_config_round_trip():
+    objective = _objective()
+    clone = lw.Objective.from_config(objective.get_config())
+    assert list(clone.terms) == ["softmax", "center"]
+    assert clone.terms["center"].get_config() == objective.terms["center"].get_config()
+    assert clone.weighting.get_config()["weights"] == {"center": 0.1}
+
+
+def test_single_output_model_with_default_on():
+    inputs = keras.Input((FEATURES,))
+    model = keras.Model(inputs, keras.layers.Dense(DIM)(inputs))
+    objective = lw.Objective(model, {"center": lw.terms.CenterLoss(num_classes=CLASSES, on=None)})
+    objective.compile(optimizer="sgd")
+    x, y = _data()
+    history = objective.fit(x, y, epochs=1, verbose=0)
+    assert "loss/center" in history.history
+
+
+def test_unknown_output_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"reads output 'features'.*outputs are \['embedding', 'logits'\]"):
+        lw.Objective(_model(), {"center": lw.terms.CenterLoss(num_classes=CLASSES, on="features")})
+
+
+def test_unknown_target_is_a_clear_error():
+    x, y = _data()
+    objective = _objective()
+    objective.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match=r"needs target 'label'.*\['identity'\]"):
+        objective.fit(x, {"identity": y}, epochs=1, verbose=0)
+
+
+def test_compile_rejects_loss_and_loss_weights():
+    objective = _objective()
+    with pytest.raises(ValueError, match="terms"):
+        objective.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="Fixed"):
+        objective.compile(optimizer="sgd", loss_weights={"center": 1.0})
+
+
+def test_constructor_errors():
+    with pytest.raises(TypeError, match="keras.Model"):
+        lw.Objective("not a model", {"c": lw.terms.CenterLoss(num_classes=2)})
+    with pytest.raises(ValueError, match="non-empty dict"):
+        lw.Objective(_model(), {})
+    with pytest.raises(TypeError, match="lossweave.terms.Loss"):
+        lw.Objective(_model(), {"mse": keras.losses.MeanSquaredError()})
+    with pytest.raises(ValueError, match=r"not terms of the objective"):
+        lw.Objective(
+            _model(),
+            {"center": lw.terms.CenterLoss(num_classes=2)},
+            weighting=lw.weighting.Fixed({"centre": 1.0}),
+        )
