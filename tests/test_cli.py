@@ -1,0 +1,272 @@
+"""The ``lossweave`` command line tool: ``train`` end to end, bad input, config precedence.
+
+The end-to-end run is one short training (1 epoch) shared by the tests of
+this module; everything else stops before training.
+"""
+
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tomllib
+
+import keras
+import numpy as np
+import pytest
+
+from lossweave.cli import main
+from lossweave.cli.train import OPTIONS, TrainConfig
+from lossweave.report import class_distance_ratio
+
+RUN_FILES = ("metrics.json", "history.json", "config.toml", "objective.keras", "model.keras",
+             "features.png", "losses.png", "report.html")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _flatten(tree, prefix=""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}/")
+        else:
+            yield f"{prefix}{key}", value
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One 1-epoch run: the config file asks for 3 epochs and a 3-D embedding, the CLI for 1 epoch."""
+    root = tmp_path_factory.mktemp("cli")
+    config = root / "options.toml"
+    config.write_text('epochs = 3\nembedding_dim = 3\nbatch-size = 256\nseed = 1\n'
+                      'center-weight = 0.01\nalpha = 0.25\n')
+    out = root / "run"
+    argv = ["train", "--config", str(config), "--epochs", "1", "--out", str(out)]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        status = main(argv)
+    return {"status": status, "out": out, "argv": argv, "stdout": stdout.getvalue(),
+            "config_file": config}
+
+
+def test_run_writes_every_file(run):
+    assert run["status"] == 0
+    for name in RUN_FILES:
+        path = run["out"] / name
+        assert path.is_file() and path.stat().st_size > 0, name
+    for name in ("features.png", "losses.png"):
+        assert (run["out"] / name).read_bytes()[:8] == PNG_SIGNATURE
+    assert f"report: {run['out'] / 'report.html'}" in run["stdout"]
+    assert "test accuracy" in run["stdout"]  # the summary table
+
+
+def test_metrics_are_sane(run):
+    metrics = json.loads((run["out"] / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["test_accuracy"] > 0.2  # one epoch is far above chance (0.1) on digits
+    assert set(metrics["test_losses"]) == set(metrics["final_losses"]) == {"softmax", "center"}
+    for key, value in _flatten(metrics):
+        assert isinstance(value, (int, float)) and math.isfinite(value), key
+    assert metrics["test_loss"] == pytest.approx(
+        metrics["test_losses"]["softmax"] + 0.01 * metrics["test_losses"]["center"], rel=1e-3)
+    assert 0.0 < metrics["intra_inter_ratio"] < 10.0
+    assert metrics["epochs"] == 1
+
+    history = json.loads((run["out"] / "history.json").read_text())
+    for key in ("loss", "loss/softmax", "loss/center", "val_loss/center", "accuracy"):
+        assert len(history[key]) == 1, key
+    assert history["loss/center"][-1] == pytest.approx(metrics["final_losses"]["center"])
+
+
+def test_report_shows_the_metrics(run):
+    metrics = json.loads((run["out"] / "metrics.json").read_text())
+    page = (run["out"] / "report.html").read_text()
+    shown = dict(re.findall(r'data-key="([^"]+)">([^<]*)<', page))
+    for key, value in _flatten(metrics):
+        assert key in shown, key
+        assert float(shown[key]) == pytest.approx(value, rel=1e-3, abs=5e-5), key
+    images = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    assert len(images) == 2 and all(s.startswith("data:image/png;base64,") for s in images)
+    assert "--epochs 1" in page and "lossweave train" in page
+
+
+def test_config_file_is_resolved_and_reusable(run):
+    written = tomllib.loads((run["out"] / "config.toml").read_text())
+    assert written["epochs"] == 1  # the command line won
+    assert written["embedding-dim"] == 3 and written["seed"] == 1  # from the config file
+    assert written["batch-size"] == 256 and written["alpha"] == 0.25
+    assert written["center-weight"] == 0.01
+    assert written["learning-rate"] == TrainConfig().learning_rate  # default
+    assert written["backend"] == keras.backend.backend()
+    assert written["out"] == str(run["out"])
+    assert written["run"]["argv"] == run["argv"]
+    assert written["run"]["command"].startswith("lossweave train --config ")
+    assert written["run"]["config-file"] == str(run["config_file"])
+
+    # Read back with --config (the [run] table is ignored): the same configuration.
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(["train", "--config", str(run["out"] / "config.toml"), "--print-config"]) == 0
+    again = tomllib.loads(stdout.getvalue())
+    assert again == {k: v for k, v in written.items() if k != "run"}
+
+
+def test_saved_models_load(run):
+    model = keras.saving.load_model(run["out"] / "model.keras")
+    outputs = model.predict(np.zeros((2, 64), "float32"), verbose=0)
+    assert outputs["embedding"].shape == (2, 3) and outputs["logits"].shape == (2, 10)
+    objective = keras.saving.load_model(run["out"] / "objective.keras")
+    centers = keras.ops.convert_to_numpy(objective.terms["center"].centers)
+    assert centers.shape == (10, 3) and np.all(np.isfinite(centers)) and np.any(centers != 0)
+
+
+def _print_config(argv, capsys):
+    assert main(["train", *argv, "--print-config"]) == 0
+    return tomllib.loads(capsys.readouterr().out)
+
+
+def test_config_precedence(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text('epochs = 7\nlearning_rate = 0.002\nalpha = 0.25\nout = "from-file"\n'
+                      'quiet = true\n')
+    resolved = _print_config(["--config", str(config), "--epochs", "9", "--no-quiet"], capsys)
+    assert resolved["epochs"] == 9  # command line beats file
+    assert resolved["quiet"] is False
+    assert resolved["learning-rate"] == 0.002 and resolved["alpha"] == 0.25  # file beats default
+    assert resolved["out"] == "from-file"
+    defaults = TrainConfig()
+    assert resolved["center-weight"] == defaults.center_weight  # default
+    assert resolved["embedding-dim"] == defaults.embedding_dim
+    assert resolved["data"] == "digits" and resolved["model"] == "mlp"
+
+
+def test_defaults(capsys):
+    resolved = _print_config([], capsys)
+    assert resolved["center-weight"] == 0.003 and resolved["alpha"] == 0.5
+    assert resolved["embedding-dim"] == 2
+    assert re.fullmatch(r"runs[/\\]\d{8}-\d{6}", resolved["out"])
+    assert [f.name for f in dataclasses.fields(TrainConfig)] == [o.dest for o in OPTIONS]
+    for option in OPTIONS:
+        assert getattr(TrainConfig(), option.dest) == option.default, option.name
+
+
+def _bad(argv, capsys):
+    status = main(argv)
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert status == 2
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("lossweave: error: ")
+    assert "Traceback" not in captured.err and captured.out == ""
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        ([], "a command is required; choose from: train"),
+        (["fit"], "invalid choice: 'fit'"),
+        (["train", "--data", "mnist"], "--data: unknown data 'mnist'; choose from: digits."),
+        (["train", "--model", "resnet"], "--model: unknown model 'resnet'; choose from: mlp."),
+        (["train", "--epochs", "0"], "--epochs: expected an integer >= 1; received '0'."),
+        (["train", "--epochs", "two"], "--epochs: expected an integer >= 1; received 'two'."),
+        (["train", "--embedding-dim", "2.5"], "--embedding-dim: expected an integer >= 1"),
+        (["train", "--batch-size"], "argument --batch-size: expected one argument"),
+        (["train", "--learning-rate", "-1"], "--learning-rate: expected a number > 0.0"),
+        (["train", "--learning-rate", "0"], "--learning-rate: expected a number > 0.0"),
+        (["train", "--center-weight", "nan"], "--center-weight: expected a number >= 0.0"),
+        (["train", "--alpha", "1.5"], "--alpha: expected a number >= 0.0 and <= 1.0"),
+        (["train", "--seed", "-3"], "--seed: expected an integer >= 0"),
+        (["train", "--backend", "numpy"],
+         "--backend: unknown backend 'numpy'; choose from: jax, tensorflow, torch."),
+        (["train", "--bogus", "1"], "unrecognized arguments: --bogus 1"),
+        (["train", "--config", "missing.toml"], "--config: no such file: 'missing.toml'."),
+        (["train", "--config", "."], "--config: '.' is a folder"),
+    ],
+)
+def test_bad_command_line(argv, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert expected in _bad(argv, capsys)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("epochs = \n", "invalid TOML"),
+        ("epoch = 3\n", "unknown key 'epoch'; the keys are: data, model,"),
+        ("epoch = 3\n", "Did you mean 'epochs'?"),
+        ('epochs = "ten"\n', "c.toml: epochs: expected an integer >= 1; received 'ten'."),
+        ("epochs = 2.0\n", "c.toml: epochs: expected an integer >= 1; received 2.0."),
+        ("quiet = 1\n", "c.toml: quiet: expected true or false; received 1."),
+        ('data = "mnist"\n', "c.toml: data: unknown data 'mnist'; choose from: digits."),
+        ("alpha = true\n", "c.toml: alpha: expected a number >= 0.0 and <= 1.0; received True."),
+        ("epochs = 2\nepochs_x = 1\n", "unknown key 'epochs_x'"),
+        ("batch_size = 2\nbatch-size = 3\n", "is given twice"),
+        ("[model]\nunits = 3\n", "unknown key 'model'"),
+    ],
+)
+def test_bad_config_file(text, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text(text)
+    assert expected in _bad(["train", "--config", "c.toml"], capsys)
+
+
+def test_out_is_a_file(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken").write_text("")
+    assert "--out: 'taken' exists and is not a folder." in _bad(
+        ["train", "--out", "taken"], capsys)
+
+
+def test_backend_switch_in_process_is_a_usage_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    other = "torch" if keras.backend.backend() != "torch" else "jax"
+    line = _bad(["train", "--backend", other], capsys)
+    assert f"Keras is already loaded with the {keras.backend.backend()} backend" in line
+    assert _print_config(["--backend", keras.backend.backend()], capsys)["backend"] == (
+        keras.backend.backend())
+
+
+def test_help(capsys):
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in OPTIONS:
+        assert f"--{option.name}" in out
+    assert "--config" in out
+
+
+def test_python_m_restarts_with_the_requested_backend(tmp_path):
+    """``python -m lossweave train --backend B`` applies B although lossweave imports Keras."""
+    target = "jax" if keras.backend.backend() != "jax" else "torch"
+    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend()}
+    done = subprocess.run(
+        [sys.executable, "-m", "lossweave", "train", "--backend", target, "--print-config"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert tomllib.loads(done.stdout)["backend"] == target
+
+
+# ---------------------------------------------------------------------- report helpers
+def test_class_distance_ratio_matches_numpy_reference():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 3)), np.arange(60) % 4
+    means = np.stack([x[y == c].mean(0) for c in range(4)])
+    intra = np.mean([np.linalg.norm(x[i] - means[y[i]]) for i in range(60)])
+    inter = np.mean([np.linalg.norm(means[j] - means[k]) for j in range(4) for k in range(j + 1, 4)])
+    assert class_distance_ratio(x, y) == pytest.approx(intra / inter)
+    # given centers; invariant to scale, rotation and shift
+    centers = rng.normal(size=(4, 3))
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    assert class_distance_ratio(x, y, centers) == pytest.approx(
+        class_distance_ratio(5 * x @ q + 1, y, 5 * centers @ q + 1))
+    # tight clusters far apart -> small; one class -> error
+    tight = np.repeat(np.eye(3) * 100, 10, axis=0) + rng.normal(size=(30, 3)) * 0.01
+    assert class_distance_ratio(tight, np.repeat(np.arange(3), 10)) < 1e-3
+    with pytest.raises(ValueError, match="at least two classes"):
+        class_distance_ratio(x, np.zeros(60, int))
+    with pytest.raises(ValueError, match="centers has 2 rows"):
+        class_distance_ratio(x, y, centers[:2])

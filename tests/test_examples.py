@@ -1,0 +1,111 @@
+"""Run every script in examples/ with ``--fast`` on the current backend.
+
+Each example runs in a fresh interpreter (``sys.executable``) with the same
+``KERAS_BACKEND`` as this test session, so the suite run once per backend runs
+the examples once per backend. Examples tied to one backend are skipped on the
+others (and one of them is checked to refuse the wrong backend clearly).
+"""
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+
+BACKEND = keras.backend.backend()
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py"))
+BACKEND_ONLY = {"custom_loop_tensorflow.py": "tensorflow", "custom_loop_jax.py": "jax"}
+TIMEOUT_S = 300  # generous: a --fast run takes ~10-25 s, most of it imports
+
+pytestmark = pytest.mark.slow
+
+
+def run_example(script, *args, tmp_path=None):
+    env = dict(os.environ, KERAS_BACKEND=BACKEND)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # One intra-op thread per example: the suite may run under pytest-xdist on
+    # a small machine, and oversubscribed BLAS/OpenMP threads slow tiny models
+    # down by orders of magnitude (PyTorch above all).
+    env.setdefault("OMP_NUM_THREADS", "1")
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        cwd=tmp_path or EXAMPLES,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    return proc
+
+
+def check_ok(proc):
+    assert proc.returncode == 0, (
+        f"exit code {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+    )
+    return proc.stdout
+
+
+def require_backend(script):
+    needed = BACKEND_ONLY.get(script)
+    if needed is not None and needed != BACKEND:
+        pytest.skip(f"{script} runs on the {needed} backend only (this run: {BACKEND})")
+
+
+def accuracy(stdout):
+    match = re.search(r"test accuracy: ([0-9.]+)", stdout)
+    assert match, stdout
+    return float(match.group(1))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_example_has_docstring_and_fast_flag(script):
+    source = (EXAMPLES / script).read_text()
+    docstring = ast.get_docstring(ast.parse(source))
+    assert docstring and "KERAS_BACKEND=" in docstring, f"{script}: the docstring must say how to run it"
+    assert '"--fast"' in source and "set_random_seed" in source
+
+
+@pytest.mark.parametrize("labels", ["sparse", "one-hot"])
+def test_center_loss_fit(labels, tmp_path):
+    args = ["--fast", "--out", str(tmp_path)] + (["--one-hot"] if labels == "one-hot" else [])
+    out = check_ok(run_example("center_loss_fit.py", *args, tmp_path=tmp_path))
+    assert f"labels={labels}" in out
+    assert accuracy(out) > 0.5  # 10 classes: chance is 0.1
+    assert "reloaded centers equal: True" in out
+    assert "reloaded predictions equal: True" in out
+    assert (tmp_path / "center_loss_digits.keras").is_file()
+
+
+def test_custom_loop_tensorflow():
+    require_backend("custom_loop_tensorflow.py")
+    # Train with the scatter_nd_add form; the script checks it against assign.
+    out = check_ok(run_example("custom_loop_tensorflow.py", "--fast", "--update", "scatter"))
+    assert accuracy(out) > 0.5
+    assert "assign and scatter_nd_add updates agree: True" in out
+
+
+def test_custom_loop_jax():
+    require_backend("custom_loop_jax.py")
+    out = check_ok(run_example("custom_loop_jax.py", "--fast"))
+    assert accuracy(out) > 0.5
+    assert "model.predict after writing the weights back matches: True" in out
+
+
+def test_random_check():
+    out = check_ok(run_example("random_check.py", "--fast"))
+    assert f"backend={BACKEND}" in out
+    assert "op, layer and TF1 reference agree: True" in out
+    assert "CenterLoss layer agree on all 2 steps: True" in out
+
+
+def test_backend_specific_example_refuses_other_backends():
+    script = "custom_loop_jax.py" if BACKEND == "tensorflow" else "custom_loop_tensorflow.py"
+    needed = BACKEND_ONLY[script]
+    proc = run_example(script, "--fast")
+    assert proc.returncode != 0
+    assert f"needs KERAS_BACKEND={needed}" in proc.stderr
