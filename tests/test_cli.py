@@ -70,8 +70,10 @@ def test_metrics_are_sane(run):
     assert set(metrics["test_losses"]) == set(metrics["final_losses"]) == {"softmax", "center"}
     for key, value in _flatten(metrics):
         assert isinstance(value, (int, float)) and math.isfinite(value), key
+    # Loose: Keras averages `loss` over batches weighted by batch size, the Objective's
+    # `loss/<term>` trackers unweighted, so they differ slightly when the last batch is partial.
     assert metrics["test_loss"] == pytest.approx(
-        metrics["test_losses"]["softmax"] + 0.01 * metrics["test_losses"]["center"], rel=1e-3)
+        metrics["test_losses"]["softmax"] + 0.01 * metrics["test_losses"]["center"], rel=0.05)
     assert 0.0 < metrics["intra_inter_ratio"] < 10.0
     assert metrics["epochs"] == 1
 
@@ -205,7 +207,7 @@ def test_bad_command_line(argv, expected, capsys, tmp_path, monkeypatch):
         ("alpha = true\n", "c.toml: alpha: expected a number >= 0.0 and <= 1.0; received True."),
         ("epochs = 2\nepochs_x = 1\n", "unknown key 'epochs_x'"),
         ("batch_size = 2\nbatch-size = 3\n", "is given twice"),
-        ("[model]\nunits = 3\n", "unknown key 'model'"),
+        ("[model]\nunits = 3\n", "c.toml: model: unknown model {'units': 3}"),
     ],
 )
 def test_bad_config_file(text, expected, capsys, tmp_path, monkeypatch):
@@ -238,16 +240,41 @@ def test_help(capsys):
     assert "--config" in out
 
 
-def test_python_m_restarts_with_the_requested_backend(tmp_path):
-    """``python -m lossweave train --backend B`` applies B although lossweave imports Keras."""
+class _Exec(Exception):
+    pass
+
+
+def test_the_program_restarts_with_the_requested_backend(monkeypatch, capsys):
+    """``lossweave train --backend B`` re-executes itself with KERAS_BACKEND=B (lossweave imports Keras)."""
     target = "jax" if keras.backend.backend() != "jax" else "torch"
-    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend()}
-    done = subprocess.run(
-        [sys.executable, "-m", "lossweave", "train", "--backend", target, "--print-config"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert tomllib.loads(done.stdout)["backend"] == target
+    calls = []
+
+    def fake_execve(path, args, env):
+        calls.append((path, args, env))
+        raise _Exec
+
+    monkeypatch.setattr(os, "execve", fake_execve)
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/lossweave", "train", "--backend", target, "--print-config"])
+    with pytest.raises(_Exec):
+        main()
+    (path, args, env), = calls
+    assert path == sys.executable
+    assert args == [sys.executable, "-m", "lossweave", "train", "--backend", target, "--print-config"]
+    assert env["KERAS_BACKEND"] == target
+    # A restarted process that still has the wrong backend does not loop.
+    monkeypatch.setenv("_LOSSWEAVE_REEXEC_BACKEND", target)
+    assert main() == 2
+    assert "already loaded" in capsys.readouterr().err
+
+
+def test_python_m_lossweave(monkeypatch, capsys):
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", ["lossweave", "--version"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("lossweave", run_name="__main__")
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("lossweave ")
 
 
 # ---------------------------------------------------------------------- report helpers

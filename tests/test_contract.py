@@ -1,0 +1,80 @@
+"""One contract for every term and weighting strategy: new ones join by being listed here.
+
+Each must: round-trip through its config and through keras serialization,
+train inside an Objective with finite gradients, and accept float16/bfloat16
+outputs.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+import lossweave as lw
+from conftest import to_numpy
+
+CLASSES, DIM = 4, 3
+
+TERMS = {
+    "center_paper": lambda: lw.terms.CenterLoss(num_classes=CLASSES, on="embedding"),
+    "center_gradient": lambda: lw.terms.CenterLoss(num_classes=CLASSES, update="gradient", on="embedding"),
+    "softmax": lambda: lw.terms.SoftmaxCrossEntropy(on="logits"),
+    "keras_loss": lambda: lw.terms.Loss(
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True), on="logits"
+    ),
+}
+WEIGHTINGS = {
+    "sum": lambda: lw.weighting.Weighting(),
+    "fixed": lambda: lw.weighting.Fixed({"term": 0.5}),
+}
+
+
+def _model():
+    inputs = keras.Input((6,))
+    emb = keras.layers.Dense(DIM)(inputs)
+    return keras.Model(inputs, {"embedding": emb, "logits": keras.layers.Dense(CLASSES)(emb)})
+
+
+def _data():
+    rng = np.random.default_rng(4)
+    return rng.normal(size=(32, 6)).astype("float32"), rng.integers(0, CLASSES, 32)
+
+
+@pytest.mark.parametrize("name", sorted(TERMS))
+def test_term_serialization_round_trip(name):
+    term = TERMS[name]()
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(term))
+    assert type(clone) is type(term) and clone.get_config() == term.get_config()
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHTINGS))
+def test_weighting_serialization_round_trip(name):
+    weighting = WEIGHTINGS[name]()
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(weighting))
+    assert type(clone) is type(weighting) and clone.get_config() == weighting.get_config()
+
+
+@pytest.mark.parametrize("weighting", sorted(WEIGHTINGS))
+@pytest.mark.parametrize("name", sorted(TERMS))
+def test_trains_with_finite_state(name, weighting):
+    x, y = _data()
+    objective = lw.Objective(_model(), {"term": TERMS[name]()}, weighting=WEIGHTINGS[weighting]())
+    objective.compile(optimizer="adam")
+    objective.build((None, 6))
+    before = [to_numpy(w).copy() for w in objective.model.trainable_weights]
+    history = objective.fit(x, {"label": y}, epochs=1, batch_size=16, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    for weight in objective.weights:
+        assert np.all(np.isfinite(to_numpy(weight))), weight.path
+    assert any(np.any(to_numpy(a) != b) for a, b in zip(objective.model.trainable_weights, before))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("name", sorted(TERMS))
+def test_low_precision_outputs(name, dtype):
+    x, y = _data()
+    term = TERMS[name]()
+    outputs = _model()(x)
+    value = term(keras.ops.cast(outputs[term.on], dtype), y, training=True)
+    assert np.isfinite(float(to_numpy(value)))
+    for weight in term.weights:
+        assert weight.dtype == "float32"
