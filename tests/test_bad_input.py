@@ -131,3 +131,26 @@ def test_bad_row_in_a_later_batch_keeps_earlier_updates():
     np.testing.assert_allclose(
         to_numpy(objective.terms["center"].centers), to_numpy(reference.terms["center"].centers), atol=1e-6
     )
+
+
+@pytest.mark.parametrize(
+    "compile_kwargs",
+    [
+        pytest.param({"jit_compile": True}, id="xla"),
+        pytest.param({"run_eagerly": True}, id="eager"),
+    ],
+)
+def test_bad_batch_in_other_step_modes(compile_kwargs):
+    if BACKEND == "torch" and compile_kwargs.get("jit_compile"):
+        pytest.skip("Keras does not XLA-compile PyTorch steps")
+    objective = _objective()
+    objective.compile(optimizer="sgd", **compile_kwargs)
+    objective.build((None, FEATURES))
+    before = _checksum(objective.terms["center"].centers)
+    x, y = _spoil("out_of_range")
+    with pytest.raises(Exception, match=r"invalid label.*received labels in \[0(\.0)?, 5(\.0)?\]"):
+        objective.fit(x, {"label": y}, batch_size=BATCH, shuffle=False, epochs=1, verbose=0)
+    assert _checksum(objective.terms["center"].centers) == before
+    x, y = _clean()
+    objective.fit(x, {"label": y}, batch_size=BATCH, shuffle=False, epochs=1, verbose=0)
+    assert _checksum(objective.terms["center"].centers) != before

@@ -4,9 +4,7 @@ The end-to-end run is one short training (1 epoch) shared by the tests of
 this module; everything else stops before training.
 """
 
-import contextlib
 import dataclasses
-import io
 import json
 import math
 import os
@@ -36,23 +34,30 @@ def _flatten(tree, prefix=""):
             yield f"{prefix}{key}", value
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """One 1-epoch run: the config file asks for 3 epochs and a 3-D embedding, the CLI for 1 epoch."""
-    root = tmp_path_factory.mktemp("cli")
+def test_train_end_to_end(tmp_path, capsys):
+    """One 1-epoch run checked from every side.
+
+    A single test rather than a module fixture shared by several: under
+    ``pytest -n 2`` a shared fixture would train once per worker. The config
+    file asks for 3 epochs and a 3-D embedding, the command line for 1 epoch.
+    """
+    root = tmp_path
     config = root / "options.toml"
-    config.write_text('epochs = 3\nembedding_dim = 3\nbatch-size = 256\nseed = 1\n'
+    config.write_text('epochs = 3\nembedding_dim = 3\nbatch-size = 360\nseed = 1\n'
                       'center-weight = 0.01\nalpha = 0.25\n')
     out = root / "run"
     argv = ["train", "--config", str(config), "--epochs", "1", "--out", str(out)]
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        status = main(argv)
-    return {"status": status, "out": out, "argv": argv, "stdout": stdout.getvalue(),
-            "config_file": config}
+    status = main(argv)
+    run = {"status": status, "out": out, "argv": argv, "stdout": capsys.readouterr().out,
+           "config_file": config}
+    _check_files(run)
+    _check_metrics(run)
+    _check_report(run)
+    _check_config(run, capsys)
+    _check_saved_models(run)
 
 
-def test_run_writes_every_file(run):
+def _check_files(run):
     assert run["status"] == 0
     for name in RUN_FILES:
         path = run["out"] / name
@@ -63,7 +68,7 @@ def test_run_writes_every_file(run):
     assert "test accuracy" in run["stdout"]  # the summary table
 
 
-def test_metrics_are_sane(run):
+def _check_metrics(run):
     metrics = json.loads((run["out"] / "metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert metrics["test_accuracy"] > 0.2  # one epoch is far above chance (0.1) on digits
@@ -83,7 +88,7 @@ def test_metrics_are_sane(run):
     assert history["loss/center"][-1] == pytest.approx(metrics["final_losses"]["center"])
 
 
-def test_report_shows_the_metrics(run):
+def _check_report(run):
     metrics = json.loads((run["out"] / "metrics.json").read_text())
     page = (run["out"] / "report.html").read_text()
     shown = dict(re.findall(r'data-key="([^"]+)">([^<]*)<', page))
@@ -95,11 +100,11 @@ def test_report_shows_the_metrics(run):
     assert "--epochs 1" in page and "lossweave train" in page
 
 
-def test_config_file_is_resolved_and_reusable(run):
+def _check_config(run, capsys):
     written = tomllib.loads((run["out"] / "config.toml").read_text())
     assert written["epochs"] == 1  # the command line won
     assert written["embedding-dim"] == 3 and written["seed"] == 1  # from the config file
-    assert written["batch-size"] == 256 and written["alpha"] == 0.25
+    assert written["batch-size"] == 360 and written["alpha"] == 0.25
     assert written["center-weight"] == 0.01
     assert written["learning-rate"] == TrainConfig().learning_rate  # default
     assert written["backend"] == keras.backend.backend()
@@ -109,14 +114,13 @@ def test_config_file_is_resolved_and_reusable(run):
     assert written["run"]["config-file"] == str(run["config_file"])
 
     # Read back with --config (the [run] table is ignored): the same configuration.
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        assert main(["train", "--config", str(run["out"] / "config.toml"), "--print-config"]) == 0
-    again = tomllib.loads(stdout.getvalue())
+    capsys.readouterr()
+    assert main(["train", "--config", str(run["out"] / "config.toml"), "--print-config"]) == 0
+    again = tomllib.loads(capsys.readouterr().out)
     assert again == {k: v for k, v in written.items() if k != "run"}
 
 
-def test_saved_models_load(run):
+def _check_saved_models(run):
     model = keras.saving.load_model(run["out"] / "model.keras")
     outputs = model.predict(np.zeros((2, 64), "float32"), verbose=0)
     assert outputs["embedding"].shape == (2, 3) and outputs["logits"].shape == (2, 10)

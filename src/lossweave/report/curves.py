@@ -32,7 +32,7 @@ def _draw(ax, values, **kwargs):
     return values
 
 
-def plot_loss_curves(history, *, path=None, title=None, log_scale=True):
+def plot_loss_curves(history, *, terms=None, path=None, title=None, log_scale=True):
     """One panel per loss: the weighted total, then each term (train and validation).
 
     Term losses have different scales (center loss grows with the feature norm),
@@ -41,6 +41,7 @@ def plot_loss_curves(history, *, path=None, title=None, log_scale=True):
 
     Args:
         history: a ``keras.callbacks.History`` or its ``.history`` dict.
+        terms: term names in panel order (default: as logged; Keras sorts them).
         path: if given, the figure is also saved there (PNG).
         title: figure title.
         log_scale: use a log y axis where possible.
@@ -58,7 +59,13 @@ def plot_loss_curves(history, *, path=None, title=None, log_scale=True):
 
     history = _history_dict(history)
     panels = [("total (weighted)", "loss")]
-    for name in term_names(history):
+    logged = term_names(history)
+    if terms is None:
+        terms = logged
+    missing = [name for name in terms if name not in logged]
+    if missing:
+        raise ValueError(f"terms {missing} are not in the history; it logs {logged}.")
+    for name in terms:
         weights = history.get(f"weight/{name}")
         label = name if not weights else f"{name} (weight {weights[-1]:.3g})"
         panels.append((label, f"loss/{name}"))
