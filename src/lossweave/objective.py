@@ -76,6 +76,9 @@ class Objective(keras.Model):
                     f"Objective: term '{name}' is a {type(term).__name__}; expected a "
                     f"lossweave.terms.Term (wrap a Keras loss in lossweave.terms.Loss)."
                 )
+        for name, term in terms.items():
+            if not term.built:
+                term.name = name  # errors and variable paths then say "center", not "center_loss_3"
         self.model = model
         self.terms = dict(terms)
         self.weighting = weighting if weighting is not None else Weighting()
