@@ -3,7 +3,7 @@ VENV      ?= .venv
 PY        := $(VENV)/bin/python
 PIP       := $(PY) -m pip --disable-pip-version-check
 BACKENDS  ?= tensorflow jax torch
-PYTEST_ARGS ?= -q -n 2
+PYTEST_ARGS ?= -q -n 2 -p no:cacheprovider
 DEMO_BACKEND ?= jax
 OUT       ?= runs/demo
 
@@ -27,10 +27,12 @@ $(VENV)/.test-installed: pyproject.toml requirements/pins.txt | $(PY)
 demo: $(VENV)/.demo-installed
 	KERAS_BACKEND=$(DEMO_BACKEND) $(VENV)/bin/lossweave train --out $(OUT)
 
+# Two xdist workers on two cores: one thread each (oversubscribed PyTorch threads
+# made small matmuls ~100x slower here).
 test: $(VENV)/.test-installed
 	@set -e; for b in $(BACKENDS); do \
 		echo "=== KERAS_BACKEND=$$b"; \
-		KERAS_BACKEND=$$b $(PY) -m pytest $(PYTEST_ARGS) tests; \
+		OMP_NUM_THREADS=1 KERAS_BACKEND=$$b $(PY) -m pytest $(PYTEST_ARGS); \
 	done
 
 bench: $(VENV)/.test-installed
