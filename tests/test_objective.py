@@ -192,3 +192,11 @@ def test_constructor_errors():
             {"center": lw.terms.CenterLoss(num_classes=2)},
             weighting=lw.weighting.Fixed({"centre": 1.0}),
         )
+
+
+def test_epoch_logs_add_up_with_a_partial_last_batch():
+    x, y = _data(n=40)  # batches of 16, 16, 8
+    objective = _objective(center_weight=0.5)
+    objective.compile(optimizer="sgd")
+    logs = objective.evaluate(x, {"label": y}, batch_size=16, verbose=0, return_dict=True)
+    assert logs["loss"] == pytest.approx(logs["loss/softmax"] + 0.5 * logs["loss/center"], rel=1e-5)

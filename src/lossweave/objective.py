@@ -215,10 +215,12 @@ class Objective(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         losses = self.compute_term_losses(y, y_pred, sample_weight, training)
         total, weights = self.weighting.combine(losses, self._step(), training)
+        # Weighted by batch size, as Keras weights `loss`: epoch means then add up.
+        batch = ops.shape(next(t for t in keras.tree.flatten(x) if t is not None))[0]
         for tracker, name in zip(self.loss_trackers, self.terms):
-            tracker.update_state(losses[name])
+            tracker.update_state(losses[name], sample_weight=batch)
         for tracker, name in zip(self.weight_trackers, self.terms):
-            tracker.update_state(weights[name])
+            tracker.update_state(weights[name], sample_weight=batch)
         for extra in self.losses:  # the model's own losses: regularizers, add_loss
             total = total + ops.cast(ops.sum(extra), "float32")
         return total
