@@ -95,6 +95,9 @@ def _check_report(run):
     for key, value in _flatten(metrics):
         assert key in shown, key
         assert float(shown[key]) == pytest.approx(value, rel=1e-3, abs=5e-5), key
+    options = dict(re.findall(r'data-option="([^"]+)">([^<]*)<', page))
+    assert options["epochs"] == "1" and options["center-weight"] == "0.01"
+    assert options["embedding-dim"] == "3" and options["backend"] == keras.backend.backend()
     images = re.findall(r'<img [^>]*src="([^"]+)"', page)
     assert len(images) == 2 and all(s.startswith("data:image/png;base64,") for s in images)
     assert "--epochs 1" in page and "lossweave train" in page
@@ -274,9 +277,12 @@ def test_the_program_restarts_with_the_requested_backend(monkeypatch, capsys):
 def test_python_m_lossweave(monkeypatch, capsys):
     import runpy
 
+    import lossweave
+
     monkeypatch.setattr(sys, "argv", ["lossweave", "--version"])
-    with pytest.raises(SystemExit) as exit_:
-        runpy.run_module("lossweave", run_name="__main__")
+    with pytest.raises(SystemExit) as exit_:  # run the file as `python -m lossweave` does
+        runpy.run_path(os.path.join(os.path.dirname(lossweave.__file__), "__main__.py"),
+                       run_name="__main__")
     assert exit_.value.code == 0
     assert capsys.readouterr().out.startswith("lossweave ")
 
@@ -301,3 +307,42 @@ def test_class_distance_ratio_matches_numpy_reference():
         class_distance_ratio(x, np.zeros(60, int))
     with pytest.raises(ValueError, match="centers has 2 rows"):
         class_distance_ratio(x, y, centers[:2])
+
+
+@pytest.mark.parametrize("dim", [1, 2, 5])
+def test_plot_features_any_dim(dim, tmp_path):
+    from lossweave.report import plot_features
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, dim)), np.arange(40) % 4
+    centers = np.stack([x[y == c].mean(0) for c in range(4)])
+    fig = plot_features(x, y, centers, class_names=list("abcd"), path=tmp_path / "f.png")
+    assert (tmp_path / "f.png").read_bytes()[:8] == PNG_SIGNATURE
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == ("PC 1" if dim > 2 else "feature 1")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "c", "d", "centers"]
+    with pytest.raises(ValueError, match="centers of shape"):
+        plot_features(x, y, centers[:, :1] if dim > 1 else np.zeros((4, 2)))
+
+
+def test_plot_loss_curves_panels():
+    from lossweave.report import plot_loss_curves
+
+    history = {"loss": [2.0, 1.0], "loss/center": [5.0, 4.0], "loss/softmax": [2.0, 1.0],
+               "val_loss/center": [6.0, 5.0], "weight/center": [0.01, 0.01]}
+    fig = plot_loss_curves(history, terms=["softmax", "center"])
+    assert [ax.get_title() for ax in fig.axes] == [
+        "total (weighted)", "softmax", "center (weight 0.01)"]
+    with pytest.raises(ValueError, match=r"terms \['margin'\] are not in the history"):
+        plot_loss_curves(history, terms=["margin"])
+
+
+def test_center_weight_zero_trains_softmax_only():
+    from lossweave.cli.train import build_mlp, build_objective
+
+    objective = build_objective(build_mlp((64,), 10, 2), 10, center_weight=0.0, alpha=0.5)
+    assert list(objective.terms) == ["softmax"]
+    objective = build_objective(build_mlp((64,), 10, 2), 10, center_weight=0.1, alpha=0.3)
+    assert list(objective.terms) == ["softmax", "center"]
+    assert objective.terms["center"].alpha == 0.3
+    assert objective.weighting.weights_by_term == {"center": 0.1}

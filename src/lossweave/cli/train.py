@@ -431,45 +431,44 @@ def metric_rows(metrics):
     return rows
 
 
-def train(config, *, argv=(), config_file=None, echo=print):
-    """Train, evaluate and write the run folder for a resolved ``TrainConfig``.
+@dataclasses.dataclass(eq=False)
+class TrainResult:
+    """What ``fit_and_evaluate`` returns: the trained objective and its test outputs."""
 
-    Args:
-        config: the ``TrainConfig``; ``config.out`` is the run folder.
-        argv: the command line arguments (recorded in ``config.toml``/the report).
-        config_file: the ``--config`` file, if any (recorded).
-        echo: where progress lines go (``print``, or a no-op when quiet).
+    config: TrainConfig
+    dataset: data.Dataset
+    objective: object
+    history: dict
+    test_logs: dict
+    test_embedding: np.ndarray
+    test_logits: np.ndarray
+    train_seconds: float
 
-    Returns:
-        ``(metrics, paths)``: the ``metrics.json`` dict and ``{name: Path}`` of the files written.
-    """
+    def centers(self):
+        """``(centers, label)``: the center term's centers, else the test class means."""
+        import keras
+
+        if "center" in self.objective.terms:
+            return keras.ops.convert_to_numpy(self.objective.terms["center"].centers), "learned centers"
+        labels = self.dataset.y_test
+        means = np.stack([self.test_embedding[labels == c].mean(axis=0)
+                          for c in range(self.dataset.num_classes)])
+        return means, "class means"
+
+
+def fit_and_evaluate(config, dataset, *, verbose=2):
+    """Build the model and objective of ``config``, fit on ``dataset``, evaluate on its test part."""
     import keras
 
     import lossweave as lw
-    from lossweave import report
-
-    out = pathlib.Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    backend = keras.backend.backend()
-    config = dataclasses.replace(config, backend=backend)
-    command = shlex.join([PROG, *argv])
 
     set_seed(config.seed)
-    dataset = data.load(config.data, seed=config.seed)
-    sizes = dataset.sizes()
-    echo(
-        f"{PROG} train: {config.data} ({sizes['train']} train / {sizes['val']} val / "
-        f"{sizes['test']} test, {dataset.num_classes} classes), model {config.model}, "
-        f"{config.embedding_dim}-D embedding, lambda {config.center_weight:g}, "
-        f"{config.backend} backend -> {out}"
-    )
     model = MODELS[config.model](dataset.input_shape, dataset.num_classes, config.embedding_dim)
     objective = build_objective(model, dataset.num_classes, config.center_weight, config.alpha)
     objective.compile(
         optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
         metrics={"logits": [lw.metrics.LogitsAccuracy()]},
     )
-
     started = time.perf_counter()
     history = objective.fit(
         dataset.x_train,
@@ -477,63 +476,89 @@ def train(config, *, argv=(), config_file=None, echo=print):
         validation_data=(dataset.x_val, {"label": dataset.y_val}),
         epochs=config.epochs,
         batch_size=config.batch_size,
-        verbose=0 if config.quiet else 2,
+        verbose=verbose,
     ).history
     train_seconds = time.perf_counter() - started
-
     test_logs = objective.evaluate(
         dataset.x_test, {"label": dataset.y_test}, batch_size=config.batch_size,
         verbose=0, return_dict=True,
     )
     outputs = objective.model.predict(dataset.x_test, batch_size=config.batch_size, verbose=0)
-    embedding = np.asarray(outputs["embedding"], dtype="float64")
-    logits = np.asarray(outputs["logits"])
-    terms = list(objective.terms)
-    metrics = {
-        "test_accuracy": _float(np.mean(np.argmax(logits, axis=-1) == dataset.y_test)),
-        "test_loss": _float(test_logs["loss"]),
-        "test_losses": {t: _float(test_logs[f"loss/{t}"]) for t in terms},
+    return TrainResult(
+        config=config,
+        dataset=dataset,
+        objective=objective,
+        history=history,
+        test_logs=test_logs,
+        test_embedding=np.asarray(outputs["embedding"], dtype="float64"),
+        test_logits=np.asarray(outputs["logits"]),
+        train_seconds=train_seconds,
+    )
+
+
+def run_metrics(result):
+    """The ``metrics.json`` dict of a ``TrainResult`` (finite floats, or None)."""
+    from lossweave.report import class_distance_ratio
+
+    history, labels = result.history, result.dataset.y_test
+    terms = list(result.objective.terms)
+    val_accuracy = history.get("val_accuracy")
+    return {
+        "test_accuracy": _float(np.mean(np.argmax(result.test_logits, axis=-1) == labels)),
+        "test_loss": _float(result.test_logs["loss"]),
+        "test_losses": {t: _float(result.test_logs[f"loss/{t}"]) for t in terms},
         "final_losses": {t: _float(history[f"loss/{t}"][-1]) for t in terms},
         "final_val_losses": {t: _float(history[f"val_loss/{t}"][-1]) for t in terms},
-        "final_val_accuracy": _float(history["val_accuracy"][-1]) if "val_accuracy" in history else None,
-        "intra_inter_ratio": _float(report.class_distance_ratio(embedding, dataset.y_test)),
+        "final_val_accuracy": _float(val_accuracy[-1]) if val_accuracy else None,
+        "intra_inter_ratio": _float(class_distance_ratio(result.test_embedding, labels)),
         "epochs": len(history["loss"]),
-        "train_seconds": round(train_seconds, 3),
+        "train_seconds": round(result.train_seconds, 3),
     }
 
-    paths = {name: out / name for name in (
-        "metrics.json", "history.json", "config.toml", "objective.keras", "model.keras",
-        "features.png", "losses.png", "report.html")}
+
+RUN_FILES = ("metrics.json", "history.json", "config.toml", "objective.keras", "model.keras",
+             "features.png", "losses.png", "report.html")
+
+
+def write_run(out, result, metrics, *, argv=(), config_file=None):
+    """Write every file of the run folder ``out``; returns ``{file name: Path}``."""
+    import keras
+
+    import lossweave as lw
+    from lossweave import report
+
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config, dataset = result.config, result.dataset
+    paths = {name: out / name for name in RUN_FILES}
+    command = shlex.join([PROG, *argv])
+
     paths["metrics.json"].write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    paths["history.json"].write_text(json.dumps(_jsonable_history(history), indent=1) + "\n",
-                                     encoding="utf-8")
+    paths["history.json"].write_text(
+        json.dumps(_jsonable_history(result.history), indent=1) + "\n", encoding="utf-8")
     run_info = {
         "command": command,
         "argv": list(argv),
         "config-file": None if config_file is None else str(config_file),
-        "backend": backend,
+        "backend": keras.backend.backend(),
         "lossweave": lw.__version__,
         "keras": keras.__version__,
         "python": platform.python_version(),
         "finished": datetime.datetime.now().isoformat(timespec="seconds"),
     }
     paths["config.toml"].write_text(config_toml(config, run_info), encoding="utf-8")
-    objective.save(paths["objective.keras"])
-    objective.model.save(paths["model.keras"])
+    result.objective.save(paths["objective.keras"])
+    result.objective.model.save(paths["model.keras"])
 
-    if "center" in objective.terms:
-        centers = keras.ops.convert_to_numpy(objective.terms["center"].centers)
-        centers_label = "learned centers"
-    else:
-        centers = np.stack([embedding[dataset.y_test == c].mean(axis=0)
-                            for c in range(dataset.num_classes)])
-        centers_label = "class means"
-    title = (f"{config.data} test features, {config.model}, "
-             f"lambda={config.center_weight:g}, {config.epochs} epochs")
-    report.plot_features(embedding, dataset.y_test, centers, class_names=dataset.class_names,
-                         title=title, centers_label=centers_label, path=paths["features.png"],
-                         seed=config.seed)
-    report.plot_loss_curves(history, terms=terms, path=paths["losses.png"],
+    centers, centers_label = result.centers()
+    report.plot_features(
+        result.test_embedding, dataset.y_test, centers, class_names=dataset.class_names,
+        title=(f"{config.data} test features, {config.model}, "
+               f"lambda={config.center_weight:g}, {metrics['epochs']} epochs"),
+        centers_label=centers_label, path=paths["features.png"], seed=config.seed,
+    )
+    report.plot_loss_curves(result.history, terms=list(result.objective.terms),
+                            path=paths["losses.png"],
                             title=f"{config.data} / {config.model}: loss per term")
     report.write_html(
         paths["report.html"],
@@ -541,10 +566,40 @@ def train(config, *, argv=(), config_file=None, echo=print):
         command=command,
         metrics=metric_rows(metrics),
         config=[(key, key, value) for key, value in config.to_dict().items()],
-        images=[("Test features (PCA if more than 2-D)", paths["features.png"]),
-                ("Loss per term", paths["losses.png"])],
-        notes=[f"Backend {backend}, keras {keras.__version__}, lossweave {lw.__version__}."],
+        images=[("Test features (PCA if more than 2-D), centers as crosses", paths["features.png"]),
+                ("Loss per term (train and validation)", paths["losses.png"])],
+        notes=[f"Backend {run_info['backend']}, keras {keras.__version__}, "
+               f"lossweave {lw.__version__}."],
     )
+    return paths
+
+
+def train(config, *, argv=(), config_file=None, echo=print):
+    """Train, evaluate and write the run folder for a resolved ``TrainConfig``.
+
+    Args:
+        config: the ``TrainConfig``; ``config.out`` is the run folder.
+        argv: the command line arguments (recorded in ``config.toml`` and the report).
+        config_file: the ``--config`` file, if any (recorded).
+        echo: where progress lines go (``print``, or a no-op when quiet).
+
+    Returns:
+        ``(metrics, paths)``: the ``metrics.json`` dict and ``{file name: Path}``.
+    """
+    import keras
+
+    config = dataclasses.replace(config, backend=keras.backend.backend())
+    dataset = data.load(config.data, seed=config.seed)
+    sizes = dataset.sizes()
+    echo(
+        f"{PROG} train: {config.data} ({sizes['train']} train / {sizes['val']} val / "
+        f"{sizes['test']} test, {dataset.num_classes} classes), model {config.model}, "
+        f"{config.embedding_dim}-D embedding, lambda {config.center_weight:g}, "
+        f"{config.backend} backend -> {config.out}"
+    )
+    result = fit_and_evaluate(config, dataset, verbose=0 if config.quiet else 2)
+    metrics = run_metrics(result)
+    paths = write_run(config.out, result, metrics, argv=argv, config_file=config_file)
     return metrics, paths
 
 

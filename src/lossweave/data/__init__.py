@@ -12,8 +12,6 @@ Example:
     (10, 64, dtype('float32'))
 """
 
-from __future__ import annotations
-
 import dataclasses
 import importlib
 

@@ -31,13 +31,20 @@ def format_value(value):
     return str(value)
 
 
-def _table(rows, css_class):
-    """``rows``: iterable of ``(key, label, value)``; the key goes in ``data-key``."""
+def _exact(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "-" if value is None else str(value)
+
+
+def _table(rows, css_class, attribute, formatter):
+    """``rows``: iterable of ``(key, label, value)``; the key goes in the ``attribute`` of the cell."""
     out = [f'<table class="{css_class}">']
     for key, label, value in rows:
         out.append(
             f'<tr><th>{html.escape(str(label))}</th>'
-            f'<td data-key="{html.escape(str(key), quote=True)}">{html.escape(format_value(value))}</td></tr>'
+            f'<td {attribute}="{html.escape(str(key), quote=True)}">'
+            f"{html.escape(formatter(value))}</td></tr>"
         )
     out.append("</table>")
     return "\n".join(out)
@@ -74,9 +81,11 @@ def render_html(*, title, command=None, metrics=(), config=(), images=(), notes=
     Args:
         title: page title.
         command: the command line that made the run.
-        metrics: ``(key, label, value)`` rows of the metrics table; ``key`` is
-            written in each cell's ``data-key`` attribute for machine reading.
-        config: ``(key, label, value)`` rows of the configuration table.
+        metrics: ``(key, label, value)`` rows of the metrics table (numbers
+            shown by ``format_value``); ``key`` is written in each cell's
+            ``data-key`` attribute for machine reading.
+        config: ``(key, label, value)`` rows of the configuration table, values
+            shown exactly, keys in ``data-option`` attributes.
         images: ``(caption, png)`` pairs; ``png`` is a path or the PNG bytes.
         notes: paragraphs of plain text shown under the title.
 
@@ -97,13 +106,13 @@ def render_html(*, title, command=None, metrics=(), config=(), images=(), notes=
         parts += ["<h2>Command</h2>", f"<pre>{html.escape(command)}</pre>"]
     metrics, config, images = list(metrics), list(config), list(images)
     if metrics:
-        parts += ["<h2>Metrics</h2>", _table(metrics, "metrics")]
+        parts += ["<h2>Metrics</h2>", _table(metrics, "metrics", "data-key", format_value)]
     if images:
         parts += ["<h2>Figures</h2>", '<div class="figures">']
         parts += [_image(png, caption) for caption, png in images]
         parts.append("</div>")
     if config:
-        parts += ["<h2>Configuration</h2>", _table(config, "config")]
+        parts += ["<h2>Configuration</h2>", _table(config, "config", "data-option", _exact)]
     stamp = datetime.datetime.now().isoformat(timespec="seconds")
     parts += [f"<footer>Written by lossweave on {html.escape(stamp)}.</footer>", "</body></html>"]
     return "\n".join(parts) + "\n"
