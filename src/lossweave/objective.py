@@ -226,18 +226,21 @@ class Objective(keras.Model):
         return total
 
     # ------------------------------------------------------------------- steps
+    def _input_checks(self):
+        return [term.input_check for term in self.terms.values()]
+
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
             return self.train_function
         super().make_train_function(force=force)
-        self.train_function = backend.guard_step(self, self.train_function, "train")
+        self.train_function = backend.guard_step(self, self.train_function, "train", self._input_checks())
         return self.train_function
 
     def make_test_function(self, force=False):
         if self.test_function is not None and not force:
             return self.test_function
         super().make_test_function(force=force)
-        self.test_function = backend.guard_step(self, self.test_function, "test")
+        self.test_function = backend.guard_step(self, self.test_function, "test", self._input_checks())
         return self.test_function
 
     # ------------------------------------------------------------------ metrics

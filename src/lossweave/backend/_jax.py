@@ -1,22 +1,26 @@
-"""JAX: functional ``.at[].add`` (in place under ``jit`` buffer donation) and deferred checks.
+"""JAX: ``.at[].add`` (in place under ``jit`` buffer donation) and checks.
 
 Keras's JAX trainer donates the state buffers to each compiled step and purges
-the model's variables during an epoch, so an exception raised *inside* a step
-would leave the model with deleted arrays. Inside a guarded Keras step the
-check therefore only records the failure (through a host callback); the step
-finishes with the bad rows skipped, ``guard_step`` writes the new state back
-into the model's variables and only then raises ``InvalidInputError``.
+the model's variables during an epoch, so an exception inside a step would
+leave the model without its weights. Inside a guarded step a check is only
+recorded (in the term's ``InputCheck`` metric, part of the step's state);
+``guard_step`` reads it after the step, writes the new state back into the
+model's variables and only then raises ``InvalidInputError``.
 """
 
 import threading
 
 import jax
 import numpy as np
+from keras import ops
 
 from lossweave.errors import InvalidInputError, format_message
 
 _local = threading.local()
-_pending = []  # messages recorded by host callbacks during a guarded step
+
+
+def gather_rows(table, indices):
+    return ops.take(table, indices, axis=0)
 
 
 def add_to_rows(variable, indices, updates):
@@ -24,28 +28,16 @@ def add_to_rows(variable, indices, updates):
     variable.assign(table.at[indices].add(updates.astype(table.dtype)))
 
 
-def _message_unless(ok, values, message):
-    if bool(np.asarray(ok)):
-        return None
-    return format_message(message, [np.asarray(v) for v in values])
-
-
-def _record(ok, *values, message):
-    text = _message_unless(ok, values, message)
-    if text is not None:
-        _pending.append(text)
-
-
 def _raise(ok, *values, message):
-    text = _message_unless(ok, values, message)
-    if text is not None:
-        raise InvalidInputError(text)
+    if not bool(np.asarray(ok)):
+        raise InvalidInputError(format_message(message, [np.asarray(v) for v in values]))
 
 
-def check(ok, message, *values):
-    if getattr(_local, "deferred", False):
-        jax.debug.callback(lambda o, *v: _record(o, *v, message=message), ok, *values)
-    elif isinstance(ok, jax.core.Tracer):
+def check(ok, message, *values, record=None):
+    if record is not None and getattr(_local, "guarded", False):
+        record.message = message
+        record.update_state(ok, values)
+    elif isinstance(ok, jax.core.Tracer):  # a jit of the user's own: a host callback
         jax.debug.callback(lambda o, *v: _raise(o, *v, message=message), ok, *values)
     else:
         _raise(ok, *values, message=message)
@@ -58,9 +50,10 @@ _STATE_KEYS = {
 }
 
 
-def guard_step(model, function, kind):
-    """Wrap a Keras train/test function so that failed checks raise after the step."""
+def guard_step(model, function, kind, records):
+    """Trace and run the step with checks recorded; raise a recorded failure after it."""
     keys = _STATE_KEYS[kind]
+    slot = keys.index("metrics_variables")
 
     def write_back(state):
         # Keras purged the variables at the start of the epoch: give them the state.
@@ -69,7 +62,7 @@ def guard_step(model, function, kind):
         model.jax_state_sync()
 
     def guarded(state, data):
-        _local.deferred = True
+        _local.guarded = True
         try:
             logs, new_state = function(state, data)
         except Exception:
@@ -78,13 +71,15 @@ def guard_step(model, function, kind):
                 write_back(state)
             raise
         finally:
-            _local.deferred = False
-        jax.effects_barrier()  # the step's callbacks have run
-        if _pending:
-            message = _pending[0]
-            _pending.clear()
+            _local.guarded = False
+        positions = [
+            next(i for i, v in enumerate(model.metrics_variables) if v is r.record) for r in records
+        ]
+        failures = [r.failure(new_state[slot][i]) for r, i in zip(records, positions)]
+        failures = [f for f in failures if f is not None]
+        if failures:
             write_back(new_state)
-            raise InvalidInputError(message)
+            raise InvalidInputError(failures[0])
         return logs, new_state
 
     return guarded

@@ -1,8 +1,13 @@
 """NumPy backend (inference only in Keras): plain array updates."""
 
 import numpy as np
+from keras import ops
 
 from lossweave.errors import InvalidInputError, format_message
+
+
+def gather_rows(table, indices):
+    return ops.take(table, indices, axis=0)
 
 
 def add_to_rows(variable, indices, updates):
@@ -11,12 +16,12 @@ def add_to_rows(variable, indices, updates):
     variable.assign(table)
 
 
-def check(ok, message, *values):
+def check(ok, message, *values, record=None):
     if not bool(ok):
         raise InvalidInputError(format_message(message, [np.asarray(v) for v in values]))
     return ok
 
 
-def guard_step(model, function, kind):
-    """Checks raise inside the step on this backend: nothing to wrap."""
+def guard_step(model, function, kind, records):
+    """Nothing to wrap: NumPy steps are eager."""
     return function

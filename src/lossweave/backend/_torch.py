@@ -1,8 +1,13 @@
-"""PyTorch: ``Tensor.index_add_`` on the parameter, and an eager check."""
+"""PyTorch: ``Tensor.index_add_`` on the parameter, and eager checks that raise at once."""
 
 import torch
+from keras import ops
 
 from lossweave.errors import InvalidInputError, format_message
+
+
+def gather_rows(table, indices):
+    return ops.take(table, indices, axis=0)
 
 
 def add_to_rows(variable, indices, updates):
@@ -11,13 +16,13 @@ def add_to_rows(variable, indices, updates):
         table.index_add_(0, indices.to(torch.long), updates.to(table.dtype))
 
 
-def check(ok, message, *values):
-    if not bool(ok):
+def check(ok, message, *values, record=None):
+    if not bool(ok):  # eager: raise before anything is updated
         values = [v.detach().cpu().numpy() if torch.is_tensor(v) else v for v in values]
         raise InvalidInputError(format_message(message, values))
     return ok
 
 
-def guard_step(model, function, kind):
-    """Checks raise inside the step on this backend: nothing to wrap."""
+def guard_step(model, function, kind, records):
+    """Checks raise inside the (eager) step on this backend: nothing to wrap."""
     return function

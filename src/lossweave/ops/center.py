@@ -38,6 +38,7 @@ deltas (``center_update_rows``) that a caller scatter-adds into the table.
 
 from keras import ops
 
+from lossweave import backend
 from lossweave.ops.labels import class_indices, finite_rows
 
 
@@ -94,7 +95,7 @@ def center_loss(features, labels, centers, sample_weight=None):
         1.25
     """
     features, indices, keep = _prepare(features, labels, centers, sample_weight)
-    gathered = ops.take(ops.cast(centers, "float32"), indices, axis=0)
+    gathered = ops.cast(backend.gather_rows(centers, indices), "float32")
     per_sample = 0.5 * ops.sum(ops.square(features - gathered), axis=-1)
     weight = ops.cast(keep, "float32")
     if sample_weight is not None:
@@ -138,7 +139,7 @@ def center_update_rows(features, labels, centers, alpha, sample_weight=None):
     keep_f = ops.cast(keep, "float32")
     same = ops.cast(ops.equal(indices[:, None], indices[None, :]), "float32")
     counts = ops.sum(same * keep_f[None, :], axis=1)  # n_{y_i} among participating rows
-    gathered = ops.take(ops.stop_gradient(ops.cast(centers, "float32")), indices, axis=0)
+    gathered = ops.stop_gradient(ops.cast(backend.gather_rows(centers, indices), "float32"))
     scale = ops.cast(alpha, "float32") * keep_f / (1.0 + counts)
     deltas = ops.stop_gradient((features - gathered) * scale[:, None])
     return indices, deltas

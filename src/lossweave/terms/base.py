@@ -4,8 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from lossweave import backend
-from lossweave.ops.labels import class_indices, finite_rows
+from lossweave.terms.check import InputCheck
 
 
 def _as_tensor(x):
@@ -37,6 +36,7 @@ class Term(keras.layers.Layer):
         self.on = on
         self.target = target
         self._outputs_shape = None
+        self.input_check = InputCheck()  # used by terms that check their inputs
         # Labels must never be autocast (float16 cannot hold class ids > 2048).
         self._convert_input_args = False
 
@@ -63,34 +63,3 @@ class Term(keras.layers.Layer):
         config = super().get_config()
         config.update({"on": self.on, "target": self.target})
         return config
-
-
-def check_class_rows(term, features, labels, num_classes):
-    """Raise ``InvalidInputError`` at run time if any row has a bad label or non-finite feature.
-
-    Shape errors are raised at trace time by ``class_indices``. Returns the
-    scalar "batch is clean" flag: the caller gates its loss and its state
-    update on it, so a batch with a bad row never changes the term's state
-    (on JAX the error is raised once the step is done; see ``backend._jax``).
-    """
-    _, valid = class_indices(labels, num_classes, what=f"{type(term).__name__} '{term.name}' labels")
-    finite = finite_rows(ops.cast(features, "float32"))
-    n_bad_labels = ops.sum(ops.cast(ops.logical_not(valid), "int32"))
-    n_bad_features = ops.sum(ops.cast(ops.logical_not(finite), "int32"))
-    raw = ops.cast(labels, "float32")
-    if len(labels.shape) == 2 and labels.shape[-1] == num_classes and num_classes > 1:
-        raw = ops.argmax(ops.where(ops.isnan(raw), -1.0, raw), axis=-1)
-        raw = ops.cast(raw, "float32")
-    ok = ops.logical_and(ops.equal(n_bad_labels, 0), ops.equal(n_bad_features, 0))
-    return backend.check(
-        ok,
-        f"{type(term).__name__} '{term.name}': {{}} row(s) with an invalid label and "
-        f"{{}} row(s) with NaN/Inf features in a batch of {{}}. Expected integer class "
-        f"indices in [0, {num_classes}) (or one-hot rows of width {num_classes}) and "
-        f"finite features; received labels in [{{}}, {{}}]. Clean the data or fix num_classes.",
-        n_bad_labels,
-        n_bad_features,
-        ops.shape(valid)[0],
-        ops.min(raw),
-        ops.max(raw),
-    )

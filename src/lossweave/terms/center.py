@@ -5,7 +5,8 @@ from keras import ops
 
 from lossweave import backend
 from lossweave import ops as lw_ops
-from lossweave.terms.base import Term, check_class_rows
+from lossweave.terms.base import Term
+from lossweave.terms.check import check_class_rows
 
 UPDATES = ("paper", "gradient")
 

@@ -4,7 +4,8 @@ import keras
 from keras import ops
 
 from lossweave import ops as lw_ops
-from lossweave.terms.base import Term, check_class_rows
+from lossweave.terms.base import Term
+from lossweave.terms.check import check_class_rows
 
 
 @keras.saving.register_keras_serializable(package="lossweave")

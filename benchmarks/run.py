@@ -1,0 +1,130 @@
+"""Run lossweave's benchmarks for the current Keras backend.
+
+    KERAS_BACKEND=jax .venv/bin/python benchmarks/run.py [--quick] [--out FILE.json]
+
+(``make bench`` runs it once per backend.) Two benchmarks, each interleaving
+the things it compares in one process and reporting medians and ratios:
+
+* ``center_update.py``: one compiled center update at 10 .. 1M classes against
+  the dense distance-matrix center loss (targets: t(1M)/t(10) <= 1.5, >= 50x
+  faster than dense at 100k, no classes x dim temporary);
+* ``step_overhead.py``: fit step time of softmax + center loss against softmax
+  alone (target <= 1.10x) and against a plain Keras model.
+
+Prints markdown tables and stores the results, keyed by backend, in a JSON
+file (default ``runs/bench/results.json``; other backends' entries are kept).
+``--summarize FILE`` prints the tables of every backend stored in FILE.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import configure_threads  # noqa: E402  (imports no backend)
+
+DEFAULT_OUT = os.path.join("runs", "bench", "results.json")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: few repeats, small epochs")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON results file (default {DEFAULT_OUT})")
+    parser.add_argument("--only", choices=("center", "step"), help="run one benchmark")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="CPU threads per backend thread pool (default 1: stable timings on a small shared "
+        "machine; 0 keeps the backends' defaults)",
+    )
+    parser.add_argument("--dense-1m", action="store_true", help="also run the dense reference once at 1M classes (~4 GB)")
+    parser.add_argument("--summarize", metavar="FILE", help="print the stored tables of every backend and exit")
+    return parser.parse_args(argv)
+
+
+def machine():
+    import keras
+
+    info = {
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    backend = keras.backend.backend()
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
+    if module:
+        info[module] = __import__(module).__version__
+    return info
+
+
+def summarize(path):
+    with open(path) as f:
+        records = json.load(f)
+    for backend, record in records.items():
+        print(f"## {backend} ({record['date']}, {'quick' if record['quick'] else 'full'}, "
+              f"threads={record['threads']}, {record['seconds']:.0f} s)\n")
+        print(record["markdown"] + "\n")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.summarize:
+        summarize(args.summarize)
+        return 0
+    configure_threads(args.threads)
+    import keras
+
+    import center_update
+    import step_overhead
+
+    backend = keras.backend.backend()
+    start = time.perf_counter()
+    record = {
+        "backend": backend,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join([f"KERAS_BACKEND={backend}", "python"] + sys.argv),
+        "quick": args.quick,
+        "threads": args.threads,
+        "machine": machine(),
+    }
+    tables = []
+    if args.only in (None, "center"):
+        record["center_update"] = center_update.run(quick=args.quick, dense_1m=args.dense_1m)
+        tables.append(center_update.markdown(record["center_update"]))
+        print(tables[-1] + "\n", flush=True)
+    if args.only in (None, "step"):
+        record["step_overhead"] = step_overhead.run(quick=args.quick)
+        tables.append(step_overhead.markdown(record["step_overhead"]))
+        print(tables[-1] + "\n", flush=True)
+    record["seconds"] = time.perf_counter() - start
+    targets = {}
+    for name in ("center_update", "step_overhead"):
+        targets.update(record.get(name, {}).get("targets", {}))
+    record["targets"] = targets
+    verdict = lambda v: "met" if v else ("n/a" if v is None else "MISSED")
+    tables.append("Targets: " + "; ".join(f"{k}: {verdict(v)}" for k, v in targets.items()))
+    record["markdown"] = "\n\n".join(tables)
+    print(tables[-1])
+    print(f"({backend}, {record['seconds']:.0f} s)")
+
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        records = {}
+        if os.path.exists(args.out):
+            with open(args.out) as f:
+                records = json.load(f)
+        records[backend] = record
+        with open(args.out, "w") as f:
+            json.dump(records, f, indent=1, default=float)
+        print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Training-step time of softmax + center loss against softmax alone, through ``fit``.
+
+Three ways to train the same MLP (64-dim inputs like sklearn digits ->
+Dense(64, relu) -> embedding (2 or 32) -> Dense(10) logits, and a wider
+64 -> 1024 -> 1024 -> 32 -> 10; batch 256, Adam), each from identical initial
+weights:
+
+* ``keras``: the plain model, ``compile(loss={"logits":
+  SparseCategoricalCrossentropy(from_logits=True)})``;
+* ``softmax``: ``lw.Objective`` with ``SoftmaxCrossEntropy(on="logits")``;
+* ``softmax+center``: that plus ``CenterLoss(num_classes=10, alpha=0.5,
+  on="embedding")``, ``weighting=lw.weighting.Fixed({"center": 0.003})``.
+
+Each ``fit`` runs one epoch; a callback stamps ``on_train_batch_end`` (which
+makes Keras fetch the step's logs, so every step is timed to completion on
+all backends) and the step time is the median gap between consecutive
+stamps. The variants are interleaved (forward, then reverse order) for
+several rounds after a warm-up epoch; ratios are medians of per-round ratios.
+
+Target: ``softmax+center / softmax <= 1.10``. The ``softmax / keras`` ratio
+shows what the Objective itself costs. The center term adds a fixed cost per
+step (a few dozen ops on batch x dim), so the ratio depends on the model: the
+tiny MLPs are the worst case, the wide one a modest real model. Each row is
+also run with the terms' run-time checks off (``validate=False``) to show
+what the checks cost.
+"""
+
+import time
+
+import numpy as np
+import keras
+
+import lossweave as lw
+from common import backend, fmt_ms, median
+
+BATCH, INPUT_DIM, NUM_CLASSES = 256, 64, 10
+# (hidden layer widths, embedding dim, steps per timed epoch)
+CONFIGS = (((64,), 2, 40), ((64,), 32, 40), ((1024, 1024), 32, 16))
+TARGET = 1.10
+VARIANTS = ("keras", "softmax", "softmax+center", "softmax/nocheck", "softmax+center/nocheck")
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Median gap between consecutive ``on_train_batch_end`` calls of the last epoch."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.stamps = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.stamps.append(time.perf_counter())
+
+    def step_times(self):
+        return list(np.diff(self.stamps))
+
+
+def build_model(hidden, embed_dim, seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((INPUT_DIM,), name="x")
+    h = inputs
+    for width in hidden:
+        h = keras.layers.Dense(width, activation="relu")(h)
+    embedding = keras.layers.Dense(embed_dim)(h)
+    logits = keras.layers.Dense(NUM_CLASSES)(embedding)
+    return keras.Model(inputs, {"embedding": embedding, "logits": logits})
+
+
+def build(variant, hidden, embed_dim):
+    """``(trainable, y_key)``: a compiled model to ``fit`` and the key of its target.
+
+    ``/nocheck`` variants build the terms with ``validate=False`` (no run-time
+    label/feature check), to show what the checks cost.
+    """
+    model = build_model(hidden, embed_dim)
+    if variant == "keras":
+        loss = {"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}
+        model.compile(optimizer="adam", loss=loss)
+        return model, "logits"
+    validate = not variant.endswith("/nocheck")
+    terms = {"softmax": lw.terms.SoftmaxCrossEntropy(on="logits", validate=validate)}
+    weighting = None
+    if variant.startswith("softmax+center"):
+        terms["center"] = lw.terms.CenterLoss(
+            num_classes=NUM_CLASSES, alpha=0.5, on="embedding", validate=validate
+        )
+        weighting = lw.weighting.Fixed({"center": 0.003})
+    objective = lw.Objective(model, terms, weighting=weighting)
+    objective.compile(optimizer="adam")
+    return objective, "label"
+
+
+def run(quick=False):
+    configs, rounds = (CONFIGS[:1], 3) if quick else (CONFIGS, 8)
+    rng = np.random.default_rng(0)
+    results = {"backend": backend(), "batch": BATCH, "rounds": rounds, "rows": []}
+    for hidden, embed_dim, steps in configs:
+        steps = 12 if quick else steps
+        x = rng.normal(size=(steps * BATCH, INPUT_DIM)).astype("float32")
+        y = rng.integers(0, NUM_CLASSES, size=steps * BATCH).astype("int32")
+        runs = {v: build(v, hidden, embed_dim) for v in VARIANTS}
+        timer = StepTimer()
+
+        def epoch(variant):
+            trainable, key = runs[variant]
+            trainable.fit(x, {key: y}, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[timer])
+            return timer.step_times()
+
+        for variant in VARIANTS:  # warm-up: trace and compile
+            epoch(variant)
+        times = {v: [] for v in VARIANTS}
+        per_round = {v: [] for v in VARIANTS}
+        for r in range(rounds):
+            for variant in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
+                t = epoch(variant)
+                times[variant] += t
+                per_round[variant].append(median(t))
+        model = "-".join(str(w) for w in (INPUT_DIM, *hidden, embed_dim, NUM_CLASSES))
+        for suffix in ("", "/nocheck"):
+            results["rows"].append({**_row(model, suffix, times, per_round), "steps_per_epoch": steps})
+    results["targets"] = {
+        f"softmax+center / softmax <= {TARGET} ({row['model']})": bool(row["center_over_softmax"] <= TARGET)
+        for row in results["rows"] if row["validate"]
+    }
+    return results
+
+
+def _row(model, suffix, times, per_round):
+    """Step times (pooled medians) and per-round medians of differences and ratios."""
+    softmax, center = "softmax" + suffix, "softmax+center" + suffix
+
+    def per_round_median(op, a, b):
+        return float(median([op(p, q) for p, q in zip(per_round[a], per_round[b])]))
+
+    ratio = lambda a, b: per_round_median(lambda p, q: p / q, a, b)
+    return {
+        "model": model,
+        "validate": not suffix,
+        "step_s": {"keras": float(median(times["keras"])), "softmax": float(median(times[softmax])),
+                   "softmax+center": float(median(times[center]))},
+        "center_minus_softmax_s": per_round_median(lambda p, q: p - q, center, softmax),
+        "center_over_softmax": ratio(center, softmax),
+        "softmax_over_keras": ratio(softmax, "keras"),
+        "center_over_keras": ratio(center, "keras"),
+    }
+
+
+def markdown(results):
+    lines = [
+        f"Step overhead, {results['backend']}: MLP (layer widths), batch {results['batch']}, Adam; "
+        f"median ms per step over {results['rounds']} interleaved one-epoch rounds; differences and "
+        "ratios are medians of per-round values",
+        "",
+        "| model | terms validate | keras (ms) | softmax (ms) | softmax+center (ms) "
+        "| center - softmax (ms) | center / softmax | softmax / keras |",
+        "|:---|:---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["rows"]:
+        s = row["step_s"]
+        lines.append(
+            f"| {row['model']} | {row['validate']} | {fmt_ms(s['keras'])} | {fmt_ms(s['softmax'])} | "
+            f"{fmt_ms(s['softmax+center'])} | {row['center_minus_softmax_s'] * 1e3:+.2f} | "
+            f"{row['center_over_softmax']:.3f}x | "
+            f"{row['softmax_over_keras']:.3f}x |"
+        )
+    lines.append("")
+    lines.append(f"- target softmax+center / softmax <= {TARGET}x (terms with validate=True, the default)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(markdown(run(quick="--quick" in sys.argv)))

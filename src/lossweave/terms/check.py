@@ -1,0 +1,94 @@
+"""Run-time input checks of terms.
+
+A compiled step cannot raise on a value without cost or harm: a host
+callback costs about a millisecond per step on JAX, XLA compiles no
+assertion, and an exception inside a JAX step whose state buffers were
+donated leaves the model without its weights. So inside ``Objective`` steps a
+failed check is *recorded* in the term's ``InputCheck`` (a metric: its state
+travels with the step on every backend and is reset every epoch), the term
+gates its loss and state update on the check, and ``backend.guard_step``
+raises ``InvalidInputError`` right after the step. Called on its own, a term
+raises directly.
+"""
+
+import keras
+from keras import ops
+
+from lossweave import backend
+from lossweave.ops.labels import class_indices, finite_rows
+
+NUM_VALUES = 5  # bad labels, bad feature rows, batch size, label min, label max
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class InputCheck(keras.metrics.Metric):
+    """The first failed check since the last reset, as ``[failed, *values]``.
+
+    Adds nothing to the logs (``result()`` is an empty dict); ``failure()``
+    formats the recorded values into the message of the check that failed.
+
+    Example:
+        >>> import numpy as np
+        >>> check = InputCheck()
+        >>> check.message = "{} bad of {}"
+        >>> check.update_state(np.array(False), [3.0, 8.0])
+        >>> check.failure()
+        '3 bad of 8'
+    """
+
+    def __init__(self, num_values=NUM_VALUES, name="input_check", dtype="float32"):
+        super().__init__(name=name, dtype=dtype)
+        self.num_values = num_values
+        self.message = ""
+        self.record = self.add_variable(shape=(1 + num_values,), initializer="zeros", name="record")
+
+    def update_state(self, ok, values):
+        values = [ops.reshape(ops.cast(v, "float32"), (1,)) for v in values]
+        padding = [ops.zeros((self.num_values - len(values),), "float32")] if len(values) < self.num_values else []
+        failed = ops.concatenate([ops.ones((1,), "float32"), *values, *padding])
+        current = ops.convert_to_tensor(self.record)
+        keep = ops.logical_or(ok, current[0] > 0)  # keep the first failure
+        self.record.assign(ops.where(keep, current, failed))
+
+    def result(self):
+        return {}
+
+    def reset_state(self):
+        self.record.assign(ops.zeros((1 + self.num_values,), "float32"))
+
+    def failure(self, record=None):
+        """The formatted message if a failure is recorded, else ``None``."""
+        values = keras.ops.convert_to_numpy(self.record if record is None else record)
+        if values[0] <= 0:
+            return None
+        shown = [int(v) if float(v).is_integer() else float(v) for v in values[1:]]
+        return self.message.format(*shown)
+
+    def get_config(self):
+        return {"num_values": self.num_values, "name": self.name, "dtype": self.dtype}
+
+
+def check_class_rows(term, features, labels, num_classes):
+    """Check labels and features of a classification term; return the "batch is clean" flag.
+
+    Shape errors are raised at trace time by ``class_indices``. Values are
+    checked at run time: any row with a bad label or NaN/Inf features makes the
+    flag false and raises ``InvalidInputError`` (see the module docstring for
+    when). Callers gate their loss and state update on the returned flag.
+    """
+    _, valid = class_indices(labels, num_classes, what=f"{type(term).__name__} '{term.name}' labels")
+    finite = finite_rows(ops.cast(features, "float32"))
+    n_bad_labels = ops.sum(ops.cast(ops.logical_not(valid), "int32"))
+    n_bad_features = ops.sum(ops.cast(ops.logical_not(finite), "int32"))
+    raw = ops.cast(labels, "float32")
+    if len(labels.shape) == 2 and labels.shape[-1] == num_classes and num_classes > 1:
+        raw = ops.cast(ops.argmax(ops.where(ops.isnan(raw), -1.0, raw), axis=-1), "float32")
+    ok = ops.logical_and(ops.equal(n_bad_labels, 0), ops.equal(n_bad_features, 0))
+    message = (
+        f"{type(term).__name__} '{term.name}': {{}} row(s) with an invalid label and "
+        f"{{}} row(s) with NaN/Inf features in a batch of {{}}. Expected integer class "
+        f"indices in [0, {num_classes}) (or one-hot rows of width {num_classes}) and "
+        f"finite features; received labels in [{{}}, {{}}]. Clean the data or fix num_classes."
+    )
+    values = (n_bad_labels, n_bad_features, ops.shape(valid)[0], ops.min(raw), ops.max(raw))
+    return backend.check(ok, message, *values, record=term.input_check)
