@@ -200,3 +200,28 @@ def test_epoch_logs_add_up_with_a_partial_last_batch():
     objective.compile(optimizer="sgd")
     logs = objective.evaluate(x, {"label": y}, batch_size=16, verbose=0, return_dict=True)
     assert logs["loss"] == pytest.approx(logs["loss/softmax"] + 0.5 * logs["loss/center"], rel=1e-5)
+
+
+class _StepAsWeight(lw.weighting.Weighting):
+    """Weight of every term = the step counter it is given (to observe the counter)."""
+
+    def term_weights(self, losses, step, training):
+        return {name: keras.ops.cast(step, "float32") for name in losses}
+
+
+def test_step_counter_advances_inside_compiled_steps_and_is_saved(tmp_path):
+    x, y = _data(n=64)
+    objective = lw.Objective(
+        _model(), {"center": lw.terms.CenterLoss(num_classes=CLASSES, on="embedding")}, weighting=_StepAsWeight()
+    )
+    objective.compile(optimizer="sgd")
+    history = objective.fit(x, {"label": y}, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    # Steps 0..3 in epoch 1 and 4..7 in epoch 2: the epoch means of the logged weight.
+    assert history.history["weight/center"] == pytest.approx([1.5, 5.5])
+    assert int(to_numpy(objective.step_counter)) == 8
+    objective.evaluate(x, {"label": y}, verbose=0)
+    assert int(to_numpy(objective.step_counter)) == 8
+    path = os.fspath(tmp_path / "steps.keras")
+    objective.save(path)
+    loaded = keras.saving.load_model(path, custom_objects={"_StepAsWeight": _StepAsWeight})
+    assert int(to_numpy(loaded.step_counter)) == 8

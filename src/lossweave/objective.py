@@ -89,6 +89,9 @@ class Objective(keras.Model):
             )
         self.weighting.setup(list(self.terms))
         self._check_outputs()
+        self.step_counter = self.add_weight(
+            name="step", shape=(), dtype="int32", initializer="zeros", trainable=False
+        )
         self.loss_trackers = [keras.metrics.Mean(name=f"loss/{n}") for n in self.terms]
         self.weight_trackers = [keras.metrics.Mean(name=f"weight/{n}") for n in self.terms]
 
@@ -183,11 +186,18 @@ class Objective(keras.Model):
         return self.model(inputs, training=training)
 
     # --------------------------------------------------------------------- loss
-    def _step(self):
-        optimizer = getattr(self, "optimizer", None)
-        if optimizer is None:
-            return ops.zeros((), "int64")
-        return optimizer.iterations
+    def _next_step(self, training):
+        """The training step counter, advanced once per training step.
+
+        The Objective keeps its own counter rather than reading
+        ``optimizer.iterations``: on JAX, optimizer variables are not part of
+        the state that ``compute_loss`` sees, so a schedule would read a
+        constant frozen at trace time. The counter is saved with the model.
+        """
+        step = ops.copy(self.step_counter)  # a value read now, not an alias of the variable
+        if training:
+            self.step_counter.assign(step + 1)
+        return step
 
     def compute_term_losses(self, y, y_pred, sample_weight=None, training=False):
         """Dict of term name -> scalar loss (running each term's state update when training)."""
@@ -214,7 +224,7 @@ class Objective(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         losses = self.compute_term_losses(y, y_pred, sample_weight, training)
-        total, weights = self.weighting.combine(losses, self._step(), training)
+        total, weights = self.weighting.combine(losses, self._next_step(training), training)
         # Weighted by batch size, as Keras weights `loss`: epoch means then add up.
         batch = ops.shape(next(t for t in keras.tree.flatten(x) if t is not None))[0]
         for tracker, name in zip(self.loss_trackers, self.terms):

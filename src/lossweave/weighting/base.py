@@ -4,7 +4,8 @@ In the spirit of optax's ``GradientTransformation``, a strategy is small and
 interchangeable. ``Objective`` calls, once, ``setup(term_names)`` (create any
 state: learned weights, loss history) and, every step inside the compiled
 train/test step, ``combine(losses, step, training)`` with a dict of scalar
-term losses and the optimizer's step counter (a tensor). ``combine`` returns
+term losses and the Objective's training step counter (an int32 tensor: 0 at
+the first training step, saved with the model). ``combine`` returns
 the total and the per-term weights, which the Objective logs as
 ``weight/<term>``. Strategies that keep state are Layers, so their variables
 are tracked, trained where trainable and saved with the Objective.
