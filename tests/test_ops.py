@@ -1,5 +1,6 @@
 """NumPy references for every formula in lossweave.ops (Wen et al., ECCV 2016)."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -160,3 +161,15 @@ def test_label_shape_errors_name_what_was_received(shape):
 def test_feature_dim_mismatch_is_an_error():
     with pytest.raises(ValueError, match="centers have shape"):
         lw_ops.center_loss(np.zeros((2, 4), "float32"), np.array([0, 1]), np.zeros((3, 5), "float32"))
+
+
+def test_centers_may_be_a_native_variable():
+    """Custom loops pass their own tf.Variable / array as the centers table."""
+    x, y, c = _batch()
+    native = to_numpy(c)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        native = tf.Variable(c)
+    assert abs(float(lw_ops.center_loss(x, y, native)) - numpy_center_loss(x, y, c)) < 1e-5
+    np.testing.assert_allclose(to_numpy(lw_ops.center_update(x, y, native, 0.5)), numpy_center_update(x, y, c, 0.5), atol=1e-5)

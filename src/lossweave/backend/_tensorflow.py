@@ -8,6 +8,7 @@ a sparse update): rows are gathered from the variable itself
 
 import threading
 
+import keras
 import tensorflow as tf
 
 from lossweave.errors import InvalidInputError, format_message
@@ -16,7 +17,9 @@ _local = threading.local()
 
 
 def _table(variable):
-    return getattr(variable, "value", variable)  # a Keras variable's tf.Variable (autocast=False)
+    if isinstance(variable, keras.Variable):
+        return variable.value  # its tf.Variable (the variable is created with autocast=False)
+    return variable  # a tf.Variable, a tensor or an array
 
 
 def gather_rows(table, indices):
