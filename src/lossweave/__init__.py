@@ -3,14 +3,15 @@
 Layers of the package, dependencies pointing down::
 
     Objective            a keras.Model that wraps the user's model and owns the terms
-    weighting/           how term losses become one scalar
+    weighting/           how term losses become one scalar (fixed, scheduled, learned)
+    schedules/           step -> value functions evaluated inside the compiled step
     terms/               stateful loss terms (Keras Layers: centers, class weights)
     metrics/             metrics on logits
     ops/                 pure functions over keras.ops
     backend/             in-place row updates and runtime checks, one file per backend
 """
 
-from lossweave import backend, metrics, ops, terms, weighting
+from lossweave import backend, metrics, ops, schedules, terms, weighting
 from lossweave.errors import InvalidInputError
 from lossweave.objective import Objective
 
@@ -22,6 +23,7 @@ __all__ = [
     "backend",
     "metrics",
     "ops",
+    "schedules",
     "terms",
     "weighting",
 ]

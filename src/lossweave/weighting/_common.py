@@ -1,0 +1,41 @@
+"""Small helpers shared by the loss-level weighting strategies (private)."""
+
+import math
+
+from keras import ops
+
+
+def check_number(owner, name, value, minimum=None, strict=False):
+    """A float from ``value``, or a ValueError saying what was expected."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{owner}: `{name}` must be a finite number; received {value!r}.")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        relation = ">" if strict else ">="
+        raise ValueError(f"{owner}: `{name}` must be {relation} {minimum}; received {value!r}.")
+    return float(value)
+
+
+def term_names(weighting):
+    """The names given to ``setup``, or a clear error when it was never called."""
+    if weighting.term_names is None:
+        raise ValueError(
+            f"{type(weighting).__name__}: setup(term_names) was not called. An Objective "
+            "calls it; standalone, call weighting.setup([...names...]) before combine."
+        )
+    return weighting.term_names
+
+
+def stack_losses(weighting, losses):
+    """The term losses as one float32 vector in ``setup`` order."""
+    names = term_names(weighting)
+    if set(losses) != set(names):
+        raise ValueError(
+            f"{type(weighting).__name__}: received losses for {sorted(losses)}, but setup "
+            f"was given the terms {names}; they must be the same."
+        )
+    return ops.stack([ops.reshape(ops.cast(losses[n], "float32"), ()) for n in names])
+
+
+def unstack_weights(weighting, vector):
+    """A ``{term: scalar}`` dict from a weight vector in ``setup`` order."""
+    return {name: vector[i] for i, name in enumerate(weighting.term_names)}

@@ -1,0 +1,110 @@
+"""DWA: weights from the rate at which each term's epoch-mean loss falls."""
+
+import keras
+from keras import ops
+
+from lossweave.weighting._common import check_number, stack_losses, term_names, unstack_weights
+from lossweave.weighting.base import Weighting
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class DWA(Weighting):
+    """Dynamic weight average (Liu, Johns & Davison, "End-to-End Multi-Task
+    Learning with Attention", CVPR 2019, Eq. 1).
+
+    During epoch ``t`` (counted from 0) the weights are::
+
+        w_k(t) = K * exp(r_k(t-1) / T) / sum_i exp(r_i(t-1) / T),
+        r_k(t-1) = L_k(t-1) / L_k(t-2)
+
+    where ``L_k(e)`` is the mean of term ``k``'s batch losses over epoch ``e``
+    and ``T`` the temperature; in the first two epochs every weight is 1. The
+    total is ``sum_k w_k * L_k``.
+
+    A training step cannot see the epoch, so the strategy counts its own
+    training steps and needs ``steps_per_epoch`` (with ``fit``, the number of
+    batches per epoch: ``ceil(num_samples / batch_size)``, or the
+    ``steps_per_epoch`` given to ``fit``). Its state is non-trainable
+    variables, updated only when ``training`` (evaluation uses the current
+    weights and changes nothing) and saved with the Objective: ``steps`` (the
+    training steps seen), ``epoch_sum`` (the sum of this epoch's losses) and
+    ``mean_1``/``mean_2`` (the mean losses of the last and second-last
+    complete epochs). When ``steps`` reaches a multiple of
+    ``steps_per_epoch`` the epoch closes: ``mean_2 <- mean_1``,
+    ``mean_1 <- epoch_sum / steps_per_epoch``, ``epoch_sum <- 0``. If
+    ``steps_per_epoch`` does not match the real epochs, the "epochs" are
+    simply windows of that many steps.
+
+    Args:
+        steps_per_epoch: training steps per epoch (required, positive int).
+        temperature: the softmax temperature ``T`` (paper: 2).
+
+    Example:
+        >>> import numpy as np
+        >>> w = DWA(steps_per_epoch=1)
+        >>> w.setup(["a", "b"])
+        >>> for a, b in [(1.0, 1.0), (0.5, 1.0), (0.5, 1.0)]:
+        ...     _, weights = w.combine({"a": np.float32(a), "b": np.float32(b)}, training=True)
+        >>> round(float(weights["a"]), 4), round(float(weights["b"]), 4)
+        (0.8756, 1.1244)
+    """
+
+    def __init__(self, steps_per_epoch=None, temperature=2.0, **kwargs):
+        super().__init__(**kwargs)
+        if steps_per_epoch is None:
+            raise ValueError(
+                "DWA: `steps_per_epoch` is required: the weights change at epoch boundaries, "
+                "which a training step cannot see. Pass the number of batches per epoch, "
+                "e.g. DWA(steps_per_epoch=math.ceil(len(x) / batch_size))."
+            )
+        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
+            raise ValueError(f"DWA: `steps_per_epoch` must be a positive int; received {steps_per_epoch!r}.")
+        self.steps_per_epoch = steps_per_epoch
+        self.temperature = check_number("DWA", "temperature", temperature, minimum=0.0, strict=True)
+
+    def setup(self, term_names):
+        count = len(term_names)
+
+        def state(name, shape, dtype="float32"):
+            return self.add_weight(
+                name=name, shape=shape, initializer="zeros", trainable=False, dtype=dtype, autocast=False
+            )
+
+        self.steps = state("steps", (), "int32")
+        self.epoch_sum = state("epoch_sum", (count,))
+        self.mean_1 = state("mean_1", (count,))
+        self.mean_2 = state("mean_2", (count,))
+        super().setup(term_names)
+
+    def _weight_vector(self):
+        count = len(term_names(self))
+        epoch = ops.convert_to_tensor(self.steps) // self.steps_per_epoch
+        ratio = ops.divide_no_nan(ops.convert_to_tensor(self.mean_1), ops.convert_to_tensor(self.mean_2))
+        dynamic = count * ops.softmax(ratio / self.temperature)
+        return ops.where(epoch >= 2, dynamic, ops.ones((count,), "float32"))
+
+    def term_weights(self, losses, step, training):
+        return unstack_weights(self, self._weight_vector())
+
+    def combine(self, losses, step=None, training=False):
+        vector = stack_losses(self, losses)
+        weights = self._weight_vector()
+        total = ops.sum(weights * vector)
+        if training:
+            self._update(ops.stop_gradient(vector))
+        return total, unstack_weights(self, weights)
+
+    def _update(self, vector):
+        steps = ops.convert_to_tensor(self.steps) + 1
+        epoch_sum = ops.convert_to_tensor(self.epoch_sum) + vector
+        mean_1 = ops.convert_to_tensor(self.mean_1)
+        closes = ops.equal(steps % self.steps_per_epoch, 0)
+        self.mean_2.assign(ops.where(closes, mean_1, ops.convert_to_tensor(self.mean_2)))
+        self.mean_1.assign(ops.where(closes, epoch_sum / float(self.steps_per_epoch), mean_1))
+        self.epoch_sum.assign(ops.where(closes, ops.zeros_like(epoch_sum), epoch_sum))
+        self.steps.assign(steps)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"steps_per_epoch": self.steps_per_epoch, "temperature": self.temperature})
+        return config

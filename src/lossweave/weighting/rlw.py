@@ -1,0 +1,84 @@
+"""RLW: random loss weights drawn afresh at every training step."""
+
+import keras
+from keras import ops
+
+from lossweave.weighting._common import stack_losses, term_names, unstack_weights
+from lossweave.weighting.base import Weighting
+
+SEED_STATE = "seed_generator_state"
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class RLW(Weighting):
+    """Random loss weighting (Lin et al., "Reasonable Effectiveness of Random
+    Weighting: A Litmus Test for Multi-Task Learning", TMLR 2022;
+    arXiv:2111.10603).
+
+    At every training step fresh logits ``z ~ N(0, I_K)`` are drawn and the
+    weights are ``w = softmax(z)`` (the paper's normal-distribution variant,
+    as in LibMTL's ``RLW``): positive and summing to 1. The total is
+    ``sum_k w_k * L_k``. Evaluation (``training=False``) uses the expected
+    weight ``E[w_k] = 1 / K`` for every term, so evaluation losses are on the
+    scale of the training losses (the mean of the terms).
+
+    The draws come from a ``keras.random.SeedGenerator`` owned by the layer:
+    its state is a variable that advances inside the compiled step on every
+    backend and is saved with the Objective, so a resumed run continues the
+    same sequence of weights.
+
+    Args:
+        seed: int seed of the weight draws; ``None`` for a random one.
+
+    Example:
+        >>> import numpy as np
+        >>> w = RLW(seed=1)
+        >>> w.setup(["a", "b", "c"])
+        >>> losses = {"a": np.float32(1.0), "b": np.float32(2.0), "c": np.float32(3.0)}
+        >>> _, weights = w.combine(losses, training=True)
+        >>> round(sum(float(v) for v in weights.values()), 5)
+        1.0
+        >>> total, weights = w.combine(losses, training=False)
+        >>> round(float(total), 5), round(float(weights["a"]), 5)
+        (2.0, 0.33333)
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"RLW: `seed` must be an int or None; received {seed!r}.")
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="rlw_seed_generator")
+
+    def term_weights(self, losses, step, training):
+        count = len(term_names(self))
+        if training:
+            z = keras.random.normal((count,), seed=self.seed_generator, dtype="float32")
+            weights = ops.softmax(z)
+        else:
+            weights = ops.full((count,), 1.0 / count, dtype="float32")
+        return unstack_weights(self, weights)
+
+    def combine(self, losses, step=None, training=False):
+        vector = stack_losses(self, losses)
+        weights = self.term_weights(losses, step, training)
+        stacked = ops.stack([weights[n] for n in self.term_names])
+        return ops.sum(stacked * vector), weights
+
+    # The SeedGenerator's state is a layer variable (it travels with the compiled
+    # step on every backend) but Keras does not save it: save it here so that a
+    # reloaded strategy continues the same sequence of draws.
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store[SEED_STATE] = self.seed_generator.state
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        if SEED_STATE in keys:
+            self.seed_generator.state.assign(store[SEED_STATE])
+        super().load_own_variables({k: store[k] for k in keys if k != SEED_STATE})
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"seed": self.seed})
+        return config

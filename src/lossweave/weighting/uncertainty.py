@@ -1,0 +1,108 @@
+"""Homoscedastic uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018)."""
+
+import keras
+from keras import ops
+
+from lossweave.weighting.base import Weighting
+
+KINDS = ("regression", "classification")
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class Uncertainty(Weighting):
+    """Learned per-term weights from each task's homoscedastic uncertainty.
+
+    Kendall, Gal & Cipolla, "Multi-task learning using uncertainty to weigh
+    losses for scene geometry and semantics", CVPR 2018. Each term ``k`` has a
+    learned log-variance ``s_k = log sigma_k^2`` (a trainable float32 variable,
+    initialised to 0 so every sigma starts at 1), the numerically stable
+    parameterisation of Sec. 3.2. The total is
+
+    - regression term (Eq. 7, a Gaussian likelihood):
+      ``0.5 * exp(-s_k) * L_k + 0.5 * s_k``  (``1/(2 sigma^2) L + log sigma``);
+    - classification term (Eq. 10 and the approximation of Eq. 12, a scaled
+      softmax): ``exp(-s_k) * L_k + 0.5 * s_k``  (``1/sigma^2 L + log sigma``).
+
+    The weight logged as ``weight/<term>`` is the factor multiplying ``L_k``:
+    ``0.5 * exp(-s_k)`` or ``exp(-s_k)``. A term with a small loss gets a small
+    variance and a large weight; the ``0.5 * s_k`` regulariser stops every
+    variance growing without bound. At the optimum ``s_k = log L_k`` (regression)
+    the total is ``0.5 + 0.5 * log L_k`` per term, negative once
+    ``L_k < 1/e``.
+
+    With ``nonnegative=True`` the regulariser is ``log(1 + exp(s_k))``, that is
+    ``log(1 + sigma_k^2)`` (Liebel & Koerner, "Auxiliary tasks in multi-task
+    learning", 2018, Eq. 2), which is positive, so the total stays >= 0.
+
+    Args:
+        kinds: dict term name -> ``"regression"`` or ``"classification"``;
+            terms not named are regression terms.
+        nonnegative: use the ``log(1 + sigma^2)`` regulariser.
+
+    Example:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> w = Uncertainty({"label": "classification"})
+        >>> w.setup(["label", "depth"])
+        >>> total, weights = w.combine({"label": np.float32(2.0), "depth": np.float32(3.0)})
+        >>> [float(ops.convert_to_numpy(v)) for v in (total, weights["label"], weights["depth"])]
+        [3.5, 1.0, 0.5]
+        >>> _ = w.log_variances["depth"].assign(np.log(3.0))  # sigma^2 = 3: weight 1/6
+        >>> round(float(ops.convert_to_numpy(w.combine({"label": 2.0, "depth": 3.0})[0])), 4)
+        3.0493
+    """
+
+    def __init__(self, kinds=None, nonnegative=False, **kwargs):
+        super().__init__(**kwargs)
+        kinds = dict(kinds or {})
+        for name, kind in kinds.items():
+            if kind not in KINDS:
+                raise ValueError(
+                    f"Uncertainty: the kind of term '{name}' must be one of {KINDS}; received {kind!r}."
+                )
+        self.kinds = kinds
+        self.nonnegative = bool(nonnegative)
+        self.log_variances = None
+
+    def setup(self, term_names):
+        unknown = sorted(set(self.kinds) - set(term_names))
+        if unknown:
+            raise ValueError(
+                f"Uncertainty: received kinds for {unknown}, which are not terms of the "
+                f"objective; the terms are {list(term_names)}."
+            )
+        if self.log_variances is None:
+            self.log_variances = {
+                name: self.add_weight(
+                    shape=(), initializer="zeros", trainable=True, dtype="float32", name=f"log_var_{name}"
+                )
+                for name in term_names
+            }
+        super().setup(term_names)
+
+    def kind(self, name):
+        return self.kinds.get(name, "regression")
+
+    def term_weights(self, losses, step, training):
+        weights = {}
+        for name in losses:
+            precision = ops.exp(-ops.convert_to_tensor(self.log_variances[name]))
+            weights[name] = precision if self.kind(name) == "classification" else 0.5 * precision
+        return weights
+
+    def regularizer(self, name):
+        """The term added for ``s_k``: ``0.5 * s_k``, or ``log(1 + exp(s_k))`` if nonnegative."""
+        s = ops.convert_to_tensor(self.log_variances[name])
+        return ops.softplus(s) if self.nonnegative else 0.5 * s
+
+    def combine(self, losses, step=None, training=False):
+        weights = self.term_weights(losses, step, training)
+        total = ops.zeros((), "float32")
+        for name, loss in losses.items():
+            total = total + weights[name] * ops.cast(loss, "float32") + self.regularizer(name)
+        return total, weights
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"kinds": dict(self.kinds), "nonnegative": self.nonnegative})
+        return config
