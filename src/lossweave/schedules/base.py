@@ -1,5 +1,6 @@
 """The ``Schedule`` base class, ``Constant`` and ``Lambda``."""
 
+import abc
 import math
 
 import keras
@@ -20,7 +21,7 @@ def check_number(owner, name, value, *, positive=False, nonnegative=False):
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
-class Schedule:
+class Schedule(abc.ABC):
     """Base class: a serializable function of the training step.
 
     ``schedule(step)`` converts ``step`` (the Objective's training step counter: a
@@ -76,9 +77,9 @@ class Schedule:
             t = ops.floor(t / float(self.steps_per_epoch))
         return t
 
+    @abc.abstractmethod
     def at(self, t):
-        """The value at float32 position ``t``; subclasses override."""
-        raise NotImplementedError(f"{type(self).__name__} must implement at(t).")
+        """The value at float32 position ``t`` (a float32 scalar tensor)."""
 
     def __call__(self, step):
         return ops.cast(self.at(self.position(step)), "float32")
