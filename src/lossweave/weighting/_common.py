@@ -1,4 +1,4 @@
-"""Small helpers shared by the loss-level weighting strategies (private)."""
+"""Small helpers shared by the weighting strategies (private)."""
 
 import math
 
@@ -13,6 +13,16 @@ def check_number(owner, name, value, minimum=None, strict=False):
         relation = ">" if strict else ">="
         raise ValueError(f"{owner}: `{name}` must be {relation} {minimum}; received {value!r}.")
     return float(value)
+
+
+def check_known_terms(owner, what, given, term_names):
+    """A ValueError when ``given`` names terms the objective does not have."""
+    unknown = sorted(set(given) - set(term_names))
+    if unknown:
+        raise ValueError(
+            f"{owner}: received {what} for {unknown}, which are not terms of the "
+            f"objective; the terms are {list(term_names)}."
+        )
 
 
 def term_names(weighting):

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from lossweave.schedules.base import Lambda, Schedule
+from lossweave.weighting._common import check_known_terms
 from lossweave.weighting.base import Weighting
 
 
@@ -74,12 +75,7 @@ class Fixed(Weighting):
         self.default = as_weight("Fixed", "<default>", default)
 
     def setup(self, term_names):
-        unknown = sorted(set(self.weights_by_term) - set(term_names))
-        if unknown:
-            raise ValueError(
-                f"Fixed: received weights for {unknown}, which are not terms of the "
-                f"objective; the terms are {list(term_names)}."
-            )
+        check_known_terms("Fixed", "weights", self.weights_by_term, term_names)
         super().setup(term_names)
 
     def term_weights(self, losses, step, training):

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from lossweave.weighting._common import check_known_terms
 from lossweave.weighting.base import Weighting
 
 KINDS = ("regression", "classification")
@@ -65,12 +66,7 @@ class Uncertainty(Weighting):
         self.log_variances = None
 
     def setup(self, term_names):
-        unknown = sorted(set(self.kinds) - set(term_names))
-        if unknown:
-            raise ValueError(
-                f"Uncertainty: received kinds for {unknown}, which are not terms of the "
-                f"objective; the terms are {list(term_names)}."
-            )
+        check_known_terms("Uncertainty", "kinds", self.kinds, term_names)
         if self.log_variances is None:
             self.log_variances = {
                 name: self.add_weight(
