@@ -156,3 +156,12 @@ def test_loss_term_wraps_keras_loss_and_round_trips():
     assert abs(float(clone(y_pred, y_true)) - float(term(y_pred, y_true))) < 1e-6
     with pytest.raises(ValueError):
         lw.terms.Loss(None)
+
+
+def test_loss_term_from_a_name_takes_sample_weights_and_round_trips():
+    term = lw.terms.Loss("mse", on="score", target="score")
+    y_true, y_pred = np.zeros((4, 1), "float32"), np.arange(4, dtype="float32")[:, None]
+    w = np.array([1, 0, 1, 0], "float32")
+    assert float(term(y_pred, y_true, sample_weight=w)) == pytest.approx((0 + 4) / 4)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(term))
+    assert float(clone(y_pred, y_true, sample_weight=w)) == pytest.approx(1.0)

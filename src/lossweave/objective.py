@@ -117,11 +117,13 @@ class Objective(keras.Model):
                         f"Objective: term '{term_name}' has on=None, but the model has "
                         f"{len(names)} outputs {names}; set `on` to one of them."
                     )
-            elif term.on not in names:
-                raise ValueError(
-                    f"Objective: term '{term_name}' reads output '{term.on}', which the model "
-                    f"does not have; its outputs are {names}."
-                )
+                continue
+            for on in term.on if isinstance(term.on, tuple) else (term.on,):
+                if on not in names:
+                    raise ValueError(
+                        f"Objective: term '{term_name}' reads output '{on}', which the model "
+                        f"does not have; its outputs are {names}."
+                    )
 
     def _outputs_dict(self, y_pred):
         if isinstance(y_pred, dict):
@@ -135,6 +137,8 @@ class Objective(keras.Model):
         return outputs
 
     def _output(self, outputs, term_name, on):
+        if isinstance(on, tuple):  # a term reading several outputs
+            return tuple(self._output(outputs, term_name, name) for name in on)
         if on in outputs:
             return outputs[on]
         named = [k for k in outputs if k is not SINGLE_OUTPUT]
@@ -180,7 +184,8 @@ class Objective(keras.Model):
         outputs = self._outputs_dict(self.model.compute_output_spec(spec))
         for name, term in self.terms.items():
             if not term.built:
-                term.build(tuple(self._output(outputs, name, term.on).shape))
+                read = self._output(outputs, name, term.on)
+                term.build(keras.tree.map_structure(lambda t: tuple(t.shape), read))
 
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)

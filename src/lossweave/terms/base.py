@@ -24,17 +24,25 @@ class Term(keras.layers.Layer):
 
     Args:
         on: name of the model output the term reads; ``None`` for a model with
-            a single output.
+            a single output; a tuple of names for a term that reads several
+            outputs (it then receives a tuple of tensors).
         target: name of the target (key of the ``y`` dict given to ``fit``).
+        missing: the target value that marks a sample without a label for this
+            term (partial labels), e.g. ``-1`` or ``float("nan")``; such samples
+            get weight 0 in this term only, and the term's loss is the mean over
+            the samples that have a label (as Keras averages masked losses).
         **kwargs: Layer arguments (``name``, ``dtype``). Terms compute in
             float32 by default, also under a mixed-precision policy.
     """
 
-    def __init__(self, on=None, target="label", **kwargs):
+    def __init__(self, on=None, target="label", missing=None, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        self.on = on
+        self.on = tuple(on) if isinstance(on, list) else on
         self.target = target
+        if missing is not None and (isinstance(missing, bool) or not isinstance(missing, (int, float))):
+            raise ValueError(f"{type(self).__name__}: `missing` must be a number or NaN; received {missing!r}.")
+        self.missing = missing
         self._outputs_shape = None
         self.input_check = InputCheck()  # used by terms that check their inputs
         # Labels must never be autocast (float16 cannot hold class ids > 2048).
@@ -45,7 +53,33 @@ class Term(keras.layers.Layer):
         # convert NumPy arrays here, keeping their dtype (labels stay integers).
         outputs = keras.tree.map_structure(_as_tensor, outputs)
         targets = keras.tree.map_structure(_as_tensor, targets)
+        if self.missing is not None:
+            targets, kwargs["sample_weight"] = self._mask_missing(targets, kwargs.get("sample_weight"))
         return super().__call__(outputs, targets, **kwargs)
+
+    def _mask_missing(self, targets, sample_weight):
+        """Give unlabelled samples weight 0 and a harmless target; rescale the rest.
+
+        The weights of the labelled samples are multiplied by
+        ``batch / n_labelled`` so that the usual mean over the batch becomes the
+        mean over the labelled samples.
+        """
+        values = ops.convert_to_tensor(targets)
+        if "float" in str(values.dtype):
+            absent = ops.isnan(values) if np.isnan(self.missing) else ops.equal(values, self.missing)
+        elif np.isnan(self.missing):
+            return targets, sample_weight  # integer targets cannot hold NaN
+        else:
+            absent = ops.equal(values, ops.cast(self.missing, values.dtype))
+        targets = ops.where(absent, ops.zeros_like(values), values)
+        if len(absent.shape) > 1:
+            absent = ops.any(ops.reshape(absent, (ops.shape(absent)[0], -1)), axis=-1)
+        present = ops.cast(ops.logical_not(absent), "float32")
+        batch = ops.cast(ops.shape(present)[0], "float32")
+        present = present * batch / ops.maximum(ops.sum(present), 1.0)
+        if sample_weight is not None:
+            present = present * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+        return targets, present
 
     def build(self, outputs_shape):
         self._outputs_shape = tuple(outputs_shape)
@@ -61,5 +95,5 @@ class Term(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"on": self.on, "target": self.target})
+        config.update({"on": self.on, "target": self.target, "missing": self.missing})
         return config

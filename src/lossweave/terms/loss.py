@@ -9,6 +9,35 @@ from lossweave.terms.check import check_class_rows
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
+class FunctionLoss(keras.losses.Loss):
+    """A per-sample loss function as a ``keras.losses.Loss`` (sample weights, reduction).
+
+    Example:
+        >>> import numpy as np
+        >>> loss = FunctionLoss(keras.losses.mean_absolute_error)
+        >>> float(loss(np.zeros((2, 1)), np.array([[1.0], [3.0]]), sample_weight=np.array([1.0, 0.0])))
+        0.5
+    """
+
+    def __init__(self, fn, name=None, **kwargs):
+        fn = keras.losses.get(fn)
+        super().__init__(name=name or getattr(fn, "__name__", "loss"), **kwargs)
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "fn": keras.saving.serialize_keras_object(self.fn)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["fn"] = keras.saving.deserialize_keras_object(config["fn"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
 class Loss(Term):
     """Any ``keras.losses.Loss`` (or loss name) as a term on one output.
 
@@ -26,9 +55,12 @@ class Loss(Term):
 
     def __init__(self, loss, on=None, target="label", **kwargs):
         super().__init__(on=on, target=target, **kwargs)
-        self.loss = keras.losses.get(loss)
-        if self.loss is None:
+        resolved = keras.losses.get(loss)
+        if resolved is None:
             raise ValueError(f"Loss term: received loss={loss!r}; expected a Keras loss or its name.")
+        if not isinstance(resolved, keras.losses.Loss):  # a name or function: give it sample weights
+            resolved = FunctionLoss(resolved)
+        self.loss = resolved
 
     def call(self, outputs, targets, sample_weight=None, training=None):
         return self.loss(targets, outputs, sample_weight=sample_weight)
