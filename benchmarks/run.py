@@ -9,7 +9,11 @@ the things it compares in one process and reporting medians and ratios:
   the dense distance-matrix center loss (targets: t(1M)/t(10) <= 1.5, >= 50x
   faster than dense at 100k, no classes x dim temporary);
 * ``step_overhead.py``: fit step time of softmax + center loss against softmax
-  alone (target <= 1.10x) and against a plain Keras model.
+  alone (target <= 1.10x) and against a plain Keras model;
+* ``multitask.py`` (opt-in, ``--only multitask``: several minutes per backend,
+  so not in the default set): loss-weighting strategies on digits with a
+  1000x loss-scale gap, Delta_m% over 3 seeds, and step time against Keras's
+  ``compile(loss=dict, loss_weights=dict)`` (see ``MULTITASK.md``).
 
 Prints markdown tables and stores the results, keyed by backend, in a JSON
 file (default ``runs/bench/results.json``; other backends' entries are kept).
@@ -35,7 +39,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: few repeats, small epochs")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON results file (default {DEFAULT_OUT})")
-    parser.add_argument("--only", choices=("center", "step"), help="run one benchmark")
+    parser.add_argument("--only", choices=("center", "step", "multitask"), help="run one benchmark")
     parser.add_argument(
         "--threads", type=int, default=1,
         help="CPU threads per backend thread pool (default 1: stable timings on a small shared "
@@ -102,9 +106,15 @@ def main(argv=None):
         record["step_overhead"] = step_overhead.run(quick=args.quick)
         tables.append(step_overhead.markdown(record["step_overhead"]))
         print(tables[-1] + "\n", flush=True)
+    if args.only == "multitask":  # opt-in: minutes per backend
+        import multitask
+
+        record["multitask"] = multitask.run(quick=args.quick)
+        tables.append(multitask.markdown(record["multitask"]))
+        print(tables[-1] + "\n", flush=True)
     record["seconds"] = time.perf_counter() - start
     targets = {}
-    for name in ("center_update", "step_overhead"):
+    for name in ("center_update", "step_overhead", "multitask"):
         targets.update(record.get(name, {}).get("targets", {}))
     record["targets"] = targets
     verdict = lambda v: "met" if v else ("n/a" if v is None else "MISSED")

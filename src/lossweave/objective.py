@@ -242,7 +242,8 @@ class Objective(keras.Model):
 
     # ------------------------------------------------------------------- steps
     def _input_checks(self):
-        return [term.input_check for term in self.terms.values()]
+        """The records of the terms that check their inputs (read after every step)."""
+        return [term.input_check for term in self.terms.values() if getattr(term, "validate", False)]
 
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
