@@ -42,7 +42,7 @@ def check(ok, message, *values, record=None):
         return tf.identity(ok)
     # A graph of the user's own: an assert that fails the step (not under XLA,
     # which compiles no assert strings; there the caller's gating still applies).
-    if tf.config.functions_run_eagerly() is False and _in_xla():
+    if _in_xla():
         return ok
     text = tf.strings.format(message, [tf.convert_to_tensor(v) for v in values], summarize=8)
     assertion = tf.debugging.Assert(ok, [InvalidInputError.__name__ + ": ", text])
