@@ -104,6 +104,23 @@ def peak_rss_growth_mib(fn, repeats=3):
     return (_status_kib("VmHWM") - start) / 1024.0
 
 
+def interleaved_rounds(run, variants, rounds):
+    """Run ``run(variant) -> [step seconds]`` for every variant, ``rounds`` times.
+
+    The order alternates each round (A, B, ... then ..., B, A) so that drifts of
+    a shared machine fall on every variant alike. Returns ``(times, per_round)``:
+    all step times per variant, and the median of each round per variant.
+    """
+    times = {v: [] for v in variants}
+    per_round = {v: [] for v in variants}
+    for r in range(rounds):
+        for variant in variants if r % 2 == 0 else variants[::-1]:
+            steps = run(variant)
+            times[variant] += steps
+            per_round[variant].append(median(steps))
+    return times, per_round
+
+
 def fmt_ms(seconds):
     if seconds != seconds:  # NaN
         return "n/a"

@@ -49,7 +49,7 @@ import numpy as np
 import keras
 
 import lossweave as lw
-from common import backend, median
+from common import backend, interleaved_rounds, median
 from step_overhead import StepTimer
 
 SEEDS = (0, 1, 2)
@@ -227,13 +227,7 @@ def step_time(quick=False):
     for v in variants:
         epoch(v)
     rounds = 3 if quick else 8
-    times = {v: [] for v in variants}
-    per_round = {v: [] for v in variants}
-    for r in range(rounds):
-        for v in variants if r % 2 == 0 else variants[::-1]:
-            t = epoch(v)
-            times[v] += t
-            per_round[v].append(median(t))
+    times, per_round = interleaved_rounds(epoch, variants, rounds)
     rows = []
     for v in variants:
         ratio = float(median([a / b for a, b in zip(per_round[v], per_round["keras"])]))

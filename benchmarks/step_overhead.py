@@ -31,7 +31,7 @@ import numpy as np
 import keras
 
 import lossweave as lw
-from common import backend, fmt_ms, median
+from common import backend, fmt_ms, interleaved_rounds, median
 
 BATCH, INPUT_DIM, NUM_CLASSES = 256, 64, 10
 # (hidden layer widths, embedding dim, steps per timed epoch)
@@ -106,13 +106,7 @@ def run(quick=False):
 
         for variant in VARIANTS:  # warm-up: trace and compile
             epoch(variant)
-        times = {v: [] for v in VARIANTS}
-        per_round = {v: [] for v in VARIANTS}
-        for r in range(rounds):
-            for variant in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
-                t = epoch(variant)
-                times[variant] += t
-                per_round[variant].append(median(t))
+        times, per_round = interleaved_rounds(epoch, VARIANTS, rounds)
         model = "-".join(str(w) for w in (INPUT_DIM, *hidden, embed_dim, NUM_CLASSES))
         for suffix in ("", "/nocheck"):
             results["rows"].append({**_row(model, suffix, times, per_round), "steps_per_epoch": steps})
