@@ -5,6 +5,19 @@ class count) and is registered by name in :data:`LOADERS`, which the command
 line tool reads (``lossweave train --data NAME``). Loaders are imported lazily,
 so listing the names imports neither scikit-learn nor any backend.
 
+Registered names:
+
+* ``digits``: scikit-learn's bundled 8x8 digits (flat 64-pixel vectors).
+* ``multitask``: the digits with several named targets (class, parity, ink,
+  top share) in a :class:`MultiTaskDataset`.
+* ``idx``: MNIST-format IDX files (MNIST, Fashion-MNIST, ...), ``path=`` a folder.
+* ``npz``: a NumPy ``.npz`` file of named arrays, ``path=`` the file.
+* ``folder``: a folder of images, one sub-folder per class, ``path=`` the folder.
+
+The file-based loaders need ``path=``: ``data.load("npz", path="file.npz")``.
+A file that cannot be used raises :class:`DataError` (a ``ValueError``) with
+one line naming the file and what is wrong with it.
+
 Example:
     >>> from lossweave import data
     >>> ds = data.load("digits", seed=0)
@@ -14,10 +27,21 @@ Example:
 
 import dataclasses
 import importlib
+import inspect
 
 import numpy as np
 
-__all__ = ["LOADERS", "Dataset", "load", "names", "stratified_split"]
+__all__ = [
+    "LOADERS", "DataError", "Dataset", "MultiTaskDataset", "load", "names", "stratified_split",
+    "takes_path",
+]
+
+
+class DataError(ValueError):
+    """A data file or folder that cannot be used: missing, malformed or inconsistent.
+
+    The message is one line, ``data: <path>: <what was expected>, <what was found>``.
+    """
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -54,6 +78,38 @@ class Dataset:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class MultiTaskDataset(Dataset):
+    """A :class:`Dataset` with several named targets per sample.
+
+    It is a plain ``Dataset`` too: ``y_train``/``y_val``/``y_test`` are the
+    class labels (the ``"label"`` target), so anything that trains a
+    classifier on a ``Dataset`` works unchanged. The other targets are in
+    ``targets_train``/``targets_val``/``targets_test``: dicts from target
+    name to an array with one row per sample of that part, ready to pass to
+    ``fit`` as ``y``.
+
+    Attributes:
+        targets_train, targets_val, targets_test: ``{name: array}``; each
+            holds ``"label"`` (the same array as ``y_*``).
+        tasks: ``{name: num_classes}`` for integer class targets (int32,
+            shape ``(n,)``), ``{name: None}`` for regression targets
+            (float32, shape ``(n, 1)``).
+    """
+
+    targets_train: dict
+    targets_val: dict
+    targets_test: dict
+    tasks: dict
+
+    def targets(self, part):
+        """The targets dict of ``part``: ``"train"``, ``"val"`` or ``"test"``."""
+        if part not in ("train", "val", "test"):
+            raise ValueError(f"MultiTaskDataset.targets: part must be 'train', 'val' or 'test'; "
+                             f"received {part!r}.")
+        return getattr(self, f"targets_{part}")
+
+
 def stratified_split(x, y, *, val_fraction, test_fraction, seed):
     """Split ``(x, y)`` into stratified, disjoint train/validation/test parts.
 
@@ -86,6 +142,10 @@ def stratified_split(x, y, *, val_fraction, test_fraction, seed):
 # name -> "module:function", imported on first use.
 LOADERS = {
     "digits": "lossweave.data.digits:load_digits",
+    "folder": "lossweave.data.folder:load_folder",
+    "idx": "lossweave.data.idx:load_idx",
+    "multitask": "lossweave.data.multitask:load_multitask",
+    "npz": "lossweave.data.npz:load_npz",
 }
 
 
@@ -94,10 +154,42 @@ def names():
     return sorted(LOADERS)
 
 
-def load(name, **kwargs):
-    """Load the registered dataset ``name``; ``kwargs`` go to its loader (``seed=``, ...)."""
+def _loader(name):
     if name not in LOADERS:
         raise ValueError(f"unknown data {name!r}; choose from: {', '.join(names())}.")
     module_name, function_name = LOADERS[name].split(":")
-    loader = getattr(importlib.import_module(module_name), function_name)
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def takes_path(name):
+    """Whether the registered dataset ``name`` reads user files (needs ``path=``).
+
+    Example:
+        >>> takes_path("npz"), takes_path("digits")
+        (True, False)
+    """
+    return "path" in inspect.signature(_loader(name)).parameters
+
+
+def load(name, path=None, **kwargs):
+    """Load the registered dataset ``name``; ``kwargs`` go to its loader (``seed=``, ...).
+
+    Args:
+        name: a registered name (see :func:`names`).
+        path: the file or folder of a file-based loader (``idx``, ``npz``,
+            ``folder``); bundled data sets (``digits``, ``multitask``) take none.
+        **kwargs: the loader's other arguments, e.g. ``seed=``.
+
+    Raises:
+        ValueError: unknown name, a path given to a bundled data set, or a
+            file-based loader called without a path.
+        DataError: the file or folder cannot be used (a ``ValueError`` too).
+    """
+    loader = _loader(name)
+    if path is not None:
+        if not takes_path(name):
+            raise ValueError(f"data {name!r} is bundled and reads no file; received path={path!r}. "
+                             f"Drop the path, or choose one of: "
+                             f"{', '.join(n for n in names() if takes_path(n))}.")
+        kwargs["path"] = path
     return loader(**kwargs)
