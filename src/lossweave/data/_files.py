@@ -36,7 +36,7 @@ def as_labels(y, source, name="labels"):
         if bad.any():
             first = int(np.argmax(bad))
             raise fail(source, f"expected integer class {name}, found non-integer value "
-                               f"{y[first]!r} at index {first}")
+                               f"{y[first].item()!r} at index {first}")
         return y.astype("int64")
     raise fail(source, f"expected integer class {name}, found dtype {y.dtype}")
 
