@@ -6,6 +6,7 @@ from lossweave.ops.center import (
     center_update,
     center_update_rows,
 )
+from lossweave.ops import margin
 from lossweave.ops.labels import class_indices, finite_rows, label_layout
 from lossweave.ops.softmax import logits_accuracy, softmax_cross_entropy
 
@@ -17,6 +18,7 @@ __all__ = [
     "class_indices",
     "finite_rows",
     "label_layout",
+    "margin",
     "logits_accuracy",
     "softmax_cross_entropy",
 ]

@@ -3,5 +3,28 @@
 from lossweave.terms.base import Term
 from lossweave.terms.center import CenterLoss
 from lossweave.terms.loss import Loss, SoftmaxCrossEntropy
+from lossweave.terms.margin import (
+    ArcFace,
+    CombinedMargin,
+    CosFace,
+    MarginLogits,
+    MarginSoftmax,
+    NormFace,
+    SphereFace,
+    SubCenterArcFace,
+)
 
-__all__ = ["CenterLoss", "Loss", "SoftmaxCrossEntropy", "Term"]
+__all__ = [
+    "ArcFace",
+    "CenterLoss",
+    "CombinedMargin",
+    "CosFace",
+    "Loss",
+    "MarginLogits",
+    "MarginSoftmax",
+    "NormFace",
+    "SoftmaxCrossEntropy",
+    "SphereFace",
+    "SubCenterArcFace",
+    "Term",
+]

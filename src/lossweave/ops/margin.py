@@ -1,0 +1,197 @@
+"""The margin-softmax family as pure functions: cosines, target margins, logits.
+
+Each loss of the family is softmax cross-entropy on logits ``s * cos(theta_j)``
+(the cosine between an embedding and class ``j``'s weight vector) in which the
+target class's cosine is replaced by a harder value ``f(cos theta_y)``:
+
+=================  ===========================================  ==================
+loss               target logit ``f`` (before the scale)        paper
+=================  ===========================================  ==================
+NormFace           ``cos theta``                                Wang et al. 2017
+SphereFace         ``psi(theta) = (-1)^k cos(m theta) - 2k``    Liu et al. 2017
+CosFace            ``cos theta - m``                            Wang et al. 2018
+ArcFace            ``cos(theta + m)``                           Deng et al. 2019
+combined           ``cos(m1 theta + m2) - m3``                  Deng et al. 2019
+=================  ===========================================  ==================
+
+Angles and additive angular margins are in **radians**; CosFace's ``m`` is a
+cosine margin (unitless) and SphereFace's ``m`` an integer multiplier. Every
+cosine is computed in float32, whatever the inputs' dtype.
+"""
+
+import math
+
+from keras import ops
+
+from lossweave.ops.labels import class_indices
+
+
+def _l2_normalize(x, axis=-1, epsilon=1e-12):
+    x = ops.cast(x, "float32")
+    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=axis, keepdims=True), epsilon))
+
+
+def _safe_sqrt(x):
+    """``sqrt(max(x, 0))`` with a zero (not infinite) gradient at 0."""
+    positive = x > 0
+    return ops.where(positive, ops.sqrt(ops.where(positive, x, ops.ones_like(x))), ops.zeros_like(x))
+
+
+def cosine_similarity(embeddings, class_weights):
+    """Cosines between embeddings ``(batch, dim)`` and class weights ``(classes, dim)``.
+
+    Both sides are L2-normalised (NormFace, Eq. 1); the result is clipped to
+    ``[-1, 1]`` and is float32.
+
+    Example:
+        >>> import numpy as np
+        >>> w = np.array([[1., 0.], [0., 2.]], "float32")
+        >>> [round(float(v), 4) for v in cosine_similarity(np.array([[3., 3.]], "float32"), w)[0]]
+        [0.7071, 0.7071]
+    """
+    cos = ops.matmul(_l2_normalize(embeddings), ops.transpose(_l2_normalize(class_weights)))
+    return ops.clip(cos, -1.0, 1.0)
+
+
+def subcenter_cosine_similarity(embeddings, class_weights, sub_centers):
+    """Sub-center cosines: the max over each class's ``K`` sub-centers (Deng et al. 2020, Sec. 3.1).
+
+    Args:
+        embeddings: ``(batch, dim)``.
+        class_weights: ``(classes * K, dim)``, the sub-centers of class ``j``
+            in rows ``j*K .. j*K + K - 1``.
+        sub_centers: ``K``.
+
+    Returns:
+        ``(batch, classes)`` float32 ``max_k cos(x, W_jk)``.
+    """
+    cos = cosine_similarity(embeddings, class_weights)
+    if sub_centers == 1:
+        return cos
+    return ops.max(ops.reshape(cos, (ops.shape(cos)[0], -1, sub_centers)), axis=-1)
+
+
+def cosface_target(cos, margin=0.35):
+    """CosFace / AM-Softmax (Wang et al. 2018, Eq. 4): ``cos theta - m``."""
+    return ops.cast(cos, "float32") - margin
+
+
+def arcface_target(cos, margin=0.5, easy_margin=False):
+    """ArcFace (Deng et al. 2019, Eq. 3): ``cos(theta + m)`` for ``theta`` in ``[0, pi]``.
+
+    ``cos(theta + m) = cos theta cos m - sin theta sin m``. Past ``theta + m >
+    pi`` that curve turns back up and would *reward* a wrong angle, so there
+    the target becomes ``cos theta - m sin m`` (the ArcFace authors' reference
+    implementation: a CosFace-like margin that keeps the logit decreasing in
+    ``theta``). ``easy_margin=True`` instead applies the margin only where
+    ``cos theta > 0`` (their other option).
+
+    Example:
+        >>> import numpy as np
+        >>> round(float(arcface_target(np.float32(np.cos(1.0)), 0.5)), 5) == round(float(np.cos(1.5)), 5)
+        True
+    """
+    cos = ops.cast(cos, "float32")
+    sin = _safe_sqrt(1.0 - ops.square(cos))
+    shifted = cos * math.cos(margin) - sin * math.sin(margin)
+    if easy_margin:
+        return ops.where(cos > 0.0, shifted, cos)
+    return ops.where(cos > math.cos(math.pi - margin), shifted, cos - margin * math.sin(margin))
+
+
+def combined_margin_target(cos, m1=1.0, m2=0.3, m3=0.2):
+    """The combined margin of ArcFace (Deng et al. 2019, Eq. 4): ``cos(m1 theta + m2) - m3``.
+
+    ``m1`` is SphereFace's multiplicative, ``m2`` ArcFace's additive angular
+    (radians) and ``m3`` CosFace's cosine margin. Where ``m1 theta + m2 > pi``
+    the target becomes ``cos theta - m2 sin m2 - m3``, which is ArcFace's rule
+    for ``m1 = 1`` (see :func:`arcface_target`). ``theta`` is
+    ``atan2(sqrt(1 - cos^2), cos)``: exact at ``cos = 1``, where ``arccos`` has
+    an infinite gradient.
+
+    Example:
+        >>> import numpy as np
+        >>> c = np.float32(np.cos(0.8))
+        >>> round(float(combined_margin_target(c, 1.0, 0.5, 0.0)), 5) == round(float(arcface_target(c, 0.5)), 5)
+        True
+    """
+    cos = ops.cast(cos, "float32")
+    theta = ops.arctan2(_safe_sqrt(1.0 - ops.square(cos)), cos)
+    angle = m1 * theta + m2
+    inside = angle <= math.pi
+    return ops.where(inside, ops.cos(angle), cos - m2 * math.sin(m2)) - m3
+
+
+def chebyshev_cos(cos, m):
+    """``cos(m theta)`` from ``cos theta`` by the Chebyshev polynomial ``T_m`` (integer ``m``).
+
+    Exact and with finite gradients everywhere, unlike ``cos(m arccos(c))``.
+    """
+    cos = ops.cast(cos, "float32")
+    previous, current = ops.ones_like(cos), cos
+    if m == 0:
+        return previous
+    for _ in range(m - 1):
+        previous, current = current, 2.0 * cos * current - previous
+    return current
+
+
+def sphereface_psi(cos, m=4):
+    """SphereFace's monotonic ``psi(theta) = (-1)^k cos(m theta) - 2k`` (Liu et al. 2017, Eq. 6).
+
+    ``theta`` in ``[k pi / m, (k + 1) pi / m]``, ``k`` in ``[0, m - 1]``: the
+    piecewise extension that keeps ``psi`` decreasing on ``[0, pi]``. ``k`` is
+    counted from the cosine (``theta >= j pi / m  <=>  cos theta <= cos(j pi /
+    m)``), so no ``arccos`` is needed.
+
+    Example:
+        >>> import numpy as np
+        >>> theta = np.float32(2.0)      # in [pi/2, 3 pi/4): k = 2 for m = 4
+        >>> round(float(sphereface_psi(np.cos(theta), 4)), 4) == round(float(np.cos(4 * theta) - 4), 4)
+        True
+    """
+    cos = ops.cast(cos, "float32")
+    k = ops.zeros_like(cos)
+    for j in range(1, m):
+        k = k + ops.cast(cos <= math.cos(j * math.pi / m), "float32")
+    sign = 1.0 - 2.0 * ops.mod(k, 2.0)
+    return sign * chebyshev_cos(cos, m) - 2.0 * k
+
+
+def sphereface_lambda(step, base=1000.0, gamma=0.12, power=1.0, lambda_min=5.0):
+    """SphereFace's annealing weight ``max(lambda_min, base (1 + gamma t)^-power)``.
+
+    From the authors' Caffe ``MarginInnerProduct`` layer (the defaults are those
+    of their released training prototxt): the target logit is
+    ``(lambda ||x|| cos theta + ||x|| psi(theta)) / (1 + lambda)``, so training
+    starts as plain softmax and the margin takes over as ``lambda`` decays.
+    """
+    t = ops.cast(step, "float32")
+    return ops.maximum(lambda_min, base * ops.power(1.0 + gamma * t, -power))
+
+
+def margin_logits(cos, labels, target, scale):
+    """``scale * cos`` with the target class's entry replaced by ``target``.
+
+    Args:
+        cos: ``(batch, classes)`` cosines.
+        labels: sparse or one-hot labels.
+        target: ``(batch,)`` value of the target entry (before the scale),
+            e.g. ``arcface_target(cos_y)``.
+        scale: scalar or ``(batch, 1)`` scale (``s``, or ``||x||`` for SphereFace).
+
+    Returns:
+        ``(batch, classes)`` float32 logits. Invalid labels leave the row
+        margin-free (see :func:`lossweave.ops.class_indices`).
+    """
+    cos = ops.cast(cos, "float32")
+    indices, valid = class_indices(labels, cos.shape[-1])
+    hot = ops.one_hot(indices, cos.shape[-1], dtype="float32") * ops.cast(valid, "float32")[:, None]
+    shift = ops.cast(target, "float32") - ops.take_along_axis(cos, indices[:, None], axis=-1)[:, 0]
+    return (cos + hot * shift[:, None]) * scale
+
+
+def target_cosine(cos, labels):
+    """The cosine of each sample's own class, ``(batch,)`` (class 0 for invalid labels)."""
+    indices, _ = class_indices(labels, cos.shape[-1])
+    return ops.take_along_axis(ops.cast(cos, "float32"), indices[:, None], axis=-1)[:, 0]

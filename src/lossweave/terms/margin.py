@@ -1,0 +1,516 @@
+"""The margin-softmax family as terms that own their class weights.
+
+One base, :class:`MarginSoftmax`, holds the class weights (a trainable
+``(num_classes * sub_centers, dim)`` variable of the term, so ``Objective``
+trains and saves it) and computes the loss; a family member overrides small
+hooks (in the style of pytorch-metric-learning's large-margin losses):
+
+- ``cosines(embeddings)``: cosines to each class (sub-center ArcFace: max over
+  sub-centers);
+- ``target_logit(cos_y, training)``: the target class's value with the margin;
+- ``logit_scale(embeddings)``: ``s`` (SphereFace: ``||x||``).
+
+The model itself stays label-free: ``term.logits(embeddings)`` gives the
+margin-free logits ``s * cos theta`` for inference, and
+``term.classifier(model)`` a Keras model that adds them as an output.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from lossweave import ops as lw_ops
+from lossweave.ops import margin as margin_ops
+from lossweave.terms.base import Term
+from lossweave.terms.check import check_class_rows
+
+
+def _positive_int(value, what, owner):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{owner}: {what} must be a positive int; received {value!r}.")
+    return int(value)
+
+
+def _positive(value, what, owner):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{owner}: {what} must be a positive number; received {value!r}.")
+    return float(value)
+
+
+def _margin(value, what, owner, high=math.pi):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < high:
+        raise ValueError(f"{owner}: {what} must be a number in [0, {high:.4g}); received {value!r}.")
+    return float(value)
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class MarginSoftmax(Term):
+    """Base of the margin-softmax terms: normalised class weights and a margin on the target.
+
+    The loss is softmax cross-entropy on ``logit_scale * cos theta_j`` where
+    the target class's cosine is replaced by ``target_logit(cos theta_y)``.
+    Cosines are float32 under any dtype policy; labels are sparse or one-hot
+    and checked (a bad label raises ``InvalidInputError`` and is skipped).
+
+    Args:
+        num_classes: number of classes.
+        scale: the scale ``s`` of the cosines.
+        sub_centers: class weight vectors per class (sub-center ArcFace ``K``).
+        class_weights_initializer: initializer of the class weights.
+        on: model output holding the embeddings ``(batch, dim)``.
+        target: target holding sparse or one-hot labels.
+        validate: raise on bad rows at run time (bad rows are skipped either way).
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        scale=64.0,
+        sub_centers=1,
+        class_weights_initializer="glorot_normal",
+        on="embedding",
+        target="label",
+        validate=True,
+        **kwargs,
+    ):
+        super().__init__(on=on, target=target, **kwargs)
+        owner = type(self).__name__
+        self.num_classes = _positive_int(num_classes, "num_classes", owner)
+        self.scale = _positive(scale, "scale", owner)
+        self.sub_centers = _positive_int(sub_centers, "sub_centers", owner)
+        self.class_weights_initializer = keras.initializers.get(class_weights_initializer)
+        self.validate = bool(validate)
+
+    def build(self, outputs_shape):
+        super().build(outputs_shape)
+        if len(outputs_shape) != 2 or outputs_shape[-1] is None:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': received embeddings of shape "
+                f"{tuple(outputs_shape)}; expected (batch, dim) with a known dim. Point `on` "
+                f"at the embedding output."
+            )
+        self.class_weights = self.add_weight(
+            name="class_weights",
+            shape=(self.num_classes * self.sub_centers, outputs_shape[-1]),
+            initializer=self.class_weights_initializer,
+            trainable=True,
+            dtype="float32",
+            autocast=False,
+        )
+
+    # ------------------------------------------------------------------ hooks
+    def cosines(self, embeddings):
+        """``(batch, num_classes)`` float32 cosines to each class."""
+        return margin_ops.subcenter_cosine_similarity(embeddings, self.class_weights, self.sub_centers)
+
+    def target_logit(self, cos_target, training=None):
+        """The target class's value before the scale; the base adds no margin."""
+        return cos_target
+
+    def logit_scale(self, embeddings):
+        """The scale of the logits: ``s``."""
+        return self.scale
+
+    # ---------------------------------------------------------------- outputs
+    def _ensure_built(self, embeddings):
+        if not self.built:
+            self.build(tuple(ops.shape(embeddings)))
+
+    def logits(self, embeddings):
+        """Margin-free logits ``logit_scale * cos theta_j`` for inference (no labels)."""
+        self._ensure_built(embeddings)
+        return self.cosines(embeddings) * self.logit_scale(embeddings)
+
+    def margin_logits(self, embeddings, labels, training=None):
+        """The training logits: the target entry of each row carries the margin."""
+        self._ensure_built(embeddings)
+        cos = self.cosines(embeddings)
+        target = self.target_logit(margin_ops.target_cosine(cos, labels), training=training)
+        return margin_ops.margin_logits(cos, labels, target, self.logit_scale(embeddings))
+
+    def classifier(self, model, on=None, name="logits"):
+        """A Keras model: ``model``'s outputs plus the margin-free logits of this term.
+
+        Args:
+            model: a functional model with the embedding output this term reads.
+            on: the output holding the embeddings (default: the term's ``on``).
+            name: name of the added output.
+
+        Returns:
+            ``keras.Model(model.inputs, {**outputs, name: logits})``; the logits
+            layer shares this term's class weights.
+        """
+        on = self.on if on is None else on
+        outputs = model.outputs if not isinstance(model.output, dict) else model.output
+        if isinstance(outputs, dict):
+            if on not in outputs:
+                raise ValueError(
+                    f"{type(self).__name__}.classifier: the model has no output {on!r}; "
+                    f"it has {sorted(outputs)}."
+                )
+            embeddings, outputs = outputs[on], dict(outputs)
+        elif len(outputs) == 1:
+            embeddings, outputs = outputs[0], {"embedding": outputs[0]}
+        else:
+            raise ValueError(
+                f"{type(self).__name__}.classifier: the model has {len(outputs)} unnamed outputs; "
+                "give it dict outputs and pass `on`."
+            )
+        outputs[name] = MarginLogits(self, name=name)(embeddings)
+        return keras.Model(model.inputs, outputs, name=f"{model.name}_classifier")
+
+    def call(self, outputs, targets, sample_weight=None, training=None):
+        clean = check_class_rows(self, outputs, targets, self.num_classes) if self.validate else None
+        logits = self.margin_logits(outputs, targets, training=training)
+        loss = lw_ops.softmax_cross_entropy(logits, targets, sample_weight)
+        if clean is not None:
+            loss = ops.where(clean, loss, ops.zeros_like(loss))
+        return loss
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "scale": self.scale,
+                "sub_centers": self.sub_centers,
+                "class_weights_initializer": keras.initializers.serialize(self.class_weights_initializer),
+                "validate": self.validate,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class MarginLogits(keras.layers.Layer):
+    """Margin-free logits of a margin term as a layer (shares the term's class weights).
+
+    Example:
+        >>> import numpy as np
+        >>> term = CosFace(num_classes=3)
+        >>> tuple(MarginLogits(term)(np.ones((2, 4), "float32")).shape)
+        (2, 3)
+    """
+
+    def __init__(self, term, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.term = term
+
+    def build(self, input_shape):
+        if not self.term.built:
+            self.term.build(tuple(input_shape))
+
+    def call(self, embeddings):
+        return self.term.logits(embeddings)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.term.num_classes)
+
+    def get_config(self):
+        return {**super().get_config(), "term": keras.saving.serialize_keras_object(self.term)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["term"] = keras.saving.deserialize_keras_object(config["term"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class NormFace(MarginSoftmax):
+    """NormFace: softmax on scaled cosines, no margin (Wang et al., "NormFace", ACM MM 2017).
+
+    Logits ``s * cos theta_j`` with L2-normalised embeddings and class weights
+    (Eq. 7-8). The paper learns ``s`` (Sec. 3.3) and shows it must be large
+    enough for the loss to go low (Prop. 2: ``s >= (n - 1)/n * log((n - 1) P /
+    (1 - P))`` for ``n`` classes and target probability ``P``; 16 serves up to
+    tens of thousands of classes at ``P`` = 0.9). ``learn_scale=True`` learns it.
+
+    Args:
+        num_classes: number of classes.
+        scale: ``s`` (or its initial value with ``learn_scale=True``).
+        learn_scale: learn ``s`` as a trainable float32 variable.
+        **kwargs: see :class:`MarginSoftmax`.
+
+    Example:
+        >>> import numpy as np
+        >>> term = NormFace(num_classes=3, scale=10.0)
+        >>> loss = term(np.ones((2, 4), "float32"), np.array([0, 2]))
+        >>> bool(np.isfinite(float(loss)))
+        True
+    """
+
+    def __init__(self, num_classes, scale=16.0, learn_scale=False, **kwargs):
+        super().__init__(num_classes, scale=scale, **kwargs)
+        self.learn_scale = bool(learn_scale)
+
+    def build(self, outputs_shape):
+        super().build(outputs_shape)
+        if self.learn_scale:
+            self.learned_scale = self.add_weight(
+                name="scale", shape=(), initializer=keras.initializers.Constant(self.scale),
+                trainable=True, dtype="float32", autocast=False,
+            )
+
+    def logit_scale(self, embeddings):
+        return self.learned_scale if self.learn_scale else self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "learn_scale": self.learn_scale}
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class CosFace(MarginSoftmax):
+    """CosFace / AM-Softmax: ``s * (cos theta_y - m)`` (Wang et al., CVPR 2018, Eq. 4).
+
+    Args:
+        num_classes: number of classes.
+        scale: ``s`` (paper: 64).
+        margin: cosine margin ``m`` (unitless, paper: 0.35).
+        **kwargs: see :class:`MarginSoftmax`.
+
+    Example:
+        >>> import numpy as np
+        >>> term = CosFace(num_classes=3, scale=1.0, margin=0.35, class_weights_initializer="identity")
+        >>> x = np.array([[1., 0., 0.]], "float32")
+        >>> [round(float(v), 2) for v in term.margin_logits(x, np.array([0]))[0]]
+        [0.65, 0.0, 0.0]
+    """
+
+    def __init__(self, num_classes, scale=64.0, margin=0.35, **kwargs):
+        super().__init__(num_classes, scale=scale, **kwargs)
+        self.margin = _margin(margin, "margin", "CosFace", high=2.0)
+
+    def target_logit(self, cos_target, training=None):
+        return margin_ops.cosface_target(cos_target, self.margin)
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin}
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class ArcFace(MarginSoftmax):
+    """ArcFace: ``s * cos(theta_y + m)`` (Deng et al., CVPR 2019, Eq. 3).
+
+    Past ``theta_y + m > pi`` the target is ``cos theta_y - m sin m`` so that it
+    keeps falling as the angle grows (see :func:`lossweave.ops.margin.arcface_target`).
+
+    Args:
+        num_classes: number of classes.
+        scale: ``s`` (paper: 64).
+        margin: additive angular margin ``m`` in radians (paper: 0.5, ~28.6 deg).
+        easy_margin: apply the margin only where ``cos theta_y > 0``.
+        **kwargs: see :class:`MarginSoftmax` (``sub_centers`` for sub-center ArcFace).
+
+    Example:
+        >>> import numpy as np
+        >>> term = ArcFace(num_classes=3, scale=1.0, margin=0.5, class_weights_initializer="identity")
+        >>> x = np.array([[1., 0., 0.]], "float32")   # theta_y = 0: target cos(0.5)
+        >>> round(float(term.margin_logits(x, np.array([0]))[0, 0]), 4)
+        0.8776
+    """
+
+    def __init__(self, num_classes, scale=64.0, margin=0.5, easy_margin=False, **kwargs):
+        super().__init__(num_classes, scale=scale, **kwargs)
+        self.margin = _margin(margin, "margin (radians)", type(self).__name__)
+        self.easy_margin = bool(easy_margin)
+
+    def target_logit(self, cos_target, training=None):
+        return margin_ops.arcface_target(cos_target, self.margin, self.easy_margin)
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin, "easy_margin": self.easy_margin}
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class CombinedMargin(MarginSoftmax):
+    """The combined margin ``s * (cos(m1 theta_y + m2) - m3)`` (Deng et al., CVPR 2019, Eq. 4).
+
+    ``(m1, m2, m3) = (1, m, 0)`` is ArcFace, ``(1, 0, m)`` CosFace; the default
+    ``(1.0, 0.3, 0.2)`` is the paper's best combination.
+
+    Args:
+        num_classes: number of classes.
+        scale: ``s`` (paper: 64).
+        m1: multiplicative angular margin (>= 1).
+        m2: additive angular margin in radians.
+        m3: additive cosine margin.
+        **kwargs: see :class:`MarginSoftmax`.
+
+    Example:
+        >>> import numpy as np
+        >>> term = CombinedMargin(num_classes=2, scale=1.0, class_weights_initializer="identity")
+        >>> x = np.array([[1., 0.]], "float32")
+        >>> round(float(term.margin_logits(x, np.array([0]))[0, 0]), 4)   # cos(0.3) - 0.2
+        0.7553
+    """
+
+    def __init__(self, num_classes, scale=64.0, m1=1.0, m2=0.3, m3=0.2, **kwargs):
+        super().__init__(num_classes, scale=scale, **kwargs)
+        if isinstance(m1, bool) or not isinstance(m1, (int, float)) or not 1.0 <= m1 <= 10.0:
+            raise ValueError(f"CombinedMargin: m1 must be a number in [1, 10]; received {m1!r}.")
+        self.m1 = float(m1)
+        self.m2 = _margin(m2, "m2 (radians)", "CombinedMargin")
+        self.m3 = _margin(m3, "m3", "CombinedMargin", high=2.0)
+
+    def target_logit(self, cos_target, training=None):
+        return margin_ops.combined_margin_target(cos_target, self.m1, self.m2, self.m3)
+
+    def get_config(self):
+        return {**super().get_config(), "m1": self.m1, "m2": self.m2, "m3": self.m3}
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class SubCenterArcFace(ArcFace):
+    """Sub-center ArcFace: ``K`` sub-centers per class, max cosine over them (Deng et al., ECCV 2020).
+
+    Each class has ``K`` weight vectors; the cosine to a class is the largest
+    cosine to its sub-centers (Sec. 3.1), then ArcFace's margin applies. Noisy
+    samples gather around non-dominant sub-centers: :meth:`noisy_samples`
+    lists the samples whose angle to their class's dominant sub-center exceeds
+    a threshold (the paper drops those beyond 75 degrees, Sec. 3.2).
+
+    Args:
+        num_classes: number of classes.
+        sub_centers: ``K`` (paper: 3).
+        scale: ``s`` (paper: 64).
+        margin: additive angular margin in radians (paper: 0.5).
+        **kwargs: see :class:`ArcFace`.
+
+    Example:
+        >>> import numpy as np
+        >>> term = SubCenterArcFace(num_classes=4, sub_centers=3)
+        >>> tuple(term(np.ones((2, 5), "float32"), np.array([1, 3])).shape)
+        ()
+    """
+
+    def __init__(self, num_classes, sub_centers=3, scale=64.0, margin=0.5, **kwargs):
+        super().__init__(num_classes, scale=scale, margin=margin, sub_centers=sub_centers, **kwargs)
+
+    def dominant_angles(self, embeddings, labels):
+        """Angle (radians) of each sample to the dominant sub-center of its class.
+
+        The dominant sub-center of a class is the one nearest to most of the
+        class's samples among ``embeddings`` (Sec. 3.2). NumPy in and out.
+
+        Returns:
+            ``(angles, dominant)``: float ``(n,)`` angles and int
+            ``(num_classes,)`` index of each class's dominant sub-center (0 for
+            classes absent from ``labels``).
+        """
+        x = np.asarray(embeddings, dtype="float64")
+        y = np.asarray(labels).reshape(-1)
+        if x.ndim != 2 or y.shape != (x.shape[0],):
+            raise ValueError(
+                f"SubCenterArcFace.dominant_angles: expected embeddings (n, dim) and labels (n,); "
+                f"received {x.shape} and {np.asarray(labels).shape}."
+            )
+        if y.size and (y.min() < 0 or y.max() >= self.num_classes or not np.all(y == np.floor(y))):
+            raise ValueError(
+                f"SubCenterArcFace.dominant_angles: labels must be integers in [0, {self.num_classes}); "
+                f"received values in [{y.min()}, {y.max()}]."
+            )
+        y = y.astype("int64")
+        w = np.asarray(keras.ops.convert_to_numpy(self.class_weights), dtype="float64")
+        w = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        k = self.sub_centers
+        own = w.reshape(self.num_classes, k, -1)[y]            # (n, K, dim)
+        cos = np.clip(np.einsum("nd,nkd->nk", x, own), -1.0, 1.0)
+        nearest = cos.argmax(axis=1)
+        votes = np.zeros((self.num_classes, k), dtype="int64")
+        np.add.at(votes, (y, nearest), 1)
+        dominant = votes.argmax(axis=1)
+        angles = np.arccos(cos[np.arange(len(y)), dominant[y]])
+        return angles, dominant
+
+    def noisy_samples(self, embeddings, labels, threshold=math.radians(75.0)):
+        """Indices of likely mislabelled samples, farthest first.
+
+        Args:
+            embeddings: ``(n, dim)`` NumPy embeddings.
+            labels: ``(n,)`` integer labels.
+            threshold: angle to the dominant sub-center, in radians (paper:
+                75 degrees).
+
+        Returns:
+            ``(indices, angles)``: int indices of the samples beyond the
+            threshold, sorted by decreasing angle, and their angles.
+        """
+        angles, _ = self.dominant_angles(embeddings, labels)
+        beyond = np.flatnonzero(angles > threshold)
+        order = beyond[np.argsort(-angles[beyond], kind="stable")]
+        return order, angles[order]
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class SphereFace(MarginSoftmax):
+    """SphereFace / A-Softmax (Liu et al., CVPR 2017): multiplicative angular margin.
+
+    Class weights are normalised, embeddings are not: the logits are
+    ``||x|| cos theta_j`` and the target's is ``||x|| psi(theta_y)`` with the
+    monotonic ``psi(theta) = (-1)^k cos(m theta) - 2k`` (Eq. 6). As in the
+    authors' code, the margin is annealed: the target logit is
+    ``||x|| (lambda cos theta_y + psi(theta_y)) / (1 + lambda)`` with
+    ``lambda = max(lambda_min, base (1 + gamma t)^-power)`` at training step
+    ``t`` (the term's own ``iterations`` counter, saved with it).
+
+    Args:
+        num_classes: number of classes.
+        margin: the integer multiplier ``m`` (paper: 4; unitless).
+        base, gamma, power, lambda_min: the annealing of ``lambda`` (paper's
+            code: 1000, 0.12, 1, 5). ``lambda_min=0`` reaches the pure margin.
+        **kwargs: see :class:`MarginSoftmax` (``scale`` is not used).
+
+    Example:
+        >>> import numpy as np
+        >>> term = SphereFace(num_classes=3, base=0.0, lambda_min=0.0, class_weights_initializer="identity")
+        >>> x = np.array([[2., 0., 0.]], "float32")   # theta_y = 0: psi = cos(0) = 1
+        >>> [round(float(v), 4) for v in term.margin_logits(x, np.array([0]))[0]]
+        [2.0, 0.0, 0.0]
+    """
+
+    def __init__(self, num_classes, margin=4, base=1000.0, gamma=0.12, power=1.0, lambda_min=5.0, **kwargs):
+        kwargs.pop("scale", None)
+        super().__init__(num_classes, scale=1.0, **kwargs)
+        self.margin = _positive_int(margin, "margin (integer multiplier m)", "SphereFace")
+        for what, value in (("base", base), ("gamma", gamma), ("power", power), ("lambda_min", lambda_min)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"SphereFace: {what} must be a number >= 0; received {value!r}.")
+        self.base, self.gamma, self.power, self.lambda_min = float(base), float(gamma), float(power), float(lambda_min)
+
+    def build(self, outputs_shape):
+        super().build(outputs_shape)
+        self.iterations = self.add_weight(
+            name="iterations", shape=(), initializer="zeros", trainable=False, dtype="int32", autocast=False
+        )
+
+    def annealing(self):
+        """The current ``lambda``."""
+        return margin_ops.sphereface_lambda(self.iterations, self.base, self.gamma, self.power, self.lambda_min)
+
+    def target_logit(self, cos_target, training=None):
+        lam = self.annealing()
+        return (lam * cos_target + margin_ops.sphereface_psi(cos_target, self.margin)) / (1.0 + lam)
+
+    def logit_scale(self, embeddings):
+        x = ops.cast(embeddings, "float32")
+        return ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True))
+
+    def call(self, outputs, targets, sample_weight=None, training=None):
+        loss = super().call(outputs, targets, sample_weight=sample_weight, training=training)
+        if training:
+            self.iterations.assign_add(ops.ones((), "int32"))
+        return loss
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("scale")
+        config.update(
+            {"margin": self.margin, "base": self.base, "gamma": self.gamma, "power": self.power,
+             "lambda_min": self.lambda_min}
+        )
+        return config
