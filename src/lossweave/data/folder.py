@@ -63,15 +63,16 @@ def _read_all(dataset, file_paths, size, channels):
     except tf.errors.OpError:
         # Find the file: read them one at a time.
         for index, item in enumerate(_one_by_one(dataset)):
-            if item is None:
+            if isinstance(item, tf.errors.OpError):
+                reason = (item.message or "").strip().splitlines()[0].rsplit(": ", 1)[-1][:160]
                 raise _files.fail(file_paths[index], "expected an image the decoder can read, "
-                                                     "found an unreadable file") from None
+                                                     f"found an unreadable file ({reason})") from None
         raise
     return x, y
 
 
 def _one_by_one(dataset):
-    """Yield each element, or None for the first that fails to decode (then stop)."""
+    """Yield each element, or the error of the first that fails to decode (then stop)."""
     import tensorflow as tf
 
     iterator = iter(dataset.as_numpy_iterator())
@@ -80,8 +81,8 @@ def _one_by_one(dataset):
             yield next(iterator)
         except StopIteration:
             return
-        except tf.errors.OpError:
-            yield None
+        except tf.errors.OpError as error:
+            yield error
             return
 
 
