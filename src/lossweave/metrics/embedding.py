@@ -296,6 +296,7 @@ def map_at_r(embeddings, labels, metric="cosine"):
     where ``rel(i)`` is 1 if the i-th neighbour has the query's class; MAP@R
     is the mean over queries. Unlike Recall@k it rewards ranking *all* of the
     class first. Queries with ``R = 0`` (a class of one sample) are skipped.
+    Memory: an ``(n, largest class size)`` table of neighbour indices.
 
     Args:
         embeddings: ``(n, dim)`` array.
@@ -535,7 +536,7 @@ def verification_accuracy(scores, issame, folds=10):
     Example:
         >>> s = [0.9, 0.1, 0.8, 0.3, 0.7, 0.6]
         >>> same = [True, False, True, False, True, False]
-        >>> result = verification_accuracy(s, same, folds=3)
+        >>> result = verification_accuracy(s, same, folds=3)  # fold 3 learns 0.55, accepts 0.6
         >>> result.fold_accuracies.tolist(), result.thresholds.round(2).tolist()
         ([1.0, 1.0, 0.5], [0.65, 0.65, 0.55])
         >>> round(result.accuracy, 4)
@@ -699,13 +700,12 @@ def evaluate_embeddings(
     if pairs is None:
         index_a, index_b, issame = verification_pairs(labels, num_pairs=num_pairs, seed=seed)
     else:
-        try:
-            index_a, index_b, issame = pairs
-        except (TypeError, ValueError):
+        if not isinstance(pairs, (tuple, list)) or len(pairs) != 3:
             raise ValueError(
                 "expected pairs=(index_a, index_b, issame), None (draw pairs) or False (no "
                 f"verification); received {type(pairs).__name__}."
-            ) from None
+            )
+        index_a, index_b, issame = pairs
         index_a, index_b = (_as_labels(i, what="pair indices") for i in (index_a, index_b))
         n = embeddings.shape[0]
         for index in (index_a, index_b):
