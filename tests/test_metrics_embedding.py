@@ -400,6 +400,8 @@ def test_callback_single_output_and_errors():
         EmbeddingEvaluation(x, y, every=0)
     with pytest.raises(ValueError, match="metric="):
         EmbeddingEvaluation(x, y, metric="dot")
+    with pytest.raises(ValueError, match="single sample"):  # before any training
+        EmbeddingEvaluation(x[:3], [0, 1, 2])
 
 
 def test_callback_get_config_round_trip():

@@ -3,7 +3,13 @@
 import keras
 import numpy as np
 
-from lossweave.metrics.embedding import _check_ks, _check_metric, evaluate_embeddings
+from lossweave.metrics.embedding import (
+    _as_labels,
+    _check_ks,
+    _check_metric,
+    evaluate_embeddings,
+    verification_pairs,
+)
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -98,9 +104,11 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
         self.num_pairs = num_pairs
         self.far = far
         self.seed = seed
-        self._labels = np.asarray(labels)
-        if self._labels.ndim == 2 and self._labels.shape[-1] == 1:
-            self._labels = self._labels[:, 0]
+        self._labels = _as_labels(labels)
+        # Drawn now, so that bad labels fail before training, and the same pairs serve every epoch.
+        self._pairs = (
+            verification_pairs(self._labels, num_pairs=num_pairs, seed=seed) if pairs is None else pairs
+        )
 
     # ------------------------------------------------------------- outputs
     def _output_names(self):
@@ -143,18 +151,8 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
 
     def evaluate(self):
         """``evaluate_embeddings`` of the current embedding of ``x`` (keys without prefix)."""
-        if self.pairs is None and getattr(self, "_drawn_pairs", None) is None:
-            from lossweave.metrics.embedding import verification_pairs
-
-            self._drawn_pairs = verification_pairs(self._labels, num_pairs=self.num_pairs, seed=self.seed)
-        pairs = self._drawn_pairs if self.pairs is None else self.pairs
         return evaluate_embeddings(
-            self.embed(),
-            self._labels,
-            metric=self.metric,
-            ks=self.ks,
-            pairs=pairs,
-            far=self.far,
+            self.embed(), self._labels, metric=self.metric, ks=self.ks, pairs=self._pairs, far=self.far
         )
 
     def on_epoch_end(self, epoch, logs=None):
