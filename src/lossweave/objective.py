@@ -2,6 +2,7 @@
 
 import keras
 from keras import ops
+from keras.src.losses.loss import scale_loss_for_distribution  # no public API (Keras 3.15)
 
 from lossweave import backend
 from lossweave.terms.base import Term
@@ -238,7 +239,9 @@ class Objective(keras.Model):
             tracker.update_state(weights[name], sample_weight=batch)
         for extra in self.losses:  # the model's own losses: regularizers, add_loss
             total = total + ops.cast(ops.sum(extra), "float32")
-        return total
+        # Under tf.distribute each replica returns total / replicas (gradients are
+        # summed over replicas), as Keras's own compute_loss does; a no-op elsewhere.
+        return scale_loss_for_distribution(total)
 
     # ------------------------------------------------------------------- steps
     def _input_checks(self):

@@ -9,6 +9,11 @@ time and extra memory, whatever the number of rows: a plain
 ``variable.assign(new_table)`` would rewrite the whole table on TensorFlow and
 PyTorch.
 
+``all_gather(tensors)`` and ``all_reduce(value, op)`` give a replica of a
+``tf.distribute`` step the global batch (or a scalar summed / min'd / max'd over
+the replicas); on one device and on JAX (where ``keras.distribution`` shards
+one global computation) they return their input.
+
 ``check(ok, message, *values, record=None)`` makes a failed run-time check
 (scalar ``ok`` false) raise ``lossweave.InvalidInputError`` with
 ``message.format(*values)``, and returns ``ok``: callers gate their loss and
@@ -25,8 +30,10 @@ import keras
 _impl = importlib.import_module(f"lossweave.backend._{keras.backend.backend()}")
 
 add_to_rows = _impl.add_to_rows
+all_gather = _impl.all_gather
+all_reduce = _impl.all_reduce
 check = _impl.check
 gather_rows = _impl.gather_rows
 guard_step = _impl.guard_step
 
-__all__ = ["add_to_rows", "check", "gather_rows", "guard_step"]
+__all__ = ["add_to_rows", "all_gather", "all_reduce", "check", "gather_rows", "guard_step"]

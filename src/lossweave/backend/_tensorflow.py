@@ -6,14 +6,14 @@ a sparse update): rows are gathered from the variable itself
 (``ResourceGather``) so that nothing of size classes x dim is ever touched.
 """
 
-import threading
-
 import keras
 import tensorflow as tf
 
 from lossweave.errors import InvalidInputError, format_message
 
-_local = threading.local()
+# Set while a guarded step is traced. Not thread-local: tf.distribute's
+# MirroredStrategy traces each replica's step in a thread of its own.
+_guard = {"depth": 0}
 
 
 def _table(variable):
@@ -28,7 +28,38 @@ def gather_rows(table, indices):
 
 def add_to_rows(variable, indices, updates):
     table = _table(variable)
-    table.scatter_nd_add(tf.reshape(indices, (-1, 1)), tf.cast(updates, table.dtype))
+    # ``scatter_add`` of IndexedSlices (ResourceScatterAdd, duplicates summed), not
+    # ``scatter_nd_add``: a MirroredVariable (tf.distribute) implements only the former.
+    # In a replica context it updates the replica's own copy (aggregation NONE):
+    # callers give every replica the same global-batch rows (``all_gather``).
+    table.scatter_add(tf.IndexedSlices(tf.cast(updates, table.dtype), tf.reshape(indices, (-1,))))
+
+
+def _replicas():
+    """The replica context of a multi-replica tf.distribute step, else None."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync <= 1:
+        return None
+    return context
+
+
+def all_gather(tensors):
+    """The global batch: each tensor (or None) concatenated over the replicas along axis 0."""
+    context = _replicas()
+    if context is None:
+        return tensors
+    return tuple(None if t is None else context.all_gather(tf.convert_to_tensor(t), axis=0) for t in tensors)
+
+
+def all_reduce(value, op):
+    """``op`` ("sum", "min" or "max") of a scalar over the replicas of the step."""
+    context = _replicas()
+    if context is None:
+        return value
+    if op == "sum":
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+    values = context.all_gather(tf.reshape(value, (1,)), axis=0)
+    return tf.reduce_min(values) if op == "min" else tf.reduce_max(values)
 
 
 def check(ok, message, *values, record=None):
@@ -36,7 +67,7 @@ def check(ok, message, *values, record=None):
         if not bool(ok):
             raise InvalidInputError(format_message(message, values))
         return ok
-    if record is not None and getattr(_local, "guarded", False):
+    if record is not None and _guard["depth"] > 0:
         record.message = message
         record.update_state(ok, values)
         return tf.identity(ok)
@@ -62,11 +93,11 @@ def guard_step(model, function, kind, records):
         return function  # nothing is checked: no read-back after each step
 
     def guarded(*args, **kwargs):
-        _local.guarded = True
+        _guard["depth"] += 1
         try:
             logs = function(*args, **kwargs)
         finally:
-            _local.guarded = False
+            _guard["depth"] -= 1
         failures = [f for f in (r.failure() for r in records) if f is not None]
         if failures:
             raise InvalidInputError(failures[0])

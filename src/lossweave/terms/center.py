@@ -93,9 +93,11 @@ class CenterLoss(Term):
         if clean is not None:
             loss = ops.where(clean, loss, ops.zeros_like(loss))
         if training and self.update == "paper":
-            indices, deltas = lw_ops.center_update_rows(
-                outputs, targets, self.centers, self.alpha, sample_weight
-            )
+            # Eq. 4 over the global batch (n_j counts every replica's rows): under
+            # tf.distribute each replica gathers the batch and applies the same
+            # rows to its copy of the centers; elsewhere this is the batch itself.
+            features, labels, weights = backend.all_gather((outputs, targets, sample_weight))
+            indices, deltas = lw_ops.center_update_rows(features, labels, self.centers, self.alpha, weights)
             if clean is not None:
                 deltas = deltas * ops.cast(clean, deltas.dtype)
             backend.add_to_rows(self.centers, indices, deltas)

@@ -40,7 +40,11 @@ class InputCheck(keras.metrics.Metric):
         super().__init__(name=name, dtype=dtype)
         self.num_values = num_values
         self.message = ""
-        self.record = self.add_variable(shape=(1 + num_values,), initializer="zeros", name="record")
+        # Every replica of a tf.distribute step records the same global values
+        # (see check_class_rows): read one copy, not their sum.
+        self.record = self.add_variable(
+            shape=(1 + num_values,), initializer="zeros", name="record", aggregation="only_first_replica"
+        )
 
     def update_state(self, ok, values):
         values = [ops.reshape(ops.cast(v, "float32"), (1,)) for v in values]
@@ -78,11 +82,15 @@ def check_class_rows(term, features, labels, num_classes):
     """
     _, valid = class_indices(labels, num_classes, what=f"{type(term).__name__} '{term.name}' labels")
     finite = finite_rows(ops.cast(features, "float32"))
-    n_bad_labels = ops.sum(ops.cast(ops.logical_not(valid), "int32"))
-    n_bad_features = ops.sum(ops.cast(ops.logical_not(finite), "int32"))
+    # Counted over the global batch under tf.distribute, so every replica gates
+    # its loss and state update on the same flag and records the same values.
+    n_bad_labels = backend.all_reduce(ops.sum(ops.cast(ops.logical_not(valid), "int32")), "sum")
+    n_bad_features = backend.all_reduce(ops.sum(ops.cast(ops.logical_not(finite), "int32")), "sum")
     raw = ops.cast(labels, "float32")
     if len(labels.shape) == 2 and labels.shape[-1] == num_classes and num_classes > 1:
         raw = ops.cast(ops.argmax(ops.where(ops.isnan(raw), -1.0, raw), axis=-1), "float32")
+    batch = backend.all_reduce(ops.shape(valid)[0], "sum")
+    low, high = backend.all_reduce(ops.min(raw), "min"), backend.all_reduce(ops.max(raw), "max")
     ok = ops.logical_and(ops.equal(n_bad_labels, 0), ops.equal(n_bad_features, 0))
     message = (
         f"{type(term).__name__} '{term.name}': {{}} row(s) with an invalid label and "
@@ -90,5 +98,5 @@ def check_class_rows(term, features, labels, num_classes):
         f"indices in [0, {num_classes}) (or one-hot rows of width {num_classes}) and "
         f"finite features; received labels in [{{}}, {{}}]. Clean the data or fix num_classes."
     )
-    values = (n_bad_labels, n_bad_features, ops.shape(valid)[0], ops.min(raw), ops.max(raw))
+    values = (n_bad_labels, n_bad_features, batch, low, high)
     return backend.check(ok, message, *values, record=term.input_check)

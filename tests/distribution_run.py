@@ -1,0 +1,149 @@
+"""Train one Objective on one device and on 4 (virtual CPU) replicas; print the differences.
+
+Run by tests/test_distribution.py in a subprocess, because the device setup must
+happen before the backend initializes:
+
+- JAX: ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (set by the caller)
+  and ``keras.distribution.DataParallel``;
+- TensorFlow: 4 logical CPU devices and ``tf.distribute.MirroredStrategy``.
+
+The last line of stdout is a JSON dict: max absolute differences between the
+single-device and the distributed run (centers, model weights, learned loss
+weights, class weights of margin terms), plus sanity values.
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REPLICAS = 4
+
+import keras  # noqa: E402
+
+BACKEND = keras.backend.backend()
+if BACKEND == "tensorflow":
+    import tensorflow as tf
+
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * REPLICAS
+    )
+
+import numpy as np  # noqa: E402
+
+import lossweave as lw  # noqa: E402
+
+CLASSES, DIM, FEATURES, BATCH, STEPS = 5, 4, 10, 32, 4
+
+
+def _term_factories():
+    """Every stateful term trained here; a new stateful term joins this list."""
+    factories = {
+        "softmax": lambda: lw.terms.SoftmaxCrossEntropy(on="logits"),
+        "center": lambda: lw.terms.CenterLoss(num_classes=CLASSES, alpha=0.5, update="paper", on="embedding"),
+    }
+    # The margin term (issue 6, part 1): included as soon as lossweave.terms has it.
+    if hasattr(lw.terms, "ArcFace"):
+        factories["arcface"] = lambda: lw.terms.ArcFace(CLASSES, on="embedding")
+    return factories
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(BATCH * STEPS, FEATURES)).astype("float32")
+    y = rng.integers(0, CLASSES, BATCH * STEPS).astype("int32")
+    return x, y
+
+
+def _objective():
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((FEATURES,))
+    hidden = keras.layers.Dense(16, activation="tanh")(inputs)
+    emb = keras.layers.Dense(DIM)(hidden)
+    model = keras.Model(inputs, {"embedding": emb, "logits": keras.layers.Dense(CLASSES)(emb)})
+    terms = {name: make() for name, make in _term_factories().items()}
+    objective = lw.Objective(model, terms, weighting=lw.weighting.Uncertainty({"softmax": "classification"}))
+    objective.compile(optimizer=keras.optimizers.SGD(0.02, momentum=0.5))
+    return objective
+
+
+def _state(objective):
+    state = {"centers": np.array(keras.ops.convert_to_numpy(objective.terms["center"].centers))}
+    for i, w in enumerate(objective.model.weights):
+        state[f"model/{i}"] = np.array(keras.ops.convert_to_numpy(w))
+    for name, var in objective.weighting.log_variances.items():
+        state[f"log_var/{name}"] = np.array(keras.ops.convert_to_numpy(var))
+    for name, term in objective.terms.items():
+        if name not in ("softmax", "center"):  # margin terms: their class weights
+            for i, w in enumerate(term.weights):
+                state[f"{name}/{i}"] = np.array(keras.ops.convert_to_numpy(w))
+    state["step"] = np.array(keras.ops.convert_to_numpy(objective.step_counter))
+    return state
+
+
+def _train(x, y):
+    objective = _objective()
+    history = objective.fit(x, {"label": y}, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    return objective, history.history
+
+
+def _bad_label_run(objective, x, y):
+    """A bad label in the last replica's shard: InvalidInputError, and no center moves."""
+    before = _state(objective)
+    y_bad = y.copy()
+    y_bad[BATCH - 1] = CLASSES + 7  # the last row of the first global batch: the last replica's shard
+    try:
+        objective.fit(x[:BATCH], {"label": y_bad[:BATCH]}, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    except lw.errors.InvalidInputError as error:
+        message = str(error)
+    else:
+        message = None
+    after = _state(objective)
+    return message, float(np.abs(after["centers"] - before["centers"]).max())
+
+
+def main():
+    x, y = _data()
+    single, single_logs = _train(x, y)
+    reference = _state(single)
+    if BACKEND == "jax":
+        import jax
+
+        devices = jax.devices()
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        distributed, logs = _train(x, y)
+        got = _state(distributed)
+        bad_message, bad_moved = _bad_label_run(distributed, x, y)
+        replicas = len(devices)
+    elif BACKEND == "tensorflow":
+        strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(REPLICAS)])
+        with strategy.scope():
+            distributed, logs = _train(x, y)
+            got = _state(distributed)
+            bad_message, bad_moved = _bad_label_run(distributed, x, y)
+        replicas = strategy.num_replicas_in_sync
+    else:
+        raise SystemExit(f"no multi-device run for backend {BACKEND}")
+    diffs = {key: float(np.abs(got[key].astype("float64") - reference[key]).max()) for key in reference}
+    print(
+        json.dumps(
+            {
+                "backend": BACKEND,
+                "replicas": replicas,
+                "terms": sorted(single.terms),
+                "diffs": diffs,
+                "centers_moved": float(np.abs(reference["centers"]).max()),
+                "log_var_moved": max(float(np.abs(v).max()) for k, v in reference.items() if k.startswith("log_var/")),
+                "loss_single": single_logs["loss"],
+                "loss_distributed": logs["loss"],
+                "center_loss_single": single_logs["loss/center"],
+                "center_loss_distributed": logs["loss/center"],
+                "bad_message": bad_message,
+                "bad_moved": bad_moved,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
