@@ -21,6 +21,12 @@ TERMS = {
     "keras_loss": lambda: lw.terms.Loss(
         keras.losses.SparseCategoricalCrossentropy(from_logits=True), on="logits"
     ),
+    "normface": lambda: lw.terms.NormFace(num_classes=CLASSES, learn_scale=True),
+    "cosface": lambda: lw.terms.CosFace(num_classes=CLASSES),
+    "arcface": lambda: lw.terms.ArcFace(num_classes=CLASSES),
+    "combined_margin": lambda: lw.terms.CombinedMargin(num_classes=CLASSES),
+    "subcenter_arcface": lambda: lw.terms.SubCenterArcFace(num_classes=CLASSES),
+    "sphereface": lambda: lw.terms.SphereFace(num_classes=CLASSES),
 }
 WEIGHTINGS = {
     "sum": lambda: lw.weighting.Weighting(),
@@ -87,5 +93,5 @@ def test_low_precision_outputs(name, dtype):
     outputs = _model()(x)
     value = term(keras.ops.cast(outputs[term.on], dtype), y, training=True)
     assert np.isfinite(float(to_numpy(value)))
-    for weight in term.weights:
-        assert weight.dtype == "float32"
+    for weight in term.weights:  # state stays float32 (step counters are int32)
+        assert weight.dtype == ("int32" if "iterations" in weight.path else "float32"), weight.path
