@@ -99,3 +99,128 @@ def plot_loss_curves(history, *, terms=None, path=None, title=None, log_scale=Tr
     if path is not None:
         fig.savefig(path, dpi=100)
     return fig
+
+
+def weight_names(history):
+    """Names of the terms with a logged weight (``weight/<term>`` keys), in logged order.
+
+    Validation copies (``val_weight/<term>``) are ignored.
+
+    Example:
+        >>> weight_names({"loss": [1.0], "weight/softmax": [1.0], "val_weight/softmax": [1.0],
+        ...               "weight/center": [0.1]})
+        ['softmax', 'center']
+    """
+    return [key[len("weight/"):] for key in _history_dict(history) if key.startswith("weight/")]
+
+
+def _weights(history, terms):
+    history = _history_dict(history)
+    logged = weight_names(history)
+    if terms is None:
+        terms = logged
+    missing = [name for name in terms if name not in logged]
+    if missing:
+        raise ValueError(
+            f"terms {missing} have no 'weight/<term>' entries in the history; it logs weights "
+            f"of {logged}."
+        )
+    return {name: np.asarray(history[f"weight/{name}"], dtype="float64").reshape(-1)
+            for name in terms}
+
+
+def _varies(values, rtol):
+    if values.size < 2:
+        return False
+    finite = np.isfinite(values)
+    if not finite.all():
+        # a weight that became NaN or infinite (or came back from it) changed
+        return not np.array_equal(values, np.full_like(values, values[0]), equal_nan=True)
+    scale = max(float(np.max(np.abs(values))), np.finfo("float64").tiny)
+    return float(np.ptp(values)) > rtol * scale
+
+
+def weights_vary(history, *, terms=None, rtol=1e-6):
+    """Whether any term's weight changed over the run (a learned or scheduled weight).
+
+    Args:
+        history: a ``keras.callbacks.History`` or its ``.history`` dict.
+        terms: the terms to look at (default: every ``weight/<term>`` key).
+        rtol: changes below ``rtol`` times the weight's largest magnitude do
+            not count (float32 round-off of a constant weight).
+
+    Returns:
+        ``True`` if some weight took two different values; ``False`` for fixed
+        weights, a single epoch, or a history with no ``weight/`` keys.
+
+    Example:
+        >>> weights_vary({"weight/softmax": [1.0, 1.0], "weight/center": [0.0, 0.5]})
+        True
+        >>> weights_vary({"weight/softmax": [1.0, 1.0], "loss": [2.0, 1.0]})
+        False
+    """
+    return any(_varies(values, rtol) for values in _weights(history, terms).values())
+
+
+def plot_weight_curves(history, *, terms=None, path=None, title=None):
+    """The weight of each term per epoch: learned, scheduled or fixed, one line per term.
+
+    Weights that change are solid lines; constant ones dashed and labelled
+    "(fixed)", kept for reference. The y axis is logarithmic when the weights
+    are positive and span more than a factor of 20 (a 0.003 center weight next
+    to a softmax weight of 1); symmetric-log (linear near 0) when some are 0. Validation copies (``val_weight/<term>``) are
+    ignored. Use :func:`weights_vary` to decide whether the figure is worth
+    showing.
+
+    Args:
+        history: a ``keras.callbacks.History`` or its ``.history`` dict with
+            ``weight/<term>`` entries (one value per epoch).
+        terms: term names in legend order (default: as logged).
+        path: if given, the figure is also saved there (PNG).
+        title: axes title (default: "weight per term").
+
+    Returns:
+        The ``matplotlib.figure.Figure`` (one axes, one line per term).
+
+    Raises:
+        ValueError: the history logs no weights, or a name in ``terms`` has none.
+
+    Example:
+        >>> fig = plot_weight_curves({"weight/softmax": [1.0, 1.0, 1.0],
+        ...                           "weight/center": [0.0, 0.05, 0.1]})
+        >>> [line.get_label() for line in fig.axes[0].get_lines()]
+        ['softmax (fixed)', 'center']
+    """
+    from matplotlib.figure import Figure
+
+    weights = _weights(history, terms)
+    if not weights:
+        raise ValueError(
+            "the history has no 'weight/<term>' entries; its keys are "
+            f"{sorted(_history_dict(history))}. The Objective logs them for every term."
+        )
+    fig = Figure(figsize=(7.2, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (name, values) in enumerate(weights.items()):
+        varies = _varies(values, 1e-6)
+        _draw(ax, values, label=name if varies else f"{name} (fixed)", color=f"C{i % 10}",
+              linestyle="-" if varies else "--", linewidth=1.8 if varies else 1.2)
+    values = np.concatenate(list(weights.values()))
+    finite = values[np.isfinite(values)]
+    nonzero = np.abs(finite[finite != 0])
+    if nonzero.size and np.all(finite >= 0) and nonzero.max() / nonzero.min() > 20:
+        if np.all(finite > 0):
+            ax.set_yscale("log")
+        else:  # a weight warming up from 0: linear near 0, logarithmic above
+            ax.set_yscale("symlog", linthresh=float(nonzero.min()), linscale=0.5)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("weight")
+    ax.set_title(title or "weight per term")
+    ax.grid(alpha=0.3)
+    longest = max(len(v) for v in weights.values())
+    if longest <= 12:
+        ax.set_xticks(np.arange(1, longest + 1))
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    if path is not None:
+        fig.savefig(path, dpi=100, metadata={"Software": None})
+    return fig

@@ -1,5 +1,7 @@
 """The embedding of a run: a scatter by class with its centers, and a tightness ratio."""
 
+import math
+
 import numpy as np
 
 
@@ -36,35 +38,32 @@ def class_distance_ratio(features, labels, centers=None):
     the mean Euclidean distance of a sample to its own class center, divided by
     the mean distance between two class centers, over the ``K`` classes present
     in ``labels``. It does not change when the embedding is scaled, rotated or
-    shifted, so runs with different feature norms compare.
+    shifted, so runs with different feature norms compare. It is the tightness
+    that center loss (Wen et al., "A Discriminative Feature Learning Approach
+    for Deep Face Recognition", ECCV 2016) aims for. Without ``centers`` it
+    equals ``lossweave.metrics.distance_ratio(..., metric="euclidean")``, except
+    that NaN features give ``nan`` here instead of an error (a diverged run
+    still gets a report).
 
-    Parameters
-    ----------
-    features : array_like, shape (n, dim)
-        Embeddings.
-    labels : array_like of int, shape (n,)
-        Class of each row.
-    centers : array_like, shape (num_classes, dim), optional
-        Center of each class, indexed by label (for instance the centers a
-        center-loss term learned). Default: the mean of each class's rows.
+    Args:
+        features: ``(n, dim)`` array of embeddings.
+        labels: ``(n,)`` integer class of each row (``(n, 1)`` is accepted).
+        centers: optional ``(num_classes, dim)`` center of each class, indexed
+            by label (for instance the centers a center-loss term learned).
+            Default: the mean of each class's rows.
 
-    Returns
-    -------
-    float
-        The ratio; ``inf`` if all centers coincide while samples spread, ``nan``
-        if everything coincides.
+    Returns:
+        The ratio as a float; ``inf`` if all centers coincide while samples
+        spread, ``nan`` if everything coincides.
 
-    Raises
-    ------
-    ValueError
-        If the shapes disagree, fewer than two classes are present, or a label
-        has no row in ``centers``.
+    Raises:
+        ValueError: the shapes disagree, fewer than two classes are present, or
+            a label has no row in ``centers``.
 
-    Examples
-    --------
-    >>> x = np.array([[0., 1.], [0., -1.], [10., 1.], [10., -1.]])
-    >>> class_distance_ratio(x, [0, 0, 1, 1])
-    0.1
+    Example:
+        >>> x = np.array([[0., 1.], [0., -1.], [10., 1.], [10., -1.]])
+        >>> class_distance_ratio(x, [0, 0, 1, 1])
+        0.1
     """
     features, labels = _as_features(features, labels)
     classes = np.unique(labels)
@@ -121,6 +120,61 @@ def _class_colors(num_classes):
     return [cmap(i / max(num_classes - 1, 1)) for i in range(num_classes)]
 
 
+PROJECTIONS = ("pca",)
+
+_CENTER_STYLE = dict(marker="x", s=70, linewidths=2.2, color="black", zorder=3)
+
+
+def _check_projection(projection):
+    if projection not in PROJECTIONS:
+        raise ValueError(
+            f"expected projection in {list(PROJECTIONS)}; received projection={projection!r}."
+        )
+
+
+def _check_centers(centers, dim):
+    if centers is None:
+        return None
+    centers = np.asarray(centers, dtype="float64")
+    if centers.ndim != 2 or centers.shape[1] != dim:
+        raise ValueError(
+            f"expected centers of shape (num_classes, {dim}); received {centers.shape}."
+        )
+    return centers
+
+
+def _subsample(features, labels, max_points, seed):
+    """At most ``max_points`` finite rows (a seeded subsample), and how many rows were not finite."""
+    finite = np.all(np.isfinite(features), axis=1)
+    dropped = int(np.sum(~finite))
+    if dropped:
+        features, labels = features[finite], labels[finite]
+    if len(labels) > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(len(labels), max_points, replace=False))
+        features, labels = features[keep], labels[keep]
+    return features, labels, dropped
+
+
+def _num_classes(labels, centers):
+    return int(max(labels.max(initial=-1) + 1, 0 if centers is None else len(centers)))
+
+
+def _scatter(ax, points, labels, centers_2d, colors, class_names, centers_label, size):
+    """The points of each class (one collection per class, labelled), then the centers."""
+    from matplotlib import patheffects
+
+    for c in np.unique(labels):
+        rows = labels == c
+        name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
+        ax.scatter(points[rows, 0], points[rows, 1], s=size, alpha=0.7, color=colors[c],
+                   label=name, linewidths=0, rasterized=False)
+    if centers_2d is not None:
+        finite = np.all(np.isfinite(centers_2d), axis=1)
+        ax.scatter(centers_2d[finite, 0], centers_2d[finite, 1], label=centers_label,
+                   path_effects=[patheffects.withStroke(linewidth=4, foreground="white")],
+                   **_CENTER_STYLE)
+
+
 def plot_features(
     features,
     labels,
@@ -136,7 +190,8 @@ def plot_features(
     """Scatter of the features coloured by class, the centers as black crosses.
 
     Features of more than two dimensions are projected on their first two
-    principal components (the centers with the same projection).
+    principal components (the centers with the same projection). Rows with
+    NaN or infinite values are left out (and counted in a note).
 
     Args:
         features: ``(n, dim)`` array of embeddings.
@@ -161,43 +216,191 @@ def plot_features(
     from matplotlib.figure import Figure
 
     features, labels = _as_features(features, labels)
-    centers = None if centers is None else np.asarray(centers, dtype="float64")
-    if centers is not None and (centers.ndim != 2 or centers.shape[1] != features.shape[1]):
-        raise ValueError(
-            f"expected centers of shape (num_classes, {features.shape[1]}); received {centers.shape}."
-        )
-    if len(labels) > max_points:
-        keep = np.random.default_rng(seed).choice(len(labels), max_points, replace=False)
-        features, labels = features[keep], labels[keep]
-    points, centers_2d, pca = _project_2d(features, centers)
+    centers = _check_centers(centers, features.shape[1])
+    num_classes = _num_classes(labels, centers)
+    features, labels, dropped = _subsample(features, labels, max_points, seed)
+    points, centers_2d, pca = _project_2d(features, centers) if len(labels) >= 2 else (
+        np.zeros((0, 2)), None, None)
 
-    num_classes = int(max(labels.max(initial=-1) + 1, 0 if centers is None else len(centers)))
     colors = _class_colors(max(num_classes, 1))
     fig = Figure(figsize=(6.4, 5.6), layout="constrained")
     ax = fig.add_subplot()
-    for c in np.unique(labels):
-        rows = labels == c
-        name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
-        ax.scatter(points[rows, 0], points[rows, 1], s=8, alpha=0.75, color=colors[c],
-                   label=name, linewidths=0)
-    if centers_2d is not None:
-        ax.scatter(centers_2d[:, 0], centers_2d[:, 1], marker="x", s=70, linewidths=2,
-                   color="black", label=centers_label, zorder=3)
+    _scatter(ax, points, labels, centers_2d, colors, class_names, centers_label, size=8)
+    notes = []
     if pca is not None:
         ratio = pca.explained_variance_ratio_
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
-        ax.text(0.01, 0.01, f"PCA of {features.shape[1]}-D features: "
-                f"{100 * ratio.sum():.0f}% of the variance", transform=ax.transAxes,
-                fontsize=8, color="0.35")
+        notes.append(f"PCA of {features.shape[1]}-D features: "
+                     f"{100 * ratio.sum():.0f}% of the variance")
     else:
         ax.set_xlabel("feature 1")
         ax.set_ylabel("feature 2" if features.shape[1] == 2 else "(1-D features)")
+    if dropped:
+        notes.append(f"{dropped} non-finite rows left out")
+    if notes:
+        ax.text(0.01, 0.01, "; ".join(notes), transform=ax.transAxes, fontsize=8, color="0.35")
     if title:
         ax.set_title(title)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False,
-              markerscale=1.5)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False,
+                  markerscale=1.5)
     ax.grid(alpha=0.2)
     if path is not None:
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, metadata={"Software": None})
+    return fig
+
+
+def _grid_shape(count, ncols):
+    if ncols is None:
+        rows = math.ceil(count / 4)
+        ncols = math.ceil(count / rows)
+    if not isinstance(ncols, (int, np.integer)) or isinstance(ncols, bool) or ncols < 1:
+        raise ValueError(f"expected ncols a positive integer or None; received ncols={ncols!r}.")
+    ncols = int(min(ncols, count))
+    return math.ceil(count / ncols), ncols
+
+
+def _check_panel(index, panel):
+    if not isinstance(panel, dict):
+        raise TypeError(
+            f"panel {index}: expected a dict with 'title', 'features', 'labels' and optional "
+            f"'centers' and 'subtitle'; received {type(panel).__name__}."
+        )
+    missing = [key for key in ("features", "labels") if key not in panel]
+    unknown = sorted(set(panel) - {"title", "features", "labels", "centers", "subtitle"})
+    if missing or unknown:
+        raise ValueError(
+            f"panel {index}: expected keys 'title', 'features', 'labels' (required: features, "
+            f"labels) and optional 'centers', 'subtitle'; missing {missing}, unknown {unknown}."
+        )
+    try:
+        features, labels = _as_features(panel["features"], panel["labels"])
+        centers = _check_centers(panel.get("centers"), features.shape[1])
+    except ValueError as error:
+        title = panel.get("title")
+        raise ValueError(f"panel {index} ({title!r}): {error}") from None
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"panel {index}: labels must be >= 0; received {labels.min()}.")
+    return dict(title=panel.get("title"), subtitle=panel.get("subtitle"), features=features,
+                labels=labels, centers=centers)
+
+
+def plot_feature_grid(
+    panels,
+    *,
+    path=None,
+    ncols=None,
+    title=None,
+    max_points=2000,
+    seed=0,
+    projection="pca",
+    class_names=None,
+    centers_label="centers",
+):
+    """Feature scatters of several runs side by side, one panel per run.
+
+    The figure of a sweep, as Fig. 3 of Wen et al., "A Discriminative Feature
+    Learning Approach for Deep Face Recognition" (ECCV 2016) shows the 2-D
+    MNIST features for several center-loss weights lambda. A class has the same
+    colour in every panel; the centers are black crosses; one legend, outside
+    the panels, serves them all. Each panel keeps its own scale (feature norms
+    differ between runs) with equal x and y units, so a circle stays a circle.
+    Features of more than two dimensions are projected on each panel's own
+    first two principal components.
+
+    Args:
+        panels: list of dicts, one per panel: ``"title"`` (str), ``"features"``
+            (``(n, d)`` array), ``"labels"`` (``(n,)`` ints), optional
+            ``"centers"`` (``(K, d)`` array or None) and ``"subtitle"`` (a short
+            line under the title, e.g. ``"ratio 0.14, acc 0.95"``).
+        path: if given, the figure is also saved there (PNG).
+        ncols: panels per row (default: at most 4, rows balanced).
+        title: figure title.
+        max_points: at most this many points per panel (a seeded subsample;
+            the same rows in every panel of equal size).
+        seed: seed of that subsample.
+        projection: how ``d > 2`` features become 2-D; only ``"pca"``.
+        class_names: optional display name per class (legend).
+        centers_label: legend entry of the crosses.
+
+    Returns:
+        The ``matplotlib.figure.Figure``: one axes per panel, in order.
+
+    Raises:
+        ValueError: no panels, a panel with bad keys or shapes, or an unknown
+            ``projection``.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> y = np.arange(60) % 3
+        >>> fig = plot_feature_grid([
+        ...     {"title": "lambda=0", "features": rng.normal(size=(60, 2)), "labels": y},
+        ...     {"title": "lambda=0.1", "features": rng.normal(size=(60, 5)), "labels": y,
+        ...      "centers": np.zeros((3, 5)), "subtitle": "ratio 0.14"}])
+        >>> [ax.get_title() for ax in fig.axes], fig.axes[1].get_xlabel()[:4]
+        (['lambda=0', 'lambda=0.1'], 'PC 1')
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    _check_projection(projection)
+    panels = [_check_panel(i, panel) for i, panel in enumerate(panels)]
+    if not panels:
+        raise ValueError("plot_feature_grid needs at least one panel; received none.")
+    rows, ncols = _grid_shape(len(panels), ncols)
+    num_classes = max(_num_classes(p["labels"], p["centers"]) for p in panels)
+    colors = _class_colors(max(num_classes, 1))
+    subtitled = any(p["subtitle"] for p in panels)
+
+    fig = Figure(figsize=(3.5 * ncols + 1.3, (3.7 if subtitled else 3.5) * rows + 0.4),
+                 layout="constrained")
+    axes = fig.subplots(rows, ncols, squeeze=False).ravel()
+    for ax, panel in zip(axes, panels):
+        features, labels, dropped = _subsample(panel["features"], panel["labels"], max_points,
+                                               seed)
+        if len(labels) >= 2:
+            points, centers_2d, pca = _project_2d(features, panel["centers"])
+        else:
+            points, centers_2d, pca = np.zeros((0, 2)), None, None
+        _scatter(ax, points, labels, centers_2d, colors, class_names, centers_label, size=5)
+        if pca is not None:
+            ratio = 100 * pca.explained_variance_ratio_
+            ax.set_xlabel(f"PC 1 ({ratio[0]:.0f}% var.)", fontsize=8)
+            ax.set_ylabel(f"PC 2 ({ratio[1]:.0f}% var.)", fontsize=8)
+        else:
+            ax.set_xlabel("feature 1", fontsize=8)
+            ax.set_ylabel("feature 2" if features.shape[1] == 2 else "(1-D features)",
+                          fontsize=8)
+        if panel["title"] is not None:
+            ax.set_title(str(panel["title"]), fontsize=10, pad=16 if subtitled else 6)
+        if panel["subtitle"]:
+            ax.text(0.5, 1.015, str(panel["subtitle"]), transform=ax.transAxes, ha="center",
+                    va="bottom", fontsize=8, color="0.3")
+        if dropped or len(labels) < 2:
+            ax.text(0.5, 0.5, f"{dropped} non-finite rows left out" if dropped else "no points",
+                    transform=ax.transAxes, ha="center", fontsize=8, color="0.35")
+        ax.tick_params(labelsize=7)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.grid(alpha=0.2)
+    for ax in axes[len(panels):]:
+        fig.delaxes(ax)
+
+    handles = []
+    if num_classes <= 20:
+        for c in range(num_classes):
+            name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
+            handles.append(Line2D([], [], linestyle="", marker="o", markersize=5,
+                                  markeredgewidth=0, color=colors[c], label=name))
+    if any(p["centers"] is not None for p in panels):
+        handles.append(Line2D([], [], linestyle="", marker="x", markersize=7,
+                              markeredgewidth=2, color="black", label=centers_label))
+    if handles:
+        fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False,
+                   title=f"class ({num_classes})" if num_classes > 20 else "class",
+                   title_fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    if path is not None:
+        fig.savefig(path, dpi=110, metadata={"Software": None})
     return fig
