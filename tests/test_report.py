@@ -330,3 +330,14 @@ def test_format_value_numpy_scalars():
     assert format_value(np.int32(7)) == "7"
     assert format_value(np.float32(0.5)) == "0.5000"
     assert format_value(float("inf")) == "inf"
+
+
+def test_feature_grid_wraps_long_titles_only():
+    rng = np.random.default_rng(7)
+    long_title = "softmax + center loss with a rather long objective name (lambda=0.003)"
+    fig = plot_feature_grid([_panel(long_title, 2, 3, rng, subtitle="x" * 80),
+                             _panel("short", 2, 3, rng)])
+    assert fig.axes[0].get_title().replace("\n", " ") == long_title
+    assert fig.axes[0].get_title().count("\n") == 1
+    assert fig.axes[0].texts[0].get_text().count("\n") == 1
+    assert fig.axes[1].get_title() == "short"

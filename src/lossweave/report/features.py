@@ -1,6 +1,7 @@
 """The embedding of a run: a scatter by class with its centers, and a tightness ratio."""
 
 import math
+import textwrap
 
 import numpy as np
 
@@ -170,9 +171,12 @@ def _scatter(ax, points, labels, centers_2d, colors, class_names, centers_label,
                    label=name, linewidths=0, rasterized=False)
     if centers_2d is not None:
         finite = np.all(np.isfinite(centers_2d), axis=1)
+        style = dict(_CENTER_STYLE)
+        if len(colors) > 20:  # many crosses: smaller, so they do not hide the points
+            style.update(s=28, linewidths=1.5)
         ax.scatter(centers_2d[finite, 0], centers_2d[finite, 1], label=centers_label,
-                   path_effects=[patheffects.withStroke(linewidth=4, foreground="white")],
-                   **_CENTER_STYLE)
+                   path_effects=[patheffects.withStroke(linewidth=3, foreground="white")],
+                   **style)
 
 
 def plot_features(
@@ -313,7 +317,8 @@ def plot_feature_grid(
         panels: list of dicts, one per panel: ``"title"`` (str), ``"features"``
             (``(n, d)`` array), ``"labels"`` (``(n,)`` ints), optional
             ``"centers"`` (``(K, d)`` array or None) and ``"subtitle"`` (a short
-            line under the title, e.g. ``"ratio 0.14, acc 0.95"``).
+            line under the title, e.g. ``"ratio 0.14, acc 0.95"``). Titles over
+            40 characters and subtitles over 56 are wrapped onto more lines.
         path: if given, the figure is also saved there (PNG).
         ncols: panels per row (default: at most 4, rows balanced).
         title: figure title.
@@ -351,7 +356,13 @@ def plot_feature_grid(
     rows, ncols = _grid_shape(len(panels), ncols)
     num_classes = max(_num_classes(p["labels"], p["centers"]) for p in panels)
     colors = _class_colors(max(num_classes, 1))
-    subtitled = any(p["subtitle"] for p in panels)
+    for panel in panels:  # long lines wrap rather than run into the next panel
+        for key, width in (("title", 40), ("subtitle", 56)):
+            if panel[key] is not None and len(str(panel[key])) > width:
+                panel[key] = textwrap.fill(str(panel[key]), width)
+    subtitle_lines = max(str(p["subtitle"]).count("\n") + 1 if p["subtitle"] else 0
+                         for p in panels)
+    subtitled = subtitle_lines > 0
 
     fig = Figure(figsize=(3.5 * ncols + 1.3, (3.7 if subtitled else 3.5) * rows + 0.4),
                  layout="constrained")
@@ -373,7 +384,7 @@ def plot_feature_grid(
             ax.set_ylabel("feature 2" if features.shape[1] == 2 else "(1-D features)",
                           fontsize=8)
         if panel["title"] is not None:
-            ax.set_title(str(panel["title"]), fontsize=10, pad=16 if subtitled else 6)
+            ax.set_title(str(panel["title"]), fontsize=10, pad=6 + 10 * subtitle_lines)
         if panel["subtitle"]:
             ax.text(0.5, 1.015, str(panel["subtitle"]), transform=ax.transAxes, ha="center",
                     va="bottom", fontsize=8, color="0.3")
