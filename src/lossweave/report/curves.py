@@ -168,9 +168,9 @@ def plot_weight_curves(history, *, terms=None, path=None, title=None):
     Weights that change are solid lines; constant ones dashed and labelled
     "(fixed)", kept for reference. The y axis is logarithmic when the weights
     are positive and span more than a factor of 20 (a 0.003 center weight next
-    to a softmax weight of 1); symmetric-log (linear near 0) when some are 0. Validation copies (``val_weight/<term>``) are
-    ignored. Use :func:`weights_vary` to decide whether the figure is worth
-    showing.
+    to a softmax weight of 1); symmetric-log (linear near 0) when some are 0.
+    Validation copies (``val_weight/<term>``) are ignored. Use
+    :func:`weights_vary` to decide whether the figure is worth showing.
 
     Args:
         history: a ``keras.callbacks.History`` or its ``.history`` dict with

@@ -145,7 +145,7 @@ def _check_centers(centers, dim):
 
 
 def _subsample(features, labels, max_points, seed):
-    """At most ``max_points`` finite rows (a seeded subsample), and how many rows were not finite."""
+    """At most ``max_points`` finite rows (a seeded subsample), and the count of dropped rows."""
     finite = np.all(np.isfinite(features), axis=1)
     dropped = int(np.sum(~finite))
     if dropped:
