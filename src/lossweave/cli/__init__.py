@@ -2,8 +2,10 @@
 
 Commands::
 
-    lossweave train   train an Objective on a bundled dataset; write a run folder
-                      with metrics, history, models, figures and an HTML report
+    lossweave train     train one Objective on a dataset; write a run folder
+                        with metrics, history, models, figures and an HTML report
+    lossweave compare   the same model and data under several objectives; one
+                        report with their table and feature pictures side by side
 
 Bad input (an unknown option or name, a bad value, a missing or malformed
 config file) exits with status 2 and one line ``lossweave: error: ...`` on
@@ -20,6 +22,7 @@ PROG = "lossweave"
 # command name -> module with add_parser(subparsers) and run(args) -> exit status
 COMMANDS = {
     "train": "lossweave.cli.train",
+    "compare": "lossweave.cli.compare",
 }
 
 EXIT_OK = 0

@@ -1,9 +1,10 @@
-"""``lossweave train``: softmax + center loss on a bundled dataset, with a run folder.
+"""``lossweave train``: one objective (softmax or a margin term, center loss, a weighting) on one dataset.
 
 The run folder holds ``metrics.json``, ``history.json``, ``config.toml`` (the
 resolved configuration, reusable with ``--config``, and the command line),
-``objective.keras``, ``model.keras``, ``features.png``, ``losses.png`` and a
-self-contained ``report.html``.
+``objective.keras``, ``model.keras`` (the inference model: embedding and
+logits, no labels), ``features.png``, ``losses.png``, ``weights.png`` (when a
+weight changes during training) and a self-contained ``report.html``.
 
 Every option can also come from a TOML file (``--config FILE``) whose keys are
 the option names (``embedding-dim = 2`` or ``embedding_dim = 2``); the
@@ -33,30 +34,8 @@ _REEXEC_MARK = "_LOSSWEAVE_REEXEC_BACKEND"
 
 
 # ----------------------------------------------------------------------- models
-def build_mlp(input_shape, num_classes, embedding_dim, hidden=(64, 64)):
-    """A small MLP with a linear embedding layer and a logits layer on top of it.
-
-    ``inputs -> Dense(64, relu) -> Dense(64, relu) -> embedding -> logits``, a
-    functional model with dict outputs ``{"embedding", "logits"}``: the
-    embedding is the "deep feature" of the center-loss paper, the logits the
-    input of the softmax loss.
-    """
-    import keras
-
-    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
-    x = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
-    for index, units in enumerate(hidden, start=1):
-        x = keras.layers.Dense(units, activation="relu", name=f"hidden_{index}")(x)
-    embedding = keras.layers.Dense(embedding_dim, name="embedding")(x)
-    logits = keras.layers.Dense(num_classes, name="logits")(embedding)
-    return keras.Model(inputs, {"embedding": embedding, "logits": logits}, name="mlp")
-
-
-# name -> builder(input_shape, num_classes, embedding_dim) -> keras.Model with
-# outputs {"embedding": (batch, embedding_dim), "logits": (batch, num_classes)}
-MODELS = {
-    "mlp": build_mlp,
-}
+from lossweave.cli.models import MODELS, build_lenet, build_mlp, is_model_file  # noqa: E402
+from lossweave.cli.objectives import LOSSES, WEIGHTINGS  # noqa: E402
 
 
 # ---------------------------------------------------------------------- options
@@ -134,14 +113,68 @@ class Option:
         return self.name.replace("-", "_")
 
 
+def _model_name(value):
+    if isinstance(value, str) and (value in MODELS or is_model_file(value)):
+        return value
+    raise ValueError(f"unknown model {value!r}; choose from: {', '.join(MODELS)}, or a .keras file.")
+
+
+def _optional_path(value):
+    if value is None or value == "":
+        return None
+    return _path(value)
+
+
+def _optional_real(low, low_open=False):
+    convert = _real(low, low_open=low_open)
+    return lambda value: None if value is None or value == "" else convert(value)
+
+
+def _margins(value):
+    """``"1.0,0.3,0.2"`` or ``[1.0, 0.3, 0.2]`` -> (m1, m2, m3)."""
+    raw = value
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = [v for v in value.split(",")]
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise ValueError(f"expected three numbers M1,M2,M3; received {raw!r}.")
+    return tuple(_real(0.0)(v) for v in value)
+
+
+def _name(value):
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a name; received {value!r}.")
+    return value
+
+
 OPTIONS = (
-    Option("data", _choice(data.names, "data"), "digits", "dataset (bundled, no download)", "NAME"),
-    Option("model", _choice(lambda: sorted(MODELS), "model"), "mlp",
-           "built-in model: mlp = Dense 64 relu, Dense 64 relu, embedding, logits", "NAME"),
+    Option("data", _choice(data.names, "data"), "digits",
+           "dataset: digits and multitask are bundled; idx, npz and folder read --data-path", "NAME"),
+    Option("data-path", _optional_path, None,
+           "file or folder for --data idx (MNIST files), npz (x/y arrays) or folder (one sub-folder "
+           "per class)", "PATH"),
+    Option("model", _model_name, "mlp",
+           "mlp (Dense 64 relu x2), lenet (small CNN), or a saved .keras model", "NAME|FILE"),
+    Option("embedding-output", _name, "embedding", "output (or layer) of a .keras model holding the embedding",
+           "NAME"),
+    Option("logits-output", _name, "logits", "output (or layer) of a .keras model holding the logits", "NAME"),
     Option("embedding-dim", _integer(1), 2, "size of the embedding (features plotted; PCA if > 2)", "N"),
+    Option("loss", _choice(lambda: list(LOSSES), "loss"), "softmax",
+           "classification term: " + ", ".join(LOSSES), "NAME"),
+    Option("scale", _optional_real(0.0, low_open=True), None,
+           "scale s of a margin term (default: the paper's)", "S"),
+    Option("margin", _optional_real(0.0), None,
+           "margin of cosface (cosine), arcface/subcenter (radians) or sphereface (integer m)", "M"),
+    Option("combined-margins", _margins, None, "m1,m2,m3 of --loss combined (default 1,0.3,0.2)",
+           "M1,M2,M3"),
+    Option("sub-centers", _integer(1), 3, "sub-centers per class of --loss subcenter", "K"),
     Option("center-weight", _real(0.0), 0.003,
-           "lambda, weight of the center-loss term (0 trains with softmax only)", "LAMBDA"),
+           "lambda, weight of the center-loss term (0: no center term)", "LAMBDA"),
     Option("alpha", _real(0.0, 1.0), 0.5, "center learning rate of the paper's update, in [0, 1]", "ALPHA"),
+    Option("weighting", _choice(lambda: list(WEIGHTINGS), "weighting"), "fixed",
+           "how terms combine: fixed (1 and lambda) or a learned/dynamic strategy: "
+           + ", ".join(WEIGHTINGS[1:]), "NAME"),
     Option("epochs", _integer(1), 60, "training epochs", "N"),
     Option("batch-size", _integer(1), 128, "batch size", "N"),
     Option("learning-rate", _real(0.0, low_open=True), 0.01, "Adam learning rate", "LR"),
@@ -159,10 +192,19 @@ class TrainConfig:
     """The resolved options of one ``train`` run (defaults < config file < command line)."""
 
     data: str = "digits"
+    data_path: str = None
     model: str = "mlp"
+    embedding_output: str = "embedding"
+    logits_output: str = "logits"
     embedding_dim: int = 2
+    loss: str = "softmax"
+    scale: float = None
+    margin: float = None
+    combined_margins: tuple = None
+    sub_centers: int = 3
     center_weight: float = 0.003
     alpha: float = 0.5
+    weighting: str = "fixed"
     epochs: int = 60
     batch_size: int = 128
     learning_rate: float = 0.01
@@ -182,15 +224,24 @@ def add_parser(subparsers):
 
     parser = subparsers.add_parser(
         "train",
-        help="train softmax + center loss and write a run folder with an HTML report",
+        help="train one objective and write a run folder with an HTML report",
         description=(
-            "Train lossweave.Objective(model, {softmax, center}) on a bundled dataset and "
-            "write metrics.json, history.json, config.toml, objective.keras, model.keras, "
-            "features.png, losses.png and report.html to the run folder."
+            "Train lossweave.Objective(model, {softmax or a margin term, center loss}) on a "
+            "dataset and write metrics.json, history.json, config.toml, objective.keras, "
+            "model.keras, features.png, losses.png (weights.png) and report.html to the run folder."
         ),
         argument_default=argparse.SUPPRESS,  # only options given on the command line appear
     )
-    for option in OPTIONS:
+    add_options(parser, OPTIONS)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def add_options(parser, options):
+    """Add ``options`` as ``--flags`` plus ``--config`` and ``--print-config`` to ``parser``."""
+    import argparse
+
+    for option in options:
         if option.flag:
             parser.add_argument(f"--{option.name}", action=argparse.BooleanOptionalAction,
                                 help=f"{option.help} (default: {option.default})")
@@ -202,12 +253,10 @@ def add_parser(subparsers):
                         help="read options from a TOML file; the command line wins")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved configuration as TOML and exit")
-    parser.set_defaults(run=run)
-    return parser
 
 
 # ----------------------------------------------------------------- config files
-def read_config_file(path):
+def read_config_file(path, options=OPTIONS):
     """``{option name: value}`` from a TOML file, keys checked (values are not converted yet).
 
     A ``[run]`` table (what ``train`` writes into ``config.toml``) is ignored.
@@ -227,15 +276,16 @@ def read_config_file(path):
     except tomllib.TOMLDecodeError as error:
         raise UsageError(f"--config {path}: invalid TOML: {error}.") from None
     raw.pop("run", None)
+    known = [option.name for option in options]
     values = {}
     for key, value in raw.items():
         name = key.replace("_", "-")
-        if name not in OPTIONS_BY_NAME:
-            close = difflib.get_close_matches(name, list(OPTIONS_BY_NAME), n=1)
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise UsageError(
                 f"--config {path}: unknown key {key!r}; the keys are: "
-                f"{', '.join(OPTIONS_BY_NAME)}.{hint}"
+                f"{', '.join(known)}.{hint}"
             )
         if name in values:
             raise UsageError(f"--config {path}: key {key!r} is given twice (with '-' and '_').")
@@ -254,9 +304,15 @@ def resolve_config(cli_values, config_path=None):
         ``(TrainConfig, sources)`` where ``sources`` maps each option name to
         ``"default"``, ``"config"`` or ``"command line"``.
     """
-    file_values = read_config_file(config_path) if config_path is not None else {}
+    resolved, sources = resolve_values(cli_values, config_path, OPTIONS)
+    return TrainConfig(**resolved), sources
+
+
+def resolve_values(cli_values, config_path, options):
+    """``({dest: checked value}, {name: source})`` of ``options`` (see ``resolve_config``)."""
+    file_values = read_config_file(config_path, options) if config_path is not None else {}
     resolved, sources = {}, {}
-    for option in OPTIONS:
+    for option in options:
         if option.name in cli_values:
             value, source, where = cli_values[option.name], "command line", f"--{option.name}"
         elif option.name in file_values:
@@ -269,10 +325,10 @@ def resolve_config(cli_values, config_path=None):
         except ValueError as error:
             raise UsageError(f"{where}: {error}") from None
         sources[option.name] = source
-    if resolved["out"] is None:
+    if resolved.get("out", "") is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         resolved["out"] = str(pathlib.Path("runs") / stamp)
-    return TrainConfig(**resolved), sources
+    return resolved, sources
 
 
 # ---------------------------------------------------------------------- backend
@@ -376,19 +432,39 @@ def set_seed(seed):
         torch.manual_seed(seed)
 
 
-def build_objective(model, num_classes, center_weight, alpha):
-    """Softmax cross-entropy on ``logits`` plus ``center_weight`` x center loss on ``embedding``.
+def build_objective(model, num_classes, center_weight, alpha, **options):
+    """The objective of a run: its classification term, ``center_weight`` x center loss, a weighting.
 
-    ``center_weight == 0`` leaves the center term out (softmax only).
+    ``center_weight == 0`` leaves the center term out. ``options`` are
+    ``loss``, ``weighting``, ``steps_per_epoch`` and the margin term's
+    ``scale``, ``margin``, ``combined_margins``, ``sub_centers`` (see
+    ``lossweave.cli.objectives.build_objective``).
     """
-    import lossweave as lw
+    from lossweave.cli import objectives
 
-    terms = {"softmax": lw.terms.SoftmaxCrossEntropy(on="logits")}
-    weights = {}
-    if center_weight > 0:
-        terms["center"] = lw.terms.CenterLoss(num_classes=num_classes, alpha=alpha, on="embedding")
-        weights["center"] = center_weight
-    return lw.Objective(model, terms, weighting=lw.weighting.Fixed(weights))
+    return objectives.build_objective(model, num_classes, center_weight=center_weight, alpha=alpha, **options)
+
+
+def build_model(config, dataset):
+    """The model of ``config``: a built-in one or the user's ``.keras`` file, re-wired."""
+    from lossweave.cli.models import load_user_model
+
+    logits = config.loss == "softmax"
+    if config.model in MODELS:
+        return MODELS[config.model](dataset.input_shape, dataset.num_classes, config.embedding_dim, logits=logits)
+    return load_user_model(config.model, dataset.input_shape, dataset.num_classes,
+                           embedding_output=config.embedding_output,
+                           logits_output=config.logits_output, logits=logits)
+
+
+def objective_of(config, model, dataset):
+    """``build_objective`` with every option of ``config``."""
+    steps = max(1, -(-len(dataset.y_train) // config.batch_size))
+    return build_objective(
+        model, dataset.num_classes, config.center_weight, config.alpha, loss=config.loss,
+        weighting=config.weighting, steps_per_epoch=steps, scale=config.scale, margin=config.margin,
+        combined_margins=config.combined_margins, sub_centers=config.sub_centers,
+    )
 
 
 def _float(value):
@@ -415,7 +491,9 @@ _LABELS = {
     "final_losses": "final train loss",
     "final_val_losses": "final validation loss",
     "final_val_accuracy": "final validation accuracy",
+    "final_weights": "final weight",
     "intra_inter_ratio": "intra/inter-class distance (test)",
+    "embedding": "test embedding (cosine)",
     "epochs": "epochs",
     "train_seconds": "training time (s)",
 }
@@ -461,14 +539,16 @@ def fit_and_evaluate(config, dataset, *, verbose=2):
     import keras
 
     import lossweave as lw
+    from lossweave.cli.objectives import predicted_logits
 
     set_seed(config.seed)
-    model = MODELS[config.model](dataset.input_shape, dataset.num_classes, config.embedding_dim)
-    objective = build_objective(model, dataset.num_classes, config.center_weight, config.alpha)
-    objective.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
-        metrics={"logits": [lw.metrics.LogitsAccuracy()]},
-    )
+    try:
+        model = build_model(config, dataset)
+        objective = objective_of(config, model, dataset)
+    except ValueError as error:  # a bad model file, output name or term parameter
+        raise UsageError(str(error)) from None
+    metrics = {"logits": [lw.metrics.LogitsAccuracy()]} if config.loss == "softmax" else None
+    objective.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate), metrics=metrics)
     started = time.perf_counter()
     history = objective.fit(
         dataset.x_train,
@@ -491,13 +571,19 @@ def fit_and_evaluate(config, dataset, *, verbose=2):
         history=history,
         test_logs=test_logs,
         test_embedding=np.asarray(outputs["embedding"], dtype="float64"),
-        test_logits=np.asarray(outputs["logits"]),
+        test_logits=predicted_logits(objective, config.loss, outputs),
         train_seconds=train_seconds,
     )
 
 
 def run_metrics(result):
-    """The ``metrics.json`` dict of a ``TrainResult`` (finite floats, or None)."""
+    """The ``metrics.json`` dict of a ``TrainResult`` (finite floats, or None).
+
+    ``intra_inter_ratio`` is the Euclidean ratio of the report's feature
+    picture; ``embedding`` holds the cosine retrieval and verification figures
+    of ``lossweave.metrics.evaluate_embeddings`` on the test set.
+    """
+    from lossweave.metrics import evaluate_embeddings
     from lossweave.report import class_distance_ratio
 
     history, labels = result.history, result.dataset.y_test
@@ -510,10 +596,28 @@ def run_metrics(result):
         "final_losses": {t: _float(history[f"loss/{t}"][-1]) for t in terms},
         "final_val_losses": {t: _float(history[f"val_loss/{t}"][-1]) for t in terms},
         "final_val_accuracy": _float(val_accuracy[-1]) if val_accuracy else None,
+        "final_weights": {t: _float(history[f"weight/{t}"][-1]) for t in terms if f"weight/{t}" in history},
         "intra_inter_ratio": _float(class_distance_ratio(result.test_embedding, labels)),
+        "embedding": {k: _float(v) for k, v in evaluate_embeddings(
+            result.test_embedding, labels, metric="cosine", ks=(1, 4)).items()},
         "epochs": len(history["loss"]),
         "train_seconds": round(result.train_seconds, 3),
     }
+
+
+def objective_label(config):
+    """``"softmax + 0.003 x center"``: the objective of a run in a few words."""
+    center = f" + {config.center_weight:g} x center" if config.center_weight > 0 else ""
+    return f"{config.loss}{center}"
+
+
+def inference_model(result):
+    """The plain model, with the margin term's margin-free logits added as an output."""
+    if result.config.loss == "softmax":
+        return result.objective.model
+    from lossweave.cli.objectives import classifier_name
+
+    return result.objective.terms[classifier_name(result.config.loss)].classifier(result.objective.model)
 
 
 RUN_FILES = ("metrics.json", "history.json", "config.toml", "objective.keras", "model.keras",
@@ -548,30 +652,55 @@ def write_run(out, result, metrics, *, argv=(), config_file=None):
     }
     paths["config.toml"].write_text(config_toml(config, run_info), encoding="utf-8")
     result.objective.save(paths["objective.keras"])
-    result.objective.model.save(paths["model.keras"])
+    inference_model(result).save(paths["model.keras"])
 
     centers, centers_label = result.centers()
     report.plot_features(
         result.test_embedding, dataset.y_test, centers, class_names=dataset.class_names,
-        title=(f"{config.data} test features, {config.model}, "
-               f"lambda={config.center_weight:g}, {metrics['epochs']} epochs"),
+        title=(f"{config.data} test features, {config.model}, {objective_label(config)}, "
+               f"{metrics['epochs']} epochs"),
         centers_label=centers_label, path=paths["features.png"], seed=config.seed,
     )
     report.plot_loss_curves(result.history, terms=list(result.objective.terms),
                             path=paths["losses.png"],
                             title=f"{config.data} / {config.model}: loss per term")
+    images = [("Test features (PCA if more than 2-D), centers as crosses", paths["features.png"]),
+              ("Loss per term (train and validation)", paths["losses.png"])]
+    if report.weights_vary(result.history):
+        paths["weights.png"] = out / "weights.png"
+        report.plot_weight_curves(result.history, terms=list(result.objective.terms),
+                                  path=paths["weights.png"],
+                                  title=f"{config.weighting} weighting: weight per term")
+        images.append(("Weight of each term per epoch", paths["weights.png"]))
     report.write_html(
         paths["report.html"],
         title=f"lossweave train: {config.data} / {config.model}",
         command=command,
         metrics=metric_rows(metrics),
         config=[(key, key, value) for key, value in config.to_dict().items()],
-        images=[("Test features (PCA if more than 2-D), centers as crosses", paths["features.png"]),
-                ("Loss per term (train and validation)", paths["losses.png"])],
+        images=images,
         notes=[f"Backend {run_info['backend']}, keras {keras.__version__}, "
                f"lossweave {lw.__version__}."],
     )
     return paths
+
+
+def check_data_options(config):
+    """``--data-path`` is given exactly when the data set reads a file."""
+    if data.takes_path(config.data) and config.data_path is None:
+        raise UsageError(f"--data {config.data} reads a file or folder: give it with --data-path.")
+    if not data.takes_path(config.data) and config.data_path is not None:
+        raise UsageError(f"--data-path: --data {config.data} is bundled and reads no file; "
+                         f"use --data idx, npz or folder for your own files.")
+
+
+def load_data(config):
+    """The data set of ``config``; a bad file is a one-line usage error."""
+    check_data_options(config)
+    try:
+        return data.load(config.data, path=config.data_path, seed=config.seed)
+    except (data.DataError, ImportError) as error:
+        raise UsageError(str(error)) from None
 
 
 def train(config, *, argv=(), config_file=None, echo=print):
@@ -589,12 +718,12 @@ def train(config, *, argv=(), config_file=None, echo=print):
     import keras
 
     config = dataclasses.replace(config, backend=keras.backend.backend())
-    dataset = data.load(config.data, seed=config.seed)
+    dataset = load_data(config)
     sizes = dataset.sizes()
     echo(
         f"{PROG} train: {config.data} ({sizes['train']} train / {sizes['val']} val / "
         f"{sizes['test']} test, {dataset.num_classes} classes), model {config.model}, "
-        f"{config.embedding_dim}-D embedding, lambda {config.center_weight:g}, "
+        f"{config.embedding_dim}-D embedding, {objective_label(config)}, {config.weighting} weighting, "
         f"{config.backend} backend -> {config.out}"
     )
     result = fit_and_evaluate(config, dataset, verbose=0 if config.quiet else 2)
@@ -619,6 +748,7 @@ def run(args, *, argv=(), from_process=False):
     given = {o.name: getattr(args, o.dest) for o in OPTIONS if hasattr(args, o.dest)}
     config_file = getattr(args, "config", None)
     config, _ = resolve_config(given, config_file)
+    check_data_options(config)
     out = pathlib.Path(config.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out: {config.out!r} exists and is not a folder.")
