@@ -188,6 +188,18 @@ class Objective(keras.Model):
                 read = self._output(outputs, name, term.on)
                 term.build(keras.tree.map_structure(lambda t: tuple(t.shape), read))
 
+    def fit(self, *args, **kwargs):
+        # Callbacks such as BackupAndRestore need a built model at on_train_begin,
+        # before the TensorFlow trainer builds it: build from the model's inputs.
+        if not self.built:
+            try:
+                inputs = self.model.input
+            except (AttributeError, ValueError):
+                inputs = None  # a subclassed model: built by the first batch
+            if inputs is not None:
+                self.build(keras.tree.map_structure(lambda t: tuple(t.shape), inputs))
+        return super().fit(*args, **kwargs)
+
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
 
@@ -247,6 +259,10 @@ class Objective(keras.Model):
     def _input_checks(self):
         """The records of the terms that check their inputs (read after every step)."""
         return [term.input_check for term in self.terms.values() if getattr(term, "validate", False)]
+
+    def train_step(self, *args):
+        # A step whose input check failed changes no state (it raises after the step).
+        return backend.gate_train_step(self, super().train_step, self._input_checks(), *args)
 
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
