@@ -5,8 +5,8 @@ asserted with a margin:
 - test accuracy differs from the float32 run by at most 0.014 (asserted <= 0.04);
 - relative center difference ||c - c32|| / ||c32||: mixed_bfloat16 0.080 to
   0.124 (asserted <= 0.25); mixed_float16 0.25 to 0.37 (asserted <= 0.6). float16
-  differs more than bfloat16 because of dynamic loss scaling: the first steps
-  overflow at the initial scale 2^15 and skip the weight update (the centers,
+  differs more than bfloat16, probably (not verified) from dynamic loss scaling: steps that
+  overflow at the initial scale 2^15 skip the weight update (the centers,
   moved by Eq. 4 in the forward pass, still move), so the trajectory shifts.
 """
 
