@@ -108,7 +108,7 @@ def load_user_model(path, input_shape, num_classes, *, embedding_output, logits_
         model = keras.saving.load_model(file, compile=False)
     except Exception as error:  # noqa: BLE001 - any load failure is reported in one line
         raise ValueError(f"--model {path}: cannot load it as a Keras model: {str(error).splitlines()[0]}") from None
-    if not getattr(model, "_is_graph_network", False) and not isinstance(model, keras.Sequential):
+    if not getattr(model, "outputs", None) or not getattr(model, "inputs", None):
         raise ValueError(f"--model {path}: expected a functional or Sequential model; received a "
                          f"{type(model).__name__} subclass, whose outputs cannot be re-wired.")
     expected = tuple(input_shape)
