@@ -1,0 +1,74 @@
+"""``lossweave compare``: several objectives, one table, the feature pictures side by side."""
+
+import json
+import re
+
+import pytest
+
+from lossweave.cli import main
+from lossweave.cli.compare import DEFAULT_OBJECTIVES, TABLE_COLUMNS, table_row
+from lossweave.report import format_value
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_end_to_end(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    objectives = "softmax,cosface+center:0.01"
+    status = main(["compare", "--objectives", objectives, "--epochs", "1", "--embedding-dim", "3",
+                   "--out", str(out)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert f"report: {out / 'report.html'}" in captured.out
+    assert "[2/2] cosface+center:0.01" in captured.out  # progress, one line per objective
+
+    summary = json.loads((out / "compare.json").read_text())
+    assert summary["objectives"] == ["softmax", "cosface+center:0.01"]
+    softmax, cosface = summary["metrics"]["softmax"], summary["metrics"]["cosface+center:0.01"]
+    assert set(softmax["final_losses"]) == {"softmax"}
+    assert set(cosface["final_losses"]) == {"cosface", "center"}
+    for spec, folder in summary["runs"].items():  # each objective has its own run folder
+        metrics = json.loads((out / folder.split("/")[-1] / "metrics.json").read_text())
+        assert metrics == summary["metrics"][spec]
+    assert (out / "features_grid.png").read_bytes()[:8] == PNG_SIGNATURE
+
+    # The report's table shows exactly compare.json's numbers.
+    page = (out / "report.html").read_text()
+    cells = dict(re.findall(r'data-key="([^"]+)">([^<]*)<', page))
+    for spec, metrics in summary["metrics"].items():
+        row = table_row(spec, metrics)
+        for key, _ in TABLE_COLUMNS[1:]:
+            assert cells[f"{spec}/{key}"] == format_value(row[key]), (spec, key)
+        assert row["verification_accuracy"] == metrics["embedding"]["verification_accuracy"]
+    assert page.count("data:image/png;base64,") == 1 and "http://" not in page and "https://" not in page
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("softmax,triplet", "unknown part 'triplet'"),
+        ("softmax+arcface", "two classification losses"),
+        ("softmax+center:abc", "expected center:LAMBDA with a number"),
+        ("softmax+center:0", "the center weight must be > 0"),
+        ("center:0.1", "needs a classification loss"),
+        ("softmax,softmax", "listed twice"),
+        (",", "expected a comma-separated list"),
+    ],
+)
+def test_bad_objectives(value, expected, capsys):
+    assert main(["compare", "--objectives", value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lossweave: error: --objectives:") and expected in err[0]
+
+
+def test_compare_options_and_config(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text('objectives = ["softmax", "arcface"]\nepochs = 4\n')
+    assert main(["compare", "--config", str(config), "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert 'objectives = ["softmax", "arcface"]' in printed and "epochs = 4" in printed
+    assert "loss =" not in printed and "center-weight" not in printed
+    assert main(["compare", "--print-config"]) == 0
+    assert json.dumps(list(DEFAULT_OBJECTIVES)) in capsys.readouterr().out
+    assert main(["compare", "--loss", "arcface"]) == 2  # per-objective options are not compare's
+    assert "unrecognized arguments: --loss" in capsys.readouterr().err
