@@ -109,3 +109,20 @@ def test_backend_specific_example_refuses_other_backends():
     proc = run_example(script, "--fast")
     assert proc.returncode != 0
     assert f"needs KERAS_BACKEND={needed}" in proc.stderr
+
+
+def test_margin_family():
+    out = check_ok(run_example("margin_family.py", "--fast"))
+    assert f"backend={BACKEND}" in out
+    rows = {}
+    for line in out.splitlines():
+        name = line.split("  ")[0].strip()
+        if name in ("softmax", "softmax+center", "NormFace", "CosFace", "ArcFace", "SphereFace"):
+            numbers = [float(v) for v in re.findall(r"(?<![\w=.])-?\d+\.\d+(?![\w.])", line)]
+            rows[name] = numbers[-8:]  # train loss, test acc and six embedding figures
+    assert sorted(rows) == sorted(["softmax", "softmax+center", "NormFace", "CosFace", "ArcFace", "SphereFace"])
+    for name, numbers in rows.items():
+        assert len(numbers) == 8 and all(v == v and abs(v) != float("inf") for v in numbers), (name, numbers)
+    assert rows["softmax"][1] > 0.5  # test accuracy; 10 classes: chance is 0.1
+    for name in ("NormFace", "CosFace", "ArcFace"):  # argmax of term.classifier's logits
+        assert rows[name][1] > 0.5, (name, rows[name])
