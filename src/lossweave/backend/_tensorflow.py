@@ -48,7 +48,13 @@ def all_gather(tensors):
     context = _replicas()
     if context is None:
         return tensors
-    return tuple(None if t is None else context.all_gather(tf.convert_to_tensor(t), axis=0) for t in tensors)
+    return tuple(None if t is None else _gather(context, tf.convert_to_tensor(t)) for t in tensors)
+
+
+def _gather(context, tensor):
+    if tensor.dtype == tf.bool:  # the collective gathers numbers only
+        return tf.cast(context.all_gather(tf.cast(tensor, tf.int32), axis=0), tf.bool)
+    return context.all_gather(tensor, axis=0)
 
 
 def all_reduce(value, op):
