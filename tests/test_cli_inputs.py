@@ -151,10 +151,13 @@ def test_every_weighting_is_reachable(weighting):
     assert type(objective.weighting) is getattr(lw.weighting, expected)
 
 
-def test_weights_figure_for_a_learned_weighting(tmp_path, capsys):
-    _train(["--weighting", "uncertainty", "--epochs", "3"], capsys, tmp_path)
+@pytest.mark.parametrize("argv", [["--weighting", "uncertainty"], ["--center-warmup", "20"]])
+def test_weights_figure_for_learned_and_scheduled_weights(argv, tmp_path, capsys):
+    _train([*argv, "--epochs", "3"], capsys, tmp_path)
     page = (tmp_path / "report.html").read_text()
     assert (tmp_path / "weights.png").is_file() and "Weight of each term per epoch" in page
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["weight/center"][0] != history["weight/center"][-1]
 
 
 def test_margin_options_reach_the_term():

@@ -52,12 +52,19 @@ def classification_term(loss, num_classes, *, scale=None, margin=None, combined_
     return getattr(lw.terms, class_name)(**kwargs)
 
 
-def build_weighting(name, term_names, center_weight, steps_per_epoch):
-    """The weighting strategy ``name`` over ``term_names`` (classification term first)."""
+def build_weighting(name, term_names, center_weight, steps_per_epoch, center_warmup=0):
+    """The weighting strategy ``name`` over ``term_names`` (classification term first).
+
+    Under ``fixed``, ``center_warmup > 0`` ramps the center weight linearly
+    from 0 to ``center_weight`` over that many steps.
+    """
     import lossweave as lw
 
     if name == "fixed":
-        return lw.weighting.Fixed({"center": center_weight} if "center" in term_names else {})
+        if "center" not in term_names:
+            return lw.weighting.Fixed({})
+        weight = lw.schedules.LinearWarmup(center_weight, steps=center_warmup) if center_warmup else center_weight
+        return lw.weighting.Fixed({"center": weight})
     if name == "convex":
         if len(term_names) != 2:
             raise ValueError("--weighting convex needs two terms: set --center-weight > 0.")
@@ -74,7 +81,7 @@ def build_weighting(name, term_names, center_weight, steps_per_epoch):
 
 
 def build_objective(model, num_classes, *, loss="softmax", center_weight=0.0, alpha=0.5,
-                    weighting="fixed", steps_per_epoch=1, **term_options):
+                    weighting="fixed", steps_per_epoch=1, center_warmup=0, **term_options):
     """``Objective(model, {classification term, [center]}, weighting)``.
 
     Args:
@@ -86,6 +93,7 @@ def build_objective(model, num_classes, *, loss="softmax", center_weight=0.0, al
         alpha: center learning rate.
         weighting: one of ``WEIGHTINGS``.
         steps_per_epoch: training steps per epoch (DWA).
+        center_warmup: steps of a linear warm-up of the center weight (fixed weighting).
         **term_options: ``scale``, ``margin``, ``combined_margins``, ``sub_centers``.
     """
     import lossweave as lw
@@ -93,7 +101,7 @@ def build_objective(model, num_classes, *, loss="softmax", center_weight=0.0, al
     terms = {classifier_name(loss): classification_term(loss, num_classes, **term_options)}
     if center_weight > 0:
         terms["center"] = lw.terms.CenterLoss(num_classes=num_classes, alpha=alpha, on="embedding")
-    strategy = build_weighting(weighting, list(terms), center_weight, steps_per_epoch)
+    strategy = build_weighting(weighting, list(terms), center_weight, steps_per_epoch, center_warmup)
     return lw.Objective(model, terms, weighting=strategy)
 
 

@@ -171,6 +171,8 @@ OPTIONS = (
     Option("sub-centers", _integer(1), 3, "sub-centers per class of --loss subcenter", "K"),
     Option("center-weight", _real(0.0), 0.003,
            "lambda, weight of the center-loss term (0: no center term)", "LAMBDA"),
+    Option("center-warmup", _integer(0), 0,
+           "ramp lambda linearly from 0 over this many steps (fixed weighting; 0: constant)", "STEPS"),
     Option("alpha", _real(0.0, 1.0), 0.5, "center learning rate of the paper's update, in [0, 1]", "ALPHA"),
     Option("weighting", _choice(lambda: list(WEIGHTINGS), "weighting"), "fixed",
            "how terms combine: fixed (1 and lambda) or a learned/dynamic strategy: "
@@ -203,6 +205,7 @@ class TrainConfig:
     combined_margins: tuple = None
     sub_centers: int = 3
     center_weight: float = 0.003
+    center_warmup: int = 0
     alpha: float = 0.5
     weighting: str = "fixed"
     epochs: int = 60
@@ -462,7 +465,7 @@ def objective_of(config, model, dataset):
     steps = max(1, -(-len(dataset.y_train) // config.batch_size))
     return build_objective(
         model, dataset.num_classes, config.center_weight, config.alpha, loss=config.loss,
-        weighting=config.weighting, steps_per_epoch=steps, scale=config.scale, margin=config.margin,
+        weighting=config.weighting, steps_per_epoch=steps, center_warmup=config.center_warmup, scale=config.scale, margin=config.margin,
         combined_margins=config.combined_margins, sub_centers=config.sub_centers,
     )
 
