@@ -21,6 +21,9 @@ state update on the returned flag. Inside an ``Objective`` step the failure is
 recorded in ``record`` (an ``InputCheck``) and raised after the step by
 ``guard_step(model, function, kind, records)``, which wraps Keras's
 train/test function; see ``lossweave.terms.check`` for why.
+``gate_train_step(model, train_step, records, *args)`` runs Keras's train step
+so that a step whose check failed leaves all state (weights, optimizer,
+centers, weighting state, counters) as it was.
 """
 
 import importlib
@@ -33,7 +36,8 @@ add_to_rows = _impl.add_to_rows
 all_gather = _impl.all_gather
 all_reduce = _impl.all_reduce
 check = _impl.check
+gate_train_step = _impl.gate_train_step
 gather_rows = _impl.gather_rows
 guard_step = _impl.guard_step
 
-__all__ = ["add_to_rows", "all_gather", "all_reduce", "check", "gather_rows", "guard_step"]
+__all__ = ["add_to_rows", "all_gather", "all_reduce", "check", "gate_train_step", "gather_rows", "guard_step"]

@@ -53,6 +53,24 @@ def check(ok, message, *values, record=None):
     return ok
 
 
+def gate_train_step(model, train_step, records, state, data):
+    """Keras's train step, whose new state is the old one when a check of this step failed.
+
+    A failed check makes the whole step a no-op (weights, optimizer slots and
+    iterations, centers, weighting state, step counters, seed generators); only
+    the metric variables, which carry the failure to ``guard_step``, move on.
+    Under ``jit`` with donated buffers this is one select per state buffer.
+    """
+    logs, new_state = train_step(state, data)
+    if not records:
+        return logs, new_state
+    metrics_variables = new_state[-1]
+    positions = [next(i for i, v in enumerate(model.metrics_variables) if v is r.record) for r in records]
+    ok = jax.numpy.all(jax.numpy.stack([metrics_variables[i][0] <= 0 for i in positions]))
+    kept = jax.tree.map(lambda new, old: jax.numpy.where(ok, new, old), new_state[:-1], tuple(state[:-1]))
+    return logs, (*kept, metrics_variables)
+
+
 _STATE_KEYS = {
     "train": ("trainable_variables", "non_trainable_variables", "optimizer_variables", "metrics_variables"),
     "test": ("trainable_variables", "non_trainable_variables", "metrics_variables"),
@@ -88,6 +106,8 @@ def guard_step(model, function, kind, records):
         failures = [f for f in failures if f is not None]
         if failures:
             write_back(new_state)
+            for record in records:  # the next step starts clean (train_on_batch resets no metric)
+                record.reset_state()
             raise InvalidInputError(failures[0])
         return logs, new_state
 

@@ -93,6 +93,38 @@ def _in_xla():
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
+def gate_train_step(model, train_step, records, data):
+    """Keras's train step, undone when a check of this step failed (see ``backend.guard_step``).
+
+    The state a step may change (weights, optimizer slots and iterations,
+    centers, weighting state, step counters, seed generators) is read before
+    the step and, if a check failed, assigned back after it: a failed step is
+    a no-op. Metric variables, which carry the failure, move on.
+    """
+    if not records or _replicas() is not None:
+        # Under MirroredStrategy the step is not undone (assigning mirrored variables
+        # in a replica context needs an aggregation that not every variable has):
+        # the centers and the loss are still gated, the optimizer step is not.
+        return train_step(data)
+    variables = _step_state(model)
+    before = [tf.identity(_table(v)) for v in variables]
+    logs = train_step(data)
+    ok = tf.reduce_all(tf.stack([r.record[0] <= 0 for r in records]))
+    for variable, old in zip(variables, before):
+        variable.assign(tf.where(ok, _table(variable), old))
+    return logs
+
+
+def _step_state(model):
+    variables, seen = [], set()
+    optimizer = getattr(model, "optimizer", None)
+    for v in [*model.trainable_variables, *model.non_trainable_variables, *(optimizer.variables if optimizer else [])]:
+        if id(v) not in seen:
+            seen.add(id(v))
+            variables.append(v)
+    return variables
+
+
 def guard_step(model, function, kind, records):
     """Trace and run the step with checks recorded; raise a recorded failure after it."""
     if not records:
@@ -106,6 +138,8 @@ def guard_step(model, function, kind, records):
             _guard["depth"] -= 1
         failures = [f for f in (r.failure() for r in records) if f is not None]
         if failures:
+            for record in records:  # the next step starts clean (train_on_batch resets no metric)
+                record.reset_state()
             raise InvalidInputError(failures[0])
         return logs
 
