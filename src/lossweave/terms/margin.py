@@ -121,14 +121,40 @@ class MarginSoftmax(Term):
     def logits(self, embeddings):
         """Margin-free logits ``logit_scale * cos theta_j`` for inference (no labels)."""
         self._ensure_built(embeddings)
-        return self.cosines(embeddings) * self.logit_scale(embeddings)
+        return margin_ops.scaled_cosines(
+            embeddings, self.class_weights, self.logit_scale(embeddings), self.sub_centers
+        )
 
     def margin_logits(self, embeddings, labels, training=None):
         """The training logits: the target entry of each row carries the margin."""
+        return self._margin_logits(embeddings, labels, training)[0]
+
+    def _margin_logits(self, embeddings, labels, training=None):
+        """``(logits, target logit, valid rows)`` of the training logits.
+
+        Fast at many classes: the scale multiplies the ``(batch, dim)``
+        embeddings before the matmul, the target cosine is read by one masked
+        sum and clipped to ``[-1, 1]`` alone (the only entry a margin
+        transforms), and the target is written by one select; the loss then
+        needs no log-softmax array or gather (``margin_cross_entropy``).
+        Rows with non-finite embeddings are zeroed before the matmul (and are
+        invalid), so that their gradients stay finite.
+        """
         self._ensure_built(embeddings)
-        cos = self.cosines(embeddings)
-        target = self.target_logit(margin_ops.target_cosine(cos, labels), training=training)
-        return margin_ops.margin_logits(cos, labels, target, self.logit_scale(embeddings))
+        embeddings = ops.cast(embeddings, "float32")
+        finite = lw_ops.finite_rows(embeddings)
+        embeddings = ops.where(finite[:, None], embeddings, ops.zeros_like(embeddings))
+        scale = self.logit_scale(embeddings)
+        logits = margin_ops.scaled_cosines(embeddings, self.class_weights, scale, self.sub_centers)
+        hit, valid = margin_ops.target_mask(labels, self.num_classes)
+        scale = margin_ops.row_scale(scale)
+        scaled_target = margin_ops.masked_target(logits, hit)  # (batch,): scale * cos theta_y
+        if isinstance(scale, float):
+            cos_target = scaled_target / scale
+        else:  # a learned scale, or SphereFace's ||x||, which may be 0 (then so is scale * cos)
+            cos_target = scaled_target / ops.maximum(scale, 1e-12)
+        target = self.target_logit(ops.clip(cos_target, -1.0, 1.0), training=training) * scale
+        return margin_ops.replace_target(logits, hit, target), target, ops.logical_and(valid, finite)
 
     def classifier(self, model, on=None, name="logits"):
         """A Keras model: ``model``'s outputs plus the margin-free logits of this term.
@@ -163,8 +189,8 @@ class MarginSoftmax(Term):
 
     def call(self, outputs, targets, sample_weight=None, training=None):
         clean = check_class_rows(self, outputs, targets, self.num_classes) if self.validate else None
-        logits = self.margin_logits(outputs, targets, training=training)
-        loss = lw_ops.softmax_cross_entropy(logits, targets, sample_weight)
+        logits, target, valid = self._margin_logits(outputs, targets, training=training)
+        loss = margin_ops.margin_cross_entropy(logits, target, valid, sample_weight)
         if clean is not None:
             loss = ops.where(clean, loss, ops.zeros_like(loss))
         return loss
