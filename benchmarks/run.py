@@ -2,7 +2,7 @@
 
     KERAS_BACKEND=jax .venv/bin/python benchmarks/run.py [--quick] [--out FILE.json]
 
-(``make bench`` runs it once per backend.) Two benchmarks, each interleaving
+(``make bench`` runs it once per backend.) The benchmarks, each interleaving
 the things it compares in one process and reporting medians and ratios:
 
 * ``center_update.py``: one compiled center update at 10 .. 1M classes against
@@ -10,6 +10,10 @@ the things it compares in one process and reporting medians and ratios:
   faster than dense at 100k, no classes x dim temporary);
 * ``step_overhead.py``: fit step time of softmax + center loss against softmax
   alone (target <= 1.10x) and against a plain Keras model;
+* ``margin.py``: fit step time of each margin-softmax term (NormFace, CosFace,
+  ArcFace, combined margin, SphereFace, sub-center ArcFace) at 10k classes
+  against a dense softmax head of the same size (target <= 1.3x; see
+  ``MARGIN.md``);
 * ``multitask.py`` (opt-in, ``--only multitask``: several minutes per backend,
   so not in the default set): loss-weighting strategies on digits with a
   1000x loss-scale gap, Delta_m% over 3 seeds, and step time against Keras's
@@ -39,7 +43,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: few repeats, small epochs")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON results file (default {DEFAULT_OUT})")
-    parser.add_argument("--only", choices=("center", "step", "multitask"), help="run one benchmark")
+    parser.add_argument("--only", choices=("center", "step", "margin", "multitask"), help="run one benchmark")
     parser.add_argument(
         "--threads", type=int, default=1,
         help="CPU threads per backend thread pool (default 1: stable timings on a small shared "
@@ -106,6 +110,12 @@ def main(argv=None):
         record["step_overhead"] = step_overhead.run(quick=args.quick)
         tables.append(step_overhead.markdown(record["step_overhead"]))
         print(tables[-1] + "\n", flush=True)
+    if args.only in (None, "margin"):
+        import margin
+
+        record["margin"] = margin.run(quick=args.quick)
+        tables.append(margin.markdown(record["margin"]))
+        print(tables[-1] + "\n", flush=True)
     if args.only == "multitask":  # opt-in: minutes per backend
         import multitask
 
@@ -114,7 +124,7 @@ def main(argv=None):
         print(tables[-1] + "\n", flush=True)
     record["seconds"] = time.perf_counter() - start
     targets = {}
-    for name in ("center_update", "step_overhead", "multitask"):
+    for name in ("center_update", "step_overhead", "margin", "multitask"):
         targets.update(record.get(name, {}).get("targets", {}))
     record["targets"] = targets
     verdict = lambda v: "met" if v else ("n/a" if v is None else "MISSED")
