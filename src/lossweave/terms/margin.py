@@ -2,13 +2,15 @@
 
 One base, :class:`MarginSoftmax`, holds the class weights (a trainable
 ``(num_classes * sub_centers, dim)`` variable of the term, so ``Objective``
-trains and saves it) and computes the loss; a family member overrides small
-hooks (in the style of pytorch-metric-learning's large-margin losses):
+trains and saves it) and computes the loss; a family member overrides two
+small hooks (in the style of pytorch-metric-learning's large-margin losses):
 
-- ``cosines(embeddings)``: cosines to each class (sub-center ArcFace: max over
-  sub-centers);
 - ``target_logit(cos_y, training)``: the target class's value with the margin;
 - ``logit_scale(embeddings)``: ``s`` (SphereFace: ``||x||``).
+
+``sub_centers=K`` gives each class ``K`` weight vectors, the cosine to a class
+being the largest of its ``K`` (sub-center ArcFace). ``cosines(embeddings)``
+returns the unscaled cosines to each class.
 
 The model itself stays label-free: ``term.logits(embeddings)`` gives the
 margin-free logits ``s * cos theta`` for inference, and
@@ -102,7 +104,7 @@ class MarginSoftmax(Term):
 
     # ------------------------------------------------------------------ hooks
     def cosines(self, embeddings):
-        """``(batch, num_classes)`` float32 cosines to each class."""
+        """``(batch, num_classes)`` float32 cosines to each class (max over sub-centers)."""
         return margin_ops.subcenter_cosine_similarity(embeddings, self.class_weights, self.sub_centers)
 
     def target_logit(self, cos_target, training=None):
