@@ -610,6 +610,9 @@ def run_metrics(result):
 
 def objective_label(config):
     """``"softmax + 0.003 x center"``: the objective of a run in a few words."""
+    if config.weighting != "fixed":
+        center = " + center" if config.center_weight > 0 else ""
+        return f"{config.loss}{center}, {config.weighting} weighting"
     center = f" + {config.center_weight:g} x center" if config.center_weight > 0 else ""
     return f"{config.loss}{center}"
 
@@ -726,7 +729,7 @@ def train(config, *, argv=(), config_file=None, echo=print):
     echo(
         f"{PROG} train: {config.data} ({sizes['train']} train / {sizes['val']} val / "
         f"{sizes['test']} test, {dataset.num_classes} classes), model {config.model}, "
-        f"{config.embedding_dim}-D embedding, {objective_label(config)}, {config.weighting} weighting, "
+        f"{config.embedding_dim}-D embedding, {objective_label(config)}, "
         f"{config.backend} backend -> {config.out}"
     )
     result = fit_and_evaluate(config, dataset, verbose=0 if config.quiet else 2)
