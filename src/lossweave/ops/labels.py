@@ -25,6 +25,13 @@ def label_layout(labels_shape, num_classes, what="labels"):
         num_classes: number of classes the term was built for.
         what: name used in the error message.
     """
+    if getattr(labels_shape, "rank", 0) is None:  # a TensorShape of unknown rank
+        raise ValueError(
+            f"{what}: received labels of unknown rank when the step was traced (TensorFlow "
+            f"generalizes a step's input shapes once it has seen labels of several shapes); "
+            f"expected sparse class indices of shape (batch,) or (batch, 1), or one-hot "
+            f"labels of shape (batch, {num_classes}). Give every batch's labels the same shape."
+        )
     shape = tuple(labels_shape)
     if len(shape) == 1:
         return "sparse"

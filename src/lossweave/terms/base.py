@@ -53,9 +53,21 @@ class Term(keras.layers.Layer):
         # convert NumPy arrays here, keeping their dtype (labels stay integers).
         outputs = keras.tree.map_structure(_as_tensor, outputs)
         targets = keras.tree.map_structure(_as_tensor, targets)
+        self._check_not_empty(targets)
         if self.missing is not None:
             targets, kwargs["sample_weight"] = self._mask_missing(targets, kwargs.get("sample_weight"))
         return super().__call__(outputs, targets, **kwargs)
+
+    def _check_not_empty(self, targets):
+        """An empty batch is a data bug (a mean over it is 0/0): say so when it is traced."""
+        shapes = [getattr(t, "shape", None) for t in keras.tree.flatten(targets)]
+        ranks = [None if s is None else (s.rank if hasattr(s, "rank") else len(s)) for s in shapes]
+        rows = [s[0] for s, rank in zip(shapes, ranks) if rank]
+        if any(r == 0 for r in rows):
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': received an empty batch (0 rows); expected "
+                f"at least one row. Drop empty batches from the data pipeline."
+            )
 
     def _mask_missing(self, targets, sample_weight):
         """Give unlabelled samples weight 0 and a harmless target; rescale the rest.

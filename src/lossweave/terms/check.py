@@ -17,7 +17,7 @@ from keras import ops
 from lossweave import backend
 from lossweave.ops.labels import class_indices, finite_rows
 
-NUM_VALUES = 5  # bad labels, bad feature rows, batch size, label min, label max
+NUM_VALUES = 6  # bad labels, first bad label, bad feature rows, batch size, label min, label max
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -89,14 +89,25 @@ def check_class_rows(term, features, labels, num_classes):
     raw = ops.cast(labels, "float32")
     if len(labels.shape) == 2 and labels.shape[-1] == num_classes and num_classes > 1:
         raw = ops.cast(ops.argmax(ops.where(ops.isnan(raw), -1.0, raw), axis=-1), "float32")
+    # The first invalid label of the global batch: what a user greps the data for
+    # (a non-integer or NaN label can lie inside [min, max]).
+    all_raw, all_valid = backend.all_gather((ops.reshape(raw, (-1,)), valid))
+    # (One padded entry keeps argmax defined on an empty batch, whose shape TF may not know.)
+    padded_raw = ops.concatenate([all_raw, ops.zeros((1,), all_raw.dtype)])
+    padded_bad = ops.concatenate([ops.cast(ops.logical_not(all_valid), "int32"), ops.zeros((1,), "int32")])
+    first_bad = ops.take(padded_raw, ops.argmax(padded_bad))
+    first_bad = ops.where(ops.greater(n_bad_labels, 0), first_bad, ops.cast(float("nan"), "float32"))
     batch = backend.all_reduce(ops.shape(valid)[0], "sum")
     low, high = backend.all_reduce(ops.min(raw), "min"), backend.all_reduce(ops.max(raw), "max")
     ok = ops.logical_and(ops.equal(n_bad_labels, 0), ops.equal(n_bad_features, 0))
+    # An empty batch is refused when traced (Term.__call__); where its size is only
+    # known at run time (a TF step traced for any batch size) it fails here.
+    ok = ops.logical_and(ok, ops.greater(batch, 0))
     message = (
-        f"{type(term).__name__} '{term.name}': {{}} row(s) with an invalid label and "
+        f"{type(term).__name__} '{term.name}': {{}} row(s) with an invalid label (first: {{}}) and "
         f"{{}} row(s) with NaN/Inf features in a batch of {{}}. Expected integer class "
         f"indices in [0, {num_classes}) (or one-hot rows of width {num_classes}) and "
         f"finite features; received labels in [{{}}, {{}}]. Clean the data or fix num_classes."
     )
-    values = (n_bad_labels, n_bad_features, batch, low, high)
+    values = (n_bad_labels, first_bad, n_bad_features, batch, low, high)
     return backend.check(ok, message, *values, record=term.input_check)

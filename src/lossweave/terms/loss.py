@@ -41,6 +41,14 @@ class FunctionLoss(keras.losses.Loss):
 class Loss(Term):
     """Any ``keras.losses.Loss`` (or loss name) as a term on one output.
 
+    The term does not check its inputs: label values are passed to the Keras
+    loss as they are, and Keras's ``SparseCategoricalCrossentropy`` does not
+    raise on a label out of range (depending on the backend it clamps the
+    index, returns NaN or a wrong value), nor on NaN/Inf outputs. For class
+    labels use :class:`SoftmaxCrossEntropy`, which raises ``InvalidInputError``
+    and leaves the state unchanged. Shapes and an empty batch are still checked
+    when the step is traced.
+
     Args:
         loss: a Keras loss instance, name or function.
         on: model output the loss reads (``y_pred``).
