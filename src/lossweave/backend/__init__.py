@@ -23,12 +23,16 @@ recorded in ``record`` (an ``InputCheck``) and raised after the step by
 train/test function; see ``lossweave.terms.check`` for why.
 ``gate_train_step(model, train_step, records, *args)`` runs Keras's train step
 so that a step whose check failed leaves all state (weights, optimizer,
-centers, weighting state, counters) as it was.
+centers, weighting state, counters) as it was. Variables marked with
+``mark_self_gated`` (the centers, whose term skips its own row update) are not
+copied or selected, so that the gate costs nothing of size classes x dim.
 """
 
 import importlib
 
 import keras
+
+from lossweave.backend._common import mark_self_gated, self_gated
 
 _impl = importlib.import_module(f"lossweave.backend._{keras.backend.backend()}")
 
@@ -40,4 +44,14 @@ gate_train_step = _impl.gate_train_step
 gather_rows = _impl.gather_rows
 guard_step = _impl.guard_step
 
-__all__ = ["add_to_rows", "all_gather", "all_reduce", "check", "gate_train_step", "gather_rows", "guard_step"]
+__all__ = [
+    "add_to_rows",
+    "all_gather",
+    "all_reduce",
+    "check",
+    "gate_train_step",
+    "gather_rows",
+    "guard_step",
+    "mark_self_gated",
+    "self_gated",
+]

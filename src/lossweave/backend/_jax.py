@@ -14,6 +14,7 @@ import jax
 import numpy as np
 from keras import ops
 
+from lossweave.backend import _common as backend_common
 from lossweave.errors import InvalidInputError, format_message
 
 _local = threading.local()
@@ -64,11 +65,18 @@ def gate_train_step(model, train_step, records, state, data):
     logs, new_state = train_step(state, data)
     if not records:
         return logs, new_state
-    metrics_variables = new_state[-1]
+    trainable, non_trainable, optimizer, metrics_variables = new_state
     positions = [next(i for i, v in enumerate(model.metrics_variables) if v is r.record) for r in records]
     ok = jax.numpy.all(jax.numpy.stack([metrics_variables[i][0] <= 0 for i in positions]))
-    kept = jax.tree.map(lambda new, old: jax.numpy.where(ok, new, old), new_state[:-1], tuple(state[:-1]))
-    return logs, (*kept, metrics_variables)
+
+    def keep(new, old):
+        return jax.tree.map(lambda n, o: jax.numpy.where(ok, n, o), new, old)
+
+    # Tables a term gates itself (the centers: O(batch x dim) row updates) are not
+    # selected, which would read and write the whole table every step.
+    self_gated = [backend_common.self_gated(v) for v in model.non_trainable_variables]
+    non_trainable = [n if gated else keep(n, o) for n, o, gated in zip(non_trainable, state[1], self_gated)]
+    return logs, (keep(trainable, state[0]), non_trainable, keep(optimizer, state[2]), metrics_variables)
 
 
 _STATE_KEYS = {

@@ -9,6 +9,7 @@ a sparse update): rows are gathered from the variable itself
 import keras
 import tensorflow as tf
 
+from lossweave.backend import _common as backend_common
 from lossweave.errors import InvalidInputError, format_message
 
 # Set while a guarded step is traced. Not thread-local: tf.distribute's
@@ -119,7 +120,9 @@ def _step_state(model):
     variables, seen = [], set()
     optimizer = getattr(model, "optimizer", None)
     for v in [*model.trainable_variables, *model.non_trainable_variables, *(optimizer.variables if optimizer else [])]:
-        if id(v) not in seen:
+        # Tables a term gates itself (the centers) are left out: copying them would
+        # cost O(classes x dim) per step instead of O(batch x dim).
+        if id(v) not in seen and not backend_common.self_gated(v):
             seen.add(id(v))
             variables.append(v)
     return variables

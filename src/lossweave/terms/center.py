@@ -86,6 +86,8 @@ class CenterLoss(Term):
             dtype="float32",
             autocast=False,
         )
+        if self.update == "paper":  # the term gates its own row update on the input check
+            backend.mark_self_gated(self.centers)
 
     def call(self, outputs, targets, sample_weight=None, training=None):
         clean = check_class_rows(self, outputs, targets, self.num_classes) if self.validate else None

@@ -1,0 +1,19 @@
+"""Backend-independent helpers of the per-backend files."""
+
+_SELF_GATED = "_lossweave_self_gated"
+
+
+def mark_self_gated(variable):
+    """Mark a variable whose term already skips its update on a failed input check.
+
+    ``gate_train_step`` undoes a failed step by selecting the old value of
+    every other variable; a marked one (a centers table, updated row by row in
+    O(batch x dim)) is left out so that the gate never touches the whole table.
+    """
+    setattr(variable, _SELF_GATED, True)
+    return variable
+
+
+def self_gated(variable):
+    """Whether ``mark_self_gated`` marked ``variable``."""
+    return bool(getattr(variable, _SELF_GATED, False))
