@@ -6,6 +6,10 @@ import pytest
 
 BACKEND = keras.backend.backend()
 
+# Scripts the tests run in subprocesses (they configure devices at import):
+# not test modules, and not for --doctest-modules to import.
+collect_ignore_glob = ["*_run.py"]
+
 
 @pytest.fixture(autouse=True)
 def _seed():

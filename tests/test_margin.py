@@ -253,12 +253,21 @@ def _model(classes=4):
     return keras.Model(inputs, {"embedding": keras.layers.Dense(3, name="embedding")(hidden)})
 
 
-@pytest.mark.parametrize("name", ["arcface", "sphereface"])
+MARGIN_TERMS = {
+    "normface": lambda: lw.terms.NormFace(num_classes=4, learn_scale=True),
+    "cosface": lambda: lw.terms.CosFace(num_classes=4, scale=8.0),
+    "arcface": lambda: lw.terms.ArcFace(num_classes=4, scale=8.0),
+    "combined": lambda: lw.terms.CombinedMargin(num_classes=4, scale=8.0),
+    "subcenter": lambda: lw.terms.SubCenterArcFace(num_classes=4, scale=8.0, sub_centers=2),
+    "sphereface": lambda: lw.terms.SphereFace(num_classes=4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MARGIN_TERMS))
 def test_margin_term_with_center_loss_trains_saves_and_reloads(name, tmp_path):
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(64, 6)).astype("float32"), rng.integers(0, 4, 64)
-    margin = {"arcface": lambda: lw.terms.ArcFace(num_classes=4, scale=8.0),
-              "sphereface": lambda: lw.terms.SphereFace(num_classes=4)}[name]()
+    margin = MARGIN_TERMS[name]()
     objective = lw.Objective(
         _model(), {"margin": margin, "center": lw.terms.CenterLoss(num_classes=4)},
         weighting=lw.weighting.Fixed({"margin": 1.0, "center": 0.01}),
