@@ -28,14 +28,11 @@ import numpy as np
 
 from lossweave import data
 from lossweave.cli import PROG, UsageError
+from lossweave.cli.models import MODELS, build_mlp, is_model_file  # build_mlp: used by tests and users
+from lossweave.cli.objectives import LOSSES, WEIGHTINGS
 
 BACKENDS = ("jax", "tensorflow", "torch")
 _REEXEC_MARK = "_LOSSWEAVE_REEXEC_BACKEND"
-
-
-# ----------------------------------------------------------------------- models
-from lossweave.cli.models import MODELS, build_lenet, build_mlp, is_model_file  # noqa: E402
-from lossweave.cli.objectives import LOSSES, WEIGHTINGS  # noqa: E402
 
 
 # ---------------------------------------------------------------------- options
