@@ -30,13 +30,13 @@ head's size.
     KERAS_BACKEND=jax .venv/bin/python benchmarks/margin.py [--quick]     # the same
 """
 
-import time
 
 import keras
 import numpy as np
 
 import lossweave as lw
 from common import backend, fmt_ms, interleaved_rounds, median
+from step_overhead import StepTimer
 
 BATCH, INPUT_DIM, HIDDEN, EMBED_DIM, NUM_CLASSES = 256, 128, 512, 128, 10_000
 TARGET = 1.3
@@ -44,19 +44,6 @@ REFERENCES = ("keras", "softmax")
 TERMS = ("NormFace", "CosFace", "ArcFace", "CombinedMargin", "SphereFace", "SubCenterArcFace")
 VARIANTS = REFERENCES + TERMS
 NOT_SAME_SIZE = {"SubCenterArcFace": "K=3: class weight table 3x the dense head"}
-
-
-class StepTimer(keras.callbacks.Callback):
-    """Gaps between consecutive ``on_train_batch_end`` calls of the last epoch."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.stamps = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.stamps.append(time.perf_counter())
-
-    def step_times(self):
-        return list(np.diff(self.stamps))
 
 
 def make_term(name, num_classes=NUM_CLASSES):
