@@ -6,6 +6,10 @@ import pytest
 
 BACKEND = keras.backend.backend()
 
+# Tests whose subject does not depend on the backend (NumPy metrics, data
+# loaders, CLI parsing, the report) run in one backend pass of `make test`.
+one_backend = pytest.mark.skipif(BACKEND != "jax", reason="backend-independent: runs in the jax pass only")
+
 # Scripts the tests run in subprocesses (they configure devices at import):
 # not test modules, and not for --doctest-modules to import.
 collect_ignore_glob = ["*_run.py"]
