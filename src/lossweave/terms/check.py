@@ -15,6 +15,7 @@ import keras
 from keras import ops
 
 from lossweave import backend
+from lossweave.ops.distances import pair_labels
 from lossweave.ops.labels import class_indices, finite_rows
 
 NUM_VALUES = 6  # bad labels, first bad label, bad feature rows, batch size, label min, label max
@@ -108,6 +109,84 @@ def check_class_rows(term, features, labels, num_classes):
         f"{{}} row(s) with NaN/Inf features in a batch of {{}}. Expected integer class "
         f"indices in [0, {num_classes}) (or one-hot rows of width {num_classes}) and "
         f"finite features; received labels in [{{}}, {{}}]. Clean the data or fix num_classes."
+    )
+    values = (n_bad_labels, first_bad, n_bad_features, batch, low, high)
+    return backend.check(ok, message, *values, record=term.input_check)
+
+
+def _pair_label_shape(term, labels):
+    """Trace-time shape check of a pair loss's labels: sparse ``(batch,)`` or ``(batch, 1)``."""
+    what = f"{type(term).__name__} '{term.name}' labels"
+    shape = labels.shape
+    if getattr(shape, "rank", 0) is None:  # a TensorShape of unknown rank (TF retrace)
+        raise ValueError(
+            f"{what}: received labels of unknown rank when the step was traced (TensorFlow "
+            f"generalizes a step's input shapes once it has seen labels of several shapes); "
+            f"expected sparse class indices of shape (batch,) or (batch, 1). Give every batch's "
+            f"labels the same shape."
+        )
+    shape = tuple(shape)
+    if len(shape) == 2 and shape[-1] not in (1, None):
+        raise ValueError(
+            f"{what}: received 2-D labels of width {shape[-1]} (shape {shape}); expected sparse "
+            f"class indices of shape (batch,) or (batch, 1): pair losses take sparse labels, not "
+            f"one-hot rows. Pass the class ids (e.g. argmax of the one-hot rows)."
+        )
+    if len(shape) > 2 or len(shape) == 0:
+        raise ValueError(
+            f"{what}: received labels of rank {len(shape)} (shape {shape}); expected sparse "
+            f"class indices of shape (batch,) or (batch, 1): pair losses take sparse labels."
+        )
+
+
+def check_pair_rows(term, features, labels, binary=False):
+    """Check the class ids and features of a pair loss; return the "batch is clean" flag.
+
+    Pair losses (contrastive, triplet, ...) have no ``num_classes``: a label is
+    a class id, any non-negative integer (int, or an integer-valued float) of
+    shape ``(batch,)`` or ``(batch, 1)``; with ``binary=True`` (a siamese
+    same/different target) it must be 0 or 1. Shapes are checked at trace time
+    (a ``ValueError``); values at run time as in ``check_class_rows``: a row
+    with a negative, non-integer or non-finite label, or NaN/Inf features,
+    makes the flag false and raises ``InvalidInputError``. Callers gate their
+    loss (0 when not clean) and state updates on the flag.
+
+    Args:
+        term: the term (its name goes into the message; its ``input_check``
+            records a failure inside an ``Objective`` step).
+        features: ``(batch, dim)`` tensor, or a tuple of them (all are checked).
+        labels: the labels (class ids, or 0/1 targets with ``binary=True``).
+        binary: labels are same(1)/different(0) pair targets.
+    """
+    labels = ops.convert_to_tensor(labels)
+    _pair_label_shape(term, labels)
+    ids, valid = pair_labels(labels)
+    if binary:
+        valid = ops.logical_and(valid, ids <= 1)
+    finite = None
+    for part in features if isinstance(features, (tuple, list)) else (features,):
+        rows = finite_rows(ops.cast(part, "float32"))
+        finite = rows if finite is None else ops.logical_and(finite, rows)
+    n_bad_labels = backend.all_reduce(ops.sum(ops.cast(ops.logical_not(valid), "int32")), "sum")
+    n_bad_features = backend.all_reduce(ops.sum(ops.cast(ops.logical_not(finite), "int32")), "sum")
+    raw = ops.reshape(ops.cast(labels, "float32"), (-1,))
+    all_raw, all_valid = backend.all_gather((raw, valid))
+    padded_raw = ops.concatenate([all_raw, ops.zeros((1,), all_raw.dtype)])
+    padded_bad = ops.concatenate([ops.cast(ops.logical_not(all_valid), "int32"), ops.zeros((1,), "int32")])
+    first_bad = ops.take(padded_raw, ops.argmax(padded_bad))
+    first_bad = ops.where(ops.greater(n_bad_labels, 0), first_bad, ops.cast(float("nan"), "float32"))
+    batch = backend.all_reduce(ops.shape(valid)[0], "sum")
+    low, high = backend.all_reduce(ops.min(raw), "min"), backend.all_reduce(ops.max(raw), "max")
+    ok = ops.logical_and(ops.equal(n_bad_labels, 0), ops.equal(n_bad_features, 0))
+    ok = ops.logical_and(ok, ops.greater(batch, 0))
+    expected = (
+        "same(1)/different(0) pair targets" if binary
+        else "non-negative integer labels (class ids, sparse, of shape (batch,) or (batch, 1))"
+    )
+    message = (
+        f"{type(term).__name__} '{term.name}': {{}} row(s) with an invalid label (first: {{}}) and "
+        f"{{}} row(s) with NaN/Inf features in a batch of {{}}. Expected {expected} and finite "
+        f"features; received labels in [{{}}, {{}}]. Clean the data."
     )
     values = (n_bad_labels, first_bad, n_bad_features, batch, low, high)
     return backend.check(ok, message, *values, record=term.input_check)
