@@ -3,7 +3,8 @@
 Layers of the package, dependencies pointing down::
 
     Objective            a keras.Model that wraps the user's model and owns the terms
-    weighting/           how term losses become one scalar (fixed, scheduled, learned)
+    trainer/             the train step per backend: per-term gradients, the failed-step gate
+    weighting/           how term losses (or gradients) become one update
     schedules/           step -> value functions evaluated inside the compiled step
     terms/               stateful loss terms (Keras Layers: centers, class weights)
     metrics/             metrics on logits

@@ -1,15 +1,22 @@
 """``Objective``: a ``keras.Model`` that wraps the user's model and owns the loss terms."""
 
+import functools
+
 import keras
 from keras import ops
 from keras.src.losses.loss import scale_loss_for_distribution  # no public API (Keras 3.15)
 
-from lossweave import backend
+from lossweave import trainer
 from lossweave.terms.base import Term
+from lossweave.terms.check import GradientCheck
 from lossweave.weighting.base import Weighting
 from lossweave.weighting.fixed import Fixed
 
 SINGLE_OUTPUT = None  # the `on` of a term reading a single-output model
+
+
+def _batch_size(x):
+    return ops.shape(next(t for t in keras.tree.flatten(x) if t is not None))[0]
 
 
 def _resolve_metric(metric):
@@ -43,6 +50,18 @@ class Objective(keras.Model):
             outputs, a list in ``model.output_names`` order, or one tensor).
         terms: dict of term name -> ``lossweave.terms.Term``.
         weighting: a ``lossweave.weighting.Weighting``; default: every weight 1.
+            A gradient-level strategy (``MGDA``, ``PCGrad``, ``Mean``, ``Sum``)
+            combines the terms' gradients instead of their losses: see
+            ``lossweave.trainer``.
+        shared: for gradient-level strategies, the variables the terms share
+            (layers, layer names, variables or variable paths). Default: found
+            from a functional model's graph (a variable is shared when the
+            outputs of two or more terms depend on it); required for a
+            subclassed model.
+        representation: for gradient-level strategies, the name of a model
+            output holding the shared features: the term gradients are taken
+            with respect to it (MGDA-UB, Sener & Koltun 2018) and one backward
+            pass carries their combination through the trunk.
 
     Example:
         >>> import keras, numpy as np, lossweave as lw
@@ -60,7 +79,7 @@ class Objective(keras.Model):
         ['loss/center', 'loss/softmax', 'weight/center', 'weight/softmax']
     """
 
-    def __init__(self, model, terms, weighting=None, **kwargs):
+    def __init__(self, model, terms, weighting=None, shared=None, representation=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(model, keras.Model):
             raise TypeError(f"Objective: `model` must be a keras.Model; received {type(model).__name__}.")
@@ -89,12 +108,42 @@ class Objective(keras.Model):
                 f"{type(weighting).__name__}. For constant weights use lossweave.weighting.Fixed(dict)."
             )
         self.weighting.setup(list(self.terms))
+        self.shared = None if shared is None else list(shared)
+        self.representation = representation
+        if (shared is not None or representation is not None) and not self.gradient_level:
+            raise ValueError(
+                f"Objective: `shared` and `representation` apply to gradient-level strategies "
+                f"(lossweave.weighting.MGDA, PCGrad, Mean, Sum); weighting="
+                f"{type(self.weighting).__name__} combines losses. Drop them or pick such a strategy."
+            )
         self._check_outputs()
         self.step_counter = self.add_weight(
             name="step", shape=(), dtype="int32", initializer="zeros", trainable=False
         )
         self.loss_trackers = [keras.metrics.Mean(name=f"loss/{n}") for n in self.terms]
         self.weight_trackers = [keras.metrics.Mean(name=f"weight/{n}") for n in self.terms]
+        self.cosine_trackers = {}
+        self.gradient_check = None
+        self._gradient_plan = None
+        if self.gradient_level:
+            names = list(self.terms)
+            self.cosine_trackers = {
+                (i, j): keras.metrics.Mean(name=f"cosine/{names[i]}/{names[j]}")
+                for i in range(len(names))
+                for j in range(i + 1, len(names))
+            }
+            self.gradient_check = GradientCheck(names)
+
+    @property
+    def gradient_level(self):
+        """Whether the weighting combines term gradients (``Weighting.level == "gradient"``)."""
+        return getattr(self.weighting, "level", "loss") == "gradient"
+
+    def gradient_plan(self):
+        """The shared/specific split of the trainable variables (``lossweave.trainer.Plan``), found once."""
+        if self._gradient_plan is None:
+            self._gradient_plan = trainer.Plan(self)
+        return self._gradient_plan
 
     # ---------------------------------------------------------------- structure
     def _output_names(self):
@@ -244,7 +293,7 @@ class Objective(keras.Model):
         losses = self.compute_term_losses(y, y_pred, sample_weight, training)
         total, weights = self.weighting.combine(losses, self._next_step(training), training)
         # Weighted by batch size, as Keras weights `loss`: epoch means then add up.
-        batch = ops.shape(next(t for t in keras.tree.flatten(x) if t is not None))[0]
+        batch = _batch_size(x)
         for tracker, name in zip(self.loss_trackers, self.terms):
             tracker.update_state(losses[name], sample_weight=batch)
         for tracker, name in zip(self.weight_trackers, self.terms):
@@ -255,27 +304,66 @@ class Objective(keras.Model):
         # summed over replicas), as Keras's own compute_loss does; a no-op elsewhere.
         return scale_loss_for_distribution(total)
 
+    def compute_term_vector(self, x, y, y_pred, sample_weight=None):
+        """The training losses of the terms as one float32 vector (in term order), and the step.
+
+        Used by the gradient-level train step (``lossweave.trainer``): runs each
+        term's state update once, advances the step counter and logs
+        ``loss/<term>``. Under ``tf.distribute`` each replica's losses are
+        divided by the number of replicas, as ``compute_loss``'s total is.
+        """
+        losses = self.compute_term_losses(y, y_pred, sample_weight, training=True)
+        step = self._next_step(True)
+        batch = _batch_size(x)
+        for tracker, name in zip(self.loss_trackers, self.terms):
+            tracker.update_state(losses[name], sample_weight=batch)
+        vector = ops.stack([ops.cast(losses[name], "float32") for name in self.terms])
+        return vector, step
+
+    def record_aggregation(self, weights, gram, finite, batch):
+        """Log a gradient-level step: ``weight/<term>``, ``cosine/<a>/<b>``; check the gradients.
+
+        ``finite`` (K,) says which terms' gradients are finite; a NaN or Inf
+        gradient fails the step (``InvalidInputError`` naming the terms, and
+        nothing moves) unless a loss-scale optimizer is there to skip it.
+        """
+        for k, tracker in enumerate(self.weight_trackers):
+            tracker.update_state(weights[k], sample_weight=batch)
+        if self.cosine_trackers:
+            cos = trainer.cosines(gram)
+            for (i, j), tracker in self.cosine_trackers.items():
+                tracker.update_state(cos[i, j], sample_weight=batch)
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            self.gradient_check.check(finite)
+
     # ------------------------------------------------------------------- steps
-    def _input_checks(self):
-        """The records of the terms that check their inputs (read after every step)."""
-        return [term.input_check for term in self.terms.values() if getattr(term, "validate", False)]
+    def _input_checks(self, kind="train"):
+        """The records of the checks of a step (read after every step)."""
+        records = [term.input_check for term in self.terms.values() if getattr(term, "validate", False)]
+        if kind == "train" and self.gradient_check is not None:
+            records.append(self.gradient_check)
+        return records
 
     def train_step(self, *args):
         # A step whose input check failed changes no state (it raises after the step).
-        return backend.gate_train_step(self, super().train_step, self._input_checks(), *args)
+        if self.gradient_level:
+            step = functools.partial(trainer.gradient_train_step, self)
+        else:
+            step = super().train_step
+        return trainer.gate_train_step(self, step, self._input_checks(), *args)
 
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
             return self.train_function
         super().make_train_function(force=force)
-        self.train_function = backend.guard_step(self, self.train_function, "train", self._input_checks())
+        self.train_function = trainer.guard_step(self, self.train_function, "train", self._input_checks())
         return self.train_function
 
     def make_test_function(self, force=False):
         if self.test_function is not None and not force:
             return self.test_function
         super().make_test_function(force=force)
-        self.test_function = backend.guard_step(self, self.test_function, "test", self._input_checks())
+        self.test_function = trainer.guard_step(self, self.test_function, "test", self._input_checks("test"))
         return self.test_function
 
     # ------------------------------------------------------------------ metrics
@@ -381,6 +469,8 @@ class Objective(keras.Model):
             "model": keras.saving.serialize_keras_object(self.model),
             "terms": {n: keras.saving.serialize_keras_object(t) for n, t in self.terms.items()},
             "weighting": keras.saving.serialize_keras_object(self.weighting),
+            "shared": None if self.shared is None else [_shared_name(e) for e in self.shared],
+            "representation": self.representation,
         }
 
     @classmethod
@@ -393,3 +483,12 @@ class Objective(keras.Model):
         }
         weighting = keras.saving.deserialize_keras_object(config.pop("weighting"), custom_objects=custom_objects)
         return cls(model, terms, weighting=weighting, **config)
+
+
+def _shared_name(entry):
+    """A ``shared=`` entry as it is saved: a layer by its name, a variable by its path."""
+    if isinstance(entry, keras.layers.Layer):
+        return entry.name
+    if isinstance(entry, keras.Variable):
+        return entry.path
+    return entry

@@ -1,4 +1,6 @@
-"""The only backend-specific code outside the train steps, one small file per backend.
+"""Row updates, collectives and checks: backend-specific code outside the train step.
+
+One small file per backend; the train step itself is ``lossweave.trainer``'s.
 
 ``gather_rows(table, indices)`` reads rows of a table (a Keras variable or a
 tensor) without touching the rest of it.
@@ -17,15 +19,12 @@ one global computation) they return their input.
 ``check(ok, message, *values, record=None)`` makes a failed run-time check
 (scalar ``ok`` false) raise ``lossweave.InvalidInputError`` with
 ``message.format(*values)``, and returns ``ok``: callers gate their loss and
-state update on the returned flag. Inside an ``Objective`` step the failure is
-recorded in ``record`` (an ``InputCheck``) and raised after the step by
-``guard_step(model, function, kind, records)``, which wraps Keras's
-train/test function; see ``lossweave.terms.check`` for why.
-``gate_train_step(model, train_step, records, *args)`` runs Keras's train step
-so that a step whose check failed leaves all state (weights, optimizer,
-centers, weighting state, counters) as it was. Variables marked with
-``mark_self_gated`` (the centers, whose term skips its own row update) are not
-copied or selected, so that the gate costs nothing of size classes x dim.
+state update on the returned flag. Inside ``recording_checks()`` (entered by
+the guarded steps of ``lossweave.trainer``) the failure is recorded in
+``record`` (an ``InputCheck``) and raised after the step; see
+``lossweave.terms.check`` for why. Variables marked with ``mark_self_gated``
+(the centers, whose term skips its own row update) are left out of the
+trainer's failed-step gate, so that it costs nothing of size classes x dim.
 """
 
 import importlib
@@ -40,18 +39,16 @@ add_to_rows = _impl.add_to_rows
 all_gather = _impl.all_gather
 all_reduce = _impl.all_reduce
 check = _impl.check
-gate_train_step = _impl.gate_train_step
 gather_rows = _impl.gather_rows
-guard_step = _impl.guard_step
+recording_checks = _impl.recording_checks
 
 __all__ = [
     "add_to_rows",
     "all_gather",
     "all_reduce",
     "check",
-    "gate_train_step",
     "gather_rows",
-    "guard_step",
     "mark_self_gated",
+    "recording_checks",
     "self_gated",
 ]

@@ -6,10 +6,11 @@ a sparse update): rows are gathered from the variable itself
 (``ResourceGather``) so that nothing of size classes x dim is ever touched.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
-from lossweave.backend import _common as backend_common
 from lossweave.errors import InvalidInputError, format_message
 
 # Set while a guarded step is traced. Not thread-local: tf.distribute's
@@ -94,63 +95,11 @@ def _in_xla():
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-def gate_train_step(model, train_step, records, data):
-    """Keras's train step, undone when a check of this step failed (see ``backend.guard_step``).
-
-    The state a step may change (weights, optimizer slots and iterations,
-    weighting state, step counters, seed generators; not the self-gated
-    centers) is read before the step and, only if a check failed, assigned
-    back after it: a failed step is a no-op. Metric variables, which carry the
-    failure, move on. The copy costs O(parameters) per step (+5% of a 44 ms
-    step of a 1.1M-parameter MLP on CPU, ``benchmarks/run.py --only step``).
-    """
-    if not records or _replicas() is not None:
-        # Under MirroredStrategy the step is not undone (assigning mirrored variables
-        # in a replica context needs an aggregation that not every variable has):
-        # the centers and the loss are still gated, the optimizer step is not.
-        return train_step(data)
-    variables = _step_state(model)
-    before = [tf.identity(_table(v)) for v in variables]
-    logs = train_step(data)
-    ok = tf.reduce_all(tf.stack([r.record[0] <= 0 for r in records]))
-
-    def restore():
-        for variable, old in zip(variables, before):
-            variable.assign(old)
-        return tf.constant(False)
-
-    tf.cond(ok, lambda: tf.constant(True), restore)  # writes only when a check failed
-    return logs
-
-
-def _step_state(model):
-    variables, seen = [], set()
-    optimizer = getattr(model, "optimizer", None)
-    for v in [*model.trainable_variables, *model.non_trainable_variables, *(optimizer.variables if optimizer else [])]:
-        # Tables a term gates itself (the centers) are left out: copying them would
-        # cost O(classes x dim) per step instead of O(batch x dim).
-        if id(v) not in seen and not backend_common.self_gated(v):
-            seen.add(id(v))
-            variables.append(v)
-    return variables
-
-
-def guard_step(model, function, kind, records):
-    """Trace and run the step with checks recorded; raise a recorded failure after it."""
-    if not records:
-        return function  # nothing is checked: no read-back after each step
-
-    def guarded(*args, **kwargs):
-        _guard["depth"] += 1
-        try:
-            logs = function(*args, **kwargs)
-        finally:
-            _guard["depth"] -= 1
-        failures = [f for f in (r.failure() for r in records) if f is not None]
-        if failures:
-            for record in records:  # the next step starts clean (train_on_batch resets no metric)
-                record.reset_state()
-            raise InvalidInputError(failures[0])
-        return logs
-
-    return guarded
+@contextlib.contextmanager
+def recording_checks():
+    """Checks traced inside are recorded in their ``InputCheck``, not asserted."""
+    _guard["depth"] += 1
+    try:
+        yield
+    finally:
+        _guard["depth"] -= 1

@@ -1,0 +1,207 @@
+"""JAX: the failed-step gate and guard, and the gradient-level step (vmapped VJPs under ``jit``).
+
+Keras's JAX trainer donates the state buffers to each compiled step and purges
+the model's variables during an epoch, so an exception inside a step would
+leave the model without its weights: checks are recorded during the step
+(``backend.recording_checks``) and ``guard_step`` raises after it.
+"""
+
+import jax
+import jax.numpy as jnp
+from keras.src import backend as keras_backend  # StatelessScope: no public API (Keras 3.15)
+from keras.src.trainers.data_adapters import data_adapter_utils
+
+from lossweave import backend
+from lossweave.backend import _common as backend_common
+from lossweave.errors import InvalidInputError
+from lossweave.trainer import _common
+
+
+def gate_train_step(model, train_step, records, state, data):
+    """The train step, whose new state is the old one when a check of this step failed.
+
+    A failed check makes the whole step a no-op (weights, optimizer slots and
+    iterations, centers, weighting state, step counters, seed generators); only
+    the metric variables, which carry the failure to ``guard_step``, move on.
+    Under ``jit`` with donated buffers this is one select per state buffer.
+    """
+    logs, new_state = train_step(state, data)
+    if not records:
+        return logs, new_state
+    trainable, non_trainable, optimizer, metrics_variables = new_state
+    positions = [next(i for i, v in enumerate(model.metrics_variables) if v is r.record) for r in records]
+    ok = jnp.all(jnp.stack([metrics_variables[i][0] <= 0 for i in positions]))
+
+    def keep(new, old):
+        return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+    # Tables a term gates itself (the centers: O(batch x dim) row updates) are not
+    # selected, which would read and write the whole table every step.
+    self_gated = [backend_common.self_gated(v) for v in model.non_trainable_variables]
+    non_trainable = [n if gated else keep(n, o) for n, o, gated in zip(non_trainable, state[1], self_gated)]
+    return logs, (keep(trainable, state[0]), non_trainable, keep(optimizer, state[2]), metrics_variables)
+
+
+_STATE_KEYS = {
+    "train": ("trainable_variables", "non_trainable_variables", "optimizer_variables", "metrics_variables"),
+    "test": ("trainable_variables", "non_trainable_variables", "metrics_variables"),
+}
+
+
+def guard_step(model, function, kind, records):
+    """Trace and run the step with checks recorded; raise a recorded failure after it."""
+    keys = _STATE_KEYS[kind]
+    slot = keys.index("metrics_variables")
+
+    def write_back(state):
+        # Keras purged the variables at the start of the epoch: give them the state.
+        model._jax_state = dict(zip(keys, state))
+        model._jax_state_synced = False
+        model.jax_state_sync()
+
+    def guarded(state, data):
+        try:
+            with backend.recording_checks():
+                logs, new_state = function(state, data)
+        except Exception:
+            # A trace-time error (bad shape): nothing ran, the input state is intact.
+            if not any(getattr(a, "is_deleted", lambda: False)() for a in jax.tree.leaves(state)):
+                write_back(state)
+            raise
+        positions = [
+            next(i for i, v in enumerate(model.metrics_variables) if v is r.record) for r in records
+        ]
+        failures = [r.failure(new_state[slot][i]) for r, i in zip(records, positions)]
+        failures = [f for f in failures if f is not None]
+        if failures:
+            write_back(new_state)
+            for record in records:  # the next step starts clean (train_on_batch resets no metric)
+                record.reset_state()
+            raise InvalidInputError(failures[0])
+        return logs, new_state
+
+    return guarded
+
+
+class _Tap:
+    """Representation mode: the layer's output ``z`` is used as ``stop_gradient(z) + delta``.
+
+    The gradient of the losses with respect to ``delta`` is then ``dL_k/dz``
+    (through the heads only), and the trunk receives its gradient only through
+    the raw ``z``, returned as a second output of the forward function, whose
+    cotangent is the aggregated ``sum_k w_k dL_k/dz``.
+    """
+
+    def __init__(self, layer, delta):
+        self.layer, self.delta, self.raw = layer, delta, None
+
+    def __enter__(self):
+        original = self.layer.call
+
+        def call(*args, **kwargs):
+            self.raw = original(*args, **kwargs)
+            return jax.lax.stop_gradient(self.raw) + self.delta.astype(self.raw.dtype)
+
+        self.layer.call = call
+        return self
+
+    def __exit__(self, *exc):
+        del self.layer.call  # the instance attribute: the class's call is seen again
+
+
+def _scope(model, trainable, non_trainable, metrics):
+    mapping = [
+        *zip(model.trainable_variables, trainable),
+        *zip(model.non_trainable_variables, non_trainable),
+        *zip(model.metrics_variables, metrics),
+    ]
+    return keras_backend.StatelessScope(state_mapping=mapping)
+
+
+def _read(scope, variables):
+    return [scope.get_current_value(v) for v in variables]
+
+
+def _loss_scale(model, optimizer_variables):
+    if model.optimizer is None:
+        return jnp.ones((), "float32")
+    mapping = list(zip(model.optimizer.variables, optimizer_variables))
+    with keras_backend.StatelessScope(state_mapping=mapping):
+        return jnp.asarray(model.optimizer.scale_loss(jnp.ones((), "float32")), "float32")
+
+
+def gradient_train_step(model, state, data):
+    """One forward pass, the K term gradients as vmapped VJPs, the strategy's update."""
+    trainable, non_trainable, optimizer_variables, metrics = state
+    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    plan = model.gradient_plan()
+    k = len(model.terms)
+    scale = _loss_scale(model, optimizer_variables)
+
+    def forward(trainable_values, delta):
+        kwargs = {"training": True} if model._call_has_training_arg else {}
+        if plan.representation is None:
+            y_pred, new_nt, model_losses = model.stateless_call(
+                trainable_values, non_trainable, x, return_losses=True, **kwargs
+            )
+            raw = None
+        else:
+            with _Tap(plan.layer, delta) as tap:
+                y_pred, new_nt, model_losses = model.stateless_call(
+                    trainable_values, non_trainable, x, return_losses=True, **kwargs
+                )
+            raw = tap.raw
+        with _scope(model, trainable_values, new_nt, metrics) as scope:
+            losses, step = model.compute_term_vector(x, y, y_pred, sample_weight)
+        regularization = sum((jnp.sum(l).astype("float32") for l in model_losses), jnp.zeros((), "float32"))
+        vector = jnp.concatenate([losses, regularization[None]]) * scale
+        aux = (losses, regularization, step, y_pred, _read(scope, model.non_trainable_variables),
+               _read(scope, model.metrics_variables))
+        return (vector, raw), aux
+
+    eye = jnp.eye(k + 1, dtype="float32")
+    if plan.representation is None:
+        (_, _), vjp, aux = jax.vjp(lambda t: forward(t, None), trainable, has_aux=True)
+        rows = jax.vmap(lambda c: vjp((c, None))[0])(eye)  # per variable: (K + 1, *shape)
+        rows = [r / scale.astype(r.dtype) for r in rows]
+        losses, regularization, step, y_pred, non_trainable, metrics = aux
+        shared_rows = [r for r, s in zip(rows, plan.shared) if s]
+        checked_rows = rows
+    else:
+        shape = _representation_shape(model, plan, trainable, non_trainable, x)
+        delta = jnp.zeros(shape, "float32")
+        (_, raw), vjp, aux = jax.vjp(forward, trainable, delta, has_aux=True)
+        zeros = jnp.zeros_like(raw)
+        representation_rows = jax.vmap(lambda c: vjp((c, zeros))[1])(eye[:k]) / scale
+        losses, regularization, step, y_pred, non_trainable, metrics = aux
+        shared_rows = checked_rows = [representation_rows]
+
+    with _scope(model, trainable, non_trainable, metrics) as scope:
+        gram = _common.gramian(shared_rows, k)
+        weights = model.weighting.aggregate(gram, losses, step, True)
+        model.record_aggregation(weights, gram, _common.finite_terms(checked_rows, k), _batch(x))
+    non_trainable = _read(scope, model.non_trainable_variables)
+    metrics = _read(scope, model.metrics_variables)
+
+    if plan.representation is None:
+        grads = [g * scale.astype(g.dtype) for g in _common.combine_rows(plan, rows, weights)]
+    else:
+        aggregated = _common.weighted_rows(weights, representation_rows) * scale
+        # The loss rows are scaled already: heads get sum_k dL_k, the trunk J^T aggregated.
+        grads = vjp((jnp.ones((k + 1,), "float32"), aggregated.astype(raw.dtype)))[0]
+    total = jnp.sum(weights * losses) + regularization
+    trainable, optimizer_variables = model.optimizer.stateless_apply(optimizer_variables, grads, trainable)
+    logs, metrics = model._update_metrics_variables(metrics, total, x, y, y_pred, sample_weight)
+    return logs, (trainable, non_trainable, optimizer_variables, metrics)
+
+
+def _representation_shape(model, plan, trainable, non_trainable, x):
+    """The representation's shape for this batch (traced once, no computation)."""
+    outputs = jax.eval_shape(
+        lambda t, n: model.stateless_call(t, n, x, training=False)[0], trainable, non_trainable
+    )
+    return model._outputs_dict(outputs)[plan.representation].shape
+
+
+def _batch(x):
+    return next(t for t in jax.tree.leaves(x) if t is not None).shape[0]

@@ -1,0 +1,161 @@
+"""TensorFlow: the failed-step gate and guard, and the gradient-level step (one persistent tape).
+
+Under ``tf.distribute.MirroredStrategy`` each replica computes its term
+gradients of its share of the batch; they are all-reduced **before** the
+Gramian is formed (the aggregation of each replica's local gradients would
+give another answer), every replica then finds the same weights, and the
+weighted local gradients are summed over the replicas by the optimizer as
+usual: the update equals the one of a single device on the global batch.
+"""
+
+import keras
+import tensorflow as tf
+from keras.src.losses.loss import scale_loss_for_distribution  # no public API (Keras 3.15)
+from keras.src.trainers.data_adapters import data_adapter_utils
+
+from lossweave import backend
+from lossweave.backend import _common as backend_common
+from lossweave.backend._tensorflow import _replicas, _table
+from lossweave.errors import InvalidInputError
+from lossweave.trainer import _common
+
+
+def gate_train_step(model, train_step, records, data):
+    """Keras's train step, undone when a check of this step failed (see ``backend.guard_step``).
+
+    The state a step may change (weights, optimizer slots and iterations,
+    weighting state, step counters, seed generators; not the self-gated
+    centers) is read before the step and, only if a check failed, assigned
+    back after it: a failed step is a no-op. Metric variables, which carry the
+    failure, move on. The copy costs O(parameters) per step (+5% of a 44 ms
+    step of a 1.1M-parameter MLP on CPU, ``benchmarks/run.py --only step``).
+    """
+    if not records or _replicas() is not None:
+        # Under MirroredStrategy the step is not undone (assigning mirrored variables
+        # in a replica context needs an aggregation that not every variable has):
+        # the centers and the loss are still gated, the optimizer step is not.
+        return train_step(data)
+    variables = _step_state(model)
+    before = [tf.identity(_table(v)) for v in variables]
+    logs = train_step(data)
+    ok = tf.reduce_all(tf.stack([r.record[0] <= 0 for r in records]))
+
+    def restore():
+        for variable, old in zip(variables, before):
+            variable.assign(old)
+        return tf.constant(False)
+
+    tf.cond(ok, lambda: tf.constant(True), restore)  # writes only when a check failed
+    return logs
+
+
+def _step_state(model):
+    variables, seen = [], set()
+    optimizer = getattr(model, "optimizer", None)
+    for v in [*model.trainable_variables, *model.non_trainable_variables, *(optimizer.variables if optimizer else [])]:
+        # Tables a term gates itself (the centers) are left out: copying them would
+        # cost O(classes x dim) per step instead of O(batch x dim).
+        if id(v) not in seen and not backend_common.self_gated(v):
+            seen.add(id(v))
+            variables.append(v)
+    return variables
+
+
+def guard_step(model, function, kind, records):
+    """Trace and run the step with checks recorded; raise a recorded failure after it."""
+    if not records:
+        return function  # nothing is checked: no read-back after each step
+
+    def guarded(*args, **kwargs):
+        with backend.recording_checks():
+            logs = function(*args, **kwargs)
+        failures = [f for f in (r.failure() for r in records) if f is not None]
+        if failures:
+            for record in records:  # the next step starts clean (train_on_batch resets no metric)
+                record.reset_state()
+            raise InvalidInputError(failures[0])
+        return logs
+
+    return guarded
+
+
+def gradient_train_step(model, data):
+    """One forward pass, the K term gradients from one tape, the strategy's update."""
+    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    plan = model.gradient_plan()
+    k = len(model.terms)
+    variables = model.trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+        kwargs = {"training": True} if model._call_has_training_arg else {}
+        y_pred = model(x, **kwargs)
+        losses, step = model.compute_term_vector(x, y, y_pred, sample_weight)
+        regularization = tf.add_n([tf.cast(tf.reduce_sum(l), tf.float32) for l in model.losses] or [tf.zeros(())])
+        # Each replica's share of the global mean, as Keras's own compute_loss.
+        vector = scale_loss_for_distribution(tf.concat([losses, regularization[None]], axis=0))
+        scaled = model.optimizer.scale_loss(vector) if model.optimizer is not None else vector
+    scale = tf.cast(model.optimizer.scale_loss(tf.ones(())), tf.float32) if _loss_scaled(model) else tf.ones(())
+    context = _replicas()
+    if context is not None:  # the strategy sees the losses of the global batch
+        losses = context.all_reduce(tf.distribute.ReduceOp.SUM, vector[:k])
+    if plan.representation is None:
+        per_term = [_dense(tape.gradient(scaled[i], variables), variables) for i in range(k + 1)]
+        rows = [tf.stack([g[v] for g in per_term]) for v in range(len(variables))]
+        local = [r / tf.cast(scale, r.dtype) for r, s in zip(rows, plan.shared) if s]
+        shared_rows = _all_reduce(context, local)
+        checked = rows
+    else:
+        z = model._outputs_dict(y_pred)[plan.representation]
+        dz = tf.stack([_zeros_if_none(tape.gradient(scaled[i], z), z) for i in range(k)]) / tf.cast(scale, z.dtype)
+        # Rows of different samples: the global Gramian is the sum of the replicas' ones.
+        shared_rows = checked = [dz]
+    gram = _common.gramian(shared_rows, k)
+    if plan.representation is not None and context is not None:
+        gram = context.all_reduce(tf.distribute.ReduceOp.SUM, gram)
+    weights = model.weighting.aggregate(gram, losses, step, True)
+    finite = _common.finite_terms(checked, k)
+    if context is not None:  # every replica fails the step if one has a bad gradient
+        finite = context.all_reduce(tf.distribute.ReduceOp.MIN, tf.cast(finite, tf.float32)) > 0
+    model.record_aggregation(weights, gram, finite, _batch(x))
+    if plan.representation is None:
+        grads = _common.combine_rows(plan, rows, weights)
+    else:
+        aggregated = _common.weighted_rows(weights, dz) * tf.cast(scale, dz.dtype)
+        # The trunk: J^T aggregated (one backward from z); the rest: its own terms' gradients.
+        trunk = [v for v, s in zip(variables, plan.shared) if s]
+        rest = [v for v, s in zip(variables, plan.shared) if not s]
+        found = dict(zip(map(id, trunk), tape.gradient(z, trunk, output_gradients=aggregated)))
+        found.update(zip(map(id, rest), tape.gradient(tf.reduce_sum(scaled[:k]), rest)))
+        direct = tape.gradient(scaled[k], variables)
+        grads = [_add(found[id(v)], gr, v) for v, gr in zip(variables, direct)]
+    del tape
+    model.optimizer.apply_gradients(zip(grads, variables))
+    total = tf.reduce_sum(weights * vector[:k]) * (context.num_replicas_in_sync if context else 1) + regularization
+    model._loss_tracker.update_state(total, sample_weight=_batch(x))
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def _loss_scaled(model):
+    return isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def _dense(grads, variables):
+    return [tf.zeros_like(_table(v)) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
+
+
+def _zeros_if_none(grad, like):
+    return tf.zeros_like(like) if grad is None else grad
+
+
+def _add(a, b, variable):
+    parts = [tf.convert_to_tensor(g) for g in (a, b) if g is not None]
+    return tf.add_n(parts) if parts else tf.zeros_like(_table(variable))
+
+
+def _all_reduce(context, tensors):
+    if context is None or not tensors:
+        return tensors
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, tensors)
+
+
+def _batch(x):
+    return tf.shape(next(t for t in tf.nest.flatten(x) if t is not None))[0]

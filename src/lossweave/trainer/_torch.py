@@ -1,0 +1,85 @@
+"""PyTorch: the gradient-level step (``autograd.grad`` per term); checks raise eagerly.
+
+Terms check their inputs eagerly and raise before the optimizer runs, so the
+failed-step gate and the guard have nothing to do on this backend.
+"""
+
+import keras
+import torch
+from keras.src.trainers.data_adapters import data_adapter_utils
+
+from lossweave.trainer import _common
+
+
+def gate_train_step(model, train_step, records, data):
+    """The train step: checks raise inside it, before the optimizer runs (eager)."""
+    return train_step(data)
+
+
+def guard_step(model, function, kind, records):
+    """Checks raise inside the (eager) step on this backend: nothing to wrap."""
+    return function
+
+
+def gradient_train_step(model, data):
+    """One forward pass, K (+1) ``autograd.grad`` calls on its graph, the strategy's update."""
+    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    plan = model.gradient_plan()
+    k = len(model.terms)
+    variables = model.trainable_variables
+    params = [v.value for v in variables]
+    kwargs = {"training": True} if model._call_has_training_arg else {}
+    y_pred = model(x, **kwargs)
+    model.zero_grad()
+    losses, step = model.compute_term_vector(x, y, y_pred, sample_weight)
+    regularization = sum((l.sum().float() for l in model.losses), torch.zeros((), device=losses.device))
+    vector = torch.cat([losses, regularization[None]])
+    scaled = model.optimizer.scale_loss(vector) if model.optimizer is not None else vector
+    scale = _scale(model, vector)
+    if plan.representation is None:
+        per_term = [_grads(scaled[i], params) for i in range(k + 1)]
+        rows = [torch.stack([g[v] for g in per_term]) for v in range(len(params))]
+        shared_rows = [r / scale for r, s in zip(rows, plan.shared) if s]
+        checked = rows
+    else:
+        z = model._outputs_dict(y_pred)[plan.representation]
+        dz = torch.stack([_grads(scaled[i], [z])[0] for i in range(k)]) / scale
+        shared_rows = checked = [dz]
+    gram = _common.gramian(shared_rows, k)
+    weights = model.weighting.aggregate(gram, losses.detach(), step, True)
+    model.record_aggregation(weights, gram, _common.finite_terms(checked, k), _batch(x))
+    weights = weights.detach()
+    if plan.representation is None:
+        grads = _common.combine_rows(plan, rows, weights)
+    else:
+        aggregated = _common.weighted_rows(weights, dz) * scale
+        trunk = [p for p, s in zip(params, plan.shared) if s]
+        rest = [p for p, s in zip(params, plan.shared) if not s]
+        found = dict(zip(map(id, trunk), _grads(z, trunk, aggregated)))
+        found.update(zip(map(id, rest), _grads(scaled[:k].sum(), rest)))
+        direct = _grads(scaled[k], params)
+        grads = [found[id(p)] + d for p, d in zip(params, direct)]
+    with torch.no_grad():
+        model.optimizer.apply(grads, variables)
+        total = (weights * losses.detach()).sum() + regularization.detach()
+    model._loss_tracker.update_state(total, sample_weight=_batch(x))
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def _grads(output, inputs, grad_output=None):
+    if not inputs or not output.requires_grad:  # nothing here depends on a variable
+        return [torch.zeros_like(p) for p in inputs]
+    found = torch.autograd.grad(
+        output, inputs, grad_outputs=grad_output, retain_graph=True, allow_unused=True
+    )
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(found, inputs)]
+
+
+def _scale(model, vector):
+    if isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
+        return model.optimizer.scale_loss(torch.ones((), device=vector.device)).detach()
+    return torch.ones((), device=vector.device)
+
+
+def _batch(x):
+    return next(t for t in keras.tree.flatten(x) if t is not None).shape[0]
