@@ -8,6 +8,7 @@ from lossweave.ops.center import (
 )
 from lossweave.ops import margin
 from lossweave.ops.labels import class_indices, finite_rows, label_layout
+from lossweave.ops.proxy import proxy_anchor_loss, proxy_distances, proxy_nca_loss
 from lossweave.ops.softmax import logits_accuracy, softmax_cross_entropy
 
 __all__ = [
@@ -20,5 +21,8 @@ __all__ = [
     "label_layout",
     "margin",
     "logits_accuracy",
+    "proxy_anchor_loss",
+    "proxy_distances",
+    "proxy_nca_loss",
     "softmax_cross_entropy",
 ]

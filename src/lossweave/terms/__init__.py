@@ -13,6 +13,7 @@ from lossweave.terms.margin import (
     SphereFace,
     SubCenterArcFace,
 )
+from lossweave.terms.proxy import ProxyAnchorLoss, ProxyNCALoss
 
 __all__ = [
     "ArcFace",
@@ -23,6 +24,8 @@ __all__ = [
     "MarginLogits",
     "MarginSoftmax",
     "NormFace",
+    "ProxyAnchorLoss",
+    "ProxyNCALoss",
     "SoftmaxCrossEntropy",
     "SphereFace",
     "SubCenterArcFace",

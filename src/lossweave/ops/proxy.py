@@ -1,0 +1,193 @@
+"""Proxy losses as pure functions: Proxy Anchor and ProxyNCA / ProxyNCA++.
+
+A proxy loss compares each embedding with one learned vector per class (its
+*proxy*) instead of with other embeddings, so a batch costs O(batch x
+classes) and needs no pair or triplet mining. Both losses here L2-normalise
+embeddings and proxies:
+
+==============  ===================================================  =========================
+loss            per batch                                            paper
+==============  ===================================================  =========================
+Proxy Anchor    each proxy is an anchor over the batch (Eq. 4)       Kim et al., CVPR 2020
+ProxyNCA        NCA over proxies, positive not in the denominator    Movshovitz-Attias et al.,
+                                                                     ICCV 2017
+ProxyNCA++      softmax over *all* proxies, low temperature ``T``    Teh et al., ECCV 2020
+==============  ===================================================  =========================
+
+Labels are sparse or one-hot class indices (see
+:func:`lossweave.ops.class_indices`); a row with an invalid label is left out.
+Everything is computed in float32, whatever the inputs' dtype.
+"""
+
+from keras import ops
+
+from lossweave.ops.margin import cosine_similarity, margin_cross_entropy, masked_target, target_mask
+
+# A logit no real one reaches (logits here are >= -4 / temperature): it takes an
+# entry out of a log-sum-exp without the NaN gradients of -inf.
+_EXCLUDED = -3.0e38
+
+
+def _row_weights(valid, sample_weight):
+    """``(batch,)`` float32 weights: the sample weights, 0 on invalid rows."""
+    weight = ops.cast(valid, "float32")
+    if sample_weight is not None:
+        weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+    return weight
+
+
+def _log1p_weighted_sum_exp(a, weight, axis):
+    """``log(1 + sum_i weight_i exp(a_i))`` along ``axis``, stable for large ``a``.
+
+    Entries of weight 0 are left out exactly (their exponent is never
+    evaluated where it could overflow, and their gradient is 0).
+    """
+    active = weight > 0
+    a = ops.where(active, a, ops.zeros_like(a))
+    weight = ops.where(active, weight, ops.zeros_like(weight))
+    # The shift m >= 0 covers the "1 +"; the result does not depend on it.
+    m = ops.stop_gradient(ops.maximum(ops.max(a, axis=axis), 0.0))
+    total = ops.exp(-m) + ops.sum(weight * ops.exp(a - ops.expand_dims(m, axis)), axis=axis)
+    return ops.log(total) + m
+
+
+def proxy_anchor_loss(embeddings, proxies, labels, margin=0.1, alpha=32.0, sample_weight=None):
+    """Proxy Anchor loss (Kim, Kim, Cho & Kwak, CVPR 2020, Eq. 4).
+
+    With ``s(x, p)`` the cosine similarity of L2-normalised vectors, ``P`` all
+    proxies, ``P+`` the proxies of the classes present in the batch, and
+    ``X_p+`` / ``X_p-`` the embeddings of the batch of / not of ``p``'s class::
+
+        l(X) = 1/|P+| sum_{p in P+} log(1 + sum_{x in X_p+} exp(-alpha (s(x, p) - delta)))
+             + 1/|P|  sum_{p in P}  log(1 + sum_{x in X_p-} exp( alpha (s(x, p) + delta)))
+
+    The positive part is averaged over the proxies that have a positive in the
+    batch only (a class absent from the batch adds nothing to it and does not
+    count in ``|P+|``); the negative part over every proxy, as in the authors'
+    code (``code/losses.py`` of ``tjddus9597/Proxy-Anchor-CVPR2020``).
+
+    Sample weights are *multiplicities*: a sample of weight ``w`` enters each
+    sum as ``w exp(...)``, as if it appeared ``w`` times (weight 0 removes it;
+    a proxy whose positives all have weight 0 is not in ``P+``). Eq. 4 is not
+    a mean over samples, so a weight scales its sample's terms inside the
+    logarithms, not the loss. Weights must be non-negative.
+
+    Args:
+        embeddings: ``(batch, dim)``.
+        proxies: ``(classes, dim)``, one proxy per class.
+        labels: sparse ``(batch,)``/``(batch, 1)`` or one-hot ``(batch, classes)``.
+        margin: ``delta`` (paper: 0.1).
+        alpha: the scale ``alpha`` (paper: 32).
+        sample_weight: optional non-negative ``(batch,)`` weights.
+
+    Returns:
+        A float32 scalar.
+
+    Example:
+        >>> import numpy as np
+        >>> p = np.eye(3, dtype="float32")   # x_i = p_i: log(1 + e^-1) + log(1 + 2 e^0)
+        >>> round(float(proxy_anchor_loss(p, p, np.array([0, 1, 2]), margin=0.0, alpha=1.0)), 4)
+        1.4119
+    """
+    num_classes = int(proxies.shape[0])
+    cos = cosine_similarity(embeddings, proxies)  # (batch, classes)
+    hit, valid = target_mask(labels, num_classes)
+    weight = ops.expand_dims(_row_weights(valid, sample_weight), -1)
+    zeros = ops.zeros_like(cos)
+    positive_weight = ops.where(hit, weight, zeros)
+    negative_weight = ops.where(hit, zeros, weight)
+    positive = _log1p_weighted_sum_exp(-alpha * (cos - margin), positive_weight, axis=0)  # (classes,)
+    negative = _log1p_weighted_sum_exp(alpha * (cos + margin), negative_weight, axis=0)
+    with_positive = ops.sum(positive_weight, axis=0) > 0
+    count = ops.maximum(ops.sum(ops.cast(with_positive, "float32")), 1.0)
+    positive_term = ops.sum(ops.where(with_positive, positive, ops.zeros_like(positive))) / count
+    return positive_term + ops.sum(negative) / float(num_classes)
+
+
+def _safe_sqrt(x):
+    """``sqrt(max(x, 0))`` with gradient 0 (not infinite) at 0."""
+    positive = x > 0
+    return ops.where(positive, ops.sqrt(ops.where(positive, x, ops.ones_like(x))), ops.zeros_like(x))
+
+
+def proxy_distances(embeddings, proxies, squared=True):
+    """Distances ``||x/||x|| - p/||p||||`` between normalised embeddings and proxies.
+
+    For unit vectors ``||x - p||^2 = 2 - 2 cos(x, p)``: one ``(batch, dim) x
+    (dim, classes)`` matmul, no ``(batch, classes, dim)`` difference tensor.
+
+    Args:
+        embeddings: ``(batch, dim)``.
+        proxies: ``(classes, dim)``.
+        squared: squared Euclidean distances (ProxyNCA's ``d``) or Euclidean
+            ones (gradient 0 where a distance is exactly 0).
+
+    Returns:
+        ``(batch, classes)`` float32 distances in ``[0, 4]`` (squared) or ``[0, 2]``.
+
+    Example:
+        >>> import numpy as np
+        >>> p = np.array([[1., 0.], [0., 3.]], "float32")
+        >>> [round(float(v), 4) for v in proxy_distances(np.array([[2., 0.]], "float32"), p)[0]]
+        [0.0, 2.0]
+    """
+    squared_distance = ops.maximum(2.0 - 2.0 * cosine_similarity(embeddings, proxies), 0.0)
+    return squared_distance if squared else _safe_sqrt(squared_distance)
+
+
+def proxy_nca_loss(
+    embeddings, proxies, labels, temperature=1.0, include_positive=False, squared=True, sample_weight=None
+):
+    """ProxyNCA (Movshovitz-Attias et al., ICCV 2017) and ProxyNCA++ (Teh et al., ECCV 2020).
+
+    With ``d`` the squared Euclidean distance of L2-normalised vectors and
+    ``p(y)`` the proxy of ``x``'s class, ProxyNCA is the NCA loss evaluated
+    on proxies, ``L_NCA(x, p(y), p(Z))`` with ``Z`` the other classes::
+
+        L(x) = -log( exp(-d(x, p(y))) / sum_{z != y} exp(-d(x, p(z))) )
+
+    whose denominator holds the *negative* proxies only, so the loss is not
+    bounded below by 0. ProxyNCA++ (its sections on the proxy assignment
+    probability and on low temperature scaling) puts every proxy, the
+    positive included, in the denominator and divides the distances by a
+    temperature ``T`` (the paper's best ``T = 1/9``; the authors' code,
+    ``loss.py`` of ``euwern/proxynca_pp``, scales both unit vectors by
+    ``sqrt(1/T) = 3``)::
+
+        L(x) = -log( exp(-d(x, p(y)) / T) / sum_z exp(-d(x, p(z)) / T) )
+
+    i.e. softmax cross-entropy on the logits ``-d / T``. The loss is the mean
+    over the batch of ``w_i L(x_i)`` (rows with invalid labels count 0), as a
+    Keras loss with sample weights. With one class and
+    ``include_positive=False`` there is no negative to contrast with: the
+    loss is 0.
+
+    Args:
+        embeddings: ``(batch, dim)``.
+        proxies: ``(classes, dim)``, one proxy per class.
+        labels: sparse ``(batch,)``/``(batch, 1)`` or one-hot ``(batch, classes)``.
+        temperature: ``T`` (1 for ProxyNCA, 1/9 for ProxyNCA++).
+        include_positive: the positive proxy in the denominator (ProxyNCA++).
+        squared: squared Euclidean distances (both papers) or Euclidean ones.
+        sample_weight: optional ``(batch,)`` weights.
+
+    Returns:
+        A float32 scalar.
+
+    Example:
+        >>> import numpy as np
+        >>> p = np.eye(3, dtype="float32")   # x = p_0: d = 0 to its proxy, 2 to the others
+        >>> round(float(proxy_nca_loss(p[:1], p, np.array([0]))), 4)   # log(2 e^-2)
+        -1.3069
+        >>> round(float(proxy_nca_loss(p[:1], p, np.array([0]), include_positive=True)), 4)
+        0.2395
+    """
+    num_classes = int(proxies.shape[0])
+    logits = -proxy_distances(embeddings, proxies, squared) / float(temperature)
+    hit, valid = target_mask(labels, num_classes)
+    target = masked_target(logits, hit)
+    if not include_positive:
+        if num_classes == 1:
+            valid = ops.zeros_like(valid)
+        logits = ops.where(hit, ops.full_like(logits, _EXCLUDED), logits)
+    return margin_cross_entropy(logits, target, valid, sample_weight)

@@ -1,0 +1,268 @@
+"""Proxy losses as terms that own their proxies (Proxy Anchor, ProxyNCA / ProxyNCA++).
+
+Each term holds one proxy per class, a trainable float32 ``(num_classes,
+dim)`` variable of the term (``term.proxies``), so ``Objective`` trains and
+saves it exactly like the class weights of the margin terms. Labels are
+sparse or one-hot and checked (a bad label raises ``InvalidInputError`` and
+the step changes nothing).
+
+**The proxies' learning rate.** Both papers train the proxies much faster
+than the network: Proxy Anchor with a 100x learning rate (AdamW, the
+authors' ``train.py``), ProxyNCA++ with its "fast moving proxies" (Adam, 4e2
+against 4e-3 in the authors' configs). A Keras optimizer has one learning
+rate for every variable, and a Layer cannot give its own variables another
+one without touching the optimizer, so these terms take no
+``proxy_lr_multiplier``. What does the same inside the term:
+
+- **Adam, AdamW, RMSprop and the like** (steps invariant to the scale of the
+  gradient): the losses depend on the proxies through ``p / ||p||`` only, so
+  the gradient at ``p / k`` is ``k`` times the one at ``p``, and Adam with
+  learning rate ``lr`` from proxies initialised ``k`` times smaller follows
+  *exactly* the path of Adam with ``k * lr`` from the original ones (scaled
+  by ``1/k``; up to Adam's epsilon, which shrinks ``k`` times in effect, and
+  decoupled weight decay, which is not multiplied). For the papers' 100x,
+  divide the initializer's standard deviation by 100, e.g.
+  ``proxies_initializer=keras.initializers.VarianceScaling(2.0 / 100**2,
+  "fan_in", "untruncated_normal")`` for Proxy Anchor (tested in
+  ``tests/test_proxy.py``).
+- **SGD** (with or without momentum): the step is ``lr`` times the gradient,
+  so initialising ``k`` times smaller multiplies the proxies' rate by
+  ``k**2``: divide by 10 for 100x.
+
+Anything else (a different schedule for the proxies, gradient clipping that
+should spare them) needs a custom optimizer or train step.
+"""
+
+import keras
+from keras import ops
+
+from lossweave import ops as lw_ops
+from lossweave.ops import proxy as proxy_ops
+from lossweave.terms.base import Term
+from lossweave.terms.check import check_class_rows
+from lossweave.terms.margin import _positive, _positive_int
+
+
+def _number(value, what, owner, low=None):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+        raise ValueError(f"{owner}: {what} must be a finite number; received {value!r}.")
+    if low is not None and value < low:
+        raise ValueError(f"{owner}: {what} must be >= {low}; received {value!r}.")
+    return float(value)
+
+
+class _ProxyTerm(Term):
+    """Base of the proxy terms: the ``(num_classes, dim)`` proxies, label checks, the gate.
+
+    Subclasses implement ``proxy_loss(embeddings, labels, sample_weight)``
+    on float32 embeddings whose non-finite rows are zeroed (and weighted 0).
+    """
+
+    def __init__(self, num_classes, proxies_initializer, on="embedding", target="label", validate=True, **kwargs):
+        super().__init__(on=on, target=target, **kwargs)
+        owner = type(self).__name__
+        self.num_classes = _positive_int(num_classes, "num_classes", owner)
+        self.proxies_initializer = keras.initializers.get(proxies_initializer)
+        self.validate = bool(validate)
+
+    def build(self, outputs_shape):
+        super().build(outputs_shape)
+        if len(outputs_shape) != 2 or outputs_shape[-1] is None:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': received embeddings of shape "
+                f"{tuple(outputs_shape)}; expected (batch, dim) with a known dim. Point `on` "
+                f"at the embedding output."
+            )
+        self.proxies = self.add_weight(
+            name="proxies",
+            shape=(self.num_classes, outputs_shape[-1]),
+            initializer=self.proxies_initializer,
+            trainable=True,
+            dtype="float32",
+            autocast=False,
+        )
+
+    def call(self, outputs, targets, sample_weight=None, training=None):
+        clean = check_class_rows(self, outputs, targets, self.num_classes) if self.validate else None
+        if not self.built:
+            self.build(tuple(ops.shape(outputs)))
+        embeddings = ops.cast(outputs, "float32")
+        # Rows with NaN/Inf are zeroed and weighted 0, so that their gradients stay finite.
+        finite = lw_ops.finite_rows(embeddings)
+        embeddings = ops.where(finite[:, None], embeddings, ops.zeros_like(embeddings))
+        weight = ops.cast(finite, "float32")
+        if sample_weight is not None:
+            weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+        loss = self.proxy_loss(embeddings, targets, weight)
+        if clean is not None:
+            loss = ops.where(clean, loss, ops.zeros_like(loss))
+        return loss
+
+    def proxy_loss(self, embeddings, labels, sample_weight):
+        raise NotImplementedError
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "proxies_initializer": keras.initializers.serialize(self.proxies_initializer),
+                "validate": self.validate,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class ProxyAnchorLoss(_ProxyTerm):
+    """Proxy Anchor loss (Kim, Kim, Cho & Kwak, CVPR 2020, Eq. 4).
+
+    Each proxy is an anchor over the batch: cosine similarities ``s(x, p)``
+    of L2-normalised embeddings and proxies, the positive part averaged over
+    the proxies that have a positive in the batch (``|P+|``), the negative
+    part over all proxies (see :func:`lossweave.ops.proxy_anchor_loss`)::
+
+        1/|P+| sum_{p in P+} log(1 + sum_{x in X_p+} exp(-alpha (s(x, p) - delta)))
+      + 1/|P|  sum_{p in P}  log(1 + sum_{x in X_p-} exp( alpha (s(x, p) + delta)))
+
+    The proxies start as the authors' (``kaiming_normal_(mode="fan_out")`` of
+    a PyTorch ``(classes, dim)`` tensor): normal with standard deviation
+    ``sqrt(2 / num_classes)``, which is Keras's ``VarianceScaling(2.0,
+    "fan_in", "untruncated_normal")`` (Keras counts the first axis as fan-in).
+    The paper trains them with a 100x learning rate: see the module
+    docstring for how to get that with a Keras optimizer.
+
+    Sample weights are multiplicities inside the sums (weight 0 removes a
+    sample, 2 counts it twice), not factors of the loss. ``missing`` (see
+    :class:`Term`) leaves the unlabelled samples out and the others at their
+    weight.
+
+    Args:
+        num_classes: number of classes (proxies).
+        margin: ``delta`` (paper: 0.1).
+        alpha: the scale ``alpha`` (paper: 32).
+        proxies_initializer: initializer of the proxies; ``None`` for the
+            authors' (above).
+        on: model output holding the embeddings ``(batch, dim)``.
+        target: target holding sparse or one-hot labels.
+        validate: raise on bad rows at run time (bad rows are skipped either way).
+
+    Example:
+        >>> import numpy as np
+        >>> term = ProxyAnchorLoss(num_classes=3, margin=0.0, alpha=1.0, proxies_initializer="identity")
+        >>> x = np.eye(3, dtype="float32")   # x_i = p_i: log(1 + e^-1) + log(1 + 2 e^0)
+        >>> round(float(term(x, np.array([0, 1, 2]))), 4)
+        1.4119
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        margin=0.1,
+        alpha=32.0,
+        proxies_initializer=None,
+        on="embedding",
+        target="label",
+        validate=True,
+        **kwargs,
+    ):
+        if proxies_initializer is None:
+            proxies_initializer = keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
+        super().__init__(num_classes, proxies_initializer, on=on, target=target, validate=validate, **kwargs)
+        self.margin = _number(margin, "margin (delta)", "ProxyAnchorLoss", low=0.0)
+        self.alpha = _positive(alpha, "alpha", "ProxyAnchorLoss")
+
+    def proxy_loss(self, embeddings, labels, sample_weight):
+        return proxy_ops.proxy_anchor_loss(
+            embeddings, self.proxies, labels, margin=self.margin, alpha=self.alpha, sample_weight=sample_weight
+        )
+
+    def _mask_missing(self, targets, sample_weight):
+        # Eq. 4 is no mean over samples: keep the labelled samples' weights as they
+        # are (the base rescales them by batch / labelled for a mean).
+        targets, labelled = super()._mask_missing(targets, None)
+        if labelled is None:
+            return targets, sample_weight
+        weight = ops.cast(labelled > 0, "float32")
+        if sample_weight is not None:
+            weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+        return targets, weight
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin, "alpha": self.alpha}
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class ProxyNCALoss(_ProxyTerm):
+    """ProxyNCA (Movshovitz-Attias et al., ICCV 2017) and ProxyNCA++ (Teh, DeVries & Taylor, ECCV 2020).
+
+    NCA over proxies with L2-normalised embeddings and proxies and squared
+    Euclidean distances ``d`` (see :func:`lossweave.ops.proxy_nca_loss`):
+
+    - ``ProxyNCALoss(n)`` is the 2017 loss, ``-log(exp(-d(x, p_y)) /
+      sum_{z != y} exp(-d(x, p_z)))``: temperature 1 and the positive proxy
+      *not* in the denominator (so the loss can be negative);
+    - ``ProxyNCALoss(n, temperature=1/9, include_positive=True)`` is
+      ProxyNCA++'s loss: softmax cross-entropy over all proxies of
+      ``-d / T`` with its low temperature ``T = 1/9``. Its other parts are
+      not the loss's: global max pooling belongs to the model, and its fast
+      moving proxies to the optimizer (see the module docstring).
+
+    The proxies start normal with standard deviation 1/8, as in the
+    ProxyNCA++ authors' code (also their ProxyNCA baseline). The loss is the
+    mean over the batch of the sample-weighted per-sample losses.
+
+    Args:
+        num_classes: number of classes (proxies).
+        temperature: ``T`` dividing the distances (ProxyNCA: 1, ProxyNCA++: 1/9).
+        include_positive: the positive proxy in the denominator (ProxyNCA++).
+        squared: squared Euclidean distances (both papers) or Euclidean ones.
+        proxies_initializer: initializer of the proxies; ``None`` for normal
+            with standard deviation 1/8.
+        on: model output holding the embeddings ``(batch, dim)``.
+        target: target holding sparse or one-hot labels.
+        validate: raise on bad rows at run time (bad rows are skipped either way).
+
+    Example:
+        >>> import numpy as np
+        >>> x, y = np.eye(3, dtype="float32")[:1], np.array([0])   # x = p_0: d = 0, 2, 2
+        >>> nca = ProxyNCALoss(num_classes=3, proxies_initializer="identity")
+        >>> round(float(nca(x, y)), 4)   # 0 + log(2 e^-2)
+        -1.3069
+        >>> plus = ProxyNCALoss(num_classes=3, temperature=1 / 9, include_positive=True,
+        ...                     proxies_initializer="identity")
+        >>> round(float(plus(np.array([[1., 1., 0.]], "float32"), y)), 4)   # halfway to p_1: ~log 2
+        0.6931
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        temperature=1.0,
+        include_positive=False,
+        squared=True,
+        proxies_initializer=None,
+        on="embedding",
+        target="label",
+        validate=True,
+        **kwargs,
+    ):
+        if proxies_initializer is None:
+            proxies_initializer = keras.initializers.RandomNormal(stddev=0.125)
+        super().__init__(num_classes, proxies_initializer, on=on, target=target, validate=validate, **kwargs)
+        self.temperature = _positive(temperature, "temperature", "ProxyNCALoss")
+        self.include_positive = bool(include_positive)
+        self.squared = bool(squared)
+
+    def proxy_loss(self, embeddings, labels, sample_weight):
+        return proxy_ops.proxy_nca_loss(
+            embeddings, self.proxies, labels, temperature=self.temperature,
+            include_positive=self.include_positive, squared=self.squared, sample_weight=sample_weight,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"temperature": self.temperature, "include_positive": self.include_positive, "squared": self.squared}
+        )
+        return config
