@@ -3,13 +3,9 @@
 import keras
 import numpy as np
 
-from lossweave.metrics.embedding import (
-    _as_labels,
-    _check_ks,
-    _check_metric,
-    evaluate_embeddings,
-    verification_pairs,
-)
+from lossweave.metrics import _checks
+from lossweave.metrics.evaluation import evaluate_embeddings
+from lossweave.metrics.verification import verification_pairs
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -26,14 +22,21 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
     ``callbacks`` list). Epochs in between log nothing, as with
     ``fit(validation_freq=...)``.
 
+    With ``reference_x`` and ``reference_labels`` the retrieval figures search
+    the embedding of ``reference_x`` (a gallery, embedded again at every
+    evaluation) for the queries ``x`` instead of leave-one-out over ``x``;
+    queries whose class the gallery lacks are skipped and counted in
+    ``"val_queries_without_reference"`` (see ``evaluate_embeddings``).
+
     Works on a plain model and on a :class:`lossweave.Objective` (whose
     ``predict`` returns the wrapped model's outputs): with a dict of outputs
     ``output`` names the embedding; a list of outputs is matched against the
     (wrapped) model's ``output_names``; a single output is used as is.
 
     The figures are those of Musgrave et al., "A Metric Learning Reality
-    Check", ECCV 2020 (Recall@k, MAP@R) and the LFW protocol of Huang et al.,
-    UMass Tech. Rep. 07-49, 2007 (pair verification).
+    Check", ECCV 2020 (Recall@k, MAP@R, R-precision, NMI, AMI) and the LFW
+    protocol of Huang et al., UMass Tech. Rep. 07-49, 2007 (pair
+    verification).
 
     Args:
         x: validation inputs (anything ``model.predict`` accepts).
@@ -51,7 +54,13 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
             ``(index_a, index_b, issame)``, or False for no verification.
         num_pairs: number of pairs to draw when ``pairs`` is None.
         far: the FAR of the ``tar@far=...`` figure.
-        seed: seed of the drawn pairs.
+        seed: seed of the drawn pairs and of k-means.
+        reference_x: optional gallery inputs (anything ``model.predict``
+            accepts) for query / reference retrieval.
+        reference_labels: ``(m,)`` integer class of each gallery sample;
+            with ``reference_x`` only.
+        r_precision: also log ``r_precision``.
+        clustering: also log ``nmi`` and ``ami`` (one k-means per evaluation).
 
     Example:
         >>> import keras, numpy as np
@@ -81,6 +90,10 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
         num_pairs=6000,
         far=1e-3,
         seed=0,
+        reference_x=None,
+        reference_labels=None,
+        r_precision=False,
+        clustering=False,
     ):
         super().__init__()
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
@@ -91,20 +104,39 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
             )
         if not isinstance(prefix, str):
             raise ValueError(f"EmbeddingEvaluation: expected a string prefix; received {prefix!r}.")
-        _check_metric(metric)
+        _checks.check_metric(metric)
+        if (reference_x is None) != (reference_labels is None):
+            raise ValueError(
+                "EmbeddingEvaluation: expected reference_x and reference_labels together (the "
+                "gallery and its classes), or neither for leave-one-out retrieval on x; received "
+                f"only {'reference_x' if reference_labels is None else 'reference_labels'}."
+            )
         self.x = x
         self.labels = labels
         self.every = int(every)
         self.output = output
         self.metric = metric
         self.prefix = prefix
-        self.ks = _check_ks(ks)
+        self.ks = _checks.check_ks(ks)
         self.batch_size = batch_size
         self.pairs = pairs
         self.num_pairs = num_pairs
         self.far = far
         self.seed = seed
-        self._labels = _as_labels(labels)
+        self.reference_x = reference_x
+        self.reference_labels = reference_labels
+        self.r_precision = bool(r_precision)
+        self.clustering = bool(clustering)
+        self._labels = _checks.as_labels(labels)
+        self._reference_labels = (
+            None if reference_labels is None
+            else _checks.as_labels(reference_labels, what="reference_labels")
+        )
+        if self._reference_labels is not None and not np.isin(self._labels, self._reference_labels).any():
+            raise ValueError(
+                "EmbeddingEvaluation: no class of `labels` appears in `reference_labels`, so no "
+                "query has a correct answer in the gallery; pass a gallery of the same classes."
+            )
         # Drawn now, so that bad labels fail before training, and the same pairs serve every epoch.
         self._pairs = (
             verification_pairs(self._labels, num_pairs=num_pairs, seed=seed) if pairs is None else pairs
@@ -141,9 +173,9 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
             return np.asarray(outputs[self.output])
         return np.asarray(outputs)
 
-    def embed(self):
-        """The embedding of ``x`` under the current weights, shape ``(n, dim)``."""
-        outputs = self.model.predict(self.x, batch_size=self.batch_size, verbose=0)
+    def embed(self, x=None):
+        """The embedding of ``x`` (default: the callback's ``x``) under the current weights, ``(n, dim)``."""
+        outputs = self.model.predict(self.x if x is None else x, batch_size=self.batch_size, verbose=0)
         embedding = self._select(outputs)
         if embedding.ndim > 2:
             embedding = embedding.reshape(embedding.shape[0], -1)
@@ -151,8 +183,13 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
 
     def evaluate(self):
         """``evaluate_embeddings`` of the current embedding of ``x`` (keys without prefix)."""
+        reference = {}
+        if self.reference_x is not None:
+            reference = {"reference_embeddings": self.embed(self.reference_x),
+                         "reference_labels": self._reference_labels}
         return evaluate_embeddings(
-            self.embed(), self._labels, metric=self.metric, ks=self.ks, pairs=self._pairs, far=self.far
+            self.embed(), self._labels, metric=self.metric, ks=self.ks, pairs=self._pairs, far=self.far,
+            seed=self.seed, r_precision=self.r_precision, clustering=self.clustering, **reference,
         )
 
     def on_epoch_end(self, epoch, logs=None):
@@ -163,7 +200,7 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
             logs.update({self.prefix + key: value for key, value in figures.items()})
 
     def get_config(self):
-        """Constructor arguments (``x``, ``labels`` and ``pairs`` as given, not JSON)."""
+        """Constructor arguments (``x``, ``labels``, ``pairs`` and the reference set as given, not JSON)."""
         return {
             "x": self.x,
             "labels": self.labels,
@@ -177,4 +214,8 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
             "num_pairs": self.num_pairs,
             "far": self.far,
             "seed": self.seed,
+            "reference_x": self.reference_x,
+            "reference_labels": self.reference_labels,
+            "r_precision": self.r_precision,
+            "clustering": self.clustering,
         }

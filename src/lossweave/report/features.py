@@ -5,6 +5,8 @@ import textwrap
 
 import numpy as np
 
+from lossweave.metrics.tightness import ratio_from_centers
+
 
 def _as_features(features, labels):
     features = np.asarray(features, dtype="float64")
@@ -38,8 +40,10 @@ def class_distance_ratio(features, labels, centers=None):
 
     the mean Euclidean distance of a sample to its own class center, divided by
     the mean distance between two class centers, over the ``K`` classes present
-    in ``labels``. It does not change when the embedding is scaled, rotated or
-    shifted, so runs with different feature norms compare. It is the tightness
+    in ``labels`` (computed by
+    :func:`lossweave.metrics.tightness.ratio_from_centers`). It does not change
+    when the embedding is scaled, rotated or shifted, so runs with different
+    feature norms compare. It is the tightness
     that center loss (Wen et al., "A Discriminative Feature Learning Approach
     for Deep Face Recognition", ECCV 2016) aims for. Without ``centers`` it
     equals ``lossweave.metrics.distance_ratio(..., metric="euclidean")``, except
@@ -88,13 +92,7 @@ def class_distance_ratio(features, labels, centers=None):
             )
         table = {c: centers[c] for c in classes}
     present = np.stack([table[c] for c in classes])
-    own = present[np.searchsorted(classes, labels)]
-    intra = float(np.linalg.norm(features - own, axis=1).mean())
-    pairwise = np.linalg.norm(present[:, None, :] - present[None, :, :], axis=-1)
-    inter = float(pairwise[np.triu_indices(classes.size, k=1)].mean())
-    if inter == 0.0:
-        return float("nan") if intra == 0.0 else float("inf")
-    return intra / inter
+    return ratio_from_centers(features, present, np.searchsorted(classes, labels), "euclidean")
 
 
 def _project_2d(features, centers):
