@@ -93,19 +93,22 @@ def gradient_train_step(model, data):
         # Each replica's share of the global mean, as Keras's own compute_loss.
         vector = scale_loss_for_distribution(tf.concat([losses, regularization[None]], axis=0))
         scaled = model.optimizer.scale_loss(vector) if model.optimizer is not None else vector
+        # Every target of tape.gradient must be computed while the tape records.
+        targets = [scaled[i] for i in range(k + 1)]
+        heads_target = tf.reduce_sum(scaled[:k])
     scale = tf.cast(model.optimizer.scale_loss(tf.ones(())), tf.float32) if _loss_scaled(model) else tf.ones(())
     context = _replicas()
     if context is not None:  # the strategy sees the losses of the global batch
         losses = context.all_reduce(tf.distribute.ReduceOp.SUM, vector[:k])
     if plan.representation is None:
-        per_term = [_dense(tape.gradient(scaled[i], variables), variables) for i in range(k + 1)]
+        per_term = [_dense(tape.gradient(t, variables), variables) for t in targets]
         rows = [tf.stack([g[v] for g in per_term]) for v in range(len(variables))]
         local = [r / tf.cast(scale, r.dtype) for r, s in zip(rows, plan.shared) if s]
         shared_rows = _all_reduce(context, local)
         checked = rows
     else:
         z = model._outputs_dict(y_pred)[plan.representation]
-        dz = tf.stack([_zeros_if_none(tape.gradient(scaled[i], z), z) for i in range(k)]) / tf.cast(scale, z.dtype)
+        dz = tf.stack([_zeros_if_none(tape.gradient(t, z), z) for t in targets[:k]]) / tf.cast(scale, z.dtype)
         # Rows of different samples: the global Gramian is the sum of the replicas' ones.
         shared_rows = checked = [dz]
     gram = _common.gramian(shared_rows, k)
@@ -124,8 +127,8 @@ def gradient_train_step(model, data):
         trunk = [v for v, s in zip(variables, plan.shared) if s]
         rest = [v for v, s in zip(variables, plan.shared) if not s]
         found = dict(zip(map(id, trunk), tape.gradient(z, trunk, output_gradients=aggregated)))
-        found.update(zip(map(id, rest), tape.gradient(tf.reduce_sum(scaled[:k]), rest)))
-        direct = tape.gradient(scaled[k], variables)
+        found.update(zip(map(id, rest), tape.gradient(heads_target, rest)))
+        direct = tape.gradient(targets[k], variables)
         grads = [_add(found[id(v)], gr, v) for v, gr in zip(variables, direct)]
     del tape
     model.optimizer.apply_gradients(zip(grads, variables))
