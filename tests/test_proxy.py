@@ -1,0 +1,315 @@
+"""Proxy Anchor and ProxyNCA / ProxyNCA++ against NumPy references written from the papers."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import lossweave as lw
+from conftest import BACKEND, to_numpy
+
+RNG = np.random.default_rng(11)
+
+
+# ------------------------------------------------------------ NumPy references
+def _unit(v):
+    v = np.asarray(v, dtype="float64")
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def np_proxy_anchor(x, p, y, delta, alpha, w=None):
+    """Kim et al., CVPR 2020, Eq. 4, proxy by proxy; a weight counts a sample w times."""
+    x, p = _unit(x), _unit(p)
+    w = np.ones(len(x)) if w is None else np.asarray(w, dtype="float64")
+    positive, with_positive, negative = 0.0, 0, 0.0
+    for c in range(len(p)):
+        pos_sum, neg_sum, has_positive = 0.0, 0.0, False
+        for i in range(len(x)):
+            s = float(x[i] @ p[c])
+            if y[i] == c:
+                pos_sum += w[i] * np.exp(-alpha * (s - delta))
+                has_positive = has_positive or w[i] > 0
+            else:
+                neg_sum += w[i] * np.exp(alpha * (s + delta))
+        if has_positive:  # P+: the proxies with a positive in the batch
+            positive += np.log1p(pos_sum)
+            with_positive += 1
+        negative += np.log1p(neg_sum)
+    return positive / max(with_positive, 1) + negative / len(p)
+
+
+def np_proxy_nca(x, p, y, temperature=1.0, include_positive=False, squared=True, w=None):
+    """Movshovitz-Attias et al. 2017 (positive not in the denominator) / Teh et al. 2020 (all proxies, 1/T)."""
+    x, p = _unit(x), _unit(p)
+    w = np.ones(len(x)) if w is None else np.asarray(w, dtype="float64")
+    total = 0.0
+    for i in range(len(x)):
+        d = np.array([np.sum((x[i] - p[z]) ** 2) for z in range(len(p))])
+        if not squared:
+            d = np.sqrt(d)
+        numerator = np.exp(-d[y[i]] / temperature)
+        denominator = sum(np.exp(-d[z] / temperature) for z in range(len(p)) if include_positive or z != y[i])
+        total += w[i] * -np.log(numerator / denominator)
+    return total / len(x)
+
+
+def _built(term, dim, seed=0):
+    term.build((None, dim))
+    proxies = np.random.default_rng(seed).normal(size=(term.num_classes, dim)).astype("float32")
+    term.proxies.assign(proxies)
+    return term, proxies
+
+
+def _inputs(n=24, dim=5, classes=6, present=None):
+    x = RNG.normal(size=(n, dim)).astype("float32")
+    y = RNG.choice(np.arange(classes) if present is None else np.array(present), n)
+    return x, y
+
+
+def _loss(term, x, y, **kwargs):
+    return float(to_numpy(term(x, y, **kwargs)))
+
+
+# --------------------------------------------------------------- Proxy Anchor
+ANCHOR_CASES = {
+    "paper": ({}, {"delta": 0.1, "alpha": 32.0}),
+    "other": ({"margin": 0.3, "alpha": 8.0}, {"delta": 0.3, "alpha": 8.0}),
+    "no_margin": ({"margin": 0.0, "alpha": 16.0}, {"delta": 0.0, "alpha": 16.0}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ANCHOR_CASES))
+def test_proxy_anchor_matches_eq4(name):
+    kwargs, reference = ANCHOR_CASES[name]
+    term, p = _built(lw.terms.ProxyAnchorLoss(num_classes=6, **kwargs), dim=5)
+    x, y = _inputs(present=[0, 2, 3, 5])  # classes 1 and 4 absent
+    expected = np_proxy_anchor(x, p, y, **reference)
+    np.testing.assert_allclose(_loss(term, x, y), expected, rtol=1e-5, atol=1e-5)
+    one_hot = np.eye(6, dtype="float32")[y]
+    np.testing.assert_allclose(_loss(term, x, one_hot), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_proxy_anchor_positive_part_counts_present_classes_only():
+    x, y = _inputs(n=10, classes=5, present=[1, 3])
+    p = RNG.normal(size=(5, 5)).astype("float32")
+    value = float(to_numpy(lw.ops.proxy_anchor_loss(x, p, y, margin=0.1, alpha=32.0)))
+    expected = np_proxy_anchor(x, p, y, 0.1, 32.0)
+    np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-5)
+    # Dividing the positive sums by |P| = 5 instead of |P+| = 2 would be far off.
+    xs, ps = _unit(x), _unit(p)
+    positive = sum(np.log1p(np.exp(-32.0 * (xs[y == c] @ ps[c] - 0.1)).sum()) for c in (1, 3))
+    assert abs(value - (expected - positive / 2 + positive / 5)) > 1e-2
+
+
+def test_proxy_anchor_sample_weights_are_multiplicities():
+    term, p = _built(lw.terms.ProxyAnchorLoss(num_classes=4, alpha=16.0), dim=3)
+    x, y = _inputs(n=8, dim=3, classes=4)
+    w = RNG.uniform(0.2, 3.0, size=8).astype("float32")
+    expected = np_proxy_anchor(x, p, y, 0.1, 16.0, w)
+    np.testing.assert_allclose(_loss(term, x, y, sample_weight=w), expected, rtol=1e-5, atol=1e-5)
+    # Weight 0 drops a sample; weight 2 counts it twice.
+    dropped = np.ones(8, "float32")
+    dropped[3] = 0.0
+    np.testing.assert_allclose(
+        _loss(term, x, y, sample_weight=dropped), _loss(term, np.delete(x, 3, 0), np.delete(y, 3)), rtol=1e-5
+    )
+    doubled = np.ones(8, "float32")
+    doubled[5] = 2.0
+    np.testing.assert_allclose(
+        _loss(term, x, y, sample_weight=doubled), _loss(term, np.concatenate([x, x[5:6]]), np.append(y, y[5])),
+        rtol=1e-5,
+    )
+
+
+# ---------------------------------------------------------- ProxyNCA / ++
+NCA_CASES = {
+    "proxynca": ({}, {}),
+    "proxynca_pp": ({"temperature": 1 / 9, "include_positive": True}, {"temperature": 1 / 9, "include_positive": True}),
+    "low_temperature_exclusive": ({"temperature": 1 / 9}, {"temperature": 1 / 9}),
+    "euclidean": ({"squared": False, "include_positive": True, "temperature": 0.5},
+                  {"squared": False, "include_positive": True, "temperature": 0.5}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NCA_CASES))
+def test_proxy_nca_matches_the_papers(name):
+    kwargs, reference = NCA_CASES[name]
+    term, p = _built(lw.terms.ProxyNCALoss(num_classes=6, **kwargs), dim=5)
+    x, y = _inputs(present=[0, 1, 3, 4])
+    w = RNG.uniform(0.0, 2.0, size=len(y)).astype("float32")
+    np.testing.assert_allclose(_loss(term, x, y), np_proxy_nca(x, p, y, **reference), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        _loss(term, x, np.eye(6, dtype="float32")[y], sample_weight=w),
+        np_proxy_nca(x, p, y, w=w, **reference), rtol=1e-5, atol=1e-5,
+    )
+
+
+def test_proxynca_is_not_bounded_below_and_proxynca_pp_is():
+    """An embedding on its proxy, opposite the other: ProxyNCA gives d_pos - d_neg = -4 (no lower bound at 0)."""
+    p = np.array([[1.0, 0.0], [-1.0, 0.0]], "float32")
+    x, y = np.array([[3.0, 0.0]], "float32"), np.array([0])
+    np.testing.assert_allclose(float(to_numpy(lw.ops.proxy_nca_loss(x, p, y))), -4.0, atol=1e-6)
+    plus = float(to_numpy(lw.ops.proxy_nca_loss(x, p, y, temperature=1 / 9, include_positive=True)))
+    assert 0.0 <= plus < 1e-6  # log(1 + e^-36)
+    x_rand, y_rand = _inputs(n=16, dim=2, classes=2)
+    assert float(to_numpy(lw.ops.proxy_nca_loss(x_rand, p, y_rand, include_positive=True))) >= 0.0
+
+
+# ------------------------------------------------------------------ both terms
+TERMS = {
+    "proxy_anchor": lambda c: lw.terms.ProxyAnchorLoss(num_classes=c),
+    "proxynca": lambda c: lw.terms.ProxyNCALoss(num_classes=c),
+    "proxynca_pp": lambda c: lw.terms.ProxyNCALoss(num_classes=c, temperature=1 / 9, include_positive=True),
+    "proxynca_euclidean": lambda c: lw.terms.ProxyNCALoss(num_classes=c, squared=False),
+}
+
+
+def _reference(name, x, p, y):
+    if name == "proxy_anchor":
+        return np_proxy_anchor(x, p, y, 0.1, 32.0)
+    kwargs = {"proxynca": {}, "proxynca_pp": {"temperature": 1 / 9, "include_positive": True},
+              "proxynca_euclidean": {"squared": False}}[name]
+    return np_proxy_nca(x, p, y, **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(TERMS))
+def test_batch_of_one_class_matches_the_reference(name):
+    term, p = _built(TERMS[name](4), dim=3)
+    x, _ = _inputs(n=6, dim=3, classes=4)
+    y = np.full(6, 2)
+    np.testing.assert_allclose(_loss(term, x, y), _reference(name, x, p, y), rtol=1e-5, atol=1e-5)
+
+
+def _gradients(term, x, y):
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        xt = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            loss = term(xt, y)
+        return [g.numpy() for g in tape.gradient(loss, [xt, term.proxies.value])]
+    if BACKEND == "torch":
+        import torch
+
+        xt = torch.tensor(x, requires_grad=True)
+        term(xt, y).backward()
+        return [xt.grad.numpy(), term.proxies.value.grad.numpy()]
+    import jax
+
+    def f(xv, pv):
+        return term.stateless_call([pv], [v.value for v in term.non_trainable_variables], xv, y)[0]
+
+    return [np.asarray(g) for g in jax.grad(f, argnums=(0, 1))(x, term.proxies.value)]
+
+
+@pytest.mark.parametrize("name", sorted(TERMS))
+def test_gradients_finite_at_exact_alignment(name):
+    """Embeddings exactly on a proxy and exactly opposite one (distance 0 and 2, cosine +-1)."""
+    term, p = _built(TERMS[name](3), dim=3)
+    x = np.concatenate([p[:2] * 2.0, -p[:1], p[2:] * 0.5]).astype("float32")
+    y = np.array([0, 1, 0, 2])
+    grads = _gradients(term, x, y)
+    assert all(np.all(np.isfinite(g)) for g in grads)
+    assert np.any(grads[1] != 0)  # the proxies learn
+
+
+@pytest.mark.parametrize("name", ["proxy_anchor", "proxynca"])
+def test_missing_labels_leave_their_samples_out(name):
+    x, y = _inputs(n=10, dim=3, classes=4)
+    term, p = _built(TERMS[name](4), dim=3)
+    marked = lw.terms.ProxyAnchorLoss(4, missing=-1) if name == "proxy_anchor" else lw.terms.ProxyNCALoss(4, missing=-1)
+    marked.build((None, 3))
+    marked.proxies.assign(p)
+    partial = y.copy()
+    partial[[1, 6]] = -1
+    keep = partial >= 0
+    np.testing.assert_allclose(_loss(marked, x, partial), _loss(term, x[keep], y[keep]), rtol=1e-5, atol=1e-6)
+
+
+def test_default_proxies_are_the_authors():
+    anchor = lw.terms.ProxyAnchorLoss(num_classes=200)
+    anchor.build((None, 64))
+    values = to_numpy(anchor.proxies)
+    # PyTorch kaiming_normal_(mode="fan_out") on (classes, dim): untruncated N(0, 2 / classes).
+    assert abs(values.std() / np.sqrt(2 / 200) - 1) < 0.05 and np.abs(values).max() > 3.0 * np.sqrt(2 / 200)
+    nca = lw.terms.ProxyNCALoss(num_classes=200)
+    nca.build((None, 64))
+    assert abs(to_numpy(nca.proxies).std() / 0.125 - 1) < 0.05
+    assert anchor.proxies.trainable and anchor.proxies.dtype == "float32"
+
+
+def _frozen_model(dim=3):
+    inputs = keras.Input((6,))
+    layer = keras.layers.Dense(dim, kernel_initializer=keras.initializers.GlorotNormal(seed=1), trainable=False)
+    return keras.Model(inputs, {"embedding": layer(inputs)})
+
+
+def _train_proxies(scale, learning_rate, p0, x, y):
+    term = lw.terms.ProxyAnchorLoss(num_classes=4)
+    objective = lw.Objective(_frozen_model(), {"anchor": term})
+    objective.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    objective.build((None, 6))
+    term.proxies.assign(p0 * scale)
+    objective.fit(x, {"label": y}, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    return _unit(to_numpy(term.proxies))
+
+
+def test_adam_with_smaller_initial_proxies_is_a_larger_proxy_learning_rate():
+    """The module docstring's claim: Adam at lr from p0 / 100 == Adam at 100 lr from p0 (normalised)."""
+    x, y = _inputs(n=16, dim=6, classes=4)
+    p0 = RNG.normal(size=(4, 3)).astype("float32")
+    fast = _train_proxies(1.0, 1e-1, p0, x, y)
+    small = _train_proxies(1e-2, 1e-3, p0, x, y)
+    slow = _train_proxies(1.0, 1e-3, p0, x, y)
+    np.testing.assert_allclose(small, fast, atol=1e-4)
+    assert np.abs(fast - _unit(p0)).max() > 0.05 and np.abs(slow - fast).max() > 0.05
+
+
+def _model():
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    return keras.Model(inputs, {"embedding": keras.layers.Dense(3, name="embedding")(hidden)})
+
+
+@pytest.mark.parametrize("name", ["proxy_anchor", "proxynca_pp"])
+def test_proxy_term_with_center_loss_saves_reloads_and_trains_on(name, tmp_path):
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(48, 6)).astype("float32"), rng.integers(0, 4, 48)
+    made = TERMS[name](4)
+    objective = lw.Objective(
+        _model(), {"proxy": made, "center": lw.terms.CenterLoss(num_classes=4)},
+        weighting=lw.weighting.Fixed({"proxy": 1.0, "center": 0.01}),
+    )
+    objective.compile(optimizer="adam")
+    history = objective.fit(x, {"label": y}, epochs=2, batch_size=16, verbose=0)
+    assert np.isfinite(history.history["loss/proxy"]).all()
+    path = os.path.join(tmp_path, "objective.keras")
+    objective.save(path)
+    loaded = keras.saving.load_model(path)
+    term = loaded.terms["proxy"]
+    assert type(term) is type(made) and term.get_config() == made.get_config()
+    for a, b in zip(objective.weights, loaded.weights):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b), err_msg=a.path)
+    np.testing.assert_array_equal(to_numpy(term.proxies), to_numpy(made.proxies))
+    a = objective.evaluate(x, {"label": y}, verbose=0, return_dict=True)
+    b = loaded.evaluate(x, {"label": y}, verbose=0, return_dict=True)
+    assert abs(a["loss"] - b["loss"]) < 1e-5
+    before = to_numpy(term.proxies).copy()
+    more = loaded.fit(x, {"label": y}, epochs=1, batch_size=16, verbose=0)
+    assert np.isfinite(more.history["loss/proxy"]).all()
+    assert np.any(to_numpy(term.proxies) != before)
+
+
+def test_constructor_errors_name_the_argument():
+    with pytest.raises(ValueError, match="num_classes must be a positive int"):
+        lw.terms.ProxyAnchorLoss(num_classes=0)
+    with pytest.raises(ValueError, match=r"alpha must be a positive number; received -1"):
+        lw.terms.ProxyAnchorLoss(num_classes=3, alpha=-1)
+    with pytest.raises(ValueError, match=r"margin \(delta\) must be >= 0"):
+        lw.terms.ProxyAnchorLoss(num_classes=3, margin=-0.1)
+    with pytest.raises(ValueError, match="temperature must be a positive number"):
+        lw.terms.ProxyNCALoss(num_classes=3, temperature=0)
+    with pytest.raises(ValueError, match=r"\(batch, dim\)"):
+        lw.terms.ProxyNCALoss(num_classes=3).build((None, 4, 4))
