@@ -6,8 +6,16 @@ from lossweave.ops.center import (
     center_update,
     center_update_rows,
 )
-from lossweave.ops import margin
+from lossweave.ops import distances, margin, pairs
 from lossweave.ops.labels import class_indices, finite_rows, label_layout
+from lossweave.ops.pair_similarity import (
+    circle_loss,
+    multi_similarity_loss,
+    multi_similarity_mining,
+    nt_xent_loss,
+    nt_xent_views_loss,
+    supcon_loss,
+)
 from lossweave.ops.proxy import proxy_anchor_loss, proxy_distances, proxy_nca_loss
 from lossweave.ops.softmax import logits_accuracy, softmax_cross_entropy
 
@@ -16,13 +24,21 @@ __all__ = [
     "center_loss_and_update",
     "center_update",
     "center_update_rows",
+    "circle_loss",
     "class_indices",
+    "distances",
     "finite_rows",
     "label_layout",
     "margin",
     "logits_accuracy",
+    "multi_similarity_loss",
+    "multi_similarity_mining",
+    "nt_xent_loss",
+    "nt_xent_views_loss",
+    "pairs",
     "proxy_anchor_loss",
     "proxy_distances",
     "proxy_nca_loss",
     "softmax_cross_entropy",
+    "supcon_loss",
 ]

@@ -1,0 +1,490 @@
+"""Similarity-based pair losses as pure functions: multi-similarity, circle, SupCon, NT-Xent.
+
+Every loss here compares the cosine similarities ``S_ij`` of L2-normalised
+embeddings (:func:`lossweave.ops.distances.pairwise_similarity`) of an anchor
+``i`` with its *positives* (same class id) and *negatives* (another class id),
+and is a mean of per-anchor losses:
+
+==============  =========================================  ==========================================
+loss            per anchor                                 paper
+==============  =========================================  ==========================================
+multi-sim.      mined pairs, soft max of both sides        Wang et al., CVPR 2019, Eq. 9-11
+circle          self-paced weights on ``s_n - s_p``        Sun et al., CVPR 2020, Eq. 6
+SupCon          mean log-likelihood of the positives       Khosla et al., NeurIPS 2020, Eq. 2
+NT-Xent         each positive against the negatives        Chen et al., ICML 2020 (SimCLR), Eq. 1
+==============  =========================================  ==========================================
+
+Conventions shared by all of them:
+
+- Labels are class ids (:func:`lossweave.ops.distances.pair_labels`): any
+  non-negative integer, sparse ``(batch,)`` or ``(batch, 1)``. A row with an
+  invalid id or NaN/Inf embeddings takes part in no pair (and its embedding is
+  zeroed before the matmul, so that its gradient stays finite).
+- ``sample_weight`` weighs *anchors*: the loss is the weighted mean
+  ``sum_i w_i L_i / sum_i w_i`` over the anchors that count (which ones each
+  loss says). A sample of weight 0 is neither an anchor nor anyone's positive
+  or negative, so partial labels (``Term(missing=...)``) leave unlabelled
+  samples out entirely. Weights must be non-negative.
+- No anchor that counts (no positive, or every weight 0): the loss is 0.0,
+  with finite (zero) gradients; never NaN.
+- A *reference set* (``ref_embeddings``, ``ref_labels``, optional bool
+  ``ref_mask`` of the reference rows that are filled) replaces the batch as
+  the other side of the pairs: anchors are the batch rows, pairs are (batch
+  row) x (reference row), and the batch is not implicitly included.
+  ``lossweave``'s cross-batch memory passes the batch first in the reference
+  (batch + memory), so with ``exclude_self=True`` (the default) the pair
+  ``(i, j)`` with ``j == i < batch`` is left out: a sample is not its own
+  positive. Pass ``exclude_self=False`` for a reference that does not start
+  with the batch. Reference rows are masked by ``ref_mask``, their ids and
+  their finiteness only (sample weights apply to anchors).
+- Everything is float32, whatever the inputs' dtype (mixed precision).
+"""
+
+from keras import ops
+
+from lossweave.ops.distances import label_masks, pair_labels, pairwise_similarity
+from lossweave.ops.labels import finite_rows
+
+# Fills the left-out entries of a masked log-sum-exp: exp() of it is exactly 0
+# in float32 and, unlike -inf, it gives no NaN gradients. Logits here are at
+# most ~1e4 in magnitude (circle: gamma (1 + m)^2 with gamma in the hundreds).
+_EXCLUDED = -1.0e9
+
+
+def _rows(x, what):
+    x = ops.cast(ops.convert_to_tensor(x), "float32")
+    if len(x.shape) != 2:
+        raise ValueError(
+            f"{what}: received embeddings of shape {tuple(x.shape)}; expected a 2-D tensor "
+            f"(batch, dim). Flatten the embedding first."
+        )
+    return x
+
+
+def _clean(x, valid):
+    """Zero the rows that take part in no pair, so NaN/Inf never reach the matmul."""
+    return ops.where(valid[:, None], x, ops.zeros_like(x))
+
+
+def _anchor_weight(valid, sample_weight):
+    weight = ops.cast(valid, "float32")
+    if sample_weight is not None:
+        weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+    return weight
+
+
+def pair_structure(
+    embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None, ref_mask=None,
+    exclude_self=True,
+):
+    """Similarities, pair masks and anchor weights of a batch (against itself or a reference set).
+
+    Args:
+        embeddings: ``(n, dim)`` anchors.
+        labels: ``(n,)`` or ``(n, 1)`` class ids.
+        sample_weight: optional non-negative ``(n,)`` anchor weights.
+        ref_embeddings: optional ``(m, dim)`` reference rows (see the module
+            docstring); ``None``: the batch against itself.
+        ref_labels: ``(m,)`` class ids of the reference rows (required with
+            ``ref_embeddings``).
+        ref_mask: optional bool ``(m,)``: which reference rows are filled.
+        exclude_self: with a reference set, leave out the pairs ``(i, i)`` for
+            ``i < n`` (the batch comes first in the reference). Without one the
+            diagonal is always left out.
+
+    Returns:
+        ``(similarity, positives, negatives, weight)``: float32 ``(n, m)``
+        cosine similarities, bool ``(n, m)`` masks of the pairs that take part,
+        and float32 ``(n,)`` anchor weights (0 for rows that take no part).
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1., 0.], [1., 1.], [0., 1.]], "float32")
+        >>> s, pos, neg, w = pair_structure(x, np.array([0, 0, 1]))
+        >>> round(float(s[0, 1]), 4), bool(pos[0, 1]), bool(neg[0, 2]), bool(pos[0, 0])
+        (0.7071, True, True, False)
+    """
+    x = _rows(embeddings, "pair loss embeddings")
+    _, valid = pair_labels(labels)
+    valid = ops.logical_and(valid, finite_rows(x))
+    if sample_weight is not None:
+        valid = ops.logical_and(valid, ops.reshape(ops.cast(sample_weight, "float32"), (-1,)) != 0)
+    x = _clean(x, valid)
+    if ref_embeddings is None:
+        if ref_labels is not None or ref_mask is not None:
+            raise ValueError(
+                "pair loss: received ref_labels/ref_mask without ref_embeddings; expected all of "
+                "the reference set or none of it."
+            )
+        similarity = pairwise_similarity(x)
+        positives, negatives = label_masks(labels)
+        ref_valid = valid
+    else:
+        if ref_labels is None:
+            raise ValueError(
+                "pair loss: received ref_embeddings without ref_labels; expected the class ids "
+                "of the reference rows as ref_labels."
+            )
+        r = _rows(ref_embeddings, "pair loss ref_embeddings")
+        _, ref_valid = pair_labels(ref_labels)
+        ref_valid = ops.logical_and(ref_valid, finite_rows(r))
+        if ref_mask is not None:
+            ref_valid = ops.logical_and(ref_valid, ops.reshape(ops.cast(ref_mask, "bool"), (-1,)))
+        similarity = pairwise_similarity(x, _clean(r, ref_valid))
+        positives, negatives = label_masks(labels, ref_labels)
+        if exclude_self:
+            rows = ops.arange(ops.shape(x)[0])
+            columns = ops.arange(ops.shape(r)[0])
+            not_self = ops.not_equal(rows[:, None], columns[None, :])
+            positives = ops.logical_and(positives, not_self)
+            negatives = ops.logical_and(negatives, not_self)
+    both = ops.logical_and(valid[:, None], ref_valid[None, :])
+    positives = ops.logical_and(positives, both)
+    negatives = ops.logical_and(negatives, both)
+    return similarity, positives, negatives, _anchor_weight(valid, sample_weight)
+
+
+def masked_logsumexp(logits, mask, axis=-1):
+    """``log sum_{mask} exp(logits)`` along ``axis``; where nothing is in the mask, ``-1e9``.
+
+    Left-out entries never reach ``exp`` and get a zero gradient; a row with
+    nothing in the mask gives a large negative number (``softplus`` of it is 0)
+    rather than ``-inf``, so its gradient is finite.
+    """
+    filled = ops.where(mask, logits, ops.full_like(logits, _EXCLUDED))
+    return ops.logsumexp(filled, axis=axis)
+
+
+def weighted_anchor_mean(per_anchor, weight, counts):
+    """``sum_i w_i L_i / sum_i w_i`` over the anchors with ``counts``; 0 when none (or all w = 0)."""
+    weight = ops.where(counts, weight, ops.zeros_like(weight))
+    total = ops.sum(weight)
+    numerator = ops.sum(ops.where(counts, per_anchor, ops.zeros_like(per_anchor)) * weight)
+    has_any = total > 0
+    return ops.where(has_any, numerator / ops.where(has_any, total, ops.ones_like(total)), 0.0)
+
+
+def multi_similarity_mining(similarity, positives, negatives, margin=0.1):
+    """The pair mining of multi-similarity loss (Wang et al., CVPR 2019, Eq. 9-10).
+
+    With ``S`` the similarities of anchor ``i``, a negative ``k`` is kept when
+    ``S_ik + margin > min_{positives j} S_ij`` (Eq. 9) and a positive ``j``
+    when ``S_ij - margin < max_{negatives k} S_ik`` (Eq. 10); both inequalities
+    are strict. An anchor without positives keeps no negative and one without
+    negatives keeps no positive (``min``/``max`` over an empty set are
+    ``+inf``/``-inf``); for one that has both, either both kept sets are
+    empty or neither is. Mining is a selection: no gradient flows through it.
+
+    Returns:
+        ``(kept_positives, kept_negatives)``: bool ``(n, m)`` masks.
+    """
+    s = ops.stop_gradient(similarity)
+    big = ops.full_like(s, 1.0e9)
+    hardest_positive = ops.min(ops.where(positives, s, big), axis=-1, keepdims=True)
+    hardest_negative = ops.max(ops.where(negatives, s, -big), axis=-1, keepdims=True)
+    kept_negatives = ops.logical_and(negatives, s + margin > hardest_positive)
+    kept_positives = ops.logical_and(positives, s - margin < hardest_negative)
+    return kept_positives, kept_negatives
+
+
+def multi_similarity_loss(
+    embeddings, labels, alpha=2.0, beta=50.0, base=1.0, margin=0.1, mining=True, sample_weight=None,
+    ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True,
+):
+    """Multi-similarity loss (Wang, Han, Huang, Dong & Scott, CVPR 2019, Eq. 9-11).
+
+    With ``S_ij`` cosine similarities, ``P_i`` / ``N_i`` the positives and
+    negatives of anchor ``i`` kept by the mining of Eq. 9-10
+    (:func:`multi_similarity_mining`, ``epsilon`` = ``margin``) and ``m`` the
+    anchors::
+
+        L = 1/m sum_i [ 1/alpha log(1 + sum_{j in P_i} exp(-alpha (S_ij - lambda)))
+                      + 1/beta  log(1 + sum_{k in N_i} exp( beta  (S_ik - lambda))) ]   (Eq. 11)
+
+    Defaults are the paper's (Sec. 5.1): ``alpha=2, beta=50, lambda=1,
+    epsilon=0.1``. The authors' code (``msight-tech/research-ms-loss``) uses
+    ``lambda`` (``thresh``) 0.5 and ``beta`` (``scale_neg``) 40 in its
+    configs, and pytorch-metric-learning's ``MultiSimilarityLoss`` defaults to
+    ``base=0.5`` with its miner's ``epsilon=0.1``: pass those to match them.
+    ``mining=False`` uses every pair (pytorch-metric-learning's loss without
+    its miner). Unlike the authors' code, which drops positives with
+    ``S > 1 - 1e-5`` to remove each anchor's own pair, the diagonal is left
+    out by index: a distinct sample identical to the anchor stays a positive.
+
+    The mean is over every anchor (the paper's ``1/m``; an anchor without a
+    mined pair adds 0), weighted by ``sample_weight``.
+
+    Args:
+        embeddings: ``(batch, dim)``.
+        labels: ``(batch,)`` / ``(batch, 1)`` class ids.
+        alpha: scale of the positive pairs.
+        beta: scale of the negative pairs.
+        base: ``lambda``, the similarity the exponents are shifted by.
+        margin: ``epsilon`` of the mining.
+        mining: apply the mining of Eq. 9-10.
+        sample_weight: optional ``(batch,)`` anchor weights.
+        ref_embeddings, ref_labels, ref_mask, exclude_self: a reference set
+            (see the module docstring).
+
+    Returns:
+        A float32 scalar.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1., 0.], [1., 0.], [0., 1.], [0., 1.]], "float32")
+        >>> y = np.array([0, 0, 1, 1])   # separated classes: mining keeps no pair
+        >>> float(multi_similarity_loss(x, y)), round(float(multi_similarity_loss(x, y, mining=False)), 4)
+        (0.0, 0.3466)
+    """
+    similarity, positives, negatives, weight = pair_structure(
+        embeddings, labels, sample_weight, ref_embeddings, ref_labels, ref_mask, exclude_self
+    )
+    if mining:
+        positives, negatives = multi_similarity_mining(similarity, positives, negatives, margin)
+    positive = ops.softplus(masked_logsumexp(-alpha * (similarity - base), positives)) / alpha
+    negative = ops.softplus(masked_logsumexp(beta * (similarity - base), negatives)) / beta
+    per_anchor = ops.where(ops.any(positives, axis=-1), positive, 0.0) + ops.where(
+        ops.any(negatives, axis=-1), negative, 0.0
+    )
+    return weighted_anchor_mean(per_anchor, weight, weight > 0)
+
+
+def circle_loss(
+    embeddings, labels, margin=0.25, gamma=256.0, sample_weight=None,
+    ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True,
+):
+    """Circle loss with class-level labels (Sun et al., CVPR 2020, Eq. 6).
+
+    For an anchor with within-class similarities ``s_p`` and between-class
+    similarities ``s_n``::
+
+        L = log(1 + sum_n exp(gamma a_n (s_n - D_n)) * sum_p exp(-gamma a_p (s_p - D_p)))
+
+    with the self-paced weights ``a_p = [O_p - s_p]_+`` and ``a_n = [s_n -
+    O_n]_+`` (Eq. 5), ``O_p = 1 + m``, ``O_n = -m``, ``D_p = 1 - m``, ``D_n = m``
+    (Eq. 8). The weights are constants of the gradient (the paper's Eq. 7
+    differentiates with them fixed; the authors' and pytorch-metric-learning's
+    code detach them). Computed as ``softplus(LSE_n + LSE_p)``, stable at
+    ``gamma`` in the hundreds.
+
+    Defaults are the paper's face-recognition setting ``m=0.25, gamma=256``
+    (Sec. 4.2); pytorch-metric-learning defaults to ``m=0.4, gamma=80``, the
+    paper's fine-grained retrieval setting. The mean is over the anchors with
+    at least one positive and one negative (those for which Eq. 6 is defined,
+    as pytorch-metric-learning averages over anchors with pairs), weighted by
+    ``sample_weight``.
+
+    Args:
+        embeddings: ``(batch, dim)``.
+        labels: ``(batch,)`` / ``(batch, 1)`` class ids.
+        margin: the relaxation ``m``.
+        gamma: the scale ``gamma``.
+        sample_weight: optional ``(batch,)`` anchor weights.
+        ref_embeddings, ref_labels, ref_mask, exclude_self: a reference set
+            (see the module docstring).
+
+    Returns:
+        A float32 scalar.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1., 0.], [1., 0.], [0., 1.], [0., 1.]], "float32")
+        >>> round(float(circle_loss(x, np.array([0, 0, 1, 1]), gamma=1.0)), 4)   # log(1 + 2 e^-0.125)
+        1.017
+    """
+    similarity, positives, negatives, weight = pair_structure(
+        embeddings, labels, sample_weight, ref_embeddings, ref_labels, ref_mask, exclude_self
+    )
+    s = ops.stop_gradient(similarity)
+    alpha_p = ops.relu(1.0 + margin - s)
+    alpha_n = ops.relu(s + margin)
+    logit_p = -gamma * alpha_p * (similarity - (1.0 - margin))
+    logit_n = gamma * alpha_n * (similarity - margin)
+    per_anchor = ops.softplus(masked_logsumexp(logit_n, negatives) + masked_logsumexp(logit_p, positives))
+    counts = ops.logical_and(ops.any(positives, axis=-1), ops.any(negatives, axis=-1))
+    return weighted_anchor_mean(per_anchor, weight, counts)
+
+
+def supcon_loss(
+    embeddings, labels, temperature=0.1, sample_weight=None,
+    ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True,
+):
+    """Supervised contrastive loss ``L^sup_out`` (Khosla et al., NeurIPS 2020, Eq. 2).
+
+    With ``z`` the L2-normalised embeddings, ``P(i)`` the positives of anchor
+    ``i`` and ``A(i)`` every other sample (positives and negatives)::
+
+        L_i = -1/|P(i)| sum_{p in P(i)} log( exp(z_i.z_p / tau) / sum_{a in A(i)} exp(z_i.z_a / tau) )
+
+    The paper's multi-view batch (each sample augmented twice) is a batch whose
+    views share their label: concatenate the views and repeat the labels.
+    Eq. 2 sums over anchors; here the loss is their mean (the authors' code
+    takes the mean) over the anchors *that have a positive* (``|P(i)| > 0``):
+    an anchor alone in its class is left out of the mean (the authors' code
+    counts it with a loss of 0 since its later versions, or NaN before), and a
+    batch in which no anchor has a positive gives 0. With no negative the
+    formula is still defined (a positive's share of the softmax over
+    ``A(i)``), and used.
+
+    ``temperature`` defaults to the paper's 0.1 (Sec. 4 / App.); the authors'
+    code (``HobbitLong/SupContrast``) defaults to 0.07 and multiplies the loss
+    by ``temperature / base_temperature`` (1 at its defaults), which is left
+    out here.
+
+    Args:
+        embeddings: ``(batch, dim)``.
+        labels: ``(batch,)`` / ``(batch, 1)`` class ids.
+        temperature: ``tau``.
+        sample_weight: optional ``(batch,)`` anchor weights.
+        ref_embeddings, ref_labels, ref_mask, exclude_self: a reference set
+            (see the module docstring); ``A(i)`` is then the valid reference rows.
+
+    Returns:
+        A float32 scalar.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1., 0.], [1., 0.], [0., 1.]], "float32")
+        >>> round(float(supcon_loss(x, np.array([0, 0, 1]), temperature=1.0)), 4)   # log(1 + e^-1)
+        0.3133
+    """
+    similarity, positives, negatives, weight = pair_structure(
+        embeddings, labels, sample_weight, ref_embeddings, ref_labels, ref_mask, exclude_self
+    )
+    logits = similarity / temperature
+    others = ops.logical_or(positives, negatives)
+    log_prob = logits - masked_logsumexp(logits, others)[:, None]
+    n_positives = ops.sum(ops.cast(positives, "float32"), axis=-1)
+    counts = n_positives > 0
+    mean_log_prob = ops.sum(ops.where(positives, log_prob, 0.0), axis=-1) / ops.maximum(n_positives, 1.0)
+    return weighted_anchor_mean(-mean_log_prob, weight, counts)
+
+
+def _nt_xent_per_anchor(logits, positives, negatives):
+    """Per-anchor mean over positives ``p`` of ``-log(e^{z_p} / (e^{z_p} + sum_{n} e^{z_n}))``.
+
+    ``-log(e^a / (e^a + sum_n e^b_n)) = softplus(LSE_n(b) - a)``: stable, and 0
+    exactly when there is no negative.
+    """
+    negative_lse = masked_logsumexp(logits, negatives)[:, None]
+    per_pair = ops.softplus(negative_lse - logits)
+    n_positives = ops.sum(ops.cast(positives, "float32"), axis=-1)
+    per_anchor = ops.sum(ops.where(positives, per_pair, 0.0), axis=-1) / ops.maximum(n_positives, 1.0)
+    return per_anchor, n_positives > 0
+
+
+def nt_xent_loss(
+    embeddings, labels, temperature=0.1, sample_weight=None,
+    ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True,
+):
+    """NT-Xent with positives given by labels (Chen et al., ICML 2020, SimCLR, Eq. 1).
+
+    Each positive pair ``(i, p)`` is scored against the negatives of ``i``
+    only (other positives are not in the denominator)::
+
+        l(i, p) = -log( exp(s_ip / tau) / (exp(s_ip / tau) + sum_{n in N(i)} exp(s_in / tau)) )
+
+    and an anchor's loss is the mean of ``l(i, p)`` over its positives. With
+    one positive per anchor (a batch of two views per sample, labelled by
+    sample) this is exactly SimCLR's Eq. 1 averaged over the ``2N`` anchors
+    (see :func:`nt_xent_views_loss`), and it equals
+    :func:`supcon_loss`; with more positives it differs from SupCon, whose
+    denominator holds every other sample. pytorch-metric-learning's
+    ``NTXentLoss`` scores the same pairs but averages over pairs rather than
+    anchors (equal when every anchor has the same number of positives).
+
+    The mean is over the anchors that have a positive, weighted by
+    ``sample_weight``; a batch without positive pairs gives 0, and an anchor
+    without negatives has loss 0.
+
+    ``temperature`` defaults to 0.1, the paper's default setting (ImageNet,
+    batch 4096; Table 5, and the authors' README "default hyperparameters in
+    our paper"); the paper's CIFAR-10 runs (App. B.9) use 0.5, a better
+    choice for small batches.
+
+    Args:
+        embeddings: ``(batch, dim)``.
+        labels: ``(batch,)`` / ``(batch, 1)`` class (or sample) ids.
+        temperature: ``tau``.
+        sample_weight: optional ``(batch,)`` anchor weights.
+        ref_embeddings, ref_labels, ref_mask, exclude_self: a reference set
+            (see the module docstring).
+
+    Returns:
+        A float32 scalar.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1., 0.], [1., 0.], [0., 1.]], "float32")
+        >>> round(float(nt_xent_loss(x, np.array([0, 0, 1]), temperature=1.0)), 4)   # log(1 + e^-1)
+        0.3133
+    """
+    similarity, positives, negatives, weight = pair_structure(
+        embeddings, labels, sample_weight, ref_embeddings, ref_labels, ref_mask, exclude_self
+    )
+    per_anchor, counts = _nt_xent_per_anchor(similarity / temperature, positives, negatives)
+    return weighted_anchor_mean(per_anchor, weight, counts)
+
+
+def nt_xent_views_loss(view1, view2, temperature=0.1, labels=None, sample_weight=None):
+    """SimCLR's NT-Xent on two views of each sample (Chen et al., ICML 2020, Eq. 1).
+
+    The ``2N`` rows ``[view1; view2]`` are the anchors; the positive of row
+    ``i`` of ``view1`` is row ``i`` of ``view2`` and vice versa, and the other
+    ``2N - 2`` rows are its negatives::
+
+        l(i, j) = -log( exp(s_ij / tau) / sum_{k != i} exp(s_ik / tau) ),   L = 1/(2N) sum_i l(i, j(i))
+
+    With ``labels`` (class ids of the ``N`` samples), the views of *other*
+    samples of the same class are left out of the denominator: they are not
+    negatives (nor positives). Without labels this is SimCLR's loss as
+    published. ``sample_weight`` weighs each sample's two anchors; a sample of
+    weight 0, an invalid label or NaN/Inf in either view takes part in no pair.
+
+    Args:
+        view1: ``(N, dim)`` embeddings of the first views.
+        view2: ``(N, dim)`` embeddings of the second views (same samples, same order).
+        temperature: ``tau`` (default 0.1; see :func:`nt_xent_loss`).
+        labels: optional ``(N,)`` / ``(N, 1)`` class ids.
+        sample_weight: optional ``(N,)`` sample weights.
+
+    Returns:
+        A float32 scalar.
+
+    Example:
+        >>> import numpy as np
+        >>> v = np.array([[1., 0.], [0., 1.]], "float32")   # each view's partner: s = 1, negatives: s = 0
+        >>> round(float(nt_xent_views_loss(v, v, temperature=1.0)), 4)   # log(1 + 2 e^-1)
+        0.5514
+    """
+    a = _rows(view1, "NT-Xent view1")
+    b = _rows(view2, "NT-Xent view2")
+    if a.shape[0] is not None and b.shape[0] is not None and a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"NT-Xent: received views with {a.shape[0]} and {b.shape[0]} rows; expected the two "
+            f"views of the same samples, in the same order."
+        )
+    n = ops.shape(a)[0]
+    valid = ops.logical_and(finite_rows(a), finite_rows(b))
+    if labels is not None:
+        ids, valid_ids = pair_labels(labels)
+        valid = ops.logical_and(valid, valid_ids)
+    if sample_weight is not None:
+        valid = ops.logical_and(valid, ops.reshape(ops.cast(sample_weight, "float32"), (-1,)) != 0)
+    weight = _anchor_weight(valid, sample_weight)
+    z = ops.concatenate([_clean(a, valid), _clean(b, valid)], axis=0)
+    similarity = pairwise_similarity(z)
+    sample = ops.concatenate([ops.arange(n), ops.arange(n)], axis=0)  # row -> sample index
+    row = ops.arange(2 * n)
+    partner = ops.equal(sample[:, None], sample[None, :])  # the two views of one sample (and self)
+    positives = ops.logical_and(partner, ops.not_equal(row[:, None], row[None, :]))
+    negatives = ops.logical_not(partner)
+    if labels is not None:
+        ids = ops.concatenate([ids, ids], axis=0)
+        negatives = ops.logical_and(negatives, ops.not_equal(ids[:, None], ids[None, :]))
+    both = ops.concatenate([valid, valid], axis=0)
+    both = ops.logical_and(both[:, None], both[None, :])
+    per_anchor, counts = _nt_xent_per_anchor(
+        similarity / temperature, ops.logical_and(positives, both), ops.logical_and(negatives, both)
+    )
+    return weighted_anchor_mean(per_anchor, ops.concatenate([weight, weight], axis=0), counts)
