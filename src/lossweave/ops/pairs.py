@@ -1,0 +1,502 @@
+"""Pair-based metric-learning losses as pure functions over ``keras.ops``.
+
+=========================  ====================================================  ==========
+loss                       paper                                                 function
+=========================  ====================================================  ==========
+contrastive                Hadsell, Chopra & LeCun, CVPR 2006, Eq. 4             ``contrastive_loss``, ``contrastive_pair_loss``
+triplet, semi-hard         Schroff, Kalenichenko & Philbin, CVPR 2015 (FaceNet)  ``triplet_loss(mining="semi-hard")``
+triplet, batch-hard / all  Hermans, Beyer & Leibe, arXiv 2017, Eq. 4-6           ``triplet_loss(mining="batch-hard" | "batch-all")``
+lifted structure           Oh Song, Xiang, Jegelka & Savarese, CVPR 2016, Eq. 4  ``lifted_structure_loss``
+N-pairs                    Sohn, NeurIPS 2016, Eq. 3 and Sec. 3.2.2              ``npairs_loss``
+=========================  ====================================================  ==========
+
+Conventions shared by every function:
+
+- ``labels`` are class ids (non-negative integers, sparse); ``embeddings``
+  are ``(batch, dim)``, computed in float32 whatever their dtype.
+- **Which rows take part.** A row with an invalid label (negative,
+  non-integer, NaN), with NaN/Inf features (they are zeroed first, so no
+  NaN reaches a gradient) or with sample weight 0 takes part in no pair, as
+  anchor or as partner. (``lossweave.terms`` terms raise on the first two;
+  a weight of 0 is how a term leaves out the rows of a ``missing`` label.)
+- **Sample weights are per anchor.** The weight ``w_i`` of row ``i``
+  multiplies every pair (or triplet) term whose anchor is ``i``; the
+  denominator of each mean counts pairs (triplets, anchors) and not weights,
+  as Keras's ``"sum_over_batch_size"`` counts samples. All weights 1 give the
+  paper's value; weights ``c`` give ``c`` times it.
+- **Empty cases are 0.** A mean over an empty set (no positive pair, no
+  negative, no triplet) is 0, with finite (zero) gradients, never NaN.
+- **A reference set** (``ref_embeddings, ref_labels, ref_mask``, used by
+  ``lossweave.terms.CrossBatchMemory``): where a function accepts it, pairs
+  are formed between the batch rows (anchors) and the reference rows
+  (partners: positives and negatives) instead of the batch with itself; the
+  batch is then not implicitly included. ``ref_mask`` is a bool ``(m,)``
+  vector of the reference rows that exist (a memory's filled slots).
+  ``exclude_self=True`` (the default) says the first ``batch`` reference
+  rows are the batch itself, so the pair ``(i, j == i)`` is left out.
+- Nothing bigger than ``batch x reference`` is built: batch-all and
+  semi-hard mining count triplets with row-wise sorts (O(b m log m) time,
+  O(b m) memory), never with a ``(b, m, m)`` tensor.
+"""
+
+from keras import ops
+
+from lossweave.ops.distances import label_masks, pair_labels, paired_distances, pairwise_distances
+from lossweave.ops.labels import finite_rows
+
+MININGS = ("semi-hard", "batch-hard", "batch-all")
+AVERAGES = ("positive", "all")
+
+
+# ------------------------------------------------------------------ helpers
+def _rows(embeddings, sample_weight, what):
+    """float32 rows (non-finite rows zeroed), per-row weights, and which rows are usable."""
+    x = ops.cast(ops.convert_to_tensor(embeddings), "float32")
+    if len(x.shape) != 2:
+        raise ValueError(
+            f"{what}: received embeddings of shape {tuple(x.shape)}; expected a 2-D tensor "
+            f"(batch, dim). Flatten the embedding first."
+        )
+    finite = finite_rows(x)
+    x = ops.where(finite[:, None], x, ops.zeros_like(x))
+    if sample_weight is None:
+        weights = ops.ones((ops.shape(x)[0],), "float32")
+    else:
+        weights = ops.reshape(ops.cast(ops.convert_to_tensor(sample_weight), "float32"), (-1,))
+        finite = ops.logical_and(finite, ops.not_equal(weights, 0.0))
+    return x, weights, finite
+
+
+def _pair_setup(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask, exclude_self,
+                what):
+    """``(distances, positives, negatives, weights, anchor rows)`` of a batch, or batch vs reference."""
+    x, weights, usable = _rows(embeddings, sample_weight, what)
+    _, valid = pair_labels(labels)
+    anchors = ops.logical_and(usable, valid)
+    if ref_embeddings is None:
+        if ref_labels is not None or ref_mask is not None:
+            raise ValueError(f"{what}: received ref_labels/ref_mask without ref_embeddings; pass all three.")
+        distances = pairwise_distances(x, None, metric) if metric is not None else None
+        positives, negatives = label_masks(labels)
+        partners = anchors
+    else:
+        if ref_labels is None:
+            raise ValueError(f"{what}: received ref_embeddings without ref_labels; pass both (and ref_mask).")
+        ref_x, _, partners = _rows(ref_embeddings, None, what)
+        _, ref_valid = pair_labels(ref_labels)
+        partners = ops.logical_and(partners, ref_valid)
+        if ref_mask is not None:
+            partners = ops.logical_and(partners, ops.reshape(ops.cast(ref_mask, "bool"), (-1,)))
+        distances = pairwise_distances(x, ref_x, metric) if metric is not None else None
+        positives, negatives = label_masks(labels, ref_labels)
+        if exclude_self:
+            rows, columns = ops.arange(ops.shape(x)[0]), ops.arange(ops.shape(ref_x)[0])
+            positives = ops.logical_and(positives, ops.not_equal(rows[:, None], columns[None, :]))
+    both = ops.logical_and(anchors[:, None], partners[None, :])
+    return distances, ops.logical_and(positives, both), ops.logical_and(negatives, both), weights, anchors
+
+
+def _safe_mean(total, count):
+    """``total / count``, and 0 (with a zero gradient) when ``count`` is 0."""
+    count = ops.cast(count, "float32")
+    return ops.where(count > 0, total / ops.maximum(count, 1.0), ops.zeros_like(total))
+
+
+def _count(mask, axis=None):
+    return ops.sum(ops.cast(mask, "float32"), axis=axis)
+
+
+def masked_logsumexp(x, mask, axis=-1):
+    """``log sum_{mask} exp(x)`` along ``axis``, stable; 0 where the mask is empty (finite gradients).
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[0., 1000., 0.], [5., 5., 5.]], "float32")
+        >>> mask = np.array([[True, True, False], [False, False, False]])
+        >>> [round(float(v), 4) for v in masked_logsumexp(x, mask)]
+        [1000.0, 0.0]
+    """
+    x = ops.cast(x, "float32")
+    mask = ops.convert_to_tensor(mask)
+    has = ops.any(mask, axis=axis)
+    low = ops.full_like(x, -1e30)
+    top = ops.max(ops.where(mask, x, low), axis=axis, keepdims=True)
+    top = ops.stop_gradient(ops.where(ops.any(mask, axis=axis, keepdims=True), top, ops.zeros_like(top)))
+    # Masked-out entries become exp(-1e30) = 0 before the exp, so they cannot overflow.
+    sums = ops.sum(ops.exp(ops.where(mask, x - top, low)), axis=axis)
+    sums = ops.where(has, sums, ops.ones_like(sums))
+    return ops.where(has, ops.squeeze(top, axis=axis) + ops.log(sums), ops.zeros_like(sums))
+
+
+def _count_below(values, queries):
+    """Row-wise counts ``(#{v < q}, #{v <= q})`` of the values of a row below each query of that row.
+
+    ``values`` ``(b, v)`` and ``queries`` ``(b, q)`` (use ``+inf`` for values
+    that do not count); returns two int32 ``(b, q)`` matrices. One sort of
+    each row of values and queries together (O(b (v + q) log(v + q))), with
+    ties resolved exactly: within a run of equal numbers, the count below is
+    read at the run's start (``<``) or end (``<=``). No gradient.
+    """
+    values, queries = ops.stop_gradient(values), ops.stop_gradient(queries)
+    num_values = ops.shape(values)[1]
+    merged = ops.concatenate([values, queries], axis=1)
+    is_value = ops.concatenate([ops.ones_like(values, "int32"), ops.zeros_like(queries, "int32")], axis=1)
+    order = ops.argsort(merged, axis=1)
+    ordered = ops.take_along_axis(merged, order, axis=1)
+    flags = ops.take_along_axis(is_value, order, axis=1)
+    size = ops.shape(merged)[1]
+    first = ops.ones_like(ordered[:, :1], "bool")
+    starts = ops.concatenate([first, ops.not_equal(ordered[:, 1:], ordered[:, :-1])], axis=1)
+    run = ops.cumsum(ops.cast(starts, "int32"), axis=1) - 1  # run index of each sorted entry
+    positions = ops.broadcast_to(ops.arange(size, dtype="int32")[None, :], ops.shape(starts))
+    # Start position of run r at column r (runs in order), ``size`` past the last run.
+    run_starts = ops.sort(ops.where(starts, positions, size), axis=1)
+    run_starts = ops.concatenate([run_starts, ops.full_like(run_starts[:, :1], size)], axis=1)
+    before = ops.cumsum(flags, axis=1)
+    before = ops.concatenate([ops.zeros_like(before[:, :1]), before], axis=1)  # values before position k
+    less = ops.take_along_axis(before, ops.take_along_axis(run_starts, run, axis=1), axis=1)
+    less_equal = ops.take_along_axis(before, ops.take_along_axis(run_starts, run + 1, axis=1), axis=1)
+    back = ops.argsort(order, axis=1)  # sorted position -> original column
+    less = ops.take_along_axis(less, back, axis=1)[:, num_values:]
+    less_equal = ops.take_along_axis(less_equal, back, axis=1)[:, num_values:]
+    return less, less_equal
+
+
+# ------------------------------------------------------------- contrastive
+def contrastive_loss(
+    embeddings,
+    labels,
+    pos_margin=0.0,
+    neg_margin=1.0,
+    metric="euclidean",
+    sample_weight=None,
+    ref_embeddings=None,
+    ref_labels=None,
+    ref_mask=None,
+    exclude_self=True,
+):
+    """Contrastive loss over all pairs of a labelled batch (Hadsell, Chopra & LeCun, CVPR 2006, Eq. 4).
+
+    Eq. 4 with its factor 1/2, for a pair at distance ``d``::
+
+        positive (same class):      1/2 * max(d - pos_margin, 0)^2
+        negative (other class):     1/2 * max(neg_margin - d, 0)^2
+
+    (``pos_margin=0`` is the paper's ``1/2 D^2``; ``neg_margin`` is its
+    ``m``). The loss is the mean over every ordered pair ``(i, j)``, ``i != j``,
+    positive or negative, of ``w_i`` times its term; each unordered pair thus
+    counts twice, which leaves the mean unchanged. It is 0 only when the batch
+    has no pair (one usable row); a batch of one class is a mean over positive
+    pairs. pytorch-metric-learning's ``ContrastiveLoss`` drops the 1/2 and
+    averages the non-zero terms instead.
+
+    Args:
+        embeddings: ``(batch, dim)``.
+        labels: ``(batch,)`` class ids.
+        pos_margin: distance below which a positive pair costs nothing.
+        neg_margin: distance above which a negative pair costs nothing (``m``).
+        metric: a ``lossweave.ops.distances.METRICS`` name (paper: Euclidean).
+        sample_weight: ``(batch,)`` per-anchor weights.
+        ref_embeddings, ref_labels, ref_mask, exclude_self: a reference set of
+            partners (see the module docstring).
+
+    Returns:
+        float32 scalar.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[0., 0.], [0.5, 0.], [0., 0.25]], "float32")
+        >>> round(float(contrastive_loss(x, np.array([0, 0, 1]))), 6)
+        0.167828
+    """
+    distances, positives, negatives, weights, _ = _pair_setup(
+        embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask, exclude_self,
+        "contrastive loss",
+    )
+    pull = 0.5 * ops.square(ops.relu(distances - pos_margin))
+    push = 0.5 * ops.square(ops.relu(neg_margin - distances))
+    terms = ops.where(positives, pull, ops.where(negatives, push, ops.zeros_like(distances)))
+    total = ops.sum(weights[:, None] * terms)
+    return _safe_mean(total, _count(positives) + _count(negatives))
+
+
+def contrastive_pair_loss(left, right, same, pos_margin=0.0, neg_margin=1.0, metric="euclidean",
+                          sample_weight=None):
+    """Contrastive loss of siamese pairs: row ``i`` of ``left`` against row ``i`` of ``right`` (Eq. 4).
+
+    ``same[i]`` is 1 for a similar pair and 0 for a dissimilar one (the
+    paper's ``Y`` is the opposite: 0 for similar). Per pair
+    ``same * 1/2 max(d - pos_margin, 0)^2 + (1 - same) * 1/2 max(neg_margin - d, 0)^2``;
+    the loss is ``sum_i w_i l_i / batch`` (Keras's mean over the batch).
+    Rows with NaN/Inf features are zeroed (their term is still counted).
+
+    Example:
+        >>> import numpy as np
+        >>> left = np.array([[0., 0.], [0., 0.]], "float32")
+        >>> right = np.array([[0.5, 0.], [0.5, 0.]], "float32")
+        >>> round(float(contrastive_pair_loss(left, right, np.array([1, 0]))), 6)
+        0.125
+    """
+    left, _, left_ok = _rows(left, None, "contrastive pair loss left")
+    right, _, right_ok = _rows(right, None, "contrastive pair loss right")
+    same = ops.reshape(ops.cast(ops.convert_to_tensor(same), "float32"), (-1,))
+    same = ops.where(ops.isfinite(same), same, ops.zeros_like(same))
+    distances = paired_distances(left, right, metric)
+    pull = 0.5 * ops.square(ops.relu(distances - pos_margin))
+    push = 0.5 * ops.square(ops.relu(neg_margin - distances))
+    per = same * pull + (1.0 - same) * push
+    if sample_weight is not None:
+        per = per * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+    return ops.sum(per) / ops.cast(ops.shape(per)[0], "float32")
+
+
+# ------------------------------------------------------------------ triplet
+def _semi_hard_negatives(distances, negatives):
+    """Column of the semi-hard negative of each (anchor, positive) pair, as TF Addons picks it.
+
+    For pair ``(a, p)``: the negative ``n`` with the smallest ``d(a, n)``
+    strictly greater than ``d(a, p)``; if there is none, the negative with
+    the largest ``d(a, n)`` (``TripletSemiHardLoss``'s ``negatives_inside``).
+    """
+    inf = ops.full_like(distances, float("inf"))
+    negative_distances = ops.where(negatives, distances, inf)
+    _, at_or_below = _count_below(negative_distances, distances)  # #{n : d(a, n) <= d(a, p)}
+    by_distance = ops.argsort(ops.stop_gradient(negative_distances), axis=1)  # negatives first, ascending
+    count = ops.sum(ops.cast(negatives, "int32"), axis=1)
+    has_semi_hard = at_or_below < count[:, None]
+    last = ops.shape(distances)[1] - 1
+    semi_hard = ops.take_along_axis(by_distance, ops.minimum(at_or_below, last), axis=1)
+    farthest = ops.argmax(ops.stop_gradient(ops.where(negatives, distances, -inf)), axis=1)
+    return ops.where(has_semi_hard, semi_hard, ops.cast(farthest, semi_hard.dtype)[:, None])
+
+
+def triplet_loss(
+    embeddings,
+    labels,
+    margin=1.0,
+    mining="semi-hard",
+    metric="euclidean",
+    soft=False,
+    average="positive",
+    sample_weight=None,
+    ref_embeddings=None,
+    ref_labels=None,
+    ref_mask=None,
+    exclude_self=True,
+):
+    """Triplet loss ``[d(a, p) - d(a, n) + margin]_+`` with in-batch mining.
+
+    ``mining``:
+
+    - ``"semi-hard"``: TensorFlow Addons' ``TripletSemiHardLoss`` (after
+      Schroff et al., CVPR 2015, Sec. 3.2): for every (anchor, positive) pair
+      the negative with the smallest ``d(a, n) > d(a, p)``, else the negative
+      farthest from the anchor; the loss is the mean over the (a, p) pairs.
+      TF Addons' defaults: ``margin=1.0``, Euclidean distance (its ``"L2"``;
+      FaceNet's Eq. 1 uses squared distances: ``metric="squared_euclidean"``).
+      One difference: an anchor without any negative forms no triplet and its
+      pairs are left out (TF Addons counts them with ``d(a, n) = 0``).
+    - ``"batch-hard"``: Hermans, Beyer & Leibe 2017, "In Defense of the
+      Triplet Loss for Person Re-Identification", Eq. 5: per anchor, the
+      farthest positive and the nearest negative; the mean over the anchors
+      that have both. ``soft=True`` is their soft margin, Eq. 6:
+      ``log(1 + exp(d(a, p) - d(a, n)))`` (``margin`` is then not used).
+    - ``"batch-all"``: Hermans et al., Eq. 4 ("BA"): every triplet of the
+      batch; ``average="positive"`` is the mean over the triplets with a
+      non-zero loss (their "BA≠0"), ``average="all"`` the plain mean.
+      Computed without a ``(b, m, m)`` tensor: with ``c(a, p)`` the number of
+      negatives with ``d(a, n) < d(a, p) + margin`` and ``e(a, n)`` the
+      number of positives with ``d(a, p) + margin > d(a, n)`` (row-wise sorts),
+      the sum of hinges is ``sum c (d_ap + margin) - sum e d_an``, exact in value
+      and gradient.
+
+    Args:
+        embeddings: ``(batch, dim)``.
+        labels: ``(batch,)`` class ids.
+        margin: the margin ``alpha``.
+        mining: one of ``MININGS``.
+        metric: a ``lossweave.ops.distances.METRICS`` name.
+        soft: Hermans et al.'s soft margin (``mining="batch-hard"`` only).
+        average: ``"positive"`` or ``"all"`` (``mining="batch-all"`` only).
+        sample_weight: ``(batch,)`` per-anchor weights (scale the anchor's
+            pairs, anchors or triplets).
+        ref_embeddings, ref_labels, ref_mask, exclude_self: a reference set of
+            positives and negatives (see the module docstring).
+
+    Returns:
+        float32 scalar; 0 when no triplet exists (no positive pair, or no
+        negative).
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[0.], [1.], [1.5], [3.]], "float32")
+        >>> y = np.array([0, 0, 1, 1])
+        >>> [round(float(triplet_loss(x, y, mining=m)), 4) for m in MININGS]
+        [0.5, 1.125, 1.1]
+    """
+    if mining not in MININGS:
+        raise ValueError(f"triplet loss: received mining={mining!r}; expected one of {MININGS}.")
+    if average not in AVERAGES:
+        raise ValueError(f"triplet loss: received average={average!r}; expected one of {AVERAGES}.")
+    if soft and mining != "batch-hard":
+        raise ValueError(
+            f"triplet loss: received soft=True with mining={mining!r}; the soft margin (Hermans et al. "
+            f"2017, Eq. 6) is defined here for mining='batch-hard' only."
+        )
+    distances, positives, negatives, weights, _ = _pair_setup(
+        embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask, exclude_self,
+        "triplet loss",
+    )
+    has_negative = ops.any(negatives, axis=1)
+    if mining == "batch-hard":
+        valid = ops.logical_and(ops.any(positives, axis=1), has_negative)
+        hardest_positive = ops.max(ops.where(positives, distances, ops.full_like(distances, -1e30)), axis=1)
+        hardest_negative = ops.min(ops.where(negatives, distances, ops.full_like(distances, 1e30)), axis=1)
+        gap = ops.where(valid, hardest_positive - hardest_negative, ops.zeros_like(hardest_positive))
+        per = ops.softplus(gap) if soft else ops.relu(gap + margin)
+        total = ops.sum(ops.where(valid, weights * per, ops.zeros_like(per)))
+        return _safe_mean(total, _count(valid))
+    if mining == "semi-hard":
+        chosen = _semi_hard_negatives(distances, negatives)
+        negative_distance = ops.take_along_axis(distances, chosen, axis=1)
+        pairs = ops.logical_and(positives, has_negative[:, None])
+        per = ops.relu(distances - negative_distance + margin)
+        total = ops.sum(ops.where(pairs, weights[:, None] * per, ops.zeros_like(per)))
+        return _safe_mean(total, _count(pairs))
+    # batch-all
+    inf = ops.full_like(distances, float("inf"))
+    shifted = distances + margin
+    active_negatives, _ = _count_below(ops.where(negatives, distances, inf), shifted)  # c(a, p)
+    _, passive_positives = _count_below(ops.where(positives, shifted, inf), distances)
+    num_positives = ops.sum(ops.cast(positives, "int32"), axis=1)
+    c = ops.cast(ops.where(positives, active_negatives, 0), "float32")
+    e = ops.cast(ops.where(negatives, num_positives[:, None] - passive_positives, 0), "float32")
+    per_anchor = ops.sum(c * shifted, axis=1) - ops.sum(e * distances, axis=1)
+    total = ops.sum(weights * per_anchor)
+    if average == "positive":
+        return _safe_mean(total, ops.sum(c))
+    return _safe_mean(total, ops.sum(_count(positives, axis=1) * _count(negatives, axis=1)))
+
+
+# ------------------------------------------------------------ lifted structure
+def lifted_structure_loss(embeddings, labels, margin=1.0, sample_weight=None):
+    """Lifted structured loss, the smooth bound of Oh Song et al., CVPR 2016, Eq. 4.
+
+    With ``D`` the Euclidean distances, ``N`` the negative and ``P`` the
+    positive pairs of the batch::
+
+        J_ij = log( sum_{(i,k) in N} exp(margin - D_ik) + sum_{(j,l) in N} exp(margin - D_jl) ) + D_ij
+        J    = 1 / (2 |P|) * sum_{(i,j) in P} max(0, J_ij)^2
+
+    computed as ``logaddexp`` of two masked log-sum-exps (stable for any
+    distances). The sum runs over ordered pairs (each unordered pair twice,
+    ``|P|`` counted the same way): the paper's value. ``w_i`` scales the
+    pair ``(i, j)``. 0 when the batch has no positive pair or no negative.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[0., 0.], [2., 0.], [0., 1.]], "float32")
+        >>> round(float(lifted_structure_loss(x, np.array([0, 0, 1]))), 4)
+        2.5426
+    """
+    distances, positives, negatives, weights, _ = _pair_setup(
+        embeddings, labels, sample_weight, "euclidean", None, None, None, True, "lifted structure loss"
+    )
+    spread = masked_logsumexp(margin - distances, negatives, axis=1)  # log sum_k exp(margin - D_ik)
+    has_negative = ops.any(negatives, axis=1)
+    pairs = ops.logical_and(positives, ops.logical_and(has_negative[:, None], has_negative[None, :]))
+    inner = ops.logaddexp(spread[:, None], spread[None, :]) + distances
+    per = ops.square(ops.relu(ops.where(pairs, inner, ops.zeros_like(inner))))
+    total = ops.sum(weights[:, None] * per)
+    return _safe_mean(0.5 * total, _count(pairs))
+
+
+# ------------------------------------------------------------------ N-pairs
+def npairs_pairs(labels, usable=None):
+    """The (anchor, positive) rows an N-pair loss reads from a labelled batch.
+
+    Sohn's N-pair batch is one (anchor, positive) pair per class. From a
+    labelled batch: for every class with at least two usable rows, the
+    first row of that class (in batch order) is the anchor and the second is
+    its positive; later rows of the class and classes with one row are not
+    used (pytorch-metric-learning's choice too).
+
+    Args:
+        labels: ``(batch,)`` class ids.
+        usable: optional bool ``(batch,)`` of the rows that may be used.
+
+    Returns:
+        ``(anchor, positive, partner)``: bool ``(batch,)`` anchor rows and
+        positive rows, and bool ``(batch, batch)`` with ``[a, q]`` true where
+        ``q`` is the positive of anchor ``a``.
+
+    Example:
+        >>> import numpy as np
+        >>> anchor, positive, _ = npairs_pairs(np.array([3, 1, 3, 3, 2, 1]))
+        >>> [int(i) for i in np.flatnonzero(anchor)], [int(i) for i in np.flatnonzero(positive)]
+        ([0, 1], [2, 5])
+    """
+    ids, valid = pair_labels(labels)
+    if usable is not None:
+        valid = ops.logical_and(valid, usable)
+    rows = ops.arange(ops.shape(ids)[0])
+    same = ops.logical_and(ops.equal(ids[:, None], ids[None, :]), ops.logical_and(valid[:, None], valid[None, :]))
+    earlier = ops.sum(ops.cast(ops.logical_and(same, rows[None, :] < rows[:, None]), "int32"), axis=1)
+    members = ops.sum(ops.cast(same, "int32"), axis=1)
+    anchor = ops.logical_and(valid, ops.logical_and(ops.equal(earlier, 0), members >= 2))
+    positive = ops.logical_and(valid, ops.equal(earlier, 1))
+    partner = ops.logical_and(same, ops.logical_and(anchor[:, None], positive[None, :]))
+    return anchor, positive, partner
+
+
+def npairs_loss(embeddings, labels, l2_reg=0.002, sample_weight=None):
+    """Multi-class N-pair loss (Sohn, NeurIPS 2016, Eq. 3) with the embedding L2 regulariser (Sec. 3.2.2).
+
+    With (anchor ``f_i``, positive ``f_i+``) pairs of ``N`` classes picked by
+    ``npairs_pairs`` and inner-product similarities::
+
+        L = 1/N sum_i log(1 + sum_{j != i} exp(f_i . f_j+ - f_i . f_i+))      (Eq. 3)
+            + l2_reg / 4 * (mean_i ||f_i||^2 + mean_i ||f_i+||^2)
+
+    i.e. softmax cross-entropy of each anchor over the ``N`` positives. The
+    regulariser and its default ``l2_reg=0.002`` (with the factor 1/4) are
+    those of TensorFlow's ``tf.contrib.losses.metric_learning.npairs_loss``;
+    pytorch-metric-learning's ``NPairsLoss`` has no regulariser by default
+    (``l2_reg=0`` gives its loss). ``w_i`` scales anchor ``i``'s
+    cross-entropy and its pair's share of the regulariser. The loss is 0
+    (regulariser included) when fewer than two classes have a pair: no
+    negative exists.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1., 0.], [0., 1.], [1., 0.], [0., 1.]], "float32")
+        >>> round(float(npairs_loss(x, np.array([0, 1, 0, 1]), l2_reg=0.0)), 4)
+        0.3133
+    """
+    x, weights, usable = _rows(embeddings, sample_weight, "N-pairs loss")
+    anchor, positive, partner = npairs_pairs(labels, usable)
+    similarities = ops.matmul(x, ops.transpose(x))
+    columns = ops.logical_and(anchor[:, None], positive[None, :])
+    log_norm = masked_logsumexp(similarities, columns, axis=1)
+    target = ops.sum(ops.where(partner, similarities, ops.zeros_like(similarities)), axis=1)
+    cross_entropy = ops.where(anchor, log_norm - target, ops.zeros_like(target))
+    norms = ops.sum(ops.square(x), axis=1)
+    pair_weight = ops.sum(ops.where(partner, weights[:, None], ops.zeros_like(similarities)), axis=0)
+    regulariser = ops.sum(weights * norms * ops.cast(anchor, "float32")) + ops.sum(pair_weight * norms)
+    pairs = _count(anchor)
+    total = ops.sum(weights * cross_entropy) + 0.25 * l2_reg * regulariser
+    loss = _safe_mean(total, pairs)
+    return ops.where(pairs >= 2, loss, ops.zeros_like(loss))
+
+
+__all__ = [
+    "AVERAGES",
+    "MININGS",
+    "contrastive_loss",
+    "contrastive_pair_loss",
+    "lifted_structure_loss",
+    "masked_logsumexp",
+    "npairs_loss",
+    "npairs_pairs",
+    "triplet_loss",
+]

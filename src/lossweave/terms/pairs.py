@@ -1,0 +1,338 @@
+"""Pair-based metric-learning terms: contrastive, triplet, lifted structure, N-pairs.
+
+Thin shells over ``lossweave.ops.pairs``: each term checks its inputs
+(``check_pair_rows``: class ids >= 0, sparse; finite features), calls the
+op and returns 0 when the check failed (the step then raises
+``InvalidInputError``), as ``CenterLoss`` does. They own no variables.
+
+Sample weights are per anchor (see ``lossweave.ops.pairs``): ``w_i`` scales
+the pairs or triplets anchored at row ``i``, and a row of weight 0 takes part
+in no pair. ``missing=`` labels get weight 0, so they are left out of every
+pair; the mean is then over the pairs of the labelled rows.
+
+Terms that accept a reference set of partners (``supports_reference``) can be
+wrapped by ``lossweave.terms.CrossBatchMemory``; their ``pair_loss(embeddings,
+labels, sample_weight, ref_embeddings=None, ref_labels=None, ref_mask=None,
+exclude_self=True)`` is the loss without the check.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from lossweave.ops import distances as distance_ops
+from lossweave.ops import pairs as pair_ops
+from lossweave.terms.base import Term
+from lossweave.terms.check import check_pair_rows
+
+
+def _number(value, what, owner, low=None, strict=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{owner}: {what} must be a number; received {value!r}.")
+    value = float(value)
+    if not np.isfinite(value) or (low is not None and (value <= low if strict else value < low)):
+        bound = f"> {low}" if strict else f">= {low}"
+        raise ValueError(f"{owner}: {what} must be a finite number{'' if low is None else ' ' + bound}; "
+                         f"received {value!r}.")
+    return value
+
+
+def _choice(value, choices, what, owner):
+    if value not in choices:
+        raise ValueError(f"{owner}: {what} must be one of {choices}; received {value!r}.")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class PairTerm(Term):
+    """Base of the pair terms: one embedding output, class-id labels, a checked batch.
+
+    Subclasses implement ``pair_loss``. ``supports_reference`` says whether
+    it accepts a reference set (``CrossBatchMemory`` needs one).
+
+    Args:
+        on: model output holding the embeddings ``(batch, dim)``.
+        target: target holding the class ids (sparse, ``(batch,)`` or ``(batch, 1)``).
+        validate: raise on bad rows at run time (bad rows take part in no pair either way).
+    """
+
+    supports_reference = False
+
+    def __init__(self, on="embedding", target="label", validate=True, **kwargs):
+        super().__init__(on=on, target=target, **kwargs)
+        self.validate = bool(validate)
+
+    def _mask_missing(self, targets, sample_weight):
+        # Weight 0 leaves a row out of every pair; no rescaling: means count pairs, not rows.
+        targets, weights = super()._mask_missing(targets, None)
+        if weights is not None:
+            weights = ops.cast(weights > 0, "float32")
+            if sample_weight is not None:
+                weights = weights * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+        return targets, weights
+
+    def build(self, outputs_shape):
+        super().build(outputs_shape)
+        shape = tuple(outputs_shape)
+        if len(shape) != 2:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': received embeddings of shape {shape}; expected "
+                f"(batch, dim). Point `on` at the embedding output."
+            )
+
+    def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
+                  ref_mask=None, exclude_self=True):
+        """The loss of the batch (or of the batch against a reference set), without the input check."""
+        raise NotImplementedError(f"{type(self).__name__} must implement pair_loss.")
+
+    def call(self, outputs, targets, sample_weight=None, training=None):
+        clean = check_pair_rows(self, outputs, targets) if self.validate else None
+        loss = self.pair_loss(outputs, targets, sample_weight)
+        if clean is not None:
+            loss = ops.where(clean, loss, ops.zeros_like(loss))
+        return loss
+
+    def get_config(self):
+        config = super().get_config()
+        config["validate"] = self.validate
+        return config
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class ContrastiveLoss(PairTerm):
+    """Contrastive loss (Hadsell, Chopra & LeCun, CVPR 2006, Eq. 4), with its factor 1/2.
+
+    Two forms:
+
+    - **labelled batch** (``on="embedding"``, ``target="label"``): every
+      ordered pair ``(i, j)``, ``i != j``, of the batch; a positive (same
+      class) pair pays ``1/2 max(d - pos_margin, 0)^2``, a negative pair
+      ``1/2 max(neg_margin - d, 0)^2``; the loss is the mean over the pairs
+      (``lossweave.ops.pairs.contrastive_loss``), 0 when there is no pair.
+      Accepts a reference set (``CrossBatchMemory``).
+    - **siamese pairs** (``on=("left", "right")``, ``target="same"``): the
+      distance between row ``i`` of the two outputs, and a target of 1 for a
+      similar and 0 for a dissimilar pair (the paper's ``Y`` is reversed: 0 for
+      similar); the mean over the batch of the pair terms
+      (``contrastive_pair_loss``). A target other than 0/1 raises.
+
+    Args:
+        pos_margin: distance below which a positive pair costs nothing (paper: 0).
+        neg_margin: the margin ``m`` of the negative pairs (1.0).
+        distance: ``"euclidean"`` (the paper's ``D_W``), ``"squared_euclidean"``
+            or ``"cosine"``.
+        on: the embedding output, or a pair of outputs for siamese pairs.
+        target: class ids, or the 0/1 target of siamese pairs.
+        validate: raise on bad rows at run time.
+
+    Example:
+        >>> import numpy as np
+        >>> term = ContrastiveLoss(neg_margin=1.0)
+        >>> x = np.array([[0., 0.], [0.5, 0.], [0., 0.25]], "float32")
+        >>> round(float(term(x, np.array([0, 0, 1]))), 6)
+        0.167828
+        >>> siamese = ContrastiveLoss(on=("left", "right"), target="same")
+        >>> right = np.array([[0.5, 0.], [0.5, 0.], [0., 0.]], "float32")
+        >>> round(float(siamese((x, right), np.array([1, 0, 1]))), 6)
+        0.21875
+    """
+
+    supports_reference = True
+
+    def __init__(self, pos_margin=0.0, neg_margin=1.0, distance="euclidean", on="embedding", target="label",
+                 validate=True, **kwargs):
+        super().__init__(on=on, target=target, validate=validate, **kwargs)
+        owner = type(self).__name__
+        self.pos_margin = _number(pos_margin, "pos_margin", owner, low=0.0)
+        self.neg_margin = _number(neg_margin, "neg_margin", owner, low=0.0)
+        self.distance = _choice(distance, distance_ops.METRICS, "distance", owner)
+        self.siamese = isinstance(self.on, tuple)
+        if self.siamese and len(self.on) != 2:
+            raise ValueError(f"{owner}: siamese pairs read two outputs, on=(left, right); received on={self.on!r}.")
+        if self.siamese:
+            self.supports_reference = False
+
+    def build(self, outputs_shape):
+        if not self.siamese:
+            return super().build(outputs_shape)
+        Term.build(self, outputs_shape)
+        shapes = [tuple(s) for s in outputs_shape]
+        if len(shapes) != 2 or any(len(s) != 2 for s in shapes) or shapes[0][-1] != shapes[1][-1]:
+            raise ValueError(
+                f"ContrastiveLoss '{self.name}': received outputs of shapes {shapes}; expected two "
+                f"(batch, dim) embeddings of the same dim for on={self.on!r}."
+            )
+
+    def _mask_missing(self, targets, sample_weight):
+        if self.siamese:  # one loss per row: Keras's mean over the labelled rows
+            return Term._mask_missing(self, targets, sample_weight)
+        return super()._mask_missing(targets, sample_weight)
+
+    def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
+                  ref_mask=None, exclude_self=True):
+        return pair_ops.contrastive_loss(
+            embeddings, labels, self.pos_margin, self.neg_margin, self.distance, sample_weight,
+            ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_mask=ref_mask, exclude_self=exclude_self,
+        )
+
+    def call(self, outputs, targets, sample_weight=None, training=None):
+        if not self.siamese:
+            return super().call(outputs, targets, sample_weight, training)
+        left, right = outputs
+        clean = check_pair_rows(self, (left, right), targets, binary=True) if self.validate else None
+        loss = pair_ops.contrastive_pair_loss(
+            left, right, targets, self.pos_margin, self.neg_margin, self.distance, sample_weight
+        )
+        if clean is not None:
+            loss = ops.where(clean, loss, ops.zeros_like(loss))
+        return loss
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"pos_margin": self.pos_margin, "neg_margin": self.neg_margin, "distance": self.distance})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class TripletLoss(PairTerm):
+    """Triplet loss with in-batch mining: semi-hard, batch-hard or batch-all.
+
+    ``[d(a, p) - d(a, n) + margin]_+`` over triplets chosen by ``mining``
+    (``lossweave.ops.pairs.triplet_loss`` has the definitions):
+    ``"semi-hard"`` is TensorFlow Addons' ``TripletSemiHardLoss`` (Schroff et
+    al., CVPR 2015), whose defaults are the defaults here (``margin=1.0``,
+    Euclidean distance); ``"batch-hard"`` and ``"batch-all"`` are Hermans,
+    Beyer & Leibe 2017 (Eq. 5 and Eq. 4; ``soft=True`` is their soft margin,
+    Eq. 6, for batch-hard). 0 when the batch has no triplet. Accepts a
+    reference set (``CrossBatchMemory``).
+
+    Args:
+        margin: the margin.
+        mining: ``"semi-hard"``, ``"batch-hard"`` or ``"batch-all"``.
+        distance: ``"euclidean"``, ``"squared_euclidean"`` (FaceNet's Eq. 1) or ``"cosine"``.
+        soft: soft margin ``log(1 + exp(d_ap - d_an))`` (batch-hard only).
+        average: batch-all's mean: over the triplets with a non-zero loss
+            (``"positive"``, Hermans et al.'s BA≠0) or over all (``"all"``).
+        on: model output holding the embeddings.
+        target: target holding the class ids.
+        validate: raise on bad rows at run time.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[0.], [1.], [1.5], [3.]], "float32")
+        >>> round(float(TripletLoss(mining="batch-hard")(x, np.array([0, 0, 1, 1]))), 4)
+        1.125
+    """
+
+    supports_reference = True
+
+    def __init__(self, margin=1.0, mining="semi-hard", distance="euclidean", soft=False, average="positive",
+                 on="embedding", target="label", validate=True, **kwargs):
+        super().__init__(on=on, target=target, validate=validate, **kwargs)
+        owner = type(self).__name__
+        self.margin = _number(margin, "margin", owner, low=0.0)
+        self.mining = _choice(mining, pair_ops.MININGS, "mining", owner)
+        self.distance = _choice(distance, distance_ops.METRICS, "distance", owner)
+        self.soft = bool(soft)
+        self.average = _choice(average, pair_ops.AVERAGES, "average", owner)
+        if self.soft and self.mining != "batch-hard":
+            raise ValueError(
+                f"{owner}: soft=True is the soft margin of batch-hard mining (Hermans et al. 2017, Eq. 6); "
+                f"received mining={mining!r}. Use mining='batch-hard' or soft=False."
+            )
+
+    def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
+                  ref_mask=None, exclude_self=True):
+        return pair_ops.triplet_loss(
+            embeddings, labels, self.margin, self.mining, self.distance, self.soft, self.average, sample_weight,
+            ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_mask=ref_mask, exclude_self=exclude_self,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"margin": self.margin, "mining": self.mining, "distance": self.distance,
+                       "soft": self.soft, "average": self.average})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class LiftedStructureLoss(PairTerm):
+    """Lifted structured embedding loss (Oh Song et al., CVPR 2016, Eq. 4, the smooth bound).
+
+    Euclidean distances, as in the paper; a stable log-sum-exp over the
+    negatives of both rows of each positive pair
+    (``lossweave.ops.pairs.lifted_structure_loss``). 0 when the batch has no
+    positive pair or no negative.
+
+    Args:
+        margin: the margin ``alpha`` (paper: 1.0).
+        on: model output holding the embeddings.
+        target: target holding the class ids.
+        validate: raise on bad rows at run time.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[0., 0.], [2., 0.], [0., 1.]], "float32")
+        >>> round(float(LiftedStructureLoss()(x, np.array([0, 0, 1]))), 4)
+        2.5426
+    """
+
+    def __init__(self, margin=1.0, on="embedding", target="label", validate=True, **kwargs):
+        super().__init__(on=on, target=target, validate=validate, **kwargs)
+        self.margin = _number(margin, "margin", type(self).__name__)
+
+    def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
+                  ref_mask=None, exclude_self=True):
+        if ref_embeddings is not None:
+            raise ValueError("LiftedStructureLoss does not take a reference set (its J_ij needs the "
+                             "negatives of both rows of a pair).")
+        return pair_ops.lifted_structure_loss(embeddings, labels, self.margin, sample_weight)
+
+    def get_config(self):
+        config = super().get_config()
+        config["margin"] = self.margin
+        return config
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class NPairsLoss(PairTerm):
+    """Multi-class N-pair loss (Sohn, NeurIPS 2016, Eq. 3) with its embedding L2 regulariser.
+
+    From a labelled batch, the first two rows of each class are its
+    (anchor, positive) pair (``lossweave.ops.pairs.npairs_pairs``); each
+    anchor's softmax cross-entropy over its inner products with the positives
+    of all classes, plus ``l2_reg / 4`` times the mean squared norms of anchors
+    and positives (TensorFlow's ``npairs_loss``, default 0.002; 0 gives
+    pytorch-metric-learning's ``NPairsLoss``). Batches should hold two or more
+    rows of several classes (a class-balanced sampler); the loss is 0 when
+    fewer than two classes have a pair.
+
+    Args:
+        l2_reg: weight of the embedding L2 regulariser.
+        on: model output holding the embeddings (not normalised: the loss
+            uses inner products).
+        target: target holding the class ids.
+        validate: raise on bad rows at run time.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1., 0.], [0., 1.], [1., 0.], [0., 1.]], "float32")
+        >>> round(float(NPairsLoss(l2_reg=0.0)(x, np.array([0, 1, 0, 1]))), 4)
+        0.3133
+    """
+
+    def __init__(self, l2_reg=0.002, on="embedding", target="label", validate=True, **kwargs):
+        super().__init__(on=on, target=target, validate=validate, **kwargs)
+        self.l2_reg = _number(l2_reg, "l2_reg", type(self).__name__, low=0.0)
+
+    def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
+                  ref_mask=None, exclude_self=True):
+        if ref_embeddings is not None:
+            raise ValueError("NPairsLoss does not take a reference set (its N-pair batch is built from "
+                             "the batch's own classes).")
+        return pair_ops.npairs_loss(embeddings, labels, self.l2_reg, sample_weight)
+
+    def get_config(self):
+        config = super().get_config()
+        config["l2_reg"] = self.l2_reg
+        return config
