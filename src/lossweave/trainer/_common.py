@@ -44,7 +44,7 @@ class Plan:
         else:
             self.layer, reached = None, _shared_by_graph(objective)
         self.shared = [id(v) in reached for v in variables]
-        if not any(self.shared):
+        if not any(self.shared) and len(objective.terms) > 1:
             raise ValueError(
                 f"Objective: weighting={type(objective.weighting).__name__} combines the gradients of "
                 f"the variables the terms share, but no trainable variable is shared by two terms "

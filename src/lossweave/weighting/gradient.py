@@ -21,6 +21,7 @@ import keras
 from keras import ops
 
 from lossweave.ops import aggregators
+from lossweave.weighting._common import SavesSeedState
 from lossweave.weighting.base import Weighting
 
 
@@ -122,7 +123,7 @@ class MGDA(GradientWeighting):
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
-class PCGrad(GradientWeighting):
+class PCGrad(SavesSeedState, GradientWeighting):
     """PCGrad: project each term gradient off the ones it conflicts with, then sum.
 
     Yu et al., "Gradient Surgery for Multi-Task Learning", NeurIPS 2020,

@@ -3,14 +3,11 @@
 import keras
 from keras import ops
 
-from lossweave.weighting._common import stack_losses, term_names, unstack_weights
+from lossweave.weighting._common import SavesSeedState, stack_losses, term_names, unstack_weights
 from lossweave.weighting.base import Weighting
 
-SEED_STATE = "seed_generator_state"
-
-
 @keras.saving.register_keras_serializable(package="lossweave")
-class RLW(Weighting):
+class RLW(SavesSeedState, Weighting):
     """Random loss weighting (Lin et al., "Reasonable Effectiveness of Random
     Weighting: A Litmus Test for Multi-Task Learning", TMLR 2022;
     arXiv:2111.10603).
@@ -64,19 +61,6 @@ class RLW(Weighting):
         weights = self.term_weights(losses, step, training)
         stacked = ops.stack([weights[n] for n in self.term_names])
         return ops.sum(stacked * vector), weights
-
-    # The SeedGenerator's state is a layer variable (it travels with the compiled
-    # step on every backend) but Keras does not save it: save it here so that a
-    # reloaded strategy continues the same sequence of draws.
-    def save_own_variables(self, store):
-        super().save_own_variables(store)
-        store[SEED_STATE] = self.seed_generator.state
-
-    def load_own_variables(self, store):
-        keys = list(store.keys())
-        if SEED_STATE in keys:
-            self.seed_generator.state.assign(store[SEED_STATE])
-        super().load_own_variables({k: store[k] for k in keys if k != SEED_STATE})
 
     def get_config(self):
         config = super().get_config()
