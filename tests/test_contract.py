@@ -27,6 +27,8 @@ TERMS = {
     "combined_margin": lambda: lw.terms.CombinedMargin(num_classes=CLASSES),
     "subcenter_arcface": lambda: lw.terms.SubCenterArcFace(num_classes=CLASSES),
     "sphereface": lambda: lw.terms.SphereFace(num_classes=CLASSES),
+    "proxy_anchor": lambda: lw.terms.ProxyAnchorLoss(num_classes=CLASSES, margin=0.2, alpha=16.0),
+    "proxynca_pp": lambda: lw.terms.ProxyNCALoss(num_classes=CLASSES, temperature=1 / 9, include_positive=True),
 }
 WEIGHTINGS = {
     "sum": lambda: lw.weighting.Weighting(),
