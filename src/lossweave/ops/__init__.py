@@ -6,6 +6,7 @@ from lossweave.ops.center import (
     center_update,
     center_update_rows,
 )
+from lossweave.ops import aggregators
 from lossweave.ops import distances, margin, pairs
 from lossweave.ops.labels import class_indices, finite_rows, label_layout
 from lossweave.ops.pair_similarity import (
@@ -20,6 +21,7 @@ from lossweave.ops.proxy import proxy_anchor_loss, proxy_distances, proxy_nca_lo
 from lossweave.ops.softmax import logits_accuracy, softmax_cross_entropy
 
 __all__ = [
+    "aggregators",
     "center_loss",
     "center_loss_and_update",
     "center_update",

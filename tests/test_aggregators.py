@@ -1,0 +1,412 @@
+"""Gradient aggregators (lossweave.ops.aggregators) against NumPy references.
+
+MGDA: Sener & Koltun, NeurIPS 2018 (Eq. 3, Algorithms 1 and 2); PCGrad: Yu et
+al., NeurIPS 2020 (Algorithm 1). The references below are written from the
+papers, vector by vector where the paper is, in float64.
+"""
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import BACKEND, one_backend, to_numpy
+from lossweave.ops import aggregators as agg
+
+RNG = np.random.default_rng(0)
+CASES = ("conflicting", "aligned", "one_zero", "rank_deficient")
+
+
+def _jacobian(case, k, params=8, rng=RNG):
+    """A (K, params) float32 Jacobian of the named kind."""
+    if case == "rank_deficient":  # K > params and a duplicated row
+        j = rng.normal(size=(k, 2))
+        j[-1] = j[0]
+    elif case == "aligned":  # every pair has a positive inner product
+        j = rng.normal(size=(1, params)) + 0.3 * rng.normal(size=(k, params))
+    else:
+        j = rng.normal(size=(k, params)) * rng.uniform(0.3, 2.0, size=(k, 1))
+        j[1] = -0.7 * j[0] + 0.5 * rng.normal(size=params)  # at least one conflict
+        if case == "one_zero":
+            j[k // 2] = 0.0
+    return j.astype("float32")
+
+
+def _gram(j):
+    j = j.astype("float64")
+    return j @ j.T
+
+
+# --- NumPy references ----------------------------------------------------------
+
+
+def np_segment(aa, ab, bb):
+    """Algorithm 1 (Sener & Koltun): gamma minimising ||gamma a + (1 - gamma) b||^2."""
+    if ab >= aa:
+        return 1.0
+    if ab >= bb:
+        return 0.0
+    return (bb - ab) / (aa + bb - 2.0 * ab)
+
+
+def np_frank_wolfe(g, iterations, tolerance):
+    """Algorithm 2's FRANKWOLFESOLVER, written from the paper."""
+    k = len(g)
+    alpha = np.full(k, 1.0 / k)
+    for _ in range(iterations):
+        t = int(np.argmin(g @ alpha))
+        gamma = np_segment(g[t, t], alpha @ g[:, t], alpha @ g @ alpha)
+        vertex = np.eye(k)[t]
+        new = (1.0 - gamma) * alpha + gamma * vertex
+        change = np.abs(new - alpha).sum()
+        alpha = new
+        if change < tolerance:
+            break
+    return alpha
+
+
+def np_min_norm_exact(g):
+    """min_w w^T G w over the simplex, by enumerating supports (brute force, exact).
+
+    On the optimal support S the KKT conditions are G_SS w_S = lambda 1,
+    sum w_S = 1; every feasible stationary point is a feasible point, so the
+    smallest objective among them is the minimum.
+    """
+    k = len(g)
+    best, best_w = np.inf, None
+    for size in range(1, k + 1):
+        for support in itertools.combinations(range(k), size):
+            s = list(support)
+            a = np.zeros((size + 1, size + 1))
+            a[:size, :size] = g[np.ix_(s, s)]
+            a[:size, size] = a[size, :size] = 1.0
+            rhs = np.zeros(size + 1)
+            rhs[size] = 1.0
+            x = np.linalg.lstsq(a, rhs, rcond=None)[0]
+            if np.abs(a @ x - rhs).max() > 1e-9 or x[:size].min() < -1e-12:
+                continue
+            w = np.zeros(k)
+            w[s] = x[:size]
+            if w @ g @ w < best:
+                best, best_w = w @ g @ w, w
+    return best, best_w
+
+
+def np_pcgrad(j, order):
+    """PCGrad Algorithm 1 (Yu et al.), vector by vector, projections onto the original g_j."""
+    j = j.astype("float64")
+    projected = []
+    for i in range(len(j)):
+        g = j[i].copy()
+        for other in order[i]:
+            dot = g @ j[other]
+            if dot < 0 and j[other] @ j[other] > 0:
+                g = g - dot / (j[other] @ j[other]) * j[other]
+        projected.append(g)
+    return np.sum(projected, axis=0)
+
+
+def _random_order(k, rng=RNG):
+    return np.array([rng.permutation([o for o in range(k) if o != i]) for i in range(k)])
+
+
+def _merge_duplicates(w, j):
+    """Weights with each duplicated gradient's weight moved to its first copy.
+
+    Which of two identical gradients a Frank-Wolfe step picks is a tie broken
+    by rounding; the update does not depend on it.
+    """
+    w = np.array(w, "float64")
+    for i in range(len(j)):
+        for first in range(i):
+            if np.array_equal(j[i], j[first]):
+                w[first] += w[i]
+                w[i] = 0.0
+                break
+    return w
+
+
+def _assert_simplex(w):
+    assert w.min() >= -1e-7 and abs(w.sum() - 1.0) < 1e-5, w
+
+
+def _optimality_gap(w, g):
+    """max_k (||d||^2 - d . g_k) / max_k ||g_k||^2 for d = w @ J (0 at the optimum)."""
+    gw = g @ w
+    return (w @ gw - gw.min()) / max(np.diag(g).max(), 1e-30)
+
+
+# --- mean / total -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_mean_and_total(k):
+    j = RNG.normal(size=(k, 5)).astype("float32")
+    g = j @ j.T
+    np.testing.assert_allclose(to_numpy(agg.mean_weights(g)), np.full(k, 1.0 / k), atol=1e-7)
+    np.testing.assert_array_equal(to_numpy(agg.total_weights(g)), np.ones(k))
+    np.testing.assert_allclose(to_numpy(agg.mean(j)), j.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(to_numpy(agg.total(j)), j.sum(axis=0), atol=1e-5)
+
+
+# --- MGDA ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["conflicting", "aligned", "one_zero", "rank_deficient"])
+def test_mgda_two_terms_is_algorithm_1(case):
+    j = _jacobian(case, 2, params=1 if case == "rank_deficient" else 8)
+    if case == "rank_deficient":
+        j[1] = -2.5 * j[0]  # collinear, opposite: the min-norm point is 0
+    g1, g2 = j.astype("float64")
+    diff = ((g1 - g2) ** 2).sum()
+    gamma = np.clip(((g2 - g1) @ g2) / diff, 0.0, 1.0)  # Algorithm 1 in vector form
+    w = to_numpy(agg.mgda_weights(j @ j.T))
+    np.testing.assert_allclose(w, [gamma, 1.0 - gamma], atol=1e-5)
+    best, _ = np_min_norm_exact(_gram(j))
+    d = to_numpy(agg.mgda(j))
+    assert abs((d.astype("float64") ** 2).sum() - best) <= 1e-5 * max(1.0, np.diag(_gram(j)).max())
+    np.testing.assert_allclose(d, w @ j, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("k", [3, 4, 6])
+def test_mgda_frank_wolfe_matches_algorithm_2(case, k):
+    # A short budget: the float32 and float64 trajectories stay together
+    # (late Frank-Wolfe steps choose between near-tied vertices).
+    j = _jacobian(case, k)
+    w = to_numpy(agg.mgda_weights(j @ j.T, iterations=30))
+    ref = np_frank_wolfe(_gram(j), 30, 1e-5)
+    np.testing.assert_allclose(_merge_duplicates(w, j), _merge_duplicates(ref, j), atol=1e-5)
+    np.testing.assert_allclose(to_numpy(agg.mgda(j, iterations=30)), w @ j, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_mgda_solution_is_optimal_within_documented_gap(case, k):
+    j = _jacobian(case, k)
+    g = _gram(j)
+    w = to_numpy(agg.mgda_weights(j @ j.T)).astype("float64")
+    _assert_simplex(w)
+    d = w @ j.astype("float64")
+    scale = np.diag(g).max()
+    tol = (1e-6 if k == 2 else 3.2e-3) * scale
+    # The optimality condition of Eq. 3: d . g_k >= ||d||^2 for every k.
+    assert np.all(j.astype("float64") @ d >= d @ d - tol)
+    assert d @ d <= np_min_norm_exact(g)[0] + tol
+
+
+@one_backend  # the solver is the same keras.ops code on every backend; jitted here for speed
+def test_mgda_documented_accuracy_on_random_gramians():
+    import jax
+
+    solve = jax.jit(agg.mgda_weights)
+    rng = np.random.default_rng(1)
+    for k in range(2, 9):
+        gaps, excess = [], []
+        for params in (3, 10, 100) * 4:
+            j = (rng.normal(size=(k, params)) * rng.uniform(0.1, 3.0, size=(k, 1))).astype("float32")
+            g = _gram(j)
+            w = np.asarray(solve(j @ j.T)).astype("float64")
+            _assert_simplex(w)
+            gaps.append(_optimality_gap(w, g))
+            excess.append((w @ g @ w - np_min_norm_exact(g)[0]) / np.diag(g).max())
+        # The docstring's numbers: 1e-7 for K = 2, <= 3.1e-3 for K = 3..8.
+        assert max(gaps) <= (1e-7 if k == 2 else 3.1e-3), (k, max(gaps))
+        assert max(excess) <= (1e-7 if k == 2 else 2.8e-3), (k, max(excess))
+
+
+@pytest.mark.parametrize("k", [3, 4, 5])
+def test_mgda_zero_gradient_takes_the_weight(k):
+    j = _jacobian("one_zero", k, params=8)
+    w = to_numpy(agg.mgda_weights(j @ j.T))
+    assert w[k // 2] >= 1.0 - 1e-5, w
+    np.testing.assert_allclose(to_numpy(agg.mgda(j)), 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_mgda_identical_gradients(k):
+    j = np.tile(RNG.normal(size=(1, 6)).astype("float32"), (k, 1))
+    w = to_numpy(agg.mgda_weights(j @ j.T))
+    np.testing.assert_allclose(w, np.full(k, 1.0 / k), atol=1e-6)
+    np.testing.assert_allclose(to_numpy(agg.mgda(j)), j[0], atol=1e-5)
+
+
+def test_mgda_all_zero_gradients_are_finite():
+    for k in (2, 3):
+        w = to_numpy(agg.mgda_weights(np.zeros((k, k), "float32")))
+        assert np.all(np.isfinite(w))
+        _assert_simplex(w)
+
+
+@pytest.mark.parametrize("normalization", ["l2", "loss", "loss+"])
+@pytest.mark.parametrize("k", [2, 3])
+def test_mgda_normalizations_solve_on_normalized_gramian(normalization, k):
+    j = _jacobian("conflicting", k)
+    losses = RNG.uniform(0.5, 3.0, size=k).astype("float32")
+    g = _gram(j)
+    norms = np.sqrt(np.diag(g))
+    n = {"l2": norms, "loss": losses, "loss+": losses * norms}[normalization].astype("float64")
+    np.testing.assert_allclose(
+        to_numpy(agg.gradient_normalizers(j @ j.T, losses, normalization)), n, rtol=1e-5
+    )
+    gn = g / np.outer(n, n)
+    ref = np_frank_wolfe(gn, 30, 1e-5) if k > 2 else np_min_norm_exact(gn)[1]
+    w = to_numpy(agg.mgda_weights(j @ j.T, losses, normalization, iterations=30))
+    np.testing.assert_allclose(w, ref, atol=1e-5)
+    # The authors apply the weights to the unnormalised losses: update = w @ J.
+    update = to_numpy(agg.mgda(j, losses, normalization, iterations=30))
+    np.testing.assert_allclose(update, w @ j, atol=1e-5)
+    if k == 2:  # w / n applied to the raw gradients is the normalised problem's min-norm point
+        d = (w / n) @ j.astype("float64")
+        np.testing.assert_allclose(d @ d, np_min_norm_exact(gn)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_mgda_l2_with_a_zero_gradient_and_nonpositive_losses():
+    j = _jacobian("one_zero", 3)
+    w = to_numpy(agg.mgda_weights(j @ j.T, normalization="l2"))
+    assert np.all(np.isfinite(w)) and w[1] >= 1.0 - 1e-5, w
+    n = to_numpy(agg.gradient_normalizers(j @ j.T, np.array([1.0, 0.0, -2.0]), "loss"))
+    np.testing.assert_array_equal(n, [1.0, 1.0, 1.0])  # 0 and negative losses left unnormalised
+
+
+def test_mgda_iteration_budget_and_tolerance():
+    j = _jacobian("conflicting", 4)
+    g = _gram(j)
+    for iterations, tolerance in [(0, 1e-5), (1, 1e-5), (7, 0.0), (250, 1e-2)]:
+        w = to_numpy(agg.mgda_weights(j @ j.T, iterations=iterations, tolerance=tolerance))
+        np.testing.assert_allclose(w, np_frank_wolfe(g, iterations, tolerance), atol=1e-5)
+
+
+# --- PCGrad -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("conflict", [True, False])
+def test_pcgrad_two_terms_closed_form(conflict):
+    g1 = RNG.normal(size=6)
+    g2 = RNG.normal(size=6)
+    g2 = g2 - (g1 @ g2) / (g1 @ g1) * g1 + (-0.8 if conflict else 0.8) * g1
+    j = np.stack([g1, g2]).astype("float32")
+    g1, g2 = j.astype("float64")
+    assert (g1 @ g2 < 0) == conflict
+    if conflict:
+        expected = g1 - (g1 @ g2) / (g2 @ g2) * g2 + g2 - (g2 @ g1) / (g1 @ g1) * g1
+    else:
+        expected = g1 + g2
+    np.testing.assert_allclose(to_numpy(agg.pcgrad(j, seed=3)), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("k", [3, 4, 5])
+def test_pcgrad_fixed_order_matches_algorithm_1(case, k):
+    j = _jacobian(case, k)
+    order = _random_order(k)
+    expected = np_pcgrad(j, order)
+    np.testing.assert_allclose(to_numpy(agg.pcgrad(j, order=order)), expected, atol=1e-5)
+    w = to_numpy(agg.pcgrad_weights(j @ j.T, order=order))
+    assert np.all(np.isfinite(w))
+    np.testing.assert_allclose(w @ j.astype("float64"), expected, atol=1e-5)
+
+
+def test_pcgrad_order_matters_and_seeded_draws_are_valid_orders():
+    k = 3
+    j = np.array([[1.0, 0.0, 0.0], [-0.6, 1.0, 0.0], [-0.5, -0.7, 1.0]], "float32")
+    orders = [np.array(rows) for rows in itertools.product(*[list(itertools.permutations([o for o in range(k) if o != i])) for i in range(k)])]
+    candidates = np.array([np_pcgrad(j, o) for o in orders])
+    assert np.abs(candidates - candidates[0]).max() > 1e-3  # the order changes the result
+    results = []
+    for seed in range(8):
+        got = to_numpy(agg.pcgrad(j, seed=seed)).astype("float64")
+        assert np.abs(candidates - got).max(axis=1).min() < 1e-5  # PCGrad for one valid order
+        results.append(got)
+    assert len({tuple(np.round(r, 4)) for r in results}) > 1  # the draw depends on the seed
+
+
+def test_pcgrad_seed_is_reproducible():
+    j = _jacobian("conflicting", 5)
+    g = j @ j.T
+    np.testing.assert_array_equal(to_numpy(agg.pcgrad_weights(g, seed=11)), to_numpy(agg.pcgrad_weights(g, seed=11)))
+    runs = []
+    for _ in range(2):
+        generator = keras.random.SeedGenerator(42)
+        runs.append([to_numpy(agg.pcgrad_weights(g, seed=generator)) for _ in range(4)])
+    np.testing.assert_array_equal(np.array(runs[0]), np.array(runs[1]))
+    # A SeedGenerator advances: successive steps draw fresh orders.
+    assert len({tuple(np.round(w, 5)) for w in runs[0]}) > 1
+
+
+def test_pcgrad_single_term_and_zero_gradients():
+    np.testing.assert_array_equal(to_numpy(agg.pcgrad_weights([[4.0]], seed=0)), [1.0])
+    np.testing.assert_array_equal(to_numpy(agg.mgda_weights([[4.0]])), [1.0])
+    w = to_numpy(agg.pcgrad_weights(np.zeros((3, 3), "float32"), seed=0))
+    np.testing.assert_array_equal(w, np.ones(3))
+
+
+# --- every aggregator: dtypes, compiled steps, errors ---------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_jacobian_gives_float32(dtype):
+    j = keras.ops.cast(_jacobian("conflicting", 3), dtype)
+    exact = keras.ops.cast(j, "float32")
+    order = _random_order(3)
+    for fn, kwargs in [(agg.mean, {}), (agg.mgda, {"iterations": 30}), (agg.pcgrad, {"order": order})]:
+        got = fn(j, **kwargs)
+        assert keras.backend.standardize_dtype(got.dtype) == "float32"
+        np.testing.assert_allclose(to_numpy(got), to_numpy(fn(exact, **kwargs)), atol=1e-5)
+
+
+def _compiled_cases():
+    """A Jacobian with a zero row, and the aggregators a compiled step would call."""
+    j = _jacobian("one_zero", 4)
+    losses = np.array([1.0, 2.0, 0.5, 1.5], "float32")
+    order = _random_order(4)
+    return j, [
+        lambda x: agg.mgda(x),
+        lambda x: agg.mgda(x, losses, "loss+"),
+        lambda x: agg.pcgrad(x, seed=5),
+        lambda x: agg.pcgrad(x, order=order),
+        lambda x: agg.mean(x),
+    ]
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="jax.jit")
+def test_finite_under_jax_jit():
+    import jax
+
+    j, cases = _compiled_cases()
+    for fn in cases:
+        got = np.asarray(jax.jit(fn)(j))
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, to_numpy(fn(j)), atol=1e-5)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.function(jit_compile=True)")
+def test_finite_under_tf_function_xla():
+    import tensorflow as tf
+
+    j, cases = _compiled_cases()
+    for fn in cases:
+        got = tf.function(fn, jit_compile=True)(tf.constant(j)).numpy()
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, to_numpy(fn(j)), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: agg.mgda_weights(np.zeros((3, 2))), "expected a square"),
+        (lambda: agg.mean(np.zeros(3)), "expected a 2-D"),
+        (lambda: agg.mgda_weights(np.eye(2), normalization="L2"), "expected one of"),
+        (lambda: agg.mgda_weights(np.eye(2), normalization="loss"), "received losses=None"),
+        (lambda: agg.mgda_weights(np.eye(2), np.ones(3), "loss"), r"shape \(2,\)"),
+        (lambda: agg.mgda_weights(np.eye(3), iterations=-1), "iterations >= 0"),
+        (lambda: agg.pcgrad_weights(np.eye(3)), "expected exactly one"),
+        (lambda: agg.pcgrad_weights(np.eye(3), seed=1, order=[[1, 2], [0, 2], [0, 1]]), "expected exactly one"),
+        (lambda: agg.pcgrad_weights(np.eye(3), order=[[1, 2], [0, 2]]), "expected K = 3 rows"),
+        (lambda: agg.pcgrad_weights(np.eye(3), order=[[1, 2], [1, 2], [0, 1]]), r"row 1 is not"),
+    ],
+)
+def test_errors_say_what_was_received_and_expected(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
