@@ -215,6 +215,16 @@ def test_gradients_finite_at_exact_alignment(name):
     assert np.any(grads[1] != 0)  # the proxies learn
 
 
+@pytest.mark.parametrize("include_positive", [False, True])
+def test_proxynca_with_one_class_has_nothing_to_contrast(include_positive):
+    """No negative proxy: the 2017 denominator is empty (the loss is defined as 0), ++'s softmax is 1."""
+    term, _ = _built(lw.terms.ProxyNCALoss(num_classes=1, include_positive=include_positive), dim=3)
+    x, _ = _inputs(n=4, dim=3, classes=1)
+    y = np.zeros(4, "int32")
+    assert _loss(term, x, y) == 0.0
+    assert all(np.all(np.isfinite(g)) for g in _gradients(term, x, y))
+
+
 @pytest.mark.parametrize("name", ["proxy_anchor", "proxynca"])
 def test_missing_labels_leave_their_samples_out(name):
     x, y = _inputs(n=10, dim=3, classes=4)
