@@ -266,7 +266,10 @@ def mgda_weights(gramian, losses=None, normalization="none", iterations=250, tol
     change ``|gamma| ||e_t - w||_1 < tolerance`` or after ``iterations``
     steps (the authors' ``MAX_ITER = 250``, ``STOP_CRIT = 1e-5``). The loop
     is a ``while_loop`` with that fixed budget, so it runs inside the compiled
-    step.
+    step. This is the paper's algorithm; the authors' code starts both its
+    solvers from the best pair of gradients instead of 1/K, and its training
+    script calls the projected-gradient one (``find_min_norm_element``), not
+    ``find_min_norm_element_FW``.
 
     Accuracy: the solution ``d`` satisfies the optimality condition
     ``d . g_k >= ||d||^2 - eps`` for every k. Measured in float32 over 200
@@ -367,7 +370,7 @@ def _pcgrad_order(k, seed, order):
     if order is None:
         # One random permutation of the others per task: argsort of uniform
         # noise with the diagonal pushed last, which drops task i itself.
-        noise = random.uniform((k, k), seed=seed)
+        noise = random.uniform((k, k), dtype="float32", seed=seed)
         noise = ops.where(ops.eye(k) > 0, 2.0 * ops.ones_like(noise), noise)
         return ops.cast(ops.argsort(noise, axis=-1)[:, : k - 1], "int32")
     if not ops.is_tensor(order):  # a concrete order: check it now
@@ -405,8 +408,9 @@ def pcgrad_weights(gramian, seed=None, order=None):
     random order per task (the authors' TF code never uses its shuffled
     losses, so its order is fixed), task i itself is not visited (both codes
     include it, a no-op unless ``g_i^PC . g_i < 0``), and the projected
-    gradients are summed (Pytorch-PCGrad averages them by default: 1/K of
-    this update).
+    gradients are summed (Pytorch-PCGrad averages them over the shared
+    parameters, 1/K of this update, whatever its ``reduction``: its
+    ``if self._reduction:`` test is true for ``"sum"`` too).
 
     Each ``g_i^PC`` stays a linear combination ``sum_m C_im g_m`` of the
     originals, so the projections only need Gramian entries:
