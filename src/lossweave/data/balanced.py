@@ -318,6 +318,10 @@ class ClassBalancedBatches(keras.utils.PyDataset):
             "max_queue_size": self.max_queue_size,
         }
 
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
 
 @keras.saving.register_keras_serializable(package="lossweave")
 class SyncEpoch(keras.callbacks.Callback):
@@ -361,3 +365,7 @@ class SyncEpoch(keras.callbacks.Callback):
     def get_config(self):
         """Constructor arguments (the dataset object itself, not JSON)."""
         return {"batches": self.batches}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
