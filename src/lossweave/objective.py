@@ -305,20 +305,20 @@ class Objective(keras.Model):
         return scale_loss_for_distribution(total)
 
     def compute_term_vector(self, x, y, y_pred, sample_weight=None):
-        """The training losses of the terms as one float32 vector (in term order), and the step.
+        """The training losses of the terms as a list of float32 scalars (in term order), and the step.
 
         Used by the gradient-level train step (``lossweave.trainer``): runs each
         term's state update once, advances the step counter and logs
-        ``loss/<term>``. Under ``tf.distribute`` each replica's losses are
-        divided by the number of replicas, as ``compute_loss``'s total is.
+        ``loss/<term>``.
         """
         losses = self.compute_term_losses(y, y_pred, sample_weight, training=True)
         step = self._next_step(True)
         batch = _batch_size(x)
         for tracker, name in zip(self.loss_trackers, self.terms):
             tracker.update_state(losses[name], sample_weight=batch)
-        vector = ops.stack([ops.cast(losses[name], "float32") for name in self.terms])
-        return vector, step
+        # A list, not a stacked vector: differentiating one entry of a stack would run
+        # the backward of every term (0 * inf = NaN from another term's bad gradient).
+        return [ops.cast(losses[name], "float32") for name in self.terms], step
 
     def record_aggregation(self, weights, gram, finite, batch):
         """Log a gradient-level step: ``weight/<term>``, ``cosine/<a>/<b>``; check the gradients.

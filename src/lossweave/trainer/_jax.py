@@ -36,8 +36,9 @@ def gate_train_step(model, train_step, records, state, data):
         return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
     # Tables a term gates itself (the centers: O(batch x dim) row updates) are not
-    # selected, which would read and write the whole table every step.
-    self_gated = [backend_common.self_gated(v) for v in model.non_trainable_variables]
+    # selected, which would read and write the whole table every step; except in a
+    # gradient-level step, whose gradient check fails after the terms' updates.
+    self_gated = [backend_common.self_gated(v) and not model.gradient_level for v in model.non_trainable_variables]
     non_trainable = [n if gated else keep(n, o) for n, o, gated in zip(non_trainable, state[1], self_gated)]
     return logs, (keep(trainable, state[0]), non_trainable, keep(optimizer, state[2]), metrics_variables)
 
@@ -153,6 +154,7 @@ def gradient_train_step(model, state, data):
             raw = tap.raw
         with _scope(model, trainable_values, new_nt, metrics) as scope:
             losses, step = model.compute_term_vector(x, y, y_pred, sample_weight)
+            losses = jnp.stack(losses)
         regularization = sum((jnp.sum(l).astype("float32") for l in model_losses), jnp.zeros((), "float32"))
         vector = jnp.concatenate([losses, regularization[None]]) * scale
         aux = (losses, regularization, step, y_pred, _read(scope, model.non_trainable_variables),

@@ -54,8 +54,9 @@ def _step_state(model):
     optimizer = getattr(model, "optimizer", None)
     for v in [*model.trainable_variables, *model.non_trainable_variables, *(optimizer.variables if optimizer else [])]:
         # Tables a term gates itself (the centers) are left out: copying them would
-        # cost O(classes x dim) per step instead of O(batch x dim).
-        if id(v) not in seen and not backend_common.self_gated(v):
+        # cost O(classes x dim) per step instead of O(batch x dim). A gradient-level
+        # step copies them: its gradient check fails after the terms' updates.
+        if id(v) not in seen and (model.gradient_level or not backend_common.self_gated(v)):
             seen.add(id(v))
             variables.append(v)
     return variables
@@ -82,20 +83,21 @@ def guard_step(model, function, kind, records):
 def gradient_train_step(model, data):
     """One forward pass, the K term gradients from one tape, the strategy's update."""
     x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
-    plan = model.gradient_plan()
     k = len(model.terms)
-    variables = model.trainable_variables
     with tf.GradientTape(persistent=True) as tape:
         kwargs = {"training": True} if model._call_has_training_arg else {}
         y_pred = model(x, **kwargs)
-        losses, step = model.compute_term_vector(x, y, y_pred, sample_weight)
+        # After the forward pass: a subclassed model creates its variables in its first call.
+        plan, variables = model.gradient_plan(), model.trainable_variables
+        terms, step = model.compute_term_vector(x, y, y_pred, sample_weight)
         regularization = tf.add_n([tf.cast(tf.reduce_sum(l), tf.float32) for l in model.losses] or [tf.zeros(())])
-        # Each replica's share of the global mean, as Keras's own compute_loss.
-        vector = scale_loss_for_distribution(tf.concat([losses, regularization[None]], axis=0))
-        scaled = model.optimizer.scale_loss(vector) if model.optimizer is not None else vector
-        # Every target of tape.gradient must be computed while the tape records.
-        targets = [scaled[i] for i in range(k + 1)]
-        heads_target = tf.reduce_sum(scaled[:k])
+        # Each replica's share of the global mean, as Keras's own compute_loss; one
+        # target per term (computed while the tape records), never slices of a stack.
+        shares = [scale_loss_for_distribution(t) for t in [*terms, regularization]]
+        targets = [model.optimizer.scale_loss(t) for t in shares] if model.optimizer is not None else shares
+        heads_target = tf.add_n(targets[:k])
+    losses = tf.stack(terms)
+    vector = tf.stack(shares)
     scale = tf.cast(model.optimizer.scale_loss(tf.ones(())), tf.float32) if _loss_scaled(model) else tf.ones(())
     context = _replicas()
     if context is not None:  # the strategy sees the losses of the global batch
@@ -132,7 +134,7 @@ def gradient_train_step(model, data):
         grads = [_add(found[id(v)], gr, v) for v, gr in zip(variables, direct)]
     del tape
     model.optimizer.apply_gradients(zip(grads, variables))
-    total = tf.reduce_sum(weights * vector[:k]) * (context.num_replicas_in_sync if context else 1) + regularization
+    total = tf.reduce_sum(weights * tf.stack(terms)) + regularization  # this replica's, as Keras logs
     model._loss_tracker.update_state(total, sample_weight=_batch(x))
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 

@@ -8,12 +8,28 @@ import keras
 import torch
 from keras.src.trainers.data_adapters import data_adapter_utils
 
+from lossweave.errors import InvalidInputError
 from lossweave.trainer import _common
 
 
 def gate_train_step(model, train_step, records, data):
-    """The train step: checks raise inside it, before the optimizer runs (eager)."""
-    return train_step(data)
+    """The train step: checks raise inside it, before the optimizer runs (eager).
+
+    A gradient-level step checks its gradients after the forward pass has
+    moved the terms' state (centers, counters): there the state is copied
+    before the step and put back when a check raises.
+    """
+    if not model.gradient_level:
+        return train_step(data)
+    variables = [*model.non_trainable_variables, *(model.optimizer.variables if model.optimizer else [])]
+    before = [v.value.detach().clone() for v in variables]
+    try:
+        return train_step(data)
+    except InvalidInputError:
+        with torch.no_grad():
+            for variable, old in zip(variables, before):
+                variable.value.copy_(old)
+        raise
 
 
 def guard_step(model, function, kind, records):
@@ -24,18 +40,22 @@ def guard_step(model, function, kind, records):
 def gradient_train_step(model, data):
     """One forward pass, K (+1) ``autograd.grad`` calls on its graph, the strategy's update."""
     x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
-    plan = model.gradient_plan()
     k = len(model.terms)
-    variables = model.trainable_variables
-    params = [v.value for v in variables]
     kwargs = {"training": True} if model._call_has_training_arg else {}
     y_pred = model(x, **kwargs)
+    # After the forward pass: a subclassed model creates its variables in its first call.
+    plan, variables = model.gradient_plan(), model.trainable_variables
+    params = [v.value for v in variables]
     model.zero_grad()
-    losses, step = model.compute_term_vector(x, y, y_pred, sample_weight)
-    regularization = sum((l.sum().float() for l in model.losses), torch.zeros((), device=losses.device))
-    vector = torch.cat([losses, regularization[None]])
-    scaled = model.optimizer.scale_loss(vector) if model.optimizer is not None else vector
-    scale = _scale(model, vector)
+    terms, step = model.compute_term_vector(x, y, y_pred, sample_weight)
+    regularization = sum((l.sum().float() for l in model.losses), torch.zeros((), device=terms[0].device))
+    # One target per term, never entries of a stacked vector: the backward of an
+    # entry would run every term's (0 * inf = NaN from another term's bad gradient).
+    scaled = [*terms, regularization]
+    if model.optimizer is not None:
+        scaled = [model.optimizer.scale_loss(t) for t in scaled]
+    losses = torch.stack(terms)
+    scale = _scale(model, losses)
     if plan.representation is None:
         per_term = [_grads(scaled[i], params) for i in range(k + 1)]
         rows = [torch.stack([g[v] for g in per_term]) for v in range(len(params))]
@@ -56,7 +76,7 @@ def gradient_train_step(model, data):
         trunk = [p for p, s in zip(params, plan.shared) if s]
         rest = [p for p, s in zip(params, plan.shared) if not s]
         found = dict(zip(map(id, trunk), _grads(z, trunk, aggregated)))
-        found.update(zip(map(id, rest), _grads(scaled[:k].sum(), rest)))
+        found.update(zip(map(id, rest), _grads(sum(scaled[:k]), rest)))
         direct = _grads(scaled[k], params)
         grads = [found[id(p)] + d for p, d in zip(params, direct)]
     with torch.no_grad():
