@@ -73,6 +73,40 @@ class InputCheck(keras.metrics.Metric):
         return {"num_values": self.num_values, "name": self.name, "dtype": self.dtype}
 
 
+@keras.saving.register_keras_serializable(package="lossweave")
+class GradientCheck(InputCheck):
+    """The check of a gradient-level step: every term's gradient is finite.
+
+    A term whose gradient has a NaN or Inf entry fails the step: it raises
+    ``InvalidInputError`` naming the term (1 = not finite), and nothing moves.
+
+    Example:
+        >>> import numpy as np
+        >>> check = GradientCheck(["a", "b"])
+        >>> check.update_state(np.array(False), [0.0, 1.0])
+        >>> check.failure().split(" (")[1].split(")")[0]
+        'not finite = 1: a=0, b=1'
+    """
+
+    def __init__(self, term_names, name="gradient_check", dtype="float32"):
+        super().__init__(num_values=len(term_names), name=name, dtype=dtype)
+        self.term_names = list(term_names)
+        flags = ", ".join(f"{n}={{}}" for n in self.term_names)
+        self.message = (
+            f"Objective: the gradient of a term has NaN or Inf entries (not finite = 1: {flags}); "
+            f"expected finite gradients. Nothing was updated. Look for a loss that overflows "
+            f"(a large margin scale, log of 0) or NaN inputs, or lower the learning rate."
+        )
+
+    def check(self, finite):
+        """Record (or raise, eagerly) a failure when some entry of ``finite`` (K,) is false."""
+        bad = [ops.cast(ops.logical_not(finite[k]), "float32") for k in range(len(self.term_names))]
+        return backend.check(ops.all(finite), self.message, *bad, record=self)
+
+    def get_config(self):
+        return {"term_names": self.term_names, "name": self.name, "dtype": self.dtype}
+
+
 def check_class_rows(term, features, labels, num_classes):
     """Check labels and features of a classification term; return the "batch is clean" flag.
 
