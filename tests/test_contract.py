@@ -39,6 +39,10 @@ WEIGHTINGS = {
     "rlw": lambda: lw.weighting.RLW(seed=1),
     "gls": lambda: lw.weighting.GLS(),
     "famo": lambda: lw.weighting.FAMO(),
+    # Gradient-level strategies (lossweave.trainer's own step), non-default arguments.
+    "mgda": lambda: lw.weighting.MGDA(normalization="loss+", iterations=20),
+    "pcgrad": lambda: lw.weighting.PCGrad(seed=4),
+    "gradient_mean": lambda: lw.weighting.Mean(),
 }
 
 

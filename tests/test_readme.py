@@ -44,3 +44,8 @@ def test_margin_snippet_runs_after_the_quick_start(tmp_path):
     out = _run(code, tmp_path)
     assert "'verification_accuracy'" in out and "'recall@1'" in out
     assert "LOGITS (3, 10)" in out
+
+
+def test_gradient_level_snippet_runs(tmp_path):
+    out = _run(_snippet("## Gradient-level strategies"), tmp_path)
+    assert "'cosine/digit/score'" in out and "'weight/digit'" in out
