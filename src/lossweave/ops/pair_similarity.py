@@ -73,7 +73,7 @@ def _anchor_weight(valid, sample_weight):
     return weight
 
 
-def pair_structure(
+def _pair_structure(
     embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None, ref_mask=None,
     exclude_self=True,
 ):
@@ -100,7 +100,7 @@ def pair_structure(
     Example:
         >>> import numpy as np
         >>> x = np.array([[1., 0.], [1., 1.], [0., 1.]], "float32")
-        >>> s, pos, neg, w = pair_structure(x, np.array([0, 0, 1]))
+        >>> s, pos, neg, w = _pair_structure(x, np.array([0, 0, 1]))
         >>> round(float(s[0, 1]), 4), bool(pos[0, 1]), bool(neg[0, 2]), bool(pos[0, 0])
         (0.7071, True, True, False)
     """
@@ -144,7 +144,7 @@ def pair_structure(
     return similarity, positives, negatives, _anchor_weight(valid, sample_weight)
 
 
-def masked_logsumexp(logits, mask, axis=-1):
+def _masked_logsumexp(logits, mask, axis=-1):
     """``log sum_{mask} exp(logits)`` along ``axis``; where nothing is in the mask, ``-1e9``.
 
     Left-out entries never reach ``exp`` and get a zero gradient; a row with
@@ -155,7 +155,7 @@ def masked_logsumexp(logits, mask, axis=-1):
     return ops.logsumexp(filled, axis=axis)
 
 
-def weighted_anchor_mean(per_anchor, weight, counts):
+def _weighted_anchor_mean(per_anchor, weight, counts):
     """``sum_i w_i L_i / sum_i w_i`` over the anchors with ``counts``; 0 when none (or all w = 0)."""
     weight = ops.where(counts, weight, ops.zeros_like(weight))
     total = ops.sum(weight)
@@ -236,17 +236,17 @@ def multi_similarity_loss(
         >>> float(multi_similarity_loss(x, y)), round(float(multi_similarity_loss(x, y, mining=False)), 4)
         (0.0, 0.3466)
     """
-    similarity, positives, negatives, weight = pair_structure(
+    similarity, positives, negatives, weight = _pair_structure(
         embeddings, labels, sample_weight, ref_embeddings, ref_labels, ref_mask, exclude_self
     )
     if mining:
         positives, negatives = multi_similarity_mining(similarity, positives, negatives, margin)
-    positive = ops.softplus(masked_logsumexp(-alpha * (similarity - base), positives)) / alpha
-    negative = ops.softplus(masked_logsumexp(beta * (similarity - base), negatives)) / beta
+    positive = ops.softplus(_masked_logsumexp(-alpha * (similarity - base), positives)) / alpha
+    negative = ops.softplus(_masked_logsumexp(beta * (similarity - base), negatives)) / beta
     per_anchor = ops.where(ops.any(positives, axis=-1), positive, 0.0) + ops.where(
         ops.any(negatives, axis=-1), negative, 0.0
     )
-    return weighted_anchor_mean(per_anchor, weight, weight > 0)
+    return _weighted_anchor_mean(per_anchor, weight, weight > 0)
 
 
 def circle_loss(
@@ -292,7 +292,7 @@ def circle_loss(
         >>> round(float(circle_loss(x, np.array([0, 0, 1, 1]), gamma=1.0)), 4)   # log(1 + 2 e^-0.125)
         1.017
     """
-    similarity, positives, negatives, weight = pair_structure(
+    similarity, positives, negatives, weight = _pair_structure(
         embeddings, labels, sample_weight, ref_embeddings, ref_labels, ref_mask, exclude_self
     )
     s = ops.stop_gradient(similarity)
@@ -300,9 +300,9 @@ def circle_loss(
     alpha_n = ops.relu(s + margin)
     logit_p = -gamma * alpha_p * (similarity - (1.0 - margin))
     logit_n = gamma * alpha_n * (similarity - margin)
-    per_anchor = ops.softplus(masked_logsumexp(logit_n, negatives) + masked_logsumexp(logit_p, positives))
+    per_anchor = ops.softplus(_masked_logsumexp(logit_n, negatives) + _masked_logsumexp(logit_p, positives))
     counts = ops.logical_and(ops.any(positives, axis=-1), ops.any(negatives, axis=-1))
-    return weighted_anchor_mean(per_anchor, weight, counts)
+    return _weighted_anchor_mean(per_anchor, weight, counts)
 
 
 def supcon_loss(
@@ -348,16 +348,16 @@ def supcon_loss(
         >>> round(float(supcon_loss(x, np.array([0, 0, 1]), temperature=1.0)), 4)   # log(1 + e^-1)
         0.3133
     """
-    similarity, positives, negatives, weight = pair_structure(
+    similarity, positives, negatives, weight = _pair_structure(
         embeddings, labels, sample_weight, ref_embeddings, ref_labels, ref_mask, exclude_self
     )
     logits = similarity / temperature
     others = ops.logical_or(positives, negatives)
-    log_prob = logits - masked_logsumexp(logits, others)[:, None]
+    log_prob = logits - _masked_logsumexp(logits, others)[:, None]
     n_positives = ops.sum(ops.cast(positives, "float32"), axis=-1)
     counts = n_positives > 0
     mean_log_prob = ops.sum(ops.where(positives, log_prob, 0.0), axis=-1) / ops.maximum(n_positives, 1.0)
-    return weighted_anchor_mean(-mean_log_prob, weight, counts)
+    return _weighted_anchor_mean(-mean_log_prob, weight, counts)
 
 
 def _nt_xent_per_anchor(logits, positives, negatives):
@@ -366,7 +366,7 @@ def _nt_xent_per_anchor(logits, positives, negatives):
     ``-log(e^a / (e^a + sum_n e^b_n)) = softplus(LSE_n(b) - a)``: stable, and 0
     exactly when there is no negative.
     """
-    negative_lse = masked_logsumexp(logits, negatives)[:, None]
+    negative_lse = _masked_logsumexp(logits, negatives)[:, None]
     per_pair = ops.softplus(negative_lse - logits)
     n_positives = ops.sum(ops.cast(positives, "float32"), axis=-1)
     per_anchor = ops.sum(ops.where(positives, per_pair, 0.0), axis=-1) / ops.maximum(n_positives, 1.0)
@@ -419,11 +419,11 @@ def nt_xent_loss(
         >>> round(float(nt_xent_loss(x, np.array([0, 0, 1]), temperature=1.0)), 4)   # log(1 + e^-1)
         0.3133
     """
-    similarity, positives, negatives, weight = pair_structure(
+    similarity, positives, negatives, weight = _pair_structure(
         embeddings, labels, sample_weight, ref_embeddings, ref_labels, ref_mask, exclude_self
     )
     per_anchor, counts = _nt_xent_per_anchor(similarity / temperature, positives, negatives)
-    return weighted_anchor_mean(per_anchor, weight, counts)
+    return _weighted_anchor_mean(per_anchor, weight, counts)
 
 
 def nt_xent_views_loss(view1, view2, temperature=0.1, labels=None, sample_weight=None):
@@ -487,4 +487,4 @@ def nt_xent_views_loss(view1, view2, temperature=0.1, labels=None, sample_weight
     per_anchor, counts = _nt_xent_per_anchor(
         similarity / temperature, ops.logical_and(positives, both), ops.logical_and(negatives, both)
     )
-    return weighted_anchor_mean(per_anchor, ops.concatenate([weight, weight], axis=0), counts)
+    return _weighted_anchor_mean(per_anchor, ops.concatenate([weight, weight], axis=0), counts)
