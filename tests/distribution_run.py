@@ -55,14 +55,15 @@ def _data():
     return x, y
 
 
-def _objective():
+def _objective(weighting=None):
     keras.utils.set_random_seed(3)
     inputs = keras.Input((FEATURES,))
     hidden = keras.layers.Dense(16, activation="tanh")(inputs)
     emb = keras.layers.Dense(DIM)(hidden)
     model = keras.Model(inputs, {"embedding": emb, "logits": keras.layers.Dense(CLASSES)(emb)})
     terms = {name: make() for name, make in _term_factories().items()}
-    objective = lw.Objective(model, terms, weighting=lw.weighting.Uncertainty({"softmax": "classification"}))
+    weighting = weighting or lw.weighting.Uncertainty({"softmax": "classification"})
+    objective = lw.Objective(model, terms, weighting=weighting)
     objective.compile(optimizer=keras.optimizers.SGD(0.02, momentum=0.5))
     return objective
 
@@ -71,7 +72,7 @@ def _state(objective):
     state = {"centers": np.array(keras.ops.convert_to_numpy(objective.terms["center"].centers))}
     for i, w in enumerate(objective.model.weights):
         state[f"model/{i}"] = np.array(keras.ops.convert_to_numpy(w))
-    for name, var in objective.weighting.log_variances.items():
+    for name, var in getattr(objective.weighting, "log_variances", {}).items():
         state[f"log_var/{name}"] = np.array(keras.ops.convert_to_numpy(var))
     for name, term in objective.terms.items():
         if name not in ("softmax", "center"):  # margin terms: their class weights
@@ -81,8 +82,8 @@ def _state(objective):
     return state
 
 
-def _train(x, y):
-    objective = _objective()
+def _train(x, y, weighting=None):
+    objective = _objective(weighting)
     history = objective.fit(x, {"label": y}, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
     return objective, history.history
 
@@ -106,6 +107,9 @@ def main():
     x, y = _data()
     single, single_logs = _train(x, y)
     reference = _state(single)
+    # Gradient-level strategies (issue 10): the per-term gradients of the global batch.
+    gradient_kinds = {"mgda": lambda: lw.weighting.MGDA(), "pcgrad": lambda: lw.weighting.PCGrad(seed=2)}
+    gradient_reference = {n: _state(_train(x, y, make())[0]) for n, make in gradient_kinds.items()}
     if BACKEND == "jax":
         import jax
 
@@ -114,6 +118,7 @@ def main():
         distributed, logs = _train(x, y)
         got = _state(distributed)
         bad_message, bad_moved = _bad_label_run(distributed, x, y)
+        gradient_got = {n: _state(_train(x, y, make())[0]) for n, make in gradient_kinds.items()}
         replicas = len(devices)
     elif BACKEND == "tensorflow":
         strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(REPLICAS)])
@@ -121,10 +126,16 @@ def main():
             distributed, logs = _train(x, y)
             got = _state(distributed)
             bad_message, bad_moved = _bad_label_run(distributed, x, y)
+            gradient_got = {n: _state(_train(x, y, make())[0]) for n, make in gradient_kinds.items()}
         replicas = strategy.num_replicas_in_sync
     else:
         raise SystemExit(f"no multi-device run for backend {BACKEND}")
     diffs = {key: float(np.abs(got[key].astype("float64") - reference[key]).max()) for key in reference}
+    gradient_diffs = {
+        f"{n}/{key}": float(np.abs(gradient_got[n][key].astype("float64") - ref[key]).max())
+        for n, ref in gradient_reference.items()
+        for key in ref
+    }
     print(
         json.dumps(
             {
@@ -132,6 +143,10 @@ def main():
                 "replicas": replicas,
                 "terms": sorted(single.terms),
                 "diffs": diffs,
+                "gradient_diffs": gradient_diffs,
+                "gradient_moved": max(
+                    float(np.abs(ref["model/0"] - reference["model/0"]).max()) for ref in gradient_reference.values()
+                ),
                 "centers_moved": float(np.abs(reference["centers"]).max()),
                 "log_var_moved": max(float(np.abs(v).max()) for k, v in reference.items() if k.startswith("log_var/")),
                 "loss_single": single_logs["loss"],

@@ -260,3 +260,20 @@ def test_gradient_level_objective_round_trips_through_keras_file(tmp_path):
     assert loaded.representation == "features" and loaded.weighting.normalization == "l2"
     assert _max_diff(_state(loaded), _state(objective)) == 0.0
     loaded.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("representation", [None, "features"])
+def test_mixed_float16_unscales_term_gradients_and_skips_overflow(representation):
+    """Under mixed_float16 (a LossScaleOptimizer starting at 2^15) the weights and cosines
+    are those of the unscaled gradients: the same as in float32 on the first step."""
+    x, y = _data(rows=BATCH)
+    logs = {}
+    for policy in ("float32", "mixed_float16"):
+        keras.config.set_dtype_policy(policy)
+        objective = _objective(lw.weighting.MGDA(normalization="loss+"), representation=representation)
+        logs[policy] = objective.train_on_batch(x, y, return_dict=True)
+        objective.fit(x, y, batch_size=8, epochs=2, verbose=0)  # overflowing steps are skipped, not errors
+        assert all(np.all(np.isfinite(to_numpy(v))) for v in objective.weights)
+    assert isinstance(objective.optimizer, keras.optimizers.LossScaleOptimizer)
+    for key in ("weight/task_0", "weight/task_1", "weight/center", "cosine/task_0/task_1"):
+        assert logs["mixed_float16"][key] == pytest.approx(logs["float32"][key], abs=0.05), key
