@@ -108,7 +108,8 @@ def verification_pairs(labels, num_pairs=6000, seed=0):
     if not np.any(sizes >= 2):
         raise ValueError(
             "verification_pairs needs at least one class with two or more samples; every class "
-            "here has a single sample, so no genuine pair can be drawn."
+            "here has a single sample, so no genuine pair can be drawn (evaluate_embeddings: "
+            "pass pairs=False to leave verification out)."
         )
     rng = np.random.default_rng(seed)
     n_same = num_pairs // 2
