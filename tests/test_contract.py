@@ -29,6 +29,12 @@ TERMS = {
     "sphereface": lambda: lw.terms.SphereFace(num_classes=CLASSES),
     "proxy_anchor": lambda: lw.terms.ProxyAnchorLoss(num_classes=CLASSES, margin=0.2, alpha=16.0),
     "proxynca_pp": lambda: lw.terms.ProxyNCALoss(num_classes=CLASSES, temperature=1 / 9, include_positive=True),
+    "multi_similarity": lambda: lw.terms.MultiSimilarityLoss(alpha=3.0, beta=40.0, base=0.5, margin=0.2),
+    "circle": lambda: lw.terms.CircleLoss(margin=0.4, gamma=80.0),
+    "supcon": lambda: lw.terms.SupConLoss(temperature=0.2),
+    "ntxent": lambda: lw.terms.NTXentLoss(temperature=0.5, on="embedding"),
+    # Two views read as a tuple of outputs (here one output twice: the model has no second view).
+    "ntxent_views": lambda: lw.terms.NTXentLoss(temperature=0.5, on=("embedding", "embedding")),
 }
 WEIGHTINGS = {
     "sum": lambda: lw.weighting.Weighting(),
@@ -97,7 +103,8 @@ def test_low_precision_outputs(name, dtype):
     x, y = _data()
     term = TERMS[name]()
     outputs = _model()(x)
-    value = term(keras.ops.cast(outputs[term.on], dtype), y, training=True)
+    read = tuple(outputs[on] for on in term.on) if isinstance(term.on, tuple) else outputs[term.on]
+    value = term(keras.tree.map_structure(lambda t: keras.ops.cast(t, dtype), read), y, training=True)
     assert np.isfinite(float(to_numpy(value)))
     for weight in term.weights:  # state stays float32 (step counters are int32)
         assert weight.dtype == ("int32" if "iterations" in weight.path else "float32"), weight.path
