@@ -4,7 +4,8 @@ Pair losses (contrastive, triplet, multi-similarity, ...) need positives in
 every batch: with plain shuffling a batch of 32 digits from 10 classes has
 about 3 of each, and a batch from 1,000 classes almost none. The "PK" batch
 of Hermans, Beyer & Leibe ("In Defense of the Triplet Loss for Person
-Re-Identification", 2017, Sec. 3) draws P classes and K samples of each.
+Re-Identification", arXiv:1703.07737, 2017, Sec. 2) draws P classes and K
+samples of each.
 """
 
 import heapq
@@ -60,8 +61,8 @@ class ClassBalancedBatches(keras.utils.PyDataset):
     """Batches of ``classes_per_batch`` (P) classes x ``samples_per_class`` (K) samples, for ``fit``.
 
     The PK batches of Hermans, Beyer & Leibe, "In Defense of the Triplet Loss
-    for Person Re-Identification", 2017 (Sec. 3: P classes, K images each),
-    the batches that pair losses need (every sample has K - 1 positives in
+    for Person Re-Identification", arXiv:1703.07737, 2017 (Sec. 2: P classes,
+    K images each), the batches that pair losses need (every sample has K - 1 positives in
     its batch), built so that an epoch goes through the data:
 
     1. **Chunks.** At the start of epoch ``e`` each class's samples are
