@@ -431,11 +431,16 @@ def test_reference_arguments_are_checked():
         ps.circle_loss(x, y, ref_embeddings=x)
     with pytest.raises(ValueError, match=r"received embeddings of shape \(8, 4, 1\)"):
         ps.multi_similarity_loss(x[..., None], y)
+    with pytest.raises(ValueError, match=r"received labels of shape \(8, 3\); expected class ids"):
+        ps.nt_xent_loss(x, np.eye(3)[y])
+    with pytest.raises(ValueError, match=r"NT-Xent: received views with 8 and 7 rows"):
+        ps.nt_xent_views_loss(x, x[:7])
 
 
 # ------------------------------------------------------------ terms
 def test_terms_compute_in_float32_under_low_precision():
     x, y = _batch(seed=19)
+    keras.config.set_dtype_policy("mixed_float16")  # reset by conftest
     for term in (lw.terms.MultiSimilarityLoss(beta=10.0), lw.terms.CircleLoss(), lw.terms.SupConLoss(),
                  lw.terms.NTXentLoss(on="embedding")):
         full = term(x, y)

@@ -61,6 +61,18 @@ def _rows(x, what):
     return x
 
 
+def _ids(labels, what):
+    """Class ids and their validity; a label tensor that is not ``(batch,)``/``(batch, 1)`` is refused."""
+    labels = ops.convert_to_tensor(labels)
+    shape = tuple(labels.shape)
+    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[-1] not in (1, None)):
+        raise ValueError(
+            f"{what}: received labels of shape {shape}; expected class ids of shape (batch,) or "
+            f"(batch, 1) (pair losses take sparse ids, not one-hot rows)."
+        )
+    return labels, pair_labels(labels)
+
+
 def _clean(x, valid):
     """Zero the rows that take part in no pair, so NaN/Inf never reach the matmul."""
     return ops.where(valid[:, None], x, ops.zeros_like(x))
@@ -105,7 +117,7 @@ def _pair_structure(
         (0.7071, True, True, False)
     """
     x = _rows(embeddings, "pair loss embeddings")
-    _, valid = pair_labels(labels)
+    labels, (_, valid) = _ids(labels, "pair loss")
     valid = ops.logical_and(valid, finite_rows(x))
     if sample_weight is not None:
         valid = ops.logical_and(valid, ops.reshape(ops.cast(sample_weight, "float32"), (-1,)) != 0)
@@ -126,7 +138,7 @@ def _pair_structure(
                 "of the reference rows as ref_labels."
             )
         r = _rows(ref_embeddings, "pair loss ref_embeddings")
-        _, ref_valid = pair_labels(ref_labels)
+        ref_labels, (_, ref_valid) = _ids(ref_labels, "pair loss ref_labels")
         ref_valid = ops.logical_and(ref_valid, finite_rows(r))
         if ref_mask is not None:
             ref_valid = ops.logical_and(ref_valid, ops.reshape(ops.cast(ref_mask, "bool"), (-1,)))
@@ -467,7 +479,7 @@ def nt_xent_views_loss(view1, view2, temperature=0.1, labels=None, sample_weight
     n = ops.shape(a)[0]
     valid = ops.logical_and(finite_rows(a), finite_rows(b))
     if labels is not None:
-        ids, valid_ids = pair_labels(labels)
+        _, (ids, valid_ids) = _ids(labels, "NT-Xent")
         valid = ops.logical_and(valid, valid_ids)
     if sample_weight is not None:
         valid = ops.logical_and(valid, ops.reshape(ops.cast(sample_weight, "float32"), (-1,)) != 0)

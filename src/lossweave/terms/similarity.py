@@ -49,12 +49,13 @@ class _PairSimilarityTerm(Term):
         super().build(outputs_shape)
         _check_embedding_shape(self, outputs_shape)
 
-    def loss(self, embeddings, labels, sample_weight=None):
+    def pair_loss(self, embeddings, labels, sample_weight=None):
+        """The loss of a batch (the op of the subclass)."""
         raise NotImplementedError
 
     def call(self, outputs, targets, sample_weight=None, training=None):
         clean = check_pair_rows(self, outputs, targets) if self.validate else None
-        loss = self.loss(outputs, targets, sample_weight)
+        loss = self.pair_loss(outputs, targets, sample_weight)
         if clean is not None:
             loss = ops.where(clean, loss, ops.zeros_like(loss))
         return loss
@@ -101,7 +102,7 @@ class MultiSimilarityLoss(_PairSimilarityTerm):
         self.margin = _number(margin, "margin", owner, low=0.0)
         self.mining = bool(mining)
 
-    def loss(self, embeddings, labels, sample_weight=None):
+    def pair_loss(self, embeddings, labels, sample_weight=None):
         return pair_similarity.multi_similarity_loss(
             embeddings, labels, self.alpha, self.beta, self.base, self.margin, self.mining, sample_weight
         )
@@ -151,7 +152,7 @@ class CircleLoss(_PairSimilarityTerm):
             raise ValueError(f"{owner}: margin must be in [0, 1); received {margin!r}.")
         self.gamma = _number(gamma, "gamma", owner, positive=True)
 
-    def loss(self, embeddings, labels, sample_weight=None):
+    def pair_loss(self, embeddings, labels, sample_weight=None):
         return pair_similarity.circle_loss(embeddings, labels, self.margin, self.gamma, sample_weight)
 
     def get_config(self):
@@ -185,7 +186,7 @@ class SupConLoss(_PairSimilarityTerm):
         super().__init__(**kwargs)
         self.temperature = _number(temperature, "temperature", type(self).__name__, positive=True)
 
-    def loss(self, embeddings, labels, sample_weight=None):
+    def pair_loss(self, embeddings, labels, sample_weight=None):
         return pair_similarity.supcon_loss(embeddings, labels, self.temperature, sample_weight)
 
     def get_config(self):
