@@ -213,7 +213,7 @@ def multi_similarity_loss(
         L = 1/m sum_i [ 1/alpha log(1 + sum_{j in P_i} exp(-alpha (S_ij - lambda)))
                       + 1/beta  log(1 + sum_{k in N_i} exp( beta  (S_ik - lambda))) ]   (Eq. 11)
 
-    Defaults are the paper's (Sec. 5.1): ``alpha=2, beta=50, lambda=1,
+    Defaults are the paper's: ``alpha=2, beta=50, lambda=1,
     epsilon=0.1``. The authors' code (``msight-tech/research-ms-loss``) uses
     ``lambda`` (``thresh``) 0.5 and ``beta`` (``scale_neg``) 40 in its
     configs, and pytorch-metric-learning's ``MultiSimilarityLoss`` defaults to
@@ -273,15 +273,14 @@ def circle_loss(
         L = log(1 + sum_n exp(gamma a_n (s_n - D_n)) * sum_p exp(-gamma a_p (s_p - D_p)))
 
     with the self-paced weights ``a_p = [O_p - s_p]_+`` and ``a_n = [s_n -
-    O_n]_+`` (Eq. 5), ``O_p = 1 + m``, ``O_n = -m``, ``D_p = 1 - m``, ``D_n = m``
-    (Eq. 8). The weights are constants of the gradient (the paper's Eq. 7
-    differentiates with them fixed; the authors' and pytorch-metric-learning's
-    code detach them). Computed as ``softplus(LSE_n + LSE_p)``, stable at
-    ``gamma`` in the hundreds.
+    O_n]_+`` and the paper's ``O_p = 1 + m``, ``O_n = -m``, ``D_p = 1 - m``,
+    ``D_n = m``. The weights are constants of the gradient (detached, as in
+    pytorch-metric-learning's ``CircleLoss``). Computed as ``softplus(LSE_n +
+    LSE_p)``, stable at ``gamma`` in the hundreds.
 
-    Defaults are the paper's face-recognition setting ``m=0.25, gamma=256``
-    (Sec. 4.2); pytorch-metric-learning defaults to ``m=0.4, gamma=80``, the
-    paper's fine-grained retrieval setting. The mean is over the anchors with
+    Defaults are the paper's face-recognition setting ``m=0.25, gamma=256``;
+    pytorch-metric-learning defaults to ``m=0.4, gamma=80``, the paper's
+    fine-grained retrieval setting. The mean is over the anchors with
     at least one positive and one negative (those for which Eq. 6 is defined,
     as pytorch-metric-learning averages over anchors with pairs), weighted by
     ``sample_weight``.
@@ -338,7 +337,7 @@ def supcon_loss(
     formula is still defined (a positive's share of the softmax over
     ``A(i)``), and used.
 
-    ``temperature`` defaults to the paper's 0.1 (Sec. 4 / App.); the authors'
+    ``temperature`` defaults to the paper's 0.1; the authors'
     code (``HobbitLong/SupContrast``) defaults to 0.07 and multiplies the loss
     by ``temperature / base_temperature`` (1 at its defaults), which is left
     out here.
@@ -410,9 +409,9 @@ def nt_xent_loss(
     without negatives has loss 0.
 
     ``temperature`` defaults to 0.1, the paper's default setting (ImageNet,
-    batch 4096; Table 5, and the authors' README "default hyperparameters in
-    our paper"); the paper's CIFAR-10 runs (App. B.9) use 0.5, a better
-    choice for small batches.
+    batch 4096: what the authors' README, ``google-research/simclr``, calls
+    "the default hyperparameters in our paper"); the paper's CIFAR-10 runs use
+    0.5, a better choice for small batches.
 
     Args:
         embeddings: ``(batch, dim)``.
