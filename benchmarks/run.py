@@ -14,6 +14,10 @@ the things it compares in one process and reporting medians and ratios:
   ArcFace, combined margin, SphereFace, sub-center ArcFace) at 10k classes
   against a dense softmax head of the same size (target <= 1.3x; see
   ``MARGIN.md``);
+* ``gradient.py``: fit step time of the gradient-level strategies (Sum, MGDA,
+  PCGrad; MGDA in representation mode) on a shared trunk with 2 and 4 heads
+  against the loss-level ``Fixed`` step (targets: <= 1.1 (1 + 2K) / 3x and
+  <= 1.3x; see ``GRADIENT.md``);
 * ``multitask.py`` (opt-in, ``--only multitask``: several minutes per backend,
   so not in the default set): loss-weighting strategies on digits with a
   1000x loss-scale gap, Delta_m% over 3 seeds, and step time against Keras's
@@ -43,7 +47,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: few repeats, small epochs")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON results file (default {DEFAULT_OUT})")
-    parser.add_argument("--only", choices=("center", "step", "margin", "multitask"), help="run one benchmark")
+    parser.add_argument("--only", choices=("center", "step", "margin", "gradient", "multitask"), help="run one benchmark")
     parser.add_argument(
         "--threads", type=int, default=1,
         help="CPU threads per backend thread pool (default 1: stable timings on a small shared "
@@ -116,6 +120,12 @@ def main(argv=None):
         record["margin"] = margin.run(quick=args.quick)
         tables.append(margin.markdown(record["margin"]))
         print(tables[-1] + "\n", flush=True)
+    if args.only in (None, "gradient"):
+        import gradient
+
+        record["gradient"] = gradient.run(quick=args.quick)
+        tables.append(gradient.markdown(record["gradient"]))
+        print(tables[-1] + "\n", flush=True)
     if args.only == "multitask":  # opt-in: minutes per backend
         import multitask
 
@@ -124,7 +134,7 @@ def main(argv=None):
         print(tables[-1] + "\n", flush=True)
     record["seconds"] = time.perf_counter() - start
     targets = {}
-    for name in ("center_update", "step_overhead", "margin", "multitask"):
+    for name in ("center_update", "step_overhead", "margin", "gradient", "multitask"):
         targets.update(record.get(name, {}).get("targets", {}))
     record["targets"] = targets
     verdict = lambda v: "met" if v else ("n/a" if v is None else "MISSED")

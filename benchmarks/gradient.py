@@ -1,0 +1,268 @@
+"""Fit step time of the gradient-level strategies against the loss-level step, on a multi-task MLP.
+
+Model: one shared trunk and K heads (K = 2 and 4), batch 128, Adam, float32::
+
+    x (64) -> Dense(256, relu) -> Dense(256, relu) -> "features" (Identity)
+           -> for each k: Dense(32, relu) -> Dense(10) = "logits_k"
+
+Each head k has the term ``SoftmaxCrossEntropy(on="logits_k",
+target="label_k")``. Every variant of one K starts from the same initial
+weights and trains through ``fit`` on the same fixed random data:
+
+* ``keras``: the same model without the "features" output, plain
+  ``compile(loss={logits_k: SparseCategoricalCrossentropy(from_logits=True)},
+  loss_weights={logits_k: 1.0})`` (what Keras alone costs);
+* ``Fixed``: ``lw.Objective`` with ``weighting=Fixed()`` (every weight 1):
+  the loss-level step, **the reference**;
+* ``Sum``, ``MGDA``, ``PCGrad``: the gradient-level step in parameter mode:
+  the K per-term gradients of every trainable variable (the rows of a
+  (K, params) Jacobian), their Gramian, the strategy's weights, the
+  weighted sum. Target: ``<= 1.1 x (1 + 2K) / 3`` of the Fixed step. A
+  backward pass costs about two forward passes, so one forward and one
+  backward is 3 units and one forward and K backwards ``1 + 2K``: the floor
+  for a full Jacobian, with 10 % slack;
+* ``MGDA/features``: MGDA in representation mode (``representation=
+  "features"``, Sener & Koltun 2018, MGDA-UB): the K gradients with respect
+  to the trunk's output and one trunk backward. Target: ``<= 1.3x`` Fixed
+  whatever K.
+
+Timing as in ``step_overhead.py`` (its ``StepTimer``): each ``fit`` runs one
+epoch, a callback stamps ``on_train_batch_end`` (Keras then fetches the
+step's logs, so every step is timed to completion on every backend), the step
+time is the median gap between stamps; the variants of one K are interleaved
+(``common.interleaved_rounds``) for several rounds after a warm-up epoch and
+the ratios are medians of per-round ratios.
+
+``python benchmarks/gradient.py --before REV`` adds the variant
+``Fixed@REV``: the same Fixed Objective built with lossweave as it was at git
+revision ``REV`` (its ``src/lossweave`` read with ``git archive`` into a
+temporary folder and imported as ``lossweave_<sha>`` beside today's), in the
+same interleaved rounds: whether the loss-level step changed (target: within
+2 %).
+
+    KERAS_BACKEND=jax .venv/bin/python benchmarks/run.py --only gradient [--quick]
+    KERAS_BACKEND=jax .venv/bin/python benchmarks/gradient.py [--quick] [--before e4d316c~1]
+"""
+
+import importlib
+import io
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+import keras
+import numpy as np
+
+import lossweave as lw
+from common import backend, fmt_ms, interleaved_rounds, median
+from step_overhead import StepTimer
+
+BATCH, INPUT_DIM, TRUNK, HEAD, NUM_CLASSES = 128, 64, (256, 256), 32, 10
+KS = (2, 4)
+REFERENCE = "Fixed"
+PARAMETER_MODE = ("Sum", "MGDA", "PCGrad")
+REPRESENTATION_MODE = ("MGDA/features",)
+VARIANTS = ("keras", REFERENCE, *PARAMETER_MODE, *REPRESENTATION_MODE)
+PARAMETER_SLACK, REPRESENTATION_TARGET, BEFORE_TARGET = 1.1, 1.3, 1.02
+BEFORE = None  # a git revision: also time the Fixed step of lossweave at that revision
+
+
+def parameter_target(k):
+    """One forward (1) and K backward passes (2 each), with 10 % slack: ``1.1 (1 + 2K) / 3``."""
+    return PARAMETER_SLACK * (1 + 2 * k) / 3
+
+
+def target(variant, k):
+    if variant in PARAMETER_MODE:
+        return parameter_target(k)
+    if variant in REPRESENTATION_MODE:
+        return REPRESENTATION_TARGET
+    if variant.startswith(REFERENCE + "@"):
+        return BEFORE_TARGET
+    return None
+
+
+def build_model(k, features=True, seed=0):
+    """The trunk and K heads; outputs ``logits_0 .. logits_{K-1}`` (and ``features``)."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((INPUT_DIM,), name="x")
+    h = inputs
+    for width in TRUNK:
+        h = keras.layers.Dense(width, activation="relu")(h)
+    shared = keras.layers.Identity(name="features")(h)
+    outputs = {"features": shared} if features else {}
+    for i in range(k):
+        head = keras.layers.Dense(HEAD, activation="relu", name=f"head_{i}")(shared)
+        outputs[f"logits_{i}"] = keras.layers.Dense(NUM_CLASSES, name=f"logits_{i}")(head)
+    return keras.Model(inputs, outputs)
+
+
+def make_weighting(variant, library=lw):
+    name = variant.split("/")[0]
+    if name == "PCGrad":
+        return library.weighting.PCGrad(seed=0)
+    return getattr(library.weighting, name)()
+
+
+def build(variant, k, library=None):
+    """``(trainable, y)``: a compiled model to ``fit`` and the name of its targets' keys.
+
+    ``library`` is the lossweave package to build a ``Fixed@REV`` variant with.
+    """
+    if variant == "keras":
+        model = build_model(k, features=False)
+        names = [f"logits_{i}" for i in range(k)]
+        loss = {n: keras.losses.SparseCategoricalCrossentropy(from_logits=True) for n in names}
+        model.compile(optimizer="adam", loss=loss, loss_weights={n: 1.0 for n in names})
+        return model, "logits_{}"
+    library = library or lw
+    terms = {
+        f"task_{i}": library.terms.SoftmaxCrossEntropy(on=f"logits_{i}", target=f"label_{i}")
+        for i in range(k)
+    }
+    kwargs = {"representation": "features"} if variant in REPRESENTATION_MODE else {}
+    objective = library.Objective(
+        build_model(k), terms, weighting=make_weighting(variant.split("@")[0], library), **kwargs
+    )
+    objective.compile(optimizer="adam")
+    return objective, "label_{}"
+
+
+def load_library(revision):
+    """lossweave as it was at git revision ``revision``, imported beside today's.
+
+    ``git archive`` reads its ``src/lossweave`` (nothing in the working tree
+    changes); the copy, in a temporary folder, is renamed ``lossweave_<sha>``
+    (imports and registered names), so both versions live in one process.
+    Returns ``(short sha, module)``.
+    """
+    root = subprocess.check_output(
+        ["git", "rev-parse", "--show-toplevel"], cwd=os.path.dirname(os.path.abspath(__file__)), text=True
+    ).strip()
+    sha = subprocess.check_output(["git", "rev-parse", "--short", revision], cwd=root, text=True).strip()
+    name = f"lossweave_{sha}"
+    archive = subprocess.check_output(["git", "archive", sha, "src/lossweave"], cwd=root)
+    folder = tempfile.mkdtemp(prefix="lossweave-before-")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar.getmembers():
+            if not member.isfile():
+                continue
+            data = tar.extractfile(member).read()
+            if member.name.endswith(".py"):
+                data = re.sub(rb"\blossweave\b", name.encode(), data)
+            path = os.path.join(folder, name, os.path.relpath(member.name, "src/lossweave"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+    sys.path.insert(0, folder)
+    return sha, importlib.import_module(name)
+
+
+def run(quick=False, ks=KS, variants=VARIANTS, before=None):
+    """Step times of ``variants`` for each K in ``ks`` (``before``: a git revision, see the docstring)."""
+    before = before or BEFORE
+    steps, rounds = (8, 3) if quick else (16, 7)
+    library = None
+    if before:
+        sha, library = load_library(before)
+        variants = (*variants, f"{REFERENCE}@{sha}")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(steps * BATCH, INPUT_DIM)).astype("float32")
+    labels = rng.integers(0, NUM_CLASSES, size=(max(ks), steps * BATCH)).astype("int32")
+    results = {
+        "backend": backend(), "batch": BATCH, "input_dim": INPUT_DIM, "trunk": list(TRUNK), "head": HEAD,
+        "num_classes": NUM_CLASSES, "steps_per_epoch": steps, "rounds": rounds, "before": before,
+        "tables": [],
+    }
+    for k in ks:
+        runs = {v: build(v, k, library if "@" in v else None) for v in variants}
+        timer = StepTimer()
+
+        def epoch(variant):
+            trainable, key = runs[variant]
+            y = {key.format(i): labels[i] for i in range(k)}
+            trainable.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[timer])
+            return timer.step_times()
+
+        for variant in variants:  # warm-up: trace and compile
+            epoch(variant)
+        times, per_round = interleaved_rounds(epoch, variants, rounds)
+
+        def ratio(a, b):
+            return float(median([p / q for p, q in zip(per_round[a], per_round[b])]))
+
+        rows = []
+        for variant in variants:
+            limit = target(variant, k)
+            over = ratio(variant, REFERENCE)
+            rows.append({
+                "variant": variant,
+                "step_s": float(median(times[variant])),
+                "over_fixed": over,
+                "over_keras": ratio(variant, "keras") if "keras" in variants else None,
+                "target": limit,
+                "met": None if limit is None else bool(over <= limit),
+            })
+        params = sum(int(np.prod(v.shape)) for v in runs[REFERENCE][0].trainable_variables)
+        results["tables"].append({"k": k, "params": params, "rows": rows})
+    results["targets"] = {
+        f"{row['variant']} / {REFERENCE} step <= {row['target']:.2f}x (K={table['k']})": row["met"]
+        for table in results["tables"] for row in table["rows"] if row["target"] is not None
+    }
+    return results
+
+
+MODES = {"keras": "Keras compile(loss=dict, loss_weights=dict)", REFERENCE: "loss level (reference)",
+         **{v: "gradient, parameters" for v in PARAMETER_MODE},
+         **{v: "gradient, representation" for v in REPRESENTATION_MODE}}
+
+
+def markdown(results):
+    lines = [
+        f"Gradient-level step, {results['backend']}: MLP {results['input_dim']} -> "
+        f"{' -> '.join(map(str, results['trunk']))} (relu, shared) -> K heads {results['head']} -> "
+        f"{results['num_classes']}, one SoftmaxCrossEntropy per head, batch {results['batch']}, Adam; "
+        f"median ms per step over {results['rounds']} interleaved one-epoch rounds of "
+        f"{results['steps_per_epoch']} steps; ratios are medians of per-round ratios",
+    ]
+    for table in results["tables"]:
+        lines += [
+            "",
+            f"K = {table['k']} ({table['params']:,} parameters)",
+            "",
+            "| variant | step | ms / step | / Fixed | target | | / keras |",
+            "|:---|:---|---:|---:|---:|:---|---:|",
+        ]
+        for row in table["rows"]:
+            mode = MODES.get(row["variant"], "loss level, lossweave at " + row["variant"].split("@")[-1])
+            limit = "" if row["target"] is None else f"<= {row['target']:.2f}x"
+            verdict = {None: "", True: "met", False: "**missed**"}[row["met"]]
+            keras_ratio = "" if row["over_keras"] is None else f"{row['over_keras']:.3f}x"
+            lines.append(
+                f"| {row['variant']} | {mode} | {fmt_ms(row['step_s'])} | {row['over_fixed']:.3f}x | {limit} "
+                f"| {verdict} | {keras_ratio} |"
+            )
+    lines.append("")
+    lines.append(
+        f"- targets: parameter mode <= {PARAMETER_SLACK} x (1 + 2K) / 3 of Fixed (one forward, K backward "
+        f"passes); representation mode <= {REPRESENTATION_TARGET}x Fixed"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # the thread limits must be set before keras runs: go through run.py
+    import argparse
+
+    import run as bench_run
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--before", metavar="REV", help="also time the Fixed step of lossweave at git REV")
+    known, rest = parser.parse_known_args()
+    if known.before:
+        import gradient  # the module run.py imports (this file runs as __main__)
+
+        gradient.BEFORE = known.before
+    sys.exit(bench_run.main(["--only", "gradient", *rest]))
