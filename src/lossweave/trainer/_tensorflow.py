@@ -119,7 +119,8 @@ def gradient_train_step(model, data):
     weights = model.weighting.aggregate(gram, losses, step, True)
     finite = _common.finite_terms(checked, k)
     if context is not None:  # every replica fails the step if one has a bad gradient
-        finite = context.all_reduce(tf.distribute.ReduceOp.MIN, tf.cast(finite, tf.float32)) > 0
+        bad = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.float32))
+        finite = tf.equal(bad, 0.0)
     model.record_aggregation(weights, gram, finite, _batch(x))
     if plan.representation is None:
         grads = _common.combine_rows(plan, rows, weights)
