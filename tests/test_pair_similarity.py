@@ -423,6 +423,27 @@ def test_reference_set_pairs(name):
     assert _value(empty) == 0.0
 
 
+MEMORY_TERMS = {
+    "multi_similarity": (lambda: lw.terms.MultiSimilarityLoss(beta=20.0), lambda a: np_multi_similarity(a, beta=20.0)),
+    "circle": (lambda: lw.terms.CircleLoss(), np_circle),
+    "supcon": (lambda: lw.terms.SupConLoss(), np_supcon),
+    "nt_xent": (lambda: lw.terms.NTXentLoss(on="embedding"), np_nt_xent),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MEMORY_TERMS))
+def test_cross_batch_memory_pairs_the_batch_with_past_batches(name):
+    make, reference = MEMORY_TERMS[name]
+    term = lw.terms.CrossBatchMemory(make(), memory_size=N)
+    (a, a_y), (b, b_y) = _batch(seed=24), _batch(seed=25)
+    np.testing.assert_allclose(_value(term(a, a_y, training=True)), reference(np_anchors(a, a_y)), **TOL)
+    # Second step: the anchors of b against b (itself excluded) and the remembered a.
+    expected = reference(np_anchors(b, b_y, ref=np.concatenate([b, a]), ref_y=np.concatenate([b_y, a_y])))
+    np.testing.assert_allclose(_value(term(b, b_y, training=True)), expected, **TOL)
+    with pytest.raises(ValueError, match="does not take a reference set"):
+        lw.terms.CrossBatchMemory(lw.terms.NTXentLoss(), memory_size=N)  # the two-view form
+
+
 def test_reference_arguments_are_checked():
     x, y = _batch()
     with pytest.raises(ValueError, match="without ref_embeddings"):
@@ -487,12 +508,12 @@ def test_bad_labels_raise_and_zero_the_loss():
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: lw.terms.MultiSimilarityLoss(alpha=0.0), r"alpha must be a positive number; received 0\.0"),
-        (lambda: lw.terms.MultiSimilarityLoss(margin=-0.1), r"margin must be >= 0\.0; received -0\.1"),
+        (lambda: lw.terms.MultiSimilarityLoss(alpha=0.0), r"alpha must be a finite number > 0\.0; received 0\.0"),
+        (lambda: lw.terms.MultiSimilarityLoss(margin=-0.1), r"margin must be a finite number >= 0\.0; received -0\.1"),
         (lambda: lw.terms.CircleLoss(margin=1.0), r"margin must be in \[0, 1\); received 1\.0"),
-        (lambda: lw.terms.CircleLoss(gamma="80"), r"gamma must be a finite number; received '80'"),
+        (lambda: lw.terms.CircleLoss(gamma="80"), r"gamma must be a number; received '80'"),
         (lambda: lw.terms.SupConLoss(temperature=float("nan")), r"temperature must be a finite number"),
-        (lambda: lw.terms.NTXentLoss(temperature=-1), r"temperature must be a positive number; received -1"),
+        (lambda: lw.terms.NTXentLoss(temperature=-1), r"temperature must be a finite number > 0\.0; received -1"),
     ],
 )
 def test_constructor_errors_name_the_argument(make, message):

@@ -6,66 +6,35 @@ read an embedding output and class ids, check both (a bad label or NaN/Inf
 embedding raises ``InvalidInputError``, and the loss of that batch is 0, as
 in :class:`~lossweave.terms.CenterLoss`), and compute in float32 under any
 dtype policy. Sample weights weigh anchors (a weighted mean over the anchors
-that count; weight 0 leaves a sample out of every pair). A batch in which no
-anchor counts (no positive pair, e.g. a batch of one) gives 0.0.
+that count; weight 0 leaves a sample out of every pair, and so do ``missing``
+labels). A batch in which no anchor counts (no positive pair, e.g. a batch of
+one) gives 0.0.
+
+They are :class:`~lossweave.terms.pairs.PairTerm` s: ``pair_loss(embeddings,
+labels, sample_weight, ref_embeddings=None, ref_labels=None, ref_mask=None,
+exclude_self=True)`` is the loss without the check, and
+:class:`~lossweave.terms.CrossBatchMemory` can wrap them
+(``supports_reference``; for ``NTXentLoss`` only on one output).
 """
 
 import keras
-import numpy as np
 from keras import ops
 
 from lossweave.ops import pair_similarity
-from lossweave.terms.base import Term
 from lossweave.terms.check import check_pair_rows
+from lossweave.terms.pairs import PairTerm, _number
 
 
-def _number(value, what, owner, low=None, positive=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
-        raise ValueError(f"{owner}: {what} must be a finite number; received {value!r}.")
-    value = float(value)
-    if positive and value <= 0:
-        raise ValueError(f"{owner}: {what} must be a positive number; received {value!r}.")
-    if low is not None and value < low:
-        raise ValueError(f"{owner}: {what} must be >= {low}; received {value!r}.")
-    return value
-
-
-def _check_embedding_shape(term, shape, what="embeddings"):
+def _check_view_shape(term, name, shape):
     if len(shape) != 2 or shape[-1] is None:
         raise ValueError(
-            f"{type(term).__name__} '{term.name}': received {what} of shape {tuple(shape)}; "
-            f"expected (batch, dim) with a known dim. Point `on` at the embedding output."
+            f"{type(term).__name__} '{term.name}': received view '{name}' of shape {tuple(shape)}; "
+            f"expected (batch, dim) with a known dim. Point `on` at the two view outputs."
         )
 
 
-class _PairSimilarityTerm(Term):
-    """A labelled pair loss on one embedding output: the check, the gate, the config."""
-
-    def __init__(self, on="embedding", target="label", validate=True, **kwargs):
-        super().__init__(on=on, target=target, **kwargs)
-        self.validate = bool(validate)
-
-    def build(self, outputs_shape):
-        super().build(outputs_shape)
-        _check_embedding_shape(self, outputs_shape)
-
-    def pair_loss(self, embeddings, labels, sample_weight=None):
-        """The loss of a batch (the op of the subclass)."""
-        raise NotImplementedError
-
-    def call(self, outputs, targets, sample_weight=None, training=None):
-        clean = check_pair_rows(self, outputs, targets) if self.validate else None
-        loss = self.pair_loss(outputs, targets, sample_weight)
-        if clean is not None:
-            loss = ops.where(clean, loss, ops.zeros_like(loss))
-        return loss
-
-    def get_config(self):
-        return {**super().get_config(), "validate": self.validate}
-
-
 @keras.saving.register_keras_serializable(package="lossweave")
-class MultiSimilarityLoss(_PairSimilarityTerm):
+class MultiSimilarityLoss(PairTerm):
     """Multi-similarity loss with its pair mining (Wang et al., CVPR 2019, Eq. 9-11).
 
     See :func:`lossweave.ops.pair_similarity.multi_similarity_loss`: cosine
@@ -93,18 +62,22 @@ class MultiSimilarityLoss(_PairSimilarityTerm):
         0.5868
     """
 
+    supports_reference = True
+
     def __init__(self, alpha=2.0, beta=50.0, base=1.0, margin=0.1, mining=True, **kwargs):
         super().__init__(**kwargs)
         owner = type(self).__name__
-        self.alpha = _number(alpha, "alpha", owner, positive=True)
-        self.beta = _number(beta, "beta", owner, positive=True)
+        self.alpha = _number(alpha, "alpha", owner, low=0.0, strict=True)
+        self.beta = _number(beta, "beta", owner, low=0.0, strict=True)
         self.base = _number(base, "base", owner)
         self.margin = _number(margin, "margin", owner, low=0.0)
         self.mining = bool(mining)
 
-    def pair_loss(self, embeddings, labels, sample_weight=None):
+    def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
+                  ref_mask=None, exclude_self=True):
         return pair_similarity.multi_similarity_loss(
-            embeddings, labels, self.alpha, self.beta, self.base, self.margin, self.mining, sample_weight
+            embeddings, labels, self.alpha, self.beta, self.base, self.margin, self.mining, sample_weight,
+            ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_mask=ref_mask, exclude_self=exclude_self,
         )
 
     def get_config(self):
@@ -119,7 +92,7 @@ class MultiSimilarityLoss(_PairSimilarityTerm):
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
-class CircleLoss(_PairSimilarityTerm):
+class CircleLoss(PairTerm):
     """Circle loss with class-level labels (Sun et al., CVPR 2020, Eq. 6).
 
     See :func:`lossweave.ops.pair_similarity.circle_loss`: self-paced weights
@@ -144,23 +117,29 @@ class CircleLoss(_PairSimilarityTerm):
         1.017
     """
 
+    supports_reference = True
+
     def __init__(self, margin=0.25, gamma=256.0, **kwargs):
         super().__init__(**kwargs)
         owner = type(self).__name__
         self.margin = _number(margin, "margin", owner, low=0.0)
         if self.margin >= 1.0:
             raise ValueError(f"{owner}: margin must be in [0, 1); received {margin!r}.")
-        self.gamma = _number(gamma, "gamma", owner, positive=True)
+        self.gamma = _number(gamma, "gamma", owner, low=0.0, strict=True)
 
-    def pair_loss(self, embeddings, labels, sample_weight=None):
-        return pair_similarity.circle_loss(embeddings, labels, self.margin, self.gamma, sample_weight)
+    def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
+                  ref_mask=None, exclude_self=True):
+        return pair_similarity.circle_loss(
+            embeddings, labels, self.margin, self.gamma, sample_weight,
+            ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_mask=ref_mask, exclude_self=exclude_self,
+        )
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin, "gamma": self.gamma}
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
-class SupConLoss(_PairSimilarityTerm):
+class SupConLoss(PairTerm):
     """Supervised contrastive loss ``L^sup_out`` (Khosla et al., NeurIPS 2020, Eq. 2).
 
     See :func:`lossweave.ops.pair_similarity.supcon_loss`. For the paper's
@@ -182,19 +161,25 @@ class SupConLoss(_PairSimilarityTerm):
         0.3133
     """
 
+    supports_reference = True
+
     def __init__(self, temperature=0.1, **kwargs):
         super().__init__(**kwargs)
-        self.temperature = _number(temperature, "temperature", type(self).__name__, positive=True)
+        self.temperature = _number(temperature, "temperature", type(self).__name__, low=0.0, strict=True)
 
-    def pair_loss(self, embeddings, labels, sample_weight=None):
-        return pair_similarity.supcon_loss(embeddings, labels, self.temperature, sample_weight)
+    def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
+                  ref_mask=None, exclude_self=True):
+        return pair_similarity.supcon_loss(
+            embeddings, labels, self.temperature, sample_weight,
+            ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_mask=ref_mask, exclude_self=exclude_self,
+        )
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature}
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
-class NTXentLoss(Term):
+class NTXentLoss(PairTerm):
     """NT-Xent, SimCLR's contrastive loss (Chen et al., ICML 2020, Eq. 1).
 
     Two ways to give it pairs:
@@ -212,7 +197,8 @@ class NTXentLoss(Term):
     - ``on="embedding"``, one output: the positives are given by the labels and
       each positive pair is scored against the anchor's negatives
       (:func:`lossweave.ops.pair_similarity.nt_xent_loss`; with one positive
-      per anchor it is the two-view loss above).
+      per anchor it is the two-view loss above). This form takes a reference
+      set (``CrossBatchMemory``).
 
     Args:
         temperature: ``tau`` (paper's default setting: 0.1; its CIFAR-10 runs: 0.5).
@@ -229,26 +215,30 @@ class NTXentLoss(Term):
     """
 
     def __init__(self, temperature=0.1, on=("view1", "view2"), target="label", validate=True, **kwargs):
-        super().__init__(on=on, target=target, **kwargs)
+        super().__init__(on=on, target=target, validate=validate, **kwargs)
         if isinstance(self.on, tuple) and len(self.on) != 2:
             raise ValueError(
                 f"NTXentLoss: on must be the names of two view outputs or of one embedding output; "
                 f"received {on!r}."
             )
-        self.temperature = _number(temperature, "temperature", "NTXentLoss", positive=True)
-        self.validate = bool(validate)
+        self.temperature = _number(temperature, "temperature", "NTXentLoss", low=0.0, strict=True)
 
     @property
     def two_views(self):
+        """Whether the term reads two view outputs (else one labelled embedding output)."""
         return isinstance(self.on, tuple)
 
+    @property
+    def supports_reference(self):
+        return not self.two_views
+
     def build(self, outputs_shape):
-        super().build(outputs_shape)
         if not self.two_views:
-            _check_embedding_shape(self, outputs_shape)
+            super().build(outputs_shape)
             return
+        self._outputs_shape = tuple(outputs_shape)
         for name, shape in zip(self.on, outputs_shape):
-            _check_embedding_shape(self, shape, what=f"view '{name}'")
+            _check_view_shape(self, name, shape)
         first, second = outputs_shape
         if first[-1] != second[-1]:
             raise ValueError(
@@ -256,21 +246,33 @@ class NTXentLoss(Term):
                 f"{tuple(second)}; expected two (batch, dim) outputs with the same dim."
             )
 
-    def call(self, outputs, targets, sample_weight=None, training=None):
+    def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
+                  ref_mask=None, exclude_self=True):
         if self.two_views:
-            view1, view2 = outputs
-            labels = targets
-            if self.validate:
-                # Without labels only the views are checked (the ids stand in as zeros).
-                ids = ops.zeros((ops.shape(view1)[0],), "int32") if labels is None else labels
-                clean = check_pair_rows(self, (view1, view2), ids)
-            loss = pair_similarity.nt_xent_views_loss(view1, view2, self.temperature, labels, sample_weight)
-        else:
-            clean = check_pair_rows(self, outputs, targets) if self.validate else None
-            loss = pair_similarity.nt_xent_loss(outputs, targets, self.temperature, sample_weight)
+            if ref_embeddings is not None:
+                raise ValueError(
+                    f"NTXentLoss '{self.name}': a reference set needs the one-output form "
+                    f"(on='embedding'); the two-view form pairs each row with its other view."
+                )
+            view1, view2 = embeddings
+            return pair_similarity.nt_xent_views_loss(view1, view2, self.temperature, labels, sample_weight)
+        return pair_similarity.nt_xent_loss(
+            embeddings, labels, self.temperature, sample_weight,
+            ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_mask=ref_mask, exclude_self=exclude_self,
+        )
+
+    def call(self, outputs, targets, sample_weight=None, training=None):
+        if not self.two_views:
+            return super().call(outputs, targets, sample_weight, training)
+        clean = None
         if self.validate:
+            # Without labels only the views are checked (the ids stand in as zeros).
+            ids = ops.zeros((ops.shape(outputs[0])[0],), "int32") if targets is None else targets
+            clean = check_pair_rows(self, tuple(outputs), ids)
+        loss = self.pair_loss(outputs, targets, sample_weight)
+        if clean is not None:
             loss = ops.where(clean, loss, ops.zeros_like(loss))
         return loss
 
     def get_config(self):
-        return {**super().get_config(), "temperature": self.temperature, "validate": self.validate}
+        return {**super().get_config(), "temperature": self.temperature}
