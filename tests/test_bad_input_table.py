@@ -23,6 +23,12 @@ taken before: a bad batch changes nothing. Objectives are built once per
 optimizer step on zero gradients would still move weights), and reused across
 cases: the checksum is what makes the reuse safe.
 
+Pair losses (contrastive, triplet, ..., the similarity losses) label samples
+with class ids, non-negative integers with no class count
+(``check_pair_rows``): the out-of-range case does not apply to them, their
+messages say "Expected non-negative integer labels", a 2-D label of width > 1
+is refused as not sparse, and their single-class case checks a negative label.
+
 ``keras_loss`` (``lw.terms.Loss`` around Keras's own
 ``SparseCategoricalCrossentropy``) cannot check label values: Keras clamps or
 returns NaN depending on the backend. Its value cases are skipped, as the
@@ -53,6 +59,14 @@ TERM_PAIRS = [(name, "sum") for name in sorted(TERMS)]
 
 RECEIVED = r"received labels in \[{low}, {high}\]"
 EXPECTED = rf"Expected integer class indices in \[0, {CLASSES}\)"
+PAIR_EXPECTED = r"Expected non-negative integer labels"
+# Terms whose class count is not in their config: the width of the logits they read.
+CLASS_INDEX_TERMS = {"softmax", "keras_loss"}
+
+
+def _takes_class_ids(term):
+    """A pair loss: labels are class ids >= 0, with no class count (checked by ``check_pair_rows``)."""
+    return term not in CLASS_INDEX_TERMS and "num_classes" not in TERMS[term]().get_config()
 
 
 def _number(v):
@@ -151,8 +165,12 @@ def _assert_unchanged(objective, before, snapshot):
 def test_bad_values_raise_after_the_step_and_change_nothing(term, weighting, case):
     if term in UNCHECKED_TERMS:
         pytest.skip(UNCHECKED_TERMS[term])
-    objective = _objective(term, weighting)
     spoil, messages = VALUE_CASES[case]
+    if _takes_class_ids(term):
+        if case == "out_of_range":
+            pytest.skip("class ids of a pair loss have no upper bound")
+        messages = [PAIR_EXPECTED if m == EXPECTED else m for m in messages]
+    objective = _objective(term, weighting)
     x, y = spoil(*_data(seed=5))
     before, snapshot = _checksum(objective), _snapshot(objective)
     with pytest.raises(lw.InvalidInputError) as info:
@@ -174,6 +192,7 @@ SHAPE_CASES = {
     "one_hot_width": (lambda y: np.eye(CLASSES + 2, dtype="float32")[y.astype(int)],
                       [r"one-hot labels of width 6", rf"expected width num_classes={CLASSES}"]),
 }
+PAIR_SHAPE_MESSAGES = {"one_hot_width": [r"2-D labels of width 6", r"pair losses take sparse labels"]}
 
 
 @pytest.mark.parametrize("case", sorted(SHAPE_CASES))
@@ -181,6 +200,8 @@ SHAPE_CASES = {
 def test_bad_label_shapes_raise_at_trace_time(term, weighting, case):
     objective = _objective(term, weighting)
     spoil, messages = SHAPE_CASES[case]
+    if _takes_class_ids(term):
+        messages = PAIR_SHAPE_MESSAGES.get(case, messages)
     x, y = _data(seed=6)
     y = spoil(y)
     before, snapshot = _checksum(objective), _snapshot(objective)
@@ -256,7 +277,10 @@ def test_single_class_term_trains(term):
     assert np.isfinite(history.history["loss"][0])
     for weight in _state(objective):
         assert np.all(np.isfinite(to_numpy(weight))), weight.path
-    if term not in UNCHECKED_TERMS:  # and label 1 is now out of range
+    if _takes_class_ids(term):  # no class count: a negative id is what is invalid
+        with pytest.raises(lw.InvalidInputError, match=PAIR_EXPECTED):
+            _fit(objective, x, {"label": -np.ones(BATCH, "float32")})
+    elif term not in UNCHECKED_TERMS:  # and label 1 is now out of range
         with pytest.raises(lw.InvalidInputError, match=r"in \[0, 1\)"):
             _fit(objective, x, {"label": np.ones(BATCH, "float32")})
 

@@ -35,6 +35,12 @@ TERMS = {
     "ntxent": lambda: lw.terms.NTXentLoss(temperature=0.5, on="embedding"),
     # Two views read as a tuple of outputs (here one output twice: the model has no second view).
     "ntxent_views": lambda: lw.terms.NTXentLoss(temperature=0.5, on=("embedding", "embedding")),
+    "contrastive": lambda: lw.terms.ContrastiveLoss(pos_margin=0.1, neg_margin=2.0, distance="squared_euclidean"),
+    "triplet_semi_hard": lambda: lw.terms.TripletLoss(margin=0.5, distance="cosine"),
+    "triplet_batch_all": lambda: lw.terms.TripletLoss(margin=0.3, mining="batch-all", average="all"),
+    "lifted": lambda: lw.terms.LiftedStructureLoss(margin=0.5),
+    "npairs": lambda: lw.terms.NPairsLoss(l2_reg=0.01),
+    "xbm": lambda: lw.terms.CrossBatchMemory(lw.terms.TripletLoss(mining="batch-hard", soft=True), memory_size=24),
 }
 WEIGHTINGS = {
     "sum": lambda: lw.weighting.Weighting(),
@@ -106,5 +112,8 @@ def test_low_precision_outputs(name, dtype):
     read = tuple(outputs[on] for on in term.on) if isinstance(term.on, tuple) else outputs[term.on]
     value = term(keras.tree.map_structure(lambda t: keras.ops.cast(t, dtype), read), y, training=True)
     assert np.isfinite(float(to_numpy(value)))
-    for weight in term.weights:  # state stays float32 (step counters are int32)
-        assert weight.dtype == ("int32" if "iterations" in weight.path else "float32"), weight.path
+    for weight in term.weights:  # state stays float32 (step counters, XBM's labels and positions are int32)
+        integer = "iterations" in weight.path or (
+            isinstance(term, lw.terms.CrossBatchMemory) and not weight.path.endswith("memory_embeddings")
+        )
+        assert weight.dtype == ("int32" if integer else "float32"), weight.path

@@ -266,7 +266,11 @@ def _semi_hard_negatives(distances, negatives):
     has_semi_hard = at_or_below < count[:, None]
     last = ops.shape(distances)[1] - 1
     semi_hard = ops.take_along_axis(by_distance, ops.minimum(at_or_below, last), axis=1)
-    farthest = ops.argmax(ops.stop_gradient(ops.where(negatives, distances, -inf)), axis=1)
+    # One -inf column more keeps argmax defined on an empty batch (TF may learn its size at run time);
+    # argmax returns the first maximum, so the extra column is never picked while a row has columns.
+    pad = ops.full_like(ops.sum(distances, axis=1, keepdims=True), float("-inf"))
+    candidates = ops.concatenate([ops.where(negatives, distances, -inf), pad], axis=1)
+    farthest = ops.argmax(ops.stop_gradient(candidates), axis=1)
     return ops.where(has_semi_hard, semi_hard, ops.cast(farthest, semi_hard.dtype)[:, None])
 
 
