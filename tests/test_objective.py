@@ -205,8 +205,9 @@ def test_epoch_logs_add_up_with_a_partial_last_batch():
 class _StepAsWeight(lw.weighting.Weighting):
     """Weight of every term = the step counter it is given (to observe the counter)."""
 
-    def term_weights(self, losses, step, training):
-        return {name: keras.ops.cast(step, "float32") for name in losses}
+    def combine(self, losses, step=None, training=False):
+        weights = {name: keras.ops.cast(step, "float32") for name in losses}
+        return sum(weights[n] * losses[n] for n in losses), weights
 
 
 def test_step_counter_advances_inside_compiled_steps_and_is_saved(tmp_path):

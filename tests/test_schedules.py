@@ -155,7 +155,7 @@ def test_fixed_wraps_callables_and_rejects_other_things():
     w = lw.weighting.Fixed({"b": lambda t: keras.ops.minimum(t, 2.0)})
     assert isinstance(w.weights_by_term["b"], schedules.Lambda)
     w.setup(["a", "b"])
-    assert float(to_numpy(w.term_weights({"a": 1.0, "b": 1.0}, 5, True)["b"])) == 2.0
+    assert float(to_numpy(w.combine({"a": 1.0, "b": 1.0}, 5, True)[1]["b"])) == 2.0
     with pytest.raises(ValueError, match="Schedule"):
         lw.weighting.Fixed({"b": "linear"})
 

@@ -46,6 +46,14 @@ def stack_losses(weighting, losses):
     return ops.stack([ops.reshape(ops.cast(losses[n], "float32"), ()) for n in names])
 
 
+def weighted_sum(losses, weights):
+    """``sum_k w_k * L_k`` in float32 over the terms of ``losses``."""
+    total = ops.zeros((), "float32")
+    for name, loss in losses.items():
+        total = total + ops.cast(weights[name], "float32") * ops.cast(loss, "float32")
+    return total
+
+
 def unstack_weights(weighting, vector):
     """A ``{term: scalar}`` dict from a weight vector in ``setup`` order."""
     return {name: vector[i] for i, name in enumerate(weighting.term_names)}

@@ -5,22 +5,26 @@ interchangeable. ``Objective`` calls, once, ``setup(term_names)`` (create any
 state: learned weights, loss history) and, every step inside the compiled
 train/test step, ``combine(losses, step, training)`` with a dict of scalar
 term losses and the Objective's training step counter (an int32 tensor: 0 at
-the first training step, saved with the model). ``combine`` returns
-the total and the per-term weights, which the Objective logs as
-``weight/<term>``. Strategies that keep state are Layers, so their variables
+the first training step, saved with the model). ``combine`` (the one hook a
+loss-level strategy implements) returns the total and the per-term weights,
+which the Objective logs as ``weight/<term>``. Gradient-level strategies
+(``lossweave.weighting.gradient``) implement ``aggregate`` over the term
+gradients' Gramian instead. Strategies that keep state are Layers, so their variables
 are tracked, trained where trainable and saved with the Objective.
 """
 
 import keras
 from keras import ops
 
+from lossweave.weighting._common import weighted_sum
+
 
 @keras.saving.register_keras_serializable(package="lossweave")
 class Weighting(keras.layers.Layer):
     """Base class: the plain sum of the terms (every weight 1).
 
-    Subclasses override ``term_weights`` (and ``setup`` if stateful); the
-    default ``combine`` is the weighted sum ``sum_k w_k * L_k``.
+    Subclasses override ``combine`` (and ``setup`` if stateful);
+    ``lossweave.weighting._common.weighted_sum`` gives ``sum_k w_k * L_k``.
     """
 
     def __init__(self, **kwargs):
@@ -33,14 +37,7 @@ class Weighting(keras.layers.Layer):
         self.term_names = list(term_names)
         self.built = True
 
-    def term_weights(self, losses, step, training):
-        """Dict of scalar weights, one per term."""
-        return {name: ops.ones((), "float32") for name in losses}
-
     def combine(self, losses, step=None, training=False):
-        """``(total, weights)`` for a dict of scalar losses."""
-        weights = self.term_weights(losses, step, training)
-        total = ops.zeros((), "float32")
-        for name, loss in losses.items():
-            total = total + ops.cast(weights[name], "float32") * ops.cast(loss, "float32")
-        return total, weights
+        """``(total, weights)`` for a dict of scalar losses: here every weight is 1."""
+        weights = {name: ops.ones((), "float32") for name in losses}
+        return weighted_sum(losses, weights), weights

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from lossweave.schedules.base import Schedule
+from lossweave.weighting._common import weighted_sum
 from lossweave.weighting.base import Weighting
 from lossweave.weighting.fixed import as_weight, evaluate_weight, serialize_weight
 
@@ -118,12 +119,12 @@ class Convex(Weighting):
             return ops.convert_to_tensor(self.alpha_variable)
         return evaluate_weight(self.alpha, step)
 
-    def term_weights(self, losses, step, training):
+    def combine(self, losses, step=None, training=False):
         alpha = self.current_alpha(step)
         weights = {name: ops.ones((), "float32") for name in losses}
         weights[self.first] = alpha
         weights[self.second] = 1.0 - alpha
-        return weights
+        return weighted_sum(losses, weights), weights
 
     def get_config(self):
         config = super().get_config()

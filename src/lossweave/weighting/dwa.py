@@ -83,9 +83,6 @@ class DWA(Weighting):
         dynamic = count * ops.softmax(ratio / self.temperature)
         return ops.where(epoch >= 2, dynamic, ops.ones((count,), "float32"))
 
-    def term_weights(self, losses, step, training):
-        return unstack_weights(self, self._weight_vector())
-
     def combine(self, losses, step=None, training=False):
         vector = stack_losses(self, losses)
         weights = self._weight_vector()

@@ -79,10 +79,6 @@ class FAMO(Weighting):
         self.has_previous = state("has_previous", ())
         super().setup(term_names)
 
-    def term_weights(self, losses, step, training):
-        # The weights from the current logits; only ``combine`` moves the state.
-        return self.combine(losses, step, training=False)[1]
-
     def combine(self, losses, step=None, training=False):
         vector = stack_losses(self, losses)
         gap = vector - self.min_loss + self.epsilon

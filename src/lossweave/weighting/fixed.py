@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from lossweave.schedules.base import Lambda, Schedule
-from lossweave.weighting._common import check_known_terms
+from lossweave.weighting._common import check_known_terms, weighted_sum
 from lossweave.weighting.base import Weighting
 
 
@@ -78,10 +78,9 @@ class Fixed(Weighting):
         check_known_terms("Fixed", "weights", self.weights_by_term, term_names)
         super().setup(term_names)
 
-    def term_weights(self, losses, step, training):
-        return {
-            name: evaluate_weight(self.weights_by_term.get(name, self.default), step) for name in losses
-        }
+    def combine(self, losses, step=None, training=False):
+        weights = {name: evaluate_weight(self.weights_by_term.get(name, self.default), step) for name in losses}
+        return weighted_sum(losses, weights), weights
 
     def get_config(self):
         config = super().get_config()

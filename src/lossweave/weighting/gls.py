@@ -38,6 +38,3 @@ class GLS(Weighting):
         total = ops.exp(ops.mean(ops.log(vector)))
         weights = ops.stop_gradient(total) / (count * ops.stop_gradient(vector))
         return total, unstack_weights(self, weights)
-
-    def term_weights(self, losses, step, training):
-        return self.combine(losses, step, training)[1]

@@ -21,7 +21,7 @@ import keras
 from keras import ops
 
 from lossweave.ops import aggregators
-from lossweave.weighting._common import SavesSeedState
+from lossweave.weighting._common import SavesSeedState, weighted_sum
 from lossweave.weighting.base import Weighting
 
 
@@ -34,9 +34,9 @@ class GradientWeighting(Weighting):
         """``(K,)`` float32 weights of the term gradients; see the module docstring."""
         raise NotImplementedError(f"{type(self).__name__} must implement aggregate().")
 
-    def term_weights(self, losses, step, training):
-        """The weights of the evaluation total (no gradients there): every weight 1."""
-        return {name: ops.ones((), "float32") for name in losses}
+    def combine(self, losses, step=None, training=False):
+        """The evaluation total (no gradients there): the plain sum, every weight 1."""
+        return super().combine(losses, step, training)
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -69,8 +69,9 @@ class Mean(GradientWeighting):
         k = ops.shape(gramian)[0]
         return ops.ones((k,), "float32") / k
 
-    def term_weights(self, losses, step, training):
-        return {name: ops.ones((), "float32") / len(losses) for name in losses}
+    def combine(self, losses, step=None, training=False):
+        weights = {name: ops.ones((), "float32") / len(losses) for name in losses}
+        return weighted_sum(losses, weights), weights
 
 
 @keras.saving.register_keras_serializable(package="lossweave")

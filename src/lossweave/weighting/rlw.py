@@ -47,20 +47,15 @@ class RLW(SavesSeedState, Weighting):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="rlw_seed_generator")
 
-    def term_weights(self, losses, step, training):
+    def combine(self, losses, step=None, training=False):
+        vector = stack_losses(self, losses)
         count = len(term_names(self))
         if training:
             z = keras.random.normal((count,), seed=self.seed_generator, dtype="float32")
             weights = ops.softmax(z)
         else:
             weights = ops.full((count,), 1.0 / count, dtype="float32")
-        return unstack_weights(self, weights)
-
-    def combine(self, losses, step=None, training=False):
-        vector = stack_losses(self, losses)
-        weights = self.term_weights(losses, step, training)
-        stacked = ops.stack([weights[n] for n in self.term_names])
-        return ops.sum(stacked * vector), weights
+        return ops.sum(weights * vector), unstack_weights(self, weights)
 
     def get_config(self):
         config = super().get_config()

@@ -79,7 +79,8 @@ class Uncertainty(Weighting):
     def kind(self, name):
         return self.kinds.get(name, "regression")
 
-    def term_weights(self, losses, step, training):
+    def precisions(self, losses):
+        """The weight of each term: ``exp(-s_k)``, halved for a regression term."""
         weights = {}
         for name in losses:
             precision = ops.exp(-ops.convert_to_tensor(self.log_variances[name]))
@@ -92,7 +93,7 @@ class Uncertainty(Weighting):
         return ops.softplus(s) if self.nonnegative else 0.5 * s
 
     def combine(self, losses, step=None, training=False):
-        weights = self.term_weights(losses, step, training)
+        weights = self.precisions(losses)
         total = ops.zeros((), "float32")
         for name, loss in losses.items():
             total = total + weights[name] * ops.cast(loss, "float32") + self.regularizer(name)
