@@ -7,11 +7,12 @@ expansion ``||x||^2 + ||y||^2 - 2 x.y`` after both sides are shifted by the
 mean of ``x`` (distances do not change under a common shift, and the
 cancellation error of the expansion shrinks with the norms).
 
-Euclidean distances have a finite gradient at distance 0, as TensorFlow
+Euclidean distances have a finite gradient at distance 0. TensorFlow
 Addons' ``pairwise_distance`` (``tensorflow_addons/losses/metric_learning.py``)
-arranges it: ``sqrt`` is taken of ``max(d^2, eps)`` only where ``d^2 > eps``
-and the distance is exactly 0 elsewhere (its gradient there is 0). The
-diagonal of ``x`` against itself is exactly 0.
+takes the square root of ``d^2 + 1e-16`` where ``d^2 <= 0`` and masks those
+entries to 0; here the square root is taken only where ``d^2 > 1e-12`` and the
+distance is exactly 0 (gradient 0) elsewhere, which also absorbs the rounding
+of the expansion. The diagonal of ``x`` against itself is exactly 0.
 
 Labels of pair losses are class ids, not class indices of a classifier: any
 non-negative integer (int or integer-valued float), sparse ``(batch,)`` or
