@@ -46,7 +46,7 @@ def test_compare_end_to_end(tmp_path, capsys):
 @pytest.mark.parametrize(
     "value, expected",
     [
-        ("softmax,triplet", "unknown part 'triplet'"),
+        ("softmax,hinge", "unknown part 'hinge'"),
         ("softmax+arcface", "two classification losses"),
         ("softmax+center:abc", "expected center:LAMBDA with a number"),
         ("softmax+center:0", "the center weight must be > 0"),

@@ -147,7 +147,8 @@ def test_every_weighting_is_reachable(weighting):
         build_mlp((64,), 10, 2), 10, center_weight=0.01, weighting=weighting, steps_per_epoch=2)
     assert list(objective.terms) == ["softmax", "center"]
     expected = {"fixed": "Fixed", "convex": "Convex", "uncertainty": "Uncertainty", "dwa": "DWA",
-                "rlw": "RLW", "gls": "GLS", "famo": "FAMO"}[weighting]
+                "rlw": "RLW", "gls": "GLS", "famo": "FAMO", "mgda": "MGDA", "pcgrad": "PCGrad",
+                "gradient-mean": "Mean", "gradient-sum": "Sum"}[weighting]
     assert type(objective.weighting) is getattr(lw.weighting, expected)
 
 

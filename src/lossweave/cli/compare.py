@@ -9,7 +9,8 @@ sweep) and ``report.html`` with one table: test accuracy, intra/inter
 distance ratio, verification accuracy, recall@1 and training time.
 
 Objectives are short specs (see ``lossweave.cli.objectives.parse_spec``):
-``softmax``, ``softmax+center:0.003``, ``cosface``, ``arcface+center:0.01``.
+``softmax``, ``softmax+center:0.003``, ``cosface``, ``arcface+center:0.01``,
+``triplet`` (every ``--loss`` name of ``lossweave.cli.registry``).
 Every other option is ``train``'s and applies to all of them.
 """
 
@@ -21,7 +22,7 @@ import re
 import shlex
 import time
 
-from lossweave.cli import PROG, UsageError
+from lossweave.cli import PROG, UsageError, registry
 from lossweave.cli import train as train_cli
 from lossweave.cli.objectives import parse_spec
 from lossweave.cli.train import Option
@@ -52,8 +53,8 @@ def _objectives(value):
 # train's options without the per-objective ones, plus the list of objectives.
 OPTIONS = (
     Option("objectives", _objectives, DEFAULT_OBJECTIVES,
-           "comma-separated objectives: softmax, normface, sphereface, cosface, arcface, combined, "
-           "subcenter, each optionally +center:LAMBDA", "LIST"),
+           "comma-separated objectives: " + ", ".join(registry.LOSSES) + ", each optionally +center:LAMBDA",
+           "LIST"),
     *(o for o in train_cli.OPTIONS if o.name not in ("loss", "center-weight")),
 )
 FILES = ("compare.json", "features_grid.png", "report.html")
@@ -129,15 +130,15 @@ def compare(base, objectives, *, argv=(), config_file=None, echo=print):
         metrics = train_cli.run_metrics(result)
         train_cli.write_run(config.out, result, metrics, argv=argv, config_file=config_file)
         results[spec], runs[spec] = metrics, config.out
-        echo(f"test accuracy {metrics['test_accuracy']:.4f}, intra/inter {metrics['intra_inter_ratio']:.4f} "
-             f"({time.perf_counter() - started:.0f} s)")
+        echo(f"test accuracy {_shown(metrics['test_accuracy'])}, intra/inter "
+             f"{_shown(metrics['intra_inter_ratio'])} ({time.perf_counter() - started:.0f} s)")
         centers, _ = result.centers()
         panels.append({
             "title": spec,
             "features": result.test_embedding,
             "labels": dataset.y_test,
             "centers": centers,
-            "subtitle": f"acc {metrics['test_accuracy']:.3f}, ratio {metrics['intra_inter_ratio']:.3f}",
+            "subtitle": f"acc {_shown(metrics['test_accuracy'], 3)}, ratio {_shown(metrics['intra_inter_ratio'], 3)}",
         })
 
     paths = {name: out / name for name in FILES}
@@ -167,6 +168,10 @@ def compare(base, objectives, *, argv=(), config_file=None, echo=print):
     return results, paths
 
 
+def _shown(value, digits=4):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def _summary(results):
     width = max(len(spec) for spec in results)
     lines = ["", f"  {'objective':<{width}}  {'test acc':>8}  {'intra/inter':>11}  {'verif acc':>9}  "
@@ -189,6 +194,11 @@ def run(args, *, argv=(), from_process=False):
     objectives = values.pop("objectives")
     base = train_cli.TrainConfig(**values)
     train_cli.check_data_options(base)
+    for spec in objectives:  # before any training: e.g. --memory with an objective that cannot take it
+        try:
+            train_cli.check_objective_options(dataclasses.replace(base, **parse_spec(spec)))
+        except UsageError as error:
+            raise UsageError(f"objective {spec!r}: {error}") from None
     out = pathlib.Path(base.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out: {base.out!r} exists and is not a folder.")

@@ -1,83 +1,59 @@
 """The objectives the command line tool builds: a classification term, center loss, a weighting.
 
 ``loss`` picks the classification term: ``softmax`` (cross-entropy on the
-model's logits head) or a margin-softmax term on the embedding, which owns its
-class weights. ``center_weight > 0`` adds center loss on the embedding.
-``weighting`` picks how the terms are combined.
+model's logits head), a margin-softmax term on the embedding, which owns its
+class weights, or a pair or proxy loss on the embedding (no class logits).
+``center_weight > 0`` adds center loss on the embedding. ``weighting`` picks
+how the terms are combined. The names, their help and their builders are
+``lossweave.cli.registry``'s.
 
 ``compare`` names objectives with short specs: ``softmax``, ``arcface``,
-``softmax+center:0.003`` (a classification term, optionally ``+center:LAMBDA``).
+``triplet``, ``softmax+center:0.003`` (a classification term, optionally
+``+center:LAMBDA``).
 """
 
 import numpy as np
 
-# name -> (terms class name or None for softmax, what it is)
-LOSSES = {
-    "softmax": (None, "softmax cross-entropy on the logits head"),
-    "normface": ("NormFace", "NormFace: s cos(theta)"),
-    "sphereface": ("SphereFace", "SphereFace: ||x|| psi(m theta), annealed"),
-    "cosface": ("CosFace", "CosFace: s (cos(theta) - m)"),
-    "arcface": ("ArcFace", "ArcFace: s cos(theta + m)"),
-    "combined": ("CombinedMargin", "combined margin: s (cos(m1 theta + m2) - m3)"),
-    "subcenter": ("SubCenterArcFace", "sub-center ArcFace: K sub-centers per class"),
-}
-WEIGHTINGS = ("fixed", "convex", "uncertainty", "dwa", "rlw", "gls", "famo")
+from lossweave.cli import registry
+
+LOSSES = registry.LOSSES  # name -> LossEntry(class_name, help, kind, ...)
+WEIGHTINGS = registry.names(registry.WEIGHTINGS)
 
 
 def classifier_name(loss):
     """The term name the classification loss gets in the Objective (and in the logs)."""
-    return "softmax" if loss == "softmax" else loss
+    return loss
 
 
-def classification_term(loss, num_classes, *, scale=None, margin=None, combined_margins=None, sub_centers=3):
-    """The term of ``loss``; ``None`` values keep the paper's defaults."""
-    import lossweave as lw
+def has_logits_head(loss):
+    """Whether the model of ``loss`` needs a logits head (only softmax reads one)."""
+    return LOSSES[loss].kind == "logits"
 
-    class_name, _ = LOSSES[loss]
-    if class_name is None:
-        return lw.terms.SoftmaxCrossEntropy(on="logits")
-    kwargs = {"num_classes": num_classes, "on": "embedding"}
-    if scale is not None and loss != "sphereface":
-        kwargs["scale"] = scale
-    if margin is not None and loss in ("cosface", "arcface", "subcenter"):
-        kwargs["margin"] = margin
-    if margin is not None and loss == "sphereface":
-        if float(margin) != int(margin) or margin < 1:
-            raise ValueError(f"--margin for sphereface is the integer multiplier m >= 1; received {margin!r}.")
-        kwargs["margin"] = int(margin)
-    if loss == "combined" and combined_margins is not None:
-        kwargs.update(zip(("m1", "m2", "m3"), combined_margins))
-    if loss == "subcenter":
-        kwargs["sub_centers"] = sub_centers
-    return getattr(lw.terms, class_name)(**kwargs)
+
+def class_scores(loss):
+    """Where the test class scores come from: ``"head"``, ``"term"`` (margin) or ``"means"`` (pair)."""
+    return {"logits": "head", "margin": "term", "pair": "means"}[LOSSES[loss].kind]
+
+
+def classification_term(loss, num_classes, *, scale=None, margin=None, combined_margins=None, sub_centers=3,
+                        mining=None, memory=None):
+    """The term of ``loss``; ``None`` values keep the paper's defaults.
+
+    ``memory`` wraps a pair term in ``CrossBatchMemory(term, memory_size=memory)``.
+    """
+    options = {"scale": scale, "margin": margin, "combined_margins": combined_margins,
+               "sub_centers": sub_centers, "mining": mining}
+    return registry.build_loss(loss, num_classes, options, memory=memory)
 
 
 def build_weighting(name, term_names, center_weight, steps_per_epoch, center_warmup=0):
     """The weighting strategy ``name`` over ``term_names`` (classification term first).
 
     Under ``fixed``, ``center_warmup > 0`` ramps the center weight linearly
-    from 0 to ``center_weight`` over that many steps.
+    from 0 to ``center_weight`` over that many steps. An unknown name raises
+    ``ValueError`` naming the choices.
     """
-    import lossweave as lw
-
-    if name == "fixed":
-        if "center" not in term_names:
-            return lw.weighting.Fixed({})
-        weight = lw.schedules.LinearWarmup(center_weight, steps=center_warmup) if center_warmup else center_weight
-        return lw.weighting.Fixed({"center": weight})
-    if name == "convex":
-        if len(term_names) != 2:
-            raise ValueError("--weighting convex needs two terms: set --center-weight > 0.")
-        return lw.weighting.Convex(term_names[0], term_names[1], alpha=0.5, trainable=True)
-    if name == "uncertainty":
-        return lw.weighting.Uncertainty()
-    if name == "dwa":
-        return lw.weighting.DWA(steps_per_epoch=steps_per_epoch)
-    if name == "rlw":
-        return lw.weighting.RLW(seed=0)
-    if name == "gls":
-        return lw.weighting.GLS()
-    return lw.weighting.FAMO()
+    return registry.build_weighting(name, term_names, center_weight, steps_per_epoch, center_warmup)
 
 
 def build_objective(model, num_classes, *, loss="softmax", center_weight=0.0, alpha=0.5,
@@ -94,7 +70,8 @@ def build_objective(model, num_classes, *, loss="softmax", center_weight=0.0, al
         weighting: one of ``WEIGHTINGS``.
         steps_per_epoch: training steps per epoch (DWA).
         center_warmup: steps of a linear warm-up of the center weight (fixed weighting).
-        **term_options: ``scale``, ``margin``, ``combined_margins``, ``sub_centers``.
+        **term_options: ``scale``, ``margin``, ``combined_margins``, ``sub_centers``,
+            ``mining``, ``memory`` (see ``classification_term``).
     """
     import lossweave as lw
 
@@ -105,12 +82,53 @@ def build_objective(model, num_classes, *, loss="softmax", center_weight=0.0, al
     return lw.Objective(model, terms, weighting=strategy)
 
 
-def predicted_logits(objective, loss, outputs):
-    """Logits of the test outputs: the model's head, or the margin term's margin-free logits."""
+def class_means(embedding, labels, num_classes):
+    """``(num_classes, dim)`` means of the rows of each class; NaN rows for absent classes.
+
+    Example:
+        >>> class_means(np.array([[0., 2.], [2., 2.], [5., 5.]]), np.array([0, 0, 2]), 3).tolist()
+        [[1.0, 2.0], [nan, nan], [5.0, 5.0]]
+    """
+    embedding = np.asarray(embedding, dtype="float64")
+    means = np.full((num_classes, embedding.shape[-1]), np.nan)
+    for c in np.unique(labels):
+        means[c] = embedding[labels == c].mean(axis=0)
+    return means
+
+
+def nearest_mean_scores(embedding, means):
+    """Cosine similarity of each row to each class mean; ``-inf`` for classes without a mean.
+
+    The class scores of a loss without class logits (a pair or proxy loss):
+    their argmax is the nearest-class-mean classifier in the embedding.
+
+    Example:
+        >>> means = np.array([[1., 0.], [np.nan, np.nan], [0., 2.]])
+        >>> nearest_mean_scores(np.array([[3., 1.]]), means).round(3).tolist()
+        [[0.949, -inf, 0.316]]
+    """
+    def unit(v):
+        return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+    present = ~np.isnan(means).any(axis=-1)
+    scores = unit(np.asarray(embedding, dtype="float64")) @ unit(np.nan_to_num(means)).T
+    return np.where(present[None, :], scores, -np.inf)
+
+
+def predicted_logits(objective, loss, outputs, means=None):
+    """Class scores of the test outputs, or ``None`` when there are none.
+
+    The model's head (softmax), the margin term's margin-free logits, or for
+    a pair or proxy loss the cosine similarity to ``means``, the training
+    classes' mean embeddings (``None``: no scores).
+    """
     import keras
 
-    if loss == "softmax":
+    source = class_scores(loss)
+    if source == "head":
         return np.asarray(outputs["logits"])
+    if source == "means":
+        return None if means is None else nearest_mean_scores(outputs["embedding"], means)
     term = objective.terms[classifier_name(loss)]
     return keras.ops.convert_to_numpy(term.logits(keras.ops.convert_to_tensor(outputs["embedding"])))
 

