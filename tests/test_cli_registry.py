@@ -122,7 +122,8 @@ def test_new_names_reach_their_classes_and_arguments():
         term("supcon", memory=32)
     for name, entry in registry.WEIGHTINGS.items():
         strategy = cli_objectives.build_weighting(name, ["triplet", "center"], 0.01, 3)
-        assert isinstance(strategy, lw.weighting.Weighting) and strategy.level == entry.level, name
+        gradient = isinstance(strategy, lw.weighting.GradientWeighting)
+        assert isinstance(strategy, lw.weighting.Weighting) and gradient == (entry.level == "gradient"), name
     assert cli_objectives.build_weighting("pcgrad", ["a", "b"], 0.0, 1).seed == 0
 
 
@@ -176,6 +177,7 @@ def test_triplet_batch_hard_run(tmp_path, capsys):
     metrics = _train(["--loss", "triplet", "--mining", "batch-hard", "--margin", "0.5", "--embedding-dim", "3"],
                      capsys, tmp_path)
     assert set(metrics["final_losses"]) == {"triplet", "center"}
+    assert metrics.pop("final_val_accuracy") is None  # no logits head, as the margin terms
     for key, value in _numbers(metrics):
         assert isinstance(value, (int, float)) and math.isfinite(value), key
     assert metrics["test_accuracy"] > 0.2  # nearest training-class mean; chance is 0.1

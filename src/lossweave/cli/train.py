@@ -589,10 +589,10 @@ class TrainResult:
 
         if "center" in self.objective.terms:
             return keras.ops.convert_to_numpy(self.objective.terms["center"].centers), "learned centers"
-        labels = self.dataset.y_test
-        means = np.stack([self.test_embedding[labels == c].mean(axis=0)
-                          for c in range(self.dataset.num_classes)])
-        return means, "class means"
+        from lossweave.cli.objectives import class_means
+
+        # NaN rows for classes without test rows (--split unseen-classes): the plots leave them out
+        return class_means(self.test_embedding, self.dataset.y_test, self.dataset.num_classes), "class means"
 
 
 def fit_and_evaluate(config, dataset, *, verbose=2):
