@@ -1,4 +1,10 @@
-"""``lossweave train``: one objective (softmax or a margin term, center loss, a weighting) on one dataset.
+"""``lossweave train``: one objective (a loss of ``lossweave.cli.registry``, center loss, a weighting) on one dataset.
+
+The loss is softmax, a margin term or a pair or proxy loss (``--loss``; a
+pair loss optionally inside a cross-batch memory, ``--memory``), trained on
+plain batches or class-balanced P x K batches (``--classes-per-batch``,
+``--samples-per-class``), on a stratified split or, for retrieval on classes
+never seen in training, ``--split unseen-classes``.
 
 The run folder holds ``metrics.json``, ``history.json``, ``config.toml`` (the
 resolved configuration, reusable with ``--config``, and the command line),
@@ -253,7 +259,7 @@ def add_parser(subparsers):
         "train",
         help="train one objective and write a run folder with an HTML report",
         description=(
-            "Train lossweave.Objective(model, {softmax or a margin term, center loss}) on a "
+            "Train lossweave.Objective(model, {softmax, a margin, pair or proxy loss, center loss}) on a "
             "dataset and write metrics.json, history.json, config.toml, objective.keras, "
             "model.keras, features.png, losses.png (weights.png) and report.html to the run folder."
         ),
