@@ -119,7 +119,11 @@ def test_new_names_reach_their_classes_and_arguments():
     assert type(memory) is lw.terms.CrossBatchMemory and memory.memory_size == 32
     assert type(memory.term) is lw.terms.ContrastiveLoss
     with pytest.raises(ValueError, match="--memory wraps a loss that takes a reference set"):
-        term("supcon", memory=32)
+        term("lifted", memory=32)
+    for name in registry.memory_losses():  # the registry says what the terms can do
+        assert term(name).supports_reference, name
+    for name in set(registry.LOSSES) - set(registry.memory_losses()):
+        assert not getattr(term(name), "supports_reference", False), name
     for name, entry in registry.WEIGHTINGS.items():
         strategy = cli_objectives.build_weighting(name, ["triplet", "center"], 0.01, 3)
         gradient = isinstance(strategy, lw.weighting.GradientWeighting)
@@ -158,9 +162,9 @@ def test_nearest_mean_scores_against_a_loop():
 @one_backend
 def test_option_combinations_are_usage_errors(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    line = _bad(["--loss", "supcon", "--memory", "64"], capsys)
-    assert "--memory: wraps a loss that takes a reference set (triplet, contrastive)" in line
-    assert "received --loss supcon" in line
+    line = _bad(["--loss", "lifted", "--memory", "64"], capsys)
+    assert "--memory: wraps a loss that takes a reference set (triplet, contrastive, multisimilarity" in line
+    assert "received --loss lifted" in line
     assert "--memory: expected an integer >= 1" in _bad(["--loss", "triplet", "--memory", "0"], capsys)
     line = _bad(["--classes-per-batch", "4"], capsys)
     assert "--classes-per-batch: class-balanced batches need both" in line
@@ -168,8 +172,8 @@ def test_option_combinations_are_usage_errors(capsys, tmp_path, monkeypatch):
     line = _bad(["--split", "unseen-classes", "--classes-per-batch", "6", "--samples-per-class", "2",
                  "--out", "run"], capsys)  # 5 training classes
     assert "classes_per_batch=6, but y has only 5 classes" in line
-    assert main(["compare", "--objectives", "triplet,supcon", "--memory", "8"]) == 2
-    assert "objective 'supcon': --memory: wraps a loss" in capsys.readouterr().err
+    assert main(["compare", "--objectives", "triplet,lifted", "--memory", "8"]) == 2
+    assert "objective 'lifted': --memory: wraps a loss" in capsys.readouterr().err
 
 
 @one_backend
