@@ -47,7 +47,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: few repeats, small epochs")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON results file (default {DEFAULT_OUT})")
-    parser.add_argument("--only", choices=("center", "step", "margin", "gradient", "multitask"), help="run one benchmark")
+    parser.add_argument(
+        "--only", choices=("center", "step", "margin", "gradient", "multitask"), help="run one benchmark"
+    )
     parser.add_argument(
         "--threads", type=int, default=1,
         help="CPU threads per backend thread pool (default 1: stable timings on a small shared "
