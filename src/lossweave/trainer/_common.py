@@ -185,12 +185,16 @@ def weighted_rows(weights, rows):
 
 
 def combine_rows(plan, rows, weights):
-    """The gradient of each trainable variable from its rows ``(K + 1, *shape)`` (last: regularizers)."""
+    """The gradient of each trainable variable from its rows ``(K [+ 1], *shape)``.
+
+    A row K, when there is one, is the regularizers' gradient, added once.
+    """
     k = weights.shape[0]
     grads = []
     for r, shared in zip(rows, plan.shared):
         if shared:
-            grads.append(weighted_rows(weights, r) + r[k])
+            g = weighted_rows(weights, r)
+            grads.append(g + r[k] if r.shape[0] > k else g)
         else:
             grads.append(ops.sum(r, axis=0))
     return grads

@@ -132,69 +132,100 @@ def _loss_scale(model, optimizer_variables):
 
 
 def gradient_train_step(model, state, data):
-    """One forward pass, the K term gradients as vmapped VJPs, the strategy's update."""
+    """One forward pass, the K term gradients (one VJP each under ``jit``), the strategy's update.
+
+    Each term's gradient is taken of that term's loss alone, not of an entry
+    of a stacked vector: then XLA prunes the other heads' backward passes,
+    which a vmapped VJP over one-hot cotangents computes with zeros (2.5x ->
+    1.6x of the loss-level step at K = 2, ``benchmarks/GRADIENT.md``). The
+    forward pass traced for each is the same computation and is shared.
+    """
     trainable, non_trainable, optimizer_variables, metrics = state
     x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
     plan = model.gradient_plan()
     k = len(model.terms)
     scale = _loss_scale(model, optimizer_variables)
+    traced = {}
 
     def forward(trainable_values, delta):
+        """The K scaled term losses and the scaled regularization, the raw representation, aux."""
         kwargs = {"training": True} if model._call_has_training_arg else {}
-        if plan.representation is None:
+        with _Tap(plan.layer, delta) if plan.representation is not None else _NoTap() as tap:
             y_pred, new_nt, model_losses = model.stateless_call(
                 trainable_values, non_trainable, x, return_losses=True, **kwargs
             )
-            raw = None
-        else:
-            with _Tap(plan.layer, delta) as tap:
-                y_pred, new_nt, model_losses = model.stateless_call(
-                    trainable_values, non_trainable, x, return_losses=True, **kwargs
-                )
-            raw = tap.raw
         with _scope(model, trainable_values, new_nt, metrics) as scope:
             losses, step = model.compute_term_vector(x, y, y_pred, sample_weight)
-            losses = jnp.stack(losses)
+        traced["regularized"] = bool(model_losses)
         regularization = sum((jnp.sum(l).astype("float32") for l in model_losses), jnp.zeros((), "float32"))
-        vector = jnp.concatenate([losses, regularization[None]]) * scale
-        aux = (losses, regularization, step, y_pred, _read(scope, model.non_trainable_variables),
+        parts = [l * scale for l in [*losses, regularization]]
+        aux = (jnp.stack(losses), regularization, step, y_pred, _read(scope, model.non_trainable_variables),
                _read(scope, model.metrics_variables))
-        return (vector, raw), aux
+        return parts, tap.raw, aux
 
-    eye = jnp.eye(k + 1, dtype="float32")
     if plan.representation is None:
-        (_, _), vjp, aux = jax.vjp(lambda t: forward(t, None), trainable, has_aux=True)
-        rows = jax.vmap(lambda c: vjp((c, None))[0])(eye)  # per variable: (K + 1, *shape)
-        rows = [r / scale.astype(r.dtype) for r in rows]
-        losses, regularization, step, y_pred, non_trainable, metrics = aux
+        rows, aux = _term_rows(lambda t, i: _pick(forward(t, None), i), trainable, k, traced)
+        rows = [r / scale.astype(r.dtype) for r in rows]  # per variable: (K [+ 1], *shape)
         shared_rows = [r for r, s in zip(rows, plan.shared) if s]
         checked_rows = rows
     else:
         shape = _representation_shape(model, plan, trainable, non_trainable, x)
         delta = jnp.zeros(shape, "float32")
-        (_, raw), vjp, aux = jax.vjp(forward, trainable, delta, has_aux=True)
-        zeros = jnp.zeros_like(raw)
-        representation_rows = jax.vmap(lambda c: vjp((c, zeros))[1])(eye[:k]) / scale
-        losses, regularization, step, y_pred, non_trainable, metrics = aux
+        # dL_k/dz through the heads only (the trunk's variables are constants here).
+        per_term = [jax.grad(lambda d, i=i: _pick(forward(trainable, d), i), has_aux=True)(delta) for i in range(k)]
+        aux = per_term[0][1]
+        representation_rows = jnp.stack([g for g, _ in per_term]) / scale
         shared_rows = checked_rows = [representation_rows]
+    losses, regularization, step, y_pred, non_trainable_new, metrics_new = aux
 
-    with _scope(model, trainable, non_trainable, metrics) as scope:
+    with _scope(model, trainable, non_trainable_new, metrics_new) as scope:
         gram = _common.gramian(shared_rows, k)
         weights = model.weighting.aggregate(gram, losses, step, True)
         model.record_aggregation(weights, gram, _common.finite_terms(checked_rows, k), _batch(x))
-    non_trainable = _read(scope, model.non_trainable_variables)
-    metrics = _read(scope, model.metrics_variables)
+    non_trainable_new = _read(scope, model.non_trainable_variables)
+    metrics_new = _read(scope, model.metrics_variables)
 
     if plan.representation is None:
         grads = [g * scale.astype(g.dtype) for g in _common.combine_rows(plan, rows, weights)]
     else:
         aggregated = _common.weighted_rows(weights, representation_rows) * scale
-        # The loss rows are scaled already: heads get sum_k dL_k, the trunk J^T aggregated.
-        grads = vjp((jnp.ones((k + 1,), "float32"), aggregated.astype(raw.dtype)))[0]
+
+        def total_and_raw(t):
+            parts, raw, _ = forward(t, delta)
+            return sum(parts), raw
+
+        (_, raw), vjp = jax.vjp(total_and_raw, trainable)
+        # The losses are scaled already: heads get sum_k dL_k; the trunk, through the
+        # raw representation only (the tap stops the rest), J^T aggregated.
+        grads = vjp((jnp.ones((), "float32"), aggregated.astype(raw.dtype)))[0]
     total = jnp.sum(weights * losses) + regularization
     trainable, optimizer_variables = model.optimizer.stateless_apply(optimizer_variables, grads, trainable)
-    logs, metrics = model._update_metrics_variables(metrics, total, x, y, y_pred, sample_weight)
-    return logs, (trainable, non_trainable, optimizer_variables, metrics)
+    logs, metrics_new = model._update_metrics_variables(metrics_new, total, x, y, y_pred, sample_weight)
+    return logs, (trainable, non_trainable_new, optimizer_variables, metrics_new)
+
+
+class _NoTap:
+    raw = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _pick(outputs, i):
+    parts, _, aux = outputs
+    return parts[i], aux
+
+
+def _term_rows(loss_i, trainable, k, traced):
+    """Per variable, the stacked gradients of the K terms (and of the regularizers, if any)."""
+    first, aux = jax.grad(lambda t: loss_i(t, 0), has_aux=True)(trainable)
+    grads = [first] + [jax.grad(lambda t, i=i: loss_i(t, i), has_aux=True)(trainable)[0] for i in range(1, k)]
+    if traced["regularized"]:  # known once the forward pass is traced
+        grads.append(jax.grad(lambda t: loss_i(t, k), has_aux=True)(trainable)[0])
+    return [jnp.stack(per_variable) for per_variable in zip(*grads)], aux
 
 
 def _representation_shape(model, plan, trainable, non_trainable, x):
