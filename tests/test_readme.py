@@ -49,3 +49,15 @@ def test_margin_snippet_runs_after_the_quick_start(tmp_path):
 def test_gradient_level_snippet_runs(tmp_path):
     out = _run(_snippet("## Gradient-level strategies"), tmp_path)
     assert "'cosine/digit/score'" in out and "'weight/digit'" in out
+
+
+def test_metric_learning_snippet_runs(tmp_path):
+    code = _snippet("## Metric learning").replace("epochs=5", "epochs=2") + (
+        "\nprint('CLASSES', sorted(set(ds.y_train.tolist())), sorted(set(ds.y_test.tolist())))\n"
+        "print('PK', [len(set(row)) for row in batches[0][1]['label'].reshape(5, 8).tolist()])\n"
+        "print('RANGE', all(0.0 <= figures[k] <= 1.0 for k in ('recall@1', 'map@r', 'r_precision', 'nmi')))\n"
+    )
+    out = _run(code, tmp_path)
+    assert "'map@r'" in out and "'r_precision'" in out and "'nmi'" in out
+    assert "CLASSES [0, 1, 2, 3, 4] [5, 6, 7, 8, 9]" in out  # retrieval on digits never trained on
+    assert "PK [1, 1, 1, 1, 1]" in out and "RANGE True" in out
