@@ -18,6 +18,12 @@ the things it compares in one process and reporting medians and ratios:
   PCGrad; MGDA in representation mode) on a shared trunk with 2 and 4 heads
   against the loss-level ``Fixed`` step (targets: <= 1.1 (1 + 2K) / 3x and
   <= 1.3x; see ``GRADIENT.md``);
+* ``pairs.py``: fit step time of each pair and proxy loss (contrastive,
+  triplet with each mining, lifted structure, N-pairs, multi-similarity,
+  circle, SupCon, NT-Xent, XBM, Proxy Anchor, ProxyNCA) at batch 256, 512 and
+  1024 against a softmax head on the same trunk (target <= 1.3x at 256), and
+  the memory of one loss + gradient with its batch exponent (target < 2.5:
+  batch^2, not batch^3; see ``PAIRS.md``);
 * ``multitask.py`` (opt-in, ``--only multitask``: several minutes per backend,
   so not in the default set): loss-weighting strategies on digits with a
   1000x loss-scale gap, Delta_m% over 3 seeds, and step time against Keras's
@@ -48,7 +54,7 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="smoke run: few repeats, small epochs")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON results file (default {DEFAULT_OUT})")
     parser.add_argument(
-        "--only", choices=("center", "step", "margin", "gradient", "multitask"), help="run one benchmark"
+        "--only", choices=("center", "step", "margin", "gradient", "pairs", "multitask"), help="run one benchmark"
     )
     parser.add_argument(
         "--threads", type=int, default=1,
@@ -128,6 +134,12 @@ def main(argv=None):
         record["gradient"] = gradient.run(quick=args.quick)
         tables.append(gradient.markdown(record["gradient"]))
         print(tables[-1] + "\n", flush=True)
+    if args.only in (None, "pairs"):
+        import pairs
+
+        record["pairs"] = pairs.run(quick=args.quick)
+        tables.append(pairs.markdown(record["pairs"]))
+        print(tables[-1] + "\n", flush=True)
     if args.only == "multitask":  # opt-in: minutes per backend
         import multitask
 
@@ -136,7 +148,7 @@ def main(argv=None):
         print(tables[-1] + "\n", flush=True)
     record["seconds"] = time.perf_counter() - start
     targets = {}
-    for name in ("center_update", "step_overhead", "margin", "gradient", "multitask"):
+    for name in ("center_update", "step_overhead", "margin", "gradient", "pairs", "multitask"):
         targets.update(record.get(name, {}).get("targets", {}))
     record["targets"] = targets
     verdict = lambda v: "met" if v else ("n/a" if v is None else "MISSED")
