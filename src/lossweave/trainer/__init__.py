@@ -6,7 +6,7 @@
   ``compute_loss`` gives the one scalar it differentiates);
 - for a gradient-level weighting (``Weighting.level == "gradient"``),
   ``gradient_train_step(objective, ...)``: one forward pass, the K term
-  losses, the per-term gradients of the shared variables (vmapped VJPs under
+  losses, the per-term gradients of the shared variables (one VJP per term under
   ``jit`` on JAX, one persistent tape on TensorFlow, ``autograd.grad`` on
   PyTorch), their K x K Gramian handed to the strategy, and
   ``sum_k w_k g_k`` applied with the user's optimizer; task-specific variables

@@ -1,4 +1,4 @@
-"""JAX: the failed-step gate and guard, and the gradient-level step (vmapped VJPs under ``jit``).
+"""JAX: the failed-step gate and guard, and the gradient-level step (one VJP per term under ``jit``).
 
 Keras's JAX trainer donates the state buffers to each compiled step and purges
 the model's variables during an epoch, so an exception inside a step would
