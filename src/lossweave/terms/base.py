@@ -13,6 +13,16 @@ def _as_tensor(x):
     return x
 
 
+def check_embedding_shape(term, outputs_shape):
+    """Raise unless a term that owns a (classes, dim) table reads a (batch, dim) embedding."""
+    if len(outputs_shape) != 2 or outputs_shape[-1] is None:
+        raise ValueError(
+            f"{type(term).__name__} '{term.name}': received embeddings of shape "
+            f"{tuple(outputs_shape)}; expected (batch, dim) with a known dim. Point `on` "
+            f"at the embedding output."
+        )
+
+
 @keras.saving.register_keras_serializable(package="lossweave")
 class Term(keras.layers.Layer):
     """A loss term: ``call(outputs, targets, sample_weight, training) -> scalar``.

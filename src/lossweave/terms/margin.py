@@ -25,7 +25,7 @@ from keras import ops
 
 from lossweave import ops as lw_ops
 from lossweave.ops import margin as margin_ops
-from lossweave.terms.base import Term
+from lossweave.terms.base import Term, check_embedding_shape
 from lossweave.terms.check import check_class_rows
 
 
@@ -87,12 +87,7 @@ class MarginSoftmax(Term):
 
     def build(self, outputs_shape):
         super().build(outputs_shape)
-        if len(outputs_shape) != 2 or outputs_shape[-1] is None:
-            raise ValueError(
-                f"{type(self).__name__} '{self.name}': received embeddings of shape "
-                f"{tuple(outputs_shape)}; expected (batch, dim) with a known dim. Point `on` "
-                f"at the embedding output."
-            )
+        check_embedding_shape(self, outputs_shape)
         self.class_weights = self.add_weight(
             name="class_weights",
             shape=(self.num_classes * self.sub_centers, outputs_shape[-1]),

@@ -38,7 +38,7 @@ from keras import ops
 
 from lossweave import ops as lw_ops
 from lossweave.ops import proxy as proxy_ops
-from lossweave.terms.base import Term
+from lossweave.terms.base import Term, check_embedding_shape
 from lossweave.terms.check import check_class_rows
 from lossweave.terms.margin import _positive, _positive_int
 
@@ -67,12 +67,7 @@ class _ProxyTerm(Term):
 
     def build(self, outputs_shape):
         super().build(outputs_shape)
-        if len(outputs_shape) != 2 or outputs_shape[-1] is None:
-            raise ValueError(
-                f"{type(self).__name__} '{self.name}': received embeddings of shape "
-                f"{tuple(outputs_shape)}; expected (batch, dim) with a known dim. Point `on` "
-                f"at the embedding output."
-            )
+        check_embedding_shape(self, outputs_shape)
         self.proxies = self.add_weight(
             name="proxies",
             shape=(self.num_classes, outputs_shape[-1]),
@@ -99,7 +94,8 @@ class _ProxyTerm(Term):
         return loss
 
     def proxy_loss(self, embeddings, labels, sample_weight):
-        raise NotImplementedError
+        """The hook each proxy loss implements: its loss from the checked embeddings and labels."""
+        raise NotImplementedError(f"{type(self).__name__} must implement proxy_loss.")
 
     def get_config(self):
         config = super().get_config()
