@@ -13,14 +13,30 @@ as two functions (the split torchjd makes):
   ``<name>_weights(jacobian @ jacobian.T, ...) @ jacobian``, for custom
   training loops and tests.
 
-=============  ============================================  ===============================
-aggregator     weights                                       paper
-=============  ============================================  ===============================
-``mean``       ``1 / K``                                     (equal weighting)
-``total``      ``1``                                         (the plain sum of the losses)
-``mgda``       min-norm point of the gradients' convex hull  Sener & Koltun, NeurIPS 2018
-``pcgrad``     sum of the conflict-projected gradients       Yu et al., NeurIPS 2020
-=============  ============================================  ===============================
+===============  ============================================  ===============================
+aggregator       weights                                       paper
+===============  ============================================  ===============================
+``mean``         ``1 / K``                                     (equal weighting)
+``total``        ``1``                                         (the plain sum of the losses)
+``mgda``         min-norm point of the gradients' convex hull  Sener & Koltun, NeurIPS 2018
+``pcgrad``       sum of the conflict-projected gradients       Yu et al., NeurIPS 2020
+``imtl_g``       equal projections on the unit gradients      Liu et al., ICLR 2021
+``aligned_mtl``  preference on the aligned (orthogonal,       Senushkin et al., CVPR 2023
+                 equal-norm) gradients
+``config``       equal cosines, projection length             Liu, Chu & Thuerey, ICLR 2025
+``gradvac``      cosines raised to their EMA targets, per      Wang et al., ICLR 2021
+                 group (state: targets)
+``graddrop``     one sign kept per element (sign purity)       Chen et al., NeurIPS 2020
+``moco``         tracked gradients, simplex weights (state)    Fernando et al., ICLR 2023
+``dbmtl``        log losses, EMA gradients at the max norm     Lin et al., arXiv 2023
+                 (state)
+===============  ============================================  ===============================
+
+The last four need the term gradients themselves (per-group Gramians,
+elementwise masks, running averages of the gradients): they take one
+``(K, *shape)`` tensor of rows per shared entry and, optax style, their
+state explicitly, ``new_state, updates, weights = f(state, rows, ...)``
+(``gradvac_weights`` also works from per-group Gramians).
 
 The sum is called ``total`` (and ``total_weights``): a module-level ``sum``
 would shadow the builtin for anyone who star-imports this module.
@@ -33,19 +49,41 @@ NaN. Non-finite gradients are not repaired: they propagate to the update,
 where the train step's failed-step gate catches them.
 """
 
+from lossweave.ops.aggregators.aligned_mtl import SCALE_MODES, aligned_mtl, aligned_mtl_weights
 from lossweave.ops.aggregators.basic import mean, mean_weights, total, total_weights
+from lossweave.ops.aggregators.conflict_free import CONFIG_LENGTHS, config, config_weights
+from lossweave.ops.aggregators.dbmtl import dbmtl
+from lossweave.ops.aggregators.graddrop import graddrop, sign_purity
+from lossweave.ops.aggregators.gradvac import gradvac, gradvac_weights
+from lossweave.ops.aggregators.imtl import imtl_g, imtl_g_weights
 from lossweave.ops.aggregators.mgda import NORMALIZATIONS, gradient_normalizers, mgda, mgda_weights
+from lossweave.ops.aggregators.moco import moco, project_simplex
 from lossweave.ops.aggregators.pcgrad import pcgrad, pcgrad_weights
 
 __all__ = [
+    "CONFIG_LENGTHS",
     "NORMALIZATIONS",
+    "SCALE_MODES",
+    "aligned_mtl",
+    "aligned_mtl_weights",
+    "config",
+    "config_weights",
+    "dbmtl",
+    "graddrop",
+    "gradvac",
+    "gradvac_weights",
     "gradient_normalizers",
+    "imtl_g",
+    "imtl_g_weights",
     "mean",
     "mean_weights",
     "mgda",
     "mgda_weights",
+    "moco",
     "pcgrad",
     "pcgrad_weights",
+    "project_simplex",
+    "sign_purity",
     "total",
     "total_weights",
 ]
