@@ -2,29 +2,45 @@
 
 Loss-level strategies (``Fixed``, ``Convex``, ``Uncertainty``, ``DWA``, ``RLW``,
 ``GLS``, ``FAMO``) weight the losses; gradient-level ones (``Sum``, ``Mean``,
-``MGDA``, ``PCGrad``) combine the term gradients inside the train step.
+``MGDA``, ``PCGrad``, ``IMTLG``, ``AlignedMTL``, ``ConFIG``) combine the term
+gradients inside the train step; ``GradVac``, ``GradDrop``, ``MoCo``, ``DBMTL``
+and ``GradNorm`` use the term gradients themselves (per-layer targets,
+elementwise masks, running averages, last-layer norms).
 """
 
+from lossweave.weighting.balanced_gradients import IMTLG, AlignedMTL, ConFIG
 from lossweave.weighting.base import Weighting
 from lossweave.weighting.convex import Clip, Convex
 from lossweave.weighting.dwa import DWA
 from lossweave.weighting.famo import FAMO
 from lossweave.weighting.fixed import Fixed
 from lossweave.weighting.gls import GLS
+from lossweave.weighting.graddrop import GradDrop
 from lossweave.weighting.gradient import MGDA, GradientWeighting, Mean, PCGrad, Sum
+from lossweave.weighting.gradient_state import DBMTL, MoCo
+from lossweave.weighting.gradnorm import GradNorm
+from lossweave.weighting.gradvac import GradVac
 from lossweave.weighting.rlw import RLW
 from lossweave.weighting.uncertainty import Uncertainty
 
 __all__ = [
+    "AlignedMTL",
     "Clip",
+    "ConFIG",
     "Convex",
+    "DBMTL",
     "DWA",
     "FAMO",
     "Fixed",
     "GLS",
+    "GradDrop",
+    "GradNorm",
+    "GradVac",
     "GradientWeighting",
+    "IMTLG",
     "MGDA",
     "Mean",
+    "MoCo",
     "PCGrad",
     "RLW",
     "Sum",
