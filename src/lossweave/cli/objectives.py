@@ -57,8 +57,8 @@ def build_weighting(name, term_names, center_weight, steps_per_epoch, center_war
 
 
 def build_objective(model, num_classes, *, loss="softmax", center_weight=0.0, alpha=0.5,
-                    weighting="fixed", steps_per_epoch=1, center_warmup=0, **term_options):
-    """``Objective(model, {classification term, [center]}, weighting)``.
+                    weighting="fixed", steps_per_epoch=1, center_warmup=0, tasks=None, **term_options):
+    """``Objective(model, {classification term, [tasks], [center]}, weighting)``.
 
     Args:
         model: the model (dict outputs with ``embedding`` and, for softmax, ``logits``).
@@ -70,12 +70,16 @@ def build_objective(model, num_classes, *, loss="softmax", center_weight=0.0, al
         weighting: one of ``WEIGHTINGS``.
         steps_per_epoch: training steps per epoch (DWA).
         center_warmup: steps of a linear warm-up of the center weight (fixed weighting).
+        tasks: ``{target: num_classes or None}`` of a multi-task data set's other
+            targets, one term each (``lossweave.cli.tasks``; the model has their heads).
         **term_options: ``scale``, ``margin``, ``combined_margins``, ``sub_centers``,
             ``mining``, ``memory`` (see ``classification_term``).
     """
     import lossweave as lw
+    from lossweave.cli.tasks import task_terms
 
     terms = {classifier_name(loss): classification_term(loss, num_classes, **term_options)}
+    terms.update(task_terms(tasks or {}))
     if center_weight > 0:
         terms["center"] = lw.terms.CenterLoss(num_classes=num_classes, alpha=alpha, on="embedding")
     strategy = build_weighting(weighting, list(terms), center_weight, steps_per_epoch, center_warmup)

@@ -10,7 +10,13 @@ The run folder holds ``metrics.json``, ``history.json``, ``config.toml`` (the
 resolved configuration, reusable with ``--config``, and the command line),
 ``objective.keras``, ``model.keras`` (the inference model: embedding and
 logits, no labels), ``features.png``, ``losses.png``, ``weights.png`` (when a
-weight changes during training) and a self-contained ``report.html``.
+weight changes during training), ``cosines.png`` (a gradient-level weighting:
+the cosine between each two terms' gradients) and a self-contained
+``report.html``.
+
+``--data multitask`` adds, beside the digit class, one head and one term
+per other target (parity, ink, top share; ``lossweave.cli.tasks``), so the
+weighting combines four or five terms of different kinds and scales.
 
 Every option can also come from a TOML file (``--config FILE``) whose keys are
 the option names (``embedding-dim = 2`` or ``embedding_dim = 2``); the
@@ -485,7 +491,7 @@ def build_objective(model, num_classes, center_weight, alpha, **options):
     """The objective of a run: its classification term, ``center_weight`` x center loss, a weighting.
 
     ``center_weight == 0`` leaves the center term out. ``options`` are
-    ``loss``, ``weighting``, ``steps_per_epoch`` and the term's ``scale``,
+    ``loss``, ``weighting``, ``steps_per_epoch``, ``tasks`` and the term's ``scale``,
     ``margin``, ``combined_margins``, ``sub_centers``, ``mining``, ``memory``
     (see ``lossweave.cli.objectives.build_objective``).
     """
@@ -495,16 +501,19 @@ def build_objective(model, num_classes, center_weight, alpha, **options):
 
 
 def build_model(config, dataset):
-    """The model of ``config``: a built-in one or the user's ``.keras`` file, re-wired."""
+    """The model of ``config``: a built-in one or the user's ``.keras`` file, re-wired (+ task heads)."""
     from lossweave.cli.models import load_user_model
     from lossweave.cli.objectives import has_logits_head
+    from lossweave.cli.tasks import add_task_heads, extra_tasks
 
     logits = has_logits_head(config.loss)
     if config.model in MODELS:
-        return MODELS[config.model](dataset.input_shape, dataset.num_classes, config.embedding_dim, logits=logits)
-    return load_user_model(config.model, dataset.input_shape, dataset.num_classes,
-                           embedding_output=config.embedding_output,
-                           logits_output=config.logits_output, logits=logits)
+        model = MODELS[config.model](dataset.input_shape, dataset.num_classes, config.embedding_dim, logits=logits)
+    else:
+        model = load_user_model(config.model, dataset.input_shape, dataset.num_classes,
+                                embedding_output=config.embedding_output,
+                                logits_output=config.logits_output, logits=logits)
+    return add_task_heads(model, extra_tasks(dataset))  # a multi-task data set: one head per other target
 
 
 def objective_of(config, model, dataset, steps_per_epoch=None):
@@ -512,12 +521,15 @@ def objective_of(config, model, dataset, steps_per_epoch=None):
 
     ``steps_per_epoch`` defaults to the batches of ``--batch-size`` in the training part.
     """
+    from lossweave.cli.tasks import extra_tasks
+
     steps = steps_per_epoch or max(1, -(-len(dataset.y_train) // config.batch_size))
     return build_objective(
         model, dataset.num_classes, config.center_weight, config.alpha, loss=config.loss,
         weighting=config.weighting, steps_per_epoch=steps, center_warmup=config.center_warmup,
         scale=config.scale, margin=config.margin, combined_margins=config.combined_margins,
         sub_centers=config.sub_centers, mining=config.mining, memory=config.memory,
+        tasks=extra_tasks(dataset),
     )
 
 
@@ -528,8 +540,10 @@ def balanced_batches(config, dataset):
     """
     if config.classes_per_batch is None:
         return None
+    from lossweave.cli.tasks import targets
+
     return data.ClassBalancedBatches(
-        dataset.x_train, {"label": dataset.y_train}, classes_per_batch=config.classes_per_batch,
+        dataset.x_train, targets(dataset, "train"), classes_per_batch=config.classes_per_batch,
         samples_per_class=config.samples_per_class, seed=config.seed,
     )
 
@@ -561,6 +575,7 @@ _LABELS = {
     "final_weights": "final weight",
     "intra_inter_ratio": "intra/inter-class distance (test)",
     "embedding": "test embedding (cosine)",
+    "tasks": "test task",
     "epochs": "epochs",
     "train_seconds": "training time (s)",
 }
@@ -588,6 +603,7 @@ class TrainResult:
     test_embedding: np.ndarray
     test_logits: np.ndarray  # None: no class scores (--split unseen-classes)
     train_seconds: float
+    test_tasks: dict = None  # a multi-task data set's other targets: lossweave.cli.tasks.task_metrics
 
     def centers(self):
         """``(centers, label)``: the center term's centers, else the test class means."""
@@ -607,6 +623,7 @@ def fit_and_evaluate(config, dataset, *, verbose=2):
 
     import lossweave as lw
     from lossweave.cli.objectives import class_means, class_scores, has_logits_head, predicted_logits
+    from lossweave.cli.tasks import extra_tasks, targets, task_metrics
 
     set_seed(config.seed)
     try:
@@ -618,19 +635,19 @@ def fit_and_evaluate(config, dataset, *, verbose=2):
     metrics = {"logits": [lw.metrics.LogitsAccuracy()]} if has_logits_head(config.loss) else None
     objective.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate), metrics=metrics)
     if batches is None:
-        train_data = {"x": dataset.x_train, "y": {"label": dataset.y_train}, "batch_size": config.batch_size}
+        train_data = {"x": dataset.x_train, "y": targets(dataset, "train"), "batch_size": config.batch_size}
     else:  # already shuffled per epoch; fit's shuffle would reorder the batches again
         train_data = {"x": batches, "shuffle": False}
     started = time.perf_counter()
     history = objective.fit(
         **train_data,
-        validation_data=(dataset.x_val, {"label": dataset.y_val}),
+        validation_data=(dataset.x_val, targets(dataset, "val")),
         epochs=config.epochs,
         verbose=verbose,
     ).history
     train_seconds = time.perf_counter() - started
     test_logs = objective.evaluate(
-        dataset.x_test, {"label": dataset.y_test}, batch_size=config.batch_size,
+        dataset.x_test, targets(dataset, "test"), batch_size=config.batch_size,
         verbose=0, return_dict=True,
     )
     outputs = objective.model.predict(dataset.x_test, batch_size=config.batch_size, verbose=0)
@@ -651,6 +668,7 @@ def fit_and_evaluate(config, dataset, *, verbose=2):
         test_embedding=np.asarray(outputs["embedding"], dtype="float64"),
         test_logits=test_logits,
         train_seconds=train_seconds,
+        test_tasks=task_metrics(outputs, targets(dataset, "test"), extra_tasks(dataset)),
     )
 
 
@@ -682,6 +700,8 @@ def run_metrics(result):
         "intra_inter_ratio": _float(class_distance_ratio(result.test_embedding, labels)),
         "embedding": {k: _float(v) for k, v in evaluate_embeddings(
             result.test_embedding, labels, metric="cosine", ks=(1, 4)).items()},
+        **({"tasks": {t: {k: _float(v) for k, v in m.items()} for t, m in result.test_tasks.items()}}
+           if result.test_tasks else {}),
         "epochs": len(history["loss"]),
         "train_seconds": round(result.train_seconds, 3),
     }
@@ -758,6 +778,13 @@ def write_run(out, result, metrics, *, argv=(), config_file=None):
                                   path=paths["weights.png"],
                                   title=f"{config.weighting} weighting: weight per term")
         images.append(("Weight of each term per epoch", paths["weights.png"]))
+    if report.cosine_pairs(result.history):  # a gradient-level weighting logs them
+        paths["cosines.png"] = out / "cosines.png"
+        report.plot_cosine_curves(result.history, terms=list(result.objective.terms),
+                                  path=paths["cosines.png"],
+                                  title=f"{config.weighting}: gradient cosine per pair of terms")
+        images.append(("Cosine between the term gradients on the shared variables (below 0: conflict)",
+                       paths["cosines.png"]))
     report.write_html(
         paths["report.html"],
         title=f"lossweave train: {config.data} / {config.model}",

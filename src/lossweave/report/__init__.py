@@ -3,7 +3,8 @@
 - :mod:`lossweave.report.features`: 2-D scatter of the features by class, with
   the centers; a grid of such scatters for runs side by side; the
   intra/inter-class distance ratio of an embedding.
-- :mod:`lossweave.report.curves`: per-term loss curves and weight trajectories
+- :mod:`lossweave.report.curves`: per-term loss curves, weight trajectories
+  and (gradient-level strategies) the gradient cosine of each pair of terms
   from a Keras history.
 - :mod:`lossweave.report.html`: one self-contained HTML page (images inlined,
   opens offline).
@@ -13,6 +14,8 @@ The figures are drawn on ``matplotlib.figure.Figure`` objects, never through
 """
 
 from lossweave.report.curves import (
+    cosine_pairs,
+    plot_cosine_curves,
     plot_loss_curves,
     plot_weight_curves,
     term_names,
@@ -30,9 +33,11 @@ from lossweave.report.html import format_value, render_html, write_html
 __all__ = [
     "PROJECTIONS",
     "class_distance_ratio",
+    "cosine_pairs",
     "format_value",
     "plot_feature_grid",
     "plot_features",
+    "plot_cosine_curves",
     "plot_loss_curves",
     "plot_weight_curves",
     "render_html",

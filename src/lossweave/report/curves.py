@@ -1,4 +1,4 @@
-"""Per-term loss curves from a Keras history of an ``lossweave.Objective``."""
+"""Per-term loss, weight and gradient-cosine curves from a Keras history of an ``lossweave.Objective``."""
 
 import math
 
@@ -218,6 +218,112 @@ def plot_weight_curves(history, *, terms=None, path=None, title=None):
     ax.set_title(title or "weight per term")
     ax.grid(alpha=0.3)
     longest = max(len(v) for v in weights.values())
+    if longest <= 12:
+        ax.set_xticks(np.arange(1, longest + 1))
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    if path is not None:
+        fig.savefig(path, dpi=100, metadata={"Software": None})
+    return fig
+
+
+
+def cosine_pairs(history, terms=None):
+    """The term pairs with a logged gradient cosine (``cosine/<a>/<b>`` keys).
+
+    A gradient-level strategy logs, per epoch, the mean cosine between the
+    gradients of each two terms on the shared variables. Validation copies
+    (``val_cosine/...``: no gradients in evaluation, logged as 0) are ignored.
+
+    Args:
+        history: a ``keras.callbacks.History`` or its ``.history`` dict.
+        terms: term names: the pairs come in this order (Keras sorts the
+            history's keys by name); default: as logged.
+
+    Example:
+        >>> history = {"loss": [1.0], "cosine/softmax/center": [0.2],
+        ...            "val_cosine/softmax/center": [0.0], "cosine/parity/center": [-0.1],
+        ...            "cosine/softmax/parity": [0.1]}
+        >>> cosine_pairs(history)
+        [('softmax', 'center'), ('parity', 'center'), ('softmax', 'parity')]
+        >>> cosine_pairs(history, terms=["softmax", "parity", "center"])
+        [('softmax', 'parity'), ('softmax', 'center'), ('parity', 'center')]
+    """
+    pairs = []
+    for key in _history_dict(history):
+        if key.startswith("cosine/"):
+            first, _, second = key[len("cosine/"):].partition("/")
+            pairs.append((first, second))
+    if terms is not None:
+        position = {name: i for i, name in enumerate(terms)}
+        missing = sorted({name for pair in pairs for name in pair} - set(position))
+        if missing:
+            raise ValueError(f"the history has gradient cosines of the terms {missing}, which are not "
+                             f"in terms={list(terms)}; name every term, or leave terms=None.")
+        pairs.sort(key=lambda pair: (position[pair[0]], position[pair[1]]))
+    return pairs
+
+
+def plot_cosine_curves(history, *, terms=None, path=None, title=None):
+    """The cosine between each two terms' gradients per epoch: where the terms conflict.
+
+    One line per pair (``cosine/<a>/<b>`` of the history) with a line at 0:
+    below it the two gradients conflict (a step along one increases the
+    other's loss, to first order), which is what the gradient-level
+    strategies (MGDA, PCGrad, CAGrad, ...) act on. Pairs whose epoch mean
+    ever falls below 0 are drawn solid and labelled "(conflict)", the others
+    dashed. The y axis spans the values and 0, within ``[-1, 1]``.
+
+    Args:
+        history: a ``keras.callbacks.History`` or its ``.history`` dict with
+            ``cosine/<a>/<b>`` entries (one value per epoch).
+        terms: term names, to order the pairs (see :func:`cosine_pairs`).
+        path: if given, the figure is also saved there (PNG).
+        title: axes title (default: "gradient cosine per pair of terms").
+
+    Returns:
+        The ``matplotlib.figure.Figure`` (one axes, one line per pair, then the 0 line).
+
+    Raises:
+        ValueError: the history logs no cosines (a loss-level strategy).
+
+    Example:
+        >>> fig = plot_cosine_curves({"cosine/softmax/center": [0.3, 0.1, 0.05],
+        ...                           "cosine/softmax/parity": [0.2, -0.1, -0.3]})
+        >>> [line.get_label() for line in fig.axes[0].get_lines()][:2]
+        ['softmax / center', 'softmax / parity (conflict)']
+        >>> [round(float(v), 2) for v in fig.axes[0].get_ylim()]
+        [-0.35, 0.35]
+    """
+    from matplotlib.figure import Figure
+
+    history = _history_dict(history)
+    pairs = cosine_pairs(history, terms)
+    if not pairs:
+        raise ValueError(
+            "the history has no 'cosine/<a>/<b>' entries; its keys are "
+            f"{sorted(history)}. A gradient-level weighting (MGDA, PCGrad, ...) logs them."
+        )
+    fig = Figure(figsize=(7.2, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    drawn = []
+    for i, (first, second) in enumerate(pairs):
+        values = np.asarray(history[f"cosine/{first}/{second}"], dtype="float64").reshape(-1)
+        finite = values[np.isfinite(values)]
+        conflict = bool(np.any(finite < 0))
+        label = f"{first} / {second}" + (" (conflict)" if conflict else "")
+        _draw(ax, values, label=label, color=f"C{i % 10}", linestyle="-" if conflict else "--",
+              linewidth=1.8 if conflict else 1.2)
+        drawn.append(values)
+    ax.axhline(0.0, color="0.3", linewidth=0.8, zorder=0)
+    finite = np.concatenate(drawn)
+    finite = finite[np.isfinite(finite)]
+    reach = max(float(np.max(np.abs(finite))) if finite.size else 1.0, 0.05) + 0.05
+    ax.set_ylim(-min(reach, 1.05), min(reach, 1.05))  # symmetric: conflict reads as far as agreement
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cosine (epoch mean)")
+    ax.set_title(title or "gradient cosine per pair of terms")
+    ax.grid(alpha=0.3)
+    longest = max(v.size for v in drawn)
     if longest <= 12:
         ax.set_xticks(np.arange(1, longest + 1))
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
