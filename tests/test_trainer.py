@@ -277,3 +277,56 @@ def test_mixed_float16_unscales_term_gradients_and_skips_overflow(representation
     assert isinstance(objective.optimizer, keras.optimizers.LossScaleOptimizer)
     for key in ("weight/task_0", "weight/task_1", "weight/center", "cosine/task_0/task_1"):
         assert logs["mixed_float16"][key] == pytest.approx(logs["float32"][key], abs=0.05), key
+
+
+@keras.saving.register_keras_serializable(package="lossweave_tests")
+class _FirstTermRows(lw.weighting.GradientWeighting):
+    """A rows strategy: each shared entry gets a running mean of term 0's rows (state from build_rows)."""
+
+    def build_rows(self, entries):
+        super().build_rows(entries)
+        self.means = [self.add_weight(shape=shape[1:] if path.startswith("representation/") else shape,
+                                      initializer="zeros", trainable=False, name=f"mean_{i}")
+                      for i, (path, shape) in enumerate(entries)]
+        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count")
+
+    def aggregate_rows(self, rows, gramian, losses, step, training):
+        count = self.count + 1.0
+        self.count.assign(count)
+        updates = []
+        for mean, r in zip(self.means, rows):
+            row = r[0] if len(mean.shape) == len(r.shape) - 1 else keras.ops.mean(r[0], axis=0)
+            mean.assign(mean + (row - mean) / count)
+            updates.append(r[0])
+        k = rows[0].shape[0]
+        return updates, keras.ops.one_hot(0, k)
+
+
+class _FirstTermWeights(lw.weighting.GradientWeighting):
+    def aggregate(self, gramian, losses, step, training):
+        return keras.ops.one_hot(0, gramian.shape[0])
+
+
+@pytest.mark.parametrize("representation", [None, "features"])
+def test_aggregate_rows_updates_reach_the_shared_variables(representation, tmp_path):
+    """A strategy's own updates (here: term 0's rows) give the same run as the weights (1, 0, 0)
+    through ``aggregate``; its state, created in build_rows, is shaped from the entries and saved."""
+    x, y = _data()
+    runs = {}
+    for name, weighting in (("rows", _FirstTermRows()), ("weights", _FirstTermWeights())):
+        runs[name] = _objective(weighting, representation=representation)
+        runs[name].fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    rows = runs["rows"]
+    assert _max_diff(_state(rows)[: len(_state(runs["weights"]))], _state(runs["weights"])) <= 1e-6
+    plan = rows.gradient_plan()
+    if representation is None:
+        shared = [v for v, s in zip(rows.trainable_variables, plan.shared) if s]
+        assert [p for p, _ in rows.weighting.row_entries] == [v.path for v in shared]
+        assert [tuple(m.shape) for m in rows.weighting.means] == [tuple(v.shape) for v in shared]
+    else:
+        assert rows.weighting.row_entries == [("representation/features", (None, 8))]
+    assert float(to_numpy(rows.weighting.count)) == 2 * len(x) // BATCH
+    path = str(tmp_path / "rows.keras")
+    rows.save(path)
+    loaded = keras.saving.load_model(path)
+    assert _max_diff(_state(loaded), _state(rows)) == 0.0

@@ -143,6 +143,7 @@ class Objective(keras.Model):
         """The shared/specific split of the trainable variables (``lossweave.trainer.Plan``), found once."""
         if self._gradient_plan is None:
             self._gradient_plan = trainer.Plan(self)
+            self.weighting.build_rows(self._gradient_plan.entries)
         return self._gradient_plan
 
     # ---------------------------------------------------------------- structure
@@ -228,14 +229,18 @@ class Objective(keras.Model):
     def build(self, input_shape=None):
         if not self.model.built:
             self.model.build(input_shape)
-        if all(term.built for term in self.terms.values()):
-            return
-        spec = keras.tree.map_shape_structure(lambda s: keras.KerasTensor(s), input_shape)
-        outputs = self._outputs_dict(self.model.compute_output_spec(spec))
-        for name, term in self.terms.items():
-            if not term.built:
-                read = self._output(outputs, name, term.on)
-                term.build(keras.tree.map_structure(lambda t: tuple(t.shape), read))
+        if not all(term.built for term in self.terms.values()):
+            spec = keras.tree.map_shape_structure(lambda s: keras.KerasTensor(s), input_shape)
+            outputs = self._outputs_dict(self.model.compute_output_spec(spec))
+            for name, term in self.terms.items():
+                if not term.built:
+                    read = self._output(outputs, name, term.on)
+                    term.build(keras.tree.map_structure(lambda t: tuple(t.shape), read))
+        if self.gradient_level and self.model.variables:
+            # The strategy's state shaped like the shared variables must exist
+            # before the first step is traced and before a saved file is loaded
+            # (a subclassed model without variables yet: its first step plans).
+            self.gradient_plan()
 
     def fit(self, *args, **kwargs):
         # Callbacks such as BackupAndRestore need a built model at on_train_begin,

@@ -7,10 +7,13 @@ regularizers, ``add_loss``). ``combine_rows`` then:
 - builds the Gramian ``G = J J^T`` of the rows of the **shared** variables
   only (a K x K matrix summed variable by variable; no (K, params) array is
   concatenated),
-- asks the strategy for the weights ``w`` (``Weighting.aggregate``),
-- gives each shared variable ``sum_k w_k g_k`` and every other variable
-  (a head, a term's own class weights) the sum of its rows, which is its own
-  term's gradient unchanged; the regularizers' row is added once to all.
+- asks the strategy for the update of each shared variable
+  (``GradientWeighting.aggregate_rows``: by default ``sum_k w_k g_k`` with
+  the weights ``w`` of ``aggregate``; a strategy may instead use the rows
+  themselves),
+- gives each shared variable its update and every other variable (a head,
+  a term's own class weights) the sum of its rows, which is its own term's
+  gradient unchanged; the regularizers' row is added once to all.
 
 ``Plan`` finds the shared variables once: from a functional model's graph
 (a variable is shared when the outputs of two or more terms depend on it) or
@@ -32,6 +35,9 @@ class Plan:
             enters the Gramian and receives the aggregated gradient.
         representation: the name of the shared output in representation mode, else None.
         layer: the layer producing that output (representation mode).
+        entries: ``(path, shape)`` of what the strategy's rows are gradients
+            of: each shared variable, or the one representation (shape with
+            a None batch); handed to ``GradientWeighting.build_rows``.
     """
 
     def __init__(self, objective):
@@ -44,6 +50,11 @@ class Plan:
         else:
             self.layer, reached = None, _shared_by_graph(objective)
         self.shared = [id(v) in reached for v in variables]
+        if self.representation is not None:
+            shape = tuple(_output_tensors(objective)[self.representation].shape)
+            self.entries = [(f"representation/{self.representation}", shape)]
+        else:
+            self.entries = [(v.path, tuple(v.shape)) for v, s in zip(variables, self.shared) if s]
         if not any(self.shared) and len(objective.terms) > 1:
             raise ValueError(
                 f"Objective: weighting={type(objective.weighting).__name__} combines the gradients of "
@@ -178,22 +189,18 @@ def finite_terms(rows, k):
     return flags
 
 
-def weighted_rows(weights, rows):
-    """``sum_k w_k R[k]`` of one variable's rows."""
-    w = ops.cast(weights, rows.dtype)
-    return ops.tensordot(w, rows[: w.shape[0]], axes=1)
-
-
-def combine_rows(plan, rows, weights):
+def combine_rows(plan, rows, updates, k):
     """The gradient of each trainable variable from its rows ``(K [+ 1], *shape)``.
 
-    A row K, when there is one, is the regularizers' gradient, added once.
+    Shared variables get the strategy's ``updates`` (in order); the others
+    the sum of their rows. A row K, when there is one, is the regularizers'
+    gradient, added once.
     """
-    k = weights.shape[0]
+    updates = iter(updates)
     grads = []
     for r, shared in zip(rows, plan.shared):
         if shared:
-            g = weighted_rows(weights, r)
+            g = ops.cast(next(updates), r.dtype)
             grads.append(g + r[k] if r.shape[0] > k else g)
         else:
             grads.append(ops.sum(r, axis=0))

@@ -180,15 +180,15 @@ def gradient_train_step(model, state, data):
 
     with _scope(model, trainable, non_trainable_new, metrics_new) as scope:
         gram = _common.gramian(shared_rows, k)
-        weights = model.weighting.aggregate(gram, losses, step, True)
+        updates, weights = model.weighting.aggregate_rows([r[:k] for r in shared_rows], gram, losses, step, True)
         model.record_aggregation(weights, gram, _common.finite_terms(checked_rows, k), _batch(x))
     non_trainable_new = _read(scope, model.non_trainable_variables)
     metrics_new = _read(scope, model.metrics_variables)
 
     if plan.representation is None:
-        grads = [g * scale.astype(g.dtype) for g in _common.combine_rows(plan, rows, weights)]
+        grads = [g * scale.astype(g.dtype) for g in _common.combine_rows(plan, rows, updates, k)]
     else:
-        aggregated = _common.weighted_rows(weights, representation_rows) * scale
+        aggregated = updates[0] * scale
 
         def total_and_raw(t):
             parts, raw, _ = forward(t, delta)

@@ -3,9 +3,11 @@
 Under ``tf.distribute.MirroredStrategy`` each replica computes its term
 gradients of its share of the batch; they are all-reduced **before** the
 Gramian is formed (the aggregation of each replica's local gradients would
-give another answer), every replica then finds the same weights, and the
-weighted local gradients are summed over the replicas by the optimizer as
-usual: the update equals the one of a single device on the global batch.
+give another answer), every replica then finds the same update from the
+global rows and sends ``1 / replicas`` of it, summed over the replicas by
+the optimizer as usual: the update equals the one of a single device on the
+global batch. In representation mode the rows are the replica's own samples'
+``dL_k/dz`` (only their Gramian is all-reduced).
 """
 
 import keras
@@ -116,16 +118,19 @@ def gradient_train_step(model, data):
     gram = _common.gramian(shared_rows, k)
     if plan.representation is not None and context is not None:
         gram = context.all_reduce(tf.distribute.ReduceOp.SUM, gram)
-    weights = model.weighting.aggregate(gram, losses, step, True)
+    updates, weights = model.weighting.aggregate_rows([r[:k] for r in shared_rows], gram, losses, step, True)
     finite = _common.finite_terms(checked, k)
     if context is not None:  # every replica fails the step if one has a bad gradient
         bad = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.float32))
         finite = tf.equal(bad, 0.0)
     model.record_aggregation(weights, gram, finite, _batch(x))
     if plan.representation is None:
-        grads = _common.combine_rows(plan, rows, weights)
+        # The updates are of the global rows: each replica sends its share, the optimizer sums.
+        replicas = 1 if context is None else context.num_replicas_in_sync
+        updates = [u * tf.cast(scale / replicas, u.dtype) for u in updates]
+        grads = _common.combine_rows(plan, rows, updates, k)
     else:
-        aggregated = _common.weighted_rows(weights, dz) * tf.cast(scale, dz.dtype)
+        aggregated = tf.cast(updates[0] * scale, dz.dtype)
         # The trunk: J^T aggregated (one backward from z); the rest: its own terms' gradients.
         trunk = [v for v, s in zip(variables, plan.shared) if s]
         rest = [v for v, s in zip(variables, plan.shared) if not s]

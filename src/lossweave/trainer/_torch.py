@@ -66,13 +66,16 @@ def gradient_train_step(model, data):
         dz = torch.stack([_grads(scaled[i], [z])[0] for i in range(k)]) / scale
         shared_rows = checked = [dz]
     gram = _common.gramian(shared_rows, k)
-    weights = model.weighting.aggregate(gram, losses.detach(), step, True)
+    updates, weights = model.weighting.aggregate_rows(
+        [r[:k] for r in shared_rows], gram, losses.detach(), step, True
+    )
     model.record_aggregation(weights, gram, _common.finite_terms(checked, k), _batch(x))
     weights = weights.detach()
+    updates = [u.detach() * scale for u in updates]
     if plan.representation is None:
-        grads = _common.combine_rows(plan, rows, weights)
+        grads = _common.combine_rows(plan, rows, updates, k)
     else:
-        aggregated = _common.weighted_rows(weights, dz) * scale
+        aggregated = updates[0].to(dz.dtype)
         trunk = [p for p, s in zip(params, plan.shared) if s]
         rest = [p for p, s in zip(params, plan.shared) if not s]
         found = dict(zip(map(id, trunk), _grads(z, trunk, aggregated)))

@@ -26,13 +26,53 @@ from lossweave.weighting.base import Weighting
 
 
 class GradientWeighting(Weighting):
-    """Base of the gradient-level strategies: ``aggregate`` maps the Gramian to the weights."""
+    """Base of the gradient-level strategies.
+
+    Most strategies implement ``aggregate`` only (the Gramian to the weights).
+    A strategy that needs the term gradients themselves (per-layer groups,
+    elementwise masks, running averages of the gradients) overrides
+    ``aggregate_rows`` instead, and ``build_rows`` to create state shaped
+    like the shared variables.
+    """
 
     level = "gradient"
 
     def aggregate(self, gramian, losses, step, training):
         """``(K,)`` float32 weights of the term gradients; see the module docstring."""
-        raise NotImplementedError(f"{type(self).__name__} must implement aggregate().")
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement aggregate() (or aggregate_rows())."
+        )
+
+    def build_rows(self, entries):
+        """Called once, before the first step, with the shared entries the rows will have.
+
+        ``entries`` is a list of ``(path, shape)``: one per shared variable
+        (parameter mode, in ``objective.trainable_variables`` order) or one
+        ``("representation/<name>", shape with a None batch)`` in
+        representation mode. State created here must be non-trainable (the
+        strategy's own rule moves it, not the optimizer).
+        """
+        self.row_entries = list(entries)
+
+    def aggregate_rows(self, rows, gramian, losses, step, training):
+        """``(updates, weights)``: the update of each shared entry from its term gradients.
+
+        Args:
+            rows: one float32 ``(K, *shape)`` tensor per entry of ``build_rows``
+                (row k: term k's gradient of the entry, or of the
+                representation: ``dL_k/dz``).
+            gramian: ``(K, K)`` Gramian of the rows, summed over the entries.
+            losses: ``(K,)`` term losses; ``step``: the step counter.
+
+        Returns:
+            One ``(*shape)`` update per entry (in representation mode the
+            cotangent sent back through the trunk), and ``(K,)`` weights
+            logged as ``weight/<term>``. Here: ``aggregate``'s weights applied
+            to every entry, ``sum_k w_k rows[k]``.
+        """
+        weights = self.aggregate(gramian, losses, step, training)
+        w = ops.cast(weights, "float32")
+        return [ops.tensordot(w, ops.cast(r, "float32"), axes=1) for r in rows], weights
 
     def combine(self, losses, step=None, training=False):
         """The evaluation total (no gradients there): the plain sum, every weight 1."""
