@@ -20,6 +20,10 @@ aggregator       weights                                       paper
 ``total``        ``1``                                         (the plain sum of the losses)
 ``mgda``         min-norm point of the gradients' convex hull  Sener & Koltun, NeurIPS 2018
 ``pcgrad``       sum of the conflict-projected gradients       Yu et al., NeurIPS 2020
+``cagrad``       best worst-case improvement in a ball around  Liu et al., NeurIPS 2021
+                 the mean gradient (exact dual solve)
+``nash_mtl``     Nash bargaining, ``G alpha = 1 / alpha``      Navon et al., ICML 2022
+                 (Newton), clipped to ``max_norm``
 ``imtl_g``       equal projections on the unit gradients      Liu et al., ICLR 2021
 ``aligned_mtl``  preference on the aligned (orthogonal,       Senushkin et al., CVPR 2023
                  equal-norm) gradients
@@ -51,6 +55,7 @@ where the train step's failed-step gate catches them.
 
 from lossweave.ops.aggregators.aligned_mtl import SCALE_MODES, aligned_mtl, aligned_mtl_weights
 from lossweave.ops.aggregators.basic import mean, mean_weights, total, total_weights
+from lossweave.ops.aggregators.cagrad import cagrad, cagrad_weights
 from lossweave.ops.aggregators.conflict_free import CONFIG_LENGTHS, config, config_weights
 from lossweave.ops.aggregators.dbmtl import dbmtl
 from lossweave.ops.aggregators.graddrop import graddrop, sign_purity
@@ -58,6 +63,7 @@ from lossweave.ops.aggregators.gradvac import gradvac, gradvac_weights
 from lossweave.ops.aggregators.imtl import imtl_g, imtl_g_weights
 from lossweave.ops.aggregators.mgda import NORMALIZATIONS, gradient_normalizers, mgda, mgda_weights
 from lossweave.ops.aggregators.moco import moco, project_simplex
+from lossweave.ops.aggregators.nash_mtl import clip_to_max_norm, nash_mtl, nash_mtl_solve, nash_mtl_weights
 from lossweave.ops.aggregators.pcgrad import pcgrad, pcgrad_weights
 
 __all__ = [
@@ -66,6 +72,9 @@ __all__ = [
     "SCALE_MODES",
     "aligned_mtl",
     "aligned_mtl_weights",
+    "cagrad",
+    "cagrad_weights",
+    "clip_to_max_norm",
     "config",
     "config_weights",
     "dbmtl",
@@ -80,6 +89,9 @@ __all__ = [
     "mgda",
     "mgda_weights",
     "moco",
+    "nash_mtl",
+    "nash_mtl_solve",
+    "nash_mtl_weights",
     "pcgrad",
     "pcgrad_weights",
     "project_simplex",
