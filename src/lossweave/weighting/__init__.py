@@ -2,14 +2,15 @@
 
 Loss-level strategies (``Fixed``, ``Convex``, ``Uncertainty``, ``DWA``, ``RLW``,
 ``GLS``, ``FAMO``) weight the losses; gradient-level ones (``Sum``, ``Mean``,
-``MGDA``, ``PCGrad``, ``IMTLG``, ``AlignedMTL``, ``ConFIG``) combine the term
-gradients inside the train step; ``GradVac``, ``GradDrop``, ``MoCo``, ``DBMTL``
-and ``GradNorm`` use the term gradients themselves (per-layer targets,
+``MGDA``, ``PCGrad``, ``IMTLG``, ``AlignedMTL``, ``ConFIG``, ``CAGrad``,
+``NashMTL``) combine the term gradients inside the train step; ``GradVac``,
+``GradDrop``, ``MoCo``, ``DBMTL`` and ``GradNorm`` use the term gradients themselves (per-layer targets,
 elementwise masks, running averages, last-layer norms).
 """
 
 from lossweave.weighting.balanced_gradients import IMTLG, AlignedMTL, ConFIG
 from lossweave.weighting.base import Weighting
+from lossweave.weighting.cagrad import CAGrad
 from lossweave.weighting.convex import Clip, Convex
 from lossweave.weighting.dwa import DWA
 from lossweave.weighting.famo import FAMO
@@ -20,11 +21,13 @@ from lossweave.weighting.gradient import MGDA, GradientWeighting, Mean, PCGrad, 
 from lossweave.weighting.gradient_state import DBMTL, MoCo
 from lossweave.weighting.gradnorm import GradNorm
 from lossweave.weighting.gradvac import GradVac
+from lossweave.weighting.nash_mtl import NashMTL
 from lossweave.weighting.rlw import RLW
 from lossweave.weighting.uncertainty import Uncertainty
 
 __all__ = [
     "AlignedMTL",
+    "CAGrad",
     "Clip",
     "ConFIG",
     "Convex",
@@ -41,6 +44,7 @@ __all__ = [
     "MGDA",
     "Mean",
     "MoCo",
+    "NashMTL",
     "PCGrad",
     "RLW",
     "Sum",
