@@ -148,7 +148,8 @@ def test_every_weighting_is_reachable(weighting):
     assert list(objective.terms) == ["softmax", "center"]
     expected = {"fixed": "Fixed", "convex": "Convex", "uncertainty": "Uncertainty", "dwa": "DWA",
                 "rlw": "RLW", "gls": "GLS", "famo": "FAMO", "mgda": "MGDA", "pcgrad": "PCGrad",
-                "gradient-mean": "Mean", "gradient-sum": "Sum"}[weighting]
+                "gradient-mean": "Mean", "gradient-sum": "Sum", "imtlg": "IMTLG", "aligned-mtl": "AlignedMTL",
+                "config": "ConFIG"}[weighting]
     assert type(objective.weighting) is getattr(lw.weighting, expected)
 
 

@@ -55,6 +55,9 @@ WEIGHTINGS = {
     "mgda": lambda: lw.weighting.MGDA(normalization="loss+", iterations=20),
     "pcgrad": lambda: lw.weighting.PCGrad(seed=4),
     "gradient_mean": lambda: lw.weighting.Mean(),
+    "imtlg": lambda: lw.weighting.IMTLG(),
+    "aligned_mtl": lambda: lw.weighting.AlignedMTL(scale_mode="median", preference={"term": 2.0}),
+    "config": lambda: lw.weighting.ConFIG(preference={"term": 0.5}, length="harmonic"),
 }
 
 

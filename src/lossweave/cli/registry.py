@@ -139,6 +139,12 @@ WEIGHTINGS = {
                            "gradient"),
     "pcgrad": WeightingEntry(_plain("PCGrad", seed=0), "gradient level: project off conflicting gradients (Yu et al.)",
                              "gradient"),
+    "imtlg": WeightingEntry(_plain("IMTLG"), "gradient level: equal projections on the unit gradients "
+                            "(IMTL-G, Liu et al.)", "gradient"),
+    "aligned-mtl": WeightingEntry(_plain("AlignedMTL"), "gradient level: gradients aligned to condition number 1 "
+                                  "(Senushkin et al.)", "gradient"),
+    "config": WeightingEntry(_plain("ConFIG"), "gradient level: conflict-free direction with equal cosines "
+                             "(Liu, Chu & Thuerey)", "gradient"),
     "gradient-mean": WeightingEntry(_plain("Mean"), "gradient level: mean of the term gradients", "gradient"),
     "gradient-sum": WeightingEntry(_plain("Sum"), "gradient level: sum of the term gradients", "gradient"),
 }

@@ -58,12 +58,17 @@ def aligned_mtl_weights(gramian, scale_mode="min", preference=None):
     invariant to the scale of the gradients, so the weights are too; they
     are constants for autodiff.
 
-    Accuracy: no iteration; float32 ``eigh`` is the error source. ``B w``
-    is a smooth function of the Gramian (``M^{-1/2}`` on its range), so
-    repeated or close eigenvalues do not hurt; the error grows with the
-    condition number. Measured against a float64 reference (K = 2..6,
-    conflicting, aligned, zero and duplicated gradients): within 1e-5 at
-    ``cond(G) <= 1e3`` for ``w = 1``.
+    Accuracy: no iteration; the error is float32 ``eigh``'s. ``B w`` is a
+    smooth function of the Gramian (``M^{-1/2}`` on its range), so repeated
+    or close eigenvalues do not hurt; the error grows with the condition
+    number. Measured against a float64 Algorithm 1 (the authors' rank cut
+    ``K * eps_float32``) over random Jacobians, K = 2..6, 3 to 100
+    parameters, random, aligned, zero, duplicated, opposite and dependent
+    gradients, the three scale modes, ``w = 1`` (per K: 1000 on PyTorch,
+    600 on JAX, 300 on TensorFlow): ``|update - reference| <= 1e-6 cond(G)
+    max_k ||g_k||`` (largest seen 4.2e-7), leaving out the Gramians with an
+    eigenvalue between the two rank cuts (``K * 1.2e-7`` and ``K * 1e-6``
+    of the largest), where they differ by design.
 
     Args:
         gramian: ``(K, K)`` Gramian ``G_ij = g_i . g_j`` of the term gradients.

@@ -71,11 +71,15 @@ def config_weights(gramian, preference=None, length="projection"):
     ``g_v`` is 0 (``||g_v||^2 <= 1e-6 ||w||^2``: two opposite gradients,
     every gradient zero) the weights are 0. Constants for autodiff.
 
-    Accuracy: no iteration; float32 ``eigh`` of ``G_u`` is the error source,
-    growing with its condition number. Measured against a float64
-    reference (K = 2..6, conflicting, aligned, zero and duplicated
-    gradients): within 1e-5 relative to ``max_k ||g_k||`` at ``cond(G_u) <=
-    1e3``.
+    Accuracy: no iteration; the error is float32 ``eigh``'s, growing with
+    the condition number of ``G_u`` on its range. Measured against a
+    float64 ConFIG operator on the Jacobian (``pinv`` of the unit vectors)
+    over random Jacobians, K = 2..6, 3 to 100 parameters, random, aligned,
+    zero, duplicated, opposite and dependent gradients (per K: 1000 on
+    PyTorch, 600 on JAX, 300 on TensorFlow): ``|update - reference| <= 1e-6
+    cond(G_u) max_k ||g_k||`` (largest seen 6.7e-7), leaving out the unit
+    Gramians with an eigenvalue between ``K * 1e-7`` and ``K * 1e-6`` of the
+    largest, at the rank cut.
 
     Args:
         gramian: ``(K, K)`` Gramian ``G_ij = g_i . g_j`` of the term gradients.
