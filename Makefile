@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -q -n 2 -p no:cacheprovider
 DEMO_BACKEND ?= jax
 OUT       ?= runs/demo
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-multitask clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: $(VENV)/.test-installed
 		echo "=== KERAS_BACKEND=$$b"; \
 		KERAS_BACKEND=$$b $(PY) benchmarks/run.py; \
 	done
+
+# The multi-task quality (every strategy x 3 seeds x 2 cases, Delta_m%): long, so
+# opt-in and on JAX only (the step times of every backend are in `make bench`).
+bench-multitask: $(VENV)/.test-installed
+	KERAS_BACKEND=jax $(PY) benchmarks/run.py --only multitask --out runs/bench/multitask.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,24 +1,46 @@
-"""Multi-task benchmark: loss-weighting strategies on digits with a 100x+ loss-scale gap.
+"""Multi-task benchmark: every loss-level and gradient-level strategy on the bundled digits.
 
-Data: sklearn ``load_digits`` (bundled, no download), pixels / 16, a fixed
-train/test split (1200 / 597, permutation seed 0), two tasks:
+Two cases, both on scikit-learn's ``load_digits`` (bundled, no download),
+pixels / 16:
 
-* ``digit``: 10-class classification, softmax cross-entropy; metric accuracy
-  (higher is better);
-* ``score``: ``100 * (ink in the top half of the image) / (total ink)``, a
-  deterministic, nonlinear function of the pixels (values ~30 .. 70), mean
-  squared error; metric MAE (lower is better). At initialisation its MSE is
-  ~1000x the cross-entropy (printed as ``initial losses``).
+* ``two`` (K = 2), a fixed train/test split (1200 / 597, permutation seed 0):
 
-Model: a shared MLP trunk 64 -> 64 -> 64 (relu) with one head per task (dict
-outputs ``digit``: 10 logits, ``score``: 1). Within a seed, every strategy
-and baseline starts from the same initial weights (built once, copied).
+  - ``digit``: 10-class classification, softmax cross-entropy; metric
+    accuracy (higher is better);
+  - ``score``: ``100 * (ink in the top half of the image) / (total ink)``, a
+    deterministic, nonlinear function of the pixels (values ~30 .. 70),
+    mean squared error; metric MAE (lower is better). At initialisation its
+    MSE is ~1000x the cross-entropy (printed as ``initial losses``).
 
-Strategies (``lw.Objective`` with ``SoftmaxCrossEntropy`` on ``digit`` and
-``Loss(MeanSquaredError())`` on ``score``): equal weighting (``Weighting()``,
-plain sum), ``Uncertainty`` (``digit`` as classification), ``DWA``,
-``RLW``, ``GLS`` and ``FAMO``; single-task baselines train the same model on
-one term alone. Adam (lr 1e-3), batch 64, ``EPOCHS`` epochs, 3 seeds.
+* ``four`` (K = 4): ``lossweave.data.load_multitask(seed=0)`` (its stratified
+  split; train 1077, test 360), four tasks of different kinds and scales:
+
+  - ``digit``: the 10-class label (cross-entropy ~2.3 at initialisation);
+  - ``parity``: even / odd digit, 2 classes (cross-entropy ~0.7);
+  - ``ink``: mean pixel intensity in [0, 1] (MSE ~0.01 .. 0.1);
+  - ``top``: the share of the ink in the top half, in percent: the
+    100x-scaled regression (MSE ~2600 at initialisation, 10^5 x ``ink``'s).
+
+  Metrics: accuracy (``digit``, ``parity``), MAE (``ink``, ``top``).
+
+Model: a shared MLP trunk 64 -> 64 -> 64 (relu) with one head per task
+(``Dense(classes)`` or ``Dense(1)``). Within a seed, every strategy and
+baseline starts from the same initial weights (built once, copied).
+
+Strategies (``lw.Objective`` with ``SoftmaxCrossEntropy`` on each class task
+and ``Loss(MeanSquaredError())`` on each regression):
+
+* loss level: equal weighting (``Weighting()``, plain sum), ``Uncertainty``
+  (class tasks as classification), ``DWA``, ``RLW``, ``GLS``, ``FAMO``;
+* gradient level: **every** entry of ``lossweave.cli.registry.WEIGHTINGS``
+  with level ``"gradient"`` (MGDA, PCGrad, the gradient mean and sum, and
+  whatever else is registered: CAGrad, Nash-MTL, UPGrad, ...), built by the
+  registry's own builder with its defaults, in parameter mode (the term
+  gradients of the trunk's variables); a strategy with a ``seed`` gets the
+  run's seed. A name added to the registry appears here with no edit.
+
+Single-task baselines train the same model on one term alone. Adam (lr
+1e-3), batch 64, ``EPOCHS`` epochs, 3 seeds.
 
 Delta_m% (Maninis, Radosavovic & Kokkinos, "Attentive single-tasking of
 multiple tasks", CVPR 2019; Vandenhende et al., "Multi-task learning for dense
@@ -26,44 +48,98 @@ prediction tasks: a survey", TPAMI 2021, Eq. 11)::
 
     Delta_m = (1/T) sum_t (-1)^{l_t} (M_{m,t} - M_{b,t}) / M_{b,t} * 100
 
-with ``l_t = 1`` if *lower* is better for task ``t`` (Vandenhende et al.'s
-convention; the same as writing ``l_t = 1`` for higher-is-better and
-negating the sum) and ``M_b`` the single-task baseline of the same seed:
-positive means better than the single-task models. Reported as mean +- std over the seeds.
+with ``l_t = 1`` if *lower* is better for task ``t`` and ``M_b`` the
+single-task baseline of the same seed: positive means better than the
+single-task models. Reported as mean +- std over the seeds.
 
 Step time: per-step median through ``fit`` (the ``StepTimer`` of
-``step_overhead.py``), all strategies and the plain Keras model compiled with
-``loss={"digit": SparseCategoricalCrossentropy(from_logits=True), "score":
-"mse"}, loss_weights={"digit": 1.0, "score": 1.0}`` interleaved (forward,
-then reverse order) over several one-epoch rounds; ratios are medians of
-per-round ratios. Target: loss-level strategies <= 1.05x Keras's own step.
+``step_overhead.py``) of every strategy, ``Fixed`` (every weight 1, the
+loss-level reference) and the plain Keras model compiled with
+``loss={task: ...}, loss_weights={task: 1.0}``, on the same model,
+interleaved (forward, then reverse order) over several one-epoch rounds;
+ratios are medians of per-round ratios. Targets: loss-level strategies
+<= 1.05x Keras's own step (the first version of this benchmark);
+gradient-level strategies <= ``1.1 (1 + 2K) / 3`` x ``Fixed`` (one forward
+and K backward passes, ``gradient.py``'s parameter-mode target).
 
-    KERAS_BACKEND=jax .venv/bin/python benchmarks/multitask.py [--quick] [--no-quality]
-    KERAS_BACKEND=jax .venv/bin/python benchmarks/run.py --only multitask
+    KERAS_BACKEND=jax .venv/bin/python benchmarks/multitask.py [--quick] [--no-quality] [--no-step]
+        [--case two|four] [--only NAME,NAME]
+    KERAS_BACKEND=jax .venv/bin/python benchmarks/run.py --only multitask [--quick]
 """
 
-import math
-import time
+if __name__ == "__main__":  # the thread limits must be set before keras is imported
+    from common import configure_threads
 
-import numpy as np
-import keras
+    configure_threads(1)
 
-import lossweave as lw
-from common import backend, interleaved_rounds, median
-from step_overhead import StepTimer
+import math  # noqa: E402
+import time  # noqa: E402
+import typing  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import lossweave as lw  # noqa: E402
+from common import backend, interleaved_rounds, median  # noqa: E402
+from gradient import parameter_target  # noqa: E402
+from lossweave.cli import registry  # noqa: E402
+from step_overhead import StepTimer  # noqa: E402
 
 SEEDS = (0, 1, 2)
 EPOCHS = 30
 BATCH = 64
 N_TRAIN = 1200
 HIDDEN = (64, 64)
-STRATEGIES = ("equal", "uncertainty", "dwa", "rlw", "gls", "famo")
-TASKS = ("digit", "score")
-HIGHER_IS_BETTER = {"digit": True, "score": False}
+LOSS_LEVEL = ("equal", "uncertainty", "dwa", "rlw", "gls", "famo")
+REFERENCE = "fixed"  # the loss-level reference of the step-time ratios (Fixed(), every weight 1)
 STEP_TARGET = 1.05
 
 
-def load_data():
+def _print(text):
+    print(text, flush=True)
+
+
+class Task(typing.NamedTuple):
+    classes: int  # 0: a regression
+    metric: str  # "accuracy" (higher is better) or "mae" (lower is better)
+
+    @property
+    def higher_is_better(self):
+        return self.metric == "accuracy"
+
+
+CASES = {
+    "two": {"digit": Task(10, "accuracy"), "score": Task(0, "mae")},
+    "four": {"digit": Task(10, "accuracy"), "parity": Task(2, "accuracy"), "ink": Task(0, "mae"),
+             "top": Task(0, "mae")},
+}
+
+
+def gradient_level():
+    """The gradient-level names of the registry, in its order (read at call time: new names appear)."""
+    return tuple(name for name, entry in registry.WEIGHTINGS.items() if entry.level == "gradient")
+
+
+def strategies(only=None):
+    names = LOSS_LEVEL + gradient_level()
+    if only:
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise ValueError(f"--only: unknown strategies {unknown}; choose from {', '.join(names)}.")
+        names = tuple(n for n in names if n in only)
+    return names
+
+
+# --------------------------------------------------------------------- data
+def load_data(case):
+    """``((x_train, y_train), (x_test, y_test))`` of ``case``, ``y`` a dict of task targets."""
+    if case == "four":
+        from lossweave.data.multitask import load_multitask
+
+        ds = load_multitask(seed=0)
+        names = {"digit": "label", "parity": "parity", "ink": "ink", "top": "top"}
+        part = lambda p: (getattr(ds, f"x_{p}"), {t: ds.targets(p)[n] for t, n in names.items()})
+        return part("train"), part("test")
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -79,35 +155,38 @@ def load_data():
     return split(tr), split(te)
 
 
-def build_model(seed):
+# -------------------------------------------------------------------- model
+def build_model(case, seed):
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((64,), name="x")
     h = inputs
     for width in HIDDEN:
         h = keras.layers.Dense(width, activation="relu")(h)
-    outputs = {"digit": keras.layers.Dense(10, name="digit")(h), "score": keras.layers.Dense(1, name="score")(h)}
+    outputs = {t: keras.layers.Dense(task.classes or 1, name=t)(h) for t, task in CASES[case].items()}
     return keras.Model(inputs, outputs)
 
 
-def clone(model):
-    copy = build_model(0)
+def clone(model, case):
+    copy = build_model(case, 0)
     copy.set_weights(model.get_weights())
     return copy
 
 
-def terms(tasks=TASKS, validate=True):
-    all_terms = {
-        "digit": lw.terms.SoftmaxCrossEntropy(on="digit", target="digit", validate=validate),
-        "score": lw.terms.Loss(keras.losses.MeanSquaredError(), on="score", target="score"),
+def terms(case, tasks=None, validate=True):
+    spec = CASES[case]
+    return {
+        t: (lw.terms.SoftmaxCrossEntropy(on=t, target=t, validate=validate) if spec[t].classes
+            else lw.terms.Loss(keras.losses.MeanSquaredError(), on=t, target=t))
+        for t in (tasks or spec)
     }
-    return {t: all_terms[t] for t in tasks}
 
 
-def weighting(name, seed, steps_per_epoch):
+def weighting(name, case, tasks, seed, steps_per_epoch):
+    """The strategy ``name`` over ``tasks``: the loss-level ones here, the rest from the registry."""
     if name == "equal":
         return lw.weighting.Weighting()
     if name == "uncertainty":
-        return lw.weighting.Uncertainty({"digit": "classification"})
+        return lw.weighting.Uncertainty({t: "classification" for t in tasks if CASES[case][t].classes})
     if name == "dwa":
         return lw.weighting.DWA(steps_per_epoch=steps_per_epoch)
     if name == "rlw":
@@ -116,197 +195,318 @@ def weighting(name, seed, steps_per_epoch):
         return lw.weighting.GLS()
     if name == "famo":
         return lw.weighting.FAMO()
-    raise ValueError(name)
+    strategy = registry.build_weighting(name, list(tasks), 0.0, steps_per_epoch)
+    config = strategy.get_config()
+    if "seed" in config and config["seed"] != seed:  # the run's seed, not the registry's fixed one
+        strategy = type(strategy).from_config({**config, "seed": seed})
+    return strategy
 
 
-def evaluate(model, x, y):
-    out = model.predict(x, batch_size=1024, verbose=0)
-    pred = {k: np.asarray(keras.ops.convert_to_numpy(v)) for k, v in out.items()}
-    return {
-        "digit": float(np.mean(pred["digit"].argmax(-1) == y["digit"])),
-        "score": float(np.mean(np.abs(pred["score"] - y["score"]))),
-    }
+# ------------------------------------------------------------------ quality
+def evaluate(model, case, x, y):
+    out = model(x, training=False)  # eager: no predict function to compile per run
+    metrics = {}
+    for t, task in CASES[case].items():
+        pred = np.asarray(keras.ops.convert_to_numpy(out[t]))
+        if task.classes:
+            metrics[t] = float(np.mean(pred.argmax(-1) == np.asarray(y[t]).reshape(-1)))
+        else:
+            metrics[t] = float(np.mean(np.abs(pred - y[t])))
+    return metrics
 
 
-def delta_m(metrics, base):
+def delta_m(case, metrics, base):
     """Vandenhende et al. Eq. 11: (-1)^{l_t} with l_t = 1 when LOWER is better; positive = better."""
     return float(np.mean([
-        (-1.0 if not HIGHER_IS_BETTER[t] else 1.0) * (metrics[t] - base[t]) / base[t] * 100.0 for t in TASKS
+        (1.0 if task.higher_is_better else -1.0) * (metrics[t] - base[t]) / base[t] * 100.0
+        for t, task in CASES[case].items()
     ]))
 
 
-def initial_losses(model, x, y):
+def initial_losses(model, case, x, y):
     out = model(x[:512], training=False)
-    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y["digit"][:512], out["digit"])
-    mse = keras.losses.MeanSquaredError()(y["score"][:512], out["score"])
-    ce, mse = float(keras.ops.convert_to_numpy(ce)), float(keras.ops.convert_to_numpy(mse))
-    return {"digit": ce, "score": mse, "ratio": mse / ce}
+    losses = {}
+    for t, task in CASES[case].items():
+        if task.classes:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y[t][:512], out[t])
+        else:
+            loss = keras.losses.MeanSquaredError()(y[t][:512], out[t])
+        losses[t] = float(keras.ops.convert_to_numpy(loss))
+    losses["ratio"] = max(losses.values()) / min(losses.values())
+    return losses
 
 
-def train(model, tasks, strategy, seed, data, epochs):
-    (x, y), _ = data
-    steps = math.ceil(len(x) / BATCH)
-    objective = lw.Objective(model, terms(tasks), weighting=weighting(strategy, seed, steps))
-    objective.compile(optimizer=keras.optimizers.Adam(1e-3))
-    keras.utils.set_random_seed(1000 + seed)  # same shuffling for every run of a seed
-    history = objective.fit(x, {t: y[t] for t in tasks}, batch_size=BATCH, epochs=epochs, verbose=0)
-    final_weights = {t: float(history.history[f"weight/{t}"][-1]) for t in tasks}
-    return final_weights
+class Snapshot(keras.callbacks.Callback):
+    """The Objective's whole state (optimizer included) at the start of its first ``fit``, as NumPy copies.
+
+    At ``on_train_begin`` Keras has built every variable (optimizer slots,
+    metrics, the strategy's row state) and trained none: the state a fresh
+    run starts from. Copies, because the JAX step donates the buffers.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.values = None
+
+    def on_train_begin(self, logs=None):
+        if self.values is None:
+            self.values = [np.array(keras.ops.convert_to_numpy(v.value)) for v in _state(self.model)]
 
 
-def quality(quick=False, log=print):
-    data = load_data()
+def _state(objective):
+    return list(objective.variables) + list(objective.optimizer.variables)
+
+
+class Runner:
+    """One Objective per strategy, reused across seeds: one compile instead of one per seed.
+
+    Each seed starts from the first fit's initial state (``Snapshot``) with
+    the seed's initial model weights and the seed generators of a fresh
+    strategy built with the seed: the same run as a new Objective, without
+    tracing and compiling its step again (compiling was ~90 % of a
+    30-epoch run here).
+    """
+
+    def __init__(self, case, tasks, strategy, data):
+        self.case, self.tasks, self.strategy, self.data = case, tasks, strategy, data
+        self.steps = math.ceil(len(data[0][0]) / BATCH)
+        self.objective, self.snapshot = None, Snapshot()
+
+    def train(self, init, seed, epochs):
+        (x, y), _ = self.data
+        if self.objective is None:
+            model = clone(init, self.case)
+            self.objective = lw.Objective(
+                model, terms(self.case, self.tasks),
+                weighting=weighting(self.strategy, self.case, self.tasks, seed, self.steps))
+            self.objective.compile(optimizer=keras.optimizers.Adam(1e-3))
+        else:
+            for variable, value in zip(_state(self.objective), self.snapshot.values):
+                variable.assign(value)
+            self.objective.model.set_weights(init.get_weights())
+            fresh = weighting(self.strategy, self.case, self.tasks, seed, self.steps)
+            fresh.setup(list(self.tasks))
+            seeds = lambda w: [v for v in w.variables if "seed_generator_state" in v.path]
+            for old, new in zip(seeds(self.objective.weighting), seeds(fresh)):
+                old.assign(new.value)
+        keras.utils.set_random_seed(1000 + seed)  # same shuffling for every run of a seed
+        history = self.objective.fit(x, {t: y[t] for t in self.tasks}, batch_size=BATCH, epochs=epochs,
+                                     verbose=0, callbacks=[self.snapshot])
+        return {t: float(history.history[f"weight/{t}"][-1]) for t in self.tasks}
+
+
+def _mean_std(values):
+    return float(np.mean(values)), float(np.std(values))
+
+
+def quality(case, quick=False, only=None, log=_print):
+    data = load_data(case)
     (_, _), (x_test, y_test) = data
     epochs = 4 if quick else EPOCHS
     seeds = SEEDS[:1] if quick else SEEDS
-    results = {"epochs": epochs, "seeds": list(seeds), "batch": BATCH, "runs": {}, "initial_losses": []}
+    tasks = tuple(CASES[case])
+    names = strategies(only)
+    results = {"case": case, "epochs": epochs, "seeds": list(seeds), "batch": BATCH, "n_train": len(data[0][0]),
+               "n_test": len(x_test), "runs": {}, "initial_losses": [], "seconds": {}}
+    inits = {seed: build_model(case, seed) for seed in seeds}
     for seed in seeds:
-        init = build_model(seed)
-        results["initial_losses"].append(initial_losses(init, *data[0]))
-        log(f"seed {seed}: initial losses {results['initial_losses'][-1]}")
-        base = {}
-        for task in TASKS:
-            model = clone(init)
-            train(model, (task,), "equal", seed, data, epochs)
-            base[task] = evaluate(model, x_test, y_test)[task]
-        results["runs"].setdefault("single-task", []).append({"metrics": dict(base), "delta_m": 0.0})
-        for strategy in STRATEGIES:
+        results["initial_losses"].append(initial_losses(inits[seed], case, *data[0]))
+        log(f"[{case}] seed {seed}: initial losses {results['initial_losses'][-1]}")
+    base = {seed: {} for seed in seeds}
+    for task in tasks:
+        runner = Runner(case, (task,), "equal", data)
+        for seed in seeds:
+            runner.train(inits[seed], seed, epochs)
+            base[seed][task] = evaluate(runner.objective.model, case, x_test, y_test)[task]
+    results["runs"]["single-task"] = [{"metrics": dict(base[seed]), "delta_m": 0.0} for seed in seeds]
+    for strategy in names:
+        runner = Runner(case, tasks, strategy, data)
+        for seed in seeds:
             t0 = time.perf_counter()
-            model = clone(init)
-            w = train(model, TASKS, strategy, seed, data, epochs)
-            m = evaluate(model, x_test, y_test)
+            w = runner.train(inits[seed], seed, epochs)
+            m = evaluate(runner.objective.model, case, x_test, y_test)
+            dm = delta_m(case, m, base[seed])
+            finite = all(math.isfinite(v) for v in m.values())
             results["runs"].setdefault(strategy, []).append(
-                {"metrics": m, "delta_m": delta_m(m, base), "final_weights": w}
-            )
-            log(f"  seed {seed} {strategy:12s} acc {m['digit']:.4f} mae {m['score']:.3f} "
-                f"dm {delta_m(m, base):+.2f}% weights {w} ({time.perf_counter() - t0:.1f} s)")
+                {"seed": seed, "metrics": m, "delta_m": dm if finite else float("nan"), "final_weights": w})
+            seconds = time.perf_counter() - t0
+            results["seconds"].setdefault(strategy, []).append(seconds)
+            log(f"  [{case}] seed {seed} {strategy:14s} "
+                + " ".join(f"{t} {m[t]:.4g}" for t in tasks)
+                + f" dm {dm:+.2f}% weights {{{', '.join(f'{t}: {v:.3g}' for t, v in w.items())}}} ({seconds:.1f} s)")
     summary = {}
     for name, runs in results["runs"].items():
-        summary[name] = {
-            "acc": (float(np.mean([r["metrics"]["digit"] for r in runs])), float(np.std([r["metrics"]["digit"] for r in runs]))),
-            "mae": (float(np.mean([r["metrics"]["score"] for r in runs])), float(np.std([r["metrics"]["score"] for r in runs]))),
-            "delta_m": (float(np.mean([r["delta_m"] for r in runs])), float(np.std([r["delta_m"] for r in runs]))),
-        }
+        summary[name] = {t: _mean_std([r["metrics"][t] for r in runs]) for t in tasks}
+        summary[name]["delta_m"] = _mean_std([r["delta_m"] for r in runs])
     results["summary"] = summary
-    eq = summary["equal"]["delta_m"][0]
-    results["targets"] = {
-        "a learned strategy beats equal weighting on Delta_m%": bool(
-            any(summary[s]["delta_m"][0] > eq for s in ("uncertainty", "dwa", "gls", "famo"))
-        )
-    }
+    results["targets"] = quality_targets(case, summary, names)
     return results
 
 
+def quality_targets(case, summary, names):
+    learned = [s for s in names if s != "equal" and s in summary and s not in ("gradient-sum", "gradient-mean")]
+    if "equal" not in summary or not learned:
+        return {}
+    eq = summary["equal"]["delta_m"][0]
+    targets = {f"[{case}] a learned strategy beats equal weighting on Delta_m%": bool(
+        any(summary[s]["delta_m"][0] > eq for s in learned))}
+    means = [summary[s]["delta_m"][0] for s in names if s in summary and math.isfinite(summary[s]["delta_m"][0])]
+    stds = [summary[s]["delta_m"][1] for s in names if s in summary and math.isfinite(summary[s]["delta_m"][1])]
+    if case == "four" and len(means) > 1:
+        # "the strategies actually differ": the spread of the means is well above the seeds' noise
+        targets["[four] strategies differ: max - min Delta_m% > 2 x the largest seed std"] = bool(
+            max(means) - min(means) > 2 * max(stds))
+    return targets
+
+
 # --------------------------------------------------------------- step time
-def step_time(quick=False):
-    (x, y), _ = load_data()
+def step_time(case, quick=False, only=None):
+    (x, y), _ = load_data(case)
     steps = math.ceil(len(x) / BATCH)
-    variants = ("keras",) + STRATEGIES + ("equal/nocheck",)
-    init = build_model(0)
+    tasks = tuple(CASES[case])
+    k = len(tasks)
+    names = strategies(only)
+    variants = ("keras", REFERENCE) + names
+    init = build_model(case, 0)
     runs = {}
     for v in variants:
-        model = clone(init)
+        model = clone(init, case)
         if v == "keras":
             model.compile(
                 optimizer=keras.optimizers.Adam(1e-3),
-                loss={"digit": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "score": "mse"},
-                loss_weights={"digit": 1.0, "score": 1.0},
+                loss={t: (keras.losses.SparseCategoricalCrossentropy(from_logits=True) if CASES[case][t].classes
+                          else "mse") for t in tasks},
+                loss_weights={t: 1.0 for t in tasks},
             )
             runs[v] = model
-        else:
-            objective = lw.Objective(model, terms(validate=not v.endswith("/nocheck")),
-                                     weighting=weighting(v.split("/")[0], 0, steps))
-            objective.compile(optimizer=keras.optimizers.Adam(1e-3))
-            runs[v] = objective
+            continue
+        strategy = lw.weighting.Fixed() if v == REFERENCE else weighting(v, case, tasks, 0, steps)
+        objective = lw.Objective(model, terms(case), weighting=strategy)
+        objective.compile(optimizer=keras.optimizers.Adam(1e-3))
+        runs[v] = objective
     timer = StepTimer()
 
     def epoch(v):
         runs[v].fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[timer])
         return timer.step_times()
 
-    for v in variants:
+    for v in variants:  # warm-up: trace and compile
         epoch(v)
-    rounds = 3 if quick else 8
+    rounds = 2 if quick else 6
     times, per_round = interleaved_rounds(epoch, variants, rounds)
+    ratio = lambda a, b: float(median([p / q for p, q in zip(per_round[a], per_round[b])]))
     rows = []
     for v in variants:
-        ratio = float(median([a / b for a, b in zip(per_round[v], per_round["keras"])]))
-        rows.append({"variant": v, "step_s": float(median(times[v])), "over_keras": ratio})
-    return {
-        "backend": backend(), "rounds": rounds, "steps_per_epoch": steps, "batch": BATCH, "rows": rows,
-        "targets": {
-            f"loss-level strategies <= {STEP_TARGET}x keras step ({backend()})": bool(
-                all(r["over_keras"] <= STEP_TARGET for r in rows if r["variant"] in STRATEGIES)
-            )
-        },
-    }
+        level = "keras" if v == "keras" else ("gradient" if v in gradient_level() else "loss")
+        limit = parameter_target(k) if level == "gradient" else (STEP_TARGET if v in LOSS_LEVEL else None)
+        checked = ratio(v, REFERENCE) if level == "gradient" else ratio(v, "keras")
+        rows.append({"variant": v, "level": level, "step_s": float(median(times[v])),
+                     "over_fixed": ratio(v, REFERENCE), "over_keras": ratio(v, "keras"),
+                     "target": limit, "met": None if limit is None else bool(checked <= limit)})
+    targets = {}
+    loss_rows = [r for r in rows if r["variant"] in LOSS_LEVEL]
+    if loss_rows:
+        targets[f"[{case}] loss-level strategies <= {STEP_TARGET}x keras step ({backend()})"] = bool(
+            all(r["met"] for r in loss_rows))
+    for r in rows:
+        if r["level"] == "gradient":
+            targets[f"[{case}] {r['variant']} step <= {r['target']:.2f}x Fixed (K={k}, {backend()})"] = r["met"]
+    return {"case": case, "k": k, "backend": backend(), "rounds": rounds, "steps_per_epoch": steps, "batch": BATCH,
+            "rows": rows, "targets": targets}
 
 
 # ---------------------------------------------------------------- markdown
+def _pm(mean_std, digits):
+    mean, std = mean_std
+    return f"{mean:.{digits}f} +- {std:.{digits}f}"
+
+
 def markdown_quality(q):
+    case, tasks = q["case"], list(CASES[q["case"]])
+    arrow = lambda t: "up" if CASES[case][t].higher_is_better else "down"
     lines = [
-        f"Multi-task quality ({backend()}): digits, test set 597, MLP 64-64-64 + 2 heads, Adam 1e-3, "
-        f"batch {q['batch']}, {q['epochs']} epochs, seeds {q['seeds']}; mean +- std over seeds",
+        f"Multi-task quality, case `{case}` ({backend()}): digits, train {q['n_train']} / test {q['n_test']}, "
+        f"MLP 64-64-64 + {len(tasks)} heads, Adam 1e-3, batch {q['batch']}, {q['epochs']} epochs, "
+        f"seeds {q['seeds']}; mean +- std over seeds",
         "",
-        "initial losses (seed: CE / MSE / ratio): "
-        + "; ".join(f"{s}: {d['digit']:.2f} / {d['score']:.0f} / {d['ratio']:.0f}x"
+        "initial losses (seed: " + " / ".join(tasks) + " / max:min): "
+        + "; ".join(f"{s}: " + " / ".join(f"{d[t]:.3g}" for t in tasks) + f" / {d['ratio']:.0f}x"
                     for s, d in zip(q["seeds"], q["initial_losses"])),
         "",
-        "| strategy | digit accuracy (up) | score MAE (down) | Delta_m% (up) |",
-        "|:---|---:|---:|---:|",
+        "| strategy | level | " + " | ".join(f"{t} {CASES[case][t].metric} ({arrow(t)})" for t in tasks)
+        + " | Delta_m% (up) |",
+        "|:---|:---|" + "---:|" * (len(tasks) + 1),
     ]
     for name, s in q["summary"].items():
-        lines.append(
-            f"| {name} | {s['acc'][0]:.4f} +- {s['acc'][1]:.4f} | {s['mae'][0]:.3f} +- {s['mae'][1]:.3f} | "
-            f"{s['delta_m'][0]:+.2f} +- {s['delta_m'][1]:.2f} |"
-        )
+        level = "" if name == "single-task" else ("gradient" if name in gradient_level() else "loss")
+        cells = [_pm(s[t], 4 if CASES[case][t].metric == "accuracy" else 3) for t in tasks]
+        lines.append(f"| {name} | {level} | " + " | ".join(cells) + f" | {s['delta_m'][0]:+.2f} +- "
+                     f"{s['delta_m'][1]:.2f} |")
     return "\n".join(lines)
 
 
 def markdown_step(st):
     lines = [
-        f"Multi-task step time ({st['backend']}): batch {st['batch']}, {st['steps_per_epoch']} steps/epoch, "
-        f"median ms per step over {st['rounds']} interleaved one-epoch rounds; ratio = median of per-round ratios",
+        f"Multi-task step time, case `{st['case']}` (K = {st['k']}, {st['backend']}): batch {st['batch']}, "
+        f"{st['steps_per_epoch']} steps/epoch, median ms per step over {st['rounds']} interleaved one-epoch "
+        "rounds; ratios = medians of per-round ratios",
         "",
-        "| variant | step (ms) | / keras compile(loss=dict, loss_weights=dict) |",
-        "|:---|---:|---:|",
+        "| variant | level | step (ms) | / Fixed | / keras | target | |",
+        "|:---|:---|---:|---:|---:|:---|:---|",
     ]
     for r in st["rows"]:
-        lines.append(f"| {r['variant']} | {r['step_s'] * 1e3:.3f} | {r['over_keras']:.3f}x |")
-    lines.append(f"\n- target: every strategy <= {STEP_TARGET}x keras; `equal/nocheck` is equal "
-                 "weighting with the label check of SoftmaxCrossEntropy off (validate=False), for reference")
+        limit = ""
+        if r["target"] is not None:
+            limit = f"<= {r['target']:.2f}x " + ("Fixed" if r["level"] == "gradient" else "keras")
+        verdict = {None: "", True: "met", False: "**missed**"}[r["met"]]
+        lines.append(f"| {r['variant']} | {r['level']} | {r['step_s'] * 1e3:.3f} | {r['over_fixed']:.3f}x | "
+                     f"{r['over_keras']:.3f}x | {limit} | {verdict} |")
     return "\n".join(lines)
 
 
 def markdown(results):
-    parts = []
-    if "quality" in results:
-        parts.append(markdown_quality(results["quality"]))
-    if "step" in results:
-        parts.append(markdown_step(results["step"]))
+    parts = [markdown_quality(q) for q in results.get("quality", [])]
+    parts += [markdown_step(s) for s in results.get("step", [])]
     return "\n\n".join(parts)
 
 
-def run(quick=False, do_quality=True, do_step=True, log=print):
-    results = {"backend": backend(), "targets": {}}
-    if do_quality:
-        results["quality"] = quality(quick=quick, log=log)
-        results["targets"].update(results["quality"]["targets"])
-    if do_step:
-        results["step"] = step_time(quick=quick)
-        results["targets"].update(results["step"]["targets"])
+def run(quick=False, do_quality=True, do_step=True, cases=tuple(CASES), only=None, log=_print):
+    results = {"backend": backend(), "targets": {}, "strategies": list(strategies(only))}
+    for case in cases:
+        if do_quality:
+            q = quality(case, quick=quick, only=only, log=log)
+            results.setdefault("quality", []).append(q)
+            results["targets"].update(q["targets"])
+            log(markdown_quality(q) + "\n")  # progress: the table of a case as soon as it is done
+        if do_step:
+            s = step_time(case, quick=quick, only=only)
+            results.setdefault("step", []).append(s)
+            results["targets"].update(s["targets"])
+            log(markdown_step(s) + "\n")
     return results
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
+    import json
+    import os
 
-    from common import configure_threads
-
-    configure_threads(1)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-quality", action="store_true")
+    parser.add_argument("--no-step", action="store_true")
+    parser.add_argument("--case", choices=tuple(CASES), action="append", help="default: both")
+    parser.add_argument("--only", help="comma-separated strategy names (default: all)")
+    parser.add_argument("--out", help="also write the results as JSON here")
+    args = parser.parse_args()
     t0 = time.perf_counter()
-    res = run(quick="--quick" in sys.argv, do_quality="--no-quality" not in sys.argv,
-              do_step="--no-step" not in sys.argv)
+    res = run(quick=args.quick, do_quality=not args.no_quality, do_step=not args.no_step,
+              cases=tuple(args.case or CASES), only=args.only.split(",") if args.only else None)
+    res["seconds"] = time.perf_counter() - t0
     print(markdown(res))
     print("Targets:", res["targets"])
-    print(f"({backend()}, {time.perf_counter() - t0:.0f} s)")
+    print(f"({backend()}, {res['seconds']:.0f} s)")
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1, default=float)

@@ -24,10 +24,16 @@ the things it compares in one process and reporting medians and ratios:
   1024 against a softmax head on the same trunk (target <= 1.3x at 256), and
   the memory of one loss + gradient with its batch exponent (target < 2.5:
   batch^2, not batch^3; see ``PAIRS.md``);
-* ``multitask.py`` (opt-in, ``--only multitask``: several minutes per backend,
-  so not in the default set): loss-weighting strategies on digits with a
-  1000x loss-scale gap, Delta_m% over 3 seeds, and step time against Keras's
-  ``compile(loss=dict, loss_weights=dict)`` (see ``MULTITASK.md``).
+* ``aggregation.py``: the time of each gradient-level strategy's aggregation
+  alone (its K x K solve, or its ``aggregate_rows``) compiled as ``fit``
+  compiles the step, at K = 2, 4, 10, against the fit step of the K-head
+  model (target: <= 10 % of the gradient-level step; see ``MULTITASK.md``);
+* ``multitask.py``: every loss-level and gradient-level strategy on the
+  digits, K = 2 (a 1000x loss-scale gap) and K = 4 (class, parity, ink and a
+  100x-scaled regression): the step time of each against ``Fixed`` and
+  Keras's ``compile(loss=dict, loss_weights=dict)`` in the default set; with
+  ``--only multitask`` also the quality (Delta_m% over 3 seeds: tens of
+  minutes on a small machine, so opt-in; see ``MULTITASK.md``).
 
 Prints markdown tables and stores the results, keyed by backend, in a JSON
 file (default ``runs/bench/results.json``; other backends' entries are kept).
@@ -54,7 +60,8 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="smoke run: few repeats, small epochs")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON results file (default {DEFAULT_OUT})")
     parser.add_argument(
-        "--only", choices=("center", "step", "margin", "gradient", "pairs", "multitask"), help="run one benchmark"
+        "--only", choices=("center", "step", "margin", "gradient", "pairs", "aggregation", "multitask"),
+        help="run one benchmark (multitask: its quality runs too)"
     )
     parser.add_argument(
         "--threads", type=int, default=1,
@@ -140,15 +147,22 @@ def main(argv=None):
         record["pairs"] = pairs.run(quick=args.quick)
         tables.append(pairs.markdown(record["pairs"]))
         print(tables[-1] + "\n", flush=True)
-    if args.only == "multitask":  # opt-in: minutes per backend
+    if args.only in (None, "aggregation"):
+        import aggregation
+
+        record["aggregation"] = aggregation.run(quick=args.quick)
+        tables.append(aggregation.markdown(record["aggregation"]))
+        print(tables[-1] + "\n", flush=True)
+    if args.only in (None, "multitask"):  # the quality (3 seeds x every strategy) only when asked for
         import multitask
 
-        record["multitask"] = multitask.run(quick=args.quick)
+        # progress lines and each case's tables as they finish (the quality takes a while)
+        record["multitask"] = multitask.run(quick=args.quick, do_quality=args.only == "multitask")
         tables.append(multitask.markdown(record["multitask"]))
         print(tables[-1] + "\n", flush=True)
     record["seconds"] = time.perf_counter() - start
     targets = {}
-    for name in ("center_update", "step_overhead", "margin", "gradient", "pairs", "multitask"):
+    for name in ("center_update", "step_overhead", "margin", "gradient", "pairs", "aggregation", "multitask"):
         targets.update(record.get(name, {}).get("targets", {}))
     record["targets"] = targets
     verdict = lambda v: "met" if v else ("n/a" if v is None else "MISSED")
