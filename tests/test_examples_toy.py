@@ -13,7 +13,7 @@ and a fresh one would spend most of the test importing the backends again).
   its horizon. Not on the other backends for time alone: a step of this tiny
   model costs ~0.1 ms on JAX, ~0.5 ms on TensorFlow and ~10 ms on PyTorch
   (Keras's PyTorch trainer runs one step per Python call), and the fast mode
-  takes 8,000 steps from each of the three starts for each of its three methods.
+  takes 10,000 steps from each of the three starts for each of its three methods.
 """
 
 import importlib.util
@@ -140,7 +140,7 @@ def test_on_front(toy):
 
 
 # ------------------------------------------------------------------- JAX only
-@pytest.mark.skipif(BACKEND != "jax", reason="72,000 steps: ~0.1 ms a step on JAX, 5-100x more elsewhere")
+@pytest.mark.skipif(BACKEND != "jax", reason="90,000 steps: ~0.1 ms a step on JAX, 5-100x more elsewhere")
 def test_fast_mode_shows_the_papers_figure(toy, tmp_path, capsys):
     png, results_json = tmp_path / "toy.png", tmp_path / "toy.json"
     assert toy.main(["--fast", "--out", str(png), "--json", str(results_json)]) == 0
@@ -156,24 +156,27 @@ def test_fast_mode_shows_the_papers_figure(toy, tmp_path, capsys):
     # Mean (Adam on the average loss): stuck in the log valleys from the two top starts.
     for start in (top_left, top_right):
         end = runs[("Mean", start)]["end"]
-        assert not runs[("Mean", start)]["reached"] and end[1] > 1.0, end
-    # From the bottom start it reaches the front and slides towards its mean-optimal middle.
+        assert not runs[("Mean", start)]["reached"] and end[1] > 2.5, end
+    # From the bottom start it reaches the front and slides to its mean-optimal middle.
     mean_bottom = runs[("Mean", bottom_left)]
-    assert mean_bottom["reached"] and mean_bottom["end"][0] > -2.0, mean_bottom["end"]
+    assert mean_bottom["reached"] and mean_bottom["end"][0] > -1.5, mean_bottom["end"]
 
     # MGDA stops at the first Pareto-stationary point it meets: from the bottom start the
-    # front's end x1 = -7 (it never moves towards the middle), and it no longer moves.
+    # front's end x1 = -7, where x1 no longer moves (over the last half of the run: it
+    # never slides towards the middle, as Mean does).
     mgda_bottom = runs[("MGDA", bottom_left)]
     trajectory = np.asarray(mgda_bottom["trajectory"])
     assert mgda_bottom["reached"] and mgda_bottom["end"][0] < -6.5, mgda_bottom["end"]
-    assert np.abs(trajectory[len(trajectory) // 2 :] - trajectory[-1]).max() < 0.02
-    # From the top starts MGDA leaves the valleys (where Mean stays) and stops on the
-    # front at a point of its own side, far from the middle.
+    assert np.abs(trajectory[len(trajectory) // 2 :, 0] - trajectory[-1, 0]).max() < 0.01
+    # From the top starts it leaves the valleys where Mean stays, along its own side
+    # (it reaches the front there at ~25,000 steps, at x1 = -3.3 and 3.3).
     for start, side in ((top_left, -1), (top_right, 1)):
         end = runs[("MGDA", start)]["end"]
-        assert runs[("MGDA", start)]["reached"] and side * end[0] > 2.5, end
+        assert end[1] < 0.5 and side * end[0] > 6.0, end
 
-    # CAGrad (c = 0.5) reaches the front from every start, Mean's two failures included.
-    if "CAGrad" in saved["results"]:
-        for start in toy.STARTS:
-            assert runs[("CAGrad", start)]["reached"], runs[("CAGrad", start)]["end"]
+    # CAGrad (c = 0.5) descends the valleys that hold Mean (it reaches the front from
+    # there at ~50,000 steps) and, from the bottom, moves along the front to the middle.
+    for start in (top_left, top_right):
+        assert runs[("CAGrad", start)]["end"][1] < runs[("Mean", start)]["end"][1] - 1.0, start
+    cagrad_bottom = runs[("CAGrad", bottom_left)]
+    assert cagrad_bottom["reached"] and cagrad_bottom["end"][0] > -3.0, cagrad_bottom["end"]
