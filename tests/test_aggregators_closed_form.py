@@ -180,18 +180,18 @@ def test_imtl_g_update_does_not_depend_on_the_gradient_scale():
 # --- Aligned-MTL --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scale_mode", agg.SCALE_MODES)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("k", KS)
-def test_aligned_mtl_is_algorithm_1(k, case, scale_mode):
+def test_aligned_mtl_is_algorithm_1(k, case):
     j = _jacobian(case, k)
-    ref = np_aligned_mtl(j, scale_mode)
-    w = to_numpy(agg.aligned_mtl_weights(j @ j.T, scale_mode)).astype("float64")
-    assert np.all(np.isfinite(w))
     tol = max(1e-5, 1e-6 * _range_cond(_gram(j)))  # documented: 1e-6 cond(G) max||g||
-    np.testing.assert_allclose(w @ j, ref @ j.astype("float64"), atol=tol * _scale(j))
-    update = to_numpy(agg.aligned_mtl(j, scale_mode))  # its own float32 Gramian: the same tolerance
-    np.testing.assert_allclose(update, w @ j, atol=tol * _scale(j))
+    for scale_mode in agg.SCALE_MODES:
+        ref = np_aligned_mtl(j, scale_mode)
+        w = to_numpy(agg.aligned_mtl_weights(j @ j.T, scale_mode)).astype("float64")
+        assert np.all(np.isfinite(w))
+        np.testing.assert_allclose(w @ j, ref @ j.astype("float64"), atol=tol * _scale(j), err_msg=scale_mode)
+        update = to_numpy(agg.aligned_mtl(j, scale_mode))  # its own float32 Gramian: the same tolerance
+        np.testing.assert_allclose(update, w @ j, atol=tol * _scale(j), err_msg=scale_mode)
 
 
 def test_aligned_mtl_preference_and_scale_modes():
@@ -258,7 +258,7 @@ def test_documented_accuracy_on_random_jacobians():
     rng = np.random.default_rng(11)
     worst = {"imtl_g": 0.0, "aligned_mtl": 0.0, "config": 0.0}
     for k in KS:
-        for draw in range(30):
+        for draw in range(24):
             params = int(rng.choice([3, 8, 20, 100]))
             case = CASES[draw % len(CASES)]
             if case == "aligned":
@@ -390,8 +390,9 @@ def test_low_precision_jacobian_gives_float32(dtype):
 
 
 def _compiled_cases():
-    """Jacobians with a zero, a duplicated and an opposite gradient, as a compiled step sees them."""
-    return [_jacobian(case, 4) for case in ("zero", "duplicated", "opposed")]
+    """A Jacobian with a zero, a duplicated and an opposite gradient, as a compiled step sees them."""
+    a, b = _jacobian("conflicting", 2)
+    return [np.stack([a, np.zeros_like(a), b, a]), np.stack([b, -2.0 * b, a, 0.5 * a])]
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="jax.jit")
