@@ -369,8 +369,8 @@ def test_aligned_gradients_are_orthogonal_with_equal_norms(j, scale_mode):
 # --- every closed form: dtypes, compiled steps, errors ---------------------------
 
 
-def _closed_forms():
-    preference = np.array([1.0, 2.0, 0.5, 1.0], "float32")
+def _closed_forms(k=4):
+    preference = np.linspace(0.5, 2.0, k).astype("float32")
     return [
         lambda x: agg.imtl_g(x),
         lambda x: agg.aligned_mtl(x, "median", preference),
@@ -392,7 +392,7 @@ def test_low_precision_jacobian_gives_float32(dtype):
 def _compiled_cases():
     """A Jacobian with a zero, a duplicated and an opposite gradient, as a compiled step sees them."""
     a, b = _jacobian("conflicting", 2)
-    return [np.stack([a, np.zeros_like(a), b, a]), np.stack([b, -2.0 * b, a, 0.5 * a])]
+    return [np.stack([a, np.zeros_like(a), b, a, -2.0 * b, 0.5 * a])]
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="jax.jit")
@@ -400,7 +400,7 @@ def test_finite_under_jax_jit():
     import jax
 
     for j in _compiled_cases():
-        for fn in _closed_forms():
+        for fn in _closed_forms(len(j)):
             got = np.asarray(jax.jit(fn)(j))
             assert np.all(np.isfinite(got))
             np.testing.assert_allclose(got, to_numpy(fn(j)), atol=1e-5 * _scale(j))
@@ -411,7 +411,7 @@ def test_finite_under_tf_function_xla():
     import tensorflow as tf
 
     for j in _compiled_cases():
-        for fn in _closed_forms():
+        for fn in _closed_forms(len(j)):
             got = tf.function(fn, jit_compile=True)(tf.constant(j)).numpy()
             assert np.all(np.isfinite(got))
             np.testing.assert_allclose(got, to_numpy(fn(j)), atol=1e-5 * _scale(j))
