@@ -1,6 +1,9 @@
 """Proxy Anchor and ProxyNCA / ProxyNCA++ against NumPy references written from the papers."""
 
+import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -310,6 +313,54 @@ def test_proxy_term_with_center_loss_saves_reloads_and_trains_on(name, tmp_path)
     more = loaded.fit(x, {"label": y}, epochs=1, batch_size=16, verbose=0)
     assert np.isfinite(more.history["loss/proxy"]).all()
     assert np.any(to_numpy(term.proxies) != before)
+
+
+_TWO_REPLICAS = r"""
+import json, os
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow as tf
+
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np
+import lossweave as lw
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(48, 6)).astype("float32")
+# Each batch of 16: its first half (replica 0) of classes 0-2, its second half (replica 1) of classes 2-4.
+y = np.concatenate([np.concatenate([rng.integers(0, 3, 8), rng.integers(2, 5, 8)]) for _ in range(3)])
+
+
+def trained(strategy):
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((6,))
+        model = keras.Model(inputs, {"embedding": keras.layers.Dense(4)(inputs)})
+        objective = lw.Objective(model, {"proxy": lw.terms.ProxyAnchorLoss(5, alpha=8.0)})
+        objective.compile(optimizer=keras.optimizers.SGD(0.5))  # not Adam: a scaled gradient would show
+        objective.build((None, 6))
+        start = [v.numpy().copy() for v in objective.trainable_weights]
+    objective.fit(x, {"label": y}, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    return start, [v.numpy() for v in objective.trainable_weights]
+
+
+start, one = trained(tf.distribute.get_strategy())
+_, two = trained(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+print(json.dumps({"diff": max(float(np.abs(a - b).max()) for a, b in zip(one, two)),
+                  "moved": max(float(np.abs(a - b).max()) for a, b in zip(one, start))}))
+"""
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute; JAX's DataParallel is one global program")
+def test_proxy_anchor_on_two_replicas_trains_as_on_one_device():
+    """Eq. 4's sums and P+ over the global batch: proxies and weights equal one device's (SGD, 3 steps)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    done = subprocess.run([sys.executable, "-c", _TWO_REPLICAS], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["moved"] > 0.1  # each replica's own Eq. 4 (the replicas' classes differ) is 1.6 off
+    assert result["diff"] < 1e-5, result
 
 
 def test_constructor_errors_name_the_argument():

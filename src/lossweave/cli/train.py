@@ -548,6 +548,16 @@ def balanced_batches(config, dataset):
     )
 
 
+def fit_callbacks(batches):
+    """The callbacks of ``fit``: with P x K batches, ``SyncEpoch`` keeps their epoch on ``fit``'s.
+
+    So a run resumed at epoch ``e`` (``fit(initial_epoch=e)``,
+    ``keras.callbacks.BackupAndRestore``) draws the batches of epoch ``e``, as
+    the uninterrupted run did (``lossweave.data.ClassBalancedBatches``).
+    """
+    return [] if batches is None else [data.SyncEpoch(batches)]
+
+
 def _float(value):
     value = float(np.asarray(value))
     return value if np.isfinite(value) else None
@@ -644,6 +654,7 @@ def fit_and_evaluate(config, dataset, *, verbose=2):
         validation_data=(dataset.x_val, targets(dataset, "val")),
         epochs=config.epochs,
         verbose=verbose,
+        callbacks=fit_callbacks(batches),
     ).history
     train_seconds = time.perf_counter() - started
     test_logs = objective.evaluate(

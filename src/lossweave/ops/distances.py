@@ -50,8 +50,37 @@ def l2_normalize(x, epsilon=1e-12):
 
 def safe_sqrt(squared, epsilon=_EPSILON):
     """``sqrt(squared)`` where ``squared > epsilon``, exactly 0 elsewhere, with a finite gradient."""
-    large = squared > epsilon
-    return ops.where(large, ops.sqrt(ops.where(large, squared, ops.ones_like(squared))), ops.zeros_like(squared))
+    # A product with the 0/1 mask, not a select: PyTorch's CPU `where` is ~15x slower than a product.
+    return ops.sqrt(ops.maximum(squared, epsilon)) * ops.cast(squared > epsilon, squared.dtype)
+
+
+def off_diagonal(n):
+    """float32 ``(n, n)``: 1 off the diagonal, 0 on it (a factor that zeroes the diagonal exactly)."""
+    rows = ops.arange(n)
+    return ops.cast(ops.not_equal(rows[:, None], rows[None, :]), "float32")
+
+
+@ops.custom_gradient
+def gram(x):
+    """``x @ x^T`` of ``(n, dim)`` rows, with the gradient ``(g + g^T) x``: one backward matmul.
+
+    Autodiff of ``matmul(x, transpose(x))`` differentiates each operand: two
+    ``(n, n) x (n, dim)`` matmuls where one suffices, the heaviest part of a
+    pair loss's backward pass (``benchmarks/PAIRS.md``).
+
+    Example:
+        >>> import numpy as np
+        >>> [[float(v) for v in row] for row in gram(np.array([[1., 2.], [0., 3.]], "float32"))]
+        [[5.0, 6.0], [6.0, 9.0]]
+    """
+    x = ops.convert_to_tensor(x)
+
+    def grad(*args, upstream=None):  # JAX and TensorFlow pass the upstream gradient alone, PyTorch by name
+        if upstream is None:
+            (upstream,) = args
+        return ops.matmul(upstream + ops.transpose(upstream), x)
+
+    return ops.matmul(x, ops.transpose(x)), grad
 
 
 def _squared_euclidean(x, y, same):
@@ -60,11 +89,11 @@ def _squared_euclidean(x, y, same):
     y = x if same else y - shift
     x_sq = ops.sum(ops.square(x), axis=-1)
     y_sq = x_sq if same else ops.sum(ops.square(y), axis=-1)
-    squared = x_sq[:, None] + y_sq[None, :] - 2.0 * ops.matmul(x, ops.transpose(y))
+    inner = gram(x) if same else ops.matmul(x, ops.transpose(y))
+    squared = x_sq[:, None] + y_sq[None, :] - 2.0 * inner
     squared = ops.maximum(squared, 0.0)
     if same:  # exactly 0 on the diagonal, whatever the rounding of the expansion
-        diagonal = ops.equal(ops.arange(ops.shape(x)[0])[:, None], ops.arange(ops.shape(x)[0])[None, :])
-        squared = ops.where(diagonal, ops.zeros_like(squared), squared)
+        squared = squared * off_diagonal(ops.shape(x)[0])
     return squared
 
 
@@ -86,8 +115,9 @@ def pairwise_similarity(x, y=None):
         [[1.0, 0.7071, 0.0], [0.7071, 1.0, 0.0], [0.0, 0.0, 0.0]]
     """
     x = l2_normalize(_rows(x, "pairwise similarity x"))
-    y = x if y is None else l2_normalize(_rows(y, "pairwise similarity y"))
-    return ops.clip(ops.matmul(x, ops.transpose(y)), -1.0, 1.0)
+    if y is None:
+        return ops.clip(gram(x), -1.0, 1.0)
+    return ops.clip(ops.matmul(x, ops.transpose(l2_normalize(_rows(y, "pairwise similarity y")))), -1.0, 1.0)
 
 
 def pairwise_distances(x, y=None, metric="euclidean"):
@@ -121,10 +151,7 @@ def pairwise_distances(x, y=None, metric="euclidean"):
     y = x if same else _rows(y, "pairwise distance y")
     if metric == "cosine":
         distances = 1.0 - pairwise_similarity(x, None if same else y)
-        if same:
-            diagonal = ops.equal(ops.arange(ops.shape(x)[0])[:, None], ops.arange(ops.shape(x)[0])[None, :])
-            distances = ops.where(diagonal, ops.zeros_like(distances), distances)
-        return distances
+        return distances * off_diagonal(ops.shape(x)[0]) if same else distances
     squared = _squared_euclidean(x, y, same)
     if metric == "squared_euclidean":
         return squared

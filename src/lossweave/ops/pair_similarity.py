@@ -44,6 +44,7 @@ from keras import ops
 
 from lossweave.ops.distances import label_masks, pair_labels, pairwise_similarity
 from lossweave.ops.labels import finite_rows
+from lossweave.ops.pairs import masked_logsumexp
 
 # Fills the left-out entries of a masked log-sum-exp: exp() of it is exactly 0
 # in float32 and, unlike -inf, it gives no NaN gradients. Logits here are at
@@ -163,8 +164,8 @@ def _masked_logsumexp(logits, mask, axis=-1):
     nothing in the mask gives a large negative number (``softplus`` of it is 0)
     rather than ``-inf``, so its gradient is finite.
     """
-    filled = ops.where(mask, logits, ops.full_like(logits, _EXCLUDED))
-    return ops.logsumexp(filled, axis=axis)
+    lse = masked_logsumexp(logits, mask, axis=axis)
+    return ops.where(ops.any(mask, axis=axis), lse, ops.full_like(lse, _EXCLUDED))
 
 
 def _weighted_anchor_mean(per_anchor, weight, counts):
@@ -191,9 +192,9 @@ def multi_similarity_mining(similarity, positives, negatives, margin=0.1):
         ``(kept_positives, kept_negatives)``: bool ``(n, m)`` masks.
     """
     s = ops.stop_gradient(similarity)
-    big = ops.full_like(s, 1.0e9)
-    hardest_positive = ops.min(ops.where(positives, s, big), axis=-1, keepdims=True)
-    hardest_negative = ops.max(ops.where(negatives, s, -big), axis=-1, keepdims=True)
+    # +-1e9 off the positives / negatives, by products (PyTorch's CPU `where` is slow on (n, m) arrays)
+    hardest_positive = ops.min(s + (1.0 - ops.cast(positives, "float32")) * 1.0e9, axis=-1, keepdims=True)
+    hardest_negative = ops.max(s - (1.0 - ops.cast(negatives, "float32")) * 1.0e9, axis=-1, keepdims=True)
     kept_negatives = ops.logical_and(negatives, s + margin > hardest_positive)
     kept_positives = ops.logical_and(positives, s - margin < hardest_negative)
     return kept_positives, kept_negatives
@@ -367,7 +368,7 @@ def supcon_loss(
     log_prob = logits - _masked_logsumexp(logits, others)[:, None]
     n_positives = ops.sum(ops.cast(positives, "float32"), axis=-1)
     counts = n_positives > 0
-    mean_log_prob = ops.sum(ops.where(positives, log_prob, 0.0), axis=-1) / ops.maximum(n_positives, 1.0)
+    mean_log_prob = ops.sum(ops.cast(positives, "float32") * log_prob, axis=-1) / ops.maximum(n_positives, 1.0)
     return _weighted_anchor_mean(-mean_log_prob, weight, counts)
 
 
@@ -380,7 +381,7 @@ def _nt_xent_per_anchor(logits, positives, negatives):
     negative_lse = _masked_logsumexp(logits, negatives)[:, None]
     per_pair = ops.softplus(negative_lse - logits)
     n_positives = ops.sum(ops.cast(positives, "float32"), axis=-1)
-    per_anchor = ops.sum(ops.where(positives, per_pair, 0.0), axis=-1) / ops.maximum(n_positives, 1.0)
+    per_anchor = ops.sum(ops.cast(positives, "float32") * per_pair, axis=-1) / ops.maximum(n_positives, 1.0)
     return per_anchor, n_positives > 0
 
 

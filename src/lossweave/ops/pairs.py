@@ -35,13 +35,16 @@ Conventions shared by every function:
   ``exclude_self=True`` (the default) says the first ``batch`` reference
   rows are the batch itself, so the pair ``(i, j == i)`` is left out.
 - Nothing bigger than ``batch x reference`` is built: batch-all and
-  semi-hard mining count triplets with row-wise sorts (O(b m log m) time,
-  O(b m) memory), never with a ``(b, m, m)`` tensor.
+  semi-hard mining loop over the positive ranks (the ``k``-th positive of
+  every anchor at once, one ``(b, m)`` pass each: O(b m P) time for anchors
+  of at most ``P`` positives, O(b m) memory), never with a ``(b, m, m)``
+  tensor, and without sorts (a row sort costs several train steps on XLA's
+  CPU backend).
 """
 
 from keras import ops
 
-from lossweave.ops.distances import label_masks, pair_labels, paired_distances, pairwise_distances
+from lossweave.ops.distances import gram, label_masks, pair_labels, paired_distances, pairwise_distances
 from lossweave.ops.labels import finite_rows
 
 MININGS = ("semi-hard", "batch-hard", "batch-all")
@@ -106,6 +109,11 @@ def _count(mask, axis=None):
     return ops.sum(ops.cast(mask, "float32"), axis=axis)
 
 
+def _mask(mask):
+    """A bool mask as float32 0/1, to select finite values by a product (cheaper than ``where`` on PyTorch)."""
+    return ops.cast(mask, "float32")
+
+
 def masked_logsumexp(x, mask, axis=-1):
     """``log sum_{mask} exp(x)`` along ``axis``, stable; 0 where the mask is empty (finite gradients).
 
@@ -118,48 +126,26 @@ def masked_logsumexp(x, mask, axis=-1):
     """
     x = ops.cast(x, "float32")
     mask = ops.convert_to_tensor(mask)
+    keep = ops.cast(mask, "float32")  # products with a 0/1 mask, not selects (PyTorch's CPU `where` is slow)
     has = ops.any(mask, axis=axis)
-    low = ops.full_like(x, -1e30)
-    top = ops.max(ops.where(mask, x, low), axis=axis, keepdims=True)
+    top = ops.max(x + (keep - 1.0) * 1e30, axis=axis, keepdims=True)
     top = ops.stop_gradient(ops.where(ops.any(mask, axis=axis, keepdims=True), top, ops.zeros_like(top)))
-    # Masked-out entries become exp(-1e30) = 0 before the exp, so they cannot overflow.
-    sums = ops.sum(ops.exp(ops.where(mask, x - top, low)), axis=axis)
+    # In the mask x - top <= 0; outside it the exponent is 0 (no overflow, no slow underflow) and the
+    # term is multiplied by 0.
+    sums = ops.sum(ops.exp((x - top) * keep) * keep, axis=axis)
     sums = ops.where(has, sums, ops.ones_like(sums))
     return ops.where(has, ops.squeeze(top, axis=axis) + ops.log(sums), ops.zeros_like(sums))
 
 
-def _count_below(values, queries):
-    """Row-wise counts ``(#{v < q}, #{v <= q})`` of the values of a row below each query of that row.
+def _positive_ranks(positives):
+    """``rank[a, j]``: ``j`` is the ``rank``-th positive of row ``a`` (1, 2, ...), 0 where not a positive."""
+    return ops.where(positives, ops.cumsum(ops.cast(positives, "int32"), axis=1), 0)
 
-    ``values`` ``(b, v)`` and ``queries`` ``(b, q)`` (use ``+inf`` for values
-    that do not count); returns two int32 ``(b, q)`` matrices. One sort of
-    each row of values and queries together (O(b (v + q) log(v + q))), with
-    ties resolved exactly: within a run of equal numbers, the count below is
-    read at the run's start (``<``) or end (``<=``). No gradient.
-    """
-    values, queries = ops.stop_gradient(values), ops.stop_gradient(queries)
-    num_values = ops.shape(values)[1]
-    merged = ops.concatenate([values, queries], axis=1)
-    is_value = ops.concatenate([ops.ones_like(values, "int32"), ops.zeros_like(queries, "int32")], axis=1)
-    order = ops.argsort(merged, axis=1)
-    ordered = ops.take_along_axis(merged, order, axis=1)
-    flags = ops.take_along_axis(is_value, order, axis=1)
-    size = ops.shape(merged)[1]
-    first = ops.ones_like(ordered[:, :1], "bool")
-    starts = ops.concatenate([first, ops.not_equal(ordered[:, 1:], ordered[:, :-1])], axis=1)
-    run = ops.cumsum(ops.cast(starts, "int32"), axis=1) - 1  # run index of each sorted entry
-    positions = ops.broadcast_to(ops.arange(size, dtype="int32")[None, :], ops.shape(starts))
-    # Start position of run r at column r (runs in order), ``size`` past the last run.
-    run_starts = ops.sort(ops.where(starts, positions, size), axis=1)
-    run_starts = ops.concatenate([run_starts, ops.full_like(run_starts[:, :1], size)], axis=1)
-    before = ops.cumsum(flags, axis=1)
-    before = ops.concatenate([ops.zeros_like(before[:, :1]), before], axis=1)  # values before position k
-    less = ops.take_along_axis(before, ops.take_along_axis(run_starts, run, axis=1), axis=1)
-    less_equal = ops.take_along_axis(before, ops.take_along_axis(run_starts, run + 1, axis=1), axis=1)
-    back = ops.argsort(order, axis=1)  # sorted position -> original column
-    less = ops.take_along_axis(less, back, axis=1)[:, num_values:]
-    less_equal = ops.take_along_axis(less_equal, back, axis=1)[:, num_values:]
-    return less, less_equal
+
+def _most_positives(positives, rows):
+    """The largest number of positives of a row in ``rows``: the trip count of the loops over positives."""
+    counts = ops.sum(ops.cast(positives, "int32"), axis=1)
+    return ops.max(ops.where(rows, counts, 0), initial=0)
 
 
 # ------------------------------------------------------------- contrastive
@@ -213,10 +199,10 @@ def contrastive_loss(
         embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask, exclude_self,
         "contrastive loss",
     )
-    pull = 0.5 * ops.square(ops.relu(distances - pos_margin))
-    push = 0.5 * ops.square(ops.relu(neg_margin - distances))
-    terms = ops.where(positives, pull, ops.where(negatives, push, ops.zeros_like(distances)))
-    total = ops.sum(weights[:, None] * terms)
+    # One hinge per pair (0 outside the pairs): one relu and one square over the (b, m) matrix, and
+    # products with 0/1 masks rather than selects (PyTorch's CPU `where` is ~15x slower than a product).
+    hinge = _mask(positives) * (distances - pos_margin) + _mask(negatives) * (neg_margin - distances)
+    total = 0.5 * ops.sum(weights * ops.sum(ops.square(ops.relu(hinge)), axis=1))
     return _safe_mean(total, _count(positives) + _count(negatives))
 
 
@@ -251,27 +237,62 @@ def contrastive_pair_loss(left, right, same, pos_margin=0.0, neg_margin=1.0, met
 
 
 # ------------------------------------------------------------------ triplet
-def _semi_hard_negatives(distances, negatives):
+def _semi_hard_negatives(distances, positives, negatives):
     """Column of the semi-hard negative of each (anchor, positive) pair, as TF Addons picks it.
 
     For pair ``(a, p)``: the negative ``n`` with the smallest ``d(a, n)``
-    strictly greater than ``d(a, p)``; if there is none, the negative with
-    the largest ``d(a, n)`` (``TripletSemiHardLoss``'s ``negatives_inside``).
+    strictly greater than ``d(a, p)`` (the first such column on a tie); if
+    there is none, the negative with the largest ``d(a, n)``
+    (``TripletSemiHardLoss``'s ``negatives_inside``). One masked minimum per
+    positive rank (the ``k``-th positive of every anchor at once): ``P``
+    passes over the ``(b, m)`` matrix for anchors of at most ``P`` positives,
+    no sort (row sorts are slow on XLA's CPU backend). No gradient.
     """
-    inf = ops.full_like(distances, float("inf"))
-    negative_distances = ops.where(negatives, distances, inf)
-    _, at_or_below = _count_below(negative_distances, distances)  # #{n : d(a, n) <= d(a, p)}
-    by_distance = ops.argsort(ops.stop_gradient(negative_distances), axis=1)  # negatives first, ascending
-    count = ops.sum(ops.cast(negatives, "int32"), axis=1)
-    has_semi_hard = at_or_below < count[:, None]
-    last = ops.shape(distances)[1] - 1
-    semi_hard = ops.take_along_axis(by_distance, ops.minimum(at_or_below, last), axis=1)
-    # One -inf column more keeps argmax defined on an empty batch (TF may learn its size at run time);
-    # argmax returns the first maximum, so the extra column is never picked while a row has columns.
-    pad = ops.full_like(ops.sum(distances, axis=1, keepdims=True), float("-inf"))
-    candidates = ops.concatenate([ops.where(negatives, distances, -inf), pad], axis=1)
-    farthest = ops.argmax(ops.stop_gradient(candidates), axis=1)
-    return ops.where(has_semi_hard, semi_hard, ops.cast(farthest, semi_hard.dtype)[:, None])
+    d = ops.stop_gradient(distances)
+    columns = ops.arange(ops.shape(d)[1], dtype="int32")[None, :]
+    last = ops.maximum(ops.shape(d)[1] - 1, 0)
+
+    def first_column(mask):  # first true column of each row (argmin/argmax are slow variadic reductions on XLA)
+        return ops.minimum(ops.min(ops.where(mask, columns, last), axis=1, keepdims=True), last)
+
+    inf = ops.full_like(d, float("inf"))
+    to_negatives = ops.where(negatives, d, inf)  # d(a, n), +inf where n is not a negative
+    largest = ops.max(ops.where(negatives, d, -inf), axis=1, keepdims=True)
+    farthest = first_column(ops.logical_and(negatives, ops.equal(d, largest)))
+    ranks = _positive_ranks(positives)
+
+    def one_rank(k, chosen):
+        this = ops.equal(ranks, k + 1)  # the k-th positive of each anchor
+        query = ops.max(ops.where(this, d, -inf), axis=1, keepdims=True)  # d(a, p_k); -inf: no k-th positive
+        nearest = ops.min(ops.where(to_negatives > query, to_negatives, inf), axis=1, keepdims=True)
+        column = first_column(ops.equal(to_negatives, nearest))
+        return ops.where(this, ops.where(nearest < float("inf"), column, farthest), chosen)
+
+    rows = ops.any(negatives, axis=1)
+    return ops.fori_loop(0, _most_positives(positives, rows), one_rank, ops.zeros_like(ranks))
+
+
+def _active_triplet_counts(distances, shifted, positives, negatives):
+    """Batch-all's counts ``c(a, p) = #{n : d(a, n) < d(a, p) + margin}`` and ``e(a, n) = #{p : same}``.
+
+    ``shifted`` is ``d + margin``. One pass per positive rank, as in
+    :func:`_semi_hard_negatives`; int32 ``(b, m)`` each, 0 outside the
+    positives (``c``) and the negatives (``e``). No gradient.
+    """
+    shifted = ops.stop_gradient(shifted)
+    to_negatives = ops.where(negatives, ops.stop_gradient(distances), ops.full_like(shifted, float("inf")))
+    ranks = _positive_ranks(positives)
+
+    def one_rank(k, counts):
+        c, e = counts
+        this = ops.equal(ranks, k + 1)
+        query = ops.max(ops.where(this, shifted, float("-inf")), axis=1, keepdims=True)  # d(a, p_k) + margin
+        below = ops.cast(to_negatives < query, "int32")  # the negatives n of the active triplets (a, p_k, n)
+        return ops.where(this, ops.sum(below, axis=1, keepdims=True), c), e + below
+
+    rows = ops.any(negatives, axis=1)
+    zeros = ops.zeros_like(ranks)
+    return ops.fori_loop(0, _most_positives(positives, rows), one_rank, (zeros, zeros))
 
 
 def triplet_loss(
@@ -310,7 +331,7 @@ def triplet_loss(
       non-zero loss (their "BA≠0"), ``average="all"`` the plain mean.
       Computed without a ``(b, m, m)`` tensor: with ``c(a, p)`` the number of
       negatives with ``d(a, n) < d(a, p) + margin`` and ``e(a, n)`` the
-      number of positives with ``d(a, p) + margin > d(a, n)`` (row-wise sorts),
+      number of positives with ``d(a, p) + margin > d(a, n)`` (one pass per positive rank),
       the sum of hinges is ``sum c (d_ap + margin) - sum e d_an``, exact in value
       and gradient.
 
@@ -354,27 +375,23 @@ def triplet_loss(
     has_negative = ops.any(negatives, axis=1)
     if mining == "batch-hard":
         valid = ops.logical_and(ops.any(positives, axis=1), has_negative)
-        hardest_positive = ops.max(ops.where(positives, distances, ops.full_like(distances, -1e30)), axis=1)
-        hardest_negative = ops.min(ops.where(negatives, distances, ops.full_like(distances, 1e30)), axis=1)
+        hardest_positive = ops.max(distances + (_mask(positives) - 1.0) * 1e30, axis=1)  # -1e30 off the positives
+        hardest_negative = ops.min(distances + (1.0 - _mask(negatives)) * 1e30, axis=1)
         gap = ops.where(valid, hardest_positive - hardest_negative, ops.zeros_like(hardest_positive))
         per = ops.softplus(gap) if soft else ops.relu(gap + margin)
         total = ops.sum(ops.where(valid, weights * per, ops.zeros_like(per)))
         return _safe_mean(total, _count(valid))
     if mining == "semi-hard":
-        chosen = _semi_hard_negatives(distances, negatives)
+        chosen = _semi_hard_negatives(distances, positives, negatives)
         negative_distance = ops.take_along_axis(distances, chosen, axis=1)
         pairs = ops.logical_and(positives, has_negative[:, None])
         per = ops.relu(distances - negative_distance + margin)
-        total = ops.sum(ops.where(pairs, weights[:, None] * per, ops.zeros_like(per)))
+        total = ops.sum(weights * ops.sum(_mask(pairs) * per, axis=1))
         return _safe_mean(total, _count(pairs))
     # batch-all
-    inf = ops.full_like(distances, float("inf"))
     shifted = distances + margin
-    active_negatives, _ = _count_below(ops.where(negatives, distances, inf), shifted)  # c(a, p)
-    _, passive_positives = _count_below(ops.where(positives, shifted, inf), distances)
-    num_positives = ops.sum(ops.cast(positives, "int32"), axis=1)
-    c = ops.cast(ops.where(positives, active_negatives, 0), "float32")
-    e = ops.cast(ops.where(negatives, num_positives[:, None] - passive_positives, 0), "float32")
+    c, e = _active_triplet_counts(distances, shifted, positives, negatives)
+    c, e = ops.cast(c, "float32"), ops.cast(e, "float32")
     per_anchor = ops.sum(c * shifted, axis=1) - ops.sum(e * distances, axis=1)
     total = ops.sum(weights * per_anchor)
     if average == "positive":
@@ -410,7 +427,7 @@ def lifted_structure_loss(embeddings, labels, margin=1.0, sample_weight=None):
     has_negative = ops.any(negatives, axis=1)
     pairs = ops.logical_and(positives, ops.logical_and(has_negative[:, None], has_negative[None, :]))
     inner = ops.logaddexp(spread[:, None], spread[None, :]) + distances
-    per = ops.square(ops.relu(ops.where(pairs, inner, ops.zeros_like(inner))))
+    per = ops.square(ops.relu(_mask(pairs) * inner))
     total = ops.sum(weights[:, None] * per)
     return _safe_mean(0.5 * total, _count(pairs))
 
@@ -479,13 +496,13 @@ def npairs_loss(embeddings, labels, l2_reg=0.002, sample_weight=None):
     """
     x, weights, usable = _rows(embeddings, sample_weight, "N-pairs loss")
     anchor, positive, partner = npairs_pairs(labels, usable)
-    similarities = ops.matmul(x, ops.transpose(x))
+    similarities = gram(x)
     columns = ops.logical_and(anchor[:, None], positive[None, :])
     log_norm = masked_logsumexp(similarities, columns, axis=1)
-    target = ops.sum(ops.where(partner, similarities, ops.zeros_like(similarities)), axis=1)
+    target = ops.sum(_mask(partner) * similarities, axis=1)
     cross_entropy = ops.where(anchor, log_norm - target, ops.zeros_like(target))
     norms = ops.sum(ops.square(x), axis=1)
-    pair_weight = ops.sum(ops.where(partner, weights[:, None], ops.zeros_like(similarities)), axis=0)
+    pair_weight = ops.sum(_mask(partner) * weights[:, None], axis=0)
     regulariser = ops.sum(weights * norms * ops.cast(anchor, "float32")) + ops.sum(pair_weight * norms)
     pairs = _count(anchor)
     total = ops.sum(weights * cross_entropy) + 0.25 * l2_reg * regulariser

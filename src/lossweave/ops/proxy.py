@@ -36,22 +36,38 @@ def _row_weights(valid, sample_weight):
     return weight
 
 
-def _log1p_weighted_sum_exp(a, weight, axis):
-    """``log(1 + sum_i weight_i exp(a_i))`` along ``axis``, stable for large ``a``.
+def _over_replicas(local, gather, reduce):
+    """``reduce`` ("sum" or "max") of a per-proxy ``(classes,)`` vector over the replicas; no gradient.
+
+    ``gather`` maps a ``(1, classes)`` tensor to ``(replicas, classes)``; ``None`` means one replica.
+    """
+    if gather is None:
+        return ops.stop_gradient(local)
+    rows = ops.stop_gradient(gather(ops.expand_dims(local, 0)))
+    return ops.sum(rows, axis=0) if reduce == "sum" else ops.max(rows, axis=0)
+
+
+def _log1p_weighted_sum_exp(a, weight, axis, gather=None):
+    """``log(1 + sum_i weight_i exp(a_i))`` along ``axis`` (0: over the batch), stable for large ``a``.
 
     Entries of weight 0 are left out exactly (their exponent is never
-    evaluated where it could overflow, and their gradient is 0).
+    evaluated where it could overflow, and their gradient is 0). With
+    ``gather`` (see :func:`proxy_anchor_loss`) the sum runs over the global
+    batch: the other replicas' sums enter as constants, so the gradient is
+    that of the global value with respect to this replica's entries.
     """
     active = weight > 0
     a = ops.where(active, a, ops.zeros_like(a))
     weight = ops.where(active, weight, ops.zeros_like(weight))
-    # The shift m >= 0 covers the "1 +"; the result does not depend on it.
-    m = ops.stop_gradient(ops.maximum(ops.max(a, axis=axis), 0.0))
-    total = ops.exp(-m) + ops.sum(weight * ops.exp(a - ops.expand_dims(m, axis)), axis=axis)
-    return ops.log(total) + m
+    # The shift m >= 0 covers the "1 +"; the result does not depend on it (but the replicas share it).
+    m = _over_replicas(ops.maximum(ops.max(a, axis=axis), 0.0), gather, "max")
+    local = ops.sum(weight * ops.exp(a - ops.expand_dims(m, axis)), axis=axis)
+    if gather is not None:
+        local = local + (_over_replicas(local, gather, "sum") - ops.stop_gradient(local))
+    return ops.log(ops.exp(-m) + local) + m
 
 
-def proxy_anchor_loss(embeddings, proxies, labels, margin=0.1, alpha=32.0, sample_weight=None):
+def proxy_anchor_loss(embeddings, proxies, labels, margin=0.1, alpha=32.0, sample_weight=None, gather=None):
     """Proxy Anchor loss (Kim, Kim, Cho & Kwak, CVPR 2020, Eq. 4).
 
     With ``s(x, p)`` the cosine similarity of L2-normalised vectors, ``P`` all
@@ -79,6 +95,17 @@ def proxy_anchor_loss(embeddings, proxies, labels, margin=0.1, alpha=32.0, sampl
         margin: ``delta`` (paper: 0.1).
         alpha: the scale ``alpha`` (paper: 32).
         sample_weight: optional non-negative ``(batch,)`` weights.
+        gather: for a data-parallel step whose replicas each hold a part of
+            the batch (``tf.distribute``): a function mapping a ``(1,
+            classes)`` tensor to the ``(replicas, classes)`` rows of every
+            replica (``lossweave.backend.all_gather``). The sums of Eq. 4 and
+            ``P+`` are then those of the global batch, and the returned value
+            (the global loss on every replica) has the gradient of the global
+            loss with respect to this replica's samples times the number of
+            replicas: the share that a per-sample mean's replica gives, so
+            that ``Objective``'s ``1 / replicas`` and the sum of the replicas'
+            gradients make the one-device update. ``None``: this batch is
+            the whole batch.
 
     Returns:
         A float32 scalar.
@@ -96,12 +123,20 @@ def proxy_anchor_loss(embeddings, proxies, labels, margin=0.1, alpha=32.0, sampl
     zeros = ops.zeros_like(cos)
     positive_weight = ops.where(hit, weight, zeros)
     negative_weight = ops.where(hit, zeros, weight)
-    positive = _log1p_weighted_sum_exp(-alpha * (cos - margin), positive_weight, axis=0)  # (classes,)
-    negative = _log1p_weighted_sum_exp(alpha * (cos + margin), negative_weight, axis=0)
-    with_positive = ops.sum(positive_weight, axis=0) > 0
+    positive = _log1p_weighted_sum_exp(-alpha * (cos - margin), positive_weight, 0, gather)  # (classes,)
+    negative = _log1p_weighted_sum_exp(alpha * (cos + margin), negative_weight, 0, gather)
+    positives_per_proxy = ops.sum(positive_weight, axis=0, keepdims=True)
+    if gather is not None:  # every replica's row
+        positives_per_proxy = ops.stop_gradient(gather(positives_per_proxy))
+    with_positive = ops.sum(positives_per_proxy, axis=0) > 0  # P+
     count = ops.maximum(ops.sum(ops.cast(with_positive, "float32")), 1.0)
     positive_term = ops.sum(ops.where(with_positive, positive, ops.zeros_like(positive))) / count
-    return positive_term + ops.sum(negative) / float(num_classes)
+    loss = positive_term + ops.sum(negative) / float(num_classes)
+    if gather is None:
+        return loss
+    # Value: the global loss; gradient: `replicas` times the global loss's (see `gather`).
+    replicas = ops.cast(ops.shape(positives_per_proxy)[0], "float32")
+    return loss + (replicas - 1.0) * (loss - ops.stop_gradient(loss))
 
 
 def _safe_sqrt(x):

@@ -14,6 +14,14 @@ Terms that accept a reference set of partners (``supports_reference``) can be
 wrapped by ``lossweave.terms.CrossBatchMemory``; their ``pair_loss(embeddings,
 labels, sample_weight, ref_embeddings=None, ref_labels=None, ref_mask=None,
 exclude_self=True)`` is the loss without the check.
+
+Several devices: under JAX's ``keras.distribution.DataParallel`` the step is
+one global program, so the pairs are those of the global batch. Under a
+``tf.distribute`` strategy each replica forms the pairs of its own share of
+the global batch only: the objective is the mean over the replicas of their
+losses, and no pair spans two replicas (``CrossBatchMemory`` stores every
+replica's rows, so its memory partners do). The proxy losses are exact on
+both (``lossweave.terms.ProxyAnchorLoss`` sums Eq. 4 over the replicas).
 """
 
 import keras

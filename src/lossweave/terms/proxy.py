@@ -36,6 +36,7 @@ should spare them) needs a custom optimizer or train step.
 import keras
 from keras import ops
 
+from lossweave import backend
 from lossweave import ops as lw_ops
 from lossweave.ops import proxy as proxy_ops
 from lossweave.terms.base import Term, check_embedding_shape
@@ -49,6 +50,12 @@ def _number(value, what, owner, low=None):
     if low is not None and value < low:
         raise ValueError(f"{owner}: {what} must be >= {low}; received {value!r}.")
     return float(value)
+
+
+def _replica_rows(tensor):
+    """``(replicas, ...)``: ``tensor`` of every replica of a ``tf.distribute`` step (itself elsewhere)."""
+    (rows,) = backend.all_gather((tensor,))
+    return rows
 
 
 class _ProxyTerm(Term):
@@ -133,6 +140,11 @@ class ProxyAnchorLoss(_ProxyTerm):
     :class:`Term`) leaves the unlabelled samples out and the others at their
     weight.
 
+    Eq. 4 is no mean over samples, so under a ``tf.distribute`` strategy each
+    replica all-gathers the per-proxy sums (O(replicas x classes)): the sums,
+    ``P+`` and the loss are those of the global batch, and training equals one
+    device's (tested on two replicas). JAX's ``DataParallel`` step is global.
+
     Args:
         num_classes: number of classes (proxies).
         margin: ``delta`` (paper: 0.1).
@@ -169,8 +181,10 @@ class ProxyAnchorLoss(_ProxyTerm):
         self.alpha = _positive(alpha, "alpha", "ProxyAnchorLoss")
 
     def proxy_loss(self, embeddings, labels, sample_weight):
+        # Eq. 4's sums are over the global batch under tf.distribute (a no-op on one device and on JAX).
         return proxy_ops.proxy_anchor_loss(
-            embeddings, self.proxies, labels, margin=self.margin, alpha=self.alpha, sample_weight=sample_weight
+            embeddings, self.proxies, labels, margin=self.margin, alpha=self.alpha, sample_weight=sample_weight,
+            gather=_replica_rows,
         )
 
     def _mask_missing(self, targets, sample_weight):

@@ -1,0 +1,54 @@
+"""``lossweave train`` with P x K batches: ``fit`` gets ``SyncEpoch``, so a resumed run keeps the batch order."""
+
+import keras
+import numpy as np
+import pytest
+
+import lossweave as lw
+from conftest import one_backend
+from lossweave.cli import train as train_cli
+
+
+class _Stop(Exception):
+    pass
+
+
+@one_backend
+def test_train_gives_fit_a_sync_epoch_on_its_balanced_batches(monkeypatch):
+    config, _ = train_cli.resolve_config({"data": "digits", "loss": "triplet", "classes-per-batch": "5",
+                                          "samples-per-class": "4", "center-weight": "0"})
+    dataset = train_cli.load_data(config)
+    calls = []
+
+    def fit(self, *args, **kwargs):  # stop before training: only the arguments matter here
+        calls.append(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(lw.Objective, "fit", fit)
+    with pytest.raises(_Stop):
+        train_cli.fit_and_evaluate(config, dataset, verbose=0)
+    (kwargs,) = calls
+    (sync,) = kwargs["callbacks"]
+    assert isinstance(sync, lw.data.SyncEpoch) and sync.batches is kwargs["x"]
+    assert train_cli.fit_callbacks(None) == []  # plain batches: nothing to keep in step
+
+
+def test_a_resumed_fit_draws_the_batches_of_its_epoch():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 6)
+    x = rng.normal(size=(24, 3)).astype("float32")
+
+    def run(initial_epoch):
+        batches = lw.data.ClassBalancedBatches(x, y, classes_per_batch=2, samples_per_class=3, seed=1)
+        drawn = []
+        record = keras.callbacks.LambdaCallback(on_train_batch_begin=lambda batch, logs: drawn.append(batches.epoch))
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+        model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(batches, epochs=2, initial_epoch=initial_epoch, shuffle=False, verbose=0,
+                  callbacks=train_cli.fit_callbacks(batches) + [record])
+        return drawn, len(batches)
+
+    straight, per_epoch = run(0)
+    resumed, _ = run(1)  # a new process's dataset starts at epoch 0; fit resumes at epoch 1
+    assert straight == [0] * per_epoch + [1] * per_epoch
+    assert resumed == [1] * per_epoch  # without SyncEpoch: epoch 0's batches again
