@@ -115,7 +115,7 @@ def imtl_g_weights(gramian):
     duplicated, opposite and dependent gradients (per K: 1000 on PyTorch,
     600 on JAX, 300 on TensorFlow): ``|update - reference| <= 3e-6 cond(G)
     max(sum_k |alpha_k|, 1) max_k ||g_k||`` (largest seen 1.7e-6, with
-    weights in the thousands; 2e-7 for weights below 1).
+    weights in the thousands).
 
     Args:
         gramian: ``(K, K)`` Gramian ``G_ij = g_i . g_j`` of the term gradients.
