@@ -149,7 +149,8 @@ def test_every_weighting_is_reachable(weighting):
     expected = {"fixed": "Fixed", "convex": "Convex", "uncertainty": "Uncertainty", "dwa": "DWA",
                 "rlw": "RLW", "gls": "GLS", "famo": "FAMO", "mgda": "MGDA", "pcgrad": "PCGrad",
                 "gradient-mean": "Mean", "gradient-sum": "Sum", "imtlg": "IMTLG", "aligned-mtl": "AlignedMTL",
-                "config": "ConFIG"}[weighting]
+                "config": "ConFIG", "gradvac": "GradVac", "graddrop": "GradDrop", "moco": "MoCo",
+                "db-mtl": "DBMTL", "gradnorm": "GradNorm"}[weighting]
     assert type(objective.weighting) is getattr(lw.weighting, expected)
 
 

@@ -58,6 +58,11 @@ WEIGHTINGS = {
     "imtlg": lambda: lw.weighting.IMTLG(),
     "aligned_mtl": lambda: lw.weighting.AlignedMTL(scale_mode="median", preference={"term": 2.0}),
     "config": lambda: lw.weighting.ConFIG(preference={"term": 0.5}, length="harmonic"),
+    "gradvac": lambda: lw.weighting.GradVac(beta=0.2, grouping="layer", seed=2),
+    "graddrop": lambda: lw.weighting.GradDrop(leak=0.2, seed=2),
+    "moco": lambda: lw.weighting.MoCo(beta=0.4, gamma=0.2, rho=0.1, normalize=False),
+    "dbmtl": lambda: lw.weighting.DBMTL(beta=0.8, beta_sigma=0.5),
+    "gradnorm": lambda: lw.weighting.GradNorm(alpha=1.0, learning_rate=0.05),
 }
 
 

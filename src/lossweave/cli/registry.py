@@ -145,6 +145,16 @@ WEIGHTINGS = {
                                   "(Senushkin et al.)", "gradient"),
     "config": WeightingEntry(_plain("ConFIG"), "gradient level: conflict-free direction with equal cosines "
                              "(Liu, Chu & Thuerey)", "gradient"),
+    "gradvac": WeightingEntry(_plain("GradVac", seed=0), "gradient level: cosines raised to running targets "
+                              "(Gradient Vaccine, Wang et al.)", "gradient"),
+    "graddrop": WeightingEntry(_plain("GradDrop", seed=0), "gradient level: one sign kept per element "
+                               "(Gradient Sign Dropout, Chen et al.)", "gradient"),
+    "moco": WeightingEntry(_plain("MoCo"), "gradient level: tracked gradients, weights on the simplex "
+                           "(Fernando et al.)", "gradient"),
+    "db-mtl": WeightingEntry(_plain("DBMTL"), "gradient level: log losses, gradients at the largest norm "
+                             "(dual balancing, Lin et al.)", "gradient"),
+    "gradnorm": WeightingEntry(_plain("GradNorm"), "gradient level: weights learned from the last shared "
+                               "layer's gradient norms (Chen et al.)", "gradient"),
     "gradient-mean": WeightingEntry(_plain("Mean"), "gradient level: mean of the term gradients", "gradient"),
     "gradient-sum": WeightingEntry(_plain("Sum"), "gradient level: sum of the term gradients", "gradient"),
 }

@@ -4,8 +4,9 @@ Loss-level strategies (``Fixed``, ``Convex``, ``Uncertainty``, ``DWA``, ``RLW``,
 ``GLS``, ``FAMO``) weight the losses; gradient-level ones (``Sum``, ``Mean``,
 ``MGDA``, ``PCGrad``, ``IMTLG``, ``AlignedMTL``, ``ConFIG``, ``CAGrad``,
 ``NashMTL``) combine the term gradients inside the train step; ``GradVac``,
-``GradDrop``, ``MoCo``, ``DBMTL`` and ``GradNorm`` use the term gradients themselves (per-layer targets,
-elementwise masks, running averages, last-layer norms).
+``GradDrop``, ``MoCo``, ``DBMTL`` and ``GradNorm`` use the term gradients
+themselves (per-layer targets, elementwise masks, running averages, last-layer
+norms).
 """
 
 from lossweave.weighting.balanced_gradients import IMTLG, AlignedMTL, ConFIG
