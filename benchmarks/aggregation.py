@@ -23,7 +23,12 @@ for the Objective (off on CPU: Keras's "auto"), eager PyTorch under
 signs (conflicts) and magnitudes spread over 10^-1 .. 10^1, their Gramian,
 losses in [0.5, 3]; ``step`` counts the calls. Each strategy's time is the
 median over interleaved rounds (strategies in alternating order) of the mean
-of a burst of calls (~20 ms of calls, at least 5).
+of a burst of calls (~20 ms of calls, at least 5). A separately compiled
+call pays a dispatch cost that the same ops inside the train step do not
+(tens of microseconds on JAX, about a millisecond for a ``tf.function`` call
+on this loaded machine), so the same call returning constant weights
+(``Sum``'s ``aggregate``, same arguments) is timed beside them as the
+**call floor**, and the target is checked on the time **net** of it.
 
 The model, the step times it is compared against: ``gradient.py``'s
 multi-task MLP ``x (64) -> Dense(256, relu) -> Dense(256, relu) -> K heads
@@ -58,6 +63,7 @@ from step_overhead import StepTimer  # noqa: E402
 KS = (2, 4, 10)
 TARGET = 0.10  # aggregation / gradient-level step
 BURST_S = 0.02
+FLOOR = "(call floor)"
 
 
 def gradient_level(only=None):
@@ -164,7 +170,7 @@ def time_aggregations(k, entries, jit_compile, only=None, rounds=5):
     tensor = keras.ops.convert_to_tensor
     rows_t, gram_t, losses_t = [tensor(r) for r in rows], tensor(gram), tensor(losses)
     calls, kinds, bursts, counters = {}, {}, {}, {}
-    for label, strategy in variants(names, only).items():
+    for label, strategy in {FLOOR: lw.weighting.Sum(), **variants(names, only)}.items():
         strategy.setup(names)
         strategy.build_rows(entries)
         use_rows = overrides_rows(strategy)
@@ -228,15 +234,17 @@ def run(quick=False, ks=KS, only=None):
         entries = objective.gradient_plan().entries
         jit_compile = getattr(objective, "jit_compile", False)
         timed = time_aggregations(k, entries, jit_compile, only, agg_rounds)
+        floor = timed.pop(FLOOR)["seconds"]
         rows = []
         for label, t in timed.items():
-            share = t["seconds"] / steps_s["Sum"]
-            rows.append({"strategy": label, "kind": t["kind"], "seconds": t["seconds"], "burst": t["burst"],
-                         "of_sum_step": share, "of_fixed_step": t["seconds"] / steps_s["Fixed"],
+            net = max(t["seconds"] - floor, 0.0)
+            share = net / steps_s["Sum"]
+            rows.append({"strategy": label, "kind": t["kind"], "seconds": t["seconds"], "net_seconds": net,
+                         "burst": t["burst"], "of_sum_step": share, "of_fixed_step": net / steps_s["Fixed"],
                          "met": bool(share <= TARGET)})
         params = sum(int(np.prod(s)) for _, s in entries)
-        results["tables"].append({"k": k, "steps": steps_s, "shared_params": params, "jit_compile": jit_compile,
-                                  "rows": rows})
+        results["tables"].append({"k": k, "steps": steps_s, "floor_seconds": floor, "shared_params": params,
+                                  "jit_compile": jit_compile, "rows": rows})
     results["targets"] = {
         f"{row['strategy']} aggregation <= {TARGET:.0%} of the gradient-level step (K={table['k']}, {backend()})":
             row["met"]
@@ -256,19 +264,24 @@ def markdown(results):
         f"median over {results['aggregation_rounds']} interleaved rounds of bursts; steps: median over "
         f"{results['step_rounds']} interleaved one-epoch rounds of {results['steps_per_epoch']} steps",
         "",
-        "| strategy | call | " + " | ".join(f"K={t['k']} us | % of Sum step | % of Fixed step" for t in tables) + " |",
+        "| strategy | call | " + " | ".join(f"K={t['k']}: us (net) | % of Sum step | % of Fixed step"
+                                             for t in tables) + " |",
         "|:---|:---|" + "---:|---:|---:|" * len(tables),
         "| *Sum step (ms)* | fit | " + " | ".join(f"{fmt_ms(t['steps']['Sum'])} | | " for t in tables) + " |",
         "| *Fixed step (ms)* | fit | " + " | ".join(f"{fmt_ms(t['steps']['Fixed'])} | | " for t in tables) + " |",
+        "| *call floor (us)* | aggregate | " + " | ".join(f"{t['floor_seconds'] * 1e6:.1f} | | " for t in tables)
+        + " |",
     ]
     for i, row in enumerate(tables[0]["rows"] if tables else []):
         cells = []
         for t in tables:
             r = t["rows"][i]
             mark = "" if r["met"] else " **(missed)**"
-            cells.append(f"{r['seconds'] * 1e6:.1f} | {r['of_sum_step']:.1%}{mark} | {r['of_fixed_step']:.1%}")
+            cells.append(f"{r['seconds'] * 1e6:.1f} ({r['net_seconds'] * 1e6:.1f}) | {r['of_sum_step']:.1%}{mark} "
+                         f"| {r['of_fixed_step']:.1%}")
         lines.append(f"| {row['strategy']} | {row['kind']} | " + " | ".join(cells) + " |")
-    lines += ["", f"- target: the aggregation <= {TARGET:.0%} of the gradient-level (Sum) step at each K <= 10; "
+    lines += ["", f"- target: the aggregation, net of the call floor, <= {TARGET:.0%} of the gradient-level (Sum) "
+              "step at each K <= 10; the % columns are net; "
               "`aggregate`: the weights from the K x K Gramian; `aggregate_rows`: the update from the term "
               "gradients of every shared variable "
               + ", ".join(f"({t['shared_params']:,} shared parameters at K={t['k']})" for t in tables[:1])]

@@ -334,13 +334,50 @@ def quality(case, quick=False, only=None, log=_print):
             log(f"  [{case}] seed {seed} {strategy:14s} "
                 + " ".join(f"{t} {m[t]:.4g}" for t in tasks)
                 + f" dm {dm:+.2f}% weights {{{', '.join(f'{t}: {v:.3g}' for t, v in w.items())}}} ({seconds:.1f} s)")
+    return summarize(results, names)
+
+
+def summarize(results, names):
+    """``results`` with its ``summary`` (mean +- std over seeds per strategy) and ``targets`` (re)computed."""
+    tasks = tuple(CASES[results["case"]])
     summary = {}
     for name, runs in results["runs"].items():
         summary[name] = {t: _mean_std([r["metrics"][t] for r in runs]) for t in tasks}
         summary[name]["delta_m"] = _mean_std([r["delta_m"] for r in runs])
     results["summary"] = summary
-    results["targets"] = quality_targets(case, summary, names)
+    results["targets"] = quality_targets(results["case"], summary, names)
     return results
+
+
+def merge(parts):
+    """One result from quality runs of the same cases with different ``--only`` strategy sets.
+
+    Runs are deterministic (same seeds, same initial weights, same
+    shuffling), so each part's single-task baselines must agree: checked,
+    then the strategies' runs are united and the summaries recomputed.
+    """
+    merged = {"backend": parts[0]["backend"], "targets": {}, "quality": [], "strategies": []}
+    for part in parts:
+        merged["strategies"] += [s for s in part["strategies"] if s not in merged["strategies"]]
+    for case in CASES:
+        found = [q for part in parts for q in part.get("quality", []) if q["case"] == case]
+        if not found:
+            continue
+        first = found[0]
+        for q in found[1:]:
+            same = all(np.allclose([r["metrics"][t] for r in q["runs"]["single-task"]],
+                                   [r["metrics"][t] for r in first["runs"]["single-task"]], rtol=1e-5)
+                       for t in CASES[case])
+            if not same or q["seeds"] != first["seeds"] or q["epochs"] != first["epochs"]:
+                raise ValueError(f"merge: the [{case}] parts differ in seeds, epochs or single-task baselines; "
+                                 "they are not runs of the same benchmark.")
+            first["runs"].update(q["runs"])
+            first["seconds"].update(q["seconds"])
+        order = [n for n in strategies() if n in first["runs"]]
+        first["runs"] = {"single-task": first["runs"]["single-task"], **{n: first["runs"][n] for n in order}}
+        merged["quality"].append(summarize(first, order))
+        merged["targets"].update(first["targets"])
+    return merged
 
 
 def quality_targets(case, summary, names):
@@ -498,7 +535,21 @@ if __name__ == "__main__":
     parser.add_argument("--case", choices=tuple(CASES), action="append", help="default: both")
     parser.add_argument("--only", help="comma-separated strategy names (default: all)")
     parser.add_argument("--out", help="also write the results as JSON here")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="print the tables of quality runs (--out files) of different --only sets, united")
     args = parser.parse_args()
+    if args.merge:
+        parts = []
+        for path in args.merge:
+            with open(path) as f:
+                parts.append(json.load(f))
+        res = merge(parts)
+        print(markdown(res))
+        print("Targets:", res["targets"])
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(res, f, indent=1, default=float)
+        raise SystemExit(0)
     t0 = time.perf_counter()
     res = run(quick=args.quick, do_quality=not args.no_quality, do_step=not args.no_step,
               cases=tuple(args.case or CASES), only=args.only.split(",") if args.only else None)
