@@ -49,8 +49,9 @@ state and Adam's moments restored) without recompiling.
   ``x2 = -8.3551`` at ``x1 = 0`` down to ``x2 = -8.4345`` at ``x1 = +-7``
   (MGDA stops at ``x2 = -8.434`` there); 0.1 holds all of it and Adam's
   jitter, while a run still in a valley is at ``x2 > 0``;
-* the output: a table (method, start, end point, front reached, final ``f1``,
-  ``f2``, seconds), ``--out`` the figure (contours of the mean loss, the
+* the output: a table (method, start, end point, front reached, ``x2 -
+  x2*(x1)``: how far above the exact Pareto set the end point is, final
+  ``f1``, ``f2``, seconds), ``--out`` the figure (contours of the mean loss, the
   front, the trajectories coloured from dark (start) to light (end), one
   panel per method) and ``--json`` the numbers and trajectories.
 
@@ -205,6 +206,39 @@ def on_front(point):
     return bool(abs(x2 - FRONT_X2) <= TOLERANCE and abs(x1) <= FRONT_X1 + TOLERANCE)
 
 
+def pareto_x2(x1):
+    """The exact Pareto set ``x2*(x1)`` for ``|x1| <= 7`` (NumPy, float64; for the report only).
+
+    Below ``x2 = 0`` only the quadratic branches remain (``c1 = 0``):
+    ``f_k = c2(x2) q_k``. ``w grad f1 + (1 - w) grad f2 = 0`` in ``x1``
+    gives ``w = (x1 + 7) / 14``; in ``x2`` it is ``h(x2) = c2'(x2) (w q1 +
+    (1 - w) q2) + c2(x2) 0.02 (x2 + 8) = 0``, with one root in
+    ``[-9.5, -8]`` (``h(-8) > 0 > h(-9.5)``), found by bisection. Scaling
+    ``f1`` only rescales ``w``: both variants have this set.
+    """
+    x1 = np.asarray(x1, "float64")
+    w = (x1 + 7.0) / 14.0
+
+    def h(x2):
+        c2, dc2 = np.tanh(-0.5 * x2), -0.5 / np.cosh(0.5 * x2) ** 2
+        q1 = ((x1 - 7.0) ** 2 + 0.1 * (x2 + 8.0) ** 2) / 10.0 - 20.0
+        q2 = ((x1 + 7.0) ** 2 + 0.1 * (x2 + 8.0) ** 2) / 10.0 - 20.0
+        return dc2 * (w * q1 + (1.0 - w) * q2) + c2 * 0.02 * (x2 + 8.0)
+
+    low, high = np.full_like(x1, -9.5), np.full_like(x1, -8.0)
+    for _ in range(60):
+        middle = 0.5 * (low + high)
+        above = h(middle) > 0  # h > 0 above the root
+        high, low = np.where(above, middle, high), np.where(above, low, middle)
+    return 0.5 * (low + high)
+
+
+def pareto_gap(point):
+    """``x2 - x2*(x1)``: how far above (> 0) or below the exact Pareto set a point is; None off its x1 range."""
+    x1, x2 = point
+    return None if abs(x1) > FRONT_X1 else float(x2 - pareto_x2(x1))
+
+
 def run_method(method, starts, steps, record_every, scale):
     """One strategy from every start: a list of run dicts, or a str saying why it was skipped."""
     weighting = make_weighting(method)
@@ -238,6 +272,7 @@ def run_method(method, starts, steps, record_every, scale):
         f1, f2 = (float(ops.convert_to_numpy(f)) for f in toy_objectives(end[0], end[1], scale))
         runs.append({
             "method": method.label, "start": list(start), "end": end.tolist(), "reached": on_front(end),
+            "pareto_gap": pareto_gap(end),
             "f1": f1, "f2": f2, "seconds": seconds, "finite": bool(np.all(np.isfinite(points))),
             "trajectory": points.tolist(),
         })
@@ -282,8 +317,9 @@ def draw(results, scale, path, title):
             ax.plot(*run["start"], marker="o", markersize=6, color="k", zorder=5)
             ax.plot(*points[-1], marker="o" if run["reached"] else "X", markersize=7,
                     markerfacecolor="w", markeredgecolor="k", zorder=7)
-        reached = sum(run["reached"] for run in runs)
-        ax.set_title(f"{label}: {reached}/{len(runs)} on the front", fontsize=10)
+        reached = [run for run in runs if run["reached"]]
+        gap = f", gap <= {max(abs(run['pareto_gap']) for run in reached):.2f}" if reached else ""
+        ax.set_title(f"{label}: {len(reached)}/{len(runs)} on the front{gap}", fontsize=9)
         ax.set_xlim(-10.5, 10.5)
         ax.set_ylim(-10.5, 10.5)
         ax.set_aspect("equal")
@@ -294,16 +330,17 @@ def draw(results, scale, path, title):
 
 
 def print_table(results, tolerance):
-    print(f"| method | start | end (x1, x2) | on the front (tol {tolerance}) | f1 | f2 | seconds |")
-    print("|:---|:---|:---|:---|---:|---:|---:|")
+    print(f"| method | start | end (x1, x2) | on the front (tol {tolerance}) | x2 - Pareto x2 | f1 | f2 | seconds |")
+    print("|:---|:---|:---|:---|---:|---:|---:|---:|")
     for label, runs in results.items():
         if isinstance(runs, str):
-            print(f"| {label} | - | {runs} | - | - | - | - |")
+            print(f"| {label} | - | {runs} | - | - | - | - | - |")
             continue
         for run in runs:
             start = f"({run['start'][0]:g}, {run['start'][1]:g})"
             end = f"({run['end'][0]:.3f}, {run['end'][1]:.3f})"
-            print(f"| {label} | {start} | {end} | {'yes' if run['reached'] else 'no'} | "
+            gap = "-" if run["pareto_gap"] is None else f"{run['pareto_gap']:+.3f}"
+            print(f"| {label} | {start} | {end} | {'yes' if run['reached'] else 'no'} | {gap} | "
                   f"{run['f1']:.3f} | {run['f2']:.3f} | {run['seconds']:.1f} |")
 
 
@@ -352,6 +389,10 @@ def main(argv=None):
         except Exception as error:  # one strategy failing must not hide the others' results
             results[method.label] = f"failed: {type(error).__name__}: {str(error)[:300]}"
             failed.append(method.label)
+        runs = results[method.label]
+        progress = runs if isinstance(runs, str) else (
+            f"{sum(r['reached'] for r in runs)}/{len(runs)} on the front, {sum(r['seconds'] for r in runs):.0f} s")
+        print(f"{method.label}: {progress}", flush=True)
     print_table(results, TOLERANCE)
 
     if args.out:

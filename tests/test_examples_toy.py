@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BACKEND
+from conftest import BACKEND, one_backend
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -134,6 +134,26 @@ def test_a_second_start_begins_from_a_fresh_state(toy):
     np.testing.assert_array_equal(first["trajectory"], second["trajectory"])
 
 
+@one_backend
+def test_pareto_set_is_where_the_gradients_are_opposite(toy):
+    """x2*(x1): the two gradients anti-parallel (Pareto-stationary), 0.05 above it not."""
+    x1 = np.linspace(-6.9, 6.9, 9)
+    x2 = toy.pareto_x2(x1)
+    assert abs(x2[4] - (-8.3551)) < 1e-4 and np.all(x2 <= x2[4]) and abs(toy.pareto_x2(7.0) - (-8.4345)) < 1e-4
+
+    def sine_and_cosine(point):
+        g1, g2 = numpy_gradients(np.asarray(point))
+        norms = np.linalg.norm(g1) * np.linalg.norm(g2)
+        return abs(g1[0] * g2[1] - g1[1] * g2[0]) / norms, g1 @ g2 / norms
+
+    for a, b in zip(x1, x2):
+        sine, cosine = sine_and_cosine((a, b))
+        assert sine < 1e-6 and cosine < -0.99, (a, b)
+        assert sine_and_cosine((a, b + 0.05))[0] > 1e-4, (a, b)
+    assert toy.pareto_gap((0.0, -8.284)) == pytest.approx(0.0711, abs=1e-3) and toy.pareto_gap((7.5, -8.4)) is None
+
+
+@one_backend
 def test_on_front(toy):
     assert toy.on_front((0.0, -8.3552)) and toy.on_front((-6.99, -8.434)) and toy.on_front((7.05, -8.40))
     assert not toy.on_front((0.0, -8.2)) and not toy.on_front((7.2, -8.4)) and not toy.on_front((-5.0, 3.0))
