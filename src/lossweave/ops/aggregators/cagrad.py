@@ -17,14 +17,36 @@ def _supports(k):
     return ((codes >> np.arange(k)[None, :]) & 1).astype("float32")
 
 
+def _eliminate(j, carry):
+    """Gauss-Jordan step j on every augmented system ``[A | B]`` at once, without pivoting.
+
+    A is symmetric positive semi-definite, so the pivots are the Schur
+    complements of its leading blocks (as in a Cholesky factorisation): a
+    pivot ``<= REL_EPS A_jj`` means row j is (numerically) dependent on the
+    rows before it, and the system is flagged instead of divided by ~0.
+    Module level, so that eager JAX compiles the loop body once per shape.
+    """
+    systems, valid, diagonal = carry
+    k, width = systems.shape[1], systems.shape[2]
+    row_pick = ops.one_hot(j, k, dtype="float32")
+    column_pick = ops.one_hot(j, width, dtype="float32")
+    row = ops.einsum("pkc,k->pc", systems, row_pick)
+    pivot = ops.sum(row * column_pick[None, :], axis=1)
+    ok = pivot > REL_EPS * ops.sum(diagonal * row_pick[None, :], axis=1)
+    row = row / ops.where(ok, pivot, ops.ones_like(pivot))[:, None]
+    # Row i loses A_ij times the pivot row; row j becomes the pivot row (coefficient A_jj - 1).
+    coefficient = ops.einsum("pkc,c->pk", systems, column_pick) - row_pick[None, :]
+    systems = systems - coefficient[:, :, None] * row[:, None, :]
+    return systems, ops.logical_and(valid, ok), diagonal
+
+
 def _support_solves(gramian, masks, rhs):
     """Solve ``G_SS x_S = rhs_S`` on every support S at once (zero off S).
 
-    A Cholesky factorisation unrolled over the static K and batched over the
-    supports. A support whose gradients are linearly dependent (a pivot
-    ``<= REL_EPS G_jj``: a duplicated gradient, K > params) is flagged
-    invalid instead of divided by ~0: its optimum is also an optimum on a
-    smaller, independent support (see ``cagrad_weights``).
+    A support whose gradients are linearly dependent (a duplicated gradient,
+    K > params) is flagged invalid instead of divided by ~0: its optimum is
+    also an optimum on a smaller, independent support (see ``cagrad_weights``).
+    The elimination is a ``fori_loop`` over the K pivots.
 
     Returns ``(x, valid)``: ``(P, K, R)`` solutions and ``(P,)`` bools.
     """
@@ -32,33 +54,10 @@ def _support_solves(gramian, masks, rhs):
     eye = ops.eye(k, dtype="float32")
     outer = masks[:, :, None] * masks[:, None, :]
     a = outer * gramian[None] + (1.0 - masks)[:, :, None] * eye[None]  # identity off S
-    below = ops.cast(ops.arange(k)[None, :, None] >= ops.arange(k)[None, None, :], "float32")
-    valid = ops.ones((masks.shape[0],), "bool")
-    columns, pivots = [], []
-    for j in range(k):
-        v = a[:, :, j]
-        if j:
-            done = ops.stack(columns, axis=-1)  # (P, K, j): columns 0..j-1 of L
-            v = v - ops.einsum("pik,pk->pi", done, done[:, j, :])
-        pivot = v[:, j]
-        ok = pivot > REL_EPS * a[:, j, j]
-        valid = ops.logical_and(valid, ok)
-        root = ops.sqrt(ops.where(ok, pivot, ops.ones_like(pivot)))
-        columns.append(v / root[:, None] * below[:, :, j])
-        pivots.append(root)
-    y = []
-    for j in range(k):  # L y = rhs
-        r = rhs[:, j, :]
-        for i in range(j):
-            r = r - columns[i][:, j, None] * y[i]
-        y.append(r / pivots[j][:, None])
-    x = [None] * k
-    for j in reversed(range(k)):  # L^T x = y
-        r = y[j]
-        for i in range(j + 1, k):
-            r = r - columns[j][:, i, None] * x[i]
-        x[j] = r / pivots[j][:, None]
-    return ops.stack(x, axis=1), valid
+    diagonal = ops.sum(a * eye[None], axis=2)
+    start = (ops.concatenate([a, rhs], axis=2), ops.ones((masks.shape[0],), "bool"), diagonal)
+    systems, valid, _ = ops.fori_loop(0, k, _eliminate, start)
+    return systems[:, :, k:], valid
 
 
 def _candidates(gramian, a, s):
@@ -126,7 +125,7 @@ def cagrad_weights(gramian, c=0.5, rescale=0):
     the KKT conditions of F are ``G_SS w_S + theta a_S = rho 1`` with
     ``a = G 1 / K``, ``sum w_S = 1`` and ``theta = ||g_w|| / sqrt(phi)``,
     whose solutions ``w = w0 + theta w1`` (two solves with G_SS, a batched
-    Cholesky) make ``||g_w||^2 = theta^2 phi`` a quadratic in theta. Its two
+    elimination) make ``||g_w||^2 = theta^2 phi`` a quadratic in theta. Its two
     roots, and theta = 0, give at most three points per support, each
     projected onto the simplex. The optimum is one of them: it lies in the
     relative interior of a face spanned by affinely independent gradients

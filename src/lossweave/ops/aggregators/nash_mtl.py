@@ -53,6 +53,12 @@ def _newton_step(alpha, gramian):
     return ops.take(points, pick, axis=0)
 
 
+def _newton_body(i, carry):
+    """The loop body (module level: one function object, so eager JAX compiles it once per shape)."""
+    alpha, gramian = carry
+    return _newton_step(alpha, gramian), gramian
+
+
 def nash_mtl_solve(gramian, start=None, iterations=20):
     """The Nash bargaining weights ``alpha > 0`` with ``G alpha = 1 / alpha``, and whether it exists.
 
@@ -80,7 +86,15 @@ def nash_mtl_solve(gramian, start=None, iterations=20):
     scaled along its ray to the exact minimiser of f on that ray; the
     authors warm-start from their previous weights too. A test solves the
     paper's sequence of convex problems in float64 (scipy, a log-barrier
-    method per problem, started feasible) and finds the same weights.
+    method per problem, started feasible) and finds the same weights (to
+    1.6e-6 relative) on conflicting, aligned and duplicated gradients, K = 2
+    .. 6. The sequence solves a relaxation of the equations, though, and can
+    settle where a task's constraint is slack: on two conflicting gradients
+    of norms 12 and 0.15 it stops at ``alpha_2 (G alpha)_2 ~ 8.3``, a point
+    with a lower relaxed objective than the bargaining solution; this
+    returns the bargaining solution there (tested). The authors' code also
+    linearises at its ones start when some ``(G 1)_i < 0``, where ``log
+    (G alpha)_i`` is undefined; Newton needs no feasible start.
 
     Accuracy, measured in float32 over 1630 random solvable Gramians (K = 2
     .. 10, 3 to 200 parameters, conflicting, aligned, duplicated and
@@ -137,7 +151,7 @@ def nash_mtl_solve(gramian, start=None, iterations=20):
     curvature = ops.sum(alpha * ops.matmul(normalized, alpha))
     ray = ops.sqrt(k / ops.where(curvature > 0, curvature, ops.ones_like(curvature)))
     alpha = alpha * ops.where(curvature > 0, ray, ops.ones_like(ray))  # argmin of f on the ray
-    alpha = ops.fori_loop(0, int(iterations), lambda i, a: _newton_step(a, normalized), alpha)
+    alpha, _ = ops.fori_loop(0, int(iterations), _newton_body, (alpha, normalized))
     residual = ops.max(ops.abs(alpha * ops.matmul(normalized, alpha) - 1.0))
     solved = ops.logical_and(ops.logical_and(norm > 0, residual <= SOLVED), ops.all(alpha > 0))
     solved = ops.logical_and(solved, ops.all(ops.isfinite(alpha)))
