@@ -172,13 +172,41 @@ def test_mgda_two_terms_is_algorithm_1(case):
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("k", [3, 4, 6])
 def test_mgda_frank_wolfe_matches_algorithm_2(case, k):
-    # A short budget: the float32 and float64 trajectories stay together
-    # (late Frank-Wolfe steps choose between near-tied vertices).
+    # exact_max_k=2: Frank-Wolfe from K = 3. A short budget: the float32 and
+    # float64 trajectories stay together (late Frank-Wolfe steps choose
+    # between near-tied vertices).
     j = _jacobian(case, k)
-    w = to_numpy(agg.mgda_weights(j @ j.T, iterations=30))
+    w = to_numpy(agg.mgda_weights(j @ j.T, iterations=30, exact_max_k=2))
     ref = np_frank_wolfe(_gram(j), 30, 1e-5)
     np.testing.assert_allclose(_merge_duplicates(w, j), _merge_duplicates(ref, j), atol=1e-5)
-    np.testing.assert_allclose(to_numpy(agg.mgda(j, iterations=30)), w @ j, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(agg.mgda(j, iterations=30, exact_max_k=2)), w @ j, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", CASES + ("duplicated",))
+@pytest.mark.parametrize("k", [3, 4, 6])
+def test_mgda_exact_solver_is_the_minimum(case, k):
+    # 3 <= K <= 8: the faces of the simplex, exact up to float32.
+    if case == "duplicated":
+        j = _jacobian("conflicting", k)
+        j[-1] = j[0]
+    else:
+        j = _jacobian(case, k)
+    g = _gram(j)
+    best, ref = np_min_norm_exact(g)
+    w = to_numpy(agg.mgda_weights(j @ j.T)).astype("float64")
+    _assert_simplex(w)
+    d, d_ref = w @ j.astype("float64"), ref @ j.astype("float64")
+    scale = np.diag(g).max()
+    np.testing.assert_allclose(d, d_ref, atol=1e-5 * np.sqrt(scale))  # the min-norm point is unique
+    assert abs(d @ d - best) <= 1e-6 * scale
+    if case in ("conflicting", "aligned"):  # unique weights (linearly independent gradients)
+        np.testing.assert_allclose(w, ref, atol=1e-5)
+    if case == "duplicated":  # the two copies share their weight
+        assert abs(w[0] - w[-1]) <= 1e-6, w
+    # Agrees with Frank-Wolfe within its documented gap, and is closer to the minimum.
+    fw = to_numpy(agg.mgda_weights(j @ j.T, exact_max_k=2)).astype("float64")
+    assert d @ d <= fw @ g @ fw + 1e-6 * scale
+    assert fw @ g @ fw - best <= 2.8e-3 * scale
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -190,30 +218,42 @@ def test_mgda_solution_is_optimal_within_documented_gap(case, k):
     _assert_simplex(w)
     d = w @ j.astype("float64")
     scale = np.diag(g).max()
-    tol = (1e-6 if k == 2 else 3.2e-3) * scale
+    tol = 1e-6 * scale  # closed form (K = 2) and faces (K <= 8)
     # The optimality condition of Eq. 3: d . g_k >= ||d||^2 for every k.
     assert np.all(j.astype("float64") @ d >= d @ d - tol)
     assert d @ d <= np_min_norm_exact(g)[0] + tol
+    if k > 2:  # Frank-Wolfe, within its documented gap
+        w = to_numpy(agg.mgda_weights(j @ j.T, exact_max_k=2)).astype("float64")
+        d = w @ j.astype("float64")
+        assert np.all(j.astype("float64") @ d >= d @ d - 3.2e-3 * scale)
 
 
 @one_backend  # the solver is the same keras.ops code on every backend; jitted here for speed
 def test_mgda_documented_accuracy_on_random_gramians():
     import jax
 
-    solve = jax.jit(agg.mgda_weights)
+    exact = jax.jit(agg.mgda_weights)
+    frank_wolfe = jax.jit(lambda g: agg.mgda_weights(g, exact_max_k=2))
     rng = np.random.default_rng(1)
     for k in range(2, 9):
-        gaps, excess = [], []
+        gaps, excess, fw_gaps, fw_excess = [], [], [], []
         for params in (3, 10, 100) * 4:
             j = (rng.normal(size=(k, params)) * rng.uniform(0.1, 3.0, size=(k, 1))).astype("float32")
+            if params == 3 and k > 3:  # a duplicated and a zero row
+                j[1], j[2] = j[0], 0.0
             g = _gram(j)
-            w = np.asarray(solve(j @ j.T)).astype("float64")
-            _assert_simplex(w)
-            gaps.append(_optimality_gap(w, g))
-            excess.append((w @ g @ w - np_min_norm_exact(g)[0]) / np.diag(g).max())
-        # The docstring's numbers: 1e-7 for K = 2, <= 3.1e-3 for K = 3..8.
-        assert max(gaps) <= (1e-7 if k == 2 else 3.1e-3), (k, max(gaps))
-        assert max(excess) <= (1e-7 if k == 2 else 2.8e-3), (k, max(excess))
+            best = np_min_norm_exact(g)[0]
+            for solve, gap, more in ((exact, gaps, excess), (frank_wolfe, fw_gaps, fw_excess)):
+                w = np.asarray(solve(j @ j.T)).astype("float64")
+                _assert_simplex(w)
+                gap.append(_optimality_gap(w, g))
+                more.append((w @ g @ w - best) / np.diag(g).max())
+        # The docstring's numbers: 1e-7 for K = 2 (closed form), 3e-7 (gap) and
+        # 2e-7 (excess) for K = 3..8 (faces); Frank-Wolfe <= 3.1e-3, 2.8e-3.
+        assert max(gaps) <= (1e-7 if k == 2 else 3e-7), (k, max(gaps))
+        assert max(excess) <= (1e-7 if k == 2 else 2e-7), (k, max(excess))
+        assert max(fw_gaps) <= (1e-7 if k == 2 else 3.1e-3), (k, max(fw_gaps))
+        assert max(fw_excess) <= (1e-7 if k == 2 else 2.8e-3), (k, max(fw_excess))
 
 
 @pytest.mark.parametrize("k", [3, 4, 5])
@@ -251,11 +291,13 @@ def test_mgda_normalizations_solve_on_normalized_gramian(normalization, k):
         to_numpy(agg.gradient_normalizers(j @ j.T, losses, normalization)), n, rtol=1e-5
     )
     gn = g / np.outer(n, n)
-    ref = np_frank_wolfe(gn, 30, 1e-5) if k > 2 else np_min_norm_exact(gn)[1]
-    w = to_numpy(agg.mgda_weights(j @ j.T, losses, normalization, iterations=30))
+    ref = np_min_norm_exact(gn)[1]  # closed form (K = 2) and faces (K = 3): exact
+    w = to_numpy(agg.mgda_weights(j @ j.T, losses, normalization))
     np.testing.assert_allclose(w, ref, atol=1e-5)
+    fw = to_numpy(agg.mgda_weights(j @ j.T, losses, normalization, iterations=30, exact_max_k=2))
+    np.testing.assert_allclose(fw, np_frank_wolfe(gn, 30, 1e-5) if k > 2 else ref, atol=1e-5)
     # The authors apply the weights to the unnormalised losses: update = w @ J.
-    update = to_numpy(agg.mgda(j, losses, normalization, iterations=30))
+    update = to_numpy(agg.mgda(j, losses, normalization))
     np.testing.assert_allclose(update, w @ j, atol=1e-5)
     if k == 2:  # w / n applied to the raw gradients is the normalised problem's min-norm point
         d = (w / n) @ j.astype("float64")
@@ -274,7 +316,7 @@ def test_mgda_iteration_budget_and_tolerance():
     j = _jacobian("conflicting", 4)
     g = _gram(j)
     for iterations, tolerance in [(0, 1e-5), (1, 1e-5), (7, 0.0), (250, 1e-2)]:
-        w = to_numpy(agg.mgda_weights(j @ j.T, iterations=iterations, tolerance=tolerance))
+        w = to_numpy(agg.mgda_weights(j @ j.T, iterations=iterations, tolerance=tolerance, exact_max_k=2))
         np.testing.assert_allclose(w, np_frank_wolfe(g, iterations, tolerance), atol=1e-5)
 
 
@@ -398,6 +440,7 @@ def test_finite_under_tf_function_xla():
         (lambda: agg.mgda_weights(np.eye(2), normalization="loss"), "received losses=None"),
         (lambda: agg.mgda_weights(np.eye(2), np.ones(3), "loss"), r"shape \(2,\)"),
         (lambda: agg.mgda_weights(np.eye(3), iterations=-1), "iterations >= 0"),
+        (lambda: agg.mgda_weights(np.eye(3), exact_max_k=13), r"exact_max_k=13; expected an integer in \[2, 12\]"),
         (lambda: agg.pcgrad_weights(np.eye(3)), "expected exactly one"),
         (lambda: agg.pcgrad_weights(np.eye(3), seed=1, order=[[1, 2], [0, 2], [0, 1]]), "expected exactly one"),
         (lambda: agg.pcgrad_weights(np.eye(3), order=[[1, 2], [0, 2]]), "expected K = 3 rows"),
