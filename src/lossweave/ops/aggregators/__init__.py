@@ -19,6 +19,10 @@ aggregator       weights                                       paper
 ``mean``         ``1 / K``                                     (equal weighting)
 ``total``        ``1``                                         (the plain sum of the losses)
 ``mgda``         min-norm point of the gradients' convex hull  Sener & Koltun, NeurIPS 2018
+                 (exact over the simplex faces for K <= 8)
+``upgrad``       mean of each gradient's projection onto the   Quinton & Rey, arXiv 2024
+                 dual cone of all of them (exact small QPs)
+``dualproj``     the mean projected onto that dual cone        Quinton & Rey, arXiv 2024
 ``pcgrad``       sum of the conflict-projected gradients       Yu et al., NeurIPS 2020
 ``cagrad``       best worst-case improvement in a ball around  Liu et al., NeurIPS 2021
                  the mean gradient (exact dual solve)
@@ -58,6 +62,7 @@ from lossweave.ops.aggregators.basic import mean, mean_weights, total, total_wei
 from lossweave.ops.aggregators.cagrad import cagrad, cagrad_weights
 from lossweave.ops.aggregators.conflict_free import CONFIG_LENGTHS, config, config_weights
 from lossweave.ops.aggregators.dbmtl import dbmtl
+from lossweave.ops.aggregators.dual_cone import dual_cone_gramian, dualproj, dualproj_weights, upgrad, upgrad_weights
 from lossweave.ops.aggregators.graddrop import graddrop, sign_purity
 from lossweave.ops.aggregators.gradvac import gradvac, gradvac_weights
 from lossweave.ops.aggregators.imtl import imtl_g, imtl_g_weights
@@ -78,6 +83,9 @@ __all__ = [
     "config",
     "config_weights",
     "dbmtl",
+    "dual_cone_gramian",
+    "dualproj",
+    "dualproj_weights",
     "graddrop",
     "gradvac",
     "gradvac_weights",
@@ -98,4 +106,6 @@ __all__ = [
     "sign_purity",
     "total",
     "total_weights",
+    "upgrad",
+    "upgrad_weights",
 ]
