@@ -3,7 +3,7 @@
 Loss-level strategies (``Fixed``, ``Convex``, ``Uncertainty``, ``DWA``, ``RLW``,
 ``GLS``, ``FAMO``) weight the losses; gradient-level ones (``Sum``, ``Mean``,
 ``MGDA``, ``PCGrad``, ``IMTLG``, ``AlignedMTL``, ``ConFIG``, ``CAGrad``,
-``NashMTL``) combine the term gradients inside the train step; ``GradVac``,
+``NashMTL``, ``UPGrad``, ``DualProj``) combine the term gradients inside the train step; ``GradVac``,
 ``GradDrop``, ``MoCo``, ``DBMTL`` and ``GradNorm`` use the term gradients
 themselves (per-layer targets, elementwise masks, running averages, last-layer
 norms).
@@ -13,6 +13,7 @@ from lossweave.weighting.balanced_gradients import IMTLG, AlignedMTL, ConFIG
 from lossweave.weighting.base import Weighting
 from lossweave.weighting.cagrad import CAGrad
 from lossweave.weighting.convex import Clip, Convex
+from lossweave.weighting.dual_cone import DualProj, UPGrad
 from lossweave.weighting.dwa import DWA
 from lossweave.weighting.famo import FAMO
 from lossweave.weighting.fixed import Fixed
@@ -34,6 +35,7 @@ __all__ = [
     "Convex",
     "DBMTL",
     "DWA",
+    "DualProj",
     "FAMO",
     "Fixed",
     "GLS",
@@ -49,6 +51,7 @@ __all__ = [
     "PCGrad",
     "RLW",
     "Sum",
+    "UPGrad",
     "Uncertainty",
     "Weighting",
 ]
