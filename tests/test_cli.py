@@ -183,7 +183,7 @@ def _bad(argv, capsys):
         (["train", "--model", "resnet"],
          "--model: unknown model 'resnet'; choose from: mlp, lenet, or a .keras file."),
         (["train", "--loss", "hinge"], "--loss: unknown loss 'hinge'; choose from: softmax, normface,"),
-        (["train", "--weighting", "cagrad"], "--weighting: unknown weighting 'cagrad'; choose from: fixed,"),
+        (["train", "--weighting", "uniform"], "--weighting: unknown weighting 'uniform'; choose from: fixed,"),
         (["train", "--scale", "0"], "--scale: expected a number > 0.0"),
         (["train", "--combined-margins", "1,0.3"], "--combined-margins: expected three numbers"),
         (["train", "--sub-centers", "0"], "--sub-centers: expected an integer >= 1"),

@@ -148,6 +148,7 @@ def test_every_weighting_is_reachable(weighting):
     assert list(objective.terms) == ["softmax", "center"]
     expected = {"fixed": "Fixed", "convex": "Convex", "uncertainty": "Uncertainty", "dwa": "DWA",
                 "rlw": "RLW", "gls": "GLS", "famo": "FAMO", "mgda": "MGDA", "pcgrad": "PCGrad",
+                "cagrad": "CAGrad", "nashmtl": "NashMTL",
                 "gradient-mean": "Mean", "gradient-sum": "Sum", "imtlg": "IMTLG", "aligned-mtl": "AlignedMTL",
                 "config": "ConFIG", "gradvac": "GradVac", "graddrop": "GradDrop", "moco": "MoCo",
                 "db-mtl": "DBMTL", "gradnorm": "GradNorm"}[weighting]

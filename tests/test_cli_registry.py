@@ -86,16 +86,16 @@ def test_help_lists_every_name_with_its_help(command, capsys):
 @one_backend
 def test_unknown_weighting_is_a_usage_error_naming_the_choices(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    line = _bad(["--weighting", "cagrad"], capsys)
-    assert "--weighting: unknown weighting 'cagrad'; choose from: " + ", ".join(registry.WEIGHTINGS) in line
-    (tmp_path / "c.toml").write_text('weighting = "cagrad"\n')
-    assert "c.toml: weighting: unknown weighting 'cagrad'" in _bad(["--config", "c.toml"], capsys)
+    line = _bad(["--weighting", "uniform"], capsys)
+    assert "--weighting: unknown weighting 'uniform'; choose from: " + ", ".join(registry.WEIGHTINGS) in line
+    (tmp_path / "c.toml").write_text('weighting = "uniform"\n')
+    assert "c.toml: weighting: unknown weighting 'uniform'" in _bad(["--config", "c.toml"], capsys)
     line = _bad(["--mining", "hardest"], capsys)
     assert "--mining: unknown mining 'hardest'; choose from: semi-hard, batch-hard, batch-all." in line
     line = _bad(["--loss", "hinge"], capsys)
     assert line.endswith("choose from: " + ", ".join(registry.LOSSES) + ".")
-    with pytest.raises(ValueError, match="unknown weighting 'cagrad'; choose from: fixed,"):
-        registry.build_weighting("cagrad", ["softmax"], 0.0, 1)  # never a silent FAMO
+    with pytest.raises(ValueError, match="unknown weighting 'uniform'; choose from: fixed,"):
+        registry.build_weighting("uniform", ["softmax"], 0.0, 1)  # never a silent FAMO
 
 
 @one_backend

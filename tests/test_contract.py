@@ -54,6 +54,8 @@ WEIGHTINGS = {
     # Gradient-level strategies (lossweave.trainer's own step), non-default arguments.
     "mgda": lambda: lw.weighting.MGDA(normalization="loss+", iterations=20),
     "pcgrad": lambda: lw.weighting.PCGrad(seed=4),
+    "cagrad": lambda: lw.weighting.CAGrad(c=0.3, rescale=1),
+    "nash_mtl": lambda: lw.weighting.NashMTL(update_weights_every=2, max_norm=2.0, iterations=10),
     "gradient_mean": lambda: lw.weighting.Mean(),
     "imtlg": lambda: lw.weighting.IMTLG(),
     "aligned_mtl": lambda: lw.weighting.AlignedMTL(scale_mode="median", preference={"term": 2.0}),

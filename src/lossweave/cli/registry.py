@@ -139,6 +139,10 @@ WEIGHTINGS = {
                            "gradient"),
     "pcgrad": WeightingEntry(_plain("PCGrad", seed=0), "gradient level: project off conflicting gradients (Yu et al.)",
                              "gradient"),
+    "cagrad": WeightingEntry(_plain("CAGrad"), "gradient level: best worst-term improvement near the mean "
+                             "gradient (Liu et al.)", "gradient"),
+    "nashmtl": WeightingEntry(_plain("NashMTL"), "gradient level: Nash bargaining weights, G w = 1/w "
+                              "(Navon et al.)", "gradient"),
     "imtlg": WeightingEntry(_plain("IMTLG"), "gradient level: equal projections on the unit gradients "
                             "(IMTL-G, Liu et al.)", "gradient"),
     "aligned-mtl": WeightingEntry(_plain("AlignedMTL"), "gradient level: gradients aligned to condition number 1 "
