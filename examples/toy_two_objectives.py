@@ -1,8 +1,8 @@
 """The two-objective toy of the CAGrad paper: every weighting strategy's trajectories, one panel each.
 
 The problem (Liu, Liu, Jin, Stone & Liu, "Conflict-Averse Gradient Descent
-for Multi-task Learning", NeurIPS 2021, Sec. 5.1 and Fig. 1; the authors'
-``toy.py``), on a point ``x = (x1, x2)``, with ``LOWER = 5e-6``::
+for Multi-task Learning", NeurIPS 2021, Fig. 1; the authors' ``toy.py``),
+on a point ``x = (x1, x2)``, with ``LOWER = 5e-6``::
 
     c1 = max(tanh(0.5 x2), 0),  c2 = max(tanh(-0.5 x2), 0)
     f1 = c1 [log(max(|0.5 (-x1 - 7) - tanh(-x2)|, LOWER)) + 6]
@@ -16,10 +16,10 @@ Its Pareto front is drawn, as the papers draw it, as the segment
 gradient descent on the mean loss (the "conflicting, dominated gradient" case
 of the paper).
 
-What it runs: every strategy of ``lossweave.weighting`` that the papers'
-figures compare (those not in this version of the library are listed and
-skipped), each through the library's real train step, ``Objective.fit``: a
-``keras.Model`` whose one layer holds ``x`` (initialised at the start) and
+What it runs: every gradient-level strategy of ``lossweave.weighting``, linear
+scalarisation (``Fixed``, loss level) and FAMO (those not in this version of
+the library are listed and skipped), each through the library's real train
+step, ``Objective.fit``: a ``keras.Model`` whose one layer holds ``x`` (initialised at the start) and
 outputs ``f1`` and ``f2``, two terms, ``keras.optimizers.Adam(1e-3)``, on a
 dummy one-row dataset (one step = one Adam step). Stateful strategies (the
 Nash-MTL weights kept between updates, GradVac's EMA, MoCo's tracked
@@ -29,9 +29,9 @@ state and Adam's moments restored) without recompiling.
 
 * the horizon: 100,000 steps (the CAGrad authors' ``toy.py``) from the starts
   ``(-8.5, 7.5), (-8.5, -5), (9, 9)``; ``--scaled``: Nash-MTL's variant (Navon
-  et al., "Multi-Task Learning as a Bargaining Game", ICML 2022, Sec. 6.1,
-  their ``experiments/toy``; also FAMO's), ``f1 x 0.1``, 35,000 steps from
-  ``(-8.5, 7.5), (0, 0), (9, 9), (-7.5, -0.5), (9, -1)``;
+  et al., "Multi-Task Learning as a Bargaining Game", ICML 2022, Fig. 1 and
+  Appendix B, their ``experiments/toy``; also FAMO's), ``f1 x 0.1``, 35,000
+  steps from ``(-8.5, 7.5), (0, 0), (9, 9), (-7.5, -0.5), (9, -1)``;
 * the terms hand the strategies ``f_k - lower_k`` with ``lower = -21 s_k``
   (``s_k`` the variant's scale of ``f_k``): the FAMO authors' toy sets these
   lower bounds (``set_min_losses([-21 * scale, -21])``). The shift changes no
@@ -40,7 +40,7 @@ state and Adam's moments restored) without recompiling.
   GradNorm's loss ratios) get the positive losses they are defined on;
 * strategy settings: the papers' defaults, except CAGrad ``c = 0.5`` (its toy),
   FAMO ``gamma = 0`` (its toy's ``run.sh``: "a very small gamma as the
-  objective is not changing"), PCGrad and GradDrop seeded; GradDrop in
+  objective is not changing"), PCGrad, GradVac and GradDrop seeded; GradDrop in
   representation mode (its paper's form) on the position output: here the
   representation is ``x`` itself, so it drops gradient signs of ``x``;
 * "reached the front": within ``TOLERANCE = 0.1`` of it (``|x2 + 8.3552| <=
@@ -52,7 +52,7 @@ state and Adam's moments restored) without recompiling.
 * the output: a table (method, start, end point, front reached, ``x2 -
   x2*(x1)``: how far above the exact Pareto set the end point is, final
   ``f1``, ``f2``, seconds), ``--out`` the figure (contours of the mean loss, the
-  front, the trajectories coloured from dark (start) to light (end), one
+  front, the trajectories coloured from red (start) to yellow (end), one
   panel per method) and ``--json`` the numbers and trajectories.
 
 Run it with any backend (one step is ~0.1 ms on JAX, ~0.5 ms on TensorFlow,
