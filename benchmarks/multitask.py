@@ -306,7 +306,7 @@ def quality(case, quick=False, only=None, log=_print):
     seeds = SEEDS[:1] if quick else SEEDS
     tasks = tuple(CASES[case])
     names = strategies(only)
-    results = {"case": case, "epochs": epochs, "seeds": list(seeds), "batch": BATCH, "n_train": len(data[0][0]),
+    results = {"case": case, "backend": backend(), "epochs": epochs, "seeds": list(seeds), "batch": BATCH, "n_train": len(data[0][0]),
                "n_test": len(x_test), "runs": {}, "initial_losses": [], "seconds": {}}
     inits = {seed: build_model(case, seed) for seed in seeds}
     for seed in seeds:
@@ -344,6 +344,17 @@ def summarize(results, names):
     for name, runs in results["runs"].items():
         summary[name] = {t: _mean_std([r["metrics"][t] for r in runs]) for t in tasks}
         summary[name]["delta_m"] = _mean_std([r["delta_m"] for r in runs])
+    # Mean rank (Navon et al., "Multi-Task Learning as a Bargaining Game", ICML 2022, Sec. 6): each
+    # strategy's rank per task among the strategies (1 = best mean), averaged over the tasks. Delta_m%
+    # averages relative changes, so one task with a tiny baseline (ink's MAE ~0.02) can dominate it.
+    ranked = [n for n in summary if n != "single-task"]
+    for t in tasks:
+        sign = -1.0 if CASES[results["case"]][t].higher_is_better else 1.0
+        order = sorted(ranked, key=lambda n: sign * summary[n][t][0] if math.isfinite(summary[n][t][0]) else math.inf)
+        for position, n in enumerate(order, start=1):
+            summary[n].setdefault("ranks", []).append(position)
+    for n in ranked:
+        summary[n]["mean_rank"] = float(np.mean(summary[n].pop("ranks")))
     results["summary"] = summary
     results["targets"] = quality_targets(results["case"], summary, names)
     return results
@@ -364,6 +375,7 @@ def merge(parts):
         if not found:
             continue
         first = found[0]
+        first.setdefault("backend", parts[0]["backend"])
         for q in found[1:]:
             same = all(np.allclose([r["metrics"][t] for r in q["runs"]["single-task"]],
                                    [r["metrics"][t] for r in first["runs"]["single-task"]], rtol=1e-5)
@@ -462,7 +474,7 @@ def markdown_quality(q):
     case, tasks = q["case"], list(CASES[q["case"]])
     arrow = lambda t: "up" if CASES[case][t].higher_is_better else "down"
     lines = [
-        f"Multi-task quality, case `{case}` ({backend()}): digits, train {q['n_train']} / test {q['n_test']}, "
+        f"Multi-task quality, case `{case}` ({q.get('backend', backend())}): digits, train {q['n_train']} / test {q['n_test']}, "
         f"MLP 64-64-64 + {len(tasks)} heads, Adam 1e-3, batch {q['batch']}, {q['epochs']} epochs, "
         f"seeds {q['seeds']}; mean +- std over seeds",
         "",
@@ -471,14 +483,15 @@ def markdown_quality(q):
                     for s, d in zip(q["seeds"], q["initial_losses"])),
         "",
         "| strategy | level | " + " | ".join(f"{t} {CASES[case][t].metric} ({arrow(t)})" for t in tasks)
-        + " | Delta_m% (up) |",
-        "|:---|:---|" + "---:|" * (len(tasks) + 1),
+        + " | Delta_m% (up) | mean rank (down) |",
+        "|:---|:---|" + "---:|" * (len(tasks) + 2),
     ]
     for name, s in q["summary"].items():
         level = "" if name == "single-task" else ("gradient" if name in gradient_level() else "loss")
         cells = [_pm(s[t], 4 if CASES[case][t].metric == "accuracy" else 3) for t in tasks]
+        rank = f"{s['mean_rank']:.1f}" if "mean_rank" in s else ""
         lines.append(f"| {name} | {level} | " + " | ".join(cells) + f" | {s['delta_m'][0]:+.2f} +- "
-                     f"{s['delta_m'][1]:.2f} |")
+                     f"{s['delta_m'][1]:.2f} | {rank} |")
     return "\n".join(lines)
 
 
