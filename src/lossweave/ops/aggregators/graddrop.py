@@ -59,7 +59,9 @@ def graddrop(rows, seed=None, uniforms=None, leak=0.0, batched=False, activation
     ``sgn(A)``-weighted batch sum is the sign of the gradient of a weight
     that reads ``A``; with ``batched=False`` (gradients of the shared
     variables themselves) ``G_k = grad_k``, that sign itself, as in
-    torchjd's ``GradDrop`` over a Jacobian.
+    torchjd's ``GradDrop`` over a Jacobian. Elementwise, no loop over
+    elements or budget; given the draws ``U`` it is exact (matches an
+    element-by-element float64 reference to 1e-5 relative).
 
     Args:
         rows: one float ``(K, *shape)`` tensor per entry (``(K, batch,

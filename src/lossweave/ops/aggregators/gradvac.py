@@ -96,7 +96,11 @@ def gradvac_weights(targets, gramians, beta=0.5, seed=None, order=None):
     Each ``g_i^PC`` stays a combination ``sum_m C_im g_m`` of the originals,
     so only Gramian entries are needed (``||g_i^PC||^2 = (C G C^T)_ii``,
     ``g_i^PC . g_j = (C G)_ij``); the weights are the column sums of ``C``.
-    The loop over the others is unrolled over the static K. A zero ``g_j``
+    The K - 1 rounds over the others are an unrolled Python loop over the
+    static K (each round moves every task at once; K is small and known when
+    the step is traced, so no ``fori_loop`` is needed). There is no iteration
+    budget: the rule is exact, and matches a float64 reference to 1e-5
+    relative (``tests/test_aggregators_rows.py``, K = 2..6). A zero ``g_j``
     (``||g_j||^2 <= 1e-12 max_k ||g_k||^2``) and a zero ``g_i^PC`` have
     cosine 0 and ``g_j`` is never added when zero; a target within 1e-6 of
     +-1 (``1 - phi_hat^2 <= 1e-6``) is not pursued (Eq. 2 would divide by 0).
