@@ -20,7 +20,7 @@ from conftest import BACKEND, to_numpy
 from lossweave.ops import aggregators as agg
 
 CASES = ("conflicting", "aligned", "one_zero", "duplicated", "rank_deficient")
-# Measured over K = 2..8, c in {0.2, 0.5, 0.9} and these cases: <= 4e-6 of max |J| (the docstring).
+# Measured over K = 2..8, c in {0.2, 0.5, 0.9} and these cases: <= 5e-6 of max |J| (the docstring).
 ATOL = 1e-5
 
 
@@ -166,7 +166,7 @@ def test_low_precision_jacobian_gives_float32(dtype):
     np.testing.assert_allclose(to_numpy(got), to_numpy(agg.cagrad(keras.ops.cast(j, "float32"))), atol=1e-6)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(
     k=st.sampled_from([2, 3, 4]),
     seed=st.integers(0, 2**31 - 1),

@@ -82,7 +82,9 @@ class NashMTL(GradientWeighting):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {"update_weights_every": self.update_weights_every, "max_norm": self.max_norm, "iterations": self.iterations}
-        )
+        config.update({
+            "update_weights_every": self.update_weights_every,
+            "max_norm": self.max_norm,
+            "iterations": self.iterations,
+        })
         return config
