@@ -22,7 +22,7 @@ rejects it.
 Above ``EXACT_MAX_K`` the ``2^K`` systems cost more than they save (256
 systems at K = 8, 1024 at K = 10; timings in ``upgrad_weights``), and
 ``lower_bounded_qp`` runs Lawson & Hanson's active-set method instead
-(``_lower_bounded_active_set``): exact when it stops, at most 1.4 K
+(``_lower_bounded_active_set``): exact when it stops, at most 1.8 K
 iterations measured, under a budget of ``3 K``. ``simplex_qp`` has no
 fallback (MGDA keeps Frank-Wolfe above the threshold). Projected
 Gauss-Seidel, the obvious fixed-sweep alternative, was measured and
