@@ -217,6 +217,8 @@ def test_tiny_or_zero_gradients_give_the_preference():
     for g in (np.zeros((3, 3), "float32"), 1e-6 * np.eye(3, dtype="float32")):
         np.testing.assert_allclose(to_numpy(agg.upgrad_weights(g)), np.full(3, 1 / 3), atol=1e-7)
         np.testing.assert_allclose(to_numpy(agg.dualproj_weights(g, pref=[1.0, 2.0, 0.0])), [1.0, 2.0, 0.0], atol=1e-6)
+    # norm_eps = 0: zero gradients still give p, not 0 / 0.
+    np.testing.assert_allclose(to_numpy(agg.upgrad_weights(np.zeros((2, 2)), norm_eps=0.0)), [0.5, 0.5], atol=1e-7)
     # With norm_eps = 0 the same tiny conflicting gradients are projected.
     j = 1e-4 * _jacobian("conflicting", 3)
     w = to_numpy(agg.upgrad_weights(j @ j.T, norm_eps=0.0)).astype("float64")

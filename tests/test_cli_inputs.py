@@ -151,7 +151,7 @@ def test_every_weighting_is_reachable(weighting):
                 "cagrad": "CAGrad", "nashmtl": "NashMTL",
                 "gradient-mean": "Mean", "gradient-sum": "Sum", "imtlg": "IMTLG", "aligned-mtl": "AlignedMTL",
                 "config": "ConFIG", "gradvac": "GradVac", "graddrop": "GradDrop", "moco": "MoCo",
-                "db-mtl": "DBMTL", "gradnorm": "GradNorm"}[weighting]
+                "db-mtl": "DBMTL", "gradnorm": "GradNorm", "upgrad": "UPGrad", "dualproj": "DualProj"}[weighting]
     assert type(objective.weighting) is getattr(lw.weighting, expected)
 
 

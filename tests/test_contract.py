@@ -57,6 +57,8 @@ WEIGHTINGS = {
     "cagrad": lambda: lw.weighting.CAGrad(c=0.3, rescale=1),
     "nash_mtl": lambda: lw.weighting.NashMTL(update_weights_every=2, max_norm=2.0, iterations=10),
     "gradient_mean": lambda: lw.weighting.Mean(),
+    "upgrad": lambda: lw.weighting.UPGrad(preference={"term": 2.0}, norm_eps=1e-6, reg_eps=1e-3),
+    "dualproj": lambda: lw.weighting.DualProj(preference={"term": 0.5}, norm_eps=0.0, reg_eps=2e-4),
     "imtlg": lambda: lw.weighting.IMTLG(),
     "aligned_mtl": lambda: lw.weighting.AlignedMTL(scale_mode="median", preference={"term": 2.0}),
     "config": lambda: lw.weighting.ConFIG(preference={"term": 0.5}, length="harmonic"),

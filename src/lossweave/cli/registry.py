@@ -159,6 +159,10 @@ WEIGHTINGS = {
                              "(dual balancing, Lin et al.)", "gradient"),
     "gradnorm": WeightingEntry(_plain("GradNorm"), "gradient level: weights learned from the last shared "
                                "layer's gradient norms (Chen et al.)", "gradient"),
+    "upgrad": WeightingEntry(_plain("UPGrad"), "gradient level: mean of the gradients' projections onto their "
+                             "dual cone (Quinton & Rey)", "gradient"),
+    "dualproj": WeightingEntry(_plain("DualProj"), "gradient level: mean gradient projected onto the dual cone "
+                               "(Quinton & Rey)", "gradient"),
     "gradient-mean": WeightingEntry(_plain("Mean"), "gradient level: mean of the term gradients", "gradient"),
     "gradient-sum": WeightingEntry(_plain("Sum"), "gradient level: sum of the term gradients", "gradient"),
 }

@@ -70,7 +70,7 @@ def dual_cone_gramian(gramian, norm_eps=1e-4, reg_eps=1e-4):
     _check_eps("dual_cone_gramian", norm_eps, reg_eps)
     k = gramian.shape[0]
     trace = ops.sum(ops.diagonal(gramian))
-    usable = trace >= norm_eps
+    usable = ops.logical_and(trace >= norm_eps, trace > 0)  # norm_eps = 0: no 0 / 0
     normalised = ops.where(usable, gramian / ops.where(usable, trace, ops.ones_like(trace)), ops.zeros_like(gramian))
     return normalised + reg_eps * ops.eye(k)
 
