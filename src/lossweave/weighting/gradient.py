@@ -120,7 +120,8 @@ class MGDA(GradientWeighting):
 
     Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization",
     NeurIPS 2018: the weights solve Eq. 3, ``min_w ||sum_k w_k g_k||^2`` over
-    the simplex (closed form for two terms, Algorithm 1; Frank-Wolfe for more,
+    the simplex (closed form for two terms, Algorithm 1; exactly over the
+    simplex's faces for 3 to 8 terms, one batched solve; Frank-Wolfe for more,
     Algorithm 2), after the gradient normalisation of the authors' code. The
     update ``d`` is a common descent direction: ``d . g_k >= ||d||^2`` for
     every k (0 at a Pareto-stationary point). With ``representation=`` on the
@@ -131,7 +132,8 @@ class MGDA(GradientWeighting):
     Args:
         normalization: ``"none"``, ``"l2"``, ``"loss"`` or ``"loss+"`` (the
             authors' ``gradient_normalizers``).
-        iterations: Frank-Wolfe iterations (fixed budget inside the compiled step).
+        iterations: Frank-Wolfe iterations (fixed budget inside the compiled
+            step), used above 8 terms only.
 
     Example:
         >>> import numpy as np
