@@ -122,19 +122,16 @@ def test_weights_match_the_papers_convex_problems(case, k):
     g = j.astype("float64") @ j.T.astype("float64")
     expected = np_nash_ccp(g)
     assert expected is not None
-    alpha, solved = agg.nash_mtl_solve(j @ j.T)
-    alpha = to_numpy(alpha).astype("float64")
-    assert bool(to_numpy(solved))
-    assert keras.backend.standardize_dtype(agg.nash_mtl_solve(j @ j.T)[0].dtype) == "float32"
+    result, solved = agg.nash_mtl_solve(j @ j.T)
+    assert keras.backend.standardize_dtype(result.dtype) == "float32" and bool(to_numpy(solved))
+    alpha = to_numpy(result).astype("float64")
     assert np.abs(alpha - expected).max() <= RTOL * expected.max(), (alpha, expected)
     # The bargaining equations themselves: alpha_i g_i . d = 1 for d = alpha @ J.
     np.testing.assert_allclose(alpha * (g @ alpha), 1.0, atol=2e-4)
     if case == "duplicated":  # equal gradients, equal weights
         assert alpha[0] == pytest.approx(alpha[-1], rel=1e-4)
-    for max_norm in (1.0, 0.3, 0.0):
-        got = to_numpy(agg.nash_mtl_weights(j @ j.T, max_norm=max_norm))
-        reference = np_clip(g, expected, max_norm) if max_norm else expected
-        np.testing.assert_allclose(got, reference, rtol=2 * RTOL, atol=0)
+    got = to_numpy(agg.nash_mtl_weights(j @ j.T, max_norm=0.3))
+    np.testing.assert_allclose(got, np_clip(g, expected, 0.3), rtol=2 * RTOL, atol=0)
     update = to_numpy(agg.nash_mtl(j)).astype("float64")
     np.testing.assert_allclose(update, np_clip(g, expected, 1.0) @ j, atol=1e-4 * np.abs(j).max())
     assert np.linalg.norm(update) == pytest.approx(1.0, rel=1e-4)  # ||alpha @ J|| = sqrt(K) > 1: clipped

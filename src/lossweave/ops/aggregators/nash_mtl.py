@@ -102,7 +102,9 @@ def nash_mtl_solve(gramian, start=None, iterations=20):
     convex combination of the gradients: a Pareto-stationary point), where
     f is unbounded below and the authors' convex problems are infeasible.
     This minimises f by damped Newton (``_newton_step``: a K x K solve per
-    step, inside the compiled step) with a fixed budget, from ``start``
+    step, inside the compiled step) with a fixed budget (an ``ops.fori_loop``:
+    one compiled step body whatever the budget; the K x K elimination in it
+    is unrolled over the static, small K), from ``start``
     scaled along its ray to the exact minimiser of f on that ray; the
     authors warm-start from their previous weights too. A test solves the
     paper's sequence of convex problems in float64 (scipy, a log-barrier
