@@ -64,19 +64,18 @@ class NashMTL(GradientWeighting):
         )
         super().setup(term_names)
 
-    def _solve(self, gramian, previous):
-        alpha, _ = aggregators.nash_mtl_solve(gramian, start=previous, iterations=self.iterations)
-        return alpha
-
     def aggregate(self, gramian, losses, step, training):
         alpha = ops.convert_to_tensor(self.alpha)
         if training:
             if self.update_weights_every == 1:
-                alpha = self._solve(gramian, alpha)
+                alpha, _ = aggregators.nash_mtl_solve(gramian, start=alpha, iterations=self.iterations)
             else:
+                # Between updates the Newton budget is 0, so no step is paid for; not an
+                # ops.cond, which TensorFlow fails to run when the Gramian is a constant.
                 due = ops.equal(ops.mod(ops.cast(step, "int32"), self.update_weights_every), 0)
-                previous = alpha
-                alpha = ops.cond(due, lambda: self._solve(gramian, previous), lambda: previous)
+                budget = ops.where(due, self.iterations, 0)
+                solved, _ = aggregators.nash_mtl_solve(gramian, start=alpha, iterations=budget)
+                alpha = ops.where(due, solved, alpha)
             self.alpha.assign(alpha)
         return aggregators.clip_to_max_norm(gramian, alpha, self.max_norm)
 

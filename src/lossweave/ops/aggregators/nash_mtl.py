@@ -140,7 +140,9 @@ def nash_mtl_solve(gramian, start=None, iterations=20):
         start: ``(K,)`` positive weights to warm-start from and to fall back
             to (the previous step's); ``None``: ones (the authors' initial
             weights).
-        iterations: Newton steps (a fixed budget; 20 by default).
+        iterations: Newton steps (a fixed budget; 20 by default): an int, or
+            an int32 scalar tensor computed in the step (0 where a strategy
+            keeps its weights, which costs no Newton step).
 
     Returns:
         ``(alpha, solved)``: ``(K,)`` float32 weights and a bool scalar.
@@ -150,11 +152,15 @@ def nash_mtl_solve(gramian, start=None, iterations=20):
         >>> [round(float(v), 4) for v in alpha], bool(solved)           # alpha_i = 1 / ||g_i||
         ([0.5, 1.0], True)
     """
-    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
+    if ops.is_tensor(iterations):  # a budget chosen inside the compiled step
+        iterations = ops.cast(iterations, "int32")
+    elif isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
         raise ValueError(
             f"NashMTL: received iterations={iterations!r}; expected an integer >= 0, the number "
             f"of Newton steps (20 by default)."
         )
+    else:
+        iterations = int(iterations)
     gramian = ops.stop_gradient(as_gramian(gramian, "nash_mtl_solve"))
     k = gramian.shape[0]
     if start is None:
@@ -175,7 +181,7 @@ def nash_mtl_solve(gramian, start=None, iterations=20):
     curvature = ops.sum(alpha * ops.matmul(normalized, alpha))
     ray = ops.sqrt(k / ops.where(curvature > 0, curvature, ops.ones_like(curvature)))
     alpha = alpha * ops.where(curvature > 0, ray, ops.ones_like(ray))  # argmin of f on the ray
-    alpha, _ = ops.fori_loop(0, int(iterations), _newton_body, (alpha, normalized))
+    alpha, _ = ops.fori_loop(0, iterations, _newton_body, (alpha, normalized))
     residual = ops.max(ops.abs(alpha * ops.matmul(normalized, alpha) - 1.0))
     solved = ops.logical_and(ops.logical_and(norm > 0, residual <= SOLVED), ops.all(alpha > 0))
     solved = ops.logical_and(solved, ops.all(ops.isfinite(alpha)))
