@@ -324,7 +324,7 @@ def test_dual_cone_updates_are_non_conflicting(j, name):
         assert np.all(j.astype("float64") @ d >= -REG * np.trace(g) * w - 1e-6 * np.diag(g).max())
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(jacobians(max_k=8))
 def test_mgda_update_is_a_common_descent_direction(j):
     """MGDA's optimality (Sener & Koltun, Eq. 3): d . g_k >= ||d||^2 >= 0 for every k (exact solver to K = 8)."""
