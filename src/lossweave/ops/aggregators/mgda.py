@@ -156,10 +156,11 @@ def mgda_weights(
     2.8e-3, 2.5e-3, 3.1e-3, 2.0e-3, 2.0e-3, 2.7e-3 (medians 5e-7 to 2e-4),
     ``||d||^2`` up to 2.8e-3 of ``max_k ||g_k||^2`` above the minimum; it
     converges as O(1 / iterations) and most solves use the whole budget.
-    Time of one call at K = 4 / 6 / 8: faces 0.17 / 0.09 / 0.34 ms (JAX
-    ``jit``), 2.7 / 2.3 / 3.8 ms (``tf.function``), 2.8 / 3.8 / 6.1 ms
-    (PyTorch eager), against Frank-Wolfe's 0.04 / 0.16 / 0.10 ms, 26 / 25 /
-    22 ms and 305 / 333 / 314 ms (two loaded CPU cores).
+    Time of one call at K = 4 / 6 (best of 3 x 100, two loaded CPU cores):
+    faces 0.05 / 0.17 ms in ``jax.jit``, 0.8 / 1.9 ms in ``tf.function``,
+    1.8 / 1.5 ms in PyTorch (eager), against Frank-Wolfe's 0.02 / 0.03 ms,
+    11 / 11 ms and 103 / 126 ms; with XLA on TensorFlow 0.6 / 1.5 ms
+    against 0.5 / 0.5 ms (the loop is compiled there, as on JAX).
 
     Normalisation (the authors' code, ``gradient_normalizers``; not in the
     paper, which is ``"none"``): the weights are solved on the normalised
