@@ -1,9 +1,8 @@
 """GradVac (Wang et al., ICLR 2021): raise each pair's gradient cosine to its running target."""
 
 from keras import ops
-from keras import random
 
-from lossweave.ops.aggregators._common import REL_EPS, ZERO_GRAD, as_gramian
+from lossweave.ops.aggregators._common import REL_EPS, ZERO_GRAD, as_gramian, task_orders
 
 # Eq. 2 divides by sqrt(1 - target^2): a target this close to +-1 (a float32
 # EMA of cosines that rounded to 1) is not pursued, its correction is unbounded.
@@ -37,37 +36,10 @@ def gradvac_order(k, seed=None, order=None):
     Args:
         k: the number of tasks.
         seed: an int or a ``keras.random.SeedGenerator``: one random
-            permutation of the others per task (argsort of uniform noise
-            with the task itself pushed last).
+            permutation of the others per task.
         order: an explicit ``(K, K - 1)`` order (tests); give one of the two.
     """
-    if (seed is None) == (order is None):
-        raise ValueError(
-            f"GradVac: received seed={seed!r} and order={'None' if order is None else 'given'}; "
-            f"expected exactly one: a seed (an int or a keras.random.SeedGenerator) that draws "
-            f"each task's random order of the others, or an explicit (K, K - 1) order (tests)."
-        )
-    if order is None:
-        noise = random.uniform((k, k), dtype="float32", seed=seed)
-        noise = ops.where(ops.eye(k) > 0, 2.0 * ops.ones_like(noise), noise)
-        return ops.cast(ops.argsort(noise, axis=-1)[:, : k - 1], "int32")
-    if not ops.is_tensor(order):
-        rows = [[int(j) for j in row] for row in order]
-        bad = [i for i, row in enumerate(rows) if sorted(row) != [j for j in range(k) if j != i]]
-        if len(rows) != k or bad:
-            raise ValueError(
-                f"GradVac: received order={rows}; expected K = {k} rows, row i a permutation "
-                f"of the other tasks {{0..{k - 1}}} minus i (row {bad[0] if bad else len(rows)} is not)."
-            )
-        if k == 1:
-            return ops.zeros((1, 0), "int32")
-    order = ops.cast(ops.convert_to_tensor(order), "int32")
-    if tuple(order.shape) != (k, k - 1):
-        raise ValueError(
-            f"GradVac: received an order of shape {tuple(order.shape)}; expected (K, K - 1) = "
-            f"({k}, {k - 1})."
-        )
-    return order
+    return task_orders(k, seed, order, "GradVac")
 
 
 def gradvac_weights(targets, gramians, beta=0.5, seed=None, order=None):

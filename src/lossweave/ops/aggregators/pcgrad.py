@@ -1,42 +1,8 @@
 """PCGrad (Yu et al., NeurIPS 2020): project off the conflicting components, then sum."""
 
 from keras import ops
-from keras import random
 
-from lossweave.ops.aggregators._common import ZERO_GRAD, apply_weights, as_gramian
-
-
-def _pcgrad_order(k, seed, order):
-    """``(K, K - 1)`` int32: row i, the other tasks in task i's projection order."""
-    if (seed is None) == (order is None):
-        raise ValueError(
-            f"PCGrad: received seed={seed!r} and order={'None' if order is None else 'given'}; "
-            f"expected exactly one: a seed (an int or a keras.random.SeedGenerator) that "
-            f"draws each task's random order, or an explicit order (tests)."
-        )
-    if order is None:
-        # One random permutation of the others per task: argsort of uniform
-        # noise with the diagonal pushed last, which drops task i itself.
-        noise = random.uniform((k, k), dtype="float32", seed=seed)
-        noise = ops.where(ops.eye(k) > 0, 2.0 * ops.ones_like(noise), noise)
-        return ops.cast(ops.argsort(noise, axis=-1)[:, : k - 1], "int32")
-    if not ops.is_tensor(order):  # a concrete order: check it now
-        rows = [[int(j) for j in row] for row in order]
-        bad = [i for i, row in enumerate(rows) if sorted(row) != [j for j in range(k) if j != i]]
-        if len(rows) != k or bad:
-            raise ValueError(
-                f"PCGrad: received order={rows}; expected K = {k} rows, row i a "
-                f"permutation of the other tasks {{0..{k - 1}}} minus i (row "
-                f"{bad[0] if bad else len(rows)} is not)."
-            )
-    order = ops.convert_to_tensor(order)
-    if tuple(order.shape) != (k, k - 1):
-        raise ValueError(
-            f"PCGrad: received an order of shape {tuple(order.shape)}; expected "
-            f"(K, K - 1) = ({k}, {k - 1}): row i the other tasks in the order task "
-            f"i's gradient is projected on them."
-        )
-    return ops.cast(order, "int32")
+from lossweave.ops.aggregators._common import ZERO_GRAD, apply_weights, as_gramian, task_orders
 
 
 def pcgrad_weights(gramian, seed=None, order=None):
@@ -83,7 +49,7 @@ def pcgrad_weights(gramian, seed=None, order=None):
     """
     gramian = as_gramian(gramian, "pcgrad_weights")
     k = gramian.shape[0]
-    order = _pcgrad_order(k, seed, order)
+    order = task_orders(k, seed, order, "PCGrad")
     diagonal = ops.diagonal(gramian)
     nonzero = ops.cast(diagonal > ZERO_GRAD * ops.max(diagonal), "float32")
     coefficients = ops.eye(k, dtype="float32")  # row i: g_i^PC in terms of g_1..g_K
