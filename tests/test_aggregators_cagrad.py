@@ -97,7 +97,7 @@ def _scale(j):
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("k", [2, 3, 4, 6])
+@pytest.mark.parametrize("k", [2, 3, 6])  # few shapes: eager JAX compiles every op once per shape
 def test_update_matches_slsqp_reference(case, k):
     j = _jacobian(case, k)
     for c in (0.2, 0.5, 0.9):
@@ -112,7 +112,7 @@ def test_update_matches_slsqp_reference(case, k):
 @pytest.mark.parametrize("case", ["conflicting", "aligned", "duplicated"])
 def test_update_solves_the_primal_problem(case):
     """Sec. 3.1's primal: max_d min_k g_k . d over ||d - g_0|| <= c ||g_0||."""
-    j = _jacobian(case, 4).astype("float64")
+    j = _jacobian(case, 3).astype("float64")
     g0 = j.mean(axis=0)
     for c in (0.3, 0.6):
         d = _update(j.astype("float32"), c=c).astype("float64")
@@ -143,7 +143,7 @@ def test_torchjd_example_and_special_cases():
     # One term: g_0 = g_1 = g_w, the update is (1 + c) g_1.
     np.testing.assert_allclose(_weights(np.array([[9.0]], "float32"), c=0.5), [1.5], rtol=1e-6)
     # Identical gradients: every w is optimal and the update is (1 + c) g.
-    same = np.tile(j[:1], (4, 1))
+    same = np.tile(j[:1], (3, 1))
     np.testing.assert_allclose(_update(same, c=0.4), 1.4 * same[0], atol=1e-5 * _scale(same))
 
 
@@ -168,7 +168,7 @@ def test_low_precision_jacobian_gives_float32(dtype):
 
 @settings(max_examples=8, deadline=None)
 @given(
-    k=st.sampled_from([2, 3, 4]),
+    k=st.sampled_from([2, 3, 6]),
     seed=st.integers(0, 2**31 - 1),
     c=st.sampled_from([0.1, 0.5, 0.9]),  # few values: each compiles once
     scale=st.sampled_from([1e-3, 1.0, 1e3]),

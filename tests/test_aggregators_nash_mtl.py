@@ -116,7 +116,7 @@ def np_clip(g, weights, max_norm):
 
 
 @pytest.mark.parametrize("case", ["conflicting", "aligned", "duplicated"])
-@pytest.mark.parametrize("k", [2, 3, 4, 6])
+@pytest.mark.parametrize("k", [2, 3, 6])  # few shapes: eager JAX compiles every op once per shape
 def test_weights_match_the_papers_convex_problems(case, k):
     j = _jacobian(case, k)
     g = j.astype("float64") @ j.T.astype("float64")
@@ -166,7 +166,7 @@ def test_where_the_papers_relaxation_leaves_a_constraint_slack_the_equations_hol
     [
         ("zero gradient", np.array([[1.0, 0.5], [0.0, 0.0], [-0.3, 1.0]], "float32")),
         ("opposite gradients", np.array([[1.0, 2.0, 0.0], [-2.0, -4.0, 0.0]], "float32")),
-        ("0 in the convex hull", np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -0.5], [0.2, -1.0]], "float32")),
+        ("0 in the convex hull", np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.5]], "float32")),
         ("all zero", np.zeros((2, 3), "float32")),
     ],
 )
@@ -186,8 +186,8 @@ def test_one_term_and_the_iteration_budget():
     alpha, solved = agg.nash_mtl_solve([[16.0]])
     np.testing.assert_allclose(to_numpy(alpha), [0.25], rtol=1e-6)  # alpha = 1 / ||g||
     assert bool(to_numpy(solved))
-    j = _jacobian("scaled", 4)
-    start = np.ones(4, "float32")
+    j = _jacobian("scaled", 3)
+    start = np.ones(3, "float32")
     unsolved, solved = agg.nash_mtl_solve(j @ j.T, start=start, iterations=0)
     assert not bool(to_numpy(solved))  # no step taken: the start along its best ray is not a solution
     np.testing.assert_array_equal(to_numpy(unsolved), start)
@@ -196,15 +196,15 @@ def test_one_term_and_the_iteration_budget():
 
 
 @settings(max_examples=6, deadline=None)
-@given(k=st.sampled_from([2, 3, 4]), seed=st.integers(0, 2**31 - 1), scale=st.sampled_from([1e-2, 1.0, 1e2]))
+@given(k=st.sampled_from([2, 3, 6]), seed=st.integers(0, 2**31 - 1), scale=st.sampled_from([1e-2, 1.0, 1e2]))
 def test_properties_of_the_bargaining_solution(k, seed, scale):
     """alpha_i g_i . d = 1; alpha(s^2 G) = alpha(G) / s; the terms' order does not matter."""
     rng = np.random.default_rng(seed)
-    j = rng.normal(size=(k, 6)).astype("float32")
+    j = rng.normal(size=(k, 8)).astype("float32")
     g = j.astype("float64") @ j.T.astype("float64")
     alpha, solved = agg.nash_mtl_solve(j @ j.T)
     alpha = to_numpy(alpha).astype("float64")
-    assert bool(to_numpy(solved))  # k <= 4 random gradients in 6-D: 0 is not in their hull
+    assert bool(to_numpy(solved))  # k <= 8 random gradients in 8-D: 0 is not in their hull (Wendel)
     np.testing.assert_allclose(alpha * (g @ alpha), 1.0, atol=1e-3)
     scaled = scale * j
     np.testing.assert_allclose(to_numpy(agg.nash_mtl_solve(scaled @ scaled.T)[0]) * scale, alpha, rtol=1e-4)
@@ -231,10 +231,10 @@ def test_low_precision_jacobian_gives_float32(dtype):
 
 
 def _compiled_cases():
-    j = _jacobian("scaled", 4)
+    j = _jacobian("scaled", 3)
     zero = j.copy()
     zero[2] = 0.0
-    return [j, zero], lambda x: agg.nash_mtl(x, start=np.full(4, 0.5, "float32"), max_norm=2.0)
+    return [j, zero], lambda x: agg.nash_mtl(x, start=np.full(3, 0.5, "float32"), max_norm=2.0)
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="jax.jit")
