@@ -30,8 +30,9 @@ of a burst of calls (~20 ms of calls, at least 5). A separately compiled
 call pays a dispatch cost that the same ops inside the train step do not
 (tens of microseconds on JAX, about a millisecond for a ``tf.function`` call
 on this loaded machine), so the same call returning constant weights
-(``Sum``'s ``aggregate``, same arguments) is timed beside them as the
-**call floor**, and the target is checked on the time **net** of it.
+(``Sum``'s ``aggregate``, same arguments) is timed as the **call floor**
+right before each burst of a strategy, and the target is checked on the
+time **net** of it: the median over the rounds of the paired differences.
 
 The model, the step times it is compared against: ``gradient.py``'s
 multi-task MLP ``x (64) -> Dense(256, relu) -> Dense(256, relu) -> K heads
@@ -217,11 +218,24 @@ def time_aggregations(k, entries, representation, jit_compile, only=None, rounds
         n = bursts[label]
         start = time.perf_counter()
         _block([one(label) for _ in range(n)])
-        return [(time.perf_counter() - start) / n]
+        return (time.perf_counter() - start) / n
 
-    times, _ = interleaved_rounds(burst, tuple(calls), rounds)
-    return {label: {"seconds": float(median(times[label])), "kind": kinds[label], "burst": bursts[label]}
-            for label in calls}
+    # Each strategy's burst right after a burst of the floor, strategies in alternating order
+    # each round: the net time is the median of these paired differences, robust to the
+    # machine's drifts that a floor timed once would carry into every strategy.
+    labels = [label for label in calls if label != FLOOR]
+    gross, net, floors = {label: [] for label in labels}, {label: [] for label in labels}, []
+    for r in range(rounds):
+        for label in labels if r % 2 == 0 else labels[::-1]:
+            floor = burst(FLOOR)
+            seconds = burst(label)
+            floors.append(floor)
+            gross[label].append(seconds)
+            net[label].append(seconds - floor)
+    timed = {label: {"seconds": float(median(gross[label])), "net_seconds": max(float(median(net[label])), 0.0),
+                     "kind": kinds[label], "burst": bursts[label]} for label in labels}
+    timed[FLOOR] = {"seconds": float(median(floors)), "kind": "aggregate", "burst": bursts[FLOOR]}
+    return timed
 
 
 def step_times(k, steps, rounds):
@@ -258,7 +272,7 @@ def run(quick=False, ks=KS, only=None):
         floor = timed.pop(FLOOR)["seconds"]
         rows = []
         for label, t in timed.items():
-            net = max(t["seconds"] - floor, 0.0)
+            net = t["net_seconds"]
             share = net / steps_s["Sum"]
             rows.append({"strategy": label, "kind": t["kind"], "seconds": t["seconds"], "net_seconds": net,
                          "burst": t["burst"], "of_sum_step": share, "of_fixed_step": net / steps_s["Fixed"],
