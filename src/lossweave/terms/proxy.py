@@ -58,6 +58,15 @@ def _replica_rows(tensor):
     return rows
 
 
+def _replica_gather():
+    """``_replica_rows`` in a step of several replicas, else ``None`` (one device: nothing to gather).
+
+    ``all_gather`` hands back its own argument when there is one replica.
+    """
+    probe = (None,)
+    return None if backend.all_gather(probe) is probe else _replica_rows
+
+
 class _ProxyTerm(Term):
     """Base of the proxy terms: the ``(num_classes, dim)`` proxies, label checks, the gate.
 
@@ -184,7 +193,7 @@ class ProxyAnchorLoss(_ProxyTerm):
         # Eq. 4's sums are over the global batch under tf.distribute (a no-op on one device and on JAX).
         return proxy_ops.proxy_anchor_loss(
             embeddings, self.proxies, labels, margin=self.margin, alpha=self.alpha, sample_weight=sample_weight,
-            gather=_replica_rows,
+            gather=_replica_gather(),
         )
 
     def _mask_missing(self, targets, sample_weight):
