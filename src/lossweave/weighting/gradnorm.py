@@ -114,7 +114,7 @@ class GradNorm(GradientWeighting):
         >>> updates, weights = w.aggregate_rows(rows, None, np.ones(2, "float32"), 0, True)
         >>> [float(v) for v in updates[0]], [float(v) for v in weights]    # this step: w = 1
         ([2.0, 1.0], [1.0, 1.0])
-        >>> [round(float(v), 4) for v in w.loss_weights]                  # the next step's
+        >>> [round(float(v), 4) for v in np.asarray(w.loss_weights)]                  # the next step's
         [0.8421, 1.1579]
     """
 

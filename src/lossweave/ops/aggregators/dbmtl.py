@@ -46,7 +46,7 @@ def dbmtl(buffers, rows, losses, step, beta=0.9, beta_sigma=0.0, epsilon=LOG_EPS
         >>> import numpy as np
         >>> rows = [np.array([[2.0, 0.0], [0.0, 0.3]])]    # L = (2, 0.1): h = (1, 0), (0, 3)
         >>> buffers, updates, alpha = dbmtl([np.zeros((2, 2))], rows, [2.0, 0.1], 0)
-        >>> [round(float(v), 4) for v in buffers[0].ravel()]    # 0.1 h at the first step
+        >>> [round(float(v), 4) for v in np.ravel(buffers[0])]    # 0.1 h at the first step
         [0.1, 0.0, 0.0, 0.3]
         >>> [round(float(v), 4) for v in alpha], [round(float(v), 4) for v in updates[0]]
         ([3.0, 1.0], [0.3, 0.3])

@@ -72,7 +72,7 @@ def moco(state, rows, losses, step, beta=0.5, beta_sigma=0.5, gamma=0.1, gamma_s
         >>> import numpy as np
         >>> state = ([np.zeros((2, 2), "float32")], np.full(2, 0.5, "float32"))
         >>> (y, lam), updates, w = moco(state, [np.array([[3.0, 0.0], [0.0, 1.0]])], np.ones(2), 0)
-        >>> [round(float(v), 4) for v in y[0].ravel()]     # half way to the unit-norm gradients
+        >>> [round(float(v), 4) for v in np.ravel(y[0])]     # half way to the unit-norm gradients
         [0.5, 0.0, 0.0, 0.5]
         >>> [round(float(v), 4) for v in updates[0]]
         [0.25, 0.25]
