@@ -3,7 +3,7 @@
 Measures, for num_classes in 10, 10k, 100k, 1M (batch 256, dim 128, float32):
 
 * ``update``: lossweave's in-place Eq. 4 update,
-  ``lw.ops.center_update_rows`` then ``lw.backend.add_to_rows`` on the
+  ``lw.ops.center_update_rows`` then ``lw.terms.add_to_rows`` on the
   ``CenterLoss`` centers variable;
 * ``term``: the whole ``CenterLoss`` call in training (label/feature check,
   loss, update), i.e. what ``Objective.fit`` runs per step for this term;
@@ -66,7 +66,7 @@ def _make_tensorflow(term, num_classes, dense):
     @tf.function
     def update(x, y):
         indices, deltas = lw.ops.center_update_rows(x, y, term.centers, ALPHA)
-        lw.backend.add_to_rows(term.centers, indices, deltas)
+        lw.terms.add_to_rows(term.centers, indices, deltas)
 
     @tf.function
     def term_call(x, y):
@@ -95,7 +95,7 @@ def _make_jax(term, num_classes, dense):
     def pure_update(table, x, y):
         with keras.StatelessScope(state_mapping=[(var, table)]) as scope:
             indices, deltas = lw.ops.center_update_rows(x, y, var, ALPHA)
-            lw.backend.add_to_rows(var, indices, deltas)
+            lw.terms.add_to_rows(var, indices, deltas)
         return scope.get_current_value(var)
 
     def pure_term(table, x, y):
@@ -138,7 +138,7 @@ def _make_torch(term, num_classes, dense):
 
     def update(x, y):
         indices, deltas = lw.ops.center_update_rows(x, y, term.centers, ALPHA)
-        lw.backend.add_to_rows(term.centers, indices, deltas)
+        lw.terms.add_to_rows(term.centers, indices, deltas)
 
     def term_call(x, y):
         return term(x, y, training=True)

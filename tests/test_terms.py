@@ -165,3 +165,19 @@ def test_loss_term_from_a_name_takes_sample_weights_and_round_trips():
     assert float(term(y_pred, y_true, sample_weight=w)) == pytest.approx((0 + 4) / 4)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(term))
     assert float(clone(y_pred, y_true, sample_weight=w)) == pytest.approx(1.0)
+
+
+def test_row_update_is_public_in_terms_and_backend_is_private():
+    # Custom loops apply Eq. 4 rows with lw.terms.add_to_rows (duplicates summed);
+    # the backend package holds trainer internals and is not public.
+    assert not hasattr(lw, "backend")
+    assert callable(lw.data.load) and "digits" in lw.data.names()
+    table = keras.Variable(np.zeros((5, 3), "float32"), trainable=False)
+    updates = np.arange(9, dtype="float32").reshape(3, 3)
+    lw.terms.add_to_rows(table, keras.ops.convert_to_tensor(np.array([1, 4, 1], "int32")),
+                         keras.ops.convert_to_tensor(updates))
+    expected = np.zeros((5, 3), "float32")
+    np.add.at(expected, [1, 4, 1], updates)
+    np.testing.assert_array_equal(to_numpy(table.value), expected)
+    rows = lw.terms.gather_rows(table.value, keras.ops.convert_to_tensor(np.array([4, 1], "int32")))
+    np.testing.assert_array_equal(to_numpy(rows), expected[[4, 1]])

@@ -10,10 +10,11 @@ Layers of the package, dependencies pointing down::
     data/                bundled and file-based datasets, class-balanced batches
     metrics/             metrics on logits
     ops/                 pure functions over keras.ops
-    backend/             in-place row updates and runtime checks, one file per backend
+    _backend/            in-place row updates and runtime checks, one file per backend (private;
+                         the row update is public as lw.terms.add_to_rows)
 """
 
-from lossweave import backend, data, metrics, ops, schedules, terms, weighting
+from lossweave import data, metrics, ops, schedules, terms, weighting
 from lossweave.errors import InvalidInputError
 from lossweave.objective import Objective
 
@@ -22,7 +23,6 @@ __version__ = "0.1.0"
 __all__ = [
     "InvalidInputError",
     "Objective",
-    "backend",
     "data",
     "metrics",
     "ops",

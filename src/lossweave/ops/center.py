@@ -38,7 +38,7 @@ deltas (``center_update_rows``) that a caller scatter-adds into the table.
 
 from keras import ops
 
-from lossweave import backend
+from lossweave import _backend as backend
 from lossweave.ops.labels import class_indices, finite_rows
 
 

@@ -6,7 +6,7 @@ indices of shape ``(batch,)`` or ``(batch, 1)``, or one-hot rows of shape
 that names what was received); values are checked row by row and returned as a
 ``valid`` mask, because a compiled step cannot raise on a value. Callers mask
 invalid rows out of every state update and report them (see
-``lossweave.backend.check``).
+``lossweave._backend.check``).
 """
 
 from keras import ops

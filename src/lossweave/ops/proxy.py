@@ -98,7 +98,7 @@ def proxy_anchor_loss(embeddings, proxies, labels, margin=0.1, alpha=32.0, sampl
         gather: for a data-parallel step whose replicas each hold a part of
             the batch (``tf.distribute``): a function mapping a ``(1,
             classes)`` tensor to the ``(replicas, classes)`` rows of every
-            replica (``lossweave.backend.all_gather``). The sums of Eq. 4 and
+            replica (``lossweave._backend.all_gather``). The sums of Eq. 4 and
             ``P+`` are then those of the global batch, and the returned value
             (the global loss on every replica) has the gradient of the global
             loss with respect to this replica's samples times the number of

@@ -1,4 +1,13 @@
-"""Stateful loss terms: Keras Layers that read a model output and a target."""
+"""Stateful loss terms: Keras Layers that read a model output and a target.
+
+``add_to_rows(variable, indices, updates)`` and ``gather_rows(table, indices)``
+are the O(rows x dim) row update and read the terms use (``scatter_nd_add`` on
+TensorFlow, ``index_add_`` on PyTorch, ``.at[].add`` on JAX): a custom training
+loop that updates centers itself (``lw.ops.center_update_rows``) applies the
+rows with them.
+"""
+
+from lossweave._backend import add_to_rows, gather_rows
 
 from lossweave.terms.base import Term
 from lossweave.terms.center import CenterLoss
@@ -19,6 +28,8 @@ from lossweave.terms.proxy import ProxyAnchorLoss, ProxyNCALoss
 from lossweave.terms.similarity import CircleLoss, MultiSimilarityLoss, NTXentLoss, SupConLoss
 
 __all__ = [
+    "add_to_rows",
+    "gather_rows",
     "ArcFace",
     "CenterLoss",
     "CircleLoss",

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from lossweave import backend
+from lossweave import _backend as backend
 from lossweave import ops as lw_ops
 from lossweave.terms.base import Term
 from lossweave.terms.check import check_class_rows

@@ -14,7 +14,7 @@ raises directly.
 import keras
 from keras import ops
 
-from lossweave import backend
+from lossweave import _backend as backend
 from lossweave.ops.distances import pair_labels
 from lossweave.ops.labels import class_indices, finite_rows
 

@@ -10,7 +10,7 @@ cost of a forward pass already made.
 import keras
 from keras import ops
 
-from lossweave import backend
+from lossweave import _backend as backend
 from lossweave.ops.distances import pair_labels
 from lossweave.ops.labels import finite_rows
 from lossweave.terms.check import check_pair_rows

@@ -36,7 +36,7 @@ should spare them) needs a custom optimizer or train step.
 import keras
 from keras import ops
 
-from lossweave import backend
+from lossweave import _backend as backend
 from lossweave import ops as lw_ops
 from lossweave.ops import proxy as proxy_ops
 from lossweave.terms.base import Term, check_embedding_shape

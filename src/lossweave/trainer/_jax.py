@@ -11,8 +11,8 @@ import jax.numpy as jnp
 from keras.src import backend as keras_backend  # StatelessScope: no public API (Keras 3.15)
 from keras.src.trainers.data_adapters import data_adapter_utils
 
-from lossweave import backend
-from lossweave.backend import _common as backend_common
+from lossweave import _backend as backend
+from lossweave._backend import _common as backend_common
 from lossweave.errors import InvalidInputError
 from lossweave.trainer import _common
 

@@ -15,9 +15,9 @@ import tensorflow as tf
 from keras.src.losses.loss import scale_loss_for_distribution  # no public API (Keras 3.15)
 from keras.src.trainers.data_adapters import data_adapter_utils
 
-from lossweave import backend
-from lossweave.backend import _common as backend_common
-from lossweave.backend._tensorflow import _replicas, _table
+from lossweave import _backend as backend
+from lossweave._backend import _common as backend_common
+from lossweave._backend._tensorflow import _replicas, _table
 from lossweave.errors import InvalidInputError
 from lossweave.trainer import _common
 

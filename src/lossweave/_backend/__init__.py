@@ -1,4 +1,4 @@
-"""Row updates, collectives and checks: backend-specific code outside the train step.
+"""Row updates, collectives and checks: backend-specific code outside the train step (private).
 
 One small file per backend; the train step itself is ``lossweave.trainer``'s.
 
@@ -31,9 +31,9 @@ import importlib
 
 import keras
 
-from lossweave.backend._common import mark_self_gated, self_gated
+from lossweave._backend._common import mark_self_gated, self_gated
 
-_impl = importlib.import_module(f"lossweave.backend._{keras.backend.backend()}")
+_impl = importlib.import_module(f"lossweave._backend._{keras.backend.backend()}")
 
 add_to_rows = _impl.add_to_rows
 all_gather = _impl.all_gather
