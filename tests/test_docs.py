@@ -147,7 +147,7 @@ def test_page_blocks_run(page, backend, tmp_path):
 def test_block_parser_reads_the_conventions():
     """The markers mean what the module docstring says (a broken parser would run nothing)."""
     text = (
-        "<!-- docs-test: env A=1 -->\n```python\nx = 1\n```\n<!-- docs-test: skip -->\n```python\nboom\n```\n"
+        "<!-- docs-test: env A=1 -->\nSome text.\n```python\nx = 1\n```\n<!-- docs-test: skip -->\n```python\nboom\n```\n"
         "```python no-run\nboom\n```\n<!-- docs-test: backend tensorflow -->\n```python\ny = 2\n```\n"
         "<!-- docs-test: run -->\n```sh\necho hi\n```\n```sh\nnot run\n```\n"
     )
