@@ -14,7 +14,7 @@ Layers of the package, dependencies pointing down::
                          the row update is public as lw.terms.add_to_rows)
 """
 
-from lossweave import data, metrics, ops, schedules, terms, weighting
+from lossweave import data, metrics, ops, schedules, sharding, terms, weighting
 from lossweave.errors import InvalidInputError
 from lossweave.objective import Objective
 
@@ -27,6 +27,7 @@ __all__ = [
     "metrics",
     "ops",
     "schedules",
+    "sharding",
     "terms",
     "weighting",
 ]

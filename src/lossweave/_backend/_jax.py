@@ -1,5 +1,12 @@
 """JAX: ``.at[].add`` (in place under ``jit`` buffer donation) and checks.
 
+Under ``keras.distribution`` (``DataParallel``, or ``ModelParallel`` with a
+table sharded by rows) the row indices and updates are made replicated before
+the scatter: each device then all-gathers O(batch x dim) and adds the rows that
+fall in its own shard. Left to itself, XLA partitions the scatter by the
+batch-sharded updates and all-reduces the whole table (or table shard) every
+step.
+
 Keras's JAX trainer donates the state buffers to each compiled step and purges
 the model's variables during an epoch, so an exception inside a step would
 leave the model without its weights. Inside ``recording_checks()`` (entered by
@@ -13,6 +20,7 @@ import contextlib
 import threading
 
 import jax
+import keras
 import numpy as np
 from keras import ops
 
@@ -27,7 +35,17 @@ def gather_rows(table, indices):
 
 def add_to_rows(variable, indices, updates):
     table = variable.value
+    indices, updates = _replicated(indices), _replicated(updates)
     variable.assign(table.at[indices].add(updates.astype(table.dtype)))
+
+
+def _replicated(tensor):
+    """``tensor`` laid out whole on every device of the distribution's mesh (itself without one)."""
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return tensor
+    layout = keras.distribution.TensorLayout([None] * len(tensor.shape), distribution.device_mesh)
+    return keras.distribution.distribute_tensor(tensor, layout)
 
 
 def _raise(ok, *values, message):
