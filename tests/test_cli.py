@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from lossweave.cli import main
-from lossweave.cli.train import OPTIONS, TrainConfig
+from lossweave.cli.options import OPTIONS, TrainConfig
 from lossweave.report import class_distance_ratio
 
 RUN_FILES = ("metrics.json", "history.json", "config.toml", "objective.keras", "model.keras",
@@ -347,7 +347,8 @@ def test_plot_loss_curves_panels():
 
 
 def test_center_weight_zero_trains_softmax_only():
-    from lossweave.cli.train import build_mlp, build_objective
+    from lossweave.cli.models import build_mlp
+    from lossweave.cli.objectives import build_objective
 
     objective = build_objective(build_mlp((64,), 10, 2), 10, center_weight=0.0, alpha=0.5)
     assert list(objective.terms) == ["softmax"]

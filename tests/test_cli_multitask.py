@@ -18,7 +18,7 @@ from conftest import one_backend
 from lossweave import data
 from lossweave.cli import main, registry
 from lossweave.cli import tasks as cli_tasks
-from lossweave.cli import train as train_cli
+from lossweave.cli import config_file, prepare
 from lossweave.cli.models import build_mlp
 
 TASKS = {"parity": 2, "ink": None, "top": None}
@@ -95,9 +95,9 @@ def test_task_terms_and_test_metrics_against_numpy():
 @pytest.mark.parametrize("weighting", GRADIENT_LEVEL)
 def test_every_gradient_level_name_builds_on_the_multitask_data(weighting, dataset):
     """Five terms (label, three tasks, center) and the trunk they share, found from the graph."""
-    config, _ = train_cli.resolve_config({"data": "multitask", "weighting": weighting})
-    model = train_cli.build_model(config, dataset)
-    objective = train_cli.objective_of(config, model, dataset)
+    config, _ = config_file.resolve_config({"data": "multitask", "weighting": weighting})
+    model = prepare.build_model(config, dataset)
+    objective = prepare.objective_of(config, model, dataset)
     assert list(objective.terms) == ["softmax", *TASKS, "center"]
     assert objective.gradient_level
     assert sorted(objective.weighting.term_names) == sorted(objective.terms)

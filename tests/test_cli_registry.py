@@ -12,6 +12,7 @@ from conftest import one_backend
 
 from lossweave.cli import build_parser, main, registry
 from lossweave.cli import objectives as cli_objectives
+from lossweave.cli import config_file, prepare
 from lossweave.cli import train as train_cli
 from lossweave.cli.models import build_mlp
 
@@ -217,8 +218,8 @@ def _capture_results(monkeypatch):
 
 @one_backend
 def test_unseen_classes_split(tmp_path, capsys, monkeypatch):
-    config, _ = train_cli.resolve_config({"split": "unseen-classes", "data": "digits"})
-    dataset = train_cli.load_data(config)
+    config, _ = config_file.resolve_config({"split": "unseen-classes", "data": "digits"})
+    dataset = prepare.load_data(config)
     assert set(np.unique(dataset.y_train)) == set(np.unique(dataset.y_val)) == {0, 1, 2, 3, 4}
     assert set(np.unique(dataset.y_test)) == {5, 6, 7, 8, 9}
     results = _capture_results(monkeypatch)
@@ -234,8 +235,8 @@ def test_unseen_classes_split(tmp_path, capsys, monkeypatch):
 def test_class_balanced_batches_and_memory(tmp_path, capsys, monkeypatch):
     results = _capture_results(monkeypatch)
     batches = []
-    make = train_cli.balanced_batches
-    monkeypatch.setattr(train_cli, "balanced_batches", lambda *a: batches.append(make(*a)) or batches[-1])
+    make = prepare.training_batches
+    monkeypatch.setattr(prepare, "training_batches", lambda *a: batches.append(make(*a)) or batches[-1])
     metrics = _train(["--loss", "triplet", "--mining", "batch-all", "--classes-per-batch", "5",
                       "--samples-per-class", "6", "--memory", "90", "--center-weight", "0"], capsys, tmp_path)
     (pk,) = batches

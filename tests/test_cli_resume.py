@@ -1,4 +1,6 @@
-"""``lossweave train`` with P x K batches: ``fit`` gets ``SyncEpoch``, so a resumed run keeps the batch order."""
+"""``lossweave train``'s batches follow ``fit``'s epoch (``SyncEpoch``, ``FollowEpoch``), so a resumed run keeps the batch order."""
+
+import dataclasses
 
 import keras
 import numpy as np
@@ -6,7 +8,8 @@ import pytest
 
 import lossweave as lw
 from conftest import one_backend
-from lossweave.cli import train as train_cli
+from lossweave.cli import config_file, fitting, prepare
+from lossweave.cli.batches import FollowEpoch, ShuffledBatches
 
 
 class _Stop(Exception):
@@ -15,9 +18,9 @@ class _Stop(Exception):
 
 @one_backend
 def test_train_gives_fit_a_sync_epoch_on_its_balanced_batches(monkeypatch):
-    config, _ = train_cli.resolve_config({"data": "digits", "loss": "triplet", "classes-per-batch": "5",
+    config, _ = config_file.resolve_config({"data": "digits", "loss": "triplet", "classes-per-batch": "5",
                                           "samples-per-class": "4", "center-weight": "0"})
-    dataset = train_cli.load_data(config)
+    dataset = prepare.load_data(config)
     calls = []
 
     def fit(self, *args, **kwargs):  # stop before training: only the arguments matter here
@@ -26,11 +29,13 @@ def test_train_gives_fit_a_sync_epoch_on_its_balanced_batches(monkeypatch):
 
     monkeypatch.setattr(lw.Objective, "fit", fit)
     with pytest.raises(_Stop):
-        train_cli.fit_and_evaluate(config, dataset, verbose=0)
+        fitting.fit_and_evaluate(config, dataset, verbose=0)
     (kwargs,) = calls
     (sync,) = kwargs["callbacks"]
     assert isinstance(sync, lw.data.SyncEpoch) and sync.batches is kwargs["x"]
-    assert train_cli.fit_callbacks(None) == []  # plain batches: nothing to keep in step
+    plain = prepare.training_batches(dataclasses.replace(config, classes_per_batch=None), dataset)
+    (follow,) = prepare.fit_callbacks(plain)
+    assert isinstance(plain, ShuffledBatches) and isinstance(follow, FollowEpoch) and follow.batches is plain
 
 
 def test_a_resumed_fit_draws_the_batches_of_its_epoch():
@@ -45,7 +50,7 @@ def test_a_resumed_fit_draws_the_batches_of_its_epoch():
         model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
         model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(batches, epochs=2, initial_epoch=initial_epoch, shuffle=False, verbose=0,
-                  callbacks=train_cli.fit_callbacks(batches) + [record])
+                  callbacks=prepare.fit_callbacks(batches) + [record])
         return drawn, len(batches)
 
     straight, per_epoch = run(0)

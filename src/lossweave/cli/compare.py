@@ -22,10 +22,13 @@ import re
 import shlex
 import time
 
-from lossweave.cli import PROG, UsageError, registry
-from lossweave.cli import train as train_cli
+from lossweave.cli import PROG, UsageError, options, registry
+from lossweave.cli.config_file import config_toml, resolve_values
+from lossweave.cli.fitting import fit_and_evaluate, run_metrics
 from lossweave.cli.objectives import parse_spec
-from lossweave.cli.train import Option
+from lossweave.cli.options import Option, TrainConfig
+from lossweave.cli.prepare import apply_backend, check_data_options, check_objective_options, load_data
+from lossweave.cli.run_folder import write_run
 
 DEFAULT_OBJECTIVES = (
     "softmax",
@@ -50,12 +53,14 @@ def _objectives(value):
     return tuple(value)
 
 
-# train's options without the per-objective ones, plus the list of objectives.
+PER_OBJECTIVE = ("loss", "center-weight")  # set by each objective's spec
+# train's options without the per-objective ones (and --tensorboard: one log folder per run),
+# plus the list of objectives.
 OPTIONS = (
     Option("objectives", _objectives, DEFAULT_OBJECTIVES,
            "comma-separated objectives: " + ", ".join(registry.LOSSES) + ", each optionally +center:LAMBDA",
            "LIST"),
-    *(o for o in train_cli.OPTIONS if o.name not in ("loss", "center-weight")),
+    *(o for o in options.OPTIONS if o.name not in (*PER_OBJECTIVE, "tensorboard")),
 )
 FILES = ("compare.json", "features_grid.png", "report.html")
 TABLE_COLUMNS = (
@@ -81,7 +86,7 @@ def add_parser(subparsers):
         ),
         argument_default=argparse.SUPPRESS,  # only options given on the command line appear
     )
-    train_cli.add_options(parser, OPTIONS)
+    options.add_options(parser, OPTIONS)
     parser.set_defaults(run=run)
     return parser
 
@@ -116,7 +121,7 @@ def compare(base, objectives, *, argv=(), config_file=None, echo=print):
 
     base = dataclasses.replace(base, backend=keras.backend.backend())
     out = pathlib.Path(base.out)
-    dataset = train_cli.load_data(base)
+    dataset = load_data(base)
     sizes = dataset.sizes()
     echo(f"{PROG} compare: {len(objectives)} objectives on {base.data} ({sizes['train']} train / "
          f"{sizes['test']} test), model {base.model}, {base.embedding_dim}-D embedding, "
@@ -126,9 +131,9 @@ def compare(base, objectives, *, argv=(), config_file=None, echo=print):
         config = dataclasses.replace(base, **parse_spec(spec), out=str(out / _slug(spec)))
         echo(f"[{index}/{len(objectives)}] {spec} ...", end=" ", flush=True)
         started = time.perf_counter()
-        result = train_cli.fit_and_evaluate(config, dataset, verbose=0)
-        metrics = train_cli.run_metrics(result)
-        train_cli.write_run(config.out, result, metrics, argv=argv, config_file=config_file)
+        result = fit_and_evaluate(config, dataset, verbose=0)
+        metrics = run_metrics(result)
+        write_run(config.out, result, metrics, argv=argv, config_file=config_file)
         results[spec], runs[spec] = metrics, config.out
         echo(f"test accuracy {_shown(metrics['test_accuracy'])}, intra/inter "
              f"{_shown(metrics['intra_inter_ratio'])} ({time.perf_counter() - started:.0f} s)")
@@ -158,7 +163,7 @@ def compare(base, objectives, *, argv=(), config_file=None, echo=print):
         images=[("Test features per objective (PCA if more than 2-D); centers or class means as crosses",
                  paths["features_grid.png"])],
         config=[(key, key, value) for key, value in base.to_dict().items()
-                if key not in ("loss", "center-weight")] + [("objectives", "objectives", ", ".join(objectives))],
+                if key not in (*PER_OBJECTIVE, "tensorboard")] + [("objectives", "objectives", ", ".join(objectives))],
         notes=["Same seed for every objective: same split, same shuffling. Intra/inter distance: "
                "mean distance of a test feature to its class center over the mean distance between "
                "centers (Euclidean; lower is tighter). Verification accuracy: 10-fold LFW protocol "
@@ -190,25 +195,25 @@ def run(args, *, argv=(), from_process=False):
     """The ``compare`` command: resolve options, apply the backend, train each objective, report."""
     given = {o.name: getattr(args, o.dest) for o in OPTIONS if hasattr(args, o.dest)}
     config_file = getattr(args, "config", None)
-    values, _ = train_cli.resolve_values(given, config_file, OPTIONS)
+    values, _ = resolve_values(given, config_file, OPTIONS)
     objectives = values.pop("objectives")
-    base = train_cli.TrainConfig(**values)
-    train_cli.check_data_options(base)
+    base = TrainConfig(**values)
+    check_data_options(base)
     for spec in objectives:  # before any training: e.g. --memory with an objective that cannot take it
         try:
-            train_cli.check_objective_options(dataclasses.replace(base, **parse_spec(spec)))
+            check_objective_options(dataclasses.replace(base, **parse_spec(spec)))
         except UsageError as error:
             raise UsageError(f"objective {spec!r}: {error}") from None
     out = pathlib.Path(base.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out: {base.out!r} exists and is not a folder.")
-    train_cli.apply_backend(base.backend, argv=argv, from_process=from_process)
+    apply_backend(base.backend, argv=argv, from_process=from_process)
     if getattr(args, "print_config", False):
         import keras
 
         config = dataclasses.replace(base, backend=keras.backend.backend())
-        lines = train_cli.config_toml(config).splitlines()
-        keep = [line for line in lines if not line.startswith(("loss =", "center-weight ="))]
+        lines = config_toml(config).splitlines()
+        keep = [line for line in lines if line.split(" = ")[0] not in PER_OBJECTIVE]
         print("\n".join(keep) + "\n" + f"objectives = {json.dumps(list(objectives))}")
         return 0
     try:

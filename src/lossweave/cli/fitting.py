@@ -1,0 +1,176 @@
+"""Training and evaluation: fit a run's objective, evaluate it on the test part, the ``metrics.json`` numbers."""
+
+import dataclasses
+import time
+
+import numpy as np
+
+from lossweave import data
+from lossweave.cli import UsageError, prepare
+from lossweave.cli.options import TrainConfig
+
+
+def finite_or_none(value):
+    """``value`` as a float, or ``None`` if it is NaN or infinite (JSON has neither)."""
+    value = float(np.asarray(value))
+    return value if np.isfinite(value) else None
+
+
+def _flatten(metrics, prefix=""):
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}/")
+        else:
+            yield f"{prefix}{key}", value
+
+
+_LABELS = {
+    "test_accuracy": "test accuracy",
+    "test_loss": "test loss (weighted total)",
+    "test_losses": "test loss",
+    "final_losses": "final train loss",
+    "final_val_losses": "final validation loss",
+    "final_val_accuracy": "final validation accuracy",
+    "final_weights": "final weight",
+    "intra_inter_ratio": "intra/inter-class distance (test)",
+    "embedding": "test embedding (cosine)",
+    "tasks": "test task",
+    "epochs": "epochs",
+    "train_seconds": "training time (s)",
+}
+
+
+def metric_rows(metrics):
+    """``(key, label, value)`` rows of ``metrics.json``'s numbers, for tables and the summary."""
+    rows = []
+    for key, value in _flatten(metrics):
+        head, _, term = key.partition("/")
+        label = _LABELS.get(head, head)
+        rows.append((key, f"{label}: {term}" if term else label, value))
+    return rows
+
+
+@dataclasses.dataclass(eq=False)
+class TrainResult:
+    """What ``fit_and_evaluate`` returns: the trained objective and its test outputs."""
+
+    config: TrainConfig
+    dataset: data.Dataset
+    objective: object
+    history: dict
+    test_logs: dict
+    test_embedding: np.ndarray
+    test_logits: np.ndarray  # None: no class scores (--split unseen-classes)
+    train_seconds: float
+    test_tasks: dict = None  # a multi-task data set's other targets: lossweave.cli.tasks.task_metrics
+
+    def centers(self):
+        """``(centers, label)``: the center term's centers, else the test class means."""
+        import keras
+
+        if "center" in self.objective.terms:
+            return keras.ops.convert_to_numpy(self.objective.terms["center"].centers), "learned centers"
+        from lossweave.cli.objectives import class_means
+
+        # NaN rows for classes without test rows (--split unseen-classes): the plots leave them out
+        return class_means(self.test_embedding, self.dataset.y_test, self.dataset.num_classes), "class means"
+
+
+def fit_and_evaluate(config, dataset, *, verbose=2, callbacks=(), backup=None):
+    """Build the model and objective of ``config``, fit on ``dataset``, evaluate on its test part.
+
+    Args:
+        config: the resolved ``TrainConfig``.
+        dataset: its ``lossweave.data.Dataset`` (``prepare.load_data``).
+        verbose: ``fit``'s verbosity.
+        callbacks: more ``fit`` callbacks (e.g. the TensorBoard writer).
+        backup: a ``lossweave.cli.resume.Backup``: ``fit`` backs up to it every
+            epoch (continuing from it if it holds epochs), and the history and
+            training time are those of the whole run.
+    """
+    import keras
+
+    import lossweave as lw
+    from lossweave.cli.objectives import class_means, class_scores, has_logits_head, predicted_logits
+    from lossweave.cli.tasks import extra_tasks, targets, task_metrics
+
+    prepare.set_seed(config.seed)
+    try:
+        batches = prepare.training_batches(config, dataset)
+        model = prepare.build_model(config, dataset)
+        objective = prepare.objective_of(config, model, dataset, steps_per_epoch=len(batches))
+    except ValueError as error:  # a bad model file, output name, term parameter or P x K
+        raise UsageError(str(error)) from None
+    metrics = {"logits": [lw.metrics.LogitsAccuracy()]} if has_logits_head(config.loss) else None
+    objective.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate), metrics=metrics)
+    started = time.perf_counter()
+    history = objective.fit(
+        x=batches,
+        shuffle=False,  # already shuffled per epoch; fit's shuffle would reorder the batches again
+        validation_data=(dataset.x_val, targets(dataset, "val")),
+        epochs=config.epochs,
+        verbose=verbose,
+        callbacks=[*prepare.fit_callbacks(batches), *callbacks, *(backup.callbacks() if backup else ())],
+    ).history
+    train_seconds = time.perf_counter() - started
+    if backup is not None:  # a resumed fit returns its own epochs only
+        history, train_seconds = backup.whole_run(history, train_seconds)
+    test_logs = objective.evaluate(
+        dataset.x_test, targets(dataset, "test"), batch_size=config.batch_size,
+        verbose=0, return_dict=True,
+    )
+    outputs = objective.model.predict(dataset.x_test, batch_size=config.batch_size, verbose=0)
+    means = None
+    if class_scores(config.loss) == "means" and config.split == "stratified":
+        # No class logits: score the test rows by the nearest training-class mean.
+        train_embedding = objective.model.predict(dataset.x_train, batch_size=config.batch_size, verbose=0)
+        means = class_means(train_embedding["embedding"], dataset.y_train, dataset.num_classes)
+    test_logits = predicted_logits(objective, config.loss, outputs, means)
+    if config.split != "stratified":  # the test classes were never trained: no accuracy
+        test_logits = None
+    return TrainResult(
+        config=config,
+        dataset=dataset,
+        objective=objective,
+        history=history,
+        test_logs=test_logs,
+        test_embedding=np.asarray(outputs["embedding"], dtype="float64"),
+        test_logits=test_logits,
+        train_seconds=train_seconds,
+        test_tasks=task_metrics(outputs, targets(dataset, "test"), extra_tasks(dataset)),
+    )
+
+
+def run_metrics(result):
+    """The ``metrics.json`` dict of a ``TrainResult`` (finite floats, or None).
+
+    ``test_accuracy`` is the argmax of the class scores (``None`` without
+    them: ``--split unseen-classes``); for a pair or proxy loss the scores
+    are the cosine to each training class's mean embedding (nearest class
+    mean). ``intra_inter_ratio`` is the Euclidean ratio of the report's feature
+    picture; ``embedding`` holds the cosine retrieval and verification figures
+    of ``lossweave.metrics.evaluate_embeddings`` on the test set.
+    """
+    from lossweave.metrics import evaluate_embeddings
+    from lossweave.report import class_distance_ratio
+
+    history, labels = result.history, result.dataset.y_test
+    terms = list(result.objective.terms)
+    val_accuracy = history.get("val_accuracy")
+    return {
+        "test_accuracy": (None if result.test_logits is None
+                          else finite_or_none(np.mean(np.argmax(result.test_logits, axis=-1) == labels))),
+        "test_loss": finite_or_none(result.test_logs["loss"]),
+        "test_losses": {t: finite_or_none(result.test_logs[f"loss/{t}"]) for t in terms},
+        "final_losses": {t: finite_or_none(history[f"loss/{t}"][-1]) for t in terms},
+        "final_val_losses": {t: finite_or_none(history[f"val_loss/{t}"][-1]) for t in terms},
+        "final_val_accuracy": finite_or_none(val_accuracy[-1]) if val_accuracy else None,
+        "final_weights": {t: finite_or_none(history[f"weight/{t}"][-1]) for t in terms if f"weight/{t}" in history},
+        "intra_inter_ratio": finite_or_none(class_distance_ratio(result.test_embedding, labels)),
+        "embedding": {k: finite_or_none(v) for k, v in evaluate_embeddings(
+            result.test_embedding, labels, metric="cosine", ks=(1, 4)).items()},
+        **({"tasks": {t: {k: finite_or_none(v) for k, v in m.items()} for t, m in result.test_tasks.items()}}
+           if result.test_tasks else {}),
+        "epochs": len(history["loss"]),
+        "train_seconds": round(result.train_seconds, 3),
+    }
