@@ -7,7 +7,7 @@ from lossweave.ops.center import (
     center_update_rows,
 )
 from lossweave.ops import aggregators
-from lossweave.ops import distances, margin, pairs
+from lossweave.ops import distances, margin, pairs, sampling
 from lossweave.ops.labels import class_indices, finite_rows, label_layout
 from lossweave.ops.pair_similarity import (
     circle_loss,
@@ -18,6 +18,7 @@ from lossweave.ops.pair_similarity import (
     supcon_loss,
 )
 from lossweave.ops.proxy import proxy_anchor_loss, proxy_distances, proxy_nca_loss
+from lossweave.ops.sampling import sample_classes
 from lossweave.ops.softmax import logits_accuracy, softmax_cross_entropy
 
 __all__ = [
@@ -41,6 +42,8 @@ __all__ = [
     "proxy_anchor_loss",
     "proxy_distances",
     "proxy_nca_loss",
+    "sample_classes",
+    "sampling",
     "softmax_cross_entropy",
     "supcon_loss",
 ]

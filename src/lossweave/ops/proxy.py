@@ -22,10 +22,8 @@ Everything is computed in float32, whatever the inputs' dtype.
 from keras import ops
 
 from lossweave.ops.margin import cosine_similarity, margin_cross_entropy, masked_target, target_mask
-
-# A logit no real one reaches (logits here are >= -4 / temperature): it takes an
-# entry out of a log-sum-exp without the NaN gradients of -inf.
-_EXCLUDED = -3.0e38
+from lossweave.ops.sampling import EXCLUDED as _EXCLUDED
+from lossweave.ops.sampling import exclude_unused, filter_negatives
 
 
 def _row_weights(valid, sample_weight):
@@ -67,7 +65,10 @@ def _log1p_weighted_sum_exp(a, weight, axis, gather=None):
     return ops.log(ops.exp(-m) + local) + m
 
 
-def proxy_anchor_loss(embeddings, proxies, labels, margin=0.1, alpha=32.0, sample_weight=None, gather=None):
+def proxy_anchor_loss(
+    embeddings, proxies, labels, margin=0.1, alpha=32.0, sample_weight=None, gather=None, mask=None,
+    negative_threshold=None,
+):
     """Proxy Anchor loss (Kim, Kim, Cho & Kwak, CVPR 2020, Eq. 4).
 
     With ``s(x, p)`` the cosine similarity of L2-normalised vectors, ``P`` all
@@ -106,6 +107,12 @@ def proxy_anchor_loss(embeddings, proxies, labels, margin=0.1, alpha=32.0, sampl
             that ``Objective``'s ``1 / replicas`` and the sum of the replicas'
             gradients make the one-device update. ``None``: this batch is
             the whole batch.
+        mask: optional bool ``(classes,)``: the proxies in use (a class-center
+            sample, see :mod:`lossweave.ops.sampling`); the others are left out
+            of both sums and of ``|P|``. Every positive must be in use.
+        negative_threshold: optional cosine: negative similarities above it
+            are set to 0 (the inter-class filtering of Partial FC, CVPR 2022,
+            see :func:`lossweave.ops.sampling.filter_negatives`).
 
     Returns:
         A float32 scalar.
@@ -116,13 +123,18 @@ def proxy_anchor_loss(embeddings, proxies, labels, margin=0.1, alpha=32.0, sampl
         >>> round(float(proxy_anchor_loss(p, p, np.array([0, 1, 2]), margin=0.0, alpha=1.0)), 4)
         1.4119
     """
-    num_classes = int(proxies.shape[0])
+    num_classes = ops.shape(proxies)[0]
     cos = cosine_similarity(embeddings, proxies)  # (batch, classes)
     hit, valid = target_mask(labels, num_classes)
+    if negative_threshold is not None:
+        cos = filter_negatives(cos, hit, negative_threshold)
     weight = ops.expand_dims(_row_weights(valid, sample_weight), -1)
     zeros = ops.zeros_like(cos)
     positive_weight = ops.where(hit, weight, zeros)
     negative_weight = ops.where(hit, zeros, weight)
+    if mask is not None:  # proxies out of the sample: no negative sum, not counted in |P|
+        negative_weight = ops.where(ops.expand_dims(mask, 0), negative_weight, zeros)
+        num_classes = ops.sum(ops.cast(mask, "float32"))
     positive = _log1p_weighted_sum_exp(-alpha * (cos - margin), positive_weight, 0, gather)  # (classes,)
     negative = _log1p_weighted_sum_exp(alpha * (cos + margin), negative_weight, 0, gather)
     positives_per_proxy = ops.sum(positive_weight, axis=0, keepdims=True)
@@ -131,7 +143,7 @@ def proxy_anchor_loss(embeddings, proxies, labels, margin=0.1, alpha=32.0, sampl
     with_positive = ops.sum(positives_per_proxy, axis=0) > 0  # P+
     count = ops.maximum(ops.sum(ops.cast(with_positive, "float32")), 1.0)
     positive_term = ops.sum(ops.where(with_positive, positive, ops.zeros_like(positive))) / count
-    loss = positive_term + ops.sum(negative) / float(num_classes)
+    loss = positive_term + ops.sum(negative) / ops.cast(num_classes, "float32")
     if gather is None:
         return loss
     # Value: the global loss; gradient: `replicas` times the global loss's (see `gather`).
@@ -166,12 +178,18 @@ def proxy_distances(embeddings, proxies, squared=True):
         >>> [round(float(v), 4) for v in proxy_distances(np.array([[2., 0.]], "float32"), p)[0]]
         [0.0, 2.0]
     """
-    squared_distance = ops.maximum(2.0 - 2.0 * cosine_similarity(embeddings, proxies), 0.0)
+    return _cosine_distances(cosine_similarity(embeddings, proxies), squared)
+
+
+def _cosine_distances(cos, squared):
+    """Distances of unit vectors from their cosines: ``||x - p||^2 = 2 - 2 cos`` (or its root)."""
+    squared_distance = ops.maximum(2.0 - 2.0 * cos, 0.0)
     return squared_distance if squared else _safe_sqrt(squared_distance)
 
 
 def proxy_nca_loss(
-    embeddings, proxies, labels, temperature=1.0, include_positive=False, squared=True, sample_weight=None
+    embeddings, proxies, labels, temperature=1.0, include_positive=False, squared=True, sample_weight=None,
+    mask=None, negative_threshold=None,
 ):
     """ProxyNCA (Movshovitz-Attias et al., ICCV 2017) and ProxyNCA++ (Teh et al., ECCV 2020).
 
@@ -205,6 +223,12 @@ def proxy_nca_loss(
         include_positive: the positive proxy in the denominator (ProxyNCA++).
         squared: squared Euclidean distances (both papers) or Euclidean ones.
         sample_weight: optional ``(batch,)`` weights.
+        mask: optional bool ``(classes,)``: the proxies in use (a class-center
+            sample, see :mod:`lossweave.ops.sampling`); the others are left out
+            of the denominator.
+        negative_threshold: optional cosine: a negative proxy whose cosine
+            exceeds it counts at cosine 0, i.e. at squared distance 2 (the
+            inter-class filtering of Partial FC, CVPR 2022).
 
     Returns:
         A float32 scalar.
@@ -217,12 +241,21 @@ def proxy_nca_loss(
         >>> round(float(proxy_nca_loss(p[:1], p, np.array([0]), include_positive=True)), 4)
         0.2395
     """
-    num_classes = int(proxies.shape[0])
-    logits = -proxy_distances(embeddings, proxies, squared) / float(temperature)
+    num_classes = proxies.shape[0]
+    if num_classes is None:  # a class sample whose size TensorFlow knows at run time only
+        num_classes = ops.shape(proxies)[0]
     hit, valid = target_mask(labels, num_classes)
+    cos = cosine_similarity(embeddings, proxies)
+    if negative_threshold is not None:
+        cos = filter_negatives(cos, hit, negative_threshold)
+    logits = -_cosine_distances(cos, squared) / float(temperature)
     target = masked_target(logits, hit)
     if not include_positive:
-        if num_classes == 1:
+        if isinstance(num_classes, int) and num_classes == 1:
             valid = ops.zeros_like(valid)
+        elif mask is not None:  # a sample of one class in use has no negative either
+            valid = ops.logical_and(valid, ops.sum(ops.cast(mask, "int32")) > 1)
         logits = ops.where(hit, ops.full_like(logits, _EXCLUDED), logits)
+    if mask is not None:
+        logits = exclude_unused(logits, mask)
     return margin_cross_entropy(logits, target, valid, sample_weight)

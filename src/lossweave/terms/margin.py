@@ -25,8 +25,10 @@ from keras import ops
 
 from lossweave import ops as lw_ops
 from lossweave.ops import margin as margin_ops
+from lossweave.ops import sampling as sampling_ops
 from lossweave.terms.base import Term, check_embedding_shape
 from lossweave.terms.check import check_class_rows
+from lossweave.terms.sampling import ClassSampling
 
 
 def _positive_int(value, what, owner):
@@ -48,13 +50,23 @@ def _margin(value, what, owner, high=math.pi):
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
-class MarginSoftmax(Term):
+class MarginSoftmax(ClassSampling, Term):
     """Base of the margin-softmax terms: normalised class weights and a margin on the target.
 
     The loss is softmax cross-entropy on ``logit_scale * cos theta_j`` where
     the target class's cosine is replaced by ``target_logit(cos theta_y)``.
     Cosines are float32 under any dtype policy; labels are sparse or one-hot
     and checked (a bad label raises ``InvalidInputError`` and is skipped).
+
+    **Class-center sampling** (Partial FC, An et al., ICCVW 2021 and CVPR
+    2022): with ``sample_rate < 1`` each training step keeps every positive
+    class of the (global) batch plus negatives drawn uniformly without
+    replacement, ``ceil(sample_rate * num_classes)`` classes in all (the
+    positives only if they alone exceed that), and computes the logits over
+    those classes' rows only: ``(batch, S)`` with ``S = min(num_classes,
+    max(budget, batch))`` slots, the unused ones out of the softmax (see
+    :mod:`lossweave.ops.sampling`). Only the sampled rows get a gradient.
+    Evaluation, :meth:`logits` and :meth:`classifier` use every class.
 
     Args:
         num_classes: number of classes.
@@ -64,6 +76,14 @@ class MarginSoftmax(Term):
         on: model output holding the embeddings ``(batch, dim)``.
         target: target holding sparse or one-hot labels.
         validate: raise on bad rows at run time (bad rows are skipped either way).
+        sample_rate: fraction of the classes a training step computes logits
+            for, in ``(0, 1]``; 1.0 (every class) is the plain term.
+        seed: int seed of the class sampling (``None``: a random one).
+        negative_threshold: ``None`` (off) or a cosine in ``(0, 1)``: in
+            training, a negative class whose cosine to a sample exceeds it
+            gets logit 0 and no gradient (the inter-class filtering of
+            Partial FC, CVPR 2022, Sec. 3.2; insightface's
+            ``interclass_filtering_threshold``, 0.4 in its configs).
     """
 
     def __init__(
@@ -75,6 +95,9 @@ class MarginSoftmax(Term):
         on="embedding",
         target="label",
         validate=True,
+        sample_rate=1.0,
+        seed=None,
+        negative_threshold=None,
         **kwargs,
     ):
         super().__init__(on=on, target=target, **kwargs)
@@ -84,6 +107,7 @@ class MarginSoftmax(Term):
         self.sub_centers = _positive_int(sub_centers, "sub_centers", owner)
         self.class_weights_initializer = keras.initializers.get(class_weights_initializer)
         self.validate = bool(validate)
+        self.init_sampling(sample_rate, seed, negative_threshold)
 
     def build(self, outputs_shape):
         super().build(outputs_shape)
@@ -135,16 +159,26 @@ class MarginSoftmax(Term):
         transforms), and the target is written by one select; the loss then
         needs no log-softmax array or gather (``margin_cross_entropy``).
         Rows with non-finite embeddings are zeroed before the matmul (and are
-        invalid), so that their gradients stay finite.
+        invalid), so that their gradients stay finite. A sampling training
+        step (``sample_rate < 1``) computes ``(batch, S)`` logits over the
+        sampled classes, in the order of the sample (see ``draw_classes``).
         """
         self._ensure_built(embeddings)
         embeddings = ops.cast(embeddings, "float32")
         finite = lw_ops.finite_rows(embeddings)
         embeddings = ops.where(finite[:, None], embeddings, ops.zeros_like(embeddings))
         scale = self.logit_scale(embeddings)
-        logits = margin_ops.scaled_cosines(embeddings, self.class_weights, scale, self.sub_centers)
-        hit, valid = margin_ops.target_mask(labels, self.num_classes)
+        table, classes, in_use = self.class_weights, self.num_classes, None
+        if self.samples(training):
+            sampled, labels, in_use = self.draw_classes(labels)
+            table, classes = self.sampled_rows(table, sampled, self.sub_centers), ops.shape(sampled)[0]
+        logits = margin_ops.scaled_cosines(embeddings, table, scale, self.sub_centers)
+        hit, valid = margin_ops.target_mask(labels, classes)
         scale = margin_ops.row_scale(scale)
+        if self.filters(training):
+            logits = sampling_ops.filter_negatives(logits, hit, self.negative_threshold, scale)
+        if in_use is not None:
+            logits = sampling_ops.exclude_unused(logits, in_use)
         scaled_target = margin_ops.masked_target(logits, hit)  # (batch,): scale * cos theta_y
         if isinstance(scale, float):
             cos_target = scaled_target / scale
@@ -201,6 +235,7 @@ class MarginSoftmax(Term):
                 "sub_centers": self.sub_centers,
                 "class_weights_initializer": keras.initializers.serialize(self.class_weights_initializer),
                 "validate": self.validate,
+                **self.sampling_config(),
             }
         )
         return config

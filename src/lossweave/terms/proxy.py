@@ -36,12 +36,12 @@ should spare them) needs a custom optimizer or train step.
 import keras
 from keras import ops
 
-from lossweave import _backend as backend
 from lossweave import ops as lw_ops
 from lossweave.ops import proxy as proxy_ops
 from lossweave.terms.base import Term, check_embedding_shape
 from lossweave.terms.check import check_class_rows
 from lossweave.terms.margin import _positive, _positive_int
+from lossweave.terms.sampling import ClassSampling, replica_gather
 
 
 def _number(value, what, owner, low=None):
@@ -52,34 +52,27 @@ def _number(value, what, owner, low=None):
     return float(value)
 
 
-def _replica_rows(tensor):
-    """``(replicas, ...)``: ``tensor`` of every replica of a ``tf.distribute`` step (itself elsewhere)."""
-    (rows,) = backend.all_gather((tensor,))
-    return rows
-
-
-def _replica_gather():
-    """``_replica_rows`` in a step of several replicas, else ``None`` (one device: nothing to gather).
-
-    ``all_gather`` hands back its own argument when there is one replica.
-    """
-    probe = (None,)
-    return None if backend.all_gather(probe) is probe else _replica_rows
-
-
-class _ProxyTerm(Term):
+class _ProxyTerm(ClassSampling, Term):
     """Base of the proxy terms: the ``(num_classes, dim)`` proxies, label checks, the gate.
 
-    Subclasses implement ``proxy_loss(embeddings, labels, sample_weight)``
-    on float32 embeddings whose non-finite rows are zeroed (and weighted 0).
+    Subclasses implement ``proxy_loss(embeddings, labels, sample_weight,
+    proxies, mask, negative_threshold)`` on float32 embeddings whose
+    non-finite rows are zeroed (and weighted 0): ``proxies`` are the rows in
+    play (a class-center sample in a training step with ``sample_rate < 1``,
+    with ``labels`` remapped into it and ``mask`` its slots in use; else every
+    proxy and ``mask=None``).
     """
 
-    def __init__(self, num_classes, proxies_initializer, on="embedding", target="label", validate=True, **kwargs):
+    def __init__(
+        self, num_classes, proxies_initializer, on="embedding", target="label", validate=True,
+        sample_rate=1.0, seed=None, negative_threshold=None, **kwargs,
+    ):
         super().__init__(on=on, target=target, **kwargs)
         owner = type(self).__name__
         self.num_classes = _positive_int(num_classes, "num_classes", owner)
         self.proxies_initializer = keras.initializers.get(proxies_initializer)
         self.validate = bool(validate)
+        self.init_sampling(sample_rate, seed, negative_threshold)
 
     def build(self, outputs_shape):
         super().build(outputs_shape)
@@ -104,12 +97,17 @@ class _ProxyTerm(Term):
         weight = ops.cast(finite, "float32")
         if sample_weight is not None:
             weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-        loss = self.proxy_loss(embeddings, targets, weight)
+        proxies, mask = self.proxies, None
+        if self.samples(training):
+            classes, targets, mask = self.draw_classes(targets)
+            proxies = self.sampled_rows(proxies, classes)
+        threshold = self.negative_threshold if self.filters(training) else None
+        loss = self.proxy_loss(embeddings, targets, weight, proxies, mask, threshold)
         if clean is not None:
             loss = ops.where(clean, loss, ops.zeros_like(loss))
         return loss
 
-    def proxy_loss(self, embeddings, labels, sample_weight):
+    def proxy_loss(self, embeddings, labels, sample_weight, proxies, mask=None, negative_threshold=None):
         """The hook each proxy loss implements: its loss from the checked embeddings and labels."""
         raise NotImplementedError(f"{type(self).__name__} must implement proxy_loss.")
 
@@ -120,6 +118,7 @@ class _ProxyTerm(Term):
                 "num_classes": self.num_classes,
                 "proxies_initializer": keras.initializers.serialize(self.proxies_initializer),
                 "validate": self.validate,
+                **self.sampling_config(),
             }
         )
         return config
@@ -163,6 +162,11 @@ class ProxyAnchorLoss(_ProxyTerm):
         on: model output holding the embeddings ``(batch, dim)``.
         target: target holding sparse or one-hot labels.
         validate: raise on bad rows at run time (bad rows are skipped either way).
+        **kwargs: ``sample_rate``, ``seed`` and ``negative_threshold``: the
+            class-center sampling and inter-class filtering of Partial FC
+            (see :class:`lossweave.terms.MarginSoftmax`; a sampling step
+            averages the negative part over the sampled proxies), and Layer
+            arguments.
 
     Example:
         >>> import numpy as np
@@ -189,11 +193,11 @@ class ProxyAnchorLoss(_ProxyTerm):
         self.margin = _number(margin, "margin (delta)", "ProxyAnchorLoss", low=0.0)
         self.alpha = _positive(alpha, "alpha", "ProxyAnchorLoss")
 
-    def proxy_loss(self, embeddings, labels, sample_weight):
+    def proxy_loss(self, embeddings, labels, sample_weight, proxies, mask=None, negative_threshold=None):
         # Eq. 4's sums are over the global batch under tf.distribute (a no-op on one device and on JAX).
         return proxy_ops.proxy_anchor_loss(
-            embeddings, self.proxies, labels, margin=self.margin, alpha=self.alpha, sample_weight=sample_weight,
-            gather=_replica_gather(),
+            embeddings, proxies, labels, margin=self.margin, alpha=self.alpha, sample_weight=sample_weight,
+            gather=replica_gather(), mask=mask, negative_threshold=negative_threshold,
         )
 
     def _mask_missing(self, targets, sample_weight):
@@ -241,6 +245,11 @@ class ProxyNCALoss(_ProxyTerm):
         on: model output holding the embeddings ``(batch, dim)``.
         target: target holding sparse or one-hot labels.
         validate: raise on bad rows at run time (bad rows are skipped either way).
+        **kwargs: ``sample_rate``, ``seed`` and ``negative_threshold``: the
+            class-center sampling and inter-class filtering of Partial FC
+            (see :class:`lossweave.terms.MarginSoftmax`; a sampling step
+            averages the negative part over the sampled proxies), and Layer
+            arguments.
 
     Example:
         >>> import numpy as np
@@ -273,10 +282,10 @@ class ProxyNCALoss(_ProxyTerm):
         self.include_positive = bool(include_positive)
         self.squared = bool(squared)
 
-    def proxy_loss(self, embeddings, labels, sample_weight):
+    def proxy_loss(self, embeddings, labels, sample_weight, proxies, mask=None, negative_threshold=None):
         return proxy_ops.proxy_nca_loss(
-            embeddings, self.proxies, labels, temperature=self.temperature,
-            include_positive=self.include_positive, squared=self.squared, sample_weight=sample_weight,
+            embeddings, proxies, labels, temperature=self.temperature, include_positive=self.include_positive,
+            squared=self.squared, sample_weight=sample_weight, mask=mask, negative_threshold=negative_threshold,
         )
 
     def get_config(self):
