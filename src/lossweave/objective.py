@@ -7,6 +7,7 @@ from keras import ops
 from keras.src.losses.loss import scale_loss_for_distribution  # no public API (Keras 3.15)
 
 from lossweave import trainer
+from lossweave.metrics.means import NamedMeans
 from lossweave.terms.base import Term
 from lossweave.terms.check import GradientCheck
 from lossweave.weighting.base import Weighting
@@ -120,19 +121,23 @@ class Objective(keras.Model):
         self.step_counter = self.add_weight(
             name="step", shape=(), dtype="int32", initializer="zeros", trainable=False
         )
-        self.loss_trackers = [keras.metrics.Mean(name=f"loss/{n}") for n in self.terms]
-        self.weight_trackers = [keras.metrics.Mean(name=f"weight/{n}") for n in self.terms]
-        self.cosine_trackers = {}
+        names = list(self.terms)
+        # The pairs (i, j) whose gradient cosine a gradient-level step logs.
+        self.cosine_pairs = []
         self.gradient_check = None
         self._gradient_plan = None
         if self.gradient_level:
-            names = list(self.terms)
-            self.cosine_trackers = {
-                (i, j): keras.metrics.Mean(name=f"cosine/{names[i]}/{names[j]}")
-                for i in range(len(names))
-                for j in range(i + 1, len(names))
-            }
+            self.cosine_pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
             self.gradient_check = GradientCheck(names)
+        # Two metrics of vector state for all the logs (two variable updates each per
+        # step), not one Mean per logged scalar. Weights and cosines are logged in
+        # training only: an evaluation has no gradients and its weights say nothing new.
+        self.loss_means = NamedMeans([f"loss/{n}" for n in names], name="term_losses")
+        self.weight_means = NamedMeans(
+            [f"weight/{n}" for n in names] + [f"cosine/{names[i]}/{names[j]}" for i, j in self.cosine_pairs],
+            name="term_weights",
+        )
+        self._evaluating = False
 
     @property
     def gradient_level(self):
@@ -299,10 +304,9 @@ class Objective(keras.Model):
         total, weights = self.weighting.combine(losses, self._next_step(training), training)
         # Weighted by batch size, as Keras weights `loss`: epoch means then add up.
         batch = _batch_size(x)
-        for tracker, name in zip(self.loss_trackers, self.terms):
-            tracker.update_state(losses[name], sample_weight=batch)
-        for tracker, name in zip(self.weight_trackers, self.terms):
-            tracker.update_state(weights[name], sample_weight=batch)
+        self.loss_means.update_state([losses[name] for name in self.terms], batch)
+        if training:
+            self.weight_means.update_state([weights[name] for name in self.terms], batch)
         for extra in self.losses:  # the model's own losses: regularizers, add_loss
             total = total + ops.cast(ops.sum(extra), "float32")
         # Under tf.distribute each replica returns total / replicas (gradients are
@@ -318,9 +322,7 @@ class Objective(keras.Model):
         """
         losses = self.compute_term_losses(y, y_pred, sample_weight, training=True)
         step = self._next_step(True)
-        batch = _batch_size(x)
-        for tracker, name in zip(self.loss_trackers, self.terms):
-            tracker.update_state(losses[name], sample_weight=batch)
+        self.loss_means.update_state([losses[name] for name in self.terms], _batch_size(x))
         # A list, not a stacked vector: differentiating one entry of a stack would run
         # the backward of every term (0 * inf = NaN from another term's bad gradient).
         return [ops.cast(losses[name], "float32") for name in self.terms], step
@@ -332,12 +334,11 @@ class Objective(keras.Model):
         gradient fails the step (``InvalidInputError`` naming the terms, and
         nothing moves) unless a loss-scale optimizer is there to skip it.
         """
-        for k, tracker in enumerate(self.weight_trackers):
-            tracker.update_state(weights[k], sample_weight=batch)
-        if self.cosine_trackers:
+        values = [weights[k] for k in range(len(self.terms))]
+        if self.cosine_pairs:
             cos = trainer.cosines(gram)
-            for (i, j), tracker in self.cosine_trackers.items():
-                tracker.update_state(cos[i, j], sample_weight=batch)
+            values += [cos[i, j] for i, j in self.cosine_pairs]
+        self.weight_means.update_state(values, batch)
         if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             self.gradient_check.check(finite)
 
@@ -356,6 +357,15 @@ class Objective(keras.Model):
         else:
             step = super().train_step
         return trainer.gate_train_step(self, step, self._input_checks(), *args)
+
+    def test_step(self, *args):
+        # Traced (or, on PyTorch, run) once per call: compute_metrics then drops the
+        # training-only logs (weights, cosines) from the evaluation's logs.
+        self._evaluating = True
+        try:
+            return super().test_step(*args)
+        finally:
+            self._evaluating = False
 
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
@@ -464,7 +474,10 @@ class Objective(keras.Model):
                     self._output(outputs, metric.name, on),
                     sample_weight=self._sample_weight(sample_weight, metric.name, target),
                 )
-        return super().compute_metrics(x, y, y_pred, sample_weight)
+        logs = super().compute_metrics(x, y, y_pred, sample_weight)
+        if self._evaluating:
+            logs = {k: v for k, v in logs.items() if k not in self.weight_means.names}
+        return logs
 
     # ------------------------------------------------------------ serialization
     def get_config(self):

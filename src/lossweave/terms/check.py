@@ -117,35 +117,62 @@ def check_class_rows(term, features, labels, num_classes):
     """
     _, valid = class_indices(labels, num_classes, what=f"{type(term).__name__} '{term.name}' labels")
     finite = finite_rows(ops.cast(features, "float32"))
-    # Counted over the global batch under tf.distribute, so every replica gates
-    # its loss and state update on the same flag and records the same values.
-    n_bad_labels = backend.all_reduce(ops.sum(ops.cast(ops.logical_not(valid), "int32")), "sum")
-    n_bad_features = backend.all_reduce(ops.sum(ops.cast(ops.logical_not(finite), "int32")), "sum")
-    raw = ops.cast(labels, "float32")
-    if len(labels.shape) == 2 and labels.shape[-1] == num_classes and num_classes > 1:
-        raw = ops.cast(ops.argmax(ops.where(ops.isnan(raw), -1.0, raw), axis=-1), "float32")
-    # The first invalid label of the global batch: what a user greps the data for
-    # (a non-integer or NaN label can lie inside [min, max]).
-    all_raw, all_valid = backend.all_gather((ops.reshape(raw, (-1,)), valid))
-    # (One padded entry keeps argmax defined on an empty batch, whose shape TF may not know.)
-    padded_raw = ops.concatenate([all_raw, ops.zeros((1,), all_raw.dtype)])
-    padded_bad = ops.concatenate([ops.cast(ops.logical_not(all_valid), "int32"), ops.zeros((1,), "int32")])
-    first_bad = ops.take(padded_raw, ops.argmax(padded_bad))
-    first_bad = ops.where(ops.greater(n_bad_labels, 0), first_bad, ops.cast(float("nan"), "float32"))
-    batch = backend.all_reduce(ops.shape(valid)[0], "sum")
-    low, high = backend.all_reduce(ops.min(raw), "min"), backend.all_reduce(ops.max(raw), "max")
-    ok = ops.logical_and(ops.equal(n_bad_labels, 0), ops.equal(n_bad_features, 0))
-    # An empty batch is refused when traced (Term.__call__); where its size is only
-    # known at run time (a TF step traced for any batch size) it fails here.
-    ok = ops.logical_and(ok, ops.greater(batch, 0))
+
+    def raw_labels():
+        raw = ops.cast(labels, "float32")
+        if len(labels.shape) == 2 and labels.shape[-1] == num_classes and num_classes > 1:
+            raw = ops.cast(ops.argmax(ops.where(ops.isnan(raw), -1.0, raw), axis=-1), "float32")
+        return ops.reshape(raw, (-1,))
+
     message = (
         f"{type(term).__name__} '{term.name}': {{}} row(s) with an invalid label (first: {{}}) and "
         f"{{}} row(s) with NaN/Inf features in a batch of {{}}. Expected integer class "
         f"indices in [0, {num_classes}) (or one-hot rows of width {num_classes}) and "
         f"finite features; received labels in [{{}}, {{}}]. Clean the data or fix num_classes."
     )
-    values = (n_bad_labels, first_bad, n_bad_features, batch, low, high)
+    return _check_rows(term, message, valid, finite, raw_labels)
+
+
+def _check_rows(term, message, valid, finite, raw_labels):
+    """The "batch is clean" flag of rows checked by ``valid`` and ``finite``; a failure is reported.
+
+    The step pays for one reduction (the number of bad rows, and the batch
+    size); the values of the message (bad label and feature counts, the first
+    bad label, the label range) are computed only when the check fails (in an
+    ``ops.cond`` branch inside a compiled step). Every count is over the global
+    batch under tf.distribute: every replica gates its loss and state update on
+    the same flag, takes the same branch and records the same values.
+    """
+    bad_rows = ops.logical_not(ops.logical_and(valid, finite))
+    n_bad = backend.all_reduce(ops.sum(ops.cast(bad_rows, "int32")), "sum")
+    batch = backend.all_reduce(ops.shape(valid)[0], "sum")
+    # An empty batch is refused when traced (Term.__call__); where its size is only
+    # known at run time (a TF step traced for any batch size) it fails here.
+    ok = ops.logical_and(ops.equal(n_bad, 0), ops.greater(batch, 0))
+
+    def failure_values():
+        raw = raw_labels()
+        n_bad_labels = backend.all_reduce(ops.sum(ops.cast(ops.logical_not(valid), "int32")), "sum")
+        n_bad_features = backend.all_reduce(ops.sum(ops.cast(ops.logical_not(finite), "int32")), "sum")
+        # The first invalid label of the global batch: what a user greps the data for
+        # (a non-integer or NaN label can lie inside [min, max]).
+        all_raw, all_valid = backend.all_gather((raw, valid))
+        # (One padded entry keeps argmax defined on an empty batch, whose shape TF may not know.)
+        padded_raw = ops.concatenate([all_raw, ops.zeros((1,), all_raw.dtype)])
+        padded_bad = ops.concatenate([ops.cast(ops.logical_not(all_valid), "int32"), ops.zeros((1,), "int32")])
+        first_bad = ops.take(padded_raw, ops.argmax(padded_bad))
+        first_bad = ops.where(ops.greater(n_bad_labels, 0), first_bad, ops.cast(float("nan"), "float32"))
+        low, high = backend.all_reduce(ops.min(raw), "min"), backend.all_reduce(ops.max(raw), "max")
+        values = (n_bad_labels, first_bad, n_bad_features, batch, low, high)
+        return tuple(ops.cast(v, dtype) for v, dtype in zip(values, _VALUE_DTYPES))
+
+    nothing = lambda: tuple(ops.zeros((), dtype) for dtype in _VALUE_DTYPES)
+    values = ops.cond(ok, nothing, failure_values)
     return backend.check(ok, message, *values, record=term.input_check)
+
+
+# The dtypes of the values of a failed check, as the message shows them (counts as integers).
+_VALUE_DTYPES = ("int32", "float32", "int32", "int32", "float32", "float32")
 
 
 def _pair_label_shape(term, labels):
@@ -201,18 +228,6 @@ def check_pair_rows(term, features, labels, binary=False):
     for part in features if isinstance(features, (tuple, list)) else (features,):
         rows = finite_rows(ops.cast(part, "float32"))
         finite = rows if finite is None else ops.logical_and(finite, rows)
-    n_bad_labels = backend.all_reduce(ops.sum(ops.cast(ops.logical_not(valid), "int32")), "sum")
-    n_bad_features = backend.all_reduce(ops.sum(ops.cast(ops.logical_not(finite), "int32")), "sum")
-    raw = ops.reshape(ops.cast(labels, "float32"), (-1,))
-    all_raw, all_valid = backend.all_gather((raw, valid))
-    padded_raw = ops.concatenate([all_raw, ops.zeros((1,), all_raw.dtype)])
-    padded_bad = ops.concatenate([ops.cast(ops.logical_not(all_valid), "int32"), ops.zeros((1,), "int32")])
-    first_bad = ops.take(padded_raw, ops.argmax(padded_bad))
-    first_bad = ops.where(ops.greater(n_bad_labels, 0), first_bad, ops.cast(float("nan"), "float32"))
-    batch = backend.all_reduce(ops.shape(valid)[0], "sum")
-    low, high = backend.all_reduce(ops.min(raw), "min"), backend.all_reduce(ops.max(raw), "max")
-    ok = ops.logical_and(ops.equal(n_bad_labels, 0), ops.equal(n_bad_features, 0))
-    ok = ops.logical_and(ok, ops.greater(batch, 0))
     expected = (
         "same(1)/different(0) pair targets" if binary
         else "non-negative integer labels (class ids, sparse, of shape (batch,) or (batch, 1))"
@@ -222,5 +237,4 @@ def check_pair_rows(term, features, labels, binary=False):
         f"{{}} row(s) with NaN/Inf features in a batch of {{}}. Expected {expected} and finite "
         f"features; received labels in [{{}}, {{}}]. Clean the data."
     )
-    values = (n_bad_labels, first_bad, n_bad_features, batch, low, high)
-    return backend.check(ok, message, *values, record=term.input_check)
+    return _check_rows(term, message, valid, finite, lambda: ops.reshape(ops.cast(labels, "float32"), (-1,)))

@@ -8,6 +8,7 @@ leave the model without its weights: checks are recorded during the step
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from keras.src import backend as keras_backend  # StatelessScope: no public API (Keras 3.15)
 from keras.src.trainers.data_adapters import data_adapter_utils
 
@@ -29,8 +30,7 @@ def gate_train_step(model, train_step, records, state, data):
     if not records:
         return logs, new_state
     trainable, non_trainable, optimizer, metrics_variables = new_state
-    positions = [next(i for i, v in enumerate(model.metrics_variables) if v is r.record) for r in records]
-    ok = jnp.all(jnp.stack([metrics_variables[i][0] <= 0 for i in positions]))
+    ok = jnp.all(jnp.stack([metrics_variables[i][0] <= 0 for i in _positions(model, records)]))
 
     def keep(new, old):
         return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
@@ -41,6 +41,12 @@ def gate_train_step(model, train_step, records, state, data):
     self_gated = [backend_common.self_gated(v) and not model.gradient_level for v in model.non_trainable_variables]
     non_trainable = [n if gated else keep(n, o) for n, o, gated in zip(non_trainable, state[1], self_gated)]
     return logs, (keep(trainable, state[0]), non_trainable, keep(optimizer, state[2]), metrics_variables)
+
+
+def _positions(model, records):
+    """The index of each record's variable in ``model.metrics_variables``."""
+    index = {id(v): i for i, v in enumerate(model.metrics_variables)}
+    return [index[id(r.record)] for r in records]
 
 
 _STATE_KEYS = {
@@ -60,6 +66,8 @@ def guard_step(model, function, kind, records):
         model._jax_state_synced = False
         model.jax_state_sync()
 
+    positions = []  # where the records are in the step's metric state: found once
+
     def guarded(state, data):
         try:
             with backend.recording_checks():
@@ -69,10 +77,13 @@ def guard_step(model, function, kind, records):
             if not any(getattr(a, "is_deleted", lambda: False)() for a in jax.tree.leaves(state)):
                 write_back(state)
             raise
-        positions = [
-            next(i for i, v in enumerate(model.metrics_variables) if v is r.record) for r in records
-        ]
-        failures = [r.failure(new_state[slot][i]) for r, i in zip(records, positions)]
+        if not positions:
+            positions.extend(_positions(model, records))
+        # One host read per record per step (np.asarray: no Keras conversion on the hot path).
+        recorded = [new_state[slot][i] for i in positions]
+        if not any(np.asarray(r)[0] > 0 for r in recorded):
+            return logs, new_state
+        failures = [r.failure(value) for r, value in zip(records, recorded)]
         failures = [f for f in failures if f is not None]
         if failures:
             write_back(new_state)
