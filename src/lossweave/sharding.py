@@ -80,6 +80,26 @@ def _check_axis(model_axis):
         )
 
 
+def _check_created_under_distribution(terms):
+    """An unbuilt term that owns variables already (a sampling seed) must be created under the distribution.
+
+    Keras places a variable when it is created: one made before
+    ``set_distribution`` stays on one device, and the compiled step then fails
+    with "incompatible devices".
+    """
+    if keras.distribution.distribution() is not None:
+        return
+    early = [name for name, term in _named_terms(terms) if not term.built and term.variables]
+    if early:
+        raise ValueError(
+            f"lossweave.sharding.fill_layout_map: the terms {early} created variables "
+            f"({[v.path for name, t in _named_terms(terms) if name in early for v in t.variables]}) before any "
+            "keras.distribution was set, so they stay on one device. Set the distribution first "
+            "(keras.distribution.set_distribution(ModelParallel(layout_map=layout_map, ...)) with this "
+            "layout map, filled afterwards), then create the terms, fill the map and build the objective."
+        )
+
+
 def table_layouts(terms, model_axis="model"):
     """Layout entries that shard every class table of ``terms`` by class over ``model_axis``.
 
@@ -111,8 +131,12 @@ def fill_layout_map(layout_map, terms, model_axis="model"):
     """Write ``table_layouts(terms, model_axis)`` into a ``keras.distribution.LayoutMap``.
 
     Call it before the Objective is built (variables read the map when they
-    are created). Checks that ``model_axis`` is an axis of the map's mesh and
-    that its size divides the rows of every table (JAX shards evenly only).
+    are created), with the distribution already set if a term owns variables
+    from its constructor (the seed of ``sample_rate < 1``): a
+    ``ModelParallel`` reads its map at variable creation, so it can be given
+    the map first and the entries after. Checks that ``model_axis`` is an
+    axis of the map's mesh and that its size divides the rows of every table
+    (JAX shards evenly only).
 
     Args:
         layout_map: a ``keras.distribution.LayoutMap`` (it may hold entries for
@@ -125,7 +149,8 @@ def fill_layout_map(layout_map, terms, model_axis="model"):
 
     Raises:
         ValueError: an unknown axis, a number of rows the axis does not divide,
-            or a pattern already in the map.
+            a pattern already in the map, or unbuilt terms that own variables
+            while no distribution is set.
 
     Example:
         >>> import keras, lossweave as lw
@@ -148,6 +173,7 @@ def fill_layout_map(layout_map, terms, model_axis="model"):
             f"model_axis={model_axis!r}. Pass the name of the axis to split the classes over."
         )
     shards = mesh.shape[list(mesh.axis_names).index(model_axis)]
+    _check_created_under_distribution(terms)
     for pattern, rows, what in _tables(terms):
         if rows % shards:
             raise ValueError(

@@ -16,6 +16,11 @@ PyTorch.
 the replicas); on one device and on JAX (where ``keras.distribution`` shards
 one global computation) they return their input.
 
+``replicated(tensor)`` lays a tensor out whole on every device of a JAX
+``keras.distribution`` mesh (a sharding constraint; the tensor itself
+elsewhere): an O(batch) vector built from a batch-sharded one before it is
+scattered into an O(classes) table keeps XLA from all-reducing the table.
+
 ``check(ok, message, *values, record=None)`` makes a failed run-time check
 (scalar ``ok`` false) raise ``lossweave.InvalidInputError`` with
 ``message.format(*values)``, and returns ``ok``: callers gate their loss and
@@ -31,6 +36,7 @@ import importlib
 
 import keras
 
+from lossweave._backend import _common
 from lossweave._backend._common import mark_self_gated, self_gated
 
 _impl = importlib.import_module(f"lossweave._backend._{keras.backend.backend()}")
@@ -41,6 +47,7 @@ all_reduce = _impl.all_reduce
 check = _impl.check
 gather_rows = _impl.gather_rows
 recording_checks = _impl.recording_checks
+replicated = getattr(_impl, "replicated", _common.replicated)
 
 __all__ = [
     "add_to_rows",
@@ -50,5 +57,6 @@ __all__ = [
     "gather_rows",
     "mark_self_gated",
     "recording_checks",
+    "replicated",
     "self_gated",
 ]

@@ -17,3 +17,8 @@ def mark_self_gated(variable):
 def self_gated(variable):
     """Whether ``mark_self_gated`` marked ``variable``."""
     return bool(getattr(variable, _SELF_GATED, False))
+
+
+def replicated(tensor):
+    """``tensor`` whole on every device of a ``keras.distribution`` mesh: itself off JAX (see ``_jax``)."""
+    return tensor

@@ -35,12 +35,16 @@ def gather_rows(table, indices):
 
 def add_to_rows(variable, indices, updates):
     table = variable.value
-    indices, updates = _replicated(indices), _replicated(updates)
+    indices, updates = replicated(indices), replicated(updates)
     variable.assign(table.at[indices].add(updates.astype(table.dtype)))
 
 
-def _replicated(tensor):
-    """``tensor`` laid out whole on every device of the distribution's mesh (itself without one)."""
+def replicated(tensor):
+    """``tensor`` laid out whole on every device of the distribution's mesh (itself without one).
+
+    Under ``jit`` a sharding constraint: XLA all-gathers a batch-sharded
+    tensor (O(batch) per device) instead of reducing what is computed from it.
+    """
     distribution = keras.distribution.distribution()
     if distribution is None:
         return tensor
