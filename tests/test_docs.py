@@ -168,6 +168,14 @@ def test_every_page_is_linked_from_the_readme_and_the_index():
             assert f"]({page})" in index, f"docs/index.md does not link {page}: add a line for it"
 
 
+def test_links_to_docs_pages_exist():
+    """Every relative .md link of the README and the pages points at a file (no dead links)."""
+    sources = [ROOT / "README.md"] + [DOCS / page for page in PAGES]
+    for source in sources:
+        for target in re.findall(r"\]\(([\w./-]+\.md)(?:#[\w-]*)?\)", source.read_text()):
+            assert (source.parent / target).is_file(), f"{source.name} links {target}, which does not exist"
+
+
 def test_every_public_class_belongs_to_a_family_or_is_a_building_block():
     placed = set().union(*FAMILIES.values()) | BUILDING_BLOCKS
     missing = sorted(set(_public_classes()) - placed)
