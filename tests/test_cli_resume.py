@@ -8,7 +8,7 @@ import pytest
 
 import lossweave as lw
 from conftest import one_backend
-from lossweave.cli import config_file, fitting, prepare
+from lossweave.cli import config_file, fitting, main, prepare, resume
 from lossweave.cli.batches import FollowEpoch, ShuffledBatches
 
 
@@ -57,3 +57,32 @@ def test_a_resumed_fit_draws_the_batches_of_its_epoch():
     resumed, _ = run(1)  # a new process's dataset starts at epoch 0; fit resumes at epoch 1
     assert straight == [0] * per_epoch + [1] * per_epoch
     assert resumed == [1] * per_epoch  # without SyncEpoch: epoch 0's batches again
+
+
+def _error(argv, capsys):
+    assert main(["train", *argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lossweave: error: "), lines
+    return lines[0]
+
+
+@one_backend
+def test_resume_refuses_what_it_cannot_continue(tmp_path, capsys):
+    assert "no such run folder" in _error(["--resume", str(tmp_path / "nowhere")], capsys)
+    (tmp_path / "empty").mkdir()
+    line = _error(["--resume", str(tmp_path / "empty")], capsys)
+    assert "no backup in this folder" in line and "backup/config.toml" in line
+
+    run = tmp_path / "run"  # an unfinished run: its backup holds the resolved configuration
+    config, _ = config_file.resolve_config({"epochs": "4", "seed": "2", "out": str(run)})
+    resume.Backup.start(config, argv=["train", "--epochs", "4", "--seed", "2", "--out", str(run)])
+    line = _error(["--resume", str(run), "--epochs", "5", "--seed", "2"], capsys)
+    assert "--epochs 5 (the run has 4)" in line and "--seed" not in line and "leave it out" in line
+    assert "--out" in _error(["--resume", str(run), "--out", str(tmp_path / "other")], capsys)
+    assert "cannot be combined with --resume" in _error(["--resume", str(run), "--config", "x.toml"], capsys)
+    line = _error(["--out", str(run), "--epochs", "4"], capsys)  # a new run would restore the old backup
+    assert "holds the backup of an unfinished run" in line and f"--resume {run}" in line
+
+    saved, argv, _, backup = resume.resume(run, {"quiet": True, "out": str(run)})
+    assert (saved.epochs, saved.seed, saved.quiet, backup.epochs_done) == (4, 2, True, 0)
+    assert argv == ["train", "--epochs", "4", "--seed", "2", "--out", str(run)]
