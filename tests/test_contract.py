@@ -1,14 +1,20 @@
 """One contract for every term and weighting strategy: new ones join by being listed here.
 
-Each must: round-trip through its config and through keras serialization,
-train inside an Objective with finite gradients, and accept float16/bfloat16
-outputs.
+Each must: round-trip through its config and through a saved ``.keras`` file
+with a non-default value for every constructor argument (the entries of
+``contract_cases.py``), every argument's attribute and every variable equal
+afterwards; train inside an Objective with finite gradients (the tables below);
+and accept float16/bfloat16 outputs.
 """
+
+import inspect
+import json
 
 import keras
 import numpy as np
 import pytest
 
+import contract_cases as cc
 import lossweave as lw
 from conftest import to_numpy
 
@@ -81,20 +87,6 @@ def _data():
     return rng.normal(size=(32, 6)).astype("float32"), rng.integers(0, CLASSES, 32)
 
 
-@pytest.mark.parametrize("name", sorted(TERMS))
-def test_term_serialization_round_trip(name):
-    term = TERMS[name]()
-    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(term))
-    assert type(clone) is type(term) and clone.get_config() == term.get_config()
-
-
-@pytest.mark.parametrize("name", sorted(WEIGHTINGS))
-def test_weighting_serialization_round_trip(name):
-    weighting = WEIGHTINGS[name]()
-    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(weighting))
-    assert type(clone) is type(weighting) and clone.get_config() == weighting.get_config()
-
-
 # Every term under the plain sum, and every weighting over the paper's center loss.
 TRAINING_CASES = [(name, "sum") for name in sorted(TERMS)] + [
     ("center_paper", weighting) for weighting in sorted(WEIGHTINGS) if weighting != "sum"
@@ -129,3 +121,205 @@ def test_low_precision_outputs(name, dtype):
             isinstance(term, lw.terms.CrossBatchMemory) and not weight.path.endswith("memory_embeddings")
         )
         assert weight.dtype == ("int32" if integer else "float32"), weight.path
+
+
+# --------------------------------------------------------------- round trips
+def _parameters(cls):
+    """``{name: default}`` of every constructor argument of ``cls``, through ``**kwargs`` to the bases.
+
+    A class whose ``__init__`` takes ``**kwargs`` hands them to its base, so the
+    base's arguments are the class's too; of ``keras.layers.Layer`` only
+    ``name`` and ``dtype`` count (the others are Keras's, none of our business),
+    of ``keras.Model`` only ``name``.
+    """
+    found = {}
+    for klass in cls.__mro__:
+        if klass is keras.Model:
+            found.setdefault("name", None)
+            break
+        if klass is keras.layers.Layer:
+            found.setdefault("name", None)
+            found.setdefault("dtype", None)
+            break
+        if "__init__" not in vars(klass):
+            continue
+        passes_on = False
+        for p in list(inspect.signature(vars(klass)["__init__"]).parameters.values())[1:]:
+            if p.kind is p.VAR_KEYWORD:
+                passes_on = True
+            elif p.kind is not p.VAR_POSITIONAL:
+                found.setdefault(p.name, p.default)
+        if not passes_on:
+            break
+    return found
+
+
+def _canon(value):
+    """A plain comparable form: Keras objects by class and config, arrays as lists, NaN as a string."""
+    if isinstance(value, keras.DTypePolicy):
+        return ("dtype", value.name)
+    if isinstance(value, dict):
+        return {k: _canon(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_canon(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.str, value.tolist())
+    if inspect.isfunction(value):
+        return ("function", value.__module__, value.__qualname__)
+    if hasattr(value, "get_config"):
+        return (type(value).__name__, _stored(value.get_config()))
+    if isinstance(value, float) and value != value:
+        return "nan"
+    return value
+
+
+def _stored(config):
+    """A config as a .keras file stores it: JSON (tuples become lists)."""
+    return json.loads(json.dumps(_canon(config)))
+
+
+def _attributes(obj):
+    """``{argument: canonical value of its attribute}`` of every constructor argument of ``obj``."""
+    cls = type(obj)
+    unused = cc.UNUSED.get(cls.__name__, {})
+    return {
+        name: _canon(getattr(obj, cc.attribute(cls, name)))
+        for name in _parameters(cls)
+        if name not in unused
+    }
+
+
+def test_every_public_class_has_an_entry_with_every_argument_non_default():
+    problems = []
+    for module in (lw, lw.terms, lw.weighting, lw.schedules, lw.metrics):
+        for public in module.__all__:
+            cls = getattr(module, public)
+            if not inspect.isclass(cls) or public in cc.EXEMPT:
+                continue
+            entries = [cc.arguments(case)[1] for case, (klass, _) in cc.CASES.items() if klass is cls]
+            if not entries:
+                problems.append(f"{module.__name__}.{public}: no entry in contract_cases.py")
+                continue
+            for name, default in _parameters(cls).items():
+                if name in cc.UNUSED.get(public, {}):
+                    continue
+                given = [kwargs[name] for kwargs in entries if name in kwargs]
+                if not given:
+                    problems.append(f"{public}: no entry gives `{name}`")
+                elif default is not inspect.Parameter.empty and all(_canon(v) == _canon(default) for v in given):
+                    problems.append(f"{public}: `{name}` only ever gets its default {default!r}")
+    assert not problems, "contract_cases.py misses:\n" + "\n".join(problems)
+
+
+def _default_instance(cls, kwargs):
+    """``cls`` with only the arguments that have no default (DWA's ``steps_per_epoch`` too)."""
+    required = {
+        name for name, default in _parameters(cls).items() if default is inspect.Parameter.empty
+    } | set(cc.REQUIRED.get(cls.__name__, ()))
+    return cls(**{name: value for name, value in kwargs.items() if name in required}), required
+
+
+def _check_same(original, restored, how):
+    assert type(restored) is type(original), how
+    got, expected = _attributes(restored), _attributes(original)
+    for name in expected:
+        assert got[name] == expected[name], f"{type(original).__name__}.{name} after {how}"
+
+
+def _serialize_round_trip(obj):
+    """Through Keras's serialization and JSON, as a .keras file stores a config."""
+    if isinstance(obj, keras.callbacks.Callback):  # its config holds arrays: not JSON (its docstring)
+        return type(obj)(**obj.get_config())
+    config = json.loads(json.dumps(keras.saving.serialize_keras_object(obj)))
+    return keras.saving.deserialize_keras_object(config)
+
+
+@pytest.mark.parametrize("case", sorted(cc.CASES))
+def test_config_round_trip_keeps_every_argument(case):
+    cls, kwargs = cc.arguments(case)
+    original = cls(**kwargs)
+    default, required = _default_instance(cls, cc.arguments(case)[1])
+    values, defaults = _attributes(original), _attributes(default)
+    for name in values:
+        if name in kwargs and name not in required:  # the entry's value reached the attribute
+            assert values[name] != defaults[name], f"{cls.__name__}.{name} kept its default"
+    restored = _serialize_round_trip(original)
+    _check_same(original, restored, "the config round trip")
+    assert _stored(restored.get_config()) == _stored(original.get_config())
+
+
+def _fill_variables(objects):
+    """Give every variable (seed-generator states included) values no initializer gives."""
+    rng = np.random.default_rng(5)
+    for variable in objects.variables:
+        shape, dtype = tuple(variable.shape), keras.backend.standardize_dtype(variable.dtype)
+        if "float" in dtype:
+            value = rng.normal(size=shape)
+        else:
+            value = rng.integers(1, 4, size=shape)
+        variable.assign(value.astype(dtype))
+
+
+def _variables(objects):
+    # Loading builds a sub-layer before it joins its parent: the path keeps its layer and name only.
+    return [("/".join(v.path.split("/")[-2:]), to_numpy(v)) for v in objects.variables]
+
+
+def _save_and_load(objects, tmp_path):
+    _fill_variables(objects)
+    path = tmp_path / "contract.keras"
+    objects.save(path)
+    restored = keras.saving.load_model(path)
+    got, expected = _variables(restored), _variables(objects)
+    assert [p for p, _ in got] == [p for p, _ in expected]
+    for (path, value), (_, before) in zip(got, expected):
+        np.testing.assert_array_equal(value, before, err_msg=path)
+    return restored
+
+
+def _objective(terms, weighting=None):
+    objective = lw.Objective(cc.contract_model(), terms, weighting=weighting)
+    objective.build((None, 6))
+    return objective
+
+
+def _two_terms():
+    return {"a": lw.terms.SoftmaxCrossEntropy(on="scores"), "b": lw.terms.CenterLoss(cc.CLASSES, on="features")}
+
+
+@pytest.mark.parametrize("case", sorted(cc.TERMS))
+def test_term_keras_file_round_trip(case, tmp_path):
+    term = cc.arguments(case)[0](**cc.arguments(case)[1])
+    restored = _save_and_load(_objective({case: term}), tmp_path).terms[case]
+    _check_same(term, restored, "the .keras round trip")
+
+
+@pytest.mark.parametrize("case", sorted(cc.WEIGHTINGS))
+def test_weighting_keras_file_round_trip(case, tmp_path):
+    weighting = cc.arguments(case)[0](**cc.arguments(case)[1])
+    restored = _save_and_load(_objective(_two_terms(), weighting), tmp_path).weighting
+    _check_same(weighting, restored, "the .keras round trip")
+
+
+@pytest.mark.parametrize("case", sorted(cc.SCHEDULES))
+def test_schedule_keras_file_round_trip(case, tmp_path):
+    schedule = cc.arguments(case)[0](**cc.arguments(case)[1])
+    objective = _objective(_two_terms(), lw.weighting.Fixed({"a": schedule}))
+    restored = _save_and_load(objective, tmp_path).weighting.weights_by_term["a"]
+    _check_same(schedule, restored, "the .keras round trip")
+
+
+@pytest.mark.parametrize("case", sorted(cc.OBJECTIVES))
+def test_objective_keras_file_round_trip(case, tmp_path):
+    objective = cc.arguments(case)[0](**cc.arguments(case)[1])
+    objective.build((None, 6))
+    _check_same(objective, _save_and_load(objective, tmp_path), "the .keras round trip")
+
+
+def test_margin_logits_keras_file_round_trip(tmp_path):
+    cls, kwargs = cc.arguments("margin_logits")
+    layer = cls(**kwargs)
+    inputs = keras.Input((cc.DIM,))
+    model = keras.Model(inputs, layer(inputs))
+    restored = _save_and_load(model, tmp_path).get_layer(layer.name)
+    _check_same(layer, restored, "the .keras round trip")

@@ -1,0 +1,307 @@
+"""Every public class constructed with a non-default value for every constructor argument.
+
+``tests/test_contract.py`` round-trips each entry through its config and a
+saved ``.keras`` file and compares the objects attribute by attribute; it fails
+when a public class has no entry here, or when an ``__init__`` argument (its
+own or one a base class takes through ``**kwargs``: ``on``, ``target``,
+``validate``, ``missing``, Layer's ``name`` and ``dtype``) is given its default
+value or not given at all. A new class or argument joins by being listed.
+
+The model the terms read (``contract_model``) has the outputs ``features``
+(batch, 3), ``scores`` (batch, 4) and ``other`` (batch, 3); no default ``on``
+is one of these names, so every ``on`` below is non-default. Weightings combine
+two terms, ``a`` and ``b``.
+"""
+
+import keras
+from keras import ops
+
+import lossweave as lw
+
+CLASSES, DIM = 4, 3
+DTYPE = "mixed_bfloat16"  # a Layer dtype other than the float32 every term and strategy defaults to
+
+
+@keras.saving.register_keras_serializable(package="lossweave_tests")
+def contract_ramp(t):
+    """A registered step -> value function (a lambda cannot be loaded in safe mode)."""
+    return ops.minimum(t / 10.0, 1.0)
+
+
+class Fresh:
+    """An argument made anew for every construction (a Layer has one parent)."""
+
+    def __init__(self, make):
+        self.make = make
+
+
+def arguments(case):
+    """``(cls, kwargs)`` of ``case``, with its ``Fresh`` arguments made now."""
+    cls, kwargs = CASES[case]
+    return cls, {k: v.make() if isinstance(v, Fresh) else v for k, v in kwargs.items()}
+
+
+def layer(name):
+    """Layer arguments: a name and a dtype other than the defaults (Keras names a layer after its class)."""
+    return {"name": f"given_{name}", "dtype": DTYPE}
+
+
+def labelled(on="features", **extra):
+    """Term arguments shared by the labelled terms: all non-default."""
+    return {"on": on, "target": "ids", "validate": False, "missing": -1, **extra}
+
+
+SAMPLING = {"sample_rate": 0.5, "seed": 7, "negative_threshold": 0.4}
+
+TERMS = {
+    "term": (lw.terms.Term, {"on": "scores", "target": "ids", "missing": -2.0, **layer("term")}),
+    "loss": (
+        lw.terms.Loss,
+        {"loss": keras.losses.MeanSquaredError(reduction="sum"), "on": "scores", "target": "score",
+         "missing": -2.0, **layer("loss")},
+    ),
+    "softmax": (lw.terms.SoftmaxCrossEntropy, {**labelled("scores"), **layer("softmax")}),
+    "center": (
+        lw.terms.CenterLoss,
+        {"num_classes": CLASSES, "alpha": 0.25, "update": "gradient", "centers_initializer": "ones",
+         **labelled(), **layer("center")},
+    ),
+    "margin_softmax": (
+        lw.terms.MarginSoftmax,
+        {"num_classes": CLASSES, "scale": 8.0, "sub_centers": 2, "class_weights_initializer": "he_normal",
+         **SAMPLING, **labelled(), **layer("margin_softmax")},
+    ),
+    "normface": (
+        lw.terms.NormFace,
+        {"num_classes": CLASSES, "scale": 10.0, "learn_scale": True, "sub_centers": 2,
+         "class_weights_initializer": "he_normal", **SAMPLING, **labelled(), **layer("normface")},
+    ),
+    "cosface": (
+        lw.terms.CosFace,
+        {"num_classes": CLASSES, "scale": 30.0, "margin": 0.2, "sub_centers": 2,
+         "class_weights_initializer": "he_normal", **SAMPLING, **labelled(), **layer("cosface")},
+    ),
+    "arcface": (
+        lw.terms.ArcFace,
+        {"num_classes": CLASSES, "scale": 30.0, "margin": 0.3, "easy_margin": True, "sub_centers": 2,
+         "class_weights_initializer": "he_normal", **SAMPLING, **labelled(), **layer("arcface")},
+    ),
+    "combined_margin": (
+        lw.terms.CombinedMargin,
+        {"num_classes": CLASSES, "scale": 30.0, "m1": 1.5, "m2": 0.2, "m3": 0.1, "sub_centers": 2,
+         "class_weights_initializer": "he_normal", **SAMPLING, **labelled(), **layer("combined_margin")},
+    ),
+    "subcenter_arcface": (
+        lw.terms.SubCenterArcFace,
+        {"num_classes": CLASSES, "sub_centers": 2, "scale": 32.0, "margin": 0.4, "easy_margin": True,
+         "class_weights_initializer": "he_normal", **SAMPLING, **labelled(), **layer("subcenter_arcface")},
+    ),
+    "sphereface": (
+        lw.terms.SphereFace,
+        {"num_classes": CLASSES, "margin": 3, "base": 100.0, "gamma": 0.2, "power": 2.0, "lambda_min": 1.0,
+         "sub_centers": 2, "class_weights_initializer": "he_normal", **SAMPLING, **labelled(),
+         **layer("sphereface")},
+    ),
+    "proxy_anchor": (
+        lw.terms.ProxyAnchorLoss,
+        {"num_classes": CLASSES, "margin": 0.2, "alpha": 16.0,
+         "proxies_initializer": keras.initializers.RandomNormal(stddev=0.5, seed=3), **SAMPLING,
+         **labelled(), **layer("proxy_anchor")},
+    ),
+    "proxy_nca": (
+        lw.terms.ProxyNCALoss,
+        {"num_classes": CLASSES, "temperature": 1 / 9, "include_positive": True, "squared": False,
+         "proxies_initializer": "he_uniform", **SAMPLING, **labelled(), **layer("proxy_nca")},
+    ),
+    "pair_term": (lw.terms.PairTerm, {**labelled(), **layer("pair_term")}),
+    "contrastive": (
+        lw.terms.ContrastiveLoss,
+        {"pos_margin": 0.1, "neg_margin": 2.0, "distance": "cosine", **labelled(), **layer("contrastive")},
+    ),
+    "contrastive_siamese": (
+        lw.terms.ContrastiveLoss,
+        {"pos_margin": 0.2, "neg_margin": 1.5, "distance": "squared_euclidean", **labelled(("features", "other")),
+         **layer("contrastive_siamese")},
+    ),
+    "triplet": (
+        lw.terms.TripletLoss,
+        {"margin": 0.5, "mining": "batch-hard", "distance": "squared_euclidean", "soft": True, "average": "all",
+         **labelled(), **layer("triplet")},
+    ),
+    "lifted": (lw.terms.LiftedStructureLoss, {"margin": 0.5, **labelled(), **layer("lifted")}),
+    "npairs": (lw.terms.NPairsLoss, {"l2_reg": 0.01, **labelled(), **layer("npairs")}),
+    "multi_similarity": (
+        lw.terms.MultiSimilarityLoss,
+        {"alpha": 3.0, "beta": 40.0, "base": 0.5, "margin": 0.2, "mining": False, **labelled(),
+         **layer("multi_similarity")},
+    ),
+    "circle": (lw.terms.CircleLoss, {"margin": 0.4, "gamma": 80.0, **labelled(), **layer("circle")}),
+    "supcon": (lw.terms.SupConLoss, {"temperature": 0.2, **labelled(), **layer("supcon")}),
+    "ntxent_views": (
+        lw.terms.NTXentLoss,
+        {"temperature": 0.5, **labelled(("features", "other")), **layer("ntxent_views")},
+    ),
+    "ntxent": (lw.terms.NTXentLoss, {"temperature": 0.3, **labelled(), **layer("ntxent")}),
+    "xbm": (
+        lw.terms.CrossBatchMemory,
+        {"term": Fresh(lambda: lw.terms.TripletLoss(margin=0.3, mining="batch-hard", name="inner")), "memory_size": 6,
+         **labelled(), **layer("xbm")},
+    ),
+}
+
+WEIGHTINGS = {
+    "weighting": (lw.weighting.Weighting, layer("weighting")),
+    "fixed": (
+        lw.weighting.Fixed,
+        {"weights": {"a": 0.5, "b": lw.schedules.LinearWarmup(0.2, steps=3)}, "default": 0.25, **layer("fixed")},
+    ),
+    "convex": (
+        lw.weighting.Convex,
+        {"first": "b", "second": "a", "alpha": 0.25, "trainable": True, **layer("convex")},
+    ),
+    "uncertainty": (
+        lw.weighting.Uncertainty, {"kinds": {"a": "classification"}, "nonnegative": True, **layer("uncertainty")}
+    ),
+    "dwa": (lw.weighting.DWA, {"steps_per_epoch": 3, "temperature": 1.5, **layer("dwa")}),
+    "rlw": (lw.weighting.RLW, {"seed": 3, **layer("rlw")}),
+    "gls": (lw.weighting.GLS, layer("gls")),
+    "famo": (
+        lw.weighting.FAMO, {"beta": 0.05, "gamma": 0.01, "min_loss": -1.0, "epsilon": 1e-6, **layer("famo")}
+    ),
+    "gradient_weighting": (lw.weighting.GradientWeighting, layer("gradient_weighting")),
+    "sum": (lw.weighting.Sum, layer("sum")),
+    "mean": (lw.weighting.Mean, layer("mean")),
+    "mgda": (lw.weighting.MGDA, {"normalization": "loss+", "iterations": 20, **layer("mgda")}),
+    "pcgrad": (lw.weighting.PCGrad, {"seed": 4, **layer("pcgrad")}),
+    "cagrad": (lw.weighting.CAGrad, {"c": 0.3, "rescale": 1, **layer("cagrad")}),
+    "nash_mtl": (
+        lw.weighting.NashMTL, {"update_weights_every": 2, "max_norm": 2.0, "iterations": 10, **layer("nash_mtl")}
+    ),
+    "upgrad": (
+        lw.weighting.UPGrad, {"preference": {"a": 2.0}, "norm_eps": 1e-6, "reg_eps": 1e-3, **layer("upgrad")}
+    ),
+    "dualproj": (
+        lw.weighting.DualProj, {"preference": {"b": 0.5}, "norm_eps": 0.0, "reg_eps": 2e-4, **layer("dualproj")}
+    ),
+    "imtlg": (lw.weighting.IMTLG, layer("imtlg")),
+    "aligned_mtl": (
+        lw.weighting.AlignedMTL, {"scale_mode": "median", "preference": {"a": 2.0}, **layer("aligned_mtl")}
+    ),
+    "config": (lw.weighting.ConFIG, {"preference": {"b": 0.5}, "length": "harmonic", **layer("config")}),
+    "gradvac": (lw.weighting.GradVac, {"beta": 0.2, "grouping": "layer", "seed": 2, **layer("gradvac")}),
+    "graddrop": (lw.weighting.GradDrop, {"leak": [0.1, 0.2], "seed": 2, **layer("graddrop")}),
+    "moco": (
+        lw.weighting.MoCo,
+        {"beta": 0.4, "beta_sigma": 0.3, "gamma": 0.2, "gamma_sigma": 0.4, "rho": 0.1, "normalize": False,
+         **layer("moco")},
+    ),
+    "dbmtl": (lw.weighting.DBMTL, {"beta": 0.8, "beta_sigma": 0.5, "epsilon": 1e-6, **layer("dbmtl")}),
+    "gradnorm": (lw.weighting.GradNorm, {"alpha": 1.0, "learning_rate": 0.05, **layer("gradnorm")}),
+}
+
+EPOCHS = {"unit": "epoch", "steps_per_epoch": 5}
+SCHEDULES = {
+    "constant": (lw.schedules.Constant, {"value": 0.3, **EPOCHS}),
+    "lambda": (lw.schedules.Lambda, {"fn": contract_ramp, **EPOCHS}),
+    "linear_warmup": (lw.schedules.LinearWarmup, {"value": 0.5, "steps": 4, "start": 0.1, **EPOCHS}),
+    "cosine": (lw.schedules.Cosine, {"initial": 1.0, "final": 0.1, "steps": 6, **EPOCHS}),
+    "piecewise": (lw.schedules.Piecewise, {"boundaries": [2, 5], "values": [1.0, 0.5, 0.2], **EPOCHS}),
+    "exponential": (lw.schedules.Exponential, {"initial": 2.0, "rate": 0.5, "steps": 3, **EPOCHS}),
+}
+
+
+def _evaluation_arguments():
+    import numpy as np
+
+    x = np.arange(24, dtype="float32").reshape(8, 3)
+    labels = np.arange(8) % 2
+    pairs = (np.array([0, 1]), np.array([2, 3]), np.array([True, False]))
+    return {
+        "x": x, "labels": labels, "every": 2, "output": "features", "metric": "euclidean", "prefix": "check_",
+        "ks": (1, 2), "batch_size": 4, "pairs": pairs, "num_pairs": 10, "far": 0.01, "seed": 3,
+        "reference_x": x[:4], "reference_labels": labels[:4], "r_precision": True, "clustering": True,
+    }
+
+
+# Objects that are not saved on their own in a .keras file: config round trip only.
+CONFIG_ONLY = {
+    "clip": (lw.weighting.Clip, {"min_value": -1.0, "max_value": 2.0}),
+    "logits_accuracy": (lw.metrics.LogitsAccuracy, {"name": "top1", "dtype": "float64"}),
+    "embedding_evaluation": (lw.metrics.EmbeddingEvaluation, _evaluation_arguments()),
+}
+
+# MarginLogits lives in a plain model, not in an Objective (see test_contract).
+MARGIN_LOGITS = (
+    lw.terms.MarginLogits,
+    {"term": Fresh(lambda: lw.terms.CosFace(num_classes=CLASSES, margin=0.2, scale=8.0, name="cos")),
+     **layer("margin_logits")},
+)
+
+# The Objective: in shared-variable mode (its `representation` in the second entry).
+def _terms():
+    return {"a": lw.terms.SoftmaxCrossEntropy(on="scores"), "b": lw.terms.CenterLoss(CLASSES, on="features")}
+
+
+OBJECTIVES = {
+    "objective_shared": (
+        lw.Objective,
+        {"model": Fresh(lambda: contract_model()), "terms": Fresh(_terms),
+         "weighting": Fresh(lambda: lw.weighting.MGDA(normalization="l2")), "shared": ["trunk"],
+         "name": "given_objective"},
+    ),
+    "objective_representation": (
+        lw.Objective,
+        {"model": Fresh(lambda: contract_model()), "terms": Fresh(_terms),
+         "weighting": Fresh(lambda: lw.weighting.PCGrad(seed=1)), "representation": "features",
+         "name": "given_objective"},
+    ),
+}
+
+CASES = {**TERMS, **WEIGHTINGS, **SCHEDULES, **CONFIG_ONLY, **OBJECTIVES, "margin_logits": MARGIN_LOGITS}
+
+# Public names with no entry, and why.
+EXEMPT = {
+    "InvalidInputError": "an exception",
+    "Schedule": "abstract (abc): its unit and steps_per_epoch are in every schedule's entry",
+    "ClusteringResult": "a result (NamedTuple), not a configured object",
+    "VerificationResult": "a result (NamedTuple), not a configured object",
+}
+
+# Constructor arguments a class takes but does not use, and why.
+UNUSED = {
+    "SphereFace": {"scale": "the scale is ||x|| (SphereFace drops a given `scale`)"},
+}
+
+# Where the attribute of an argument has another name, and why.
+ATTRIBUTES = {
+    "dtype": "dtype_policy",  # Layer's
+    ("Fixed", "weights"): "weights_by_term",  # Layer.weights is Keras's list of variables
+    ("Convex", "trainable"): "alpha_trainable",  # Layer.trainable is whether the layer trains
+}
+
+
+def attribute(cls, argument):
+    """The attribute holding constructor argument ``argument`` of ``cls``."""
+    for klass in cls.__mro__:
+        if (klass.__name__, argument) in ATTRIBUTES:
+            return ATTRIBUTES[klass.__name__, argument]
+    if issubclass(cls, keras.layers.Layer) and argument in ATTRIBUTES:
+        return ATTRIBUTES[argument]
+    return argument
+
+
+def contract_model():
+    """A small functional model with the three outputs the entries read."""
+    inputs = keras.Input((6,), name="x")
+    features = keras.layers.Dense(DIM, name="trunk")(inputs)
+    return keras.Model(
+        inputs,
+        {
+            "features": features,
+            "scores": keras.layers.Dense(CLASSES, name="head")(features),
+            "other": keras.layers.Dense(DIM, name="side")(inputs),
+        },
+    )
+
+# Arguments with a default that the constructor refuses (a required argument in all but name).
+REQUIRED = {"DWA": ("steps_per_epoch",)}
