@@ -16,6 +16,7 @@ import tomllib
 import keras
 import numpy as np
 import pytest
+from conftest import one_backend
 
 from lossweave.cli import main
 from lossweave.cli.options import OPTIONS, TrainConfig
@@ -356,3 +357,26 @@ def test_center_weight_zero_trains_softmax_only():
     assert list(objective.terms) == ["softmax", "center"]
     assert objective.terms["center"].alpha == 0.3
     assert objective.weighting.weights_by_term == {"center": 0.1}
+
+
+@one_backend
+def test_the_command_line_page_lists_every_option_with_its_default():
+    """docs/command_line.md's options table has a row per option of train and compare, defaults as the table's."""
+    from pathlib import Path
+
+    from lossweave.cli import compare
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "command_line.md").read_text()
+    rows = {}
+    for line in page.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        match = re.fullmatch(r"`--([a-z-]+)(?: [^`]*)?`", cells[0]) if line.startswith("|") else None
+        if match:
+            rows[match.group(1)] = cells[1]
+    for option in OPTIONS:
+        assert option.name in rows, f"docs/command_line.md has no row for --{option.name}"
+        default = "false" if option.flag else option.default
+        assert rows[option.name] == ("" if default is None else f"`{default}`"), option.name
+    for name in ("config", "print-config", "resume"):
+        assert name in rows, name
+    assert "--objectives LIST" in page and all(o.name in rows or o.name == "objectives" for o in compare.OPTIONS)
