@@ -59,3 +59,16 @@ def test_tensorboard_scalars_are_the_history(tmp_path, capsys):
                if not isinstance(v, dict)]
     assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers), metrics
     assert 'tensorboard = "' in (out / "config.toml").read_text()
+
+
+@one_backend
+def test_tensorboard_without_tensorflow_says_what_to_install(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else find_spec(name, *a))
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path / "run"), "--tensorboard", str(tmp_path / "tb")]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("lossweave: error: --tensorboard") and "needs TensorFlow" in line
+    assert "pip install -c requirements/pins.txt tensorflow-cpu" in line
+    assert not (tmp_path / "run").exists()  # stopped before anything was written
