@@ -226,3 +226,74 @@ def test_step_counter_advances_inside_compiled_steps_and_is_saved(tmp_path):
     objective.save(path)
     loaded = keras.saving.load_model(path, custom_objects={"_StepAsWeight": _StepAsWeight})
     assert int(to_numpy(loaded.step_counter)) == 8
+
+
+def test_named_means_equal_one_mean_per_scalar_under_weights_and_reset():
+    from lossweave.metrics.means import NamedMeans
+
+    values = RNG.normal(size=(5, 3)).astype("float32")
+    weights = np.array([16.0, 16.0, 8.0, 0.0, 3.0], "float32")
+    means = NamedMeans(["a", "b", "c"])
+    separate = [keras.metrics.Mean() for _ in range(3)]
+    for row, weight in zip(values, weights):
+        means.update_state(list(row), sample_weight=weight)
+        for mean, value in zip(separate, row):
+            mean.update_state(value, sample_weight=weight)
+    got = {k: float(to_numpy(v)) for k, v in means.result().items()}
+    assert got == pytest.approx({n: float(to_numpy(m.result())) for n, m in zip("abc", separate)}, rel=1e-6)
+    assert got["a"] == pytest.approx(float((values[:, 0] * weights).sum() / weights.sum()), rel=1e-6)
+    means.reset_state()
+    assert [float(to_numpy(v)) for v in means.result().values()] == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="2 values for the 3 names"):
+        means.update_state([1.0, 2.0])
+    assert NamedMeans.from_config(means.get_config()).names == ["a", "b", "c"]
+
+
+def test_epoch_means_weigh_batches_by_size_with_sample_weights():
+    """loss/<term>: the mean over the epoch's batches weighted by batch size, each batch's term
+    loss computed with its sample weights (what one Mean per term logged)."""
+    x, y = _data(n=40)  # batches of 16, 16, 8
+    sample_weight = RNG.uniform(0.0, 2.0, size=40).astype("float32")
+    objective = lw.Objective(
+        _model(),
+        {"softmax": lw.terms.SoftmaxCrossEntropy(on="logits"),
+         "mse": lw.terms.Loss(keras.losses.MeanSquaredError(), on="embedding", target="emb")},
+        weighting=lw.weighting.Fixed({"mse": 0.25}),
+    )
+    objective.compile(optimizer=keras.optimizers.SGD(0.0))  # weights stay: every batch's loss is known
+    target = RNG.normal(size=(40, DIM)).astype("float32")
+    history = objective.fit(x, {"label": y, "emb": target}, sample_weight=sample_weight, batch_size=16,
+                            epochs=1, shuffle=False, verbose=0)
+    out = objective.model(x, training=False)
+    expected = {"softmax": 0.0, "mse": 0.0}
+    for start, stop in ((0, 16), (16, 32), (32, 40)):
+        w = sample_weight[start:stop]
+        logits, emb = to_numpy(out["logits"])[start:stop], to_numpy(out["embedding"])[start:stop]
+        log_p = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+        expected["softmax"] += (stop - start) * float((-log_p[np.arange(stop - start), y[start:stop]] * w).sum() / (stop - start))
+        per = ((emb - target[start:stop]) ** 2).mean(axis=1)
+        expected["mse"] += (stop - start) * float((per * w).sum() / (stop - start))
+    for name in expected:
+        assert history.history[f"loss/{name}"][0] == pytest.approx(expected[name] / 40, rel=1e-4)
+    assert history.history["weight/mse"][0] == pytest.approx(0.25)
+    assert history.history["weight/softmax"][0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("weighting", ["fixed", "mgda"])
+def test_evaluation_logs_losses_but_no_weights_or_cosines(weighting):
+    """A validation pass has no gradients: val_weight/* and val_cosine/* would say nothing."""
+    x, y = _data(n=32)
+    strategy = lw.weighting.Fixed({"center": 0.1}) if weighting == "fixed" else lw.weighting.MGDA()
+    objective = lw.Objective(_model(), {
+        "softmax": lw.terms.SoftmaxCrossEntropy(on="logits"),
+        "center": lw.terms.CenterLoss(num_classes=CLASSES, alpha=0.5, on="embedding")}, weighting=strategy)
+    objective.compile(optimizer="adam")
+    history = objective.fit(x, {"label": y}, batch_size=16, epochs=1, verbose=0,
+                            validation_data=(x, {"label": y}))
+    keys = set(history.history)
+    assert {"loss/softmax", "loss/center", "weight/softmax", "weight/center",
+            "val_loss/softmax", "val_loss/center"} <= keys
+    assert (weighting == "mgda") == ("cosine/softmax/center" in keys)
+    assert not [k for k in keys if k.startswith(("val_weight/", "val_cosine/"))], sorted(keys)
+    logs = objective.evaluate(x, {"label": y}, batch_size=16, verbose=0, return_dict=True)
+    assert sorted(logs) == ["loss", "loss/center", "loss/softmax"]

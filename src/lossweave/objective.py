@@ -282,7 +282,7 @@ class Objective(keras.Model):
         targets = self._targets_dict(y)
         losses = {}
         for name, term in self.terms.items():
-            losses[name] = term(
+            losses[name] = term.call_in_step(
                 self._output(outputs, name, term.on),
                 self._target(targets, name, term.target),
                 sample_weight=self._sample_weight(sample_weight, name, term.target),

@@ -45,7 +45,8 @@ class NamedMeans(keras.metrics.Metric):
                 f"NamedMeans: received {len(values)} values for the {len(self.names)} names {self.names}."
             )
         weight = ops.cast(sample_weight, self.dtype)
-        vector = ops.stack([ops.reshape(ops.cast(v, self.dtype), ()) for v in values])
+        # One reshape of the stack (a loss of shape (1,) is a scalar too): few ops on eager PyTorch.
+        vector = ops.reshape(ops.stack([ops.cast(v, self.dtype) for v in values]), (len(self.names),))
         self.total.assign(self.total + weight * vector)
         self.count.assign(self.count + weight)
 

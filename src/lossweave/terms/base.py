@@ -59,6 +59,23 @@ class Term(keras.layers.Layer):
         self._convert_input_args = False
 
     def __call__(self, outputs, targets, **kwargs):
+        outputs, targets, kwargs = self._prepare(outputs, targets, kwargs)
+        return super().__call__(outputs, targets, **kwargs)
+
+    def call_in_step(self, outputs, targets, **kwargs):
+        """The term's loss inside a train or test step: ``__call__``, lighter once built.
+
+        A built float32 term needs nothing of ``Layer.__call__`` (no build, no
+        autocast, no masks): its ``call`` runs directly, which saves ~0.25 ms
+        of Python per term per step on eager PyTorch (and nothing on the
+        compiled backends, where it runs once, when the step is traced).
+        """
+        if not self.built or self.compute_dtype != self.variable_dtype:
+            return self(outputs, targets, **kwargs)
+        outputs, targets, kwargs = self._prepare(outputs, targets, kwargs)
+        return self.call(outputs, targets, **kwargs)
+
+    def _prepare(self, outputs, targets, kwargs):
         # With input conversion off, Keras takes only tensors as positional args:
         # convert NumPy arrays here, keeping their dtype (labels stay integers).
         outputs = keras.tree.map_structure(_as_tensor, outputs)
@@ -66,7 +83,7 @@ class Term(keras.layers.Layer):
         self._check_not_empty(targets)
         if self.missing is not None:
             targets, kwargs["sample_weight"] = self._mask_missing(targets, kwargs.get("sample_weight"))
-        return super().__call__(outputs, targets, **kwargs)
+        return outputs, targets, kwargs
 
     def _check_not_empty(self, targets):
         """An empty batch is a data bug (a mean over it is 0/0): say so when it is traced."""

@@ -48,12 +48,22 @@ class InputCheck(keras.metrics.Metric):
         )
 
     def update_state(self, ok, values):
-        values = [ops.reshape(ops.cast(v, "float32"), (1,)) for v in values]
-        padding = [ops.zeros((self.num_values - len(values),), "float32")] if len(values) < self.num_values else []
-        failed = ops.concatenate([ops.ones((1,), "float32"), *values, *padding])
+        """Record ``values`` if ``ok`` is false and nothing is recorded yet.
+
+        ``values`` is a list of scalars, or one callable that computes them: it
+        then runs in a branch taken only when the record changes (``ops.cond``).
+        """
         current = ops.convert_to_tensor(self.record)
         keep = ops.logical_or(ok, current[0] > 0)  # keep the first failure
-        self.record.assign(ops.where(keep, current, failed))
+        if len(values) == 1 and callable(values[0]):
+            self.record.assign(ops.cond(keep, lambda: current, lambda: self._failed(values[0]())))
+        else:
+            self.record.assign(ops.where(keep, current, self._failed(values)))
+
+    def _failed(self, values):
+        values = [ops.reshape(ops.cast(v, "float32"), (1,)) for v in values]
+        padding = [ops.zeros((self.num_values - len(values),), "float32")] if len(values) < self.num_values else []
+        return ops.concatenate([ops.ones((1,), "float32"), *values, *padding])
 
     def result(self):
         return {}
@@ -136,19 +146,21 @@ def check_class_rows(term, features, labels, num_classes):
 def _check_rows(term, message, valid, finite, raw_labels):
     """The "batch is clean" flag of rows checked by ``valid`` and ``finite``; a failure is reported.
 
-    The step pays for one reduction (the number of bad rows, and the batch
-    size); the values of the message (bad label and feature counts, the first
-    bad label, the label range) are computed only when the check fails (in an
-    ``ops.cond`` branch inside a compiled step). Every count is over the global
-    batch under tf.distribute: every replica gates its loss and state update on
-    the same flag, takes the same branch and records the same values.
+    The step pays for one count of the bad rows (and of the batch, where its
+    size is known only at run time); the values of the message (bad label and
+    feature counts, the first bad label, the label range) are computed only
+    when the check fails: eagerly before raising, or in an ``ops.cond`` branch
+    of a compiled step. Every count is over the global batch under
+    tf.distribute: every replica gates its loss and state update on the same
+    flag, takes the same branch and records the same values.
     """
-    bad_rows = ops.logical_not(ops.logical_and(valid, finite))
-    n_bad = backend.all_reduce(ops.sum(ops.cast(bad_rows, "int32")), "sum")
+    clean_rows = ops.cast(ops.logical_and(valid, finite), "int32")
     batch = backend.all_reduce(ops.shape(valid)[0], "sum")
-    # An empty batch is refused when traced (Term.__call__); where its size is only
-    # known at run time (a TF step traced for any batch size) it fails here.
-    ok = ops.logical_and(ops.equal(n_bad, 0), ops.greater(batch, 0))
+    ok = ops.equal(backend.all_reduce(ops.sum(clean_rows), "sum"), batch)
+    if not isinstance(batch, int):
+        # An empty batch is refused when traced (Term.__call__); where its size is only
+        # known at run time (a TF step traced for any batch size) it fails here.
+        ok = ops.logical_and(ok, ops.greater(batch, 0))
 
     def failure_values():
         raw = raw_labels()
@@ -166,9 +178,7 @@ def _check_rows(term, message, valid, finite, raw_labels):
         values = (n_bad_labels, first_bad, n_bad_features, batch, low, high)
         return tuple(ops.cast(v, dtype) for v, dtype in zip(values, _VALUE_DTYPES))
 
-    nothing = lambda: tuple(ops.zeros((), dtype) for dtype in _VALUE_DTYPES)
-    values = ops.cond(ok, nothing, failure_values)
-    return backend.check(ok, message, *values, record=term.input_check)
+    return backend.check(ok, message, failure_values, record=term.input_check)
 
 
 # The dtypes of the values of a failed check, as the message shows them (counts as integers).
