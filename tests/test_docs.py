@@ -169,10 +169,10 @@ def test_every_page_is_linked_from_the_readme_and_the_index():
 
 
 def test_links_to_docs_pages_exist():
-    """Every relative .md link of the README and the pages points at a file (no dead links)."""
+    """Every relative link (a page, a figure) of the README and the pages points at a file."""
     sources = [ROOT / "README.md"] + [DOCS / page for page in PAGES]
     for source in sources:
-        for target in re.findall(r"\]\(([\w./-]+\.md)(?:#[\w-]*)?\)", source.read_text()):
+        for target in re.findall(r"\]\(([\w./-]+\.(?:md|png|svg))(?:#[\w-]*)?\)", source.read_text()):
             assert (source.parent / target).is_file(), f"{source.name} links {target}, which does not exist"
 
 
