@@ -37,7 +37,7 @@ import importlib
 import keras
 
 from lossweave._backend import _common
-from lossweave._backend._common import mark_self_gated, self_gated
+from lossweave._backend._common import check_values, mark_self_gated, self_gated
 
 _impl = importlib.import_module(f"lossweave._backend._{keras.backend.backend()}")
 
@@ -54,6 +54,7 @@ __all__ = [
     "all_gather",
     "all_reduce",
     "check",
+    "check_values",
     "gather_rows",
     "mark_self_gated",
     "recording_checks",

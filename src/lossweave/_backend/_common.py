@@ -14,6 +14,17 @@ def mark_self_gated(variable):
     return variable
 
 
+def check_values(values):
+    """The values of a check's message: as given, or computed by the one callable given.
+
+    ``check_class_rows`` passes a callable so that a step pays for the values only
+    where they are needed: when a check fails eagerly, or in a graph's assert.
+    """
+    if len(values) == 1 and callable(values[0]):
+        return tuple(values[0]())
+    return values
+
+
 def self_gated(variable):
     """Whether ``mark_self_gated`` marked ``variable``."""
     return bool(getattr(variable, _SELF_GATED, False))

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from lossweave._backend._common import check_values
 from lossweave.errors import InvalidInputError, format_message
 
 _local = threading.local()
@@ -71,9 +72,9 @@ def check(ok, message, *values, record=None):
         record.message = message
         record.update_state(ok, values)
     elif isinstance(ok, jax.core.Tracer):  # a jit of the user's own: a host callback
-        jax.debug.callback(lambda o, *v: _raise(o, *v, message=message), ok, *values)
+        jax.debug.callback(lambda o, *v: _raise(o, *v, message=message), ok, *check_values(values))
     else:
-        _raise(ok, *values, message=message)
+        _raise(ok, *check_values(values), message=message)
     return ok
 
 

@@ -11,6 +11,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from lossweave._backend._common import check_values
 from lossweave.errors import InvalidInputError, format_message
 
 # Set while a guarded step is traced. Not thread-local: tf.distribute's
@@ -73,7 +74,7 @@ def all_reduce(value, op):
 def check(ok, message, *values, record=None):
     if tf.executing_eagerly():
         if not bool(ok):
-            raise InvalidInputError(format_message(message, values))
+            raise InvalidInputError(format_message(message, check_values(values)))
         return ok
     if record is not None and _guard["depth"] > 0:
         record.message = message
@@ -83,7 +84,7 @@ def check(ok, message, *values, record=None):
     # which compiles no assert strings; there the caller's gating still applies).
     if _in_xla():
         return ok
-    text = tf.strings.format(message, [tf.convert_to_tensor(v) for v in values], summarize=8)
+    text = tf.strings.format(message, [tf.convert_to_tensor(v) for v in check_values(values)], summarize=8)
     assertion = tf.debugging.Assert(ok, [InvalidInputError.__name__ + ": ", text])
     with tf.control_dependencies([assertion]):  # users of the flag run after the assert
         return tf.identity(ok)

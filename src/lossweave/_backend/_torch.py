@@ -5,6 +5,7 @@ import contextlib
 import torch
 from keras import ops
 
+from lossweave._backend._common import check_values
 from lossweave.errors import InvalidInputError, format_message
 
 
@@ -29,7 +30,7 @@ def all_reduce(value, op):
 
 def check(ok, message, *values, record=None):
     if not bool(ok):  # eager: raise before anything is updated
-        values = [v.detach().cpu().numpy() if torch.is_tensor(v) else v for v in values]
+        values = [v.detach().cpu().numpy() if torch.is_tensor(v) else v for v in check_values(values)]
         raise InvalidInputError(format_message(message, values))
     return ok
 
