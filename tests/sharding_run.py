@@ -27,6 +27,8 @@ import tempfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 DEVICES = 4
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+
 import keras  # noqa: E402
 
 BACKEND = keras.backend.backend()
@@ -151,19 +153,10 @@ def _compiled_step_hlo(objective, x, y, mesh):
     """The HLO of the objective's train step, compiled as Keras's JAX trainer compiles it."""
     import jax
 
-    from lossweave import _backend as backend
+    from classes import compiled_train_step  # benchmarks/classes.py
 
-    state = (
-        [v.value for v in objective.trainable_variables],
-        [v.value for v in objective.non_trainable_variables],
-        [v.value for v in objective.optimizer.variables],
-        [v.value for v in objective.metrics_variables],
-    )
     batch = jax.sharding.NamedSharding(mesh.backend_mesh, jax.sharding.PartitionSpec("data"))
-    data = (jax.device_put(x[:BATCH], batch), {"label": jax.device_put(y[:BATCH], batch)})
-    step = jax.jit(objective.train_step, out_shardings=(None, objective._get_state_sharding_spec()))
-    with backend.recording_checks():
-        return step.lower(state, data).compile().as_text()
+    return compiled_train_step(objective, x[:BATCH], y[:BATCH], batch).as_text()
 
 
 def _shards(objective):
@@ -212,6 +205,14 @@ def _run_jax(x, y):
         f"{name}/{attr}": len(getattr(restored.terms[name], attr).value.addressable_shards)
         for name, attr in TABLES.items()
     }
+    # Loaded under the mesh again, with a map filled from the built objective (exact paths).
+    layout_map = keras.distribution.LayoutMap(mesh)
+    keras.distribution.set_distribution(keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="data"))
+    lw.sharding.fill_layout_map(layout_map, restored)
+    resharded = keras.saving.load_model(path)
+    resharded_shards = _shards(resharded)
+    resharded_diffs = _diffs(_state(resharded), got)
+    keras.distribution.set_distribution(None)
     return {
         "devices": len(jax.devices()),
         "diffs": _diffs(got, reference),
@@ -225,6 +226,8 @@ def _run_jax(x, y):
         "restored_vs_sharded": _diffs(restored_state, got),
         "restored_shapes": {k: list(restored_state[k].shape) for k in TABLES_KEYS},
         "restored_devices": restored_devices,
+        "resharded_shards": {k: [list(x) for x in v] if isinstance(v, list) else v for k, v in resharded_shards.items()},
+        "resharded_vs_sharded": resharded_diffs,
     }
 
 

@@ -193,6 +193,11 @@ def test_sharded_save_loads_the_whole_table(run):
     for key in TABLES:
         assert run["restored_shapes"][key] == [CLASSES, DIM]
         assert run["restored_devices"][key] == 1  # loaded without a distribution: one whole array
+    # Loaded under the mesh with a map filled from the loaded objective: sharded again, same values.
+    for key in TABLES:
+        assert run["resharded_shards"][key] == [[CLASSES // 2, DIM]], key
+    for key, diff in run["resharded_vs_sharded"].items():
+        assert diff == 0.0, key
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute")
