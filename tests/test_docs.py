@@ -207,6 +207,7 @@ def test_methods_table_lists_the_family_with_the_code_defaults(page):
     rows = _method_rows(page)
     listed = {name for names, _ in rows for name in names}
     assert FAMILIES[page] <= listed, f"docs/{page}: the methods table has no row for {sorted(FAMILIES[page] - listed)}"
+    assert listed <= set(classes), f"docs/{page}: the methods table lists unknown classes {sorted(listed - set(classes))}"
     checked = 0
     for names, defaults in rows:
         for name, value in re.findall(r"`(\w+)=([^`]+)`", defaults):
