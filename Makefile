@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -q -n 2 -p no:cacheprovider
 DEMO_BACKEND ?= jax
 OUT       ?= runs/demo
 
-.PHONY: demo test bench bench-multitask clean
+.PHONY: demo test bench bench-multitask bench-classes clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -45,6 +45,11 @@ bench: $(VENV)/.test-installed
 # opt-in and on JAX only (the step times of every backend are in `make bench`).
 bench-multitask: $(VENV)/.test-installed
 	KERAS_BACKEND=jax $(PY) benchmarks/run.py --only multitask --out runs/bench/multitask.json
+
+# ArcFace at 100k, 1M and 4M classes, full term against sample_rate=0.1, and the
+# per-device table under a 2 x 2 mesh (JAX; ~20 minutes and ~8 GB at 4M): opt-in.
+bench-classes: $(VENV)/.test-installed
+	KERAS_BACKEND=jax $(PY) benchmarks/classes.py --out runs/bench/classes.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
