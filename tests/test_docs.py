@@ -19,8 +19,8 @@ Conventions for a page's code blocks (docs/index.md repeats them for contributor
   for four virtual CPU devices (set before JAX is imported).
 * ```sh / ```bash blocks are shown, not run, unless ``<!-- docs-test: run -->`` is
   on the line right before the fence: then the block runs with ``bash -e`` in the
-  page's folder, after the page's Python blocks, with the venv's ``bin`` first on
-  ``PATH`` (keep it cheap: a few epochs on the bundled digits).
+  page's folder, after the page's JAX Python blocks (in the same test), with the
+  venv's ``bin`` first on ``PATH`` (keep it cheap: a few epochs on the bundled digits).
 * A methods table (header row starting ``| method |``) lists each class of the
   page's family in backticks in its first column; every ``name=value`` in
   backticks in its defaults column must equal that class's constructor default.
@@ -112,12 +112,12 @@ def _page_env(page, backend):
 
 
 def _cases():
+    """(page, backend) for each backend chain; a page's run-marked shell blocks go with its JAX case."""
     cases = []
     for page in PAGES:
         chains, shells = _chains(page)
-        cases += [pytest.param(page, backend, id=f"{page}-{backend}") for backend in chains]
-        if shells:
-            cases.append(pytest.param(page, "sh", id=f"{page}-sh"))
+        backends = sorted(set(chains) | ({"jax"} if shells else set()))
+        cases += [pytest.param(page, backend, id=f"{page}-{backend}") for backend in backends]
     return cases
 
 
@@ -132,16 +132,12 @@ def _run(args, page, backend, tmp_path):
 @pytest.mark.parametrize("page, backend", _cases())
 def test_page_blocks_run(page, backend, tmp_path):
     chains, shells = _chains(page)
-    if backend == "sh":
-        if chains.get("jax"):  # a shell block may read what the page's Python wrote
-            (tmp_path / "page.py").write_text("\n".join(chains["jax"]))
-            _run([sys.executable, "page.py"], page, "jax", tmp_path)
+    if chains.get(backend):
+        (tmp_path / "page.py").write_text("\n".join(chains[backend]) + "\nprint('DOCS-PAGE-DONE')\n")
+        assert "DOCS-PAGE-DONE" in _run([sys.executable, "page.py"], page, backend, tmp_path)
+    if backend == "jax":  # after the page's Python: a shell block may read what it wrote
         for code in shells:
-            _run(["bash", "-e", "-c", code], page, "jax", tmp_path)
-        return
-    code = "\n".join(chains[backend]) + "\nprint('DOCS-PAGE-DONE')\n"
-    (tmp_path / "page.py").write_text(code)
-    assert "DOCS-PAGE-DONE" in _run([sys.executable, "page.py"], page, backend, tmp_path)
+            _run(["bash", "-e", "-c", code], page, backend, tmp_path)
 
 
 def test_block_parser_reads_the_conventions():
