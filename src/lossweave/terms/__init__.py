@@ -1,8 +1,8 @@
 """Stateful loss terms: Keras Layers that read a model output and a target.
 
 ``add_to_rows(variable, indices, updates)`` and ``gather_rows(table, indices)``
-are the O(rows x dim) row update and read the terms use (``scatter_nd_add`` on
-TensorFlow, ``index_add_`` on PyTorch, ``.at[].add`` on JAX): a custom training
+are the O(rows x dim) row update and read the terms use (``scatter_add`` of
+``IndexedSlices`` on TensorFlow, ``index_add_`` on PyTorch, ``.at[].add`` on JAX): a custom training
 loop that updates centers itself (``lw.ops.center_update_rows``) applies the
 rows with them.
 """
