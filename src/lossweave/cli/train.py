@@ -157,13 +157,19 @@ def run(args, *, argv=(), from_process=False):
 
         print(config_toml(dataclasses.replace(config, backend=keras.backend.backend())), end="")
         return 0
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"--out: cannot create {config.out!r}: {error.strerror or error}.") from None
 
     echo = (lambda *a, **k: None) if config.quiet else print
-    metrics, paths = train(config, argv=recorded_argv, config_file=config_file, echo=echo, backup=backup)
+    try:
+        metrics, paths = train(config, argv=recorded_argv, config_file=config_file, echo=echo, backup=backup)
+    except UsageError:  # found before training (a bad model file, ...): leave no empty run folder behind
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
     echo(_summary(metrics, paths))
     print(f"report: {paths['report.html']}")
     return 0
