@@ -3,8 +3,9 @@
 One 2-epoch run with a gradient-level weighting (MGDA: learned weights and
 gradient cosines) is read back with ``tf.compat.v1.train.summary_iterator``
 and compared with ``history.json``: ``DIR/train`` has ``loss/<term>``,
-``weight/<term>`` and ``cosine/<a>/<b>``, ``DIR/validation`` the ``val_``
-numbers without their prefix.
+``weight/<term>`` and ``cosine/<a>/<b>`` per epoch and, with
+``--tensorboard-every``, ``steps/<name>`` every N steps; ``DIR/validation``
+the ``val_`` numbers without their prefix.
 """
 
 import json
@@ -34,8 +35,9 @@ def _scalars(folder):
 @one_backend
 def test_tensorboard_scalars_are_the_history(tmp_path, capsys):
     out, logs = tmp_path / "run", tmp_path / "tensorboard"
+    # 1077 training rows in batches of 64: 17 steps an epoch, so steps 17 and 34 end the two epochs.
     status = main(["train", "--epochs", "2", "--batch-size", "64", "--weighting", "mgda", "--center-weight", "0.01",
-                   "--quiet", "--out", str(out), "--tensorboard", str(logs)])
+                   "--quiet", "--out", str(out), "--tensorboard", str(logs), "--tensorboard-every", "17"])
     assert status == 0, capsys.readouterr().err
     history = json.loads((out / "history.json").read_text())
     train, validation = _scalars(logs / "train"), _scalars(logs / "validation")
@@ -45,7 +47,11 @@ def test_tensorboard_scalars_are_the_history(tmp_path, capsys):
     for term in TERMS:
         assert f"loss/{term}" in train and f"weight/{term}" in train and f"loss/{term}" in validation
     assert "cosine/softmax/center" in train
-    assert set(train) == set(expected_train) and set(validation) == set(expected_validation)
+    steps = {tag[len("steps/"):]: train.pop(tag) for tag in list(train) if tag.startswith("steps/")}
+    assert set(train) == set(expected_train) == set(steps) and set(validation) == set(expected_validation)
+    for tag, values in expected_train.items():  # every 17 steps: the running mean, at each epoch's end
+        assert sorted(steps[tag]) == [17, 34], tag
+        np.testing.assert_allclose([steps[tag][17], steps[tag][34]], values, rtol=1e-6, err_msg=tag)
     for found, expected in ((train, expected_train), (validation, expected_validation)):
         for tag, values in expected.items():
             assert sorted(found[tag]) == [0, 1], tag  # one value per epoch, step = epoch
@@ -72,3 +78,5 @@ def test_tensorboard_without_tensorflow_says_what_to_install(tmp_path, capsys, m
     assert line.startswith("lossweave: error: --tensorboard") and "needs TensorFlow" in line
     assert "pip install -c requirements/pins.txt tensorflow-cpu" in line
     assert not (tmp_path / "run").exists()  # stopped before anything was written
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path / "run"), "--tensorboard-every", "5"]) == 2
+    assert "give --tensorboard DIR too" in capsys.readouterr().err

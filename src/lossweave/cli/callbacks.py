@@ -93,13 +93,48 @@ class EpochScalars(keras.callbacks.Callback):
             else:
                 by_run["train"][key] = value
         for run, values in by_run.items():
-            with self._writers[run].as_default():
-                for name, value in values.items():
-                    self._tf.summary.write(name, self._tf.constant(float(value), "float32"), step=int(epoch),
-                                           metadata=self._metadata)
-            self._writers[run].flush()
+            self._write(run, values, epoch)
 
     def on_train_end(self, logs=None):
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
+
+    def _write(self, run, values, step):
+        with self._writers[run].as_default():
+            for name, value in values.items():
+                self._tf.summary.write(name, self._tf.constant(float(value), "float32"), step=int(step),
+                                       metadata=self._metadata)
+        self._writers[run].flush()
+
+
+class StepScalars(EpochScalars):
+    """:class:`EpochScalars`, plus the training numbers every ``every`` steps as ``steps/<name>``.
+
+    A step's value is what the progress bar shows: the running mean over the
+    epoch so far (so at an epoch's last step it is the epoch's value). The
+    step counts from the start of the run (``epoch x steps per epoch +
+    batch + 1``), so a continued run goes on from where it stopped. Reading the
+    numbers every ``every`` steps is the only cost (a device-to-host copy).
+
+    Args:
+        log_dir: the folder of the two runs.
+        every: write the training numbers every this many steps (>= 1).
+
+    Example:
+        >>> StepScalars("runs/tensorboard", every=50).every
+        50
+    """
+
+    def __init__(self, log_dir, every):
+        super().__init__(log_dir)
+        self.every = int(every)
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = int(epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._epoch * self.params["steps"] + batch + 1
+        if step % self.every == 0 and logs:
+            self._write("train", {f"steps/{name}": value for name, value in logs.items()}, step)

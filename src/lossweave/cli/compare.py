@@ -54,13 +54,14 @@ def _objectives(value):
 
 
 PER_OBJECTIVE = ("loss", "center-weight")  # set by each objective's spec
-# train's options without the per-objective ones (and --tensorboard: one log folder per run),
+TRAIN_ONLY = ("tensorboard", "tensorboard-every")  # one log folder per run: train's
+# train's options without the per-objective and train-only ones,
 # plus the list of objectives.
 OPTIONS = (
     Option("objectives", _objectives, DEFAULT_OBJECTIVES,
            "comma-separated objectives: " + ", ".join(registry.LOSSES) + ", each optionally +center:LAMBDA",
            "LIST"),
-    *(o for o in options.OPTIONS if o.name not in (*PER_OBJECTIVE, "tensorboard")),
+    *(o for o in options.OPTIONS if o.name not in (*PER_OBJECTIVE, *TRAIN_ONLY)),
 )
 FILES = ("compare.json", "features_grid.png", "report.html")
 TABLE_COLUMNS = (
@@ -163,7 +164,7 @@ def compare(base, objectives, *, argv=(), config_file=None, echo=print):
         images=[("Test features per objective (PCA if more than 2-D); centers or class means as crosses",
                  paths["features_grid.png"])],
         config=[(key, key, value) for key, value in base.to_dict().items()
-                if key not in (*PER_OBJECTIVE, "tensorboard")] + [("objectives", "objectives", ", ".join(objectives))],
+                if key not in (*PER_OBJECTIVE, *TRAIN_ONLY)] + [("objectives", "objectives", ", ".join(objectives))],
         notes=["Same seed for every objective: same split, same shuffling. Intra/inter distance: "
                "mean distance of a test feature to its class center over the mean distance between "
                "centers (Euclidean; lower is tighter). Verification accuracy: 10-fold LFW protocol "

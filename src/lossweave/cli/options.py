@@ -188,6 +188,9 @@ OPTIONS = (
     Option("tensorboard", _optional_path, None,
            "write TensorBoard event files here: loss/<term>, weight/<term>, cosine/<a>/<b> per epoch, "
            "in DIR/train and DIR/validation (needs TensorFlow)", "DIR"),
+    Option("tensorboard-every", _optional_integer(1), None,
+           "with --tensorboard, also write the training numbers every N steps as steps/<name> "
+           "(default: per epoch only)", "N"),
     Option("backend", _choice(lambda: list(BACKENDS), "backend"), None,
            "Keras backend (default: KERAS_BACKEND or Keras's configured one)", "NAME"),
     Option("quiet", _boolean, False, "no progress or summary; print only the report's path", flag=True),

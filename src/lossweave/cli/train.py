@@ -68,6 +68,9 @@ def add_parser(subparsers):
 
 def check_tensorboard(config):
     """``--tensorboard`` writes with ``tf.summary``: TensorFlow must be installed (any backend)."""
+    if config.tensorboard is None and config.tensorboard_every is not None:
+        raise UsageError(f"--tensorboard-every {config.tensorboard_every}: says how often --tensorboard "
+                         "writes; give --tensorboard DIR too, or leave it out.")
     if config.tensorboard is not None and importlib.util.find_spec("tensorflow") is None:
         raise UsageError(
             f"--tensorboard {config.tensorboard}: writing TensorBoard event files needs TensorFlow, "
@@ -108,9 +111,11 @@ def train(config, *, argv=(), config_file=None, echo=print, backup=None):
         echo(f"continuing from epoch {backup.epochs_done} of {config.epochs}")
     callbacks = []
     if config.tensorboard is not None:
-        from lossweave.cli.callbacks import EpochScalars
+        from lossweave.cli.callbacks import EpochScalars, StepScalars
 
-        callbacks.append(EpochScalars(config.tensorboard))
+        every = config.tensorboard_every
+        callbacks.append(EpochScalars(config.tensorboard) if every is None else
+                         StepScalars(config.tensorboard, every=every))
     try:
         result = fit_and_evaluate(config, dataset, verbose=0 if config.quiet else 2, callbacks=callbacks,
                                   backup=backup)
