@@ -41,6 +41,12 @@ def arguments(case):
     return cls, {k: v.make() if isinstance(v, Fresh) else v for k, v in kwargs.items()}
 
 
+def build(case):
+    """The object of ``case``."""
+    cls, kwargs = arguments(case)
+    return cls(**kwargs)
+
+
 def layer(name):
     """Layer arguments: a name and a dtype other than the defaults (Keras names a layer after its class)."""
     return {"name": f"given_{name}", "dtype": DTYPE}
@@ -226,7 +232,7 @@ def _evaluation_arguments():
 # Objects that are not saved on their own in a .keras file: config round trip only.
 CONFIG_ONLY = {
     "clip": (lw.weighting.Clip, {"min_value": -1.0, "max_value": 2.0}),
-    "logits_accuracy": (lw.metrics.LogitsAccuracy, {"name": "top1", "dtype": "float64"}),
+    "logits_accuracy": (lw.metrics.LogitsAccuracy, {"name": "top1", "dtype": "float16"}),
     "embedding_evaluation": (lw.metrics.EmbeddingEvaluation, _evaluation_arguments()),
 }
 
@@ -238,20 +244,21 @@ MARGIN_LOGITS = (
 )
 
 # The Objective: in shared-variable mode (its `representation` in the second entry).
-def _terms():
+def two_terms():
+    """The terms ``a`` and ``b`` that the weightings combine."""
     return {"a": lw.terms.SoftmaxCrossEntropy(on="scores"), "b": lw.terms.CenterLoss(CLASSES, on="features")}
 
 
 OBJECTIVES = {
     "objective_shared": (
         lw.Objective,
-        {"model": Fresh(lambda: contract_model()), "terms": Fresh(_terms),
+        {"model": Fresh(lambda: contract_model()), "terms": Fresh(two_terms),
          "weighting": Fresh(lambda: lw.weighting.MGDA(normalization="l2")), "shared": ["trunk"],
          "name": "given_objective"},
     ),
     "objective_representation": (
         lw.Objective,
-        {"model": Fresh(lambda: contract_model()), "terms": Fresh(_terms),
+        {"model": Fresh(lambda: contract_model()), "terms": Fresh(two_terms),
          "weighting": Fresh(lambda: lw.weighting.PCGrad(seed=1)), "representation": "features",
          "name": "given_objective"},
     ),

@@ -238,7 +238,7 @@ def _serialize_round_trip(obj):
 def test_config_round_trip_keeps_every_argument(case):
     cls, kwargs = cc.arguments(case)
     original = cls(**kwargs)
-    default, required = _default_instance(cls, cc.arguments(case)[1])
+    default, required = _default_instance(cls, cc.arguments(case)[1])  # Fresh arguments made anew
     values, defaults = _attributes(original), _attributes(default)
     for name in values:
         if name in kwargs and name not in required:  # the entry's value reached the attribute
@@ -283,42 +283,37 @@ def _objective(terms, weighting=None):
     return objective
 
 
-def _two_terms():
-    return {"a": lw.terms.SoftmaxCrossEntropy(on="scores"), "b": lw.terms.CenterLoss(cc.CLASSES, on="features")}
-
-
 @pytest.mark.parametrize("case", sorted(cc.TERMS))
 def test_term_keras_file_round_trip(case, tmp_path):
-    term = cc.arguments(case)[0](**cc.arguments(case)[1])
+    term = cc.build(case)
     restored = _save_and_load(_objective({case: term}), tmp_path).terms[case]
     _check_same(term, restored, "the .keras round trip")
 
 
 @pytest.mark.parametrize("case", sorted(cc.WEIGHTINGS))
 def test_weighting_keras_file_round_trip(case, tmp_path):
-    weighting = cc.arguments(case)[0](**cc.arguments(case)[1])
-    restored = _save_and_load(_objective(_two_terms(), weighting), tmp_path).weighting
+    weighting = cc.build(case)
+    restored = _save_and_load(_objective(cc.two_terms(), weighting), tmp_path).weighting
     _check_same(weighting, restored, "the .keras round trip")
 
 
 @pytest.mark.parametrize("case", sorted(cc.SCHEDULES))
 def test_schedule_keras_file_round_trip(case, tmp_path):
-    schedule = cc.arguments(case)[0](**cc.arguments(case)[1])
-    objective = _objective(_two_terms(), lw.weighting.Fixed({"a": schedule}))
+    schedule = cc.build(case)
+    objective = _objective(cc.two_terms(), lw.weighting.Fixed({"a": schedule}))
     restored = _save_and_load(objective, tmp_path).weighting.weights_by_term["a"]
     _check_same(schedule, restored, "the .keras round trip")
 
 
 @pytest.mark.parametrize("case", sorted(cc.OBJECTIVES))
 def test_objective_keras_file_round_trip(case, tmp_path):
-    objective = cc.arguments(case)[0](**cc.arguments(case)[1])
+    objective = cc.build(case)
     objective.build((None, 6))
     _check_same(objective, _save_and_load(objective, tmp_path), "the .keras round trip")
 
 
 def test_margin_logits_keras_file_round_trip(tmp_path):
-    cls, kwargs = cc.arguments("margin_logits")
-    layer = cls(**kwargs)
+    layer = cc.build("margin_logits")
     inputs = keras.Input((cc.DIM,))
     model = keras.Model(inputs, layer(inputs))
     restored = _save_and_load(model, tmp_path).get_layer(layer.name)
