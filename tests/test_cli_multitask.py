@@ -103,7 +103,7 @@ def test_every_gradient_level_name_builds_on_the_multitask_data(weighting, datas
     assert sorted(objective.weighting.term_names) == sorted(objective.terms)
     shared = {path.split("/")[0] for path, _ in objective.gradient_plan().entries}
     assert shared == {"hidden_1", "hidden_2", "embedding"}  # every term, and softmax + center
-    assert len(objective.cosine_trackers) == 10  # every pair of the 5 terms
+    assert len(objective.cosine_pairs) == 10  # every pair of the 5 terms
 
 
 @one_backend
