@@ -412,7 +412,7 @@ def quality_targets(case, summary, names):
 
 
 # --------------------------------------------------------------- step time
-def step_time(case, quick=False, only=None):
+def step_time(case, quick=False, only=None, clock="wall"):
     """Step times of every strategy beside ``Fixed`` and Keras, in groups of ``GROUP`` strategies.
 
     ``keras`` and ``Fixed`` stay built for the whole run; each group of
@@ -447,7 +447,7 @@ def step_time(case, quick=False, only=None):
         objective.compile(optimizer=keras.optimizers.Adam(1e-3))
         return objective
 
-    timer = StepTimer()
+    timer = StepTimer(clock)
     runs = {"keras": build("keras"), REFERENCE: build(REFERENCE)}
 
     def epoch(v):
@@ -494,7 +494,7 @@ def step_time(case, quick=False, only=None):
         if r["level"] == "gradient":
             targets[f"[{case}] {r['variant']} step <= {r['target']:.2f}x Fixed (K={k}, {backend()})"] = r["met"]
     return {"case": case, "k": k, "backend": backend(), "rounds": rounds, "group": GROUP, "steps_per_epoch": steps,
-            "batch": BATCH, "rows": rows, "targets": targets}
+            "batch": BATCH, "clock": clock, "rows": rows, "targets": targets}
 
 
 # ---------------------------------------------------------------- markdown
@@ -531,7 +531,8 @@ def markdown_quality(q):
 def markdown_step(st):
     lines = [
         f"Multi-task step time, case `{st['case']}` (K = {st['k']}, {st['backend']}): batch {st['batch']}, "
-        f"{st['steps_per_epoch']} steps/epoch, median ms per step over {st['rounds']} interleaved one-epoch "
+        f"{st['steps_per_epoch']} steps/epoch, median ms per step ({st.get('clock', 'wall')} clock) over "
+        f"{st['rounds']} interleaved one-epoch "
         f"rounds of keras, Fixed and a group of {st.get('group', 'all')} strategies; ratios = medians of "
         "per-round ratios within a group",
         "",
@@ -554,7 +555,7 @@ def markdown(results):
     return "\n\n".join(parts)
 
 
-def run(quick=False, do_quality=True, do_step=True, cases=tuple(CASES), only=None, log=_print):
+def run(quick=False, do_quality=True, do_step=True, cases=tuple(CASES), only=None, log=_print, clock="wall"):
     results = {"backend": backend(), "targets": {}, "strategies": list(strategies(only))}
     for case in cases:
         if do_quality:
@@ -563,7 +564,7 @@ def run(quick=False, do_quality=True, do_step=True, cases=tuple(CASES), only=Non
             results["targets"].update(q["targets"])
             log(markdown_quality(q) + "\n")  # progress: the table of a case as soon as it is done
         if do_step:
-            s = step_time(case, quick=quick, only=only)
+            s = step_time(case, quick=quick, only=only, clock=clock)
             results.setdefault("step", []).append(s)
             results["targets"].update(s["targets"])
             log(markdown_step(s) + "\n")
@@ -582,6 +583,8 @@ if __name__ == "__main__":
     parser.add_argument("--case", choices=tuple(CASES), action="append", help="default: both")
     parser.add_argument("--only", help="comma-separated strategy names (default: all)")
     parser.add_argument("--out", help="also write the results as JSON here")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="step times in wall-clock or process CPU seconds (a loaded machine: cpu)")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="print the tables of quality runs (--out files) of different --only sets, united")
     args = parser.parse_args()
@@ -599,7 +602,7 @@ if __name__ == "__main__":
         raise SystemExit(0)
     t0 = time.perf_counter()
     res = run(quick=args.quick, do_quality=not args.no_quality, do_step=not args.no_step,
-              cases=tuple(args.case or CASES), only=args.only.split(",") if args.only else None)
+              cases=tuple(args.case or CASES), only=args.only.split(",") if args.only else None, clock=args.clock)
     res["seconds"] = time.perf_counter() - t0
     print(markdown(res))
     print("Targets:", res["targets"])

@@ -40,14 +40,27 @@ TARGET = 1.10
 VARIANTS = ("keras", "softmax", "softmax+center", "softmax/nocheck", "softmax+center/nocheck")
 
 
+CLOCKS = {
+    "wall": time.perf_counter,
+    # CPU seconds of this process (all its threads): the work of a step. On a shared
+    # machine other processes' load lengthens the wall-clock gaps (a step waits for a
+    # core) but not these, with one thread per backend pool.
+    "cpu": time.process_time,
+}
+
+
 class StepTimer(keras.callbacks.Callback):
-    """Median gap between consecutive ``on_train_batch_end`` calls of the last epoch."""
+    """Gaps between consecutive ``on_train_batch_end`` calls of the last epoch, on ``clock``."""
+
+    def __init__(self, clock="wall"):
+        super().__init__()
+        self.clock = CLOCKS[clock]
 
     def on_epoch_begin(self, epoch, logs=None):
         self.stamps = []
 
     def on_train_batch_end(self, batch, logs=None):
-        self.stamps.append(time.perf_counter())
+        self.stamps.append(self.clock())
 
     def step_times(self):
         return list(np.diff(self.stamps))
@@ -88,16 +101,16 @@ def build(variant, hidden, embed_dim):
     return objective, "label"
 
 
-def run(quick=False):
-    configs, rounds = (CONFIGS[:1], 3) if quick else (CONFIGS, 8)
+def run(quick=False, clock="wall", configs=None):
+    configs, rounds = (CONFIGS[:1], 3) if quick else (configs or CONFIGS, 8)
     rng = np.random.default_rng(0)
-    results = {"backend": backend(), "batch": BATCH, "rounds": rounds, "rows": []}
+    results = {"backend": backend(), "batch": BATCH, "rounds": rounds, "clock": clock, "rows": []}
     for hidden, embed_dim, steps in configs:
         steps = 12 if quick else steps
         x = rng.normal(size=(steps * BATCH, INPUT_DIM)).astype("float32")
         y = rng.integers(0, NUM_CLASSES, size=steps * BATCH).astype("int32")
         runs = {v: build(v, hidden, embed_dim) for v in VARIANTS}
-        timer = StepTimer()
+        timer = StepTimer(clock)
 
         def epoch(variant):
             trainable, key = runs[variant]
@@ -140,8 +153,8 @@ def _row(model, suffix, times, per_round):
 def markdown(results):
     lines = [
         f"Step overhead, {results['backend']}: MLP (layer widths), batch {results['batch']}, Adam; "
-        f"median ms per step over {results['rounds']} interleaved one-epoch rounds; differences and "
-        "ratios are medians of per-round values",
+        f"median ms per step ({results.get('clock', 'wall')} clock) over {results['rounds']} interleaved "
+        "one-epoch rounds; differences and ratios are medians of per-round values",
         "",
         "| model | terms validate | keras (ms) | softmax (ms) | softmax+center (ms) "
         "| center - softmax (ms) | center / softmax | softmax / keras |",
@@ -161,6 +174,11 @@ def markdown(results):
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
 
-    print(markdown(run(quick="--quick" in sys.argv)))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall")
+    parser.add_argument("--tiny", action="store_true", help="the 64-64-2-10 and 64-64-32-10 MLPs only")
+    args = parser.parse_args()
+    print(markdown(run(quick=args.quick, clock=args.clock, configs=CONFIGS[:2] if args.tiny else None)))

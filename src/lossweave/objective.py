@@ -40,7 +40,10 @@ class Objective(keras.Model):
     ``weighting`` strategy, plus the model's own losses (regularizers). Each
     term reads one model output (``term.on``) and one target (``term.target``,
     a key of the ``y`` dict given to ``fit``). Every term's loss and weight is
-    logged as ``loss/<term>`` and ``weight/<term>``.
+    logged as ``loss/<term>`` and ``weight/<term>`` (with a gradient-level
+    strategy also ``cosine/<a>/<b>``, the cosine of two terms' gradients); an
+    evaluation logs the losses only (``val_loss/<term>``): it has no gradients,
+    and its weights would say nothing new.
 
     ``objective.model`` stays the plain inference model: it takes no labels.
     Saving the Objective saves the model, the terms' state, the weighting's

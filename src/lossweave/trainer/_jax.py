@@ -24,23 +24,57 @@ def gate_train_step(model, train_step, records, state, data):
     A failed check makes the whole step a no-op (weights, optimizer slots and
     iterations, centers, weighting state, step counters, seed generators); only
     the metric variables, which carry the failure to ``guard_step``, move on.
-    Under ``jit`` with donated buffers this is one select per state buffer.
+    A loss-level step knows the checks' verdict before the optimizer runs: its
+    update is applied inside an ``lax.cond`` (``_gated_loss_step``). A
+    gradient-level step checks its gradients after the terms' updates: one
+    select per state buffer.
     """
-    logs, new_state = train_step(state, data)
     if not records:
-        return logs, new_state
+        return train_step(state, data)
+    if not model.gradient_level:
+        return _gated_loss_step(model, records, state, data)
+    logs, new_state = train_step(state, data)
     trainable, non_trainable, optimizer, metrics_variables = new_state
-    ok = jnp.all(jnp.stack([metrics_variables[i][0] <= 0 for i in _positions(model, records)]))
+    ok = _passed(model, records, metrics_variables)
+    keep = lambda new, old: [jnp.where(ok, n, o) for n, o in zip(new, old)]
+    return logs, (keep(trainable, state[0]), keep(non_trainable, state[1]), keep(optimizer, state[2]),
+                  metrics_variables)
 
-    def keep(new, old):
-        return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
+def _gated_loss_step(model, records, state, data):
+    """Keras's JAX train step with the optimizer's update applied only when the checks passed.
+
+    A select of every new weight and slot against its old value makes XLA
+    copy each donated buffer before the update (the old value is still read
+    after it); under a ``cond`` the update is in place and the skipped branch
+    passes the buffers through.
+    """
+    trainable, non_trainable, optimizer_variables, metrics_variables = state
+    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    grad_fn = jax.value_and_grad(model.compute_loss_and_updates, has_aux=True)
+    (_, aux), grads = grad_fn(trainable, non_trainable, metrics_variables, x, y, sample_weight,
+                              training=True, optimizer_variables=optimizer_variables)
+    unscaled_loss, y_pred, new_non_trainable, metrics_variables = aux
+    ok = _passed(model, records, metrics_variables)
+    new_trainable, new_optimizer = jax.lax.cond(
+        ok,
+        lambda: tuple(model.optimizer.stateless_apply(optimizer_variables, grads, trainable)),
+        lambda: (list(trainable), list(optimizer_variables)),
+    )
     # Tables a term gates itself (the centers: O(batch x dim) row updates) are not
-    # selected, which would read and write the whole table every step; except in a
-    # gradient-level step, whose gradient check fails after the terms' updates.
-    self_gated = [backend_common.self_gated(v) and not model.gradient_level for v in model.non_trainable_variables]
-    non_trainable = [n if gated else keep(n, o) for n, o, gated in zip(non_trainable, state[1], self_gated)]
-    return logs, (keep(trainable, state[0]), non_trainable, keep(optimizer, state[2]), metrics_variables)
+    # selected, which would read and write the whole table every step.
+    new_non_trainable = [
+        n if backend_common.self_gated(v) else jnp.where(ok, n, o)
+        for n, o, v in zip(new_non_trainable, non_trainable, model.non_trainable_variables)
+    ]
+    logs, metrics_variables = model._update_metrics_variables(
+        metrics_variables, unscaled_loss, x, y, y_pred, sample_weight
+    )
+    return logs, (new_trainable, new_non_trainable, new_optimizer, metrics_variables)
+
+
+def _passed(model, records, metrics_variables):
+    return jnp.all(jnp.stack([metrics_variables[i][0] <= 0 for i in _positions(model, records)]))
 
 
 def _positions(model, records):
