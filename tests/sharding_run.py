@@ -297,7 +297,7 @@ def _parameter_servers(x, y):
     # The row update on the partitioned centers, outside fit (the coordinator runs it eagerly).
     features = np.full((2, DIM), 2.0, "float32")
     centers(features, np.array([1, CLASSES - 1]), training=True)
-    rows = _numpy(centers.centers)
+    rows = np.concatenate([v.numpy() for v in centers.centers.value.variables])  # the shards, in order
     try:
         _train(objective, x, y)
         fit_error = None
