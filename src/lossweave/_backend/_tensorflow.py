@@ -78,7 +78,9 @@ def check(ok, message, *values, record=None):
         return ok
     if record is not None and _guard["depth"] > 0:
         record.message = message
-        record.update_state(ok, values)
+        # Computed values, not a callable run in a cond branch: the branch would hold
+        # the collectives of a multi-replica step, which tf.distribute refuses there.
+        record.update_state(ok, values if _replicas() is None else check_values(values))
         return tf.identity(ok)
     # A graph of the user's own: an assert that fails the step (not under XLA,
     # which compiles no assert strings; there the caller's gating still applies).
