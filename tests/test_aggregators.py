@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+from aggregator_cases import gram, jacobian, np_min_norm
 from conftest import BACKEND, one_backend, to_numpy
 from lossweave.ops import aggregators as agg
 
@@ -19,23 +20,12 @@ CASES = ("conflicting", "aligned", "one_zero", "rank_deficient")
 
 
 def _jacobian(case, k, params=8, rng=RNG):
-    """A (K, params) float32 Jacobian of the named kind."""
+    """A (K, params) float32 Jacobian of the named kind (aggregator_cases.jacobian, drawn in turn from RNG)."""
     if case == "rank_deficient":  # K > params and a duplicated row
         j = rng.normal(size=(k, 2))
         j[-1] = j[0]
-    elif case == "aligned":  # every pair has a positive inner product
-        j = rng.normal(size=(1, params)) + 0.3 * rng.normal(size=(k, params))
-    else:
-        j = rng.normal(size=(k, params)) * rng.uniform(0.3, 2.0, size=(k, 1))
-        j[1] = -0.7 * j[0] + 0.5 * rng.normal(size=params)  # at least one conflict
-        if case == "one_zero":
-            j[k // 2] = 0.0
-    return j.astype("float32")
-
-
-def _gram(j):
-    j = j.astype("float64")
-    return j @ j.T
+        return j.astype("float32")
+    return jacobian(case, k, params, rng=rng)
 
 
 # --- NumPy references ----------------------------------------------------------
@@ -64,33 +54,6 @@ def np_frank_wolfe(g, iterations, tolerance):
         if change < tolerance:
             break
     return alpha
-
-
-def np_min_norm_exact(g):
-    """min_w w^T G w over the simplex, by enumerating supports (brute force, exact).
-
-    On the optimal support S the KKT conditions are G_SS w_S = lambda 1,
-    sum w_S = 1; every feasible stationary point is a feasible point, so the
-    smallest objective among them is the minimum.
-    """
-    k = len(g)
-    best, best_w = np.inf, None
-    for size in range(1, k + 1):
-        for support in itertools.combinations(range(k), size):
-            s = list(support)
-            a = np.zeros((size + 1, size + 1))
-            a[:size, :size] = g[np.ix_(s, s)]
-            a[:size, size] = a[size, :size] = 1.0
-            rhs = np.zeros(size + 1)
-            rhs[size] = 1.0
-            x = np.linalg.lstsq(a, rhs, rcond=None)[0]
-            if np.abs(a @ x - rhs).max() > 1e-9 or x[:size].min() < -1e-12:
-                continue
-            w = np.zeros(k)
-            w[s] = x[:size]
-            if w @ g @ w < best:
-                best, best_w = w @ g @ w, w
-    return best, best_w
 
 
 def np_pcgrad(j, order):
@@ -163,9 +126,9 @@ def test_mgda_two_terms_is_algorithm_1(case):
     gamma = np.clip(((g2 - g1) @ g2) / diff, 0.0, 1.0)  # Algorithm 1 in vector form
     w = to_numpy(agg.mgda_weights(j @ j.T))
     np.testing.assert_allclose(w, [gamma, 1.0 - gamma], atol=1e-5)
-    best, _ = np_min_norm_exact(_gram(j))
+    best, _ = np_min_norm(gram(j))
     d = to_numpy(agg.mgda(j))
-    assert abs((d.astype("float64") ** 2).sum() - best) <= 1e-5 * max(1.0, np.diag(_gram(j)).max())
+    assert abs((d.astype("float64") ** 2).sum() - best) <= 1e-5 * max(1.0, np.diag(gram(j)).max())
     np.testing.assert_allclose(d, w @ j, atol=1e-5)
 
 
@@ -177,7 +140,7 @@ def test_mgda_frank_wolfe_matches_algorithm_2(case, k):
     # between near-tied vertices).
     j = _jacobian(case, k)
     w = to_numpy(agg.mgda_weights(j @ j.T, iterations=30, exact_max_k=2))
-    ref = np_frank_wolfe(_gram(j), 30, 1e-5)
+    ref = np_frank_wolfe(gram(j), 30, 1e-5)
     np.testing.assert_allclose(_merge_duplicates(w, j), _merge_duplicates(ref, j), atol=1e-5)
     np.testing.assert_allclose(to_numpy(agg.mgda(j, iterations=30, exact_max_k=2)), w @ j, atol=1e-5)
 
@@ -191,8 +154,8 @@ def test_mgda_exact_solver_is_the_minimum(case, k):
         j[-1] = j[0]
     else:
         j = _jacobian(case, k)
-    g = _gram(j)
-    best, ref = np_min_norm_exact(g)
+    g = gram(j)
+    best, ref = np_min_norm(g)
     w = to_numpy(agg.mgda_weights(j @ j.T)).astype("float64")
     _assert_simplex(w)
     d, d_ref = w @ j.astype("float64"), ref @ j.astype("float64")
@@ -213,7 +176,7 @@ def test_mgda_exact_solver_is_the_minimum(case, k):
 @pytest.mark.parametrize("k", [2, 3, 5])
 def test_mgda_solution_is_optimal_within_documented_gap(case, k):
     j = _jacobian(case, k)
-    g = _gram(j)
+    g = gram(j)
     w = to_numpy(agg.mgda_weights(j @ j.T)).astype("float64")
     _assert_simplex(w)
     d = w @ j.astype("float64")
@@ -221,7 +184,7 @@ def test_mgda_solution_is_optimal_within_documented_gap(case, k):
     tol = 1e-6 * scale  # closed form (K = 2) and faces (K <= 8)
     # The optimality condition of Eq. 3: d . g_k >= ||d||^2 for every k.
     assert np.all(j.astype("float64") @ d >= d @ d - tol)
-    assert d @ d <= np_min_norm_exact(g)[0] + tol
+    assert d @ d <= np_min_norm(g)[0] + tol
     if k > 2:  # Frank-Wolfe, within its documented gap
         w = to_numpy(agg.mgda_weights(j @ j.T, exact_max_k=2)).astype("float64")
         d = w @ j.astype("float64")
@@ -241,8 +204,8 @@ def test_mgda_documented_accuracy_on_random_gramians():
             j = (rng.normal(size=(k, params)) * rng.uniform(0.1, 3.0, size=(k, 1))).astype("float32")
             if params == 3 and k > 3:  # a duplicated and a zero row
                 j[1], j[2] = j[0], 0.0
-            g = _gram(j)
-            best = np_min_norm_exact(g)[0]
+            g = gram(j)
+            best = np_min_norm(g)[0]
             for solve, gap, more in ((exact, gaps, excess), (frank_wolfe, fw_gaps, fw_excess)):
                 w = np.asarray(solve(j @ j.T)).astype("float64")
                 _assert_simplex(w)
@@ -284,14 +247,14 @@ def test_mgda_all_zero_gradients_are_finite():
 def test_mgda_normalizations_solve_on_normalized_gramian(normalization, k):
     j = _jacobian("conflicting", k)
     losses = RNG.uniform(0.5, 3.0, size=k).astype("float32")
-    g = _gram(j)
+    g = gram(j)
     norms = np.sqrt(np.diag(g))
     n = {"l2": norms, "loss": losses, "loss+": losses * norms}[normalization].astype("float64")
     np.testing.assert_allclose(
         to_numpy(agg.gradient_normalizers(j @ j.T, losses, normalization)), n, rtol=1e-5
     )
     gn = g / np.outer(n, n)
-    ref = np_min_norm_exact(gn)[1]  # closed form (K = 2) and faces (K = 3): exact
+    ref = np_min_norm(gn)[1]  # closed form (K = 2) and faces (K = 3): exact
     w = to_numpy(agg.mgda_weights(j @ j.T, losses, normalization))
     np.testing.assert_allclose(w, ref, atol=1e-5)
     fw = to_numpy(agg.mgda_weights(j @ j.T, losses, normalization, iterations=30, exact_max_k=2))
@@ -301,7 +264,7 @@ def test_mgda_normalizations_solve_on_normalized_gramian(normalization, k):
     np.testing.assert_allclose(update, w @ j, atol=1e-5)
     if k == 2:  # w / n applied to the raw gradients is the normalised problem's min-norm point
         d = (w / n) @ j.astype("float64")
-        np.testing.assert_allclose(d @ d, np_min_norm_exact(gn)[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(d @ d, np_min_norm(gn)[0], rtol=1e-5, atol=1e-6)
 
 
 def test_mgda_l2_with_a_zero_gradient_and_nonpositive_losses():
@@ -314,7 +277,7 @@ def test_mgda_l2_with_a_zero_gradient_and_nonpositive_losses():
 
 def test_mgda_iteration_budget_and_tolerance():
     j = _jacobian("conflicting", 4)
-    g = _gram(j)
+    g = gram(j)
     for iterations, tolerance in [(0, 1e-5), (1, 1e-5), (7, 0.0), (250, 1e-2)]:
         w = to_numpy(agg.mgda_weights(j @ j.T, iterations=iterations, tolerance=tolerance, exact_max_k=2))
         np.testing.assert_allclose(w, np_frank_wolfe(g, iterations, tolerance), atol=1e-5)

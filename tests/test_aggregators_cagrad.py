@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 import lossweave as lw
+from aggregator_cases import case_rng, head_data, head_objective, jacobian, np_head_gradients
 from conftest import BACKEND, to_numpy
 from lossweave.ops import aggregators as agg
 
@@ -33,21 +34,13 @@ def _update(jacobian, c=0.5, rescale=0):
 
 
 def _jacobian(case, k, params=8, seed=0):
-    """A (K, params) float32 Jacobian of the named kind."""
-    rng = np.random.default_rng([seed, k, CASES.index(case)])
+    """A (K, params) float32 Jacobian of the named kind (aggregator_cases.jacobian), one generator per case."""
+    rng = case_rng(case, k, seed, CASES)
     if case == "rank_deficient":  # K > params, and a duplicated row
         j = rng.normal(size=(k, 2)) * rng.uniform(0.3, 2.0, size=(k, 1))
         j[-1] = j[0]
-    elif case == "aligned":
-        j = rng.normal(size=(1, params)) + 0.3 * rng.normal(size=(k, params))
-    else:
-        j = rng.normal(size=(k, params)) * rng.uniform(0.3, 2.0, size=(k, 1))
-        j[1] = -0.7 * j[0] + 0.5 * rng.normal(size=params)  # at least one conflict
-        if case == "one_zero":
-            j[k // 2] = 0.0
-        if case == "duplicated":
-            j[-1] = j[0]
-    return j.astype("float32")
+        return j.astype("float32")
+    return jacobian(case, k, params, rng=rng)
 
 
 # --- NumPy references (float64) ---------------------------------------------------
@@ -237,36 +230,11 @@ CLASSES, FEATURES, BATCH = 3, 5, 16
 
 
 def _objective(heads, weighting):
-    keras.utils.set_random_seed(2)
-    inputs = keras.Input((FEATURES,))
-    features = keras.layers.Identity(name="features")(keras.layers.Dense(6, activation="tanh")(inputs))
-    outputs = {"features": features}
-    outputs.update({f"logits_{k}": keras.layers.Dense(CLASSES, name=f"head_{k}")(features) for k in range(heads)})
-    terms = {f"task_{k}": lw.terms.SoftmaxCrossEntropy(on=f"logits_{k}", target=f"label_{k}") for k in range(heads)}
-    objective = lw.Objective(keras.Model(inputs, outputs), terms, weighting=weighting, representation="features")
-    objective.compile(optimizer=keras.optimizers.SGD(0.1))
-    return objective
+    return head_objective(weighting, heads, features=FEATURES, classes=CLASSES, width=6, representation=True)
 
 
 def _data(heads, rows=BATCH, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(rows, FEATURES)).astype("float32"), {
-        f"label_{k}": rng.integers(0, CLASSES, rows) for k in range(heads)
-    }
-
-
-def np_head_gradients(objective, x, y, heads):
-    """dL_k/dz of each softmax head at z = features, in closed form: (softmax - onehot) W^T / N."""
-    z = to_numpy(objective.model(x)["features"]).astype("float64")
-    rows = []
-    for k in range(heads):
-        kernel, bias = (to_numpy(v).astype("float64") for v in objective.model.get_layer(f"head_{k}").weights)
-        logits = z @ kernel + bias
-        p = np.exp(logits - logits.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
-        p[np.arange(len(z)), y[f"label_{k}"]] -= 1.0
-        rows.append((p @ kernel.T / len(z)).reshape(-1))
-    return np.stack(rows)
+    return head_data(heads, rows, features=FEATURES, classes=CLASSES, seed=seed)
 
 
 def test_fit_logs_the_reference_weights():
@@ -278,6 +246,6 @@ def test_fit_logs_the_reference_weights():
     got = np.array([logs[f"weight/task_{k}"] for k in range(heads)])
     expected_update = np_cagrad(rows, c=0.4, rescale=1)
     np.testing.assert_allclose(got @ rows, expected_update, atol=1e-4 * np.abs(rows).max())
-    history = objective.fit(x, y, batch_size=8, epochs=2, verbose=0).history
+    history = objective.fit(x, y, batch_size=BATCH, epochs=3, verbose=0).history  # no new trace
     assert all(np.isfinite(history[f"weight/task_{k}"]).all() for k in range(heads))
     assert all(np.all(np.isfinite(to_numpy(v))) for v in objective.weights)

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lossweave as lw
+from aggregator_cases import case_rng, fit_and_logged_weights, gram, head_objective, jacobian
 from conftest import BACKEND, one_backend, to_numpy
 from lossweave.ops import aggregators as agg
 
@@ -26,22 +27,8 @@ KS = (2, 3, 4, 5, 6)
 
 
 def _jacobian(case, k, params=8, seed=0):
-    """A (K, params) float32 Jacobian of the named kind (deterministic per case, K, seed)."""
-    rng = np.random.default_rng([seed, k, CASES.index(case)])
-    if case == "aligned":  # a common direction: every pair has a positive inner product
-        j = rng.normal(size=(1, params)) + 0.5 * rng.normal(size=(k, params))
-    else:
-        j = rng.normal(size=(k, params)) * rng.uniform(0.5, 2.0, size=(k, 1))
-        j[1] = -0.7 * j[0] + 0.5 * rng.normal(size=params)  # at least one conflict
-    if case == "zero":
-        j[k // 2] = 0.0
-    elif case == "duplicated":
-        j[-1] = j[0]
-    elif case == "opposed":  # collinear and opposite (exact in float32: a factor -2)
-        j[-1] = -2.0 * j[0]
-    elif case == "dependent":  # g_K = g_1 + g_2 (for K = 2: g_2 = g_1 + g_1)
-        j[-1] = j[0] + j[1 % (k - 1)]
-    return j.astype("float32")
+    """A (K, params) float32 Jacobian of the named kind (aggregator_cases.jacobian; deterministic per case, K, seed)."""
+    return jacobian(case, k, params, rng=case_rng(case, k, seed, CASES), spread=0.5, low=0.5)
 
 
 def _units(j):
@@ -55,11 +42,6 @@ def _range_cond(m):
     lam = np.linalg.eigvalsh(m)
     kept = lam[lam > len(m) * RANK_CUT * lam.max()]
     return kept.max() / kept.min() if kept.size else 1.0
-
-
-def _gram(j):
-    j = j.astype("float64")
-    return j @ j.T
 
 
 def _scale(j):
@@ -132,7 +114,7 @@ def np_config(j, w=None, length="projection"):
 
 def _imtl_g_tolerance(j, ref):
     """The documented accuracy: 3e-6 cond(G) max(sum|alpha|, 1) (times max ||g||), at least 1e-5."""
-    return max(1e-5, 3e-6 * _range_cond(_gram(j)) * max(np.abs(ref).sum(), 1.0))
+    return max(1e-5, 3e-6 * _range_cond(gram(j)) * max(np.abs(ref).sum(), 1.0))
 
 
 @pytest.mark.parametrize("case", ["conflicting", "aligned"])
@@ -184,7 +166,7 @@ def test_imtl_g_update_does_not_depend_on_the_gradient_scale():
 @pytest.mark.parametrize("k", KS)
 def test_aligned_mtl_is_algorithm_1(k, case):
     j = _jacobian(case, k)
-    tol = max(1e-5, 1e-6 * _range_cond(_gram(j)))  # documented: 1e-6 cond(G) max||g||
+    tol = max(1e-5, 1e-6 * _range_cond(gram(j)))  # documented: 1e-6 cond(G) max||g||
     for scale_mode in agg.SCALE_MODES:
         ref = np_aligned_mtl(j, scale_mode)
         w = to_numpy(agg.aligned_mtl_weights(j @ j.T, scale_mode)).astype("float64")
@@ -270,12 +252,12 @@ def test_documented_accuracy_on_random_jacobians():
             j = j.astype("float32")
             jj, g = j.astype("float64"), j @ j.T
             units = _units(jj)
-            lam, lam_u = np.linalg.eigvalsh(_gram(j)), np.linalg.eigvalsh(units @ units.T)
+            lam, lam_u = np.linalg.eigvalsh(gram(j)), np.linalg.eigvalsh(units @ units.T)
             if np.any((lam > k * EPS32 * lam.max()) & (lam <= k * RANK_CUT * lam.max())) or np.any(
                 (lam_u > 0.1 * k * RANK_CUT * lam_u.max()) & (lam_u <= k * RANK_CUT * lam_u.max())
             ):
                 continue  # between the rank cuts: the references and RANK_RTOL differ by design
-            scale, cond, cond_u = _scale(j), _range_cond(_gram(j)), _range_cond(units @ units.T)
+            scale, cond, cond_u = _scale(j), _range_cond(gram(j)), _range_cond(units @ units.T)
             regular = lam.min() > k * RANK_CUT * lam.max()  # else the pseudo-inverse form
             ref = np_imtl_g_paper(j) if regular else np_imtl_g_pinv(j)
             error = np.abs(np.asarray(imtl_g(g)) @ jj - ref @ jj).max()
@@ -306,7 +288,7 @@ def independent_jacobians(draw):
         j = j + 2.0 * rng.normal(size=(1, params))
     j = j * np.exp(rng.uniform(-2.0, 2.0, size=(k, 1)))  # norms over a factor e^4 ~ 55
     j = j.astype("float32")
-    cond = np.linalg.cond(_gram(j))
+    cond = np.linalg.cond(gram(j))
     if cond > 1e3:  # outside the documented accuracy, draw again
         j = np.linalg.qr(rng.normal(size=(params, k)))[0].T.astype("float32") * (k - np.arange(k))[:, None]
     return j
@@ -335,7 +317,7 @@ def test_imtl_g_update_has_equal_projections_on_unit_gradients(j):
     w = to_numpy(agg.imtl_g_weights(j @ j.T)).astype("float64")
     jj = j.astype("float64")
     projections = _units(jj) @ (w @ jj)
-    spread = 1e-6 * np.linalg.cond(_gram(j)) * np.abs(w).sum() * _scale(j)
+    spread = 1e-6 * np.linalg.cond(gram(j)) * np.abs(w).sum() * _scale(j)
     assert projections.max() - projections.min() <= max(spread, 1e-5 * _scale(j))
     assert abs(w.sum() - 1.0) <= 1e-5 * np.abs(w).sum()
 
@@ -358,10 +340,10 @@ def test_aligned_gradients_are_orthogonal_with_equal_norms(j, scale_mode):
         [to_numpy(agg.aligned_mtl_weights(g, scale_mode, ones + np.eye(k, dtype="float32")[t])) - base for t in range(k)],
         axis=1,
     ).astype("float64")
-    aligned = balance @ _gram(j) @ balance
-    lam = np.linalg.eigvalsh(_gram(j))
+    aligned = balance @ gram(j) @ balance
+    lam = np.linalg.eigvalsh(gram(j))
     sigma = {"min": lam.min(), "median": np.sort(lam)[(k - 1) // 2], "rmse": lam.mean()}[scale_mode]
-    np.testing.assert_allclose(aligned / sigma, np.eye(k), atol=1e-6 * np.linalg.cond(_gram(j)) + 1e-5)
+    np.testing.assert_allclose(aligned / sigma, np.eye(k), atol=1e-6 * np.linalg.cond(gram(j)) + 1e-5)
     scaled = (8.0 * j).astype("float32")
     np.testing.assert_allclose(to_numpy(agg.aligned_mtl_weights(scaled @ scaled.T, scale_mode)), base, rtol=1e-4, atol=1e-5)
 
@@ -440,19 +422,6 @@ def test_errors_say_what_was_received_and_expected(call, message):
 
 # --- the strategies in fit ------------------------------------------------------
 
-HEADS, CLASSES = 3, 4
-
-
-def _objective(weighting):
-    keras.utils.set_random_seed(2)
-    inputs = keras.Input((6,))
-    trunk = keras.layers.Dense(8, activation="tanh", name="trunk")(inputs)
-    outputs = {f"logits_{t}": keras.layers.Dense(CLASSES, name=f"head_{t}")(trunk) for t in range(HEADS)}
-    terms = {f"task_{t}": lw.terms.SoftmaxCrossEntropy(on=f"logits_{t}", target=f"label_{t}") for t in range(HEADS)}
-    objective = lw.Objective(keras.Model(inputs, outputs), terms, weighting=weighting)
-    objective.compile(optimizer=keras.optimizers.SGD(0.1))
-    return objective
-
 
 @pytest.mark.parametrize(
     "name, weighting",
@@ -463,16 +432,7 @@ def _objective(weighting):
     ],
 )
 def test_strategy_trains_three_heads_with_the_logged_weights(name, weighting):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(32, 6)).astype("float32")
-    y = {f"label_{t}": rng.integers(0, CLASSES, 32) for t in range(HEADS)}
-    objective = _objective(weighting())
-    trunk_before = to_numpy(objective.model.get_layer("trunk").kernel).copy()
-    history = objective.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0).history
-    assert np.abs(to_numpy(objective.model.get_layer("trunk").kernel) - trunk_before).max() > 1e-4
-    for value in objective.weights:
-        assert np.all(np.isfinite(to_numpy(value))), value.path
-    weights = np.array([history[f"weight/task_{t}"][-1] for t in range(HEADS)])
+    weights = fit_and_logged_weights(head_objective(weighting()))
     assert np.all(np.isfinite(weights)) and np.all(weights != 0.0)
     if name == "imtlg":  # the weights sum to 1 (logged: the last step's)
         assert abs(weights.sum() - 1.0) <= 1e-4

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize, nnls
 
 import lossweave as lw
+from aggregator_cases import case_rng, fit_and_logged_weights, gram, head_objective, jacobian, np_min_norm
 from conftest import BACKEND, one_backend, to_numpy
 from lossweave.ops import aggregators as agg
 
@@ -32,25 +33,11 @@ REG = 1e-4  # torchjd's norm_eps and reg_eps, the defaults
 
 
 def _jacobian(case, k, params=8, seed=0):
-    """A (K, params) float32 Jacobian of the named kind (deterministic per case, K, seed)."""
-    rng = np.random.default_rng([seed, k, CASES.index(case)])
-    if case == "aligned":  # a common direction: every pair has a positive inner product
-        j = rng.normal(size=(1, params)) + 0.3 * rng.normal(size=(k, params))
-    elif case == "rank_deficient":  # K gradients in a 2-D subspace
-        j = rng.normal(size=(k, 2)) @ rng.normal(size=(2, params))
-    else:
-        j = rng.normal(size=(k, params)) * rng.uniform(0.3, 2.0, size=(k, 1))
-        j[1] = -0.7 * j[0] + 0.5 * rng.normal(size=params)  # at least one conflict
-    if case == "zero":
-        j[k // 2] = 0.0
-    elif case == "duplicated":
-        j[-1] = j[0]
-    return j.astype("float32")
-
-
-def _gram(j):
-    j = j.astype("float64")
-    return j @ j.T
+    """A (K, params) float32 Jacobian of the named kind (aggregator_cases.jacobian; deterministic per case, K, seed)."""
+    rng = case_rng(case, k, seed, CASES)
+    if case == "rank_deficient":  # K gradients in a 2-D subspace
+        return (rng.normal(size=(k, 2)) @ rng.normal(size=(2, params))).astype("float32")
+    return jacobian(case, k, params, rng=rng)
 
 
 # --- float64 references from the paper ---------------------------------------------
@@ -98,28 +85,6 @@ def np_dual_cone_projection(jac, x):
     return result.x
 
 
-def np_min_norm(g):
-    """MGDA, Sener & Koltun Eq. 3: min w^T G w over the simplex, by brute force over the supports."""
-    k = len(g)
-    best, best_w = np.inf, None
-    for size in range(1, k + 1):
-        for support in itertools.combinations(range(k), size):
-            s = list(support)
-            a = np.zeros((size + 1, size + 1))
-            a[:size, :size] = g[np.ix_(s, s)]
-            a[:size, size] = a[size, :size] = 1.0
-            rhs = np.zeros(size + 1)
-            rhs[size] = 1.0
-            x = np.linalg.lstsq(a, rhs, rcond=None)[0]
-            if np.abs(a @ x - rhs).max() > 1e-9 or x[:size].min() < -1e-12:
-                continue
-            w = np.zeros(k)
-            w[s] = x[:size]
-            if w @ g @ w < best:
-                best, best_w = w @ g @ w, w
-    return best, best_w
-
-
 def _check_against(w, ref, j, weight_tol=3e-4, update_tol=1.5e-6):
     """The documented accuracy: the update to update_tol of max ||g_k||, the weights to weight_tol of their largest.
 
@@ -127,7 +92,7 @@ def _check_against(w, ref, j, weight_tol=3e-4, update_tol=1.5e-6):
     number (1e4) bounds float32 only along directions the update hardly sees.
     """
     jj = j.astype("float64")
-    norm = np.sqrt(np.diag(_gram(j)).max())
+    norm = np.sqrt(np.diag(gram(j)).max())
     np.testing.assert_allclose(w, ref, atol=weight_tol * np.abs(ref).max())
     np.testing.assert_allclose(w @ jj, ref @ jj, atol=max(update_tol * norm, 1e-7))
 
@@ -139,27 +104,27 @@ def _check_against(w, ref, j, weight_tol=3e-4, update_tol=1.5e-6):
 @pytest.mark.parametrize("k", KS)
 def test_upgrad_is_eq_6(case, k):
     j = _jacobian(case, k)
-    ref = np_upgrad_weights(_gram(j))
+    ref = np_upgrad_weights(gram(j))
     w = to_numpy(agg.upgrad_weights(j @ j.T)).astype("float64")
     _check_against(w, ref, j)
     assert np.all(w >= 1.0 / k - 1e-7)  # w = sum_i w_i with w_i >= e_i / K
     np.testing.assert_allclose(to_numpy(agg.upgrad(j)), w @ j, atol=1e-5)
     pref = np.linspace(0.5, 2.0, k)
     w = to_numpy(agg.upgrad_weights(j @ j.T, pref=pref.astype("float32"))).astype("float64")
-    _check_against(w, np_upgrad_weights(_gram(j), pref), j)
+    _check_against(w, np_upgrad_weights(gram(j), pref), j)
 
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("k", KS)
 def test_dualproj_is_eq_29(case, k):
     j = _jacobian(case, k)
-    ref = np_dualproj_weights(_gram(j))
+    ref = np_dualproj_weights(gram(j))
     w = to_numpy(agg.dualproj_weights(j @ j.T)).astype("float64")
     _check_against(w, ref, j)
     np.testing.assert_allclose(to_numpy(agg.dualproj(j)), w @ j, atol=1e-5)
     pref = np.linspace(2.0, 0.5, k)
     w = to_numpy(agg.dualproj_weights(j @ j.T, pref=pref.astype("float32"))).astype("float64")
-    _check_against(w, np_dualproj_weights(_gram(j), pref), j)
+    _check_against(w, np_dualproj_weights(gram(j), pref), j)
 
 
 @pytest.mark.parametrize("k", [2, 3, 4])
@@ -171,7 +136,7 @@ def test_weights_give_the_eq_3_projection(k):
     regularised one; the weights recovered from the primal solution match.
     """
     j = _jacobian("conflicting", k).astype("float64")
-    g = _gram(j)
+    g = gram(j)
     augmented = np.concatenate([j / np.sqrt(np.trace(g)), np.sqrt(REG) * np.eye(k)], axis=1)
     projections = [np_dual_cone_projection(augmented, augmented[i] / k) for i in range(k)]
     # Each projection is J_aug^T w_i (J_aug has full row rank): the weights by least squares.
@@ -222,7 +187,7 @@ def test_tiny_or_zero_gradients_give_the_preference():
     # With norm_eps = 0 the same tiny conflicting gradients are projected.
     j = 1e-4 * _jacobian("conflicting", 3)
     w = to_numpy(agg.upgrad_weights(j @ j.T, norm_eps=0.0)).astype("float64")
-    _check_against(w, np_upgrad_weights(_gram(j), norm_eps=0.0), j)
+    _check_against(w, np_upgrad_weights(gram(j), norm_eps=0.0), j)
     assert w.max() > 1.0 / 3 + 1e-3  # a conflict was resolved
 
 
@@ -234,7 +199,7 @@ def test_tiny_or_zero_gradients_give_the_preference():
 def test_lower_bounded_solvers_agree(case, k):
     """Faces (exact, K <= 8) and Lawson-Hanson (above): the same optimum of Eq. 5 on torchjd's Gramian."""
     j = _jacobian(case, k, params=12)
-    g = np_dual_cone_gramian(_gram(j))
+    g = np_dual_cone_gramian(gram(j))
     lower = np.eye(k) * np.linspace(0.5, 1.5, k)[:, None] / k
     ref = np.stack([np_project_weights(g, u) for u in lower])
     solvers = [dict(exact_max_k=0)] + ([dict(exact_max_k=8)] if k <= 8 else [])
@@ -243,7 +208,7 @@ def test_lower_bounded_solvers_agree(case, k):
         assert np.all(v >= lower), kwargs  # exactly feasible
         np.testing.assert_allclose(v.sum(axis=0), ref.sum(axis=0), atol=3e-4 * ref.sum(axis=0).max())
         # The update J^T v of each problem (on the normalised J): what the weights are for.
-        jn = j.astype("float64") / np.sqrt(np.trace(_gram(j)))
+        jn = j.astype("float64") / np.sqrt(np.trace(gram(j)))
         np.testing.assert_allclose(v @ jn, ref @ jn, atol=2e-6)
 
 
@@ -251,7 +216,7 @@ def test_active_set_budget():
     """The active set stops (every problem converged) well inside its 3 K budget; 0 iterations: u itself."""
     k = 12
     j = _jacobian("conflicting", k, params=40)
-    g = np_dual_cone_gramian(_gram(j)).astype("float32")
+    g = np_dual_cone_gramian(gram(j)).astype("float32")
     lower = (np.eye(k) / k).astype("float32")
     v, done, count = qp._lower_bounded_active_set(keras.ops.convert_to_tensor(g), keras.ops.convert_to_tensor(lower), 3 * k)
     assert np.all(to_numpy(done)) and to_numpy(count).max() <= 1.8 * k
@@ -273,7 +238,7 @@ def test_documented_accuracy_on_random_jacobians():
         for case, params in itertools.product(CASES, (3, 10, 100, 1000)):
             j = _jacobian(case, k, params=params, seed=int(rng.integers(1 << 30)))
             j = (j * np.exp(rng.uniform(-1.0, 1.0, size=(k, 1)))).astype("float32")
-            g, jj = _gram(j), j.astype("float64")
+            g, jj = gram(j), j.astype("float64")
             ref = np_upgrad_weights(g)
             w = np.asarray(upgrad(j @ j.T)).astype("float64")
             scale = np.diag(g).max()
@@ -316,7 +281,7 @@ def jacobians(draw, max_k=6):
 def test_dual_cone_updates_are_non_conflicting(j, name):
     """Definition 1: 0 <= J A(J), up to the ridge: g_k . d >= -reg_eps tr(G) w_k (and rounding)."""
     fn = {"upgrad": agg.upgrad_weights, "dualproj": agg.dualproj_weights}[name]
-    g = _gram(j)
+    g = gram(j)
     w = to_numpy(fn(j @ j.T)).astype("float64")
     d = w @ j.astype("float64")
     assert np.all(w >= 0)  # Definition 3 (weighted), with non-negative weights
@@ -328,7 +293,7 @@ def test_dual_cone_updates_are_non_conflicting(j, name):
 @given(jacobians(max_k=8))
 def test_mgda_update_is_a_common_descent_direction(j):
     """MGDA's optimality (Sener & Koltun, Eq. 3): d . g_k >= ||d||^2 >= 0 for every k (exact solver to K = 8)."""
-    g = _gram(j)
+    g = gram(j)
     w = to_numpy(agg.mgda_weights(j @ j.T)).astype("float64")
     assert w.min() >= 0 and abs(w.sum() - 1.0) <= 1e-5
     d = w @ j.astype("float64")
@@ -444,19 +409,6 @@ def test_errors_say_what_was_received_and_expected(call, message):
 
 # --- the strategies in fit ------------------------------------------------------------
 
-HEADS, CLASSES = 3, 4
-
-
-def _objective(weighting, seed=2):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((6,))
-    trunk = keras.layers.Dense(8, activation="tanh", name="trunk")(inputs)
-    outputs = {f"logits_{t}": keras.layers.Dense(CLASSES, name=f"head_{t}")(trunk) for t in range(HEADS)}
-    terms = {f"task_{t}": lw.terms.SoftmaxCrossEntropy(on=f"logits_{t}", target=f"label_{t}") for t in range(HEADS)}
-    objective = lw.Objective(keras.Model(inputs, outputs), terms, weighting=weighting)
-    objective.compile(optimizer=keras.optimizers.SGD(0.1))
-    return objective
-
 
 @pytest.mark.parametrize(
     "name, weighting",
@@ -466,16 +418,7 @@ def _objective(weighting, seed=2):
     ],
 )
 def test_strategy_trains_three_heads_with_the_logged_weights(name, weighting):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(32, 6)).astype("float32")
-    y = {f"label_{t}": rng.integers(0, CLASSES, 32) for t in range(HEADS)}
-    objective = _objective(weighting())
-    trunk_before = to_numpy(objective.model.get_layer("trunk").kernel).copy()
-    history = objective.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0).history
-    assert np.abs(to_numpy(objective.model.get_layer("trunk").kernel) - trunk_before).max() > 1e-4
-    for value in objective.weights:
-        assert np.all(np.isfinite(to_numpy(value))), value.path
-    weights = np.array([history[f"weight/task_{t}"][-1] for t in range(HEADS)])
+    weights = fit_and_logged_weights(head_objective(weighting()))
     # Each weight is at least its (normalised) preference: v >= u in Eq. 5.
-    pref = np.array([2.0, 1.0, 1.0]) / 4.0 if name == "upgrad" else np.full(HEADS, 1.0 / 3)
+    pref = np.array([2.0, 1.0, 1.0]) / 4.0 if name == "upgrad" else np.full(3, 1.0 / 3)
     assert np.all(weights >= pref - 1e-6), weights

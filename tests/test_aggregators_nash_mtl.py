@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from scipy.optimize import linprog
 
 import lossweave as lw
+from aggregator_cases import case_rng, head_data, head_objective, jacobian, np_head_gradients
 from conftest import BACKEND, to_numpy
 from lossweave.ops import aggregators as agg
 
@@ -28,18 +29,8 @@ RTOL = 1e-5
 
 
 def _jacobian(case, k, params=8, seed=0):
-    """A (K, params) float32 Jacobian whose bargaining problem has a solution."""
-    rng = np.random.default_rng([seed, k, CASES.index(case)])
-    if case == "aligned":
-        j = rng.normal(size=(1, params)) + 0.3 * rng.normal(size=(k, params))
-    else:
-        j = rng.normal(size=(k, params)) * rng.uniform(0.3, 2.0, size=(k, 1))
-        j[1] = -0.7 * j[0] + 0.5 * rng.normal(size=params)  # a conflict
-        if case == "duplicated":
-            j[-1] = j[0]
-        if case == "scaled":  # gradient norms over three orders of magnitude
-            j = j * np.exp(rng.uniform(-3.5, 3.5, size=(k, 1)))
-    return j.astype("float32")
+    """A (K, params) float32 Jacobian whose bargaining problem has a solution (aggregator_cases.jacobian)."""
+    return jacobian(case, k, params, rng=case_rng(case, k, seed, CASES))
 
 
 # --- NumPy/scipy reference: the paper's sequence of convex problems (float64) --------
@@ -299,49 +290,25 @@ CLASSES, FEATURES, BATCH = 3, 5, 16
 
 
 def _objective(weighting, heads=3):
-    keras.utils.set_random_seed(3)
-    inputs = keras.Input((FEATURES,))
-    features = keras.layers.Identity(name="features")(keras.layers.Dense(6, activation="tanh")(inputs))
-    outputs = {"features": features}
-    outputs.update({f"logits_{k}": keras.layers.Dense(CLASSES, name=f"head_{k}")(features) for k in range(heads)})
-    terms = {f"task_{k}": lw.terms.SoftmaxCrossEntropy(on=f"logits_{k}", target=f"label_{k}") for k in range(heads)}
-    objective = lw.Objective(keras.Model(inputs, outputs), terms, weighting=weighting, representation="features")
-    objective.compile(optimizer=keras.optimizers.Adam(0.01))
-    return objective
+    return head_objective(weighting, heads, features=FEATURES, classes=CLASSES, width=6, representation=True,
+                          seed=3, optimizer=keras.optimizers.Adam(0.01))
 
 
 def _data(heads=3, rows=BATCH, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(rows, FEATURES)).astype("float32"), {
-        f"label_{k}": rng.integers(0, CLASSES, rows) for k in range(heads)
-    }
-
-
-def np_head_gradients(objective, x, y, heads=3):
-    """dL_k/dz of each softmax head at z = features, in closed form: (softmax - onehot) W^T / N."""
-    z = to_numpy(objective.model(x)["features"]).astype("float64")
-    rows = []
-    for k in range(heads):
-        kernel, bias = (to_numpy(v).astype("float64") for v in objective.model.get_layer(f"head_{k}").weights)
-        logits = z @ kernel + bias
-        p = np.exp(logits - logits.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
-        p[np.arange(len(z)), y[f"label_{k}"]] -= 1.0
-        rows.append((p @ kernel.T / len(z)).reshape(-1))
-    return np.stack(rows)
+    return head_data(heads, rows, features=FEATURES, classes=CLASSES, seed=seed)
 
 
 def test_fit_logs_the_reference_weights():
     x, y = _data()
     objective = _objective(lw.weighting.NashMTL())
-    rows = np_head_gradients(objective, x, y)
+    rows = np_head_gradients(objective, x, y, 3)
     g = rows @ rows.T
     logs = objective.train_on_batch(x, y, return_dict=True)
     got = np.array([logs[f"weight/task_{k}"] for k in range(3)])
     expected = np_nash_ccp(g)
     np.testing.assert_allclose(got, np_clip(g, expected, 1.0), rtol=1e-4)
     np.testing.assert_allclose(to_numpy(objective.weighting.alpha), expected, rtol=1e-4)
-    history = objective.fit(x, y, batch_size=8, epochs=2, verbose=0).history
+    history = objective.fit(x, y, batch_size=BATCH, epochs=3, verbose=0).history  # no new trace
     assert all(np.isfinite(history[f"weight/task_{k}"]).all() for k in range(3))
     assert all(np.all(np.isfinite(to_numpy(v))) for v in objective.weights)
 
@@ -355,19 +322,19 @@ def test_save_load_and_continue_is_straight_through(tmp_path):
     def state(objective):
         return [to_numpy(v).astype("float64") for v in objective.weights]
 
+    # Straight through: one objective saved after epoch 1 goes on; the reloaded one must end where it does.
     straight = make()
-    straight.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
-    first = make()
-    first.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    straight.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
     path = str(tmp_path / "nash.keras")
-    first.save(path)
+    straight.save(path)
+    saved = to_numpy(straight.weighting.alpha).copy()
+    straight.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
     resumed = keras.saving.load_model(path)
     config = resumed.weighting.get_config()
     assert (config["update_weights_every"], config["max_norm"], config["iterations"]) == (3, 0.5, 15)
-    np.testing.assert_array_equal(to_numpy(resumed.weighting.alpha), to_numpy(first.weighting.alpha))
+    np.testing.assert_array_equal(to_numpy(resumed.weighting.alpha), saved)
     resumed.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
     assert max(np.abs(a - b).max() for a, b in zip(state(resumed), state(straight))) <= 1e-5
     # Not vacuous: steps 4 and 5 (solves at 0, 3 and 6; 4 batches an epoch) use the saved alpha,
     # and it is not the initial ones' direction (the clipping would hide a scale).
-    saved = to_numpy(first.weighting.alpha)
     assert saved.max() / saved.min() > 1.05

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aggregator_cases import jacobian
 from conftest import BACKEND, to_numpy
 from lossweave.ops import aggregators as agg
 from lossweave.ops.aggregators.gradvac import gradvac_order
@@ -26,17 +27,8 @@ KS = (2, 3, 4, 5, 6)
 
 
 def _jacobian(case, k, params=7, rng=RNG):
-    """A (K, params) float32 Jacobian of the named kind."""
-    if case == "aligned":  # every pair has a positive inner product
-        j = rng.normal(size=(1, params)) + 0.3 * rng.normal(size=(k, params))
-    else:
-        j = rng.normal(size=(k, params)) * rng.uniform(0.3, 2.0, size=(k, 1))
-        j[1] = -0.7 * j[0] + 0.5 * rng.normal(size=params)  # at least one conflict
-        if case == "one_zero":
-            j[k // 2] = 0.0
-        if case == "duplicated":
-            j[-1] = j[0]
-    return j.astype("float32")
+    """A (K, params) float32 Jacobian of the named kind (aggregator_cases.jacobian, drawn in turn from RNG)."""
+    return jacobian(case, k, params, rng=rng)
 
 
 def _order(k, rng=RNG):

@@ -3,8 +3,11 @@
 import numpy as np
 import pytest
 
+from conftest import one_backend
 from lossweave import data
 from lossweave.data.digits import load_digits
+
+pytestmark = one_backend  # NumPy loaders (and TensorFlow's image reader whatever the backend)
 
 
 def _rows(x):

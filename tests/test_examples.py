@@ -9,48 +9,18 @@ others (and one of them is checked to refuse the wrong backend clearly).
 import ast
 import json
 import math
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import pytest
 from conftest import one_backend
+from example_runs import EXAMPLES, check_ok, run_example
 
 BACKEND = keras.backend.backend()
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py"))
 BACKEND_ONLY = {"custom_loop_tensorflow.py": "tensorflow", "custom_loop_jax.py": "jax"}
-TIMEOUT_S = 300  # generous: a --fast run takes ~10-25 s, most of it imports
 
 pytestmark = pytest.mark.slow
-
-
-def run_example(script, *args, tmp_path=None):
-    env = dict(os.environ, KERAS_BACKEND=BACKEND)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # One intra-op thread per example: the suite may run under pytest-xdist on
-    # a small machine, and oversubscribed BLAS/OpenMP threads slow tiny models
-    # down by orders of magnitude (PyTorch above all).
-    env.setdefault("OMP_NUM_THREADS", "1")
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args],
-        cwd=tmp_path or EXAMPLES,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-    return proc
-
-
-def check_ok(proc):
-    assert proc.returncode == 0, (
-        f"exit code {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
-    )
-    return proc.stdout
 
 
 def require_backend(script):

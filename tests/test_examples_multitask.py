@@ -5,41 +5,21 @@ Keras's ``loss_weights``) and ``examples/two_heads_weighting.py`` (a convex
 combination of two heads of different shapes: scheduled, trained and
 uncertainty weighting). Each runs in a fresh interpreter with the same
 ``KERAS_BACKEND`` as this test session, so the suite run once per backend runs
-them once per backend.
+them once per backend; the check that ``--weighting`` picks one variant runs
+in this interpreter, in the JAX pass only.
 """
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import pytest
 
+from conftest import one_backend
+from example_runs import check_ok, load_example, run_example
+
 BACKEND = keras.backend.backend()
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-TIMEOUT_S = 300  # generous: a --fast run takes ~15-25 s, most of it imports and compiling
 
 pytestmark = pytest.mark.slow
-
-
-def run_example(script, *args):
-    env = dict(os.environ, KERAS_BACKEND=BACKEND)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.setdefault("OMP_NUM_THREADS", "1")  # tiny models: oversubscribed threads only slow them down
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args],
-        cwd=EXAMPLES,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-    assert proc.returncode == 0, (
-        f"exit code {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
-    )
-    return proc.stdout
 
 
 def number(pattern, text):
@@ -49,7 +29,7 @@ def number(pattern, text):
 
 
 def test_siamese_three_heads():
-    out = run_example("siamese_three_heads.py", "--fast")
+    out = check_ok(run_example("siamese_three_heads.py", "--fast"))
     assert f"backend={BACKEND}" in out
     # The Objective's total is Keras's loss_weights total on the same model and data.
     assert "equal within 1e-5: True" in out
@@ -68,7 +48,7 @@ def test_siamese_three_heads():
 
 
 def test_two_heads_weighting_all():
-    out = run_example("two_heads_weighting.py", "--fast")
+    out = check_ok(run_example("two_heads_weighting.py", "--fast"))
     assert f"backend={BACKEND} weighting=all" in out
 
     # Scheduled: alpha follows the cosine from 0.9 down to 0.1 (epoch means).
@@ -94,7 +74,10 @@ def test_two_heads_weighting_all():
     assert mae < baseline
 
 
-def test_two_heads_weighting_one_variant():
-    out = run_example("two_heads_weighting.py", "--fast", "--weighting", "trained")
+@one_backend  # choosing the variant is argument parsing; every variant runs on every backend above
+def test_two_heads_weighting_one_variant(capsys):
+    # In this interpreter: a fresh one would spend most of the test importing the backends again.
+    assert load_example("two_heads_weighting.py").main(["--fast", "--weighting", "trained"]) == 0
+    out = capsys.readouterr().out
     assert "[trained]" in out and "[scheduled]" not in out and "[uncertainty]" not in out
     assert "collapsed: True" in out

@@ -16,30 +16,20 @@ and a fresh one would spend most of the test importing the backends again).
   takes 10,000 steps from each of the three starts for each of its three methods.
 """
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import BACKEND, one_backend
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from example_runs import load_example
 
 pytestmark = pytest.mark.slow
 
 
-def load_example():
-    spec = importlib.util.spec_from_file_location("toy_two_objectives", EXAMPLES / "toy_two_objectives.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def toy():
-    return load_example()
+    return load_example("toy_two_objectives.py")
 
 
 # ------------------------------------------------------------------ references

@@ -14,6 +14,7 @@ from sklearn.model_selection import LeaveOneOut, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
 import lossweave as lw
+from conftest import one_backend
 from lossweave.metrics import (
     EmbeddingEvaluation,
     distance_ratio,
@@ -92,6 +93,7 @@ def numpy_map_at_r(x, y, metric):
 
 
 # ----------------------------------------------------------------- retrieval
+@one_backend  # NumPy metrics
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("singleton", [False, True])
 def test_recall_and_map_match_brute_force_references(metric, singleton):
@@ -103,6 +105,7 @@ def test_recall_and_map_match_brute_force_references(metric, singleton):
     assert 0 < got[1] < got[8] <= 1
 
 
+@one_backend  # NumPy metrics
 @pytest.mark.parametrize("metric", METRICS)
 def test_nearest_neighbor_accuracy_matches_sklearn_leave_one_out(metric):
     x, y = _random(n=40, seed=3)
@@ -113,6 +116,7 @@ def test_nearest_neighbor_accuracy_matches_sklearn_leave_one_out(metric):
     assert got == recall_at_k(x, y, ks=(1,), metric=metric)[1]
 
 
+@one_backend  # NumPy metrics
 def test_duplicate_of_the_query_counts_as_a_neighbour():
     # Rows 0 and 1 coincide: each is the other's nearest neighbour (self is excluded by index).
     x = np.array([[0.0, 1.0], [0.0, 1.0], [5.0, 0.0], [5.0, 0.1]])
@@ -120,6 +124,7 @@ def test_duplicate_of_the_query_counts_as_a_neighbour():
     assert map_at_r(x, [0, 0, 1, 1], metric="euclidean") == 1.0
 
 
+@one_backend  # NumPy metrics
 @pytest.mark.parametrize("metric", METRICS)
 def test_perfect_clustering(metric):
     x, y = _clustered()
@@ -131,6 +136,7 @@ def test_perfect_clustering(metric):
     assert figures["roc_auc"] == 1.0 and figures["tar@far=1e-3"] == 1.0
 
 
+@one_backend  # NumPy metrics
 @pytest.mark.parametrize("metric", METRICS)
 def test_random_embedding_is_near_chance(metric):
     rng = np.random.default_rng(5)
@@ -145,6 +151,7 @@ def test_random_embedding_is_near_chance(metric):
 
 
 # ----------------------------------------------------------------- tightness
+@one_backend  # NumPy metrics
 def test_distance_ratio_euclidean_equals_report_class_distance_ratio():
     for seed in range(3):
         x, y = _random(seed=seed, singleton=bool(seed))
@@ -153,6 +160,7 @@ def test_distance_ratio_euclidean_equals_report_class_distance_ratio():
         )
 
 
+@one_backend  # NumPy metrics
 def test_distance_ratio_cosine_by_hand():
     # Class 0 around +x, class 1 around +y, each sample at angle +-a from its axis.
     a = 0.3
@@ -162,6 +170,7 @@ def test_distance_ratio_cosine_by_hand():
     assert distance_ratio(x, [0, 0, 1, 1]) == pytest.approx(1 - np.cos(a), rel=1e-12)
 
 
+@one_backend  # NumPy metrics
 @pytest.mark.parametrize("metric", METRICS)
 def test_distance_ratio_is_scale_invariant(metric):
     x, y = _random(seed=2)
@@ -170,6 +179,7 @@ def test_distance_ratio_is_scale_invariant(metric):
     )
 
 
+@one_backend  # NumPy metrics
 def test_cosine_figures_are_invariant_to_row_scaling():
     x, y = _random(seed=4)
     s = np.random.default_rng(0).uniform(0.1, 10.0, size=(len(x), 1))
@@ -190,6 +200,7 @@ HAND_SCORES = np.array([95, 10, 90, 15, 85, 20, 80, 25, 75, 30,
 HAND_SAME = np.arange(20) % 2 == 0
 
 
+@one_backend  # NumPy metrics
 def test_verification_accuracy_by_hand():
     # Sorted: 5F..40F, 45T, 50F, 55T, 58T, 60F, 65T..95T. On all 20 pairs the best
     # thresholds are 42.5 and 52.5 (2 errors each); the lowest wins a tie.
@@ -209,6 +220,7 @@ def test_verification_accuracy_by_hand():
     assert result.std_error == pytest.approx(np.sqrt(1.1 / 9) / np.sqrt(10))
 
 
+@one_backend  # NumPy metrics
 def test_roc_auc_and_tar_by_hand():
     # Genuine 45 beats 8 impostors, 55 and 58 beat 9, the 7 others all 10: 96 / 100.
     assert roc_auc(HAND_SCORES, HAND_SAME) == pytest.approx(0.96)
@@ -221,6 +233,7 @@ def test_roc_auc_and_tar_by_hand():
     assert tar_at_far(HAND_SCORES, HAND_SAME, far=0.2) == pytest.approx(1.0)
 
 
+@one_backend  # NumPy metrics
 def test_verification_accuracy_is_invariant_to_monotone_maps_of_the_scores():
     rng = np.random.default_rng(0)
     same = np.arange(300) % 2 == 0
@@ -231,6 +244,7 @@ def test_verification_accuracy_is_invariant_to_monotone_maps_of_the_scores():
     assert 0.6 < a.accuracy < 0.8
 
 
+@one_backend  # NumPy metrics
 def test_verification_pairs_are_balanced_valid_and_seeded():
     y = np.array([0, 0, 0, 1, 1, 2, 3, 3, 3, 3])
     a, b, same = verification_pairs(y, num_pairs=600, seed=3)
@@ -248,6 +262,7 @@ def test_verification_pairs_are_balanced_valid_and_seeded():
     assert set(b[same & (y[a] == 3)]) == {6, 7, 8, 9}
 
 
+@one_backend  # NumPy metrics
 def test_pair_scores():
     a = np.array([[3.0, 4.0], [1.0, 0.0]])
     b = np.array([[6.0, 8.0], [0.0, 2.0]])
@@ -256,6 +271,7 @@ def test_pair_scores():
 
 
 # ---------------------------------------------------------- the whole report
+@one_backend  # NumPy metrics
 def test_evaluate_embeddings_keys_values_and_pairs():
     x, y = _random(seed=6)
     figures = evaluate_embeddings(x, y, metric="euclidean", ks=(1, 2, 4), num_pairs=400, far=1e-2)
@@ -276,6 +292,7 @@ def test_evaluate_embeddings_keys_values_and_pairs():
 
 
 # ----------------------------------------------------------------- bad input
+@one_backend  # NumPy metrics
 @pytest.mark.parametrize(
     "call, match",
     [
@@ -305,6 +322,7 @@ def test_bad_embedding_input_is_refused(call, match):
         call(x, y)
 
 
+@one_backend  # NumPy metrics
 @pytest.mark.parametrize(
     "call, match",
     [
