@@ -25,6 +25,7 @@ from lossweave.weighting._common import SavesSeedState, weighted_sum
 from lossweave.weighting.base import Weighting
 
 
+@keras.saving.register_keras_serializable(package="lossweave")
 class GradientWeighting(Weighting):
     """Base of the gradient-level strategies.
 
