@@ -13,6 +13,7 @@ import inspect
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,8 @@ TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 pytestmark = pytest.mark.skipif(BACKEND != "torch", reason="starts all three backends itself; run once per suite")
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cross_backend")
+def _compute(folder):
+    """Run the script under the three backends at once; the error of a failing one, or None."""
     started = {}
     for backend in BACKENDS:
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
@@ -39,9 +39,46 @@ def results(tmp_path_factory):
             [sys.executable, str(SCRIPT), str(folder / f"{backend}.npz")],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
+    errors = []
     for backend, process in started.items():
         _, stderr = process.communicate(timeout=900)
-        assert process.returncode == 0, f"{backend}:\n{stderr[-3000:]}"
+        if process.returncode:
+            errors.append(f"{backend}:\n{stderr[-3000:]}")
+    return "\n".join(errors) or None
+
+
+def _shared_folder(tmp_path_factory):
+    """``(folder, computes)``: one folder per run, the same for every pytest-xdist worker.
+
+    The first worker to create it runs the three backends; the others wait for
+    its ``done`` file, so the subprocesses start once per run however the tests
+    are spread over the workers.
+    """
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run_id is None:
+        return tmp_path_factory.mktemp("cross_backend"), True
+    folder = tmp_path_factory.getbasetemp().parent / f"cross_backend_{run_id}"
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        return folder, False
+    return folder, True
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    folder, computes = _shared_folder(tmp_path_factory)
+    done = folder / "done"
+    if computes:
+        (folder / "done.part").write_text(_compute(folder) or "")
+        (folder / "done.part").rename(done)  # whole, for the waiting workers
+    else:
+        deadline = time.monotonic() + 900
+        while not done.exists():
+            assert time.monotonic() < deadline, "the worker running the backends never finished"
+            time.sleep(1)
+    error = done.read_text()
+    assert not error, error
     loaded = {b: dict(np.load(folder / f"{b}.npz")) for b in BACKENDS}
     for backend, values in loaded.items():
         assert str(values.pop("backend")) == backend
