@@ -19,7 +19,7 @@ present, so ``r = 0.2`` (budget 2) trains on the positives only and ``r =
 
 Target (issue 13): mean test accuracy within 0.01 of the full term's.
 
-    KERAS_BACKEND=jax .venv/bin/python benchmarks/classes_accuracy.py [--quick] [--seeds 3]
+    KERAS_BACKEND=jax .venv/bin/python benchmarks/classes_accuracy.py [--quick] [--seeds 3] [--only digits] [--batch 8]
 """
 
 import argparse
@@ -83,6 +83,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="1 seed, a fifth of the epochs")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", default=None, help="digits or mnist")
+    parser.add_argument("--batch", type=int, default=None, help="only the settings of this batch size")
     args = parser.parse_args(argv)
     configure_threads(args.threads)
     import keras
@@ -94,7 +95,7 @@ def main(argv=None):
     print(f"backend {keras.backend.backend()}, seeds {list(seeds)}", flush=True)
     rows = []
     for name, batch, epochs in SETTINGS:
-        if args.only and name != args.only:
+        if (args.only and name != args.only) or (args.batch and batch != args.batch):
             continue
         epochs = max(1, epochs // 5) if args.quick else epochs
         ds = lw.data.load(name)
