@@ -37,7 +37,8 @@ def gate_train_step(model, train_step, records, data):
     slots too) is read before it and assigned back after it when a check
     failed. Metric variables, which carry the failure, move on either way.
     """
-    if not records or _replicas() is not None:
+    if not records or _replicas() is not None or tf.distribute.has_strategy():
+        # (A strategy of one replica too: its merge_calls are refused inside a cond.)
         # Under MirroredStrategy the step is not undone (assigning mirrored variables
         # in a replica context needs an aggregation that not every variable has):
         # the centers and the loss are still gated, the optimizer step is not.
