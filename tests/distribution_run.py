@@ -45,6 +45,9 @@ def _term_factories():
     # The margin term (issue 6, part 1): included as soon as lossweave.terms has it.
     if hasattr(lw.terms, "ArcFace"):
         factories["arcface"] = lambda: lw.terms.ArcFace(CLASSES, on="embedding")
+    # Partial FC sampling (issue 13): 7 of 64 classes a step; the replicas draw the
+    # global batch's sample (the labels are in [0, CLASSES): 2+ negatives a step).
+    factories["arcface_sampled"] = lambda: lw.terms.ArcFace(64, sample_rate=0.1, seed=5, on="embedding")
     return factories
 
 
