@@ -173,6 +173,59 @@ def test_plot_features_still_works_and_skips_nonfinite_rows():
     assert "1 non-finite rows left out" in ax.texts[0].get_text()
 
 
+def _class_means(x, y, num_classes):
+    """NaN rows for classes without rows, as the command line's class means."""
+    means = np.full((num_classes, x.shape[1]), np.nan)
+    for c in np.unique(y):
+        means[c] = x[y == c].mean(axis=0)
+    return means
+
+
+@pytest.mark.parametrize("dim", [2, 16, 32])
+def test_nan_center_rows_are_left_out_before_the_projection(dim):
+    """An unseen-classes test set: the training classes 0-4 have no rows, so no mean.
+
+    The PCA (``dim`` > 2) must neither see nor draw them: it raised "Input X
+    contains NaN" after training.
+    """
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(8)
+    y = 5 + np.arange(60) % 5
+    x = rng.normal(size=(60, dim)) + 4 * rng.normal(size=(10, dim))[y]
+    means = _class_means(x, y, 10)
+    expected = means[5:] if dim == 2 else PCA(n_components=2).fit(x).transform(means[5:])
+    panel = {"title": "unseen", "features": x, "labels": y, "centers": means}
+    for ax in (plot_features(x, y, means).axes[0], plot_feature_grid([panel]).axes[0]):
+        (crosses,) = _centers(ax)
+        assert np.allclose(crosses.get_offsets(), expected)
+    # no finite center at all: no crosses and no legend entry for them
+    fig = plot_feature_grid([{**panel, "centers": np.full((10, dim), np.nan)}])
+    assert _centers(fig.axes[0]) == []
+    assert "centers" not in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert _centers(plot_features(x, y, np.full((10, dim), np.nan)).axes[0]) == []
+
+
+def _drawn_extent(fig, artist):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return artist.get_window_extent(canvas.get_renderer())
+
+
+def test_plot_features_long_title_stays_inside_the_figure():
+    rng = np.random.default_rng(9)
+    x, y = rng.normal(size=(40, 8)), np.arange(40) % 4
+    title = "mnist test features, mlp, softmax + 0.003 x center, gradnorm weighting, 60 epochs"
+    fig = plot_features(x, y, title=title)
+    ax = fig.axes[0]
+    assert ax.get_title().replace("\n", " ") == title
+    extent = _drawn_extent(fig, ax.title)
+    assert 0 <= extent.x0 and extent.x1 <= fig.bbox.x1 and extent.y1 <= fig.bbox.y1
+    assert plot_features(x, y, title="short").axes[0].get_title() == "short"
+
+
 def test_class_distance_ratio_by_hand():
     x = np.array([[0.0, 1.0], [0.0, -1.0], [10.0, 1.0], [10.0, -1.0]])
     assert class_distance_ratio(x, [0, 0, 1, 1]) == pytest.approx(0.1)

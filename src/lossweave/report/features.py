@@ -95,8 +95,21 @@ def class_distance_ratio(features, labels, centers=None):
     return ratio_from_centers(features, present, np.searchsorted(classes, labels), "euclidean")
 
 
+def _drawable_centers(centers):
+    """The finite rows of ``centers``, or None if there are none.
+
+    A class without rows has no mean (a NaN row: the training classes of an
+    unseen-classes test set); it has nothing to draw, and PCA refuses NaN.
+    """
+    if centers is None:
+        return None
+    centers = centers[np.all(np.isfinite(centers), axis=1)]
+    return centers if len(centers) else None
+
+
 def _project_2d(features, centers):
-    """Features (and centers) as 2-D points: PCA if dim > 2, padded if dim == 1."""
+    """Features (and finite centers) as 2-D points: PCA if dim > 2, padded if dim == 1."""
+    centers = _drawable_centers(centers)
     dim = features.shape[1]
     if dim == 2:
         return features, centers, None
@@ -120,6 +133,8 @@ def _class_colors(num_classes):
 
 
 PROJECTIONS = ("pca",)
+
+_TITLE_WIDTH = 50  # characters of plot_features' title that fit above its axes
 
 _CENTER_STYLE = dict(marker="x", s=70, linewidths=2.2, color="black", zorder=3)
 
@@ -168,11 +183,10 @@ def _scatter(ax, points, labels, centers_2d, colors, class_names, centers_label,
         ax.scatter(points[rows, 0], points[rows, 1], s=size, alpha=0.7, color=colors[c],
                    label=name, linewidths=0, rasterized=False)
     if centers_2d is not None:
-        finite = np.all(np.isfinite(centers_2d), axis=1)
         style = dict(_CENTER_STYLE)
         if len(colors) > 20:  # many crosses: smaller, so they do not hide the points
             style.update(s=28, linewidths=1.5)
-        ax.scatter(centers_2d[finite, 0], centers_2d[finite, 1], label=centers_label,
+        ax.scatter(centers_2d[:, 0], centers_2d[:, 1], label=centers_label,
                    path_effects=[patheffects.withStroke(linewidth=3, foreground="white")],
                    **style)
 
@@ -193,12 +207,15 @@ def plot_features(
 
     Features of more than two dimensions are projected on their first two
     principal components (the centers with the same projection). Rows with
-    NaN or infinite values are left out (and counted in a note).
+    NaN or infinite values are left out (and counted in a note), and so are
+    such center rows (a class without rows has no mean to draw). A title over
+    50 characters is wrapped onto more lines, so it stays inside the figure.
 
     Args:
         features: ``(n, dim)`` array of embeddings.
         labels: ``(n,)`` integer classes.
-        centers: optional ``(num_classes, dim)`` array, drawn as black crosses.
+        centers: optional ``(num_classes, dim)`` array, drawn as black crosses;
+            non-finite rows are not drawn.
         class_names: optional display name per class (legend).
         title: figure title.
         centers_label: legend entry of the crosses.
@@ -243,7 +260,7 @@ def plot_features(
     if notes:
         ax.text(0.01, 0.01, "; ".join(notes), transform=ax.transAxes, fontsize=8, color="0.35")
     if title:
-        ax.set_title(title)
+        ax.set_title(textwrap.fill(str(title), _TITLE_WIDTH))
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False,
                   markerscale=1.5)
@@ -314,9 +331,10 @@ def plot_feature_grid(
     Args:
         panels: list of dicts, one per panel: ``"title"`` (str), ``"features"``
             (``(n, d)`` array), ``"labels"`` (``(n,)`` ints), optional
-            ``"centers"`` (``(K, d)`` array or None) and ``"subtitle"`` (a short
-            line under the title, e.g. ``"ratio 0.14, acc 0.95"``). Titles over
-            40 characters and subtitles over 56 are wrapped onto more lines.
+            ``"centers"`` (``(K, d)`` array or None; non-finite rows are not
+            drawn) and ``"subtitle"`` (a short line under the title, e.g.
+            ``"ratio 0.14, acc 0.95"``). Titles over 40 characters and
+            subtitles over 56 are wrapped onto more lines.
         path: if given, the figure is also saved there (PNG).
         ncols: panels per row (default: at most 4, rows balanced).
         title: figure title.
@@ -401,7 +419,7 @@ def plot_feature_grid(
             name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
             handles.append(Line2D([], [], linestyle="", marker="o", markersize=5,
                                   markeredgewidth=0, color=colors[c], label=name))
-    if any(p["centers"] is not None for p in panels):
+    if any(_drawable_centers(p["centers"]) is not None for p in panels):
         handles.append(Line2D([], [], linestyle="", marker="x", markersize=7,
                               markeredgewidth=2, color="black", label=centers_label))
     if handles:
