@@ -94,10 +94,13 @@ def _put(array, index, value):
     return array
 
 
-def _model(classes=CLASSES):
+def _model(classes=CLASSES, score=False):
     inputs = keras.Input((FEATURES,))
     emb = keras.layers.Dense(DIM)(inputs)
-    return keras.Model(inputs, {"embedding": emb, "logits": keras.layers.Dense(classes)(emb)})
+    outputs = {"embedding": emb, "logits": keras.layers.Dense(classes)(emb)}
+    if score:  # a regression head on the same trunk (shared variables for the gradient level)
+        outputs["score"] = keras.layers.Dense(1)(emb)
+    return keras.Model(inputs, outputs)
 
 
 def _data(n=BATCH, classes=CLASSES, seed=3):
@@ -184,6 +187,41 @@ def test_bad_values_raise_after_the_step_and_change_nothing(term, weighting, cas
     x, y = _data(seed=5)
     objective.train_on_batch(x, {"label": y})
     assert _checksum(objective) != before
+
+
+# ------------------------------------------------------------- a NaN loss
+# One term of each kind (class table, margin, proxy, similarity, pairs, memory, Keras loss)
+# beside a regression term, under the plain sum, and the paper's center loss under strategies
+# of both levels: the regression target holds a NaN, which no input check sees (Loss passes it
+# to Keras's MSE); the Objective's loss check fails the step and nothing moves, the other
+# term's row-updated tables (centers, memory) included.
+NAN_TERMS = ["center_paper", "center_gradient", "softmax", "keras_loss", "arcface", "proxy_anchor",
+             "multi_similarity", "triplet_semi_hard", "xbm"]
+NAN_WEIGHTINGS = ["fixed", "uncertainty", "famo", "mgda", "pcgrad", "nash_mtl"]
+NAN_PAIRS = [(t, "sum") for t in NAN_TERMS] + [("center_paper", w) for w in NAN_WEIGHTINGS]
+
+
+@pytest.mark.parametrize("term, weighting", NAN_PAIRS, ids=[f"{t}-{w}" for t, w in NAN_PAIRS])
+def test_nan_loss_fails_the_step_and_changes_nothing(term, weighting):
+    weights = WEIGHTINGS[weighting]()
+    objective = lw.Objective(
+        _model(score=True),
+        {"term": TERMS[term](), "score": lw.terms.Loss("mse", on="score", target="score")},
+        weighting=weights,
+    )
+    objective.compile(optimizer="adam")
+    x, y = _data()
+    score = np.linspace(0, 1, BATCH, dtype="float32")[:, None]
+    _fit(objective, x, {"label": y, "score": score})
+    before, snapshot = _checksum(objective), _snapshot(objective)
+    with pytest.raises(lw.InvalidInputError) as info:
+        _fit(objective, x, {"label": y, "score": _put(score, (3, 0), np.nan)})
+    message = str(info.value)
+    assert "the loss of term 'score' has NaN or Inf entries" in message, message
+    assert "'term'" not in message and "Nothing was updated" in message
+    _assert_unchanged(objective, before, snapshot)
+    history = _fit(objective, x, {"label": y, "score": score})  # the failure does not stick
+    assert np.isfinite(history.history["loss"][0]) and _checksum(objective) != before
 
 
 # ------------------------------------------------------------------ bad shapes

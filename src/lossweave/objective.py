@@ -6,10 +6,11 @@ import keras
 from keras import ops
 from keras.src.losses.loss import scale_loss_for_distribution  # no public API (Keras 3.15)
 
+from lossweave import _backend as backend
 from lossweave import trainer
 from lossweave.metrics.means import NamedMeans
 from lossweave.terms.base import Term
-from lossweave.terms.check import GradientCheck
+from lossweave.terms.check import TermsFiniteCheck
 from lossweave.weighting.base import Weighting
 from lossweave.weighting.fixed import Fixed
 
@@ -127,11 +128,13 @@ class Objective(keras.Model):
         names = list(self.terms)
         # The pairs (i, j) whose gradient cosine a gradient-level step logs.
         self.cosine_pairs = []
+        # A NaN or Inf loss (or, gradient level, gradient) of any term fails the step.
+        self.loss_check = TermsFiniteCheck(names, "loss")
         self.gradient_check = None
         self._gradient_plan = None
         if self.gradient_level:
             self.cosine_pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
-            self.gradient_check = GradientCheck(names)
+            self.gradient_check = TermsFiniteCheck(names, "gradient")
         # Two metrics of vector state for all the logs (two variable updates each per
         # step), not one Mean per logged scalar. Weights and cosines are logged in
         # training only: an evaluation has no gradients and its weights say nothing new.
@@ -280,17 +283,30 @@ class Objective(keras.Model):
         return step
 
     def compute_term_losses(self, y, y_pred, sample_weight=None, training=False):
-        """Dict of term name -> scalar loss (running each term's state update when training)."""
+        """Dict of term name -> scalar loss (running each term's state update when training).
+
+        Every loss is checked to be finite (``loss_check``: a NaN or Inf loss
+        fails the step, naming the term). The row updates of the tables that
+        the trainer's gate leaves out (centers, memories) are applied only
+        once every check of the step has passed.
+        """
         outputs = self._outputs_dict(y_pred)
         targets = self._targets_dict(y)
         losses = {}
-        for name, term in self.terms.items():
-            losses[name] = term.call_in_step(
-                self._output(outputs, name, term.on),
-                self._target(targets, name, term.target),
-                sample_weight=self._sample_weight(sample_weight, name, term.target),
-                training=training,
-            )
+        with backend.deferred_rows() as pending:
+            for name, term in self.terms.items():
+                losses[name] = term.call_in_step(
+                    self._output(outputs, name, term.on),
+                    self._target(targets, name, term.target),
+                    sample_weight=self._sample_weight(sample_weight, name, term.target),
+                    training=training,
+                )
+        finite = ops.stack([ops.all(ops.isfinite(losses[name])) for name in self.terms])
+        ok = self.loss_check.check(finite)
+        if pending:
+            for record in self._input_checks("test"):
+                ok = ops.logical_and(ok, ops.convert_to_tensor(record.record)[0] <= 0)
+            backend.apply_rows(pending, ok)
         return losses
 
     @staticmethod
@@ -330,6 +346,18 @@ class Objective(keras.Model):
         # the backward of every term (0 * inf = NaN from another term's bad gradient).
         return [ops.cast(losses[name], "float32") for name in self.terms], step
 
+    def gradient_total(self, losses):
+        """The ``loss`` a gradient-level step logs, from its (K,) term losses.
+
+        The strategy's evaluation total (``weighting.combine`` outside
+        training: the plain sum of the losses; ``Mean``: their mean), so that
+        ``loss`` and ``val_loss`` are the same quantity. The weights the
+        strategy gave the gradients are logged as ``weight/<term>``; their
+        weighted sum of losses is not a quantity the step minimises.
+        """
+        total, _ = self.weighting.combine({name: losses[k] for k, name in enumerate(self.terms)}, None, False)
+        return total
+
     def record_aggregation(self, weights, gram, finite, batch):
         """Log a gradient-level step: ``weight/<term>``, ``cosine/<a>/<b>``; check the gradients.
 
@@ -349,6 +377,7 @@ class Objective(keras.Model):
     def _input_checks(self, kind="train"):
         """The records of the checks of a step (read after every step)."""
         records = [term.input_check for term in self.terms.values() if getattr(term, "validate", False)]
+        records.append(self.loss_check)
         if kind == "train" and self.gradient_check is not None:
             records.append(self.gradient_check)
         return records

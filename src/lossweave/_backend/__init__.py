@@ -30,18 +30,49 @@ the guarded steps of ``lossweave.trainer``) the failure is recorded in
 ``lossweave.terms.check`` for why. Variables marked with ``mark_self_gated``
 (the centers, whose term skips its own row update) are left out of the
 trainer's failed-step gate, so that it costs nothing of size classes x dim.
+Inside ``deferred_rows()`` (entered by the Objective around its terms) their
+row updates are queued instead; ``apply_rows(pending, ok)`` then adds them
+only where ``ok``, once every check of the step is known: a failed step moves
+no row of them, whichever term failed.
 """
 
+import contextlib
 import importlib
 
 import keras
+from keras import ops
 
 from lossweave._backend import _common
 from lossweave._backend._common import check_values, mark_self_gated, self_gated
 
 _impl = importlib.import_module(f"lossweave._backend._{keras.backend.backend()}")
+_queues = []  # the pending row updates of the enclosing deferred_rows() blocks
 
-add_to_rows = _impl.add_to_rows
+
+def add_to_rows(variable, indices, updates):
+    """Add ``updates[i]`` to row ``indices[i]`` of ``variable`` (queued inside ``deferred_rows``)."""
+    if _queues and self_gated(variable):
+        _queues[-1].append((variable, indices, updates))
+    else:
+        _impl.add_to_rows(variable, indices, updates)
+
+
+@contextlib.contextmanager
+def deferred_rows():
+    """Queue the row updates of self-gated variables made inside; yields the queue for ``apply_rows``."""
+    pending = []
+    _queues.append(pending)
+    try:
+        yield pending
+    finally:
+        _queues.pop()
+
+
+def apply_rows(pending, ok):
+    """Apply queued row updates where the scalar ``ok`` is true, else add -0.0 (which keeps every bit)."""
+    for variable, indices, updates in pending:
+        _impl.add_to_rows(variable, indices, ops.where(ok, updates, ops.negative(ops.zeros_like(updates))))
+
 all_gather = _impl.all_gather
 all_reduce = _impl.all_reduce
 check = _impl.check
@@ -52,9 +83,11 @@ replicated = getattr(_impl, "replicated", _common.replicated)
 __all__ = [
     "add_to_rows",
     "all_gather",
+    "apply_rows",
     "all_reduce",
     "check",
     "check_values",
+    "deferred_rows",
     "gather_rows",
     "mark_self_gated",
     "recording_checks",

@@ -83,38 +83,79 @@ class InputCheck(keras.metrics.Metric):
         return {"num_values": self.num_values, "name": self.name, "dtype": self.dtype}
 
 
-@keras.saving.register_keras_serializable(package="lossweave")
-class GradientCheck(InputCheck):
-    """The check of a gradient-level step: every term's gradient is finite.
+class _TermFlags(str):
+    """A message template over one 0/1 flag per term that names the flagged terms.
 
-    A term whose gradient has a NaN or Inf entry fails the step: it raises
-    ``InvalidInputError`` naming the term (1 = not finite), and nothing moves.
+    As a plain string it is the template ``"... (not finite = 1: a={}, b={}) ..."``
+    (what a TensorFlow assert in a user's own graph formats); ``format`` (used
+    by ``InputCheck.failure`` and by an eager check) names the terms whose flag
+    is set instead.
+    """
+
+    def __new__(cls, term_names, quantity, hint):
+        flags = ", ".join(f"{n}={{}}" for n in term_names)
+        text = (f"Objective: the {quantity} of a term has NaN or Inf entries (not finite = 1: {flags}); "
+                f"expected finite values. Nothing was updated. {hint}")
+        message = super().__new__(cls, text)
+        message.term_names, message.quantity, message.hint = list(term_names), quantity, hint
+        return message
+
+    def format(self, *flags):
+        bad = [repr(n) for n, flag in zip(self.term_names, flags) if flag]
+        which = f"term {bad[0]}" if len(bad) == 1 else f"terms {', '.join(bad)}"
+        return (f"Objective: the {self.quantity} of {which} has NaN or Inf entries; expected finite "
+                f"values. Nothing was updated. {self.hint}")
+
+
+_HINTS = {
+    "loss": (
+        "Look for NaN/Inf in that term's targets or model outputs (lossweave.terms.Loss passes "
+        "them to the Keras loss unchecked), or a loss that overflows (a large margin scale, log of 0)."
+    ),
+    "gradient": (
+        "Look for a loss that overflows (a large margin scale, log of 0) or NaN inputs, or lower "
+        "the learning rate."
+    ),
+}
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class TermsFiniteCheck(InputCheck):
+    """The step's check that one value per term (its loss, or its gradient) is finite.
+
+    ``Objective`` checks every term's loss in every step (``quantity="loss"``)
+    and, with a gradient-level strategy, every term's gradient
+    (``quantity="gradient"``). A term whose value has a NaN or Inf entry fails
+    the step: it raises ``InvalidInputError`` naming the term, and nothing
+    moves (weights, optimizer slots, the terms' and the strategy's state).
+
+    Args:
+        term_names: the terms, in the order of the flags given to ``check``.
+        quantity: ``"loss"`` or ``"gradient"``: what is checked (the message says it).
 
     Example:
         >>> import numpy as np
-        >>> check = GradientCheck(["a", "b"])
+        >>> check = TermsFiniteCheck(["a", "b"], quantity="gradient")
         >>> check.update_state(np.array(False), [0.0, 1.0])
-        >>> check.failure().split(" (")[1].split(")")[0]
-        'not finite = 1: a=0, b=1'
+        >>> check.failure().split(" has")[0]
+        "Objective: the gradient of term 'b'"
     """
 
-    def __init__(self, term_names, name="gradient_check", dtype="float32"):
-        super().__init__(num_values=len(term_names), name=name, dtype=dtype)
+    def __init__(self, term_names, quantity="loss", name=None, dtype="float32"):
+        if quantity not in _HINTS:
+            raise ValueError(f"TermsFiniteCheck: quantity must be one of {sorted(_HINTS)}; received {quantity!r}.")
+        super().__init__(num_values=len(term_names), name=name or f"{quantity}_check", dtype=dtype)
         self.term_names = list(term_names)
-        flags = ", ".join(f"{n}={{}}" for n in self.term_names)
-        self.message = (
-            f"Objective: the gradient of a term has NaN or Inf entries (not finite = 1: {flags}); "
-            f"expected finite gradients. Nothing was updated. Look for a loss that overflows "
-            f"(a large margin scale, log of 0) or NaN inputs, or lower the learning rate."
-        )
+        self.quantity = quantity
+        self.message = _TermFlags(self.term_names, quantity, _HINTS[quantity])
 
     def check(self, finite):
-        """Record (or raise, eagerly) a failure when some entry of ``finite`` (K,) is false."""
+        """Record (or raise, eagerly) a failure when an entry of ``finite`` (K,) is false; return "all finite"."""
         bad = [ops.cast(ops.logical_not(finite[k]), "float32") for k in range(len(self.term_names))]
         return backend.check(ops.all(finite), self.message, *bad, record=self)
 
     def get_config(self):
-        return {"term_names": self.term_names, "name": self.name, "dtype": self.dtype}
+        return {"term_names": self.term_names, "quantity": self.quantity, "name": self.name, "dtype": self.dtype}
 
 
 def check_class_rows(term, features, labels, num_classes):

@@ -243,7 +243,7 @@ def gradient_train_step(model, state, data):
         # The losses are scaled already: heads get sum_k dL_k; the trunk, through the
         # raw representation only (the tap stops the rest), J^T aggregated.
         grads = vjp((jnp.ones((), "float32"), aggregated.astype(raw.dtype)))[0]
-    total = jnp.sum(weights * losses) + regularization
+    total = model.gradient_total(losses) + regularization
     trainable, optimizer_variables = model.optimizer.stateless_apply(optimizer_variables, grads, trainable)
     logs, metrics_new = model._update_metrics_variables(metrics_new, total, x, y, y_pred, sample_weight)
     return logs, (trainable, non_trainable_new, optimizer_variables, metrics_new)

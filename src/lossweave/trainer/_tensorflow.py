@@ -185,7 +185,7 @@ def gradient_train_step(model, data):
         grads = [_add(found[id(v)], gr, v) for v, gr in zip(variables, direct)]
     del tape
     model.optimizer.apply_gradients(zip(grads, variables))
-    total = tf.reduce_sum(weights * tf.stack(terms)) + regularization  # this replica's, as Keras logs
+    total = model.gradient_total(terms) + regularization  # this replica's, as Keras logs
     model._loss_tracker.update_state(total, sample_weight=_batch(x))
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 

@@ -1,13 +1,15 @@
 """PyTorch: the gradient-level step (``autograd.grad`` per term); checks raise eagerly.
 
-Terms check their inputs eagerly and raise before the optimizer runs, so the
-failed-step gate and the guard have nothing to do on this backend.
+Terms check their inputs, and the Objective their losses, eagerly: a check
+raises before the optimizer runs, so the guard has nothing to do on this
+backend and the gate only puts back what the forward pass moved.
 """
 
 import keras
 import torch
 from keras.src.trainers.data_adapters import data_adapter_utils
 
+from lossweave._backend import self_gated
 from lossweave.errors import InvalidInputError
 from lossweave.trainer import _common
 
@@ -15,13 +17,16 @@ from lossweave.trainer import _common
 def gate_train_step(model, train_step, records, data):
     """The train step: checks raise inside it, before the optimizer runs (eager).
 
-    A gradient-level step checks its gradients after the forward pass has
-    moved the terms' state (centers, counters): there the state is copied
-    before the step and put back when a check raises.
+    The forward pass may have moved state by then (a term's counters or seed,
+    the model's moving statistics): that state is copied before the step and
+    put back when a check raises. Tables that terms update row by row (marked
+    ``mark_self_gated``) are not copied: the Objective applies their rows only
+    after every check passed. A gradient-level step checks its gradients after
+    the forward pass: there the tables and the optimizer slots are restored too.
     """
-    if not model.gradient_level:
-        return train_step(data)
-    variables = [*model.non_trainable_variables, *(model.optimizer.variables if model.optimizer else [])]
+    variables = [v for v in model.non_trainable_variables if model.gradient_level or not self_gated(v)]
+    if model.gradient_level and model.optimizer is not None:
+        variables += model.optimizer.variables
     before = [v.value.detach().clone() for v in variables]
     try:
         return train_step(data)
@@ -70,7 +75,6 @@ def gradient_train_step(model, data):
         [r[:k] for r in shared_rows], gram, losses.detach(), step, True
     )
     model.record_aggregation(weights, gram, _common.finite_terms(checked, k), _batch(x))
-    weights = weights.detach()
     updates = [u.detach() * scale for u in updates]
     if plan.representation is None:
         grads = _common.combine_rows(plan, rows, updates, k)
@@ -84,7 +88,7 @@ def gradient_train_step(model, data):
         grads = [found[id(p)] + d for p, d in zip(params, direct)]
     with torch.no_grad():
         model.optimizer.apply(grads, variables)
-        total = (weights * losses.detach()).sum() + regularization.detach()
+        total = model.gradient_total(losses.detach()) + regularization.detach()
     model._loss_tracker.update_state(total, sample_weight=_batch(x))
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
