@@ -297,3 +297,24 @@ def test_evaluation_logs_losses_but_no_weights_or_cosines(weighting):
     assert not [k for k in keys if k.startswith(("val_weight/", "val_cosine/"))], sorted(keys)
     logs = objective.evaluate(x, {"label": y}, batch_size=16, verbose=0, return_dict=True)
     assert sorted(logs) == ["loss", "loss/center", "loss/softmax"]
+
+
+@pytest.mark.parametrize("strategy, reduce", [("NashMTL", np.sum), ("MGDA", np.sum), ("Mean", np.mean)])
+def test_training_and_evaluation_log_the_same_total(strategy, reduce):
+    """Under a gradient-level strategy ``loss`` is the strategy's evaluation total in training too.
+
+    Terms of very different scales (the strategy's weights far from 1) and no update
+    (learning rate 0): ``loss`` and ``val_loss`` are then equal, and both are the plain
+    sum (``Mean``: the mean) of the logged term losses, not ``sum_k w_k L_k``.
+    """
+    x, y = _data(n=32)
+    objective = lw.Objective(_model(), {
+        "softmax": lw.terms.SoftmaxCrossEntropy(on="logits"),
+        "big": lw.terms.Loss("mse", on="embedding", target="big")}, weighting=getattr(lw.weighting, strategy)())
+    objective.compile(optimizer=keras.optimizers.SGD(0.0))
+    targets = {"label": y, "big": np.full((32, DIM), 30.0, "float32")}
+    history = objective.fit(x, targets, batch_size=32, epochs=1, verbose=0, validation_data=(x, targets)).history
+    terms = [history["loss/softmax"][0], history["loss/big"][0]]
+    assert abs(history["weight/big"][0] - 1.0) > 1e-2 or strategy != "NashMTL"  # weights are not all 1
+    assert history["loss"][0] == pytest.approx(reduce(terms), rel=1e-5)
+    assert history["val_loss"][0] == pytest.approx(history["loss"][0], rel=1e-5)

@@ -44,7 +44,16 @@ class Objective(keras.Model):
     logged as ``loss/<term>`` and ``weight/<term>`` (with a gradient-level
     strategy also ``cosine/<a>/<b>``, the cosine of two terms' gradients); an
     evaluation logs the losses only (``val_loss/<term>``): it has no gradients,
-    and its weights would say nothing new.
+    and its weights would say nothing new. ``loss`` and ``val_loss`` are the
+    same quantity: with a loss-level strategy the weighted sum it minimises,
+    with a gradient-level one the plain sum of the term losses (``Mean``: their
+    mean); both plus the model's own losses.
+
+    A step fails, raising ``lossweave.InvalidInputError`` after it and
+    changing no state (weights, optimizer slots, centers, the strategy's
+    state), when a term's input check fails (bad labels, NaN/Inf features)
+    or when any term's loss is NaN or Inf (a NaN regression target, an
+    overflow); the message names the term.
 
     ``objective.model`` stays the plain inference model: it takes no labels.
     Saving the Objective saves the model, the terms' state, the weighting's

@@ -47,7 +47,9 @@ class Loss(Term):
     index, returns NaN or a wrong value), nor on NaN/Inf outputs. For class
     labels use :class:`SoftmaxCrossEntropy`, which raises ``InvalidInputError``
     and leaves the state unchanged. Shapes and an empty batch are still checked
-    when the step is traced.
+    when the step is traced, and inside an ``Objective`` a NaN or Inf loss (a
+    NaN target, say) fails the step with ``InvalidInputError`` naming the term,
+    changing no state.
 
     Args:
         loss: a Keras loss instance, name or function.

@@ -10,8 +10,11 @@ losses, ``step`` the Objective's step counter. The weights are logged as
 strategy here needs only the Gramian, as in torchjd: its cost does not grow
 with the number of parameters beyond forming G.
 
-In evaluation (no gradients) the logged total is the plain sum of the term
-losses (``Mean``: their mean).
+The logged total, ``loss`` in training and ``val_loss`` in evaluation, is the
+same quantity: the plain sum of the term losses (``Mean``: their mean) plus
+the model's regularizers. The weights a strategy gives the gradients change
+every step and are logged as ``weight/<term>``; their weighted sum of the
+losses is not a quantity the step minimises, so it is not logged.
 
 The math is in ``lossweave.ops.aggregators`` (pure functions over a Jacobian
 or its Gramian, for custom training loops).
@@ -76,7 +79,7 @@ class GradientWeighting(Weighting):
         return [ops.tensordot(w, ops.cast(r, "float32"), axes=1) for r in rows], weights
 
     def combine(self, losses, step=None, training=False):
-        """The evaluation total (no gradients there): the plain sum, every weight 1."""
+        """The logged total (training and evaluation): the plain sum, every weight 1."""
         return super().combine(losses, step, training)
 
 
