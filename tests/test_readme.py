@@ -11,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import BACKEND
+import pytest
+
+from conftest import BACKEND, one_backend
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -47,3 +49,39 @@ def test_every_readme_python_block_is_run():
         f"README.md has {len(blocks)} Python blocks; only the quick start is run by tests/test_readme.py: "
         f"move the example to a docs/ page or add a test for it"
     )
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["no-jit", "jit"])
+def test_bad_label_raises_invalid_input_error_itself(jit_compile):
+    """The README's promise: ``lw.InvalidInputError`` itself, not a backend's error around it, on every backend."""
+    if BACKEND == "torch" and jit_compile:
+        pytest.skip("Keras does not XLA-compile PyTorch steps")
+    import keras
+    import numpy as np
+
+    import lossweave as lw
+
+    inputs = keras.Input((4,))
+    embedding = keras.layers.Dense(2)(inputs)
+    model = keras.Model(inputs, {"embedding": embedding, "logits": keras.layers.Dense(3)(embedding)})
+    objective = lw.Objective(model, terms={
+        "softmax": lw.terms.SoftmaxCrossEntropy(on="logits", target="label"),
+        "center": lw.terms.CenterLoss(num_classes=3, on="embedding", target="label"),
+    })
+    objective.compile(optimizer="sgd", jit_compile=jit_compile)
+    x, y = np.ones((8, 4), "float32"), np.array([0, 1, 2, 0, 1, 2, 0, 7])
+    for call in (lambda: objective.fit(x, {"label": y}, batch_size=8, epochs=1, verbose=0),
+                 lambda: objective.train_on_batch(x, {"label": y})):
+        with pytest.raises(lw.InvalidInputError, match="invalid label") as info:
+            call()
+        assert type(info.value) is lw.InvalidInputError
+
+
+@one_backend
+def test_no_page_says_the_error_arrives_wrapped():
+    """``lw.InvalidInputError`` leaves ``fit`` as it is on TensorFlow and JAX: no text may say otherwise."""
+    root = README.parent
+    files = [README, *sorted((root / "docs").glob("*.md")), *sorted((root / "src").rglob("*.py"))]
+    wrapped = re.compile(r"wrap\w*\W+(?:\w+\W+){0,3}`?InvalidArgumentError|backend wraps it", re.I)
+    found = [f"{f.relative_to(root)}: {m.group(0)!r}" for f in files for m in wrapped.finditer(f.read_text())]
+    assert not found, f"these say InvalidInputError arrives wrapped; it is raised itself: {found}"
