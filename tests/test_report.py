@@ -11,13 +11,16 @@ import re
 
 import numpy as np
 import pytest
+from conftest import one_backend
 from matplotlib.collections import PathCollection
 from matplotlib.colors import to_rgba
 
 from lossweave.report import (
     PROJECTIONS,
+    TOTALS,
     class_distance_ratio,
     format_value,
+    plot_cosine_curves,
     plot_feature_grid,
     plot_features,
     plot_loss_curves,
@@ -29,6 +32,8 @@ from lossweave.report import (
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+pytestmark = one_backend  # NumPy and matplotlib only
 
 
 def _panel(title, dim, num_classes, rng, n=120, centers=True, subtitle=None):
@@ -292,6 +297,32 @@ def test_weight_and_loss_curves_save_png(tmp_path):
     plot_loss_curves(history, path=tmp_path / "l.png")
     for name in ("w.png", "l.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_loss_curves_total_title_says_what_the_total_is():
+    """Loss level: the weighted total; gradient level: the plain sum (Mean: the mean)."""
+    history = {"loss": [3.0, 2.0], "loss/a": [1.0, 1.0], "loss/b": [2.0, 1.0]}
+    titles = {total: plot_loss_curves(history, total=total).axes[0].get_title() for total in TOTALS}
+    assert titles == {"weighted": "total (weighted)", "sum": "total (sum of the terms)",
+                      "mean": "total (mean of the terms)"}
+    assert plot_loss_curves(history).axes[0].get_title() == "total (weighted)"
+    with pytest.raises(ValueError, match=r"total in \['weighted', 'sum', 'mean'\]; received total='plain'"):
+        plot_loss_curves(history, total="plain")
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 5, 13, 60])
+def test_epoch_axes_have_whole_epoch_ticks(epochs):
+    values = list(np.linspace(2.0, 1.0, epochs))
+    history = {"loss": values, "loss/a": values, "val_loss/a": values, "weight/a": values,
+               "cosine/a/b": [v - 1.5 for v in values]}
+    figures = [plot_loss_curves(history), plot_weight_curves(history), plot_cosine_curves(history)]
+    for ax in [ax for fig in figures for ax in fig.axes]:
+        low, high = ax.get_xlim()
+        shown = [t for t in ax.get_xticks() if low <= t <= high]
+        assert shown and all(float(t).is_integer() for t in shown), (ax.get_title(), shown)
+        assert ax.get_xlabel() == "epoch"
+        if epochs <= 12:
+            assert shown == list(range(1, epochs + 1))
 
 
 # ---------------------------------------------------------------- html

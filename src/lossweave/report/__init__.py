@@ -14,6 +14,7 @@ The figures are drawn on ``matplotlib.figure.Figure`` objects, never through
 """
 
 from lossweave.report.curves import (
+    TOTALS,
     cosine_pairs,
     plot_cosine_curves,
     plot_loss_curves,
@@ -32,6 +33,7 @@ from lossweave.report.html import format_value, render_html, write_html
 
 __all__ = [
     "PROJECTIONS",
+    "TOTALS",
     "class_distance_ratio",
     "cosine_pairs",
     "format_value",

@@ -25,6 +25,29 @@ def term_names(history):
     return [key[len("loss/"):] for key in _history_dict(history) if key.startswith("loss/")]
 
 
+def _epoch_axis(ax, epochs):
+    """Label the x axis "epoch" with whole-epoch ticks: every epoch up to 12, else a few."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    if epochs <= 12:
+        ax.set_xticks(np.arange(1, epochs + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+# What the logged ``loss`` (and ``val_loss``) is, by the weighting's level: the loss
+# level minimises the weighted total; the gradient level combines the terms'
+# gradients and logs their plain sum (the gradient-level ``Mean``: their mean).
+TOTALS = {"weighted": "weighted", "sum": "sum of the terms", "mean": "mean of the terms"}
+
+
+def _total_title(total):
+    if total not in TOTALS:
+        raise ValueError(f"expected total in {list(TOTALS)}; received total={total!r}.")
+    return f"total ({TOTALS[total]})"
+
+
 def _draw(ax, values, **kwargs):
     values = np.asarray(values, dtype="float64")
     epochs = np.arange(1, len(values) + 1)
@@ -32,8 +55,8 @@ def _draw(ax, values, **kwargs):
     return values
 
 
-def plot_loss_curves(history, *, terms=None, path=None, title=None, log_scale=True):
-    """One panel per loss: the weighted total, then each term (train and validation).
+def plot_loss_curves(history, *, terms=None, path=None, title=None, log_scale=True, total="weighted"):
+    """One panel per loss: the total, then each term (train and validation).
 
     Term losses have different scales (center loss grows with the feature norm),
     so each term gets its own panel; its last logged weight is in the panel's
@@ -45,20 +68,32 @@ def plot_loss_curves(history, *, terms=None, path=None, title=None, log_scale=Tr
         path: if given, the figure is also saved there (PNG).
         title: figure title.
         log_scale: use a log y axis where possible.
+        total: what the history's ``loss`` is, for the first panel's title
+            (:data:`TOTALS`): ``"weighted"``, the weighted total a loss-level
+            weighting minimises; ``"sum"``, the plain sum of the terms that a
+            gradient-level weighting logs; ``"mean"``, their mean (the
+            gradient-level ``Mean``). Each includes the model's regularizers.
 
     Returns:
         The ``matplotlib.figure.Figure``.
+
+    Raises:
+        ValueError: a name in ``terms`` the history does not log, a history
+            without losses, or an unknown ``total``.
 
     Example:
         >>> fig = plot_loss_curves({"loss": [2.0, 1.0], "loss/softmax": [2.0, 1.0],
         ...                         "weight/softmax": [1.0, 1.0]})
         >>> [ax.get_title() for ax in fig.axes]
         ['total (weighted)', 'softmax (weight 1)']
+        >>> plot_loss_curves({"loss": [3.0], "loss/a": [1.0], "loss/b": [2.0]},
+        ...                  total="sum").axes[0].get_title()
+        'total (sum of the terms)'
     """
     from matplotlib.figure import Figure
 
     history = _history_dict(history)
-    panels = [("total (weighted)", "loss")]
+    panels = [(_total_title(total), "loss")]
     logged = term_names(history)
     if terms is None:
         terms = logged
@@ -89,7 +124,7 @@ def plot_loss_curves(history, *, terms=None, path=None, title=None, log_scale=Tr
         if log_scale and values.size and np.all(np.isfinite(values)) and np.all(values > 0):
             ax.set_yscale("log")
         ax.set_title(label)
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax, len(history[key]))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     for ax in axes[len(panels):]:
@@ -213,18 +248,14 @@ def plot_weight_curves(history, *, terms=None, path=None, title=None):
             ax.set_yscale("log")
         else:  # a weight warming up from 0: linear near 0, logarithmic above
             ax.set_yscale("symlog", linthresh=float(nonzero.min()), linscale=0.5)
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax, max(len(v) for v in weights.values()))
     ax.set_ylabel("weight")
     ax.set_title(title or "weight per term")
     ax.grid(alpha=0.3)
-    longest = max(len(v) for v in weights.values())
-    if longest <= 12:
-        ax.set_xticks(np.arange(1, longest + 1))
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     if path is not None:
         fig.savefig(path, dpi=100, metadata={"Software": None})
     return fig
-
 
 
 def cosine_pairs(history, terms=None):
@@ -319,13 +350,10 @@ def plot_cosine_curves(history, *, terms=None, path=None, title=None):
     finite = finite[np.isfinite(finite)]
     reach = max(float(np.max(np.abs(finite))) if finite.size else 1.0, 0.05) + 0.05
     ax.set_ylim(-min(reach, 1.05), min(reach, 1.05))  # symmetric: conflict reads as far as agreement
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax, max(v.size for v in drawn))
     ax.set_ylabel("cosine (epoch mean)")
     ax.set_title(title or "gradient cosine per pair of terms")
     ax.grid(alpha=0.3)
-    longest = max(v.size for v in drawn)
-    if longest <= 12:
-        ax.set_xticks(np.arange(1, longest + 1))
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     if path is not None:
         fig.savefig(path, dpi=100, metadata={"Software": None})
