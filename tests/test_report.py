@@ -394,10 +394,42 @@ def test_html_is_self_contained_and_backward_compatible(tmp_path):
         assert source.startswith("data:image/png;base64,")
         assert base64.b64decode(source.split(",", 1)[1]) == png_bytes
     assert not re.search(r"<(link|script)\b", page)
-    assert "<pre>lossweave train --epochs 2</pre>" in page
+    assert '<pre class="command">lossweave train --epochs 2</pre>' in page
     assert '<td data-option="data">synthetic</td>' in page
     assert _cells(page)["test_accuracy"] == "0.5000"
     assert "<title>run &lt;1&gt;</title>" in page
+
+
+def test_html_wraps_long_commands():
+    """A long command wraps inside its box: ``<pre>`` alone would clip it (or scroll)."""
+    command = "lossweave train " + " ".join(f"--option-{i} value-{i}" for i in range(40))
+    page = render_html(title="t", command=command)
+    assert f'<pre class="command">{command}</pre>' in page
+    (rule,) = re.findall(r"pre\.command \{([^}]*)\}", page)
+    assert "white-space: pre-wrap" in rule and "overflow-wrap: anywhere" in rule
+
+
+def test_html_metrics_in_groups():
+    groups = {
+        "classification": [("test_accuracy", "test accuracy", 0.5)],
+        "losses per term": [("test_losses/softmax", "test loss: softmax", 1.25),
+                            ("final_losses/softmax", "final train loss: softmax", 1.5)],
+        "tasks": [],  # an empty group: no heading
+        "embedding": [("embedding/recall@1", "recall@1", 0.75)],
+    }
+    page = render_html(title="t", metrics=groups)
+    (table,) = re.findall(r'<table class="metrics">.*?</table>', page, flags=re.S)
+    headings = re.findall(r'<tr class="group"><th colspan="2">([^<]*)</th></tr>', table)
+    assert headings == ["classification", "losses per term", "embedding"]
+    assert _cells(page) == {"test_accuracy": "0.5000", "test_losses/softmax": "1.2500",
+                            "final_losses/softmax": "1.5000", "embedding/recall@1": "0.7500"}
+    # each row under its own group's heading
+    order = [m.group(1) or m.group(2) for m in re.finditer(
+        r'<th colspan="2">([^<]*)</th>|data-key="([^"]*)"', table)]
+    assert order == ["classification", "test_accuracy", "losses per term", "test_losses/softmax",
+                     "final_losses/softmax", "embedding", "embedding/recall@1"]
+    assert 'class="group"' not in render_html(title="t", metrics=groups["classification"])
+    assert "<h2>Metrics</h2>" not in render_html(title="t", metrics={"tasks": []})
 
 
 def test_feature_grid_png_embeds_without_web_links(tmp_path):

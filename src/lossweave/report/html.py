@@ -39,15 +39,25 @@ def _exact(value):
     return "-" if value is None else str(value)
 
 
-def _table(rows, css_class, attribute, formatter):
-    """``rows``: iterable of ``(key, label, value)``; the key goes in the ``attribute`` of the cell."""
+def _groups(rows):
+    """``[(heading, rows)]`` of ``(key, label, value)`` rows or ``{heading: rows}``, empty groups left out."""
+    groups = rows.items() if isinstance(rows, dict) else [(None, rows)]
+    groups = [(heading, list(group)) for heading, group in groups]
+    return [(heading, group) for heading, group in groups if group]
+
+
+def _table(groups, css_class, attribute, formatter):
+    """``groups``: ``(heading, rows)`` pairs (see ``_groups``); the key goes in the ``attribute`` of the cell."""
     out = [f'<table class="{css_class}">']
-    for key, label, value in rows:
-        out.append(
-            f'<tr><th>{html.escape(str(label))}</th>'
-            f'<td {attribute}="{html.escape(str(key), quote=True)}">'
-            f"{html.escape(formatter(value))}</td></tr>"
-        )
+    for heading, group in groups:
+        if heading is not None:
+            out.append(f'<tr class="group"><th colspan="2">{html.escape(str(heading))}</th></tr>')
+        for key, label, value in group:
+            out.append(
+                f'<tr><th>{html.escape(str(label))}</th>'
+                f'<td {attribute}="{html.escape(str(key), quote=True)}">'
+                f"{html.escape(formatter(value))}</td></tr>"
+            )
     out.append("</table>")
     return "\n".join(out)
 
@@ -127,11 +137,13 @@ _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
 pre { background: #f4f4f4; padding: .6em .8em; overflow-x: auto; }
+pre.command { white-space: pre-wrap; overflow-wrap: anywhere; }
 table { border-collapse: collapse; margin: .4em 0; }
 th, td { border-bottom: 1px solid #ddd; padding: .25em .9em; text-align: left; }
 td { font-family: ui-monospace, monospace; text-align: right; }
 td.text { font-family: inherit; text-align: left; }
 table.wide th { border-bottom: 2px solid #bbb; }
+tr.group th { padding-top: .9em; border-bottom: 2px solid #bbb; }
 .figures { display: flex; flex-wrap: wrap; gap: 1.5em; }
 figure { margin: 0; } img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: .9em; }
@@ -144,12 +156,15 @@ def render_html(*, title, command=None, metrics=(), config=(), images=(), notes=
 
     Args:
         title: page title.
-        command: the command line that made the run.
+        command: the command line that made the run (wrapped, never clipped).
         metrics: ``(key, label, value)`` rows of the metrics table (numbers
             shown by ``format_value``); ``key`` is written in each cell's
-            ``data-key`` attribute for machine reading.
+            ``data-key`` attribute for machine reading. A dict
+            ``{group heading: rows}`` groups them: one table, each group's
+            rows under a heading row (e.g. classification, losses, embedding).
         config: ``(key, label, value)`` rows of the configuration table, values
-            shown exactly, keys in ``data-option`` attributes.
+            shown exactly, keys in ``data-option`` attributes (grouped by a
+            dict as ``metrics``).
         images: ``(caption, png)`` pairs; ``png`` is a path or the PNG bytes.
         notes: paragraphs of plain text shown under the title.
         tables: ``(heading, columns, rows)`` triples, each a table with a
@@ -172,6 +187,10 @@ def render_html(*, title, command=None, metrics=(), config=(), images=(), notes=
         >>> page = render_html(title="run", metrics=[("acc", "accuracy", 0.5)])
         >>> '<td data-key="acc">0.5000</td>' in page
         True
+        >>> page = render_html(title="run", metrics={"classification": [("acc", "accuracy", 0.5)],
+        ...                                          "embedding": [("r1", "recall@1", 0.25)]})
+        >>> '<tr class="group"><th colspan="2">embedding</th></tr>' in page
+        True
         >>> page = render_html(title="compare", tables=[(
         ...     "Objectives", [("objective", "objective"), ("acc", "test accuracy")],
         ...     [{"objective": "softmax", "acc": 0.91}, ("center", 0.95)])])
@@ -187,8 +206,8 @@ def render_html(*, title, command=None, metrics=(), config=(), images=(), notes=
     ]
     parts += [f"<p>{html.escape(note)}</p>" for note in notes]
     if command:
-        parts += ["<h2>Command</h2>", f"<pre>{html.escape(command)}</pre>"]
-    metrics, config, images = list(metrics), list(config), list(images)
+        parts += ["<h2>Command</h2>", f'<pre class="command">{html.escape(command)}</pre>']
+    metrics, config, images = _groups(metrics), _groups(config), list(images)
     if metrics:
         parts += ["<h2>Metrics</h2>", _table(metrics, "metrics", "data-key", format_value)]
     for heading, columns, rows in tables:
