@@ -36,16 +36,17 @@ def _epoch_axis(ax, epochs):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-# What the logged ``loss`` (and ``val_loss``) is, by the weighting's level: the loss
+# What the logged ``loss`` (and ``val_loss``) is -> the title of its panel. The loss
 # level minimises the weighted total; the gradient level combines the terms'
 # gradients and logs their plain sum (the gradient-level ``Mean``: their mean).
-TOTALS = {"weighted": "weighted", "sum": "sum of the terms", "mean": "mean of the terms"}
+TOTALS = {"weighted total": "total (weighted)", "sum of the terms": "total (sum of the terms)",
+          "mean of the terms": "total (mean of the terms)"}
 
 
 def _total_title(total):
     if total not in TOTALS:
         raise ValueError(f"expected total in {list(TOTALS)}; received total={total!r}.")
-    return f"total ({TOTALS[total]})"
+    return TOTALS[total]
 
 
 def _draw(ax, values, **kwargs):
@@ -55,7 +56,8 @@ def _draw(ax, values, **kwargs):
     return values
 
 
-def plot_loss_curves(history, *, terms=None, path=None, title=None, log_scale=True, total="weighted"):
+def plot_loss_curves(history, *, terms=None, path=None, title=None, log_scale=True,
+                     total="weighted total"):
     """One panel per loss: the total, then each term (train and validation).
 
     Term losses have different scales (center loss grows with the feature norm),
@@ -69,9 +71,9 @@ def plot_loss_curves(history, *, terms=None, path=None, title=None, log_scale=Tr
         title: figure title.
         log_scale: use a log y axis where possible.
         total: what the history's ``loss`` is, for the first panel's title
-            (:data:`TOTALS`): ``"weighted"``, the weighted total a loss-level
-            weighting minimises; ``"sum"``, the plain sum of the terms that a
-            gradient-level weighting logs; ``"mean"``, their mean (the
+            (a key of :data:`TOTALS`): ``"weighted total"``, which a
+            loss-level weighting minimises; ``"sum of the terms"``, which a
+            gradient-level weighting logs; ``"mean of the terms"`` (the
             gradient-level ``Mean``). Each includes the model's regularizers.
 
     Returns:
@@ -87,7 +89,7 @@ def plot_loss_curves(history, *, terms=None, path=None, title=None, log_scale=Tr
         >>> [ax.get_title() for ax in fig.axes]
         ['total (weighted)', 'softmax (weight 1)']
         >>> plot_loss_curves({"loss": [3.0], "loss/a": [1.0], "loss/b": [2.0]},
-        ...                  total="sum").axes[0].get_title()
+        ...                  total="sum of the terms").axes[0].get_title()
         'total (sum of the terms)'
     """
     from matplotlib.figure import Figure
