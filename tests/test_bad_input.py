@@ -1,6 +1,7 @@
 """Bad labels and features reach fit from NumPy, tf.data or a generator: a clear error, no state change."""
 
 import hashlib
+import warnings
 
 import keras
 import numpy as np
@@ -154,3 +155,48 @@ def test_bad_batch_in_other_step_modes(compile_kwargs):
     x, y = _clean()
     objective.fit(x, {"label": y}, batch_size=BATCH, shuffle=False, epochs=1, verbose=0)
     assert _checksum(objective.terms["center"].centers) != before
+
+
+@pytest.mark.parametrize("bad, says, omits", [
+    ("feature", r"1 row\(s\) with NaN/Inf features in a batch of", "invalid label"),
+    ("label", r"1 row\(s\) with an invalid label \(first: 7(\.0)?\) in a batch of", "NaN/Inf features"),
+])
+def test_message_names_only_the_kinds_of_bad_rows_found(bad, says, omits):
+    """A batch with NaN features only does not report '0 row(s) with an invalid label (first: nan)'."""
+    term = lw.terms.CenterLoss(num_classes=3)
+    x, y = np.zeros((6, 2), "float32"), np.arange(6) % 3
+    if bad == "feature":
+        x[1, 0] = np.nan
+    else:
+        y[4] = 7
+    with pytest.raises(lw.InvalidInputError, match=says) as info:
+        term(x, y)
+    assert omits not in str(info.value) and "0 row(s)" not in str(info.value)
+
+
+def test_state_before_build_says_when_it_is_created():
+    term = lw.terms.CenterLoss(num_classes=3, on="embedding")
+    with pytest.raises(AttributeError, match=r"CenterLoss .* has no attribute 'centers' yet.*first fit"):
+        term.centers
+    with pytest.raises(AttributeError, match=r"^'CenterLoss' object has no attribute '_private'$"):
+        term._private
+
+
+def test_subclassed_model_builds_without_a_keras_warning():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.classify = keras.layers.Dense(2), keras.layers.Dense(3)
+
+        def call(self, x):
+            e = self.embed(x)
+            return {"embedding": e, "logits": self.classify(e)}
+
+    objective = lw.Objective(Net(), {"softmax": lw.terms.SoftmaxCrossEntropy(),
+                                     "center": lw.terms.CenterLoss(num_classes=3, on="embedding")})
+    objective.compile(optimizer="adam")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        objective.fit(np.ones((8, 4), "float32"), {"label": np.arange(8) % 3}, epochs=1, verbose=0)
+    assert not [w for w in caught if "build()" in str(w.message)], [str(w.message) for w in caught]
+    assert tuple(objective.terms["center"].centers.shape) == (3, 2)

@@ -247,11 +247,14 @@ class Objective(keras.Model):
 
     # -------------------------------------------------------------------- build
     def build(self, input_shape=None):
+        spec = keras.tree.map_shape_structure(lambda s: keras.KerasTensor(s), input_shape)
+        symbolic = None
         if not self.model.built:
-            self.model.build(input_shape)
+            # A symbolic call builds any model: through its own build(), or for a subclassed
+            # model without one by tracing its call (model.build would only mark it built, with a warning).
+            symbolic = self.model(spec)
         if not all(term.built for term in self.terms.values()):
-            spec = keras.tree.map_shape_structure(lambda s: keras.KerasTensor(s), input_shape)
-            outputs = self._outputs_dict(self.model.compute_output_spec(spec))
+            outputs = self._outputs_dict(self.model.compute_output_spec(spec) if symbolic is None else symbolic)
             for name, term in self.terms.items():
                 if not term.built:
                     read = self._output(outputs, name, term.on)

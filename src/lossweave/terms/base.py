@@ -58,6 +58,17 @@ class Term(keras.layers.Layer):
         # Labels must never be autocast (float16 cannot hold class ids > 2048).
         self._convert_input_args = False
 
+    def __getattr__(self, name):
+        # Only reached when normal lookup fails: say why a state variable is not there yet.
+        if name.startswith("_") or self.__dict__.get("built", True):
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        raise AttributeError(
+            f"{type(self).__name__} '{self.name}' has no attribute '{name}' yet: a term's state "
+            f"(centers, class weights, proxies, memory) is created when the term is built, which "
+            f"an Objective does at its first fit/evaluate, or when you call objective.build(input_shape) "
+            f"(or term.build(embedding_shape)) yourself."
+        )
+
     def __call__(self, outputs, targets, **kwargs):
         outputs, targets, kwargs = self._prepare(outputs, targets, kwargs)
         return super().__call__(outputs, targets, **kwargs)

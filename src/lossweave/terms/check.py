@@ -175,13 +175,39 @@ def check_class_rows(term, features, labels, num_classes):
             raw = ops.cast(ops.argmax(ops.where(ops.isnan(raw), -1.0, raw), axis=-1), "float32")
         return ops.reshape(raw, (-1,))
 
-    message = (
-        f"{type(term).__name__} '{term.name}': {{}} row(s) with an invalid label (first: {{}}) and "
-        f"{{}} row(s) with NaN/Inf features in a batch of {{}}. Expected integer class "
-        f"indices in [0, {num_classes}) (or one-hot rows of width {num_classes}) and "
-        f"finite features; received labels in [{{}}, {{}}]. Clean the data or fix num_classes."
+    message = _RowsMessage(
+        term,
+        f"Expected integer class indices in [0, {num_classes}) (or one-hot rows of width {num_classes}) "
+        f"and finite features",
+        "Clean the data or fix num_classes.",
     )
     return _check_rows(term, message, valid, finite, raw_labels)
+
+
+class _RowsMessage(str):
+    """The message of a failed row check, which names only the kinds of bad rows the batch has.
+
+    As a plain string it is the template with every part (what a TensorFlow
+    assert in a user's own graph formats); ``format(n_bad_labels, first_bad,
+    n_bad_features, batch, low, high)`` leaves out a count that is 0.
+    """
+
+    def __new__(cls, term, expected, advice):
+        owner = f"{type(term).__name__} '{term.name}'"
+        text = (f"{owner}: {{}} row(s) with an invalid label (first: {{}}) and {{}} row(s) with NaN/Inf "
+                f"features in a batch of {{}}. {expected}; received labels in [{{}}, {{}}]. {advice}")
+        message = super().__new__(cls, text)
+        message.owner, message.expected, message.advice = owner, expected, advice
+        return message
+
+    def format(self, n_bad_labels, first_bad, n_bad_features, batch, low, high):
+        found = []
+        if n_bad_labels:
+            found.append(f"{n_bad_labels} row(s) with an invalid label (first: {first_bad})")
+        if n_bad_features:
+            found.append(f"{n_bad_features} row(s) with NaN/Inf features")
+        return (f"{self.owner}: {' and '.join(found) or 'no usable row'} in a batch of {batch}. "
+                f"{self.expected}; received labels in [{low}, {high}]. {self.advice}")
 
 
 def _check_rows(term, message, valid, finite, raw_labels):
@@ -283,9 +309,5 @@ def check_pair_rows(term, features, labels, binary=False):
         "same(1)/different(0) pair targets" if binary
         else "non-negative integer labels (class ids, sparse, of shape (batch,) or (batch, 1))"
     )
-    message = (
-        f"{type(term).__name__} '{term.name}': {{}} row(s) with an invalid label (first: {{}}) and "
-        f"{{}} row(s) with NaN/Inf features in a batch of {{}}. Expected {expected} and finite "
-        f"features; received labels in [{{}}, {{}}]. Clean the data."
-    )
+    message = _RowsMessage(term, f"Expected {expected} and finite features", "Clean the data.")
     return _check_rows(term, message, valid, finite, lambda: ops.reshape(ops.cast(labels, "float32"), (-1,)))
