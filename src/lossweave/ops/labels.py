@@ -16,6 +16,16 @@ def _is_float(x):
     return "float" in str(x.dtype)
 
 
+def batch_shape(shape):
+    """A label shape as the user's array has it: ``(8, 2, 1)`` -> ``"(batch, 2, 1)"``.
+
+    A step sees one batch; its first axis is the batch size, not the length
+    of the array the user passed, so messages name it ``batch``.
+    """
+    shape = tuple(shape)
+    return "(" + ", ".join(["batch", *map(str, shape[1:])]) + ("," if len(shape) == 1 else "") + ")"
+
+
 def label_layout(labels_shape, num_classes, what="labels"):
     """Return ``"sparse"`` or ``"one_hot"`` for a labels shape, or raise.
 
@@ -42,13 +52,13 @@ def label_layout(labels_shape, num_classes, what="labels"):
         if width == num_classes:
             return "one_hot"
         raise ValueError(
-            f"{what}: received one-hot labels of width {width} (shape {shape}); "
+            f"{what}: received one-hot labels of width {width} (shape {batch_shape(shape)}); "
             f"expected width num_classes={num_classes}, or sparse class indices "
             f"of shape (batch,) or (batch, 1). Fix the label encoding or the "
             f"term's num_classes."
         )
     raise ValueError(
-        f"{what}: received labels of rank {len(shape)} (shape {shape}); expected "
+        f"{what}: received labels of rank {len(shape)} (shape {batch_shape(shape)}); expected "
         f"sparse class indices of shape (batch,) or (batch, 1), or one-hot labels "
         f"of shape (batch, {num_classes})."
     )

@@ -16,7 +16,7 @@ from keras import ops
 
 from lossweave import _backend as backend
 from lossweave.ops.distances import pair_labels
-from lossweave.ops.labels import class_indices, finite_rows
+from lossweave.ops.labels import batch_shape, class_indices, finite_rows
 
 NUM_VALUES = 6  # bad labels, first bad label, bad feature rows, batch size, label min, label max
 
@@ -266,13 +266,13 @@ def _pair_label_shape(term, labels):
     shape = tuple(shape)
     if len(shape) == 2 and shape[-1] not in (1, None):
         raise ValueError(
-            f"{what}: received 2-D labels of width {shape[-1]} (shape {shape}); expected sparse "
+            f"{what}: received 2-D labels of width {shape[-1]} (shape {batch_shape(shape)}); expected sparse "
             f"class indices of shape (batch,) or (batch, 1): pair losses take sparse labels, not "
             f"one-hot rows. Pass the class ids (e.g. argmax of the one-hot rows)."
         )
     if len(shape) > 2 or len(shape) == 0:
         raise ValueError(
-            f"{what}: received labels of rank {len(shape)} (shape {shape}); expected sparse "
+            f"{what}: received labels of rank {len(shape)} (shape {batch_shape(shape)}); expected sparse "
             f"class indices of shape (batch,) or (batch, 1): pair losses take sparse labels."
         )
 
