@@ -42,6 +42,16 @@ def test_compare_end_to_end(tmp_path, capsys):
         assert row["verification_accuracy"] == metrics["embedding"]["verification_accuracy"]
     assert page.count("data:image/png;base64,") == 1 and "http://" not in page and "https://" not in page
 
+    # One training time per objective: the progress line, the summary and the table show train_seconds.
+    for spec, metrics in summary["metrics"].items():
+        seconds = f"{metrics['train_seconds']:.1f}"
+        progress = next(line for line in captured.out.splitlines() if f"] {spec} ..." in line)
+        assert progress.endswith(f"epoch {metrics['kept_epoch']} kept, training time {seconds} s"), progress
+        row = next(line.split() for line in captured.out.splitlines() if line.split()[:1] == [spec])
+        assert row[-1] == seconds, row
+        assert cells[f"{spec}/train_seconds"] == format_value(metrics["train_seconds"])
+    assert "train (s)" in captured.out
+
 
 @pytest.mark.parametrize(
     "value, expected",
@@ -70,5 +80,8 @@ def test_compare_options_and_config(tmp_path, capsys):
     assert "loss =" not in printed and "center-weight" not in printed
     assert main(["compare", "--print-config"]) == 0
     assert json.dumps(list(DEFAULT_OBJECTIVES)) in capsys.readouterr().out
-    assert main(["compare", "--loss", "arcface"]) == 2  # per-objective options are not compare's
-    assert "unrecognized arguments: --loss" in capsys.readouterr().err
+    for flag, hint in (("--loss", "each objective names its loss: --objectives softmax,arcface"),
+                       ("--center-weight", "an objective sets the center weight: --objectives softmax,softmax+center:"),
+                       ("--tensorboard", "TensorBoard logs are one run's: lossweave train --tensorboard DIR")):
+        assert main(["compare", flag, "1"]) == 2  # per-objective and train-only options are not compare's
+        assert capsys.readouterr().err.startswith(f"lossweave: error: {flag}: {hint}")

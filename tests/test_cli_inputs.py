@@ -127,10 +127,10 @@ def test_every_loss_builds_its_term(loss):
     assert type(objective.terms[name]) is getattr(lw.terms, class_name)
 
 
-@pytest.mark.parametrize("loss", ["arcface", "sphereface"])  # softmax: tests/test_cli.py
-def test_margin_loss_end_to_end(loss, tmp_path, capsys):
-    metrics = _train(["--loss", loss, "--embedding-dim", "3", "--center-weight", "0.01",
-                      "--scale", "8", "--epochs", "2"], capsys, tmp_path)
+@pytest.mark.parametrize("loss, option", [("arcface", ["--scale", "8"]), ("sphereface", ["--margin", "2"])])
+def test_margin_loss_end_to_end(loss, option, tmp_path, capsys):  # softmax: tests/test_cli.py
+    metrics = _train(["--loss", loss, "--embedding-dim", "3", "--center-weight", "0.01", *option,
+                      "--epochs", "2"], capsys, tmp_path)
     name = cli_objectives.classifier_name(loss)
     assert set(metrics["final_losses"]) == {name, "center"}
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["embedding"]["recall@1"] > 0.1

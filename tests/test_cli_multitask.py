@@ -94,16 +94,30 @@ def test_task_terms_and_test_metrics_against_numpy():
 @one_backend
 @pytest.mark.parametrize("weighting", GRADIENT_LEVEL)
 def test_every_gradient_level_name_builds_on_the_multitask_data(weighting, dataset):
-    """Five terms (label, three tasks, center) and the trunk they share, found from the graph."""
+    """Four terms (label, three tasks; no center term unless asked) and the trunk they share, found from the graph."""
     config, _ = config_file.resolve_config({"data": "multitask", "weighting": weighting})
     model = prepare.build_model(config, dataset)
     objective = prepare.objective_of(config, model, dataset)
-    assert list(objective.terms) == ["softmax", *TASKS, "center"]
+    assert list(objective.terms) == ["softmax", *TASKS]
     assert objective.gradient_level
     assert sorted(objective.weighting.term_names) == sorted(objective.terms)
     shared = {path.split("/")[0] for path, _ in objective.gradient_plan().entries}
-    assert shared == {"hidden_1", "hidden_2", "embedding"}  # every term, and softmax + center
-    assert len(objective.cosine_pairs) == 10  # every pair of the 5 terms
+    assert shared == {"hidden_1", "hidden_2"}  # the trunk; the embedding is the label term's alone
+    assert len(objective.cosine_pairs) == 6  # every pair of the 4 terms
+
+
+@one_backend
+def test_multitask_data_has_a_center_term_only_when_asked(dataset):
+    for weighting in ("fixed", "mgda"):
+        for given, center in (({}, False), ({"center": True}, True), ({"center-weight": "0.01", "center": True}, True)):
+            if weighting != "fixed" and "center-weight" in given:
+                continue
+            config, _ = config_file.resolve_config({"data": "multitask", "weighting": weighting, **given})
+            objective = prepare.objective_of(config, prepare.build_model(config, dataset), dataset)
+            assert ("center" in objective.terms) == center, (weighting, given)
+    # the registry's list of multi-task data sets is the data sets with targets beside the label
+    bundled = [name for name in data.names() if not data.takes_path(name) and name != "mnist"]
+    assert [n for n in bundled if cli_tasks.extra_tasks(data.load(n, seed=0))] == list(registry.MULTI_TASK_DATA)
 
 
 @one_backend
@@ -116,14 +130,14 @@ def test_multitask_run_with_a_gradient_level_weighting(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     for key, value in _numbers(metrics):
         assert isinstance(value, (int, float)) and math.isfinite(value), key
-    terms = {"softmax", *TASKS, "center"}
+    terms = {"softmax", *TASKS}  # no center term unless --center asks for one
     assert set(metrics["final_weights"]) == set(metrics["test_losses"]) == terms
     assert set(metrics["tasks"]) == set(TASKS)
     assert 0.0 <= metrics["tasks"]["parity"]["accuracy"] <= 1.0
     assert metrics["tasks"]["ink"]["mae"] < 1.0 and metrics["tasks"]["top"]["mae"] > 0.0
 
     history = json.loads((out / "history.json").read_text())
-    names = ["softmax", *TASKS, "center"]
+    names = ["softmax", *TASKS]
     pairs = {f"cosine/{a}/{b}" for i, a in enumerate(names) for b in names[i + 1:]}
     assert pairs <= set(history) and all(len(history[p]) == 2 for p in pairs)
     assert all(-1.0 <= v <= 1.0 for p in pairs for v in history[p])

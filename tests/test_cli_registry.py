@@ -165,7 +165,7 @@ def test_nearest_mean_scores_against_a_loop():
 def test_option_combinations_are_usage_errors(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     line = _bad(["--loss", "lifted", "--memory", "64"], capsys)
-    assert "--memory: wraps a loss that takes a reference set (triplet, contrastive, multisimilarity" in line
+    assert "--memory 64: wraps a loss that takes a reference set (triplet, contrastive, multisimilarity" in line
     assert "received --loss lifted" in line
     assert "--memory: expected an integer >= 1" in _bad(["--loss", "triplet", "--memory", "0"], capsys)
     line = _bad(["--classes-per-batch", "4"], capsys)
@@ -175,7 +175,98 @@ def test_option_combinations_are_usage_errors(capsys, tmp_path, monkeypatch):
                  "--out", "run"], capsys)  # 5 training classes
     assert "classes_per_batch=6, but y has only 5 classes" in line
     assert main(["compare", "--objectives", "triplet,lifted", "--memory", "8"]) == 2
-    assert "objective 'lifted': --memory: wraps a loss" in capsys.readouterr().err
+    assert "objective 'lifted': --memory 8: wraps a loss" in capsys.readouterr().err
+
+
+@one_backend
+@pytest.mark.parametrize("argv, expected", [
+    (["--weighting", "mgda", "--center-weight", "0.01"],
+     "--center-weight 0.01: the center term's fixed weight, used by --weighting fixed only; --weighting mgda "
+     "sets the weights itself: leave it out."),
+    (["--weighting", "uncertainty", "--center-warmup", "20"],
+     "--center-warmup 20: ramps the center term's fixed weight, used by --weighting fixed only"),
+    (["--data", "multitask", "--center-weight", "0.01"],
+     "--data multitask has no center term unless asked: give --center too, or leave it out."),
+    (["--no-center", "--center-weight", "0.01"], "--no-center leaves the center term out"),
+    (["--no-center", "--alpha", "0.3"], "--alpha 0.3: the center learning rate; the run has no center term"),
+    (["--center-weight", "0", "--center-warmup", "5"], "--center-warmup 5: ramps the center term's fixed weight, "
+                                                        "which --center-weight 0 removes"),
+    (["--center", "--center-weight", "0"], "--center: adds the center term, which --center-weight 0 removes"),
+    (["--loss", "sphereface", "--scale", "8"],
+     "--scale 8: the scale s of --loss normface, cosface, arcface, combined, subcenter; --loss sphereface has "
+     "none: leave it out."),
+    (["--mining", "batch-hard"], "--mining batch-hard: the triplet mining of --loss triplet; --loss softmax has none"),
+    (["--loss", "arcface", "--sub-centers", "2"], "--sub-centers 2: the sub-centers per class of --loss subcenter;"),
+    (["--loss", "supcon", "--margin", "0.1"], "--margin 0.1: the margin of --loss sphereface, cosface, arcface, subcenter, triplet,"),
+    (["--combined-margins", "1,0.3,0.2"], "--combined-margins 1,0.3,0.2: the m1, m2, m3 of --loss combined;"),
+    (["--embedding-output", "feat"], "--embedding-output feat: names an output of a .keras --model; the built-in "
+                                     "--model mlp has its own"),
+    (["--model", "mine.keras", "--loss", "arcface", "--logits-output", "cls"],
+     "--logits-output cls: --loss arcface reads no logits head (only softmax does)"),
+    (["--model", "mine.keras", "--embedding-dim", "3"], "--embedding-dim 3: sizes a built-in model's embedding"),
+    (["--mining", "batch-hard", "--loss", "cosface", "--weighting", "dwa", "--center-weight", "0.1"],
+     "--loss cosface has none: leave it out; --center-weight 0.1: the center term's fixed weight, used by"),
+])
+def test_an_option_the_run_does_not_use_is_a_usage_error(argv, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert expected in _bad(argv, capsys)
+    assert not list(tmp_path.iterdir())  # stopped before anything was written
+
+
+@one_backend
+def test_a_config_file_key_the_run_does_not_use_is_a_usage_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text('mining = "batch-hard"\nweighting = "pcgrad"\n')
+    line = _bad(["--config", "c.toml"], capsys)
+    assert "--mining batch-hard (from c.toml): the triplet mining of --loss triplet" in line
+    assert main(["train", "--config", "c.toml", "--loss", "triplet", "--print-config"]) == 0
+    assert 'mining = "batch-hard"' in capsys.readouterr().out
+
+
+@one_backend
+def test_applicable_options_follow_the_loss_weighting_data_and_model():
+    from lossweave.cli.options import OPTIONS, TrainConfig
+
+    names = {option.name for option in OPTIONS}
+    assert set(registry.APPLIES) <= names
+    unused = {"data-path", "embedding-output", "logits-output", "scale", "margin", "combined-margins",
+              "sub-centers", "mining", "memory", "tensorboard-every"}
+    assert registry.applicable_options(TrainConfig()) == names - unused
+    triplet = registry.applicable_options(TrainConfig(loss="triplet", weighting="mgda", data="multitask"))
+    assert {"margin", "mining", "memory"} <= triplet
+    assert not {"center-weight", "center-warmup", "alpha", "scale"} & triplet
+    mgda = registry.applicable_options(TrainConfig(weighting="mgda"))  # digits: a center term, its weight mgda's
+    assert "alpha" in mgda and not {"center-weight", "center-warmup"} & mgda
+    user = registry.applicable_options(TrainConfig(model="mine.keras"))
+    assert {"embedding-output", "logits-output"} <= user and "embedding-dim" not in user
+    assert "logits-output" not in registry.applicable_options(TrainConfig(model="mine.keras", loss="cosface"))
+    assert "data-path" in registry.applicable_options(TrainConfig(data="npz", data_path="x.npz"))
+
+
+@one_backend
+def test_a_run_folder_config_holds_only_the_options_it_uses(capsys):
+    argv = ["--loss", "arcface", "--weighting", "uncertainty", "--scale", "16", "--print-config"]
+    assert main(["train", *argv]) == 0
+    printed = capsys.readouterr().out
+    assert "scale = 16.0" in printed and "alpha = 0.5" in printed
+    for name in ("mining", "sub-centers", "center-weight", "center-warmup", "logits-output"):
+        assert f"{name} =" not in printed, name
+
+
+@one_backend
+def test_compare_refuses_an_option_no_objective_uses(capsys):
+    assert main(["compare", "--objectives", "softmax,arcface", "--mining", "batch-hard"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("lossweave: error: --mining batch-hard: the triplet mining of --loss triplet;")
+    assert line.endswith("none of the objectives uses it (softmax, arcface).")
+    assert main(["compare", "--objectives", "softmax,triplet", "--mining", "batch-hard", "--print-config"]) == 0
+    assert 'mining = "batch-hard"' in capsys.readouterr().out
+    assert main(["compare", "--weighting", "mgda", "--objectives", "softmax+center:0.01"]) == 2
+    line = capsys.readouterr().err
+    assert "objective 'softmax+center:0.01': center:0.01 is the center term's fixed weight" in line
+    assert "write softmax+center." in line
+    assert main(["compare", "--weighting", "mgda", "--print-config"]) == 0  # the defaults follow the weighting
+    assert 'objectives = ["softmax", "softmax+center", "cosface", "arcface"]' in capsys.readouterr().out
 
 
 @one_backend

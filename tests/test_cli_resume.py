@@ -1,6 +1,7 @@
 """``lossweave train``'s batches follow ``fit``'s epoch (``SyncEpoch``, ``FollowEpoch``), so a resumed run keeps the batch order."""
 
 import dataclasses
+import json
 
 import keras
 import numpy as np
@@ -10,6 +11,7 @@ import lossweave as lw
 from conftest import one_backend
 from lossweave.cli import config_file, fitting, main, prepare, resume
 from lossweave.cli.batches import FollowEpoch, ShuffledBatches
+from lossweave.cli.callbacks import KeepBest
 
 
 class _Stop(Exception):
@@ -31,8 +33,9 @@ def test_train_gives_fit_a_sync_epoch_on_its_balanced_batches(monkeypatch):
     with pytest.raises(_Stop):
         fitting.fit_and_evaluate(config, dataset, verbose=0)
     (kwargs,) = calls
-    (sync,) = kwargs["callbacks"]
+    sync, keep = kwargs["callbacks"]  # no backup here: the best epoch is kept in memory
     assert isinstance(sync, lw.data.SyncEpoch) and sync.batches is kwargs["x"]
+    assert isinstance(keep, KeepBest) and keep.path is None
     plain = prepare.training_batches(dataclasses.replace(config, classes_per_batch=None), dataset)
     (follow,) = prepare.fit_callbacks(plain)
     assert isinstance(plain, ShuffledBatches) and isinstance(follow, FollowEpoch) and follow.batches is plain
@@ -86,3 +89,39 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, capsys):
     saved, argv, _, backup = resume.resume(run, {"quiet": True, "out": str(run)})
     assert (saved.epochs, saved.seed, saved.quiet, backup.epochs_done) == (4, 2, True, 0)
     assert argv == ["train", "--epochs", "4", "--seed", "2", "--out", str(run)]
+
+
+@one_backend
+def test_ctrl_c_names_the_resume_command_and_the_continued_run_restores_the_best_epoch(tmp_path, capsys, monkeypatch):
+    """Ctrl-C after epoch 2 of 3 prints the command that continues the run; continued, it ends with
+    the weights of the best epoch, which only the interrupted process saw (epoch 2: the least val_loss)."""
+    val_loss = {0: 3.0, 1: 1.0, 2: 2.0}  # what KeepBest sees: the training itself only improves in 3 epochs
+    keep_epoch_end = KeepBest.on_epoch_end
+    monkeypatch.setattr(KeepBest, "on_epoch_end",
+                        lambda self, epoch, logs=None: keep_epoch_end(self, epoch, {**logs, "val_loss": val_loss[epoch]}))
+    backup_epoch_end = keras.callbacks.BackupAndRestore.on_epoch_end
+
+    def interrupt(self, epoch, logs=None):
+        backup_epoch_end(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", interrupt)
+    run = tmp_path / "run dir"  # a space: the printed command quotes it
+    assert main(["train", "--epochs", "3", "--batch-size", "359", "--seed", "3", "--quiet", "--out", str(run)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == f"lossweave: interrupted; continue the run with: lossweave train --resume '{run}'"
+    with np.load(run / "backup" / resume.BEST) as saved:
+        assert int(saved["epoch"]) == 1 and float(saved["best"]) == 1.0
+        best = [saved[f"v{i}"] for i in range(len(saved.files) - 2)]
+
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", backup_epoch_end)
+    assert main(["train", "--resume", str(run), "--no-quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "kept the weights of epoch 2 of 3, the lowest validation loss (--no-keep-best keeps the last" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["kept_epoch"], metrics["epochs"]) == (2, 3)
+    objective = keras.saving.load_model(run / "objective.keras")
+    assert len(objective.weights) == len(best)
+    for variable, value in zip(objective.weights, best):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), value, err_msg=variable.path)

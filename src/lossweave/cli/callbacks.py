@@ -1,21 +1,24 @@
-"""The tool's own ``fit`` callbacks: the backup's progress file and the TensorBoard scalars.
+"""The tool's own ``fit`` callbacks: the backup's progress file, the best epoch kept, the TensorBoard scalars.
 
 Imported after ``--backend`` is applied (it imports Keras).
 """
 
+import io
 import json
 import os
 import pathlib
 import time
 
 import keras
+import numpy as np
 
 VALIDATION_PREFIX = "val_"
 
 
-def _write_atomically(path, text):
+def _write_atomically(path, content):
+    """``content`` (bytes, or text as UTF-8) into ``path``."""
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
+    partial.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
     os.replace(partial, path)  # a kill leaves the old file or the new one, never half of one
 
 
@@ -43,6 +46,56 @@ class ProgressFile(keras.callbacks.Callback):
             self.history.setdefault(key, []).append(float(value))
         seconds = self.seconds + time.perf_counter() - self.started
         _write_atomically(self.path, json.dumps({"history": self.history, "seconds": seconds}))
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Puts back, when ``fit`` ends, the variables of the epoch with the lowest ``monitor``.
+
+    Every variable of the model (for an Objective: the user's model, the
+    terms' centers and class tables, the weighting's state) is copied to the
+    host at each new lowest value; the optimizer's are not (training is over).
+    With ``path`` the copy is also written there, so a run continued in a new
+    process (``lossweave.cli.resume``) knows its best epoch so far. An epoch
+    whose ``monitor`` is missing or not finite is never kept; if none is, the
+    last epoch's variables stay.
+
+    Args:
+        path: an ``.npz`` file (replaced whole at each new best), or ``None``.
+        monitor: the epoch log to minimize.
+
+    Example:
+        >>> keep = KeepBest()  # objective.fit(..., validation_data=..., callbacks=[keep])
+        >>> keep.monitor, keep.best_epoch
+        ('val_loss', None)
+    """
+
+    def __init__(self, path=None, monitor="val_loss"):
+        super().__init__()
+        self.path = None if path is None else pathlib.Path(path)
+        self.monitor = monitor
+        self.best, self.best_epoch, self.values = np.inf, None, None
+
+    def on_train_begin(self, logs=None):
+        if self.path is not None and self.path.is_file():  # a continued run: its best epoch so far
+            with np.load(self.path) as saved:
+                self.best, self.best_epoch = float(saved["best"]), int(saved["epoch"])
+                self.values = [saved[f"v{i}"] for i in range(len(saved.files) - 2)]
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = float((logs or {}).get(self.monitor, np.nan))
+        if not np.isfinite(value) or value >= self.best:
+            return
+        self.best, self.best_epoch = value, int(epoch)
+        self.values = [keras.ops.convert_to_numpy(v) for v in self.model.weights]
+        if self.path is not None:
+            buffer = io.BytesIO()
+            np.savez(buffer, best=value, epoch=epoch, **{f"v{i}": a for i, a in enumerate(self.values)})
+            _write_atomically(self.path, buffer.getvalue())
+
+    def on_train_end(self, logs=None):
+        if self.values is not None:
+            for variable, value in zip(self.model.weights, self.values):
+                variable.assign(value)
 
 
 class EpochScalars(keras.callbacks.Callback):

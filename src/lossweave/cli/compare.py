@@ -10,8 +10,10 @@ distance ratio, verification accuracy, recall@1 and training time.
 
 Objectives are short specs (see ``lossweave.cli.objectives.parse_spec``):
 ``softmax``, ``softmax+center:0.003``, ``cosface``, ``arcface+center:0.01``,
-``triplet`` (every ``--loss`` name of ``lossweave.cli.registry``).
-Every other option is ``train``'s and applies to all of them.
+``triplet`` (every ``--loss`` name of ``lossweave.cli.registry``), and
+``+center`` without a weight under a weighting that sets the weights itself.
+Every other option is ``train``'s and applies to all of them; one that none
+of them uses is an error, as in ``train``.
 """
 
 import argparse
@@ -20,15 +22,15 @@ import json
 import pathlib
 import re
 import shlex
-import time
 
 from lossweave.cli import PROG, UsageError, options, registry
 from lossweave.cli.config_file import config_toml, resolve_values
 from lossweave.cli.fitting import fit_and_evaluate, run_metrics
 from lossweave.cli.objectives import parse_spec
 from lossweave.cli.options import Option, TrainConfig
-from lossweave.cli.prepare import apply_backend, check_data_options, check_objective_options, load_data
-from lossweave.cli.run_folder import write_run
+from lossweave.cli.prepare import (apply_backend, check_applicable, check_data_options, check_objective_options,
+                                   load_data)
+from lossweave.cli.run_folder import config_rows, write_run
 
 DEFAULT_OBJECTIVES = (
     "softmax",
@@ -53,8 +55,30 @@ def _objectives(value):
     return tuple(value)
 
 
-PER_OBJECTIVE = ("loss", "center-weight")  # set by each objective's spec
+def default_objectives(weighting):
+    """:data:`DEFAULT_OBJECTIVES`; under a weighting that sets the weights itself, ``+center`` without them.
+
+    Example:
+        >>> default_objectives("mgda")
+        ('softmax', 'softmax+center', 'cosface', 'arcface')
+    """
+    if weighting == "fixed":
+        return DEFAULT_OBJECTIVES
+    return tuple(dict.fromkeys(re.sub(r"\+center:[^+]*", "+center", spec) for spec in DEFAULT_OBJECTIVES))
+
+
+PER_OBJECTIVE = ("loss", "center", "center-weight")  # set by each objective's spec
 TRAIN_ONLY = ("tensorboard", "tensorboard-every")  # one log folder per run: train's
+# What to do instead of an option of train that compare does not take.
+HINTS = {
+    "loss": "each objective names its loss: --objectives softmax,arcface",
+    "center": "an objective adds center loss with +center: --objectives softmax,softmax+center",
+    "no-center": "an objective without +center has no center term: --objectives softmax",
+    "center-weight": "an objective sets the center weight: --objectives softmax,softmax+center:0.003",
+    "tensorboard": "TensorBoard logs are one run's: lossweave train --tensorboard DIR",
+    "tensorboard-every": "TensorBoard logs are one run's: lossweave train --tensorboard DIR",
+    "resume": "compare has no backup to continue; train each objective with lossweave train",
+}
 # train's options without the per-objective and train-only ones,
 # plus the list of objectives.
 OPTIONS = (
@@ -88,7 +112,7 @@ def add_parser(subparsers):
         argument_default=argparse.SUPPRESS,  # only options given on the command line appear
     )
     options.add_options(parser, OPTIONS)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, unknown_hints=HINTS)
     return parser
 
 
@@ -131,13 +155,13 @@ def compare(base, objectives, *, argv=(), config_file=None, echo=print):
     for index, spec in enumerate(objectives, start=1):
         config = dataclasses.replace(base, **parse_spec(spec), out=str(out / _slug(spec)))
         echo(f"[{index}/{len(objectives)}] {spec} ...", end=" ", flush=True)
-        started = time.perf_counter()
         result = fit_and_evaluate(config, dataset, verbose=0)
         metrics = run_metrics(result)
         write_run(config.out, result, metrics, argv=argv, config_file=config_file)
         results[spec], runs[spec] = metrics, config.out
         echo(f"test accuracy {_shown(metrics['test_accuracy'])}, intra/inter "
-             f"{_shown(metrics['intra_inter_ratio'])} ({time.perf_counter() - started:.0f} s)")
+             f"{_shown(metrics['intra_inter_ratio'])}, epoch {metrics['kept_epoch']} kept, training time "
+             f"{_seconds(metrics)} s")
         centers, _ = result.centers()
         panels.append({
             "title": spec,
@@ -163,9 +187,10 @@ def compare(base, objectives, *, argv=(), config_file=None, echo=print):
         tables=[("Objectives (test set)", TABLE_COLUMNS, rows)],
         images=[("Test features per objective (PCA if more than 2-D); centers or class means as crosses",
                  paths["features_grid.png"])],
-        config=[(key, key, value) for key, value in base.to_dict().items()
-                if key not in (*PER_OBJECTIVE, *TRAIN_ONLY)] + [("objectives", "objectives", ", ".join(objectives))],
-        notes=["Same seed for every objective: same split, same shuffling. Intra/inter distance: "
+        config=config_rows(base, used_options(base, objectives)) + [
+            ("objectives", "objectives", ", ".join(objectives))],
+        notes=["Same seed for every objective: same split, same shuffling. Training time: the seconds of "
+               "fit (the epochs and their validation), as printed. Intra/inter distance: "
                "mean distance of a test feature to its class center over the mean distance between "
                "centers (Euclidean; lower is tighter). Verification accuracy: 10-fold LFW protocol "
                "on 6000 test pairs, cosine similarity. Each objective's own report is in its folder: "
@@ -178,33 +203,66 @@ def _shown(value, digits=4):
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _seconds(metrics):
+    """The training time as the progress line and the summary print it: ``train_seconds``, the table's."""
+    return f"{metrics['train_seconds']:.1f}"
+
+
 def _summary(results):
     width = max(len(spec) for spec in results)
     lines = ["", f"  {'objective':<{width}}  {'test acc':>8}  {'intra/inter':>11}  {'verif acc':>9}  "
-                 f"{'recall@1':>8}  {'time (s)':>8}"]
+                 f"{'recall@1':>8}  {'train (s)':>9}"]
     for spec, metrics in results.items():
         row = table_row(spec, metrics)
-        cells = [row["test_accuracy"], row["intra_inter_ratio"], row["verification_accuracy"],
-                 row["recall@1"], row["train_seconds"]]
-        shown = ["-" if v is None else f"{v:.4f}" for v in cells[:4]] + [f"{cells[4]:.1f}"]
+        cells = [row["test_accuracy"], row["intra_inter_ratio"], row["verification_accuracy"], row["recall@1"]]
+        shown = ["-" if v is None else f"{v:.4f}" for v in cells]
         lines.append(f"  {spec:<{width}}  {shown[0]:>8}  {shown[1]:>11}  {shown[2]:>9}  {shown[3]:>8}  "
-                     f"{shown[4]:>8}")
+                     f"{_seconds(metrics):>9}")
     return "\n".join(lines)
+
+
+def used_options(base, objectives):
+    """The options of ``compare`` that at least one objective's run uses (``registry.applicable_options``)."""
+    used = set().union(*(registry.applicable_options(dataclasses.replace(base, **parse_spec(spec)))
+                         for spec in objectives))
+    return used - {*PER_OBJECTIVE, *TRAIN_ONLY}
+
+
+def check_objectives(base, objectives, given, sources):
+    """Refuse an objective's options that do not fit, and an option that no objective uses."""
+    for spec in objectives:  # before any training: e.g. --memory with an objective that cannot take it
+        fields = parse_spec(spec)
+        if "center_weight" in fields and base.weighting != "fixed":
+            raise UsageError(f"objective {spec!r}: center:{fields['center_weight']:g} is the center term's fixed "
+                             f"weight, used by --weighting fixed only; --weighting {base.weighting} sets the "
+                             f"weights itself: write {fields['loss']}+center.")
+        try:
+            check_objective_options(dataclasses.replace(base, **fields))
+        except UsageError as error:
+            raise UsageError(f"objective {spec!r}: {error}") from None
+    unused = set(given) - used_options(base, objectives)
+    if unused:
+        first = dataclasses.replace(base, **parse_spec(objectives[0]))
+        try:
+            check_applicable(first, unused, sources)
+        except UsageError as error:
+            raise UsageError(f"{str(error).rstrip('.')}; none of the objectives uses it "
+                             f"({', '.join(objectives)}).") from None
 
 
 def run(args, *, argv=(), from_process=False):
     """The ``compare`` command: resolve options, apply the backend, train each objective, report."""
     given = {o.name: getattr(args, o.dest) for o in OPTIONS if hasattr(args, o.dest)}
     config_file = getattr(args, "config", None)
-    values, _ = resolve_values(given, config_file, OPTIONS)
+    values, sources = resolve_values(given, config_file, OPTIONS)
     objectives = values.pop("objectives")
+    if sources.pop("objectives") == "default":
+        objectives = default_objectives(values["weighting"])
+    sources = {name: config_file if source == "config" else source for name, source in sources.items()
+               if source != "default"}
     base = TrainConfig(**values)
     check_data_options(base)
-    for spec in objectives:  # before any training: e.g. --memory with an objective that cannot take it
-        try:
-            check_objective_options(dataclasses.replace(base, **parse_spec(spec)))
-        except UsageError as error:
-            raise UsageError(f"objective {spec!r}: {error}") from None
+    check_objectives(base, objectives, sources, sources)
     out = pathlib.Path(base.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out: {base.out!r} exists and is not a folder.")
@@ -213,9 +271,8 @@ def run(args, *, argv=(), from_process=False):
         import keras
 
         config = dataclasses.replace(base, backend=keras.backend.backend())
-        lines = config_toml(config).splitlines()
-        keep = [line for line in lines if line.split(" = ")[0] not in PER_OBJECTIVE]
-        print("\n".join(keep) + "\n" + f"objectives = {json.dumps(list(objectives))}")
+        print(config_toml(config, names=used_options(config, objectives))
+              + f"objectives = {json.dumps(list(objectives))}")
         return 0
     try:
         out.mkdir(parents=True, exist_ok=True)

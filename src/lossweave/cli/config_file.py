@@ -7,13 +7,12 @@ configuration back, reusable with ``--config``.
 """
 
 import datetime
-import difflib
 import json
 import pathlib
 
 import numpy as np
 
-from lossweave.cli import UsageError
+from lossweave.cli import UsageError, closest, registry
 from lossweave.cli.options import OPTIONS, TrainConfig
 
 
@@ -42,8 +41,8 @@ def read_config_file(path, options=OPTIONS):
     for key, value in raw.items():
         name = key.replace("_", "-")
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            close = closest(name, known)
+            hint = f" Did you mean {close!r}?" if close else ""
             raise UsageError(
                 f"--config {path}: unknown key {key!r}; the keys are: "
                 f"{', '.join(known)}.{hint}"
@@ -114,12 +113,18 @@ def _toml_table(values):
     return [f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None]
 
 
-def config_toml(config, run_info=None):
-    """The resolved configuration as TOML (reusable with ``--config``), plus a ``[run]`` table."""
+def config_toml(config, run_info=None, names=None):
+    """The resolved configuration as TOML (reusable with ``--config``), plus a ``[run]`` table.
+
+    Only the options in ``names`` are written, by default those the run uses
+    (``registry.applicable_options``): read back, the file gives the same run
+    and no option that it would refuse.
+    """
+    names = registry.applicable_options(config) if names is None else set(names)
     lines = [
         "# Resolved configuration of a lossweave run; reuse it with",
         "#   lossweave train --config config.toml --out NEW_DIR",
-        *_toml_table(config.to_dict()),
+        *_toml_table({name: value for name, value in config.to_dict().items() if name in names}),
     ]
     if run_info:
         lines += ["", "# How the run was made (ignored when read back with --config).", "[run]"]

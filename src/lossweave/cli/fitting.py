@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from lossweave import data
-from lossweave.cli import UsageError, prepare
+from lossweave.cli import UsageError, prepare, registry
 from lossweave.cli.options import TrainConfig
 
 
@@ -26,7 +26,7 @@ def _flatten(metrics, prefix=""):
 
 _LABELS = {
     "test_accuracy": "test accuracy",
-    "test_loss": "test loss (weighted total)",
+    "test_loss": "test loss",
     "test_losses": "test loss",
     "final_losses": "final train loss",
     "final_val_losses": "final validation loss",
@@ -36,16 +36,25 @@ _LABELS = {
     "embedding": "test embedding (cosine)",
     "tasks": "test task",
     "epochs": "epochs",
+    "kept_epoch": "epoch kept",
     "train_seconds": "training time (s)",
 }
 
 
-def metric_rows(metrics):
-    """``(key, label, value)`` rows of ``metrics.json``'s numbers, for tables and the summary."""
+def metric_rows(metrics, config=None):
+    """``(key, label, value)`` rows of ``metrics.json``'s numbers, for tables and the summary.
+
+    With the run's ``config``, the labels say what its total loss is (per
+    weighting level: ``registry.total_label``) and which epoch it kept.
+    """
+    labels = dict(_LABELS)
+    if config is not None:
+        labels["test_loss"] = f"test loss ({registry.total_label(config.weighting)})"
+        labels["kept_epoch"] = "epoch kept (" + ("lowest validation loss" if config.keep_best else "the last") + ")"
     rows = []
     for key, value in _flatten(metrics):
         head, _, term = key.partition("/")
-        label = _LABELS.get(head, head)
+        label = labels.get(head, head)
         rows.append((key, f"{label}: {term}" if term else label, value))
     return rows
 
@@ -63,6 +72,7 @@ class TrainResult:
     test_logits: np.ndarray  # None: no class scores (--split unseen-classes)
     train_seconds: float
     test_tasks: dict = None  # a multi-task data set's other targets: lossweave.cli.tasks.task_metrics
+    kept_epoch: int = None  # 1-based: the epoch whose weights were evaluated and saved
 
     def centers(self):
         """``(centers, label)``: the center term's centers, else the test class means."""
@@ -91,6 +101,7 @@ def fit_and_evaluate(config, dataset, *, verbose=2, callbacks=(), backup=None):
     import keras
 
     import lossweave as lw
+    from lossweave.cli.callbacks import KeepBest
     from lossweave.cli.objectives import class_means, class_scores, has_logits_head, predicted_logits
     from lossweave.cli.tasks import extra_tasks, targets, task_metrics
 
@@ -103,6 +114,9 @@ def fit_and_evaluate(config, dataset, *, verbose=2, callbacks=(), backup=None):
         raise UsageError(str(error)) from None
     metrics = {"logits": [lw.metrics.LogitsAccuracy()]} if has_logits_head(config.loss) else None
     objective.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate), metrics=metrics)
+    keep = []
+    if config.keep_best:  # the epoch of the lowest val_loss; in the backup, so a continued run knows it
+        keep = [backup.keep_best() if backup else KeepBest()]
     started = time.perf_counter()
     history = objective.fit(
         x=batches,
@@ -110,11 +124,13 @@ def fit_and_evaluate(config, dataset, *, verbose=2, callbacks=(), backup=None):
         validation_data=(dataset.x_val, targets(dataset, "val")),
         epochs=config.epochs,
         verbose=verbose,
-        callbacks=[*prepare.fit_callbacks(batches), *callbacks, *(backup.callbacks() if backup else ())],
+        callbacks=[*prepare.fit_callbacks(batches), *callbacks, *(backup.callbacks(*keep) if backup else keep)],
     ).history
     train_seconds = time.perf_counter() - started
     if backup is not None:  # a resumed fit returns its own epochs only
         history, train_seconds = backup.whole_run(history, train_seconds)
+    best = keep[0].best_epoch if keep else None
+    kept_epoch = len(history["loss"]) if best is None else best + 1
     test_logs = objective.evaluate(
         dataset.x_test, targets(dataset, "test"), batch_size=config.batch_size,
         verbose=0, return_dict=True,
@@ -138,6 +154,7 @@ def fit_and_evaluate(config, dataset, *, verbose=2, callbacks=(), backup=None):
         test_logits=test_logits,
         train_seconds=train_seconds,
         test_tasks=task_metrics(outputs, targets(dataset, "test"), extra_tasks(dataset)),
+        kept_epoch=kept_epoch,
     )
 
 
@@ -149,7 +166,9 @@ def run_metrics(result):
     are the cosine to each training class's mean embedding (nearest class
     mean). ``intra_inter_ratio`` is the Euclidean ratio of the report's feature
     picture; ``embedding`` holds the cosine retrieval and verification figures
-    of ``lossweave.metrics.evaluate_embeddings`` on the test set.
+    of ``lossweave.metrics.evaluate_embeddings`` on the test set, all of the
+    weights of ``kept_epoch`` (1-based; ``--keep-best``: the epoch with the
+    lowest ``val_loss``), while ``final_*`` are the last epoch's logs.
     """
     from lossweave.metrics import evaluate_embeddings
     from lossweave.report import class_distance_ratio
@@ -172,5 +191,6 @@ def run_metrics(result):
         **({"tasks": {t: {k: finite_or_none(v) for k, v in m.items()} for t, m in result.test_tasks.items()}}
            if result.test_tasks else {}),
         "epochs": len(history["loss"]),
+        "kept_epoch": result.kept_epoch,
         "train_seconds": round(result.train_seconds, 3),
     }

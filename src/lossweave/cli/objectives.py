@@ -3,13 +3,15 @@
 ``loss`` picks the classification term: ``softmax`` (cross-entropy on the
 model's logits head), a margin-softmax term on the embedding, which owns its
 class weights, or a pair or proxy loss on the embedding (no class logits).
-``center_weight > 0`` adds center loss on the embedding. ``weighting`` picks
-how the terms are combined. The names, their help and their builders are
+``center`` adds center loss on the embedding (weighted ``center_weight``
+under the ``fixed`` weighting). ``weighting`` picks how the terms are
+combined. The names, their help and their builders are
 ``lossweave.cli.registry``'s.
 
 ``compare`` names objectives with short specs: ``softmax``, ``arcface``,
 ``triplet``, ``softmax+center:0.003`` (a classification term, optionally
-``+center:LAMBDA``).
+``+center:LAMBDA``, or ``+center`` under a weighting that sets the weights
+itself).
 """
 
 import numpy as np
@@ -56,7 +58,7 @@ def build_weighting(name, term_names, center_weight, steps_per_epoch, center_war
     return registry.build_weighting(name, term_names, center_weight, steps_per_epoch, center_warmup)
 
 
-def build_objective(model, num_classes, *, loss="softmax", center_weight=0.0, alpha=0.5,
+def build_objective(model, num_classes, *, loss="softmax", center=None, center_weight=0.0, alpha=0.5,
                     weighting="fixed", steps_per_epoch=1, center_warmup=0, tasks=None, **term_options):
     """``Objective(model, {classification term, [tasks], [center]}, weighting)``.
 
@@ -64,8 +66,8 @@ def build_objective(model, num_classes, *, loss="softmax", center_weight=0.0, al
         model: the model (dict outputs with ``embedding`` and, for softmax, ``logits``).
         num_classes: number of classes.
         loss: a key of ``LOSSES``.
-        center_weight: lambda of the center term (0: no center term); the fixed
-            weight under ``weighting="fixed"``, else it only adds the term.
+        center: whether to add the center term (``None``: when ``center_weight > 0``).
+        center_weight: lambda, the center term's weight under ``weighting="fixed"``.
         alpha: center learning rate.
         weighting: one of ``WEIGHTINGS``.
         steps_per_epoch: training steps per epoch (DWA).
@@ -80,7 +82,7 @@ def build_objective(model, num_classes, *, loss="softmax", center_weight=0.0, al
 
     terms = {classifier_name(loss): classification_term(loss, num_classes, **term_options)}
     terms.update(task_terms(tasks or {}))
-    if center_weight > 0:
+    if center if center is not None else center_weight > 0:
         terms["center"] = lw.terms.CenterLoss(num_classes=num_classes, alpha=alpha, on="embedding")
     strategy = build_weighting(weighting, list(terms), center_weight, steps_per_epoch, center_warmup)
     return lw.Objective(model, terms, weighting=strategy)
@@ -138,19 +140,25 @@ def predicted_logits(objective, loss, outputs, means=None):
 
 
 def parse_spec(text):
-    """``"arcface+center:0.003"`` -> ``{"loss": "arcface", "center_weight": 0.003}``.
+    """``"arcface+center:0.003"`` -> ``{"loss": "arcface", "center": True, "center_weight": 0.003}``.
+
+    The ``TrainConfig`` fields the spec sets: ``+center`` without a weight
+    leaves ``center_weight`` to the options.
 
     Example:
         >>> parse_spec("softmax+center:0.01")
-        {'loss': 'softmax', 'center_weight': 0.01}
-        >>> parse_spec("cosface")
-        {'loss': 'cosface', 'center_weight': 0.0}
+        {'loss': 'softmax', 'center': True, 'center_weight': 0.01}
+        >>> parse_spec("cosface"), parse_spec("cosface+center")
+        ({'loss': 'cosface', 'center': False}, {'loss': 'cosface', 'center': True})
     """
     parts = [p.strip() for p in str(text).split("+")]
-    loss, center_weight = None, 0.0
+    loss, center, center_weight = None, False, None
     for part in parts:
-        name, _, value = part.partition(":")
-        if name == "center":
+        name, colon, value = part.partition(":")
+        if name == "center" and not colon:
+            center = True
+        elif name == "center":
+            center = True
             try:
                 center_weight = float(value)
             except ValueError:
@@ -164,8 +172,8 @@ def parse_spec(text):
         else:
             raise ValueError(
                 f"objective {text!r}: unknown part {part!r}; expected one of {', '.join(LOSSES)}, "
-                f"optionally +center:LAMBDA."
+                f"optionally +center:LAMBDA (or +center)."
             )
     if loss is None:
         raise ValueError(f"objective {text!r}: needs a classification loss ({', '.join(LOSSES)}).")
-    return {"loss": loss, "center_weight": center_weight}
+    return {"loss": loss, "center": center, **({} if center_weight is None else {"center_weight": center_weight})}

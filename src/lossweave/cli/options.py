@@ -79,6 +79,10 @@ def _boolean(value):
     return value
 
 
+def _optional_boolean(value):
+    return None if value is None else _boolean(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class Option:
     """One option of ``train``: a ``--flag`` and the same key in a config file."""
@@ -138,7 +142,9 @@ def _name(value):
 
 OPTIONS = (
     Option("data", _choice(data.names, "data"), "digits",
-           "dataset: digits and multitask are bundled; idx, npz and folder read --data-path", "NAME"),
+           "dataset: digits (8x8 digits) and multitask (the digits with three more targets: parity, ink, "
+           "top) are bundled; mnist is 5,000 real MNIST digits (pip install \"lossweave[mnist]\"); idx, npz "
+           "and folder read --data-path", "NAME"),
     Option("data-path", _optional_path, None,
            "file or folder for --data idx (MNIST files), npz (x/y arrays) or folder (one sub-folder "
            "per class)", "PATH"),
@@ -164,16 +170,23 @@ OPTIONS = (
     Option("memory", _optional_integer(1), None,
            "cross-batch memory of M past embeddings around the pair loss (XBM; --loss "
            + " or ".join(registry.memory_losses()) + ")", "M"),
+    Option("center", _optional_boolean, None,
+           "add the center-loss term on the embedding, or leave it out (--no-center); default: added, "
+           "except on a multi-task data set (--data multitask), whose tasks are the terms", flag=True),
     Option("center-weight", _real(0.0), 0.003,
-           "lambda, weight of the center-loss term (0: no center term)", "LAMBDA"),
+           "lambda, weight of the center-loss term under --weighting fixed (0: no center term); other "
+           "weightings set the weights themselves", "LAMBDA"),
     Option("center-warmup", _integer(0), 0,
-           "ramp lambda linearly from 0 over this many steps (fixed weighting; 0: constant)", "STEPS"),
+           "ramp lambda linearly from 0 over this many steps (--weighting fixed; 0: constant)", "STEPS"),
     Option("alpha", _real(0.0, 1.0), 0.5, "center learning rate of the paper's update, in [0, 1]", "ALPHA"),
     Option("weighting", _choice(lambda: registry.names(registry.WEIGHTINGS), "weighting"), "fixed",
            "how the terms combine: " + registry.help_lines(registry.WEIGHTINGS), "NAME",
            choices=lambda: registry.names(registry.WEIGHTINGS)),
     Option("epochs", _integer(1), 60, "training epochs", "N"),
-    Option("batch-size", _integer(1), 128, "batch size", "N"),
+    Option("keep-best", _boolean, True,
+           "keep the weights of the epoch with the lowest validation loss (val_loss), not the last "
+           "epoch's; --no-keep-best keeps the last", flag=True),
+    Option("batch-size", _integer(1), 128, "batch size of training (unless class-balanced) and of evaluation", "N"),
     Option("classes-per-batch", _optional_integer(1), None,
            "P of class-balanced batches of P classes x K samples (with --samples-per-class; "
            "replaces --batch-size in training)", "P"),
@@ -215,15 +228,14 @@ TrainConfig = dataclasses.make_dataclass(
 
 
 
-
 def add_options(parser, options):
     """Add ``options`` as ``--flags`` plus ``--config`` and ``--print-config`` to ``parser``."""
     for option in options:
+        default = "" if option.default is None else f" (default: {option.default})"
         if option.flag:
             parser.add_argument(f"--{option.name}", action=argparse.BooleanOptionalAction,
-                                help=f"{option.help} (default: {option.default})")
+                                help=f"{option.help}{default}")
             continue
-        default = "" if option.default is None else f" (default: {option.default})"
         named = {}
         if option.choices is not None:  # the option's own check runs first, for its message
             named = {"choices": tuple(option.choices()), "type": _parser_type(option.convert)}

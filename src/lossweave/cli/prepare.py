@@ -106,7 +106,8 @@ def objective_of(config, model, dataset, steps_per_epoch=None):
 
     steps = steps_per_epoch or max(1, -(-len(dataset.y_train) // config.batch_size))
     return build_objective(
-        model, dataset.num_classes, center_weight=config.center_weight, alpha=config.alpha, loss=config.loss,
+        model, dataset.num_classes, center=registry.has_center(config), center_weight=config.center_weight,
+        alpha=config.alpha, loss=config.loss,
         weighting=config.weighting, steps_per_epoch=steps, center_warmup=config.center_warmup,
         scale=config.scale, margin=config.margin, combined_margins=config.combined_margins,
         sub_centers=config.sub_centers, mining=config.mining, memory=config.memory,
@@ -150,24 +151,53 @@ def fit_callbacks(batches):
     return [FollowEpoch(batches)]
 
 
+def _shown(value):
+    """An option's value as written on the command line (`` 8``, `` 1,0.3,0.2``; nothing for a flag)."""
+    if isinstance(value, bool):
+        return ""
+    if isinstance(value, (tuple, list)):
+        return " " + ",".join(f"{v:g}" for v in value)
+    return f" {value:g}" if isinstance(value, float) else f" {value}"
+
+
+def check_applicable(config, given, sources=None):
+    """Refuse the options in ``given`` that ``config``'s run does not use (``registry.APPLIES``).
+
+    Args:
+        config: the resolved ``TrainConfig``.
+        given: names of the options given explicitly (command line or config file).
+        sources: ``{name: "command line" or a config file}``, to say where a value came from.
+
+    Raises:
+        UsageError: one line with every such option, why it cannot apply and what to do.
+    """
+    values = config.to_dict()
+    wrong = []
+    for name, why in registry.inapplicable(config, sorted(given, key=list(values).index)):
+        source = (sources or {}).get(name, "command line")
+        where = "" if source == "command line" else f" (from {source})"
+        wrong.append(f"--{name}{_shown(values[name])}{where}: {why}")
+    if wrong:
+        raise UsageError("; ".join(wrong) + ".")
+
+
 def check_data_options(config):
     """``--data-path`` is given exactly when the data set reads a file."""
     if data.takes_path(config.data) and config.data_path is None:
         raise UsageError(f"--data {config.data} reads a file or folder: give it with --data-path.")
-    if not data.takes_path(config.data) and config.data_path is not None:
-        raise UsageError(f"--data-path: --data {config.data} is bundled and reads no file; "
-                         f"use --data idx, npz or folder for your own files.")
+    check_applicable(config, () if config.data_path is None else ("data-path",))
 
 
 def check_objective_options(config):
-    """The options that go together: P with K, ``--memory`` with a loss that takes it."""
+    """The options that go together: P with K, ``--memory`` with a loss that takes it, ``--center`` with a weight."""
     if (config.classes_per_batch is None) != (config.samples_per_class is None):
         given = "--classes-per-batch" if config.samples_per_class is None else "--samples-per-class"
         raise UsageError(f"{given}: class-balanced batches need both --classes-per-batch P and "
                          f"--samples-per-class K; give the other one too, or neither.")
-    if config.memory is not None and not registry.LOSSES[config.loss].memory:
-        raise UsageError(f"--memory: wraps a loss that takes a reference set ("
-                         f"{', '.join(registry.memory_losses())}); received --loss {config.loss}.")
+    check_applicable(config, () if config.memory is None else ("memory",))
+    if config.center and config.weighting == "fixed" and config.center_weight == 0:
+        raise UsageError("--center: adds the center term, which --center-weight 0 removes under --weighting "
+                         "fixed; give --center-weight LAMBDA > 0, or leave --center out.")
 
 
 def load_data(config):

@@ -22,9 +22,17 @@ no Keras):
 
 A weighting entry holds its builder
 ``build(term_names, center_weight, steps_per_epoch, center_warmup)``.
+
+:data:`APPLIES` says which options a run uses, from its loss, weighting,
+data and model: :func:`applicable_options` is the set, and
+:func:`inapplicable` the reasons an option given explicitly cannot apply
+(the command line stops on them: ``lossweave.cli.prepare.check_applicable``).
 """
 
 import typing
+
+from lossweave import data
+from lossweave.cli.models import is_model_file
 
 MININGS = ("semi-hard", "batch-hard", "batch-all")  # lossweave.ops.pairs.MININGS, without importing Keras
 
@@ -41,11 +49,18 @@ class LossEntry(typing.NamedTuple):
 
 
 class WeightingEntry(typing.NamedTuple):
-    """One ``--weighting`` name: its builder, its help line and its level."""
+    """One ``--weighting`` name: its builder, its help line, its level and what its ``loss`` is.
+
+    ``total`` names the quantity ``fit`` logs as ``loss`` and ``val_loss``:
+    the strategy's weighted total at the loss level; at the gradient level,
+    where the strategy combines gradients, not losses, the plain sum of the
+    term losses (``Mean``: their mean), plus any regularizer.
+    """
 
     build: typing.Callable
     help: str
     level: str = "loss"
+    total: str = None  # None: "weighted total" (loss level) or "sum of the terms" (gradient level)
 
 
 def _sphereface_margin(value):
@@ -106,7 +121,8 @@ def _convex(term_names, *_):
     import lossweave as lw
 
     if len(term_names) != 2:
-        raise ValueError("--weighting convex needs two terms: set --center-weight > 0.")
+        raise ValueError(f"--weighting convex needs two terms; received {term_names}: add the center "
+                         "term (--center) to a single-task run, or pick another weighting.")
     return lw.weighting.Convex(term_names[0], term_names[1], alpha=0.5, trainable=True)
 
 
@@ -163,7 +179,8 @@ WEIGHTINGS = {
                              "dual cone (Quinton & Rey)", "gradient"),
     "dualproj": WeightingEntry(_plain("DualProj"), "gradient level: mean gradient projected onto the dual cone "
                                "(Quinton & Rey)", "gradient"),
-    "gradient-mean": WeightingEntry(_plain("Mean"), "gradient level: mean of the term gradients", "gradient"),
+    "gradient-mean": WeightingEntry(_plain("Mean"), "gradient level: mean of the term gradients", "gradient",
+                                    total="mean of the terms"),
     "gradient-sum": WeightingEntry(_plain("Sum"), "gradient level: sum of the term gradients", "gradient"),
 }
 
@@ -239,3 +256,129 @@ def build_weighting(name, term_names, center_weight, steps_per_epoch, center_war
     if name not in WEIGHTINGS:
         raise ValueError(f"unknown weighting {name!r}; choose from: {', '.join(WEIGHTINGS)}.")
     return WEIGHTINGS[name].build(list(term_names), center_weight, steps_per_epoch, center_warmup)
+
+
+def total_label(weighting):
+    """What ``loss`` and ``val_loss`` are under ``--weighting weighting``.
+
+    Example:
+        >>> total_label("fixed"), total_label("mgda"), total_label("gradient-mean")
+        ('weighted total', 'sum of the terms', 'mean of the terms')
+    """
+    entry = WEIGHTINGS[weighting]
+    return entry.total or ("weighted total" if entry.level == "loss" else "sum of the terms")
+
+
+# ------------------------------------------------------------------ which options a run uses
+# Data sets with targets beside the class label (lossweave.cli.tasks): their tasks are the
+# terms a weighting combines, so they get a center term only when --center asks for one.
+MULTI_TASK_DATA = ("multitask",)
+
+
+def center_requested(config):
+    """Whether the run asks for a center term: ``--center``/``--no-center``, else all but multi-task data."""
+    return config.center if config.center is not None else config.data not in MULTI_TASK_DATA
+
+
+def has_center(config):
+    """Whether the objective of ``config`` has a center term (under ``fixed``, a weight > 0 too).
+
+    Example:
+        >>> from lossweave.cli.options import TrainConfig
+        >>> has_center(TrainConfig()), has_center(TrainConfig(data="multitask"))
+        (True, False)
+        >>> has_center(TrainConfig(center_weight=0.0)), has_center(TrainConfig(center_weight=0.0, weighting="mgda"))
+        (False, True)
+    """
+    return center_requested(config) and (config.weighting != "fixed" or config.center_weight > 0)
+
+
+class Rule(typing.NamedTuple):
+    """When an option is used (``applies(config)``), and why not otherwise (``why(config)``, with the fix)."""
+
+    applies: typing.Callable
+    why: typing.Callable
+
+
+def _loss_rule(field, what):
+    """An option that reaches the term of the losses whose entry maps ``field``."""
+    def users():
+        return [name for name, entry in LOSSES.items() if any(f == field for f, _ in entry.options)]
+
+    return Rule(lambda c: c.loss in users(),
+                lambda c: f"{what} of --loss {', '.join(users())}; --loss {c.loss} has none: leave it out")
+
+
+def _output_why(config):
+    """Why ``--embedding-output`` or ``--logits-output`` cannot apply: a built-in model, or no logits read."""
+    if not is_model_file(config.model):
+        return f"names an output of a .keras --model; the built-in --model {config.model} has its own: leave it out"
+    return f"--loss {config.loss} reads no logits head (only softmax does): leave it out"
+
+
+def _center_why(what):
+    """Why a center option cannot apply: no fixed weighting, no center term, or a zero weight."""
+    def why(config):
+        if config.weighting != "fixed":
+            return (f"{what}, used by --weighting fixed only; --weighting {config.weighting} sets the "
+                    "weights itself: leave it out")
+        if config.center is False:
+            return f"{what}; --no-center leaves the center term out: give one of the two, not both"
+        if not center_requested(config):
+            return (f"{what}; --data {config.data} has no center term unless asked: give --center too, or "
+                    "leave it out")
+        return f"{what}, which --center-weight 0 removes: leave it out"
+
+    return why
+
+
+# option name -> Rule; an option not listed applies to every run.
+APPLIES = {
+    "data-path": Rule(lambda c: data.takes_path(c.data),
+                      lambda c: f"--data {c.data} is bundled and reads no file; use --data idx, npz or folder "
+                                "for your own files"),
+    "embedding-output": Rule(lambda c: is_model_file(c.model), _output_why),
+    "logits-output": Rule(lambda c: is_model_file(c.model) and LOSSES[c.loss].kind == "logits", _output_why),
+    "embedding-dim": Rule(lambda c: not is_model_file(c.model),
+                          lambda c: f"sizes a built-in model's embedding; --model {c.model} has its own: leave "
+                                    "it out"),
+    "scale": _loss_rule("scale", "the scale s"),
+    "margin": _loss_rule("margin", "the margin"),
+    "combined-margins": _loss_rule("combined_margins", "the m1, m2, m3"),
+    "sub-centers": _loss_rule("sub_centers", "the sub-centers per class"),
+    "mining": _loss_rule("mining", "the triplet mining"),
+    "memory": Rule(lambda c: LOSSES[c.loss].memory,
+                   lambda c: f"wraps a loss that takes a reference set ({', '.join(memory_losses())}); "
+                             f"received --loss {c.loss}"),
+    "center-weight": Rule(lambda c: c.weighting == "fixed" and center_requested(c),
+                          _center_why("the center term's fixed weight")),
+    "center-warmup": Rule(lambda c: c.weighting == "fixed" and has_center(c),
+                          _center_why("ramps the center term's fixed weight")),
+    "alpha": Rule(has_center, lambda c: "the center learning rate; the run has no center term: leave it out, "
+                                        "or add the term (--center, and --center-weight > 0 under fixed)"),
+    "tensorboard-every": Rule(lambda c: c.tensorboard is not None,
+                              lambda c: "says how often --tensorboard writes; give --tensorboard DIR too, "
+                                        "or leave it out"),
+}
+
+
+def applicable_options(config):
+    """The names of the options that ``config``'s run uses (a ``TrainConfig``).
+
+    The command line refuses an option given explicitly outside this set;
+    the report's configuration table shows only these.
+
+    Example:
+        >>> from lossweave.cli.options import TrainConfig
+        >>> {"mining", "margin", "alpha"} & applicable_options(TrainConfig(loss="triplet", center_weight=0.0))
+        {'margin', 'mining'}
+        >>> "center-weight" in applicable_options(TrainConfig(weighting="mgda"))
+        False
+    """
+    return {name for name in config.to_dict() if name not in APPLIES or APPLIES[name].applies(config)}
+
+
+def inapplicable(config, names):
+    """``[(name, reason)]`` of the options among ``names`` that ``config``'s run does not use."""
+    return [(name, APPLIES[name].why(config)) for name in names
+            if name in APPLIES and not APPLIES[name].applies(config)]

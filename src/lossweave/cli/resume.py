@@ -8,7 +8,9 @@
   ``keras.callbacks.BackupAndRestore``'s weights (model, terms' centers and
   class weights, weighting and optimizer state, step counter) and epoch,
   with the previous epoch's copy beside them (``double_checkpoint``);
-* ``progress.json``: the history of the epochs so far and their training time.
+* ``progress.json``: the history of the epochs so far and their training time;
+* ``best.npz`` (``--keep-best``): the variables of the epoch with the lowest
+  validation loss so far (``lossweave.cli.callbacks.KeepBest``).
 
 The data split and the batches depend on the seed and the epoch only
 (``prepare.training_batches``), so a run continued from epoch ``e`` draws the
@@ -29,6 +31,7 @@ BACKUP = "backup"
 CONFIG = "config.toml"
 PROGRESS = "progress.json"
 KERAS_EPOCH = "training_metadata.json"  # written by keras.callbacks.BackupAndRestore
+BEST = "best.npz"
 # Options that may differ when a run is continued: they change what is shown, not what is computed.
 FREE_ON_RESUME = ("quiet",)
 
@@ -84,18 +87,26 @@ class Backup:
         (folder / CONFIG).write_text(config_toml(config, run_info), encoding="utf-8")
         return cls(config.out)
 
-    def callbacks(self):
-        """``fit``'s callbacks: the progress file first, then Keras's weights and epoch.
+    def keep_best(self):
+        """The ``KeepBest`` callback of the run, its best epoch so far in ``best.npz``."""
+        from lossweave.cli.callbacks import KeepBest
+
+        return KeepBest(self.folder / BEST)
+
+    def callbacks(self, *between):
+        """``fit``'s callbacks: the progress file first, then ``between``, then Keras's weights and epoch.
 
         In that order an epoch's history is on disk before its weights, so a
         run killed between the two has at least as many epochs of history as
-        of weights (the extra ones are dropped when it is continued).
+        of weights (the extra ones are dropped when it is continued). A best
+        epoch saved by ``between`` (:meth:`keep_best`) whose weights were not
+        is trained again, to the same numbers, when the run is continued.
         """
         import keras
 
         from lossweave.cli.callbacks import ProgressFile
 
-        return [ProgressFile(self.folder / PROGRESS, self.history, self.seconds),
+        return [ProgressFile(self.folder / PROGRESS, self.history, self.seconds), *between,
                 keras.callbacks.BackupAndRestore(os.fspath(self.folder), double_checkpoint=True,
                                                  delete_checkpoint=False)]
 

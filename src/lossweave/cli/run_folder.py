@@ -6,7 +6,7 @@ import pathlib
 import platform
 import shlex
 
-from lossweave.cli import PROG
+from lossweave.cli import PROG, registry
 from lossweave.cli.config_file import config_toml
 from lossweave.cli.fitting import finite_or_none, metric_rows
 
@@ -18,11 +18,20 @@ def jsonable_history(history):
 
 def objective_label(config):
     """``"softmax + 0.003 x center"``: the objective of a run in a few words."""
+    center = registry.has_center(config)
     if config.weighting != "fixed":
-        center = " + center" if config.center_weight > 0 else ""
-        return f"{config.loss}{center}, {config.weighting} weighting"
-    center = f" + {config.center_weight:g} x center" if config.center_weight > 0 else ""
-    return f"{config.loss}{center}"
+        return f"{config.loss}{' + center' if center else ''}, {config.weighting} weighting"
+    return f"{config.loss}{f' + {config.center_weight:g} x center' if center else ''}"
+
+
+def config_rows(config, names=None):
+    """``(key, label, value)`` rows of the options the run uses (``names``: default, ``applicable_options``).
+
+    ``center`` shows whether the objective has a center term, given or not.
+    """
+    names = registry.applicable_options(config) if names is None else set(names)
+    shown = {**config.to_dict(), "center": registry.has_center(config)}
+    return [(key, key, value) for key, value in shown.items() if key in names]
 
 
 def inference_model(result):
@@ -103,8 +112,8 @@ def write_run(out, result, metrics, *, argv=(), config_file=None, run_notes=None
         paths["report.html"],
         title=f"lossweave train: {config.data} / {config.model}",
         command=command,
-        metrics=metric_rows(metrics),
-        config=[(key, key, value) for key, value in config.to_dict().items()],
+        metrics=metric_rows(metrics, config),
+        config=config_rows(config),
         images=images,
         notes=[f"Backend {run_info['backend']}, keras {keras.__version__}, "
                f"lossweave {lw.__version__}."],

@@ -19,7 +19,13 @@ scalars (``lossweave.cli.callbacks.EpochScalars``).
 
 ``--data multitask`` adds, beside the digit class, one head and one term
 per other target (parity, ink, top share; ``lossweave.cli.tasks``), so the
-weighting combines four or five terms of different kinds and scales.
+weighting combines four terms of different kinds and scales (five with
+``--center``).
+
+With ``--keep-best`` (the default) the run evaluates and saves the weights
+of the epoch with the lowest ``val_loss`` (``metrics.json``: ``kept_epoch``).
+An option given that the run does not use (``registry.APPLIES``) is a usage
+error, and Ctrl-C prints the command that continues the run.
 
 Every option can also come from a TOML file (``--config FILE``) whose keys are
 the option names (``embedding-dim = 2`` or ``embedding_dim = 2``); the
@@ -35,12 +41,14 @@ Keras is imported only inside functions, after ``--backend`` is applied.
 import dataclasses
 import importlib.util
 import pathlib
+import shlex
 
-from lossweave.cli import PROG, UsageError, resume
+from lossweave.cli import PROG, Interrupted, UsageError, resume
 from lossweave.cli.config_file import config_toml, resolve_config
 from lossweave.cli.fitting import fit_and_evaluate, metric_rows, run_metrics
 from lossweave.cli.options import OPTIONS, add_options
-from lossweave.cli.prepare import apply_backend, check_data_options, check_objective_options, load_data
+from lossweave.cli.prepare import (apply_backend, check_applicable, check_data_options, check_objective_options,
+                                   load_data)
 from lossweave.cli.run_folder import objective_label, write_run
 
 
@@ -68,9 +76,6 @@ def add_parser(subparsers):
 
 def check_tensorboard(config):
     """``--tensorboard`` writes with ``tf.summary``: TensorFlow must be installed (any backend)."""
-    if config.tensorboard is None and config.tensorboard_every is not None:
-        raise UsageError(f"--tensorboard-every {config.tensorboard_every}: says how often --tensorboard "
-                         "writes; give --tensorboard DIR too, or leave it out.")
     if config.tensorboard is not None and importlib.util.find_spec("tensorflow") is None:
         raise UsageError(
             f"--tensorboard {config.tensorboard}: writing TensorBoard event files needs TensorFlow, "
@@ -124,15 +129,18 @@ def train(config, *, argv=(), config_file=None, echo=print, backup=None):
             backup.remove()
         raise
     metrics = run_metrics(result)
+    if config.keep_best:
+        echo(f"kept the weights of epoch {metrics['kept_epoch']} of {metrics['epochs']}, the lowest validation "
+             "loss (--no-keep-best keeps the last epoch's)")
     paths = write_run(config.out, result, metrics, argv=argv, config_file=config_file, run_notes=notes)
     backup.remove()  # every file is written: the run is finished
     return metrics, paths
 
 
-def _summary(metrics, paths):
+def _summary(metrics, paths, config):
     from lossweave.report import format_value
 
-    rows = [(label, format_value(value)) for _, label, value in metric_rows(metrics)]
+    rows = [(label, format_value(value)) for _, label, value in metric_rows(metrics, config)]
     width = max(len(label) for label, _ in rows)
     lines = ["", "summary"]
     lines += [f"  {label:<{width}}  {value:>10}" for label, value in rows]
@@ -147,11 +155,15 @@ def run(args, *, argv=(), from_process=False):
     backup, recorded_argv = None, argv
     if getattr(args, "resume", None) is not None:
         config, recorded_argv, config_file, backup = resume.resume(args.resume, given, config_file)
+        sources = dict.fromkeys(given, "command line")
     else:
-        config, _ = resolve_config(given, config_file)
+        config, sources = resolve_config(given, config_file)
+        sources = {name: config_file if source == "config" else source for name, source in sources.items()
+                   if source != "default"}
         resume.check_new(config.out)
     check_data_options(config)
     check_objective_options(config)
+    check_applicable(config, sources, sources)
     check_tensorboard(config)
     out = pathlib.Path(config.out)
     if out.exists() and not out.is_dir():
@@ -175,6 +187,10 @@ def run(args, *, argv=(), from_process=False):
         if created and not any(out.iterdir()):
             out.rmdir()
         raise
-    echo(_summary(metrics, paths))
+    except KeyboardInterrupt:
+        if resume.backup_folder(out).is_dir():  # the backup is written: the run can go on from it
+            raise Interrupted(shlex.join([PROG, "train", "--resume", str(config.out)])) from None
+        raise
+    echo(_summary(metrics, paths, config))
     print(f"report: {paths['report.html']}")
     return 0
