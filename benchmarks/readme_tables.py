@@ -1,0 +1,443 @@
+"""Write the result tables of README.md and docs/ from runs of the commands named beside them.
+
+Each table is a block between two marker comments in its page::
+
+    <!-- table: compare (written by benchmarks/readme_tables.py; do not edit) -->
+    ...
+    <!-- /table: compare -->
+
+Everything between the markers is rendered by this script from its run of
+the command the block names (settings line, table, the sentences with
+numbers): edit the script, or the command's settings, never the block. The
+figures of the last run are kept in ``benchmarks/readme_tables.json`` with
+the settings they were run with, so that ``--check`` (and
+``tests/test_doc_tables.py``) can tell without training whether every block
+is what its stored run renders, and whether the stored run was made with the
+committed settings (the CLI's defaults and objectives, the examples' code).
+
+Commands (from the repository root; every run is on JAX, one thread)::
+
+    .venv/bin/python benchmarks/readme_tables.py                 # run every table's commands, rewrite the blocks
+    .venv/bin/python benchmarks/readme_tables.py --only compare  # one table (compare, metric-mnist, siamese)
+    .venv/bin/python benchmarks/readme_tables.py --render        # rewrite the blocks from the stored runs only
+    .venv/bin/python benchmarks/readme_tables.py --check         # exit 1 where a block or a stored setting is stale
+
+A full run takes about 8 minutes on 2 CPU cores (compare and the demo ~1.5,
+the MNIST metric-learning example at 30 and 3 epochs ~6, the siamese example
+~0.5). The tables:
+
+- ``compare`` (README.md): ``lossweave compare`` with its defaults, and
+  ``lossweave train`` with its defaults (what ``make demo`` runs);
+- ``metric-mnist`` (docs/pair_losses.md): ``examples/metric_learning_mnist.py``
+  at its defaults (30 epochs, 3 seeds) and with ``--epochs 3``;
+- ``siamese`` (docs/pair_losses.md): ``examples/siamese_contrastive.py``.
+
+The benchmark tables the README and docs quote from ``benchmarks/*.md``
+(step times, multi-task quality) are not run here: ``make bench`` and the
+benchmark scripts write those; ``tests/test_doc_tables.py`` checks that each
+quoted number is in the file it names.
+"""
+
+import argparse
+import ast
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STORE = ROOT / "benchmarks" / "readme_tables.json"
+RUNS = ROOT / "runs" / "readme-tables"
+BACKEND = "jax"
+BACKEND_NAMES = {"jax": "JAX", "tensorflow": "TensorFlow", "torch": "PyTorch"}
+BLOCK = re.compile(r"<!-- table: ([\w-]+) \(written by benchmarks/readme_tables\.py; do not edit\) -->\n"
+                   r"(.*?)<!-- /table: \1 -->", re.S)
+ANY_MARKER = re.compile(r"<!-- /?table: ([\w-]+)")
+
+
+def _block(name, body):
+    return (f"<!-- table: {name} (written by benchmarks/readme_tables.py; do not edit) -->\n"
+            f"{body.rstrip()}\n<!-- /table: {name} -->")
+
+
+def _run(args, label):
+    """Run ``args`` from the repository root on JAX, one thread; return its stdout (raise on failure)."""
+    # This tree's lossweave, whatever the venv's editable install points at.
+    path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, KERAS_BACKEND=BACKEND, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=path)
+    print(f"[{label}] {' '.join(args)}", flush=True)
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"[{label}] failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def _fresh(folder):
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=repr))
+
+
+def _prose(text):
+    """A paragraph wrapped as the pages are (inline code kept on one line)."""
+    return textwrap.fill(text, 88, break_on_hyphens=False, break_long_words=False)
+
+
+def _f(value, digits=4):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _code_fingerprint(path):
+    """sha256 of a script's code without its docstrings and comments (the AST): its settings and method."""
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- compare (README.md)
+COMPARE_COMMAND = ("lossweave", "compare")
+DEMO_COMMAND = ("lossweave", "train")  # what `make demo` runs, with its defaults
+SKIPPED_OPTIONS = ("out", "backend", "quiet")  # where the run goes, the backend (JAX here), the printing
+
+
+def _compare_settings():
+    """The committed settings of ``lossweave compare`` and ``train``: every option's default, the objectives, the columns."""
+    from lossweave.cli import compare, options
+
+    columns = [[key, label] for key, label in compare.TABLE_COLUMNS if key != "train_seconds"]  # a time, not a figure
+    return _jsonable({
+        "backend": BACKEND,
+        "compare": {o.name: o.default for o in compare.OPTIONS if o.name not in SKIPPED_OPTIONS},
+        "train": {o.name: o.default for o in options.OPTIONS if o.name not in SKIPPED_OPTIONS},
+        "columns": columns,
+    })
+
+
+def _demo_spec(train_defaults):
+    weight = train_defaults["center-weight"]
+    return f"{train_defaults['loss']}+center:{weight:g}" if weight else train_defaults["loss"]
+
+
+def _run_compare():
+    from lossweave.cli.compare import table_row
+
+    settings = _compare_settings()
+    out = _fresh(RUNS / "compare")
+    _run([sys.executable, "-m", "lossweave", "compare", "--out", str(out), "--quiet"], "compare")
+    results = json.loads((out / "compare.json").read_text())
+    demo = _fresh(RUNS / "demo")
+    _run([sys.executable, "-m", "lossweave", "train", "--out", str(demo), "--quiet"], "compare: make demo")
+    demo_metrics = json.loads((demo / "metrics.json").read_text())
+    keys = [key for key, _ in settings["columns"]]
+    rows = {spec: {k: table_row(spec, m)[k] for k in keys if k != "objective"}
+            for spec, m in results["metrics"].items()}
+    return {"settings": settings, "objectives": results["objectives"], "rows": rows,
+            "demo": {"test_accuracy": demo_metrics["test_accuracy"]}}
+
+
+def _center_sentence(rows):
+    """How the intra/inter ratio moves with lambda, from the rows (a sentence that says what the numbers say)."""
+    if "softmax" not in rows:
+        return ""
+    centered = sorted((float(spec.split(":")[1]), spec) for spec in rows if spec.startswith("softmax+center:"))
+    if not centered:
+        return ""
+    base = rows["softmax"]["intra_inter_ratio"]
+    ratios = [rows[spec]["intra_inter_ratio"] for _, spec in centered]
+    lambdas = ", ".join(f"{w:g}" for w, _ in centered)
+    if all(r < base for r in ratios) and all(b < a for a, b in zip(ratios, ratios[1:])):
+        return (f"Center loss tightens the clusters as lambda grows ({lambdas}): the intra/inter distance "
+                f"ratio goes from {_f(base)} (softmax alone) to {', '.join(_f(r) for r in ratios)}.")
+    if all(r < base for r in ratios):
+        return (f"Center loss tightens the clusters at every lambda ({lambdas}): intra/inter distance ratio "
+                f"{_f(base)} for softmax alone, {', '.join(_f(r) for r in ratios)} with the center term.")
+    return (f"The intra/inter distance ratio is {_f(base)} for softmax alone and "
+            f"{', '.join(_f(r) for r in ratios)} with the center term at lambda {lambdas}.")
+
+
+def _render_compare(stored):
+    settings = stored["settings"]
+    c = settings["compare"]
+    header = "| " + " | ".join(label for _, label in settings["columns"]) + " |"
+    lines = [
+        _prose(f"`lossweave compare` with its defaults ({c['data']}, model {c['model']}, {c['embedding-dim']}-D "
+        f"embedding, {c['epochs']} epochs, batch {c['batch-size']}, seed {c['seed']}; "
+        f"{BACKEND_NAMES[settings['backend']]}): the test split's figures, as its summary prints them:"),
+        "",
+        header,
+        "|:---|" + "---:|" * (len(settings["columns"]) - 1),
+    ]
+    for spec in stored["objectives"]:
+        row = stored["rows"][spec]
+        lines.append(f"| `{spec}` | " + " | ".join(_f(row[key]) for key, _ in settings["columns"][1:]) + " |")
+    spec = _demo_spec(settings["train"])
+    accuracy = stored["demo"]["test_accuracy"]
+    demo = (f"`make demo` (`lossweave train` with its defaults: the same data, model and seed, "
+            f"objective `{spec}`) prints test accuracy {_f(accuracy)}")
+    if spec in stored["rows"]:
+        same = _f(accuracy) == _f(stored["rows"][spec]["test_accuracy"])
+        demo += f", {'the' if same else 'not the'} `{spec}` row's."
+    else:
+        demo += "."
+    lines += ["", _prose(" ".join(part for part in (demo, _center_sentence(stored["rows"])) if part))]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- metric learning on MNIST (docs/pair_losses.md)
+METRIC_SCRIPT = "examples/metric_learning_mnist.py"
+METRIC_FIGURES = (("recall@1", "Recall@1"), ("map@r", "MAP@R"), ("r_precision", "R-precision"), ("nmi", "NMI"))
+SHORT_EPOCHS = 3
+
+
+def _script_settings(script):
+    return {"backend": BACKEND, "script": script, "code": _code_fingerprint(ROOT / script)}
+
+
+def _metric_rows(path):
+    results = json.loads(Path(path).read_text())
+    keys = [k for k, _ in METRIC_FIGURES]
+    rows = [{"name": r["name"], "title": r["title"], "settings": r["settings"],
+             **{k: r[k] for k in keys}, **{k + "_std": r[k + "_std"] for k in keys}} for r in results["rows"]]
+    return {key: results[key] for key in ("data", "epochs", "embedding_dim", "seeds")} | {"rows": rows}
+
+
+def _run_metric():
+    runs = {}
+    for label, extra in (("default", []), ("short", ["--epochs", str(SHORT_EPOCHS)])):
+        out = _fresh(RUNS / f"metric-mnist-{label}")
+        _run([sys.executable, METRIC_SCRIPT, "--out", str(out), *extra], f"metric-mnist {label}")
+        runs[label] = _metric_rows(out / "results.json")
+    return {"settings": _script_settings(METRIC_SCRIPT), "runs": runs}
+
+
+def _cell(row, key):
+    std = row[key + "_std"]
+    return _f(row[key], 3) if std is None else f"{row[key]:.3f} +- {std:.3f}"
+
+
+def _listing(pairs):
+    return "; ".join(f"{title} ({value:.3f})" for title, value in pairs)
+
+
+def _render_metric(stored):
+    run, short = stored["runs"]["default"], stored["runs"]["short"]
+    seeds = ", ".join(map(str, run["seeds"]))
+    lines = [
+        _prose(f"`python {METRIC_SCRIPT}` ({BACKEND_NAMES[stored['settings']['backend']]}; {run['data']}, {run['epochs']} "
+        f"epochs, {run['embedding_dim']}-D embedding, seeds {seeds}; mean +- std over the seeds):"),
+        "",
+        "| loss | settings | " + " | ".join(label for _, label in METRIC_FIGURES) + " |",
+        "|:---|:---|" + "---:|" * len(METRIC_FIGURES),
+    ]
+    lines += [f"| {r['title']} | {r['settings']} | " + " | ".join(_cell(r, k) for k, _ in METRIC_FIGURES) + " |"
+              for r in run["rows"]]
+
+    def figure(rows, key):
+        by_name = {r["name"]: r for r in rows}
+        trained = [r for r in rows if r["name"] not in ("pixels", "untrained")]
+        return by_name["pixels"][key], by_name["untrained"][key], trained
+
+    pixels, untrained, trained = figure(run["rows"], "map@r")
+    shown = lambda v: round(v, 3)  # noqa: E731 (compare what the table shows)
+    above = sorted(((r["title"], r["map@r"]) for r in trained if shown(r["map@r"]) > shown(untrained)),
+                   key=lambda p: -p[1])
+    level = [(r["title"], r["map@r"]) for r in trained if shown(r["map@r"]) == shown(untrained)]
+    below = sorted(((r["title"], r["map@r"]) for r in trained if shown(r["map@r"]) < shown(untrained)),
+                   key=lambda p: -p[1])
+    r1_pixels, r1_untrained, _ = figure(run["rows"], "recall@1")
+    r1_below = sum(shown(r["recall@1"]) < shown(r1_untrained) for r in trained)
+    pixel_row = next(r for r in run["rows"] if r["name"] == "pixels")
+    beat_any = [r["title"] for r in trained
+                if any(shown(r[k]) > shown(pixel_row[k]) for k, _ in METRIC_FIGURES)]
+    text = ((f"No loss beats the raw pixels on any of the {len(METRIC_FIGURES)} figures. " if not beat_any else
+             f"{len(beat_any)} of the {len(trained)} losses beat the raw pixels on at least one figure "
+             f"({', '.join(beat_any)}). ")
+            + f"MAP@R of the raw pixels {pixels:.3f}, of the untrained network {untrained:.3f}. "
+            + (f"Above the untrained network: {_listing(above)}. " if above else "No loss is above the untrained network. ")
+            + (f"Level with it: {_listing(level)}. " if level else "")
+            + (f"Below it: {_listing(below)}. " if below else "")
+            + f"Recall@1 is below the untrained network's ({r1_untrained:.3f}) for {r1_below} of the "
+              f"{len(trained)} losses.")
+    s_pixels, s_untrained, s_trained = figure(short["rows"], "map@r")
+    low = min(s_trained, key=lambda r: r["map@r"])
+    high = max(s_trained, key=lambda r: r["map@r"])
+    at_least = sum(shown(r["map@r"]) >= shown(s_untrained) for r in s_trained)
+    text += (f" At {short['epochs']} epochs (`--epochs {short['epochs']}`, same seeds) MAP@R goes from "
+             f"{low['map@r']:.3f} ({low['title']}) to {high['map@r']:.3f} ({high['title']}); {at_least} of the "
+             f"{len(s_trained)} losses are at or above the untrained network's {s_untrained:.3f}, "
+             f"{sum(shown(r['map@r']) > shown(s_pixels) for r in s_trained)} above the pixels'.")
+    return "\n".join(lines) + "\n\n" + _prose(text)
+
+
+# ---------------------------------------------------------------- siamese pairs (docs/pair_losses.md)
+SIAMESE_SCRIPT = "examples/siamese_contrastive.py"
+SIAMESE_HEADER = re.compile(r"train pairs=(\d+) .*?held-out pairs=(\d+) .*?margin=(\S+) epochs=(\d+);")
+SIAMESE_ROW = re.compile(r"^\s+(raw pixels|untrained network|contrastive)\s+verification accuracy (\S+) \+- (\S+)"
+                         r"\s+ROC AUC (\S+)", re.M)
+
+
+def _run_siamese():
+    out = _run([sys.executable, SIAMESE_SCRIPT], "siamese")
+    header = SIAMESE_HEADER.search(out)
+    rows = {name: {"accuracy": float(a), "std": float(s), "roc_auc": float(auc)}
+            for name, a, s, auc in SIAMESE_ROW.findall(out)}
+    if header is None or len(rows) != 3:
+        raise SystemExit(f"[siamese] cannot read the figures from its output:\n{out[-2000:]}")
+    pairs, held_out, margin, epochs = header.groups()
+    return {"settings": _script_settings(SIAMESE_SCRIPT), "train_pairs": int(pairs),
+            "held_out_pairs": int(held_out), "margin": float(margin), "epochs": int(epochs), "rows": rows}
+
+
+def _render_siamese(stored):
+    r = stored["rows"]
+    return _prose(f"`python {SIAMESE_SCRIPT}` trains the siamese form (two images, one extractor, the Euclidean "
+            f"distance as output, margin {stored['margin']:g}) on {stored['train_pairs']:,} pairs of training "
+            f"digits; on {stored['held_out_pairs']:,} pairs of test images (all ten digits, images never "
+            f"trained on; {BACKEND_NAMES[stored['settings']['backend']]}, {stored['epochs']} epochs, one seed) it "
+            f"reaches an LFW 10-fold verification accuracy of {r['contrastive']['accuracy']:.3f} +- "
+            f"{r['contrastive']['std']:.3f} and ROC AUC {r['contrastive']['roc_auc']:.3f}, against "
+            f"{r['raw pixels']['accuracy']:.3f} and {r['raw pixels']['roc_auc']:.3f} for the raw pixels' "
+            f"distance and {r['untrained network']['accuracy']:.3f} and "
+            f"{r['untrained network']['roc_auc']:.3f} for the untrained network.")
+
+
+# ---------------------------------------------------------------- the tables
+@dataclasses.dataclass(frozen=True)
+class Table:
+    pages: tuple      # pages (relative to the repository root) that hold the block
+    run: object       # () -> the stored dict (runs the commands)
+    render: object    # stored dict -> the block's body (Markdown)
+    settings: object  # () -> the committed settings, compared with the stored run's
+
+
+TABLES = {
+    "compare": Table(("README.md",), _run_compare, _render_compare, _compare_settings),
+    "metric-mnist": Table(("docs/pair_losses.md",), _run_metric, _render_metric,
+                          lambda: _script_settings(METRIC_SCRIPT)),
+    "siamese": Table(("docs/pair_losses.md",), _run_siamese, _render_siamese,
+                     lambda: _script_settings(SIAMESE_SCRIPT)),
+}
+
+
+def load_store():
+    return json.loads(STORE.read_text()) if STORE.exists() else {}
+
+
+def blocks(page):
+    """``{table name: body}`` of the marked blocks of ``page``."""
+    return {name: body for name, body in BLOCK.findall((ROOT / page).read_text(encoding="utf-8"))}
+
+
+def problems(store=None):
+    """What is out of date, without training: a list of sentences (empty when every block is current)."""
+    store = load_store() if store is None else store
+    found = []
+    pages = sorted({page for table in TABLES.values() for page in table.pages})
+    for page in pages:
+        text = (ROOT / page).read_text(encoding="utf-8")
+        unknown = sorted(set(ANY_MARKER.findall(text)) - set(TABLES))
+        if unknown:
+            found.append(f"{page}: markers of unknown tables {unknown}")
+    for name, table in TABLES.items():
+        if name not in store:
+            found.append(f"{name}: no stored run in {STORE.relative_to(ROOT)}: run the script")
+            continue
+        settings = table.settings()
+        if store[name]["settings"] != settings:
+            changed = sorted(k for k in set(settings) | set(store[name]["settings"])
+                             if settings.get(k) != store[name]["settings"].get(k))
+            found.append(f"{name}: the stored run was made with other settings ({', '.join(changed)}) than the "
+                         f"committed ones: rerun `python benchmarks/readme_tables.py --only {name}`")
+        body = table.render(store[name]).rstrip() + "\n"
+        for page in table.pages:
+            current = blocks(page).get(name)
+            if current is None:
+                found.append(f"{page}: no block for table {name!r} (markers missing)")
+            elif current != body:
+                found.append(f"{page}: the {name!r} block differs from what its stored run renders: "
+                             f"run `python benchmarks/readme_tables.py --render`")
+    return found
+
+
+def write_blocks(store, names):
+    """Rewrite the blocks of ``names`` in their pages; print what changed."""
+    for name in names:
+        table = TABLES[name]
+        body = table.render(store[name])
+        for page in table.pages:
+            path = ROOT / page
+            text = path.read_text(encoding="utf-8")
+            old = blocks(page).get(name)
+            if old is None:
+                raise SystemExit(f"{page}: no block for table {name!r}: add the two marker lines "
+                                 f"{_block(name, '')!r} where it goes")
+            if old == body.rstrip() + "\n":
+                print(f"{page}: {name}: unchanged")
+                continue
+            path.write_text(BLOCK.sub(lambda m: _block(name, body) if m.group(1) == name else m.group(0), text),
+                            encoding="utf-8")
+            removed = [line for line in old.splitlines() if line not in body.splitlines()]
+            added = [line for line in body.splitlines() if line not in old.splitlines()]
+            print(f"{page}: {name}: {len(removed)} line(s) replaced")
+            for line in removed:
+                print(f"  - {line}")
+            for line in added:
+                print(f"  + {line}")
+
+
+def _commit():
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "examples"], cwd=ROOT,
+                               capture_output=True, text=True).stdout
+    except OSError:
+        return None
+    if not head.strip():  # not a git checkout (e.g. a `git archive` of a commit)
+        return None
+    return head.strip() + (" + uncommitted changes in src/ or examples/" if dirty.strip() else "")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", action="append", choices=tuple(TABLES), help="this table only (repeatable)")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--render", action="store_true", help="rewrite the blocks from the stored runs (no training)")
+    what.add_argument("--check", action="store_true", help="exit 1 when a block or a stored run is out of date")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "src"))
+    os.environ.setdefault("KERAS_BACKEND", BACKEND)
+    names = args.only or list(TABLES)
+    store = load_store()
+    if args.check:
+        found = problems(store)
+        for line in found:
+            print(line)
+        print("every table is current" if not found else f"{len(found)} problem(s)")
+        return 1 if found else 0
+    if not args.render:
+        for name in names:
+            store[name] = {**TABLES[name].run(), "commit": _commit()}
+            STORE.write_text(json.dumps(store, indent=1, sort_keys=True) + "\n")  # keep each table as it finishes
+    missing = [name for name in names if name not in store]
+    if missing:
+        raise SystemExit(f"no stored run of {missing}: run without --render first")
+    write_blocks(store, names)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
