@@ -94,6 +94,8 @@ def _prose(text):
 
 
 def _f(value, digits=4):
+    if isinstance(value, int) and not isinstance(value, bool):  # a count (an epoch), not a figure
+        return str(value)
     return "-" if value is None else f"{value:.{digits}f}"
 
 
@@ -146,7 +148,8 @@ def _run_compare():
     rows = {spec: {k: table_row(spec, m)[k] for k in keys if k != "objective"}
             for spec, m in results["metrics"].items()}
     return {"settings": settings, "objectives": results["objectives"], "rows": rows,
-            "demo": {"test_accuracy": demo_metrics["test_accuracy"]}}
+            "demo": {"test_accuracy": demo_metrics["test_accuracy"], "kept_epoch": demo_metrics.get("kept_epoch"),
+                     "epochs": demo_metrics.get("epochs")}}
 
 
 def _center_sentence(rows):
@@ -188,6 +191,8 @@ def _render_compare(stored):
     accuracy = stored["demo"]["test_accuracy"]
     demo = (f"`make demo` (`lossweave train` with its defaults: the same data, model and seed, "
             f"objective `{spec}`) prints test accuracy {_f(accuracy)}")
+    if stored["demo"].get("kept_epoch") not in (None, stored["demo"].get("epochs")):  # a best epoch kept
+        demo += f" (the weights of epoch {stored['demo']['kept_epoch']} of {stored['demo']['epochs']})"
     if spec in stored["rows"]:
         same = _f(accuracy) == _f(stored["rows"][spec]["test_accuracy"])
         demo += f", {'the' if same else 'not the'} `{spec}` row's."
