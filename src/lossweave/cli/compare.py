@@ -228,8 +228,8 @@ def used_options(base, objectives):
     return used - {*PER_OBJECTIVE, *TRAIN_ONLY}
 
 
-def check_objectives(base, objectives, given, sources):
-    """Refuse an objective's options that do not fit, and an option that no objective uses."""
+def check_objectives(base, objectives, sources):
+    """Refuse an objective's options that do not fit, and an option given (``sources``) that no objective uses."""
     for spec in objectives:  # before any training: e.g. --memory with an objective that cannot take it
         fields = parse_spec(spec)
         if "center_weight" in fields and base.weighting != "fixed":
@@ -240,11 +240,11 @@ def check_objectives(base, objectives, given, sources):
             check_objective_options(dataclasses.replace(base, **fields))
         except UsageError as error:
             raise UsageError(f"objective {spec!r}: {error}") from None
-    unused = set(given) - used_options(base, objectives)
+    unused = set(sources) - used_options(base, objectives)
     if unused:
         first = dataclasses.replace(base, **parse_spec(objectives[0]))
         try:
-            check_applicable(first, unused, sources)
+            check_applicable(first, {name: sources[name] for name in unused})
         except UsageError as error:
             raise UsageError(f"{str(error).rstrip('.')}; none of the objectives uses it "
                              f"({', '.join(objectives)}).") from None
@@ -256,13 +256,11 @@ def run(args, *, argv=(), from_process=False):
     config_file = getattr(args, "config", None)
     values, sources = resolve_values(given, config_file, OPTIONS)
     objectives = values.pop("objectives")
-    if sources.pop("objectives") == "default":
+    if sources.pop("objectives", None) is None:
         objectives = default_objectives(values["weighting"])
-    sources = {name: config_file if source == "config" else source for name, source in sources.items()
-               if source != "default"}
     base = TrainConfig(**values)
     check_data_options(base)
-    check_objectives(base, objectives, sources, sources)
+    check_objectives(base, objectives, sources)
     out = pathlib.Path(base.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out: {base.out!r} exists and is not a folder.")

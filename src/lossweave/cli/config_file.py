@@ -61,8 +61,9 @@ def resolve_config(cli_values, config_path=None):
         config_path: optional TOML file.
 
     Returns:
-        ``(TrainConfig, sources)`` where ``sources`` maps each option name to
-        ``"default"``, ``"config"`` or ``"command line"``.
+        ``(TrainConfig, sources)`` where ``sources`` maps each option given
+        explicitly to where: ``"command line"`` or the config file's path
+        (an option left at its default is not in it).
     """
     resolved, sources = resolve_values(cli_values, config_path, OPTIONS)
     return TrainConfig(**resolved), sources
@@ -76,9 +77,9 @@ def resolve_values(cli_values, config_path, options):
         if option.name in cli_values:
             value, source, where = cli_values[option.name], "command line", f"--{option.name}"
         elif option.name in file_values:
-            value, source, where = file_values[option.name], "config", f"{config_path}: {option.name}"
+            value, source, where = file_values[option.name], str(config_path), f"{config_path}: {option.name}"
         else:
-            resolved[option.dest], sources[option.name] = option.default, "default"
+            resolved[option.dest] = option.default
             continue
         try:
             resolved[option.dest] = option.convert(value)

@@ -160,22 +160,21 @@ def _shown(value):
     return f" {value:g}" if isinstance(value, float) else f" {value}"
 
 
-def check_applicable(config, given, sources=None):
+def check_applicable(config, given):
     """Refuse the options in ``given`` that ``config``'s run does not use (``registry.APPLIES``).
 
     Args:
         config: the resolved ``TrainConfig``.
-        given: names of the options given explicitly (command line or config file).
-        sources: ``{name: "command line" or a config file}``, to say where a value came from.
+        given: names of options given on the command line, or ``{name: "command line" or a config file}``.
 
     Raises:
         UsageError: one line with every such option, why it cannot apply and what to do.
     """
+    sources = given if isinstance(given, dict) else dict.fromkeys(given, "command line")
     values = config.to_dict()
     wrong = []
-    for name, why in registry.inapplicable(config, sorted(given, key=list(values).index)):
-        source = (sources or {}).get(name, "command line")
-        where = "" if source == "command line" else f" (from {source})"
+    for name, why in registry.inapplicable(config, sorted(sources, key=list(values).index)):
+        where = "" if sources[name] == "command line" else f" (from {sources[name]})"
         wrong.append(f"--{name}{_shown(values[name])}{where}: {why}")
     if wrong:
         raise UsageError("; ".join(wrong) + ".")

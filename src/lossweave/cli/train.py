@@ -155,15 +155,13 @@ def run(args, *, argv=(), from_process=False):
     backup, recorded_argv = None, argv
     if getattr(args, "resume", None) is not None:
         config, recorded_argv, config_file, backup = resume.resume(args.resume, given, config_file)
-        sources = dict.fromkeys(given, "command line")
+        explicit = list(given)  # the saved configuration holds only the options the run uses
     else:
-        config, sources = resolve_config(given, config_file)
-        sources = {name: config_file if source == "config" else source for name, source in sources.items()
-                   if source != "default"}
+        config, explicit = resolve_config(given, config_file)
         resume.check_new(config.out)
     check_data_options(config)
     check_objective_options(config)
-    check_applicable(config, sources, sources)
+    check_applicable(config, explicit)
     check_tensorboard(config)
     out = pathlib.Path(config.out)
     if out.exists() and not out.is_dir():
