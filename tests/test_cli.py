@@ -97,7 +97,10 @@ def _check_report(run):
     for key, value in _flatten(metrics):
         assert key in shown, key
         assert float(shown[key]) == pytest.approx(value, rel=1e-3, abs=5e-5), key
+    headings = re.findall(r'<tr class="group"><th colspan="2">([^<]+)</th></tr>', page)
+    assert headings == ["classification", "losses", "embedding", "training"]
     options = dict(re.findall(r'data-option="([^"]+)">([^<]*)<', page))
+    assert "mining" not in options and "scale" not in options  # softmax uses neither
     assert options["epochs"] == "1" and options["center-weight"] == "0.01"
     assert options["embedding-dim"] == "3" and options["backend"] == keras.backend.backend()
     images = re.findall(r'<img [^>]*src="([^"]+)"', page)

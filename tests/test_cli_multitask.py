@@ -121,7 +121,12 @@ def test_multitask_data_has_a_center_term_only_when_asked(dataset):
 
 
 @one_backend
-def test_multitask_run_with_a_gradient_level_weighting(tmp_path, capsys):
+def test_multitask_run_with_a_gradient_level_weighting(tmp_path, capsys, monkeypatch):
+    from lossweave import report
+
+    plotted = []
+    plot = report.plot_loss_curves
+    monkeypatch.setattr(report, "plot_loss_curves", lambda *a, **k: plotted.append(k["total"]) or plot(*a, **k))
     out = tmp_path / "run"
     status = main(["train", "--data", "multitask", "--weighting", "pcgrad", "--epochs", "2",
                    "--batch-size", "128", "--quiet", "--out", str(out)])
@@ -146,6 +151,7 @@ def test_multitask_run_with_a_gradient_level_weighting(tmp_path, capsys):
                             ("cosines.png", "Cosine between the term gradients")):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and caption in page
     assert 'data-key="tasks/top/mae"' in page
+    assert plotted == ["sum of the terms"] and "test loss (sum of the terms)" in page  # pcgrad: the plain sum
 
     import keras
 

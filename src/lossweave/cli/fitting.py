@@ -41,6 +41,30 @@ _LABELS = {
 }
 
 
+# The report's groups of metrics.json's numbers, by top-level key, in the order shown.
+GROUPS = {
+    "classification": ("test_accuracy", "final_val_accuracy"),
+    "tasks": ("tasks",),
+    "losses": ("test_loss", "test_losses", "final_losses", "final_val_losses", "final_weights"),
+    "embedding": ("intra_inter_ratio", "embedding"),
+    "training": ("epochs", "kept_epoch", "train_seconds"),
+}
+
+
+def metric_groups(metrics, config=None):
+    """``{group: rows}`` of :func:`metric_rows`, grouped by :data:`GROUPS` (empty groups left out).
+
+    Example:
+        >>> metric_groups({"test_accuracy": 0.9, "epochs": 3, "test_loss": 0.4})
+        {'classification': [('test_accuracy', 'test accuracy', 0.9)], 'losses': [('test_loss', 'test loss', 0.4)], 'training': [('epochs', 'epochs', 3)]}
+    """
+    group_of = {key: group for group, keys in GROUPS.items() for key in keys}
+    grouped = {}
+    for row in metric_rows(metrics, config):
+        grouped.setdefault(group_of.get(row[0].split("/")[0], "other"), []).append(row)
+    return {group: grouped[group] for group in (*GROUPS, "other") if group in grouped}
+
+
 def metric_rows(metrics, config=None):
     """``(key, label, value)`` rows of ``metrics.json``'s numbers, for tables and the summary.
 

@@ -8,7 +8,7 @@ import shlex
 
 from lossweave.cli import PROG, registry
 from lossweave.cli.config_file import config_toml
-from lossweave.cli.fitting import finite_or_none, metric_rows
+from lossweave.cli.fitting import finite_or_none, metric_groups
 
 
 def jsonable_history(history):
@@ -91,7 +91,7 @@ def write_run(out, result, metrics, *, argv=(), config_file=None, run_notes=None
         centers_label=centers_label, path=paths["features.png"], seed=config.seed,
     )
     report.plot_loss_curves(result.history, terms=list(result.objective.terms),
-                            path=paths["losses.png"],
+                            path=paths["losses.png"], total=registry.total_label(config.weighting),
                             title=f"{config.data} / {config.model}: loss per term")
     images = [("Test features (PCA if more than 2-D), centers as crosses", paths["features.png"]),
               ("Loss per term (train and validation)", paths["losses.png"])]
@@ -112,7 +112,7 @@ def write_run(out, result, metrics, *, argv=(), config_file=None, run_notes=None
         paths["report.html"],
         title=f"lossweave train: {config.data} / {config.model}",
         command=command,
-        metrics=metric_rows(metrics, config),
+        metrics=metric_groups(metrics, config),
         config=config_rows(config),
         images=images,
         notes=[f"Backend {run_info['backend']}, keras {keras.__version__}, "
