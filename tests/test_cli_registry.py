@@ -85,6 +85,22 @@ def test_help_lists_every_name_with_its_help(command, capsys):
 
 
 @one_backend
+def test_the_total_label_is_what_a_gradient_level_strategy_logs():
+    """``loss`` of a gradient-level strategy is its ``combine``: the plain sum (``Mean``: the mean)."""
+    import keras
+
+    losses = {"a": keras.ops.convert_to_tensor(1.0), "b": keras.ops.convert_to_tensor(3.0)}
+    expected = {"sum of the terms": 4.0, "mean of the terms": 2.0}
+    for name, entry in registry.WEIGHTINGS.items():
+        if entry.level == "gradient":
+            strategy = entry.build(["a", "b"], 0.0, 1, 0)
+            strategy.setup(["a", "b"])
+            assert float(strategy.combine(losses)[0]) == expected[registry.total_label(name)], name
+        else:
+            assert registry.total_label(name) == "weighted total", name
+
+
+@one_backend
 def test_unknown_weighting_is_a_usage_error_naming_the_choices(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     line = _bad(["--weighting", "uniform"], capsys)
