@@ -194,9 +194,9 @@ def test_a_nan_gradient_names_the_term_and_moves_nothing():
     objective.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.5))
     objective.build((None, FEATURES))
     before = _state(objective)
-    with pytest.raises(lw.InvalidInputError, match=r"broken=1") as info:
+    with pytest.raises(lw.InvalidInputError, match=r"the gradient of term 'broken' has NaN or Inf") as info:
         objective.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
-    assert "task_0=0" in str(info.value) and "NaN or Inf" in str(info.value)
+    assert "task_0" not in str(info.value)  # only the failing term is named
     assert _max_diff(_state(objective), before) == 0.0
 
 

@@ -249,10 +249,13 @@ class Objective(keras.Model):
     def build(self, input_shape=None):
         spec = keras.tree.map_shape_structure(lambda s: keras.KerasTensor(s), input_shape)
         symbolic = None
-        if not self.model.built:
-            # A symbolic call builds any model: through its own build(), or for a subclassed
-            # model without one by tracing its call (model.build would only mark it built, with a warning).
-            symbolic = self.model(spec)
+        if not self.model.built and type(self.model).build is keras.Model.build:
+            # A subclassed model without a build(): tracing its call builds its layers
+            # (keras.Model.build would only mark it built, with a warning).
+            symbolic = self.model.compute_output_spec(spec)
+            self.model.built = True
+        elif not self.model.built:
+            self.model.build(input_shape)
         if not all(term.built for term in self.terms.values()):
             outputs = self._outputs_dict(self.model.compute_output_spec(spec) if symbolic is None else symbolic)
             for name, term in self.terms.items():

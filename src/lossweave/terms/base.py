@@ -59,9 +59,17 @@ class Term(keras.layers.Layer):
         self._convert_input_args = False
 
     def __getattr__(self, name):
-        # Only reached when normal lookup fails: say why a state variable is not there yet.
+        # Reached when normal lookup fails. The PyTorch backend's Layer is a torch Module,
+        # whose own __getattr__ finds sublayers and parameters: ask it first.
+        parent = getattr(super(), "__getattr__", None)
+        if parent is not None:
+            try:
+                return parent(name)
+            except AttributeError:
+                pass
         if name.startswith("_") or self.__dict__.get("built", True):
             raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        # Say why a state variable is not there yet.
         raise AttributeError(
             f"{type(self).__name__} '{self.name}' has no attribute '{name}' yet: a term's state "
             f"(centers, class weights, proxies, memory) is created when the term is built, which "
