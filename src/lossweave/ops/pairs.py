@@ -324,7 +324,10 @@ def triplet_loss(
     - ``"batch-hard"``: Hermans, Beyer & Leibe 2017, "In Defense of the
       Triplet Loss for Person Re-Identification", Eq. 5: per anchor, the
       farthest positive and the nearest negative; the mean over the anchors
-      that have both. ``soft=True`` is their soft margin, Eq. 6:
+      that have both. TF Addons' ``TripletHardLoss`` averages over every
+      anchor instead (an anchor without a positive counts with a
+      hardest-positive distance of 0; one without a negative adds the
+      margin): the two agree on P x K batches. ``soft=True`` is their soft margin, Eq. 6:
       ``log(1 + exp(d(a, p) - d(a, n)))`` (``margin`` is then not used).
     - ``"batch-all"``: Hermans et al., Eq. 4 ("BA"): every triplet of the
       batch; ``average="positive"`` is the mean over the triplets with a

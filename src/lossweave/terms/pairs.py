@@ -212,7 +212,10 @@ class TripletLoss(PairTerm):
     Euclidean distance); ``"batch-hard"`` and ``"batch-all"`` are Hermans,
     Beyer & Leibe 2017 (Eq. 5 and Eq. 4; ``soft=True`` is their soft margin,
     Eq. 6, for batch-hard). 0 when the batch has no triplet. Accepts a
-    reference set (``CrossBatchMemory``).
+    reference set (``CrossBatchMemory``). Batch-hard equals TF Addons'
+    ``TripletHardLoss`` on P x K batches; on anchors without a positive or a
+    negative they differ (docs/pair_losses.md, "Against TensorFlow Addons'
+    triplet losses").
 
     Args:
         margin: the margin.
