@@ -26,10 +26,10 @@ def _launched_as_tool():
 def apply_backend(name, *, argv, from_process=False):
     """Select the Keras backend ``name`` before Keras is imported.
 
-    If Keras is already loaded with another backend (``import lossweave``
-    imports it) and this is the ``lossweave`` program itself, the process is
-    restarted with ``KERAS_BACKEND=name``; called in-process (``main(argv)``),
-    that is a usage error.
+    If Keras is already loaded with another backend (something imported it
+    before the command ran) and this is the ``lossweave`` program itself, the
+    process is restarted with ``KERAS_BACKEND=name``; called in-process
+    (``main(argv)``), that is a usage error.
     """
     if name is None:
         return
