@@ -36,7 +36,7 @@ def _scalars(folder):
 def test_tensorboard_scalars_are_the_history(tmp_path, capsys):
     out, logs = tmp_path / "run", tmp_path / "tensorboard"
     # 1077 training rows in batches of 64: 17 steps an epoch, so steps 17 and 34 end the two epochs.
-    status = main(["train", "--epochs", "2", "--batch-size", "64", "--weighting", "mgda", "--center-weight", "0.01",
+    status = main(["train", "--epochs", "2", "--batch-size", "64", "--weighting", "mgda",
                    "--quiet", "--out", str(out), "--tensorboard", str(logs), "--tensorboard-every", "17"])
     assert status == 0, capsys.readouterr().err
     history = json.loads((out / "history.json").read_text())

@@ -12,13 +12,50 @@ Layers of the package, dependencies pointing down::
     ops/                 pure functions over keras.ops
     _backend/            in-place row updates and runtime checks, one file per backend (private;
                          the row update is public as lw.terms.add_to_rows)
+
+The names below are imported on first use (the command line's help then needs
+no Keras): ``import keras`` before ``import lossweave``, or use any ``lw.*``
+name, before ``keras.saving.load_model`` reads a lossweave file.
 """
 
-from lossweave import data, metrics, ops, schedules, sharding, terms, weighting
-from lossweave.errors import InvalidInputError
-from lossweave.objective import Objective
+import importlib as _importlib
+import sys as _sys
 
 __version__ = "0.1.0"
+
+# Public name -> module, imported on first use, so that `lossweave --help` (lossweave.cli)
+# imports neither Keras nor a backend. When Keras is already loaded everything is imported
+# at once, so that `import keras, lossweave` registers every class for keras.saving.load_model
+# (`import lossweave` alone registers them at the first use of a name below).
+_LAZY = {
+    "data": "lossweave.data",
+    "metrics": "lossweave.metrics",
+    "ops": "lossweave.ops",
+    "schedules": "lossweave.schedules",
+    "sharding": "lossweave.sharding",
+    "terms": "lossweave.terms",
+    "weighting": "lossweave.weighting",
+    "InvalidInputError": "lossweave.errors",
+    "Objective": "lossweave.objective",
+}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'lossweave' has no attribute {name!r}")
+    module = _importlib.import_module(_LAZY[name])
+    value = module if _LAZY[name] == f"lossweave.{name}" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if "keras" in _sys.modules:
+    for _name in _LAZY:
+        __getattr__(_name)
 
 __all__ = [
     "InvalidInputError",
