@@ -27,6 +27,7 @@ def test_compare_end_to_end(tmp_path, capsys):
     softmax, cosface = summary["metrics"]["softmax"], summary["metrics"]["cosface+center:0.01"]
     assert set(softmax["final_losses"]) == {"softmax"}
     assert set(cosface["final_losses"]) == {"cosface", "center"}
+    assert 0.0 <= cosface["val_accuracy"] <= 1.0  # a margin run has a validation accuracy (no "-")
     for spec, folder in summary["runs"].items():  # each objective has its own run folder
         metrics = json.loads((out / folder.split("/")[-1] / "metrics.json").read_text())
         assert metrics == summary["metrics"][spec]

@@ -30,7 +30,7 @@ _LABELS = {
     "test_losses": "test loss",
     "final_losses": "final train loss",
     "final_val_losses": "final validation loss",
-    "final_val_accuracy": "final validation accuracy",
+    "val_accuracy": "validation accuracy",
     "final_weights": "final weight",
     "intra_inter_ratio": "intra/inter-class distance (test)",
     "embedding": "test embedding (cosine)",
@@ -43,7 +43,7 @@ _LABELS = {
 
 # The report's groups of metrics.json's numbers, by top-level key, in the order shown.
 GROUPS = {
-    "classification": ("test_accuracy", "final_val_accuracy"),
+    "classification": ("test_accuracy", "val_accuracy"),
     "tasks": ("tasks",),
     "losses": ("test_loss", "test_losses", "final_losses", "final_val_losses", "final_weights"),
     "embedding": ("intra_inter_ratio", "embedding"),
@@ -94,6 +94,7 @@ class TrainResult:
     test_logs: dict
     test_embedding: np.ndarray
     test_logits: np.ndarray  # None: no class scores (--split unseen-classes)
+    val_logits: np.ndarray  # the validation rows' class scores, scored as the test rows (None likewise)
     train_seconds: float
     test_tasks: dict = None  # a multi-task data set's other targets: lossweave.cli.tasks.task_metrics
     kept_epoch: int = None  # 1-based: the epoch whose weights were evaluated and saved
@@ -166,8 +167,12 @@ def fit_and_evaluate(config, dataset, *, verbose=2, callbacks=(), backup=None):
         train_embedding = objective.model.predict(dataset.x_train, batch_size=config.batch_size, verbose=0)
         means = class_means(train_embedding["embedding"], dataset.y_train, dataset.num_classes)
     test_logits = predicted_logits(objective, config.loss, outputs, means)
+    val_logits = None
     if config.split != "stratified":  # the test classes were never trained: no accuracy
         test_logits = None
+    else:  # every loss's validation accuracy, margin and pair terms included (Keras logs none for them)
+        val_outputs = objective.model.predict(dataset.x_val, batch_size=config.batch_size, verbose=0)
+        val_logits = predicted_logits(objective, config.loss, val_outputs, means)
     return TrainResult(
         config=config,
         dataset=dataset,
@@ -176,10 +181,15 @@ def fit_and_evaluate(config, dataset, *, verbose=2, callbacks=(), backup=None):
         test_logs=test_logs,
         test_embedding=np.asarray(outputs["embedding"], dtype="float64"),
         test_logits=test_logits,
+        val_logits=val_logits,
         train_seconds=train_seconds,
         test_tasks=task_metrics(outputs, targets(dataset, "test"), extra_tasks(dataset)),
         kept_epoch=kept_epoch,
     )
+
+
+def _accuracy(logits, labels):
+    return None if logits is None else finite_or_none(np.mean(np.argmax(logits, axis=-1) == labels))
 
 
 def run_metrics(result):
@@ -188,7 +198,8 @@ def run_metrics(result):
     ``test_accuracy`` is the argmax of the class scores (``None`` without
     them: ``--split unseen-classes``); for a pair or proxy loss the scores
     are the cosine to each training class's mean embedding (nearest class
-    mean). ``intra_inter_ratio`` is the Euclidean ratio of the report's feature
+    mean); ``val_accuracy`` scores the validation rows the same way, for
+    every loss. ``intra_inter_ratio`` is the Euclidean ratio of the report's feature
     picture; ``embedding`` holds the cosine retrieval and verification figures
     of ``lossweave.metrics.evaluate_embeddings`` on the test set, all of the
     weights of ``kept_epoch`` (1-based; ``--keep-best``: the epoch with the
@@ -199,15 +210,13 @@ def run_metrics(result):
 
     history, labels = result.history, result.dataset.y_test
     terms = list(result.objective.terms)
-    val_accuracy = history.get("val_accuracy")
     return {
-        "test_accuracy": (None if result.test_logits is None
-                          else finite_or_none(np.mean(np.argmax(result.test_logits, axis=-1) == labels))),
+        "test_accuracy": _accuracy(result.test_logits, labels),
+        "val_accuracy": _accuracy(result.val_logits, result.dataset.y_val),
         "test_loss": finite_or_none(result.test_logs["loss"]),
         "test_losses": {t: finite_or_none(result.test_logs[f"loss/{t}"]) for t in terms},
         "final_losses": {t: finite_or_none(history[f"loss/{t}"][-1]) for t in terms},
         "final_val_losses": {t: finite_or_none(history[f"val_loss/{t}"][-1]) for t in terms},
-        "final_val_accuracy": finite_or_none(val_accuracy[-1]) if val_accuracy else None,
         "final_weights": {t: finite_or_none(history[f"weight/{t}"][-1]) for t in terms if f"weight/{t}" in history},
         "intra_inter_ratio": finite_or_none(class_distance_ratio(result.test_embedding, labels)),
         "embedding": {k: finite_or_none(v) for k, v in evaluate_embeddings(
