@@ -67,7 +67,9 @@ def _check_files(run):
     for name in ("features.png", "losses.png"):
         assert (run["out"] / name).read_bytes()[:8] == PNG_SIGNATURE
     assert f"report: {run['out'] / 'report.html'}" in run["stdout"]
-    assert "test accuracy" in run["stdout"]  # the summary table
+    summary = run["stdout"].split("\nsummary\n")[1]  # the summary table, grouped as the report
+    headings = [line.strip() for line in summary.splitlines() if line.startswith("  ") and not line.startswith("    ")]
+    assert headings[:2] == ["classification", "losses"] and "test accuracy" in summary
 
 
 def _check_metrics(run):

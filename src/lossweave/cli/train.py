@@ -45,7 +45,7 @@ import shlex
 
 from lossweave.cli import PROG, Interrupted, UsageError, resume
 from lossweave.cli.config_file import config_toml, resolve_config
-from lossweave.cli.fitting import fit_and_evaluate, metric_rows, run_metrics
+from lossweave.cli.fitting import fit_and_evaluate, metric_groups, run_metrics
 from lossweave.cli.options import OPTIONS, add_options
 from lossweave.cli.prepare import (apply_backend, check_applicable, check_data_options, check_objective_options,
                                    load_data)
@@ -140,11 +140,13 @@ def train(config, *, argv=(), config_file=None, echo=print, backup=None):
 def _summary(metrics, paths, config):
     from lossweave.report import format_value
 
-    rows = [(label, format_value(value)) for _, label, value in metric_rows(metrics, config)]
-    width = max(len(label) for label, _ in rows)
+    groups = metric_groups(metrics, config)  # the report's groups, in its order
+    width = max(len(label) for rows in groups.values() for _, label, _ in rows)
     lines = ["", "summary"]
-    lines += [f"  {label:<{width}}  {value:>10}" for label, value in rows]
-    lines.append(f"  {'run folder':<{width}}  {paths['report.html'].parent}")
+    for group, rows in groups.items():
+        lines.append(f"  {group}")
+        lines += [f"    {label:<{width}}  {format_value(value):>10}" for _, label, value in rows]
+    lines.append(f"  {'run folder':<{width + 2}}  {paths['report.html'].parent}")
     return "\n".join(lines)
 
 
