@@ -38,6 +38,7 @@ no row of them, whichever term failed.
 
 import contextlib
 import importlib
+import threading
 
 import keras
 from keras import ops
@@ -46,13 +47,22 @@ from lossweave._backend import _common
 from lossweave._backend._common import check_values, mark_self_gated, self_gated
 
 _impl = importlib.import_module(f"lossweave._backend._{keras.backend.backend()}")
-_queues = []  # the pending row updates of the enclosing deferred_rows() blocks
+# The pending row updates of the enclosing deferred_rows() blocks, per thread:
+# tf.distribute's MirroredStrategy traces each replica's step in a thread of its own.
+_local = threading.local()
+
+
+def _queues():
+    if not hasattr(_local, "queues"):
+        _local.queues = []
+    return _local.queues
 
 
 def add_to_rows(variable, indices, updates):
     """Add ``updates[i]`` to row ``indices[i]`` of ``variable`` (queued inside ``deferred_rows``)."""
-    if _queues and self_gated(variable):
-        _queues[-1].append((variable, indices, updates))
+    queues = _queues()
+    if queues and self_gated(variable):
+        queues[-1].append((variable, indices, updates))
     else:
         _impl.add_to_rows(variable, indices, updates)
 
@@ -61,11 +71,11 @@ def add_to_rows(variable, indices, updates):
 def deferred_rows():
     """Queue the row updates of self-gated variables made inside; yields the queue for ``apply_rows``."""
     pending = []
-    _queues.append(pending)
+    _queues().append(pending)
     try:
         yield pending
     finally:
-        _queues.pop()
+        _queues().pop()
 
 
 def apply_rows(pending, ok):
