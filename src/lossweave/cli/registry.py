@@ -370,8 +370,8 @@ def applicable_options(config):
 
     Example:
         >>> from lossweave.cli.options import TrainConfig
-        >>> {"mining", "margin", "alpha"} & applicable_options(TrainConfig(loss="triplet", center_weight=0.0))
-        {'margin', 'mining'}
+        >>> sorted({"mining", "margin", "alpha"} & applicable_options(TrainConfig(loss="triplet", center_weight=0.0)))
+        ['margin', 'mining']
         >>> "center-weight" in applicable_options(TrainConfig(weighting="mgda"))
         False
     """
