@@ -4,10 +4,10 @@ import functools
 
 import keras
 from keras import ops
-from keras.src.losses.loss import scale_loss_for_distribution  # no public API (Keras 3.15)
 
 from lossweave import _backend as backend
 from lossweave import trainer
+from lossweave._keras_compat import scale_loss_for_distribution
 from lossweave.metrics.means import NamedMeans
 from lossweave.terms.base import Term
 from lossweave.terms.check import TermsFiniteCheck

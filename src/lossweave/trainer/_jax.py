@@ -8,9 +8,8 @@ leave the model without its weights: checks are recorded during the step
 
 import jax
 import jax.numpy as jnp
+import keras
 import numpy as np
-from keras.src import backend as keras_backend  # StatelessScope: no public API (Keras 3.15)
-from keras.src.trainers.data_adapters import data_adapter_utils
 
 from lossweave import _backend as backend
 from lossweave._backend import _common as backend_common
@@ -50,7 +49,7 @@ def _gated_loss_step(model, records, state, data):
     passes the buffers through.
     """
     trainable, non_trainable, optimizer_variables, metrics_variables = state
-    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     grad_fn = jax.value_and_grad(model.compute_loss_and_updates, has_aux=True)
     (_, aux), grads = grad_fn(trainable, non_trainable, metrics_variables, x, y, sample_weight,
                               training=True, optimizer_variables=optimizer_variables)
@@ -161,7 +160,7 @@ def _scope(model, trainable, non_trainable, metrics):
         *zip(model.non_trainable_variables, non_trainable),
         *zip(model.metrics_variables, metrics),
     ]
-    return keras_backend.StatelessScope(state_mapping=mapping)
+    return keras.StatelessScope(state_mapping=mapping)
 
 
 def _read(scope, variables):
@@ -172,7 +171,7 @@ def _loss_scale(model, optimizer_variables):
     if model.optimizer is None:
         return jnp.ones((), "float32")
     mapping = list(zip(model.optimizer.variables, optimizer_variables))
-    with keras_backend.StatelessScope(state_mapping=mapping):
+    with keras.StatelessScope(state_mapping=mapping):
         return jnp.asarray(model.optimizer.scale_loss(jnp.ones((), "float32")), "float32")
 
 
@@ -186,7 +185,7 @@ def gradient_train_step(model, state, data):
     forward pass traced for each is the same computation and is shared.
     """
     trainable, non_trainable, optimizer_variables, metrics = state
-    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     plan = model.gradient_plan()
     k = len(model.terms)
     scale = _loss_scale(model, optimizer_variables)

@@ -12,14 +12,9 @@ global batch. In representation mode the rows are the replica's own samples'
 
 import keras
 import tensorflow as tf
-from keras.src.losses.loss import (  # no public API (Keras 3.15)
-    scale_loss_for_distribution,
-    unscale_loss_for_distribution,
-)
-from keras.src.trainers.data_adapters import data_adapter_utils
-
 from lossweave import _backend as backend
 from lossweave._backend import _common as backend_common
+from lossweave._keras_compat import scale_loss_for_distribution, unscale_loss_for_distribution
 from lossweave._backend._tensorflow import _replicas, _table
 from lossweave.errors import InvalidInputError
 from lossweave.trainer import _common
@@ -61,7 +56,7 @@ def _gated_loss_step(model, records, data):
     twice: on a sub-millisecond step the copy and restore of every variable
     were a third of the Objective's overhead over Keras's own step.
     """
-    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     moved = _step_state(model, model.non_trainable_variables)
     before = [tf.identity(_table(v)) for v in moved]
     with tf.GradientTape() as tape:
@@ -129,7 +124,7 @@ def guard_step(model, function, kind, records):
 
 def gradient_train_step(model, data):
     """One forward pass, the K term gradients from one tape, the strategy's update."""
-    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     k = len(model.terms)
     with tf.GradientTape(persistent=True) as tape:
         kwargs = {"training": True} if model._call_has_training_arg else {}

@@ -7,7 +7,6 @@ backend and the gate only puts back what the forward pass moved.
 
 import keras
 import torch
-from keras.src.trainers.data_adapters import data_adapter_utils
 
 from lossweave._backend import self_gated
 from lossweave.errors import InvalidInputError
@@ -44,7 +43,7 @@ def guard_step(model, function, kind, records):
 
 def gradient_train_step(model, data):
     """One forward pass, K (+1) ``autograd.grad`` calls on its graph, the strategy's update."""
-    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     k = len(model.terms)
     kwargs = {"training": True} if model._call_has_training_arg else {}
     y_pred = model(x, **kwargs)
