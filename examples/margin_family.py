@@ -55,10 +55,10 @@ OBJECTIVES = {
     "softmax": ("Dense(10) head", None),
     "softmax+center": (f"lambda={LAMBDA}, alpha=0.5", None),
     "NormFace": (f"s={SCALE:g}", lambda n: lw.terms.NormFace(n, scale=SCALE)),
-    "CosFace": (f"s={SCALE:g}, m=0.2", lambda n: lw.terms.CosFace(n, scale=SCALE, margin=0.2)),
-    "ArcFace": (f"s={SCALE:g}, m=0.3 rad", lambda n: lw.terms.ArcFace(n, scale=SCALE, margin=0.3)),
+    "CosFace": (f"s={SCALE:g}, m=0.2", lambda n: lw.terms.CosFace(n, scale=SCALE, cosine_margin=0.2)),
+    "ArcFace": (f"s={SCALE:g}, m=0.3 rad", lambda n: lw.terms.ArcFace(n, scale=SCALE, angular_margin=0.3)),
     "SphereFace": ("m=4, s=||x||, lambda 1000->5",
-                   lambda n: lw.terms.SphereFace(n, margin=4, gamma=0.5, lambda_min=5.0)),
+                   lambda n: lw.terms.SphereFace(n, multiplicative_margin=4, gamma=0.5, lambda_min=5.0)),
 }
 FIGURES = (("distance_ratio", "dist ratio"), ("nn_top1", "1-NN"), ("map@r", "MAP@R"),
            ("verification_accuracy", "verif acc"), ("roc_auc", "ROC AUC"), ("tar@far=1e-3", "TAR@1e-3"))

@@ -72,7 +72,7 @@ def _proxy_anchor(n):
     # The paper's 100x learning rate of the proxies, for Adam: proxies initialised 100x
     # smaller follow the path of a 100x rate (lossweave.terms.proxy's docstring).
     fast = keras.initializers.VarianceScaling(2.0 / 100 ** 2, "fan_in", "untruncated_normal")
-    return {"proxy_anchor": lw.terms.ProxyAnchorLoss(n, margin=0.1, alpha=32.0, proxies_initializer=fast)}
+    return {"proxy_anchor": lw.terms.ProxyAnchorLoss(n, delta=0.1, scale=32.0, proxies_initializer=fast)}
 
 
 METHODS = {
@@ -88,7 +88,7 @@ METHODS = {
     "multi-similarity": Method("Multi-similarity", "a=2, b=50, l=0.5, e=0.1",
                                lambda n: {"ms": lw.terms.MultiSimilarityLoss(alpha=2.0, beta=50.0, base=0.5)}),
     "circle": Method("Circle", "m=0.4, gamma=80",
-                     lambda n: {"circle": lw.terms.CircleLoss(margin=0.4, gamma=80.0)}),
+                     lambda n: {"circle": lw.terms.CircleLoss(relaxation=0.4, scale=80.0)}),
     "supcon": Method("SupCon", "tau=0.1", lambda n: {"supcon": lw.terms.SupConLoss(temperature=0.1)}),
     "lifted": Method("Lifted structure", "alpha=1, unit sphere",
                      lambda n: {"lifted": lw.terms.LiftedStructureLoss(margin=1.0)}, normalize=True),
@@ -96,7 +96,7 @@ METHODS = {
     "proxy-anchor": Method("Proxy Anchor", "delta=0.1, alpha=32, proxies 100x", _proxy_anchor),
     "proxy-nca": Method("ProxyNCA", "T=1 (2017)", lambda n: {"proxy_nca": lw.terms.ProxyNCALoss(n)}),
     "arcface": Method("ArcFace", "s=16, m=0.3 rad",
-                      lambda n: {"arcface": lw.terms.ArcFace(n, scale=16.0, margin=0.3)}),
+                      lambda n: {"arcface": lw.terms.ArcFace(n, scale=16.0, angular_margin=0.3)}),
     "softmax+center": Method("Softmax + center", f"lambda={CENTER_WEIGHT}, alpha=0.5",
                              lambda n: {"softmax": lw.terms.SoftmaxCrossEntropy(on="logits"),
                                         "center": lw.terms.CenterLoss(n, alpha=0.5, on="embedding")},

@@ -11,7 +11,7 @@ What it shows:
   ONE shared feature extractor (64 -> Dense(128, relu) -> Dense(16)), and a
   ``distance`` output, the Euclidean distance ``D_W`` between the two
   embeddings: the pair is declared "same" when ``D_W`` is below a threshold;
-* ``lw.terms.ContrastiveLoss`` in its siamese form, ``on=("left", "right"),
+* ``lw.terms.SiameseContrastiveLoss``, ``on=("left", "right"),
   target="same"`` (Eq. 4: ``1/2 D_W^2`` for a similar pair, ``1/2 max(0, m -
   D_W)^2`` for a dissimilar one, margin ``m = 1``), trained with plain
   ``fit(x=[img_1, img_2], y={"same": ...})``;
@@ -103,8 +103,8 @@ def main(argv=None):
     model = build_model(args.feature_dim, args.seed)  # the same initial weights
     objective = lw.Objective(
         model,
-        {"contrastive": lw.terms.ContrastiveLoss(pos_margin=0.0, neg_margin=args.margin,
-                                                  on=("left", "right"), target="same")},
+        {"contrastive": lw.terms.SiameseContrastiveLoss(pos_margin=0.0, neg_margin=args.margin,
+                                                         on=("left", "right"), target="same")},
     )
     objective.compile(optimizer=keras.optimizers.Adam(3e-3))
     history = objective.fit(x=[a, b], y={"same": same}, epochs=epochs, batch_size=64,

@@ -167,7 +167,7 @@ class ShiftedValue(lw.terms.Term):
         super().__init__(**kwargs)
         self.lower = float(lower)
 
-    def call(self, outputs, targets, sample_weight=None, training=None):
+    def compute_loss(self, outputs, targets, sample_weight, training):
         return ops.mean(ops.cast(outputs, "float32")) - self.lower
 
 

@@ -60,11 +60,11 @@ def labelled(on="features", **extra):
 SAMPLING = {"sample_rate": 0.5, "seed": 7, "negative_threshold": 0.4}
 
 TERMS = {
-    "term": (lw.terms.Term, {"on": "scores", "target": "ids", "missing": -2.0, **layer("term")}),
+    "term": (lw.terms.Term, {"on": "scores", "target": "ids", "missing": -2.0, "validate": False, **layer("term")}),
     "loss": (
         lw.terms.Loss,
         {"loss": keras.losses.MeanSquaredError(reduction="sum"), "on": "scores", "target": "score",
-         "missing": -2.0, **layer("loss")},
+         "missing": -2.0, "validate": False, **layer("loss")},
     ),
     "softmax": (lw.terms.SoftmaxCrossEntropy, {**labelled("scores"), **layer("softmax")}),
     "center": (
@@ -84,33 +84,33 @@ TERMS = {
     ),
     "cosface": (
         lw.terms.CosFace,
-        {"num_classes": CLASSES, "scale": 30.0, "margin": 0.2, "sub_centers": 2,
+        {"num_classes": CLASSES, "scale": 30.0, "cosine_margin": 0.2, "sub_centers": 2,
          "class_weights_initializer": "he_normal", **SAMPLING, **labelled(), **layer("cosface")},
     ),
     "arcface": (
         lw.terms.ArcFace,
-        {"num_classes": CLASSES, "scale": 30.0, "margin": 0.3, "easy_margin": True, "sub_centers": 2,
+        {"num_classes": CLASSES, "scale": 30.0, "angular_margin": 0.3, "easy_margin": True, "sub_centers": 2,
          "class_weights_initializer": "he_normal", **SAMPLING, **labelled(), **layer("arcface")},
     ),
     "combined_margin": (
         lw.terms.CombinedMargin,
-        {"num_classes": CLASSES, "scale": 30.0, "m1": 1.5, "m2": 0.2, "m3": 0.1, "sub_centers": 2,
+        {"num_classes": CLASSES, "scale": 30.0, "multiplicative_margin": 1.5, "angular_margin": 0.2, "cosine_margin": 0.1, "sub_centers": 2,
          "class_weights_initializer": "he_normal", **SAMPLING, **labelled(), **layer("combined_margin")},
     ),
     "subcenter_arcface": (
         lw.terms.SubCenterArcFace,
-        {"num_classes": CLASSES, "sub_centers": 2, "scale": 32.0, "margin": 0.4, "easy_margin": True,
+        {"num_classes": CLASSES, "sub_centers": 2, "scale": 32.0, "angular_margin": 0.4, "easy_margin": True,
          "class_weights_initializer": "he_normal", **SAMPLING, **labelled(), **layer("subcenter_arcface")},
     ),
     "sphereface": (
         lw.terms.SphereFace,
-        {"num_classes": CLASSES, "margin": 3, "base": 100.0, "gamma": 0.2, "power": 2.0, "lambda_min": 1.0,
+        {"num_classes": CLASSES, "multiplicative_margin": 3, "base": 100.0, "gamma": 0.2, "power": 2.0, "lambda_min": 1.0,
          "sub_centers": 2, "class_weights_initializer": "he_normal", **SAMPLING, **labelled(),
          **layer("sphereface")},
     ),
     "proxy_anchor": (
         lw.terms.ProxyAnchorLoss,
-        {"num_classes": CLASSES, "margin": 0.2, "alpha": 16.0,
+        {"num_classes": CLASSES, "delta": 0.2, "scale": 16.0,
          "proxies_initializer": keras.initializers.RandomNormal(stddev=0.5, seed=3), **SAMPLING,
          **labelled(), **layer("proxy_anchor")},
     ),
@@ -125,7 +125,7 @@ TERMS = {
         {"pos_margin": 0.1, "neg_margin": 2.0, "distance": "cosine", **labelled(), **layer("contrastive")},
     ),
     "contrastive_siamese": (
-        lw.terms.ContrastiveLoss,
+        lw.terms.SiameseContrastiveLoss,
         {"pos_margin": 0.2, "neg_margin": 1.5, "distance": "squared_euclidean", **labelled(("features", "other")),
          **layer("contrastive_siamese")},
     ),
@@ -138,13 +138,13 @@ TERMS = {
     "npairs": (lw.terms.NPairsLoss, {"l2_reg": 0.01, **labelled(), **layer("npairs")}),
     "multi_similarity": (
         lw.terms.MultiSimilarityLoss,
-        {"alpha": 3.0, "beta": 40.0, "base": 0.5, "margin": 0.2, "mining": False, **labelled(),
+        {"alpha": 3.0, "beta": 40.0, "base": 0.5, "epsilon": 0.2, "mining": False, **labelled(),
          **layer("multi_similarity")},
     ),
-    "circle": (lw.terms.CircleLoss, {"margin": 0.4, "gamma": 80.0, **labelled(), **layer("circle")}),
+    "circle": (lw.terms.CircleLoss, {"relaxation": 0.4, "scale": 80.0, **labelled(), **layer("circle")}),
     "supcon": (lw.terms.SupConLoss, {"temperature": 0.2, **labelled(), **layer("supcon")}),
     "ntxent_views": (
-        lw.terms.NTXentLoss,
+        lw.terms.TwoViewNTXentLoss,
         {"temperature": 0.5, **labelled(("features", "other")), **layer("ntxent_views")},
     ),
     "ntxent": (lw.terms.NTXentLoss, {"temperature": 0.3, **labelled(), **layer("ntxent")}),
@@ -239,7 +239,7 @@ CONFIG_ONLY = {
 # MarginLogits lives in a plain model, not in an Objective (see test_contract).
 MARGIN_LOGITS = (
     lw.terms.MarginLogits,
-    {"term": Fresh(lambda: lw.terms.CosFace(num_classes=CLASSES, margin=0.2, scale=8.0, name="cos")),
+    {"term": Fresh(lambda: lw.terms.CosFace(num_classes=CLASSES, cosine_margin=0.2, scale=8.0, name="cos")),
      **layer("margin_logits")},
 )
 
@@ -276,7 +276,8 @@ EXEMPT = {
 
 # Constructor arguments a class takes but does not use, and why.
 UNUSED = {
-    "SphereFace": {"scale": "the scale is ||x|| (SphereFace drops a given `scale`)"},
+    "Loss": {"validate": "it declares no input checks (the Keras loss gets the values as they are)"},
+    "Term": {"validate": "the base declares no input checks"},
 }
 
 # Where the attribute of an argument has another name, and why.

@@ -76,7 +76,7 @@ TERMS = {
     ),
     "ContrastiveLoss": (lambda: lw.terms.ContrastiveLoss(neg_margin=2.0), "embedding"),
     "ContrastiveLoss-siamese": (
-        lambda: lw.terms.ContrastiveLoss(neg_margin=2.0, on=("left", "right"), target="same"), "siamese"
+        lambda: lw.terms.SiameseContrastiveLoss(neg_margin=2.0, on=("left", "right"), target="same"), "siamese"
     ),
     "TripletLoss-semi-hard": (lambda: lw.terms.TripletLoss(margin=1.0), "embedding"),
     "TripletLoss-batch-hard-soft": (lambda: lw.terms.TripletLoss(mining="batch-hard", soft=True), "embedding"),
@@ -86,10 +86,10 @@ TERMS = {
     "LiftedStructureLoss": (lambda: lw.terms.LiftedStructureLoss(), "embedding"),
     "NPairsLoss": (lambda: lw.terms.NPairsLoss(), "embedding"),
     "MultiSimilarityLoss": (lambda: lw.terms.MultiSimilarityLoss(), "embedding"),
-    "CircleLoss": (lambda: lw.terms.CircleLoss(margin=0.4, gamma=80.0), "embedding"),
+    "CircleLoss": (lambda: lw.terms.CircleLoss(relaxation=0.4, scale=80.0), "embedding"),
     "SupConLoss": (lambda: lw.terms.SupConLoss(temperature=0.2), "embedding"),
     "NTXentLoss": (lambda: lw.terms.NTXentLoss(temperature=0.5, on="embedding"), "embedding"),
-    "NTXentLoss-views": (lambda: lw.terms.NTXentLoss(temperature=0.5), "views"),
+    "NTXentLoss-views": (lambda: lw.terms.TwoViewNTXentLoss(temperature=0.5), "views"),
     "CrossBatchMemory": (
         lambda: lw.terms.CrossBatchMemory(lw.terms.TripletLoss(mining="batch-hard"), memory_size=12), "embedding"
     ),
@@ -102,7 +102,7 @@ LOSS_LEVEL = {
     "Weighting": lambda: lw.weighting.Weighting(),
     "Fixed": lambda: lw.weighting.Fixed({"a": 0.5, "b": lw.schedules.LinearWarmup(0.3, steps=2)}, default=2.0),
     "Convex": lambda: lw.weighting.Convex("a", "b", alpha=lw.schedules.Cosine(0.9, 0.1, steps=2)),
-    "Convex-trainable": lambda: lw.weighting.Convex("b", "c", alpha=0.3, trainable=True),
+    "Convex-trainable": lambda: lw.weighting.Convex("b", "c", alpha=0.3, learn_alpha=True),
     "Uncertainty": lambda: lw.weighting.Uncertainty({"a": "classification"}),
     "Uncertainty-nonnegative": lambda: lw.weighting.Uncertainty(nonnegative=True),
     "DWA": lambda: lw.weighting.DWA(steps_per_epoch=1),

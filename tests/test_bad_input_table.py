@@ -335,7 +335,7 @@ def _config_cases(obj):
     # Keras's Layer rejects an unknown keyword with an error that names it.
     cases = {"unknown_key": ({**config, "num_clases": 4}, "num_clases")}
     if "num_classes" in config:
-        cases["wrong_type"] = ({**config, "num_classes": "4"}, r"num_classes must be a positive int; received '4'")
+        cases["wrong_type"] = ({**config, "num_classes": "4"}, r"`num_classes` must be an int >= 1; received '4'")
         cases["missing_arg"] = ({k: v for k, v in config.items() if k != "num_classes"}, "num_classes")
     return cases
 

@@ -168,9 +168,9 @@ def test_margin_options_reach_the_term():
     objective = cli_objectives.build_objective(
         build_mlp((64,), 10, 2, logits=False), 10, loss="combined", combined_margins=(1.2, 0.1, 0.05), scale=9.0)
     term = objective.terms["combined"]
-    assert (term.m1, term.m2, term.m3, term.scale) == (1.2, 0.1, 0.05, 9.0)
+    assert (term.multiplicative_margin, term.angular_margin, term.cosine_margin, term.scale) == (1.2, 0.1, 0.05, 9.0)
     term = cli_objectives.classification_term("sphereface", 10, margin=2.0)
-    assert term.margin == 2
+    assert term.multiplicative_margin == 2
     with pytest.raises(ValueError, match="integer multiplier"):
         cli_objectives.classification_term("sphereface", 10, margin=2.5)
     with pytest.raises(ValueError, match="convex needs two terms"):

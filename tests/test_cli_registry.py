@@ -128,10 +128,12 @@ def test_new_names_reach_their_classes_and_arguments():
     assert (triplet.margin, triplet.mining) == (0.3, "batch-hard")
     assert term("contrastive", margin=0.7).neg_margin == 0.7
     anchor = term("proxyanchor", margin=0.2)
-    assert (anchor.num_classes, anchor.margin) == (7, 0.2)
+    assert (anchor.num_classes, anchor.delta) == (7, 0.2)
     assert term("proxynca").num_classes == 7
-    assert term("multisimilarity", margin=0.05).margin == 0.05
-    assert term("circle", margin=0.4).margin == 0.4
+    assert term("multisimilarity", margin=0.05).epsilon == 0.05
+    assert term("circle", margin=0.4).relaxation == 0.4
+    assert term("cosface", margin=0.2).cosine_margin == 0.2
+    assert term("arcface", margin=0.3).angular_margin == 0.3
     assert term("lifted", margin=2.0).margin == 2.0
     memory = term("contrastive", memory=32)
     assert type(memory) is lw.terms.CrossBatchMemory and memory.memory_size == 32

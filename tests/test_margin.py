@@ -77,9 +77,9 @@ CASES = {
     "normface": (lambda: lw.terms.NormFace(num_classes=6, scale=16.0), {"scale": 16.0}),
     "cosface": (lambda: lw.terms.CosFace(num_classes=6), {"scale": 64.0, "margin": 0.35}),
     "arcface": (lambda: lw.terms.ArcFace(num_classes=6), {"scale": 64.0, "margin": 0.5}),
-    "arcface_wide": (lambda: lw.terms.ArcFace(num_classes=6, margin=1.2, scale=8.0), {"scale": 8.0, "margin": 1.2}),
+    "arcface_wide": (lambda: lw.terms.ArcFace(num_classes=6, angular_margin=1.2, scale=8.0), {"scale": 8.0, "margin": 1.2}),
     "combined": (lambda: lw.terms.CombinedMargin(num_classes=6), {"scale": 64.0, "m1": 1.0, "m2": 0.3, "m3": 0.2}),
-    "combined_m1": (lambda: lw.terms.CombinedMargin(num_classes=6, scale=10.0, m1=1.5, m2=0.2, m3=0.1),
+    "combined_m1": (lambda: lw.terms.CombinedMargin(num_classes=6, scale=10.0, multiplicative_margin=1.5, angular_margin=0.2, cosine_margin=0.1),
                     {"scale": 10.0, "m1": 1.5, "m2": 0.2, "m3": 0.1}),
     "subcenter": (lambda: lw.terms.SubCenterArcFace(num_classes=6), {"scale": 64.0, "margin": 0.5, "sub_centers": 3}),
     "sphereface": (lambda: lw.terms.SphereFace(num_classes=6),
@@ -127,7 +127,7 @@ def test_logits_and_loss_match_the_paper(name):
 
 def test_arcface_branch_past_pi_is_taken():
     """Targets with theta > pi - m use cos theta - m sin m, and the logit keeps falling in theta."""
-    term = lw.terms.ArcFace(num_classes=2, scale=1.0, margin=0.5, class_weights_initializer="identity")
+    term = lw.terms.ArcFace(num_classes=2, scale=1.0, angular_margin=0.5, class_weights_initializer="identity")
     thetas = np.linspace(0.0, np.pi, 64).astype("float32")
     x = np.stack([np.cos(thetas), np.sin(thetas)], axis=1)
     target = to_numpy(term.margin_logits(x, np.zeros(64, "int32")))[:, 0]
@@ -221,11 +221,15 @@ def test_constructor_errors_name_the_argument():
     with pytest.raises(ValueError, match="num_classes"):
         lw.terms.ArcFace(num_classes=0)
     with pytest.raises(ValueError, match="radians"):
-        lw.terms.ArcFace(num_classes=3, margin=30)
+        lw.terms.ArcFace(num_classes=3, angular_margin=30)
     with pytest.raises(ValueError, match="scale"):
         lw.terms.CosFace(num_classes=3, scale=-1)
-    with pytest.raises(ValueError, match="integer multiplier"):
-        lw.terms.SphereFace(num_classes=3, margin=1.5)
+    with pytest.raises(ValueError, match="`multiplicative_margin` must be an int"):
+        lw.terms.SphereFace(num_classes=3, multiplicative_margin=1.5)
+    with pytest.raises(TypeError, match="SphereFace takes no `scale`"):
+        lw.terms.SphereFace(num_classes=3, scale=30.0)
+    with pytest.raises(TypeError, match=r"unknown keyword argument\(s\) \['margin'\].*'angular_margin'"):
+        lw.terms.ArcFace(num_classes=3, margin=0.5)
     with pytest.raises(ValueError, match="sub_centers"):
         lw.terms.SubCenterArcFace(num_classes=3, sub_centers=0)
     with pytest.raises(ValueError, match=r"\(batch, dim\)"):

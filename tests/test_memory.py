@@ -126,10 +126,10 @@ def test_rows_of_weight_zero_are_stored_as_no_partner():
 @one_backend
 def test_terms_without_a_reference_set_are_refused():
     for term in (lw.terms.LiftedStructureLoss(), lw.terms.NPairsLoss(),
-                 lw.terms.ContrastiveLoss(on=("left", "right"), target="same"), lw.terms.CenterLoss(3)):
+                 lw.terms.SiameseContrastiveLoss(target="same"), lw.terms.CenterLoss(3)):
         with pytest.raises(ValueError, match=r"does not take a reference set"):
             lw.terms.CrossBatchMemory(term, memory_size=4)
-    with pytest.raises(ValueError, match=r"memory_size must be a positive int; received 0"):
+    with pytest.raises(ValueError, match=r"`memory_size` must be an int >= 1; received 0"):
         lw.terms.CrossBatchMemory(lw.terms.TripletLoss(), memory_size=0)
 
 

@@ -20,7 +20,7 @@ class PairDistance(lw.terms.Term):
         super().__init__(**kwargs)
         self.margin = margin
 
-    def call(self, outputs, targets, sample_weight=None, training=None):
+    def compute_loss(self, outputs, targets, sample_weight, training):
         first, second = outputs
         distance = keras.ops.sqrt(keras.ops.sum(keras.ops.square(first - second), axis=-1) + 1e-12)
         same = keras.ops.cast(keras.ops.reshape(targets, (-1,)), "float32")

@@ -449,7 +449,7 @@ def test_siamese_contrastive_pairs():
     right[0] = left[0]  # distance 0: finite gradient
     same = np.array([1, 0, 1, 1, 0, 0])
     w = RNG.uniform(0.5, 2.0, 6)
-    term = lw.terms.ContrastiveLoss(pos_margin=0.1, neg_margin=2.0, on=("left", "right"), target="same")
+    term = lw.terms.SiameseContrastiveLoss(pos_margin=0.1, neg_margin=2.0, on=("left", "right"), target="same")
     d = np.sqrt(((left.astype("float64") - right) ** 2).sum(1))
     per = same * 0.5 * np.maximum(d - 0.1, 0) ** 2 + (1 - same) * 0.5 * np.maximum(2.0 - d, 0) ** 2
     np.testing.assert_allclose(_value(term((left, right), same, sample_weight=w)), np.mean(w * per), **TOL)
@@ -463,7 +463,7 @@ def test_siamese_contrastive_trains_in_an_objective():
     tower = keras.Sequential([keras.layers.Dense(3)])
     a, b = keras.Input((4,)), keras.Input((4,))
     model = keras.Model([a, b], {"left": tower(a), "right": tower(b)})
-    objective = lw.Objective(model, {"pairs": lw.terms.ContrastiveLoss(on=("left", "right"), target="same")})
+    objective = lw.Objective(model, {"pairs": lw.terms.SiameseContrastiveLoss(on=("left", "right"), target="same")})
     objective.compile(optimizer=keras.optimizers.Adam(0.05))
     rng = np.random.default_rng(0)
     xa, xb = rng.normal(size=(32, 4)).astype("float32"), rng.normal(size=(32, 4)).astype("float32")
@@ -476,19 +476,21 @@ def test_siamese_contrastive_trains_in_an_objective():
 
 @one_backend
 def test_constructor_errors_name_the_argument():
-    with pytest.raises(ValueError, match=r"mining must be one of .*received 'hard'"):
+    with pytest.raises(ValueError, match=r"`mining` must be one of .*received 'hard'"):
         lw.terms.TripletLoss(mining="hard")
     with pytest.raises(ValueError, match=r"soft=True is the soft margin of batch-hard"):
         lw.terms.TripletLoss(mining="batch-all", soft=True)
-    with pytest.raises(ValueError, match=r"average must be one of"):
+    with pytest.raises(ValueError, match=r"`average` must be one of"):
         lw.terms.TripletLoss(average="mean")
-    with pytest.raises(ValueError, match=r"distance must be one of"):
+    with pytest.raises(ValueError, match=r"`distance` must be one of"):
         lw.terms.ContrastiveLoss(distance="l1")
-    with pytest.raises(ValueError, match=r"neg_margin must be a finite number >= 0.0; received -1.0"):
+    with pytest.raises(ValueError, match=r"`neg_margin` must be a number >= 0; received -1.0"):
         lw.terms.ContrastiveLoss(neg_margin=-1.0)
-    with pytest.raises(ValueError, match=r"siamese pairs read two outputs"):
-        lw.terms.ContrastiveLoss(on=("a", "b", "c"))
-    with pytest.raises(ValueError, match=r"l2_reg must be a finite number"):
+    with pytest.raises(ValueError, match=r"reads two outputs, on=\(first, second\)"):
+        lw.terms.SiameseContrastiveLoss(on=("a", "b", "c"))
+    with pytest.raises(ValueError, match=r"or use SiameseContrastiveLoss for two outputs"):
+        lw.terms.ContrastiveLoss(on=("a", "b"))
+    with pytest.raises(ValueError, match=r"`l2_reg` must be a finite number"):
         lw.terms.NPairsLoss(l2_reg=float("nan"))
 
 

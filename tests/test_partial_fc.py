@@ -171,8 +171,8 @@ def test_budget_and_slots():
 @pytest.mark.parametrize("kind", ["arcface", "cosface"])
 def test_sampled_loss_matches_the_paper_over_the_sampled_classes(kind):
     make = {
-        "arcface": lambda: lw.terms.ArcFace(40, scale=8.0, margin=0.5, sample_rate=0.2, seed=7),
-        "cosface": lambda: lw.terms.CosFace(40, scale=8.0, margin=0.35, sample_rate=0.2, seed=7),
+        "arcface": lambda: lw.terms.ArcFace(40, scale=8.0, angular_margin=0.5, sample_rate=0.2, seed=7),
+        "cosface": lambda: lw.terms.CosFace(40, scale=8.0, cosine_margin=0.35, sample_rate=0.2, seed=7),
     }[kind]
     x, y = _data(n=6, classes=40, labels=[3, 3, 18, 22, 39, 18])
     term, values = _built_like(make())
@@ -180,13 +180,14 @@ def test_sampled_loss_matches_the_paper_over_the_sampled_classes(kind):
     loss = float(term(x, y, training=True))
     sample, _, mask = _as_numpy(twin.draw_classes(y))
     assert mask.sum() == 8 and sample.shape == (8,)        # budget ceil(0.2 * 40) = 8 >= the batch
-    expected = np_sampled_margin_loss(kind, x, values[0], y, sample, mask, 8.0, term.margin)
+    margin = term.angular_margin if kind == "arcface" else term.cosine_margin
+    expected = np_sampled_margin_loss(kind, x, values[0], y, sample, mask, 8.0, margin)
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
     # The logits of a sampling step are (batch, S), over the sampled rows.
     logits = to_numpy(twin.margin_logits(x, y, training=True))
     assert logits.shape == (6, 8)
     # Evaluation and inference use every class.
-    full = make().__class__(40, scale=8.0, margin=term.margin)
+    full = make().__class__.from_config({**make().get_config(), "sample_rate": 1.0})
     _built_like(full, values)
     np.testing.assert_allclose(float(term(x, y, training=False)), float(full(x, y)), rtol=1e-6)
     assert tuple(term.logits(x).shape) == (6, 40)
@@ -199,7 +200,7 @@ FULL = {
     "combined": lambda **k: lw.terms.CombinedMargin(10, scale=8.0, **k),
     "subcenter": lambda **k: lw.terms.SubCenterArcFace(10, sub_centers=2, scale=8.0, **k),
     "sphereface": lambda **k: lw.terms.SphereFace(10, **k),
-    "proxy_anchor": lambda **k: lw.terms.ProxyAnchorLoss(10, alpha=8.0, **k),
+    "proxy_anchor": lambda **k: lw.terms.ProxyAnchorLoss(10, scale=8.0, **k),
     "proxy_nca": lambda **k: lw.terms.ProxyNCALoss(10, **k),
 }
 
@@ -255,8 +256,8 @@ def test_only_sampled_rows_get_a_gradient(name):
 def test_negative_threshold_filters_negatives_in_training_only():
     """CVPR 2022 / insightface: a negative cosine above the threshold counts as 0 (no gradient)."""
     x, y = _data(n=6, classes=5, seed=5)
-    term, (w,) = _built_like(lw.terms.CosFace(5, scale=4.0, margin=0.2, negative_threshold=0.3))
-    plain, _ = _built_like(lw.terms.CosFace(5, scale=4.0, margin=0.2), [w])
+    term, (w,) = _built_like(lw.terms.CosFace(5, scale=4.0, cosine_margin=0.2, negative_threshold=0.3))
+    plain, _ = _built_like(lw.terms.CosFace(5, scale=4.0, cosine_margin=0.2), [w])
     cos = np.clip(_unit(x) @ _unit(w).T, -1.0, 1.0)
     rows = np.arange(len(y))
     cos_y = cos[rows, y]
@@ -277,7 +278,7 @@ def test_same_seed_same_classes_and_a_reloaded_objective_continues_the_sequence(
     from lossweave.cli.models import build_mlp
 
     keras.utils.set_random_seed(0)
-    arcface = lw.terms.ArcFace(10, scale=16.0, margin=0.3, sample_rate=0.5, seed=1)
+    arcface = lw.terms.ArcFace(10, scale=16.0, angular_margin=0.3, sample_rate=0.5, seed=1)
     objective = lw.Objective(
         build_mlp((64,), 10, 16, logits=False),
         {"arcface": arcface, "center": lw.terms.CenterLoss(num_classes=10, alpha=0.5)},
@@ -310,17 +311,17 @@ def test_same_seed_same_classes_and_a_reloaded_objective_continues_the_sequence(
 @pytest.mark.parametrize("value", [0, 0.0, 1.5, -1, "a", True, float("nan")])
 @pytest.mark.parametrize("cls", [lw.terms.ArcFace, lw.terms.SphereFace, lw.terms.ProxyAnchorLoss])
 def test_bad_sample_rate_says_what_was_received_and_expected(cls, value):
-    with pytest.raises(ValueError, match=r"sample_rate must be a number in \(0, 1\].*received") as error:
+    with pytest.raises(ValueError, match=r"`sample_rate` must be a (finite )?number > 0 and <= 1; received") as error:
         cls(10, sample_rate=value)
-    assert repr(value) in str(error.value) and "Use 1.0" in str(error.value)
+    assert repr(value) in str(error.value) and "use 1.0" in str(error.value)
 
 
 @one_backend
 def test_bad_seed_and_threshold_are_refused():
-    with pytest.raises(ValueError, match="seed must be an int or None; received 'x'"):
+    with pytest.raises(ValueError, match="`seed` must be an int or None; received 'x'"):
         lw.terms.CosFace(10, sample_rate=0.5, seed="x")
     for value in (0.0, 1.0, -0.2, "high"):
-        with pytest.raises(ValueError, match=r"negative_threshold must be None \(off\) or a cosine in \(0, 1\)"):
+        with pytest.raises(ValueError, match=r"`negative_threshold` must be a number > 0 and < 1; received .*None \(off\)"):
             lw.terms.ProxyNCALoss(10, negative_threshold=value)
     with pytest.raises(ValueError, match="neither sample_size nor budget"):
         sampling.sample_classes(np.array([1]), 4)

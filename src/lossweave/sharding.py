@@ -10,8 +10,9 @@ each shard). lossweave writes no sharding of its own: this module only names
 the tables.
 
 A ``LayoutMap`` is read when a variable is created, so the entries must be in
-it before the Objective is built. They are found from the terms alone (their
-class and the name the Objective gives them), before anything is built:
+it before the Objective is built. They are found from the terms alone (each
+term's ``class_tables()``, answered by the class-table base, and the name the
+Objective gives it), before anything is built:
 
 - ``table_layouts(terms)``: ``{variable-path pattern: (model_axis, None)}``;
 - ``fill_layout_map(layout_map, terms)``: the same entries written into a
@@ -26,17 +27,6 @@ import re
 import keras
 
 from lossweave.terms.base import Term
-from lossweave.terms.center import CenterLoss
-from lossweave.terms.margin import MarginSoftmax
-from lossweave.terms.proxy import ProxyAnchorLoss, ProxyNCALoss
-
-# Term class -> (attribute of its class table, rows of the table): a term with a
-# class table joins by being listed here.
-TABLES = (
-    (MarginSoftmax, "class_weights", lambda term: term.num_classes * term.sub_centers),
-    (CenterLoss, "centers", lambda term: term.num_classes),
-    ((ProxyAnchorLoss, ProxyNCALoss), "proxies", lambda term: term.num_classes),
-)
 
 
 def _named_terms(terms):
@@ -60,15 +50,15 @@ def _tables(terms):
     """``[(path pattern, rows, description)]`` of every class table of ``terms``."""
     tables = []
     for name, term in _named_terms(terms):
-        for kinds, attribute, rows in TABLES:
-            if not isinstance(term, kinds):
-                continue
+        # A term says which of its variables are class tables (the class-table base answers).
+        class_tables = getattr(term, "class_tables", None)
+        for attribute, rows in class_tables() if class_tables else ():
             variable = getattr(term, attribute, None) if term.built else None
             if variable is not None:  # built: its exact path
                 pattern = re.escape(variable.path)
             else:  # "objective/arcface/class_weights", or "arcface/class_weights" outside an Objective
                 pattern = f"(?:.*/)?{re.escape(name)}/{attribute}"
-            tables.append((pattern, rows(term), f"{type(term).__name__} '{name}' ({attribute})"))
+            tables.append((pattern, rows, f"{type(term).__name__} '{name}' ({attribute})"))
     return tables
 
 

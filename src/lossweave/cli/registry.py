@@ -66,15 +66,16 @@ class WeightingEntry(typing.NamedTuple):
 def _sphereface_margin(value):
     if float(value) != int(value) or value < 1:
         raise ValueError(f"--margin for sphereface is the integer multiplier m >= 1; received {value!r}.")
-    return {"margin": int(value)}
+    return {"multiplicative_margin": int(value)}
 
 
 def _combined_margins(value):
-    return dict(zip(("m1", "m2", "m3"), value))
+    return dict(zip(("multiplicative_margin", "angular_margin", "cosine_margin"), value))
 
 
 _SCALE = ("scale", "scale")
-_MARGIN = ("margin", "margin")
+_MARGIN = ("margin", "margin")  # --margin -> the loss's own margin argument (named by kind)
+_ANGULAR = ("margin", "angular_margin")
 
 LOSSES = {
     "softmax": LossEntry("SoftmaxCrossEntropy", "softmax cross-entropy on the logits head", "logits"),
@@ -82,24 +83,24 @@ LOSSES = {
     "sphereface": LossEntry("SphereFace", "SphereFace: ||x|| psi(m theta), annealed; --margin: integer m",
                             "margin", (("margin", _sphereface_margin),), num_classes=True),
     "cosface": LossEntry("CosFace", "CosFace: s (cos(theta) - m); --margin: cosine m", "margin",
-                         (_SCALE, _MARGIN), num_classes=True),
+                         (_SCALE, ("margin", "cosine_margin")), num_classes=True),
     "arcface": LossEntry("ArcFace", "ArcFace: s cos(theta + m); --margin: radians", "margin",
-                         (_SCALE, _MARGIN), num_classes=True),
+                         (_SCALE, _ANGULAR), num_classes=True),
     "combined": LossEntry("CombinedMargin", "combined margin: s (cos(m1 theta + m2) - m3); --combined-margins",
                           "margin", (_SCALE, ("combined_margins", _combined_margins)), num_classes=True),
     "subcenter": LossEntry("SubCenterArcFace", "sub-center ArcFace: K sub-centers per class (--sub-centers)",
-                           "margin", (_SCALE, _MARGIN, ("sub_centers", "sub_centers")), num_classes=True),
+                           "margin", (_SCALE, _ANGULAR, ("sub_centers", "sub_centers")), num_classes=True),
     "triplet": LossEntry("TripletLoss", "triplet loss [d(a,p) - d(a,n) + margin]_+, --mining picks the triplets",
                          "pair", (_MARGIN, ("mining", "mining")), memory=True),
     "contrastive": LossEntry("ContrastiveLoss", "contrastive loss (Hadsell et al.); --margin: negative margin",
                              "pair", (("margin", "neg_margin"),), memory=True),
     "multisimilarity": LossEntry("MultiSimilarityLoss", "multi-similarity loss; --margin: mining epsilon",
-                                 "pair", (_MARGIN,), memory=True),
-    "circle": LossEntry("CircleLoss", "circle loss; --margin: relaxation m in [0, 1)", "pair", (_MARGIN,),
-                        memory=True),
+                                 "pair", (("margin", "epsilon"),), memory=True),
+    "circle": LossEntry("CircleLoss", "circle loss; --margin: relaxation m in [0, 1)", "pair",
+                        (("margin", "relaxation"),), memory=True),
     "supcon": LossEntry("SupConLoss", "supervised contrastive loss (temperature 0.1)", "pair", memory=True),
     "proxyanchor": LossEntry("ProxyAnchorLoss", "Proxy-Anchor loss, one proxy per class; --margin: delta",
-                             "pair", (_MARGIN,), num_classes=True),
+                             "pair", (("margin", "delta"),), num_classes=True),
     "proxynca": LossEntry("ProxyNCALoss", "ProxyNCA loss, one proxy per class", "pair", num_classes=True),
     "lifted": LossEntry("LiftedStructureLoss", "lifted structured loss (smooth bound); --margin: alpha",
                         "pair", (_MARGIN,)),
@@ -123,7 +124,7 @@ def _convex(term_names, *_):
     if len(term_names) != 2:
         raise ValueError(f"--weighting convex needs two terms; received {term_names}: add the center "
                          "term (--center) to a single-task run, or pick another weighting.")
-    return lw.weighting.Convex(term_names[0], term_names[1], alpha=0.5, trainable=True)
+    return lw.weighting.Convex(term_names[0], term_names[1], alpha=0.5, learn_alpha=True)
 
 
 def _plain(class_name, **kwargs):

@@ -23,9 +23,16 @@ from lossweave.terms.margin import (
     SphereFace,
     SubCenterArcFace,
 )
-from lossweave.terms.pairs import ContrastiveLoss, LiftedStructureLoss, NPairsLoss, PairTerm, TripletLoss
+from lossweave.terms.pairs import (
+    ContrastiveLoss,
+    LiftedStructureLoss,
+    NPairsLoss,
+    PairTerm,
+    SiameseContrastiveLoss,
+    TripletLoss,
+)
 from lossweave.terms.proxy import ProxyAnchorLoss, ProxyNCALoss
-from lossweave.terms.similarity import CircleLoss, MultiSimilarityLoss, NTXentLoss, SupConLoss
+from lossweave.terms.similarity import CircleLoss, MultiSimilarityLoss, NTXentLoss, SupConLoss, TwoViewNTXentLoss
 
 __all__ = [
     "add_to_rows",
@@ -48,10 +55,12 @@ __all__ = [
     "PairTerm",
     "ProxyAnchorLoss",
     "ProxyNCALoss",
+    "SiameseContrastiveLoss",
     "SoftmaxCrossEntropy",
     "SphereFace",
     "SubCenterArcFace",
     "SupConLoss",
     "Term",
     "TripletLoss",
+    "TwoViewNTXentLoss",
 ]

@@ -1,11 +1,8 @@
 """Terms made from plain losses: any Keras loss, and softmax cross-entropy on logits."""
 
 import keras
-from keras import ops
-
 from lossweave import ops as lw_ops
 from lossweave.terms.base import Term
-from lossweave.terms.check import check_class_rows
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -72,7 +69,7 @@ class Loss(Term):
             resolved = FunctionLoss(resolved)
         self.loss = resolved
 
-    def call(self, outputs, targets, sample_weight=None, training=None):
+    def compute_loss(self, outputs, targets, sample_weight, training):
         return self.loss(targets, outputs, sample_weight=sample_weight)
 
     def get_config(self):
@@ -99,7 +96,7 @@ class SoftmaxCrossEntropy(Term):
     Args:
         on: model output holding the logits ``(batch, num_classes)``.
         target: target holding sparse or one-hot labels.
-        validate: raise on bad rows at run time.
+        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
         >>> import numpy as np
@@ -107,18 +104,10 @@ class SoftmaxCrossEntropy(Term):
         1.3863
     """
 
-    def __init__(self, on="logits", target="label", validate=True, **kwargs):
+    input_checks = "class_rows"  # num_classes: the width of the logits
+
+    def __init__(self, on="logits", target="label", **kwargs):
         super().__init__(on=on, target=target, **kwargs)
-        self.validate = bool(validate)
 
-    def call(self, outputs, targets, sample_weight=None, training=None):
-        clean = check_class_rows(self, outputs, targets, outputs.shape[-1]) if self.validate else None
-        loss = lw_ops.softmax_cross_entropy(outputs, targets, sample_weight)
-        if clean is not None:
-            loss = ops.where(clean, loss, ops.zeros_like(loss))
-        return loss
-
-    def get_config(self):
-        config = super().get_config()
-        config["validate"] = self.validate
-        return config
+    def compute_loss(self, outputs, targets, sample_weight, training):
+        return lw_ops.softmax_cross_entropy(outputs, targets, sample_weight)

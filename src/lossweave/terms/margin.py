@@ -23,34 +23,25 @@ import keras
 import numpy as np
 from keras import ops
 
-from lossweave import ops as lw_ops
+from lossweave import arguments
 from lossweave.ops import margin as margin_ops
 from lossweave.ops import sampling as sampling_ops
-from lossweave.terms.base import Term, check_embedding_shape
-from lossweave.terms.check import check_class_rows
-from lossweave.terms.sampling import ClassSampling
+from lossweave.terms.table import SampledClassTable
 
 
-def _positive_int(value, what, owner):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{owner}: {what} must be a positive int; received {value!r}.")
-    return int(value)
+def _angle(value, name, owner):
+    """An additive angular margin in radians, in ``[0, pi)``."""
+    return arguments.number(value, name, owner, low=0.0, high=math.pi, high_open=True,
+                            hint="It is an angle in radians (0.5 rad is 28.6 degrees).")
 
 
-def _positive(value, what, owner):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{owner}: {what} must be a positive number; received {value!r}.")
-    return float(value)
-
-
-def _margin(value, what, owner, high=math.pi):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < high:
-        raise ValueError(f"{owner}: {what} must be a number in [0, {high:.4g}); received {value!r}.")
-    return float(value)
+def _cosine(value, name, owner):
+    """An additive cosine margin, in ``[0, 2)``."""
+    return arguments.number(value, name, owner, low=0.0, high=2.0, high_open=True)
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
-class MarginSoftmax(ClassSampling, Term):
+class MarginSoftmax(SampledClassTable):
     """Base of the margin-softmax terms: normalised class weights and a margin on the target.
 
     The loss is softmax cross-entropy on ``logit_scale * cos theta_j`` where
@@ -76,6 +67,7 @@ class MarginSoftmax(ClassSampling, Term):
         on: model output holding the embeddings ``(batch, dim)``.
         target: target holding sparse or one-hot labels.
         validate: raise on bad rows at run time (bad rows are skipped either way).
+        missing: the label of unlabelled rows (see :class:`~lossweave.terms.Term`).
         sample_rate: fraction of the classes a training step computes logits
             for, in ``(0, 1]``; 1.0 (every class) is the plain term.
         seed: int seed of the class sampling (``None``: a random one).
@@ -86,6 +78,8 @@ class MarginSoftmax(ClassSampling, Term):
             ``interclass_filtering_threshold``, 0.4 in its configs).
     """
 
+    table_name = "class_weights"
+
     def __init__(
         self,
         num_classes,
@@ -94,32 +88,16 @@ class MarginSoftmax(ClassSampling, Term):
         class_weights_initializer="glorot_normal",
         on="embedding",
         target="label",
-        validate=True,
-        sample_rate=1.0,
-        seed=None,
-        negative_threshold=None,
         **kwargs,
     ):
-        super().__init__(on=on, target=target, **kwargs)
-        owner = type(self).__name__
-        self.num_classes = _positive_int(num_classes, "num_classes", owner)
-        self.scale = _positive(scale, "scale", owner)
-        self.sub_centers = _positive_int(sub_centers, "sub_centers", owner)
+        super().__init__(num_classes, on=on, target=target, **kwargs)
+        self.scale = arguments.positive(scale, "scale", self)
+        self.sub_centers = arguments.positive_int(sub_centers, "sub_centers", self)
         self.class_weights_initializer = keras.initializers.get(class_weights_initializer)
-        self.validate = bool(validate)
-        self.init_sampling(sample_rate, seed, negative_threshold)
 
-    def build(self, outputs_shape):
-        super().build(outputs_shape)
-        check_embedding_shape(self, outputs_shape)
-        self.class_weights = self.add_weight(
-            name="class_weights",
-            shape=(self.num_classes * self.sub_centers, outputs_shape[-1]),
-            initializer=self.class_weights_initializer,
-            trainable=True,
-            dtype="float32",
-            autocast=False,
-        )
+    @property
+    def rows_per_class(self):
+        return self.sub_centers
 
     # ------------------------------------------------------------------ hooks
     def cosines(self, embeddings):
@@ -135,13 +113,9 @@ class MarginSoftmax(ClassSampling, Term):
         return self.scale
 
     # ---------------------------------------------------------------- outputs
-    def _ensure_built(self, embeddings):
-        if not self.built:
-            self.build(tuple(ops.shape(embeddings)))
-
     def logits(self, embeddings):
         """Margin-free logits ``logit_scale * cos theta_j`` for inference (no labels)."""
-        self._ensure_built(embeddings)
+        self.ensure_built(embeddings)
         return margin_ops.scaled_cosines(
             embeddings, self.class_weights, self.logit_scale(embeddings), self.sub_centers
         )
@@ -163,15 +137,10 @@ class MarginSoftmax(ClassSampling, Term):
         step (``sample_rate < 1``) computes ``(batch, S)`` logits over the
         sampled classes, in the order of the sample (see ``draw_classes``).
         """
-        self._ensure_built(embeddings)
-        embeddings = ops.cast(embeddings, "float32")
-        finite = lw_ops.finite_rows(embeddings)
-        embeddings = ops.where(finite[:, None], embeddings, ops.zeros_like(embeddings))
+        self.ensure_built(embeddings)
+        embeddings, finite = self.finite_embeddings(embeddings)
         scale = self.logit_scale(embeddings)
-        table, classes, in_use = self.class_weights, self.num_classes, None
-        if self.samples(training):
-            sampled, labels, in_use = self.draw_classes(labels)
-            table, classes = self.sampled_rows(table, sampled, self.sub_centers), ops.shape(sampled)[0]
+        table, labels, in_use, classes = self.training_rows(labels, training)
         logits = margin_ops.scaled_cosines(embeddings, table, scale, self.sub_centers)
         hit, valid = margin_ops.target_mask(labels, classes)
         scale = margin_ops.row_scale(scale)
@@ -218,27 +187,12 @@ class MarginSoftmax(ClassSampling, Term):
         outputs[name] = MarginLogits(self, name=name)(embeddings)
         return keras.Model(model.inputs, outputs, name=f"{model.name}_classifier")
 
-    def call(self, outputs, targets, sample_weight=None, training=None):
-        clean = check_class_rows(self, outputs, targets, self.num_classes) if self.validate else None
+    def compute_loss(self, outputs, targets, sample_weight, training):
         logits, target, valid = self._margin_logits(outputs, targets, training=training)
-        loss = margin_ops.margin_cross_entropy(logits, target, valid, sample_weight)
-        if clean is not None:
-            loss = ops.where(clean, loss, ops.zeros_like(loss))
-        return loss
+        return margin_ops.margin_cross_entropy(logits, target, valid, sample_weight)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_classes": self.num_classes,
-                "scale": self.scale,
-                "sub_centers": self.sub_centers,
-                "class_weights_initializer": keras.initializers.serialize(self.class_weights_initializer),
-                "validate": self.validate,
-                **self.sampling_config(),
-            }
-        )
-        return config
+        return {**super().get_config(), "scale": self.scale, "sub_centers": self.sub_centers}
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -303,7 +257,7 @@ class NormFace(MarginSoftmax):
 
     def __init__(self, num_classes, scale=16.0, learn_scale=False, **kwargs):
         super().__init__(num_classes, scale=scale, **kwargs)
-        self.learn_scale = bool(learn_scale)
+        self.learn_scale = arguments.boolean(learn_scale, "learn_scale", self)
 
     def build(self, outputs_shape):
         super().build(outputs_shape)
@@ -327,26 +281,26 @@ class CosFace(MarginSoftmax):
     Args:
         num_classes: number of classes.
         scale: ``s`` (paper: 64).
-        margin: cosine margin ``m`` (unitless, paper: 0.35).
+        cosine_margin: the additive cosine margin ``m`` (unitless, paper: 0.35).
         **kwargs: see :class:`MarginSoftmax`.
 
     Example:
         >>> import numpy as np
-        >>> term = CosFace(num_classes=3, scale=1.0, margin=0.35, class_weights_initializer="identity")
+        >>> term = CosFace(num_classes=3, scale=1.0, cosine_margin=0.35, class_weights_initializer="identity")
         >>> x = np.array([[1., 0., 0.]], "float32")
         >>> [round(float(v), 2) for v in term.margin_logits(x, np.array([0]))[0]]
         [0.65, 0.0, 0.0]
     """
 
-    def __init__(self, num_classes, scale=64.0, margin=0.35, **kwargs):
+    def __init__(self, num_classes, scale=64.0, cosine_margin=0.35, **kwargs):
         super().__init__(num_classes, scale=scale, **kwargs)
-        self.margin = _margin(margin, "margin", "CosFace", high=2.0)
+        self.cosine_margin = _cosine(cosine_margin, "cosine_margin", self)
 
     def target_logit(self, cos_target, training=None):
-        return margin_ops.cosface_target(cos_target, self.margin)
+        return margin_ops.cosface_target(cos_target, self.cosine_margin)
 
     def get_config(self):
-        return {**super().get_config(), "margin": self.margin}
+        return {**super().get_config(), "cosine_margin": self.cosine_margin}
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -359,28 +313,28 @@ class ArcFace(MarginSoftmax):
     Args:
         num_classes: number of classes.
         scale: ``s`` (paper: 64).
-        margin: additive angular margin ``m`` in radians (paper: 0.5, ~28.6 deg).
+        angular_margin: the additive angular margin ``m`` in radians (paper: 0.5, ~28.6 deg).
         easy_margin: apply the margin only where ``cos theta_y > 0``.
         **kwargs: see :class:`MarginSoftmax` (``sub_centers`` for sub-center ArcFace).
 
     Example:
         >>> import numpy as np
-        >>> term = ArcFace(num_classes=3, scale=1.0, margin=0.5, class_weights_initializer="identity")
+        >>> term = ArcFace(num_classes=3, scale=1.0, angular_margin=0.5, class_weights_initializer="identity")
         >>> x = np.array([[1., 0., 0.]], "float32")   # theta_y = 0: target cos(0.5)
         >>> round(float(term.margin_logits(x, np.array([0]))[0, 0]), 4)
         0.8776
     """
 
-    def __init__(self, num_classes, scale=64.0, margin=0.5, easy_margin=False, **kwargs):
+    def __init__(self, num_classes, scale=64.0, angular_margin=0.5, easy_margin=False, **kwargs):
         super().__init__(num_classes, scale=scale, **kwargs)
-        self.margin = _margin(margin, "margin (radians)", type(self).__name__)
-        self.easy_margin = bool(easy_margin)
+        self.angular_margin = _angle(angular_margin, "angular_margin", self)
+        self.easy_margin = arguments.boolean(easy_margin, "easy_margin", self)
 
     def target_logit(self, cos_target, training=None):
-        return margin_ops.arcface_target(cos_target, self.margin, self.easy_margin)
+        return margin_ops.arcface_target(cos_target, self.angular_margin, self.easy_margin)
 
     def get_config(self):
-        return {**super().get_config(), "margin": self.margin, "easy_margin": self.easy_margin}
+        return {**super().get_config(), "angular_margin": self.angular_margin, "easy_margin": self.easy_margin}
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -393,9 +347,9 @@ class CombinedMargin(MarginSoftmax):
     Args:
         num_classes: number of classes.
         scale: ``s`` (paper: 64).
-        m1: multiplicative angular margin (>= 1).
-        m2: additive angular margin in radians.
-        m3: additive cosine margin.
+        multiplicative_margin: ``m1``, the multiplicative angular margin (in [1, 10]).
+        angular_margin: ``m2``, the additive angular margin in radians.
+        cosine_margin: ``m3``, the additive cosine margin.
         **kwargs: see :class:`MarginSoftmax`.
 
     Example:
@@ -406,19 +360,23 @@ class CombinedMargin(MarginSoftmax):
         0.7553
     """
 
-    def __init__(self, num_classes, scale=64.0, m1=1.0, m2=0.3, m3=0.2, **kwargs):
+    def __init__(self, num_classes, scale=64.0, multiplicative_margin=1.0, angular_margin=0.3, cosine_margin=0.2,
+                 **kwargs):
         super().__init__(num_classes, scale=scale, **kwargs)
-        if isinstance(m1, bool) or not isinstance(m1, (int, float)) or not 1.0 <= m1 <= 10.0:
-            raise ValueError(f"CombinedMargin: m1 must be a number in [1, 10]; received {m1!r}.")
-        self.m1 = float(m1)
-        self.m2 = _margin(m2, "m2 (radians)", "CombinedMargin")
-        self.m3 = _margin(m3, "m3", "CombinedMargin", high=2.0)
+        self.multiplicative_margin = arguments.number(
+            multiplicative_margin, "multiplicative_margin", self, low=1.0, high=10.0
+        )
+        self.angular_margin = _angle(angular_margin, "angular_margin", self)
+        self.cosine_margin = _cosine(cosine_margin, "cosine_margin", self)
 
     def target_logit(self, cos_target, training=None):
-        return margin_ops.combined_margin_target(cos_target, self.m1, self.m2, self.m3)
+        return margin_ops.combined_margin_target(
+            cos_target, self.multiplicative_margin, self.angular_margin, self.cosine_margin
+        )
 
     def get_config(self):
-        return {**super().get_config(), "m1": self.m1, "m2": self.m2, "m3": self.m3}
+        return {**super().get_config(), "multiplicative_margin": self.multiplicative_margin,
+                "angular_margin": self.angular_margin, "cosine_margin": self.cosine_margin}
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -435,7 +393,7 @@ class SubCenterArcFace(ArcFace):
         num_classes: number of classes.
         sub_centers: ``K`` (paper: 3).
         scale: ``s`` (paper: 64).
-        margin: additive angular margin in radians (paper: 0.5).
+        angular_margin: the additive angular margin in radians (paper: 0.5).
         **kwargs: see :class:`ArcFace`.
 
     Example:
@@ -445,8 +403,8 @@ class SubCenterArcFace(ArcFace):
         ()
     """
 
-    def __init__(self, num_classes, sub_centers=3, scale=64.0, margin=0.5, **kwargs):
-        super().__init__(num_classes, scale=scale, margin=margin, sub_centers=sub_centers, **kwargs)
+    def __init__(self, num_classes, sub_centers=3, scale=64.0, angular_margin=0.5, **kwargs):
+        super().__init__(num_classes, scale=scale, angular_margin=angular_margin, sub_centers=sub_centers, **kwargs)
 
     def dominant_angles(self, embeddings, labels):
         """Angle (radians) of each sample to the dominant sub-center of its class.
@@ -518,10 +476,11 @@ class SphereFace(MarginSoftmax):
 
     Args:
         num_classes: number of classes.
-        margin: the integer multiplier ``m`` (paper: 4; unitless).
+        multiplicative_margin: the integer multiplier ``m`` of the angle (paper: 4).
         base, gamma, power, lambda_min: the annealing of ``lambda`` (paper's
             code: 1000, 0.12, 1, 5). ``lambda_min=0`` reaches the pure margin.
-        **kwargs: see :class:`MarginSoftmax` (``scale`` is not used).
+        **kwargs: see :class:`MarginSoftmax`, but no ``scale``: the scale is
+            ``||x||`` (a given ``scale`` is refused).
 
     Example:
         >>> import numpy as np
@@ -531,14 +490,20 @@ class SphereFace(MarginSoftmax):
         [2.0, 0.0, 0.0]
     """
 
-    def __init__(self, num_classes, margin=4, base=1000.0, gamma=0.12, power=1.0, lambda_min=5.0, **kwargs):
-        kwargs.pop("scale", None)
+    def __init__(self, num_classes, multiplicative_margin=4, base=1000.0, gamma=0.12, power=1.0, lambda_min=5.0,
+                 **kwargs):
+        if "scale" in kwargs:
+            raise TypeError(
+                f"SphereFace: received scale={kwargs['scale']!r}; SphereFace takes no `scale`: its logits are "
+                f"scaled by the feature norm ||x|| (Eq. 6). Drop `scale`, or use NormFace / CosFace / ArcFace "
+                f"for a fixed scale."
+            )
         super().__init__(num_classes, scale=1.0, **kwargs)
-        self.margin = _positive_int(margin, "margin (integer multiplier m)", "SphereFace")
-        for what, value in (("base", base), ("gamma", gamma), ("power", power), ("lambda_min", lambda_min)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"SphereFace: {what} must be a number >= 0; received {value!r}.")
-        self.base, self.gamma, self.power, self.lambda_min = float(base), float(gamma), float(power), float(lambda_min)
+        self.multiplicative_margin = arguments.positive_int(multiplicative_margin, "multiplicative_margin", self)
+        self.base, self.gamma, self.power, self.lambda_min = (
+            arguments.number(value, name, self, low=0.0)
+            for name, value in (("base", base), ("gamma", gamma), ("power", power), ("lambda_min", lambda_min))
+        )
 
     def build(self, outputs_shape):
         super().build(outputs_shape)
@@ -552,23 +517,20 @@ class SphereFace(MarginSoftmax):
 
     def target_logit(self, cos_target, training=None):
         lam = self.annealing()
-        return (lam * cos_target + margin_ops.sphereface_psi(cos_target, self.margin)) / (1.0 + lam)
+        return (lam * cos_target + margin_ops.sphereface_psi(cos_target, self.multiplicative_margin)) / (1.0 + lam)
 
     def logit_scale(self, embeddings):
         x = ops.cast(embeddings, "float32")
         return ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True))
 
-    def call(self, outputs, targets, sample_weight=None, training=None):
-        loss = super().call(outputs, targets, sample_weight=sample_weight, training=training)
-        if training:
-            self.iterations.assign_add(ops.ones((), "int32"))
-        return loss
+    def update_state(self, outputs, targets, sample_weight):
+        self.iterations.assign_add(ops.ones((), "int32"))
 
     def get_config(self):
         config = super().get_config()
         config.pop("scale")
         config.update(
-            {"margin": self.margin, "base": self.base, "gamma": self.gamma, "power": self.power,
+            {"multiplicative_margin": self.multiplicative_margin, "base": self.base, "gamma": self.gamma, "power": self.power,
              "lambda_min": self.lambda_min}
         )
         return config

@@ -11,9 +11,9 @@ import keras
 from keras import ops
 
 from lossweave import _backend as backend
+from lossweave import arguments
 from lossweave.ops.distances import pair_labels
 from lossweave.ops.labels import finite_rows
-from lossweave.terms.check import check_pair_rows
 from lossweave.terms.pairs import PairTerm
 
 
@@ -49,7 +49,7 @@ class CrossBatchMemory(PairTerm):
         memory_size: number of past embeddings kept (``M``).
         on: model output holding the embeddings (default: the term's).
         target: target holding the class ids (default: the term's).
-        validate: raise on bad rows at run time.
+        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
         >>> import numpy as np
@@ -64,7 +64,7 @@ class CrossBatchMemory(PairTerm):
         (4, 2, [1, 2, 2, 0])
     """
 
-    def __init__(self, term, memory_size, on=None, target=None, validate=True, **kwargs):
+    def __init__(self, term, memory_size, on=None, target=None, **kwargs):
         if isinstance(term, dict):
             term = keras.saving.deserialize_keras_object(term)
         if not getattr(term, "supports_reference", False) or not hasattr(term, "pair_loss"):
@@ -72,12 +72,10 @@ class CrossBatchMemory(PairTerm):
                 f"CrossBatchMemory: received term {term!r}, which does not take a reference set; expected a "
                 f"pair term with supports_reference=True (ContrastiveLoss on one output, TripletLoss)."
             )
-        if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 1:
-            raise ValueError(f"CrossBatchMemory: memory_size must be a positive int; received {memory_size!r}.")
         super().__init__(on=term.on if on is None else on, target=term.target if target is None else target,
-                         validate=validate, **kwargs)
+                         **kwargs)
         self.term = term
-        self.memory_size = memory_size
+        self.memory_size = arguments.positive_int(memory_size, "memory_size", self)
 
     def build(self, outputs_shape):
         super().build(outputs_shape)
@@ -95,8 +93,8 @@ class CrossBatchMemory(PairTerm):
                                              **variable)
         self.position = self.add_weight(name="position", shape=(), initializer="zeros", dtype="int32", **variable)
         self.filled = self.add_weight(name="filled", shape=(), initializer="zeros", dtype="int32", **variable)
-        # The term skips its own write on a failed check: the failed-step gate
-        # need not copy or select the (memory_size, dim) buffers.
+        # Written row by row, gated by the term (Term._gated_update): the failed-step
+        # gate need not copy or select the (memory_size, dim) buffers.
         backend.mark_self_gated(self.memory_embeddings)
         backend.mark_self_gated(self.memory_labels)
 
@@ -122,18 +120,10 @@ class CrossBatchMemory(PairTerm):
         return self.term.pair_loss(embeddings, labels, sample_weight, ref_embeddings=ref_embeddings,
                                    ref_labels=ref_labels, ref_mask=ref_mask, exclude_self=True)
 
-    def call(self, outputs, targets, sample_weight=None, training=None):
-        clean = check_pair_rows(self, outputs, targets) if self.validate else None
-        loss = self.pair_loss(outputs, targets, sample_weight)
-        if clean is not None:
-            loss = ops.where(clean, loss, ops.zeros_like(loss))
-        if training:
-            # Under tf.distribute every replica writes the global batch into its copy.
-            self._write(*backend.all_gather((outputs, targets, sample_weight)), clean)
-        return loss
-
-    def _write(self, embeddings, labels, sample_weight, clean):
-        """Enqueue the batch over the oldest slots (in place, O(batch x dim))."""
+    def update_state(self, outputs, targets, sample_weight):
+        """Enqueue the batch over the oldest slots (in place, O(batch x dim)); the base gates it on the checks."""
+        # Under tf.distribute every replica writes the global batch into its copy.
+        embeddings, labels, sample_weight = backend.all_gather((outputs, targets, sample_weight))
         x = ops.stop_gradient(ops.cast(embeddings, "float32"))
         ids, valid = pair_labels(labels)
         keep = ops.logical_and(valid, finite_rows(x))
@@ -148,15 +138,13 @@ class CrossBatchMemory(PairTerm):
         slots = ops.mod(position + rows, size)
         # With more rows than slots only the last `size` are written: one writer per slot.
         written = rows >= ops.cast(batch, "int32") - size
-        if clean is not None:
-            written = ops.logical_and(written, clean)
         old_x = backend.gather_rows(self.memory_embeddings, slots)
         old_ids = backend.gather_rows(self.memory_labels, slots)
         delta_x = ops.where(written[:, None], x - old_x, ops.zeros_like(x))
         delta_ids = ops.where(written, ids - old_ids, ops.zeros_like(ids))
         backend.add_to_rows(self.memory_embeddings, slots, delta_x)
         backend.add_to_rows(self.memory_labels, slots, delta_ids)
-        moved = ops.cast(batch, "int32") if clean is None else ops.where(clean, ops.cast(batch, "int32"), 0)
+        moved = ops.cast(batch, "int32")
         self.position.assign(ops.mod(position + moved, size))
         self.filled.assign(ops.minimum(ops.convert_to_tensor(self.filled) + moved, size))
 

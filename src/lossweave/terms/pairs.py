@@ -1,14 +1,16 @@
 """Pair-based metric-learning terms: contrastive, triplet, lifted structure, N-pairs.
 
-Thin shells over ``lossweave.ops.pairs``: each term checks its inputs
-(``check_pair_rows``: class ids >= 0, sparse; finite features), calls the
-op and returns 0 when the check failed (the step then raises
-``InvalidInputError``), as ``CenterLoss`` does. They own no variables.
+Thin shells over ``lossweave.ops.pairs`` on the one ``Term`` protocol: each
+declares its inputs (one embedding output, class ids checked by
+``check_pair_rows``: >= 0, sparse; finite features) and implements
+``pair_loss``; the base checks, and returns 0 when the check failed (the
+step then raises ``InvalidInputError``). They own no variables.
 
-Sample weights are per anchor (see ``lossweave.ops.pairs``): ``w_i`` scales
-the pairs or triplets anchored at row ``i``, and a row of weight 0 takes part
-in no pair. ``missing=`` labels get weight 0, so they are left out of every
-pair; the mean is then over the pairs of the labelled rows.
+Sample weights follow the library's one rule (``docs/sample_weight.md``):
+``w_i`` scales the pairs or triplets anchored at row ``i``, the mean counts
+the tuples, and a row of weight 0 takes part in no pair. ``missing=`` labels
+get weight 0, so they are left out of every pair; the mean is then over the
+pairs of the labelled rows.
 
 Terms that accept a reference set of partners (``supports_reference``) can be
 wrapped by ``lossweave.terms.CrossBatchMemory``; their ``pair_loss(embeddings,
@@ -25,30 +27,11 @@ both (``lossweave.terms.ProxyAnchorLoss`` sums Eq. 4 over the replicas).
 """
 
 import keras
-import numpy as np
-from keras import ops
 
+from lossweave import arguments
 from lossweave.ops import distances as distance_ops
 from lossweave.ops import pairs as pair_ops
 from lossweave.terms.base import Term
-from lossweave.terms.check import check_pair_rows
-
-
-def _number(value, what, owner, low=None, strict=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{owner}: {what} must be a number; received {value!r}.")
-    value = float(value)
-    if not np.isfinite(value) or (low is not None and (value <= low if strict else value < low)):
-        bound = f"> {low}" if strict else f">= {low}"
-        raise ValueError(f"{owner}: {what} must be a finite number{'' if low is None else ' ' + bound}; "
-                         f"received {value!r}.")
-    return value
-
-
-def _choice(value, choices, what, owner):
-    if value not in choices:
-        raise ValueError(f"{owner}: {what} must be one of {choices}; received {value!r}.")
-    return value
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -61,77 +44,58 @@ class PairTerm(Term):
     Args:
         on: model output holding the embeddings ``(batch, dim)``.
         target: target holding the class ids (sparse, ``(batch,)`` or ``(batch, 1)``).
-        validate: raise on bad rows at run time (bad rows take part in no pair either way).
+        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
     """
 
     supports_reference = False
+    reads = "embedding"
+    input_checks = "pair_rows"
+    weights_per = "tuple"  # weight 0 leaves a row out of every pair; means count pairs, not rows
 
-    def __init__(self, on="embedding", target="label", validate=True, **kwargs):
+    def __init__(self, on="embedding", target="label", **kwargs):
         super().__init__(on=on, target=target, **kwargs)
-        self.validate = bool(validate)
-
-    def _mask_missing(self, targets, sample_weight):
-        # Weight 0 leaves a row out of every pair; no rescaling: means count pairs, not rows.
-        targets, weights = super()._mask_missing(targets, None)
-        if weights is not None:
-            weights = ops.cast(weights > 0, "float32")
-            if sample_weight is not None:
-                weights = weights * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-        return targets, weights
-
-    def build(self, outputs_shape):
-        super().build(outputs_shape)
-        shape = tuple(outputs_shape)
-        if len(shape) != 2:
-            raise ValueError(
-                f"{type(self).__name__} '{self.name}': received embeddings of shape {shape}; expected "
-                f"(batch, dim). Point `on` at the embedding output."
-            )
 
     def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
                   ref_mask=None, exclude_self=True):
         """The loss of the batch (or of the batch against a reference set), without the input check."""
         raise NotImplementedError(f"{type(self).__name__} must implement pair_loss.")
 
-    def call(self, outputs, targets, sample_weight=None, training=None):
-        clean = check_pair_rows(self, outputs, targets) if self.validate else None
-        loss = self.pair_loss(outputs, targets, sample_weight)
-        if clean is not None:
-            loss = ops.where(clean, loss, ops.zeros_like(loss))
-        return loss
+    def compute_loss(self, outputs, targets, sample_weight, training):
+        return self.pair_loss(outputs, targets, sample_weight)
+
+
+class _ContrastiveArguments:
+    """``pos_margin``, ``neg_margin`` and ``distance``: the arguments both contrastive forms take."""
+
+    def init_margins(self, pos_margin, neg_margin, distance):
+        self.pos_margin = arguments.number(pos_margin, "pos_margin", self, low=0.0)
+        self.neg_margin = arguments.number(neg_margin, "neg_margin", self, low=0.0)
+        self.distance = arguments.choice(distance, distance_ops.METRICS, "distance", self)
 
     def get_config(self):
-        config = super().get_config()
-        config["validate"] = self.validate
-        return config
+        return {**super().get_config(), "pos_margin": self.pos_margin, "neg_margin": self.neg_margin,
+                "distance": self.distance}
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
-class ContrastiveLoss(PairTerm):
-    """Contrastive loss (Hadsell, Chopra & LeCun, CVPR 2006, Eq. 4), with its factor 1/2.
+class ContrastiveLoss(_ContrastiveArguments, PairTerm):
+    """Contrastive loss over the pairs of a labelled batch (Hadsell, Chopra & LeCun, CVPR 2006, Eq. 4).
 
-    Two forms:
-
-    - **labelled batch** (``on="embedding"``, ``target="label"``): every
-      ordered pair ``(i, j)``, ``i != j``, of the batch; a positive (same
-      class) pair pays ``1/2 max(d - pos_margin, 0)^2``, a negative pair
-      ``1/2 max(neg_margin - d, 0)^2``; the loss is the mean over the pairs
-      (``lossweave.ops.pairs.contrastive_loss``), 0 when there is no pair.
-      Accepts a reference set (``CrossBatchMemory``).
-    - **siamese pairs** (``on=("left", "right")``, ``target="same"``): the
-      distance between row ``i`` of the two outputs, and a target of 1 for a
-      similar and 0 for a dissimilar pair (the paper's ``Y`` is reversed: 0 for
-      similar); the mean over the batch of the pair terms
-      (``contrastive_pair_loss``). A target other than 0/1 raises.
+    Every ordered pair ``(i, j)``, ``i != j``, of the batch; a positive (same
+    class) pair pays ``1/2 max(d - pos_margin, 0)^2``, a negative pair
+    ``1/2 max(neg_margin - d, 0)^2`` (the paper's factor 1/2); the loss is the
+    mean over the pairs (``lossweave.ops.pairs.contrastive_loss``), 0 when
+    there is no pair. Accepts a reference set (``CrossBatchMemory``). For
+    given pairs read from two outputs, see :class:`SiameseContrastiveLoss`.
 
     Args:
         pos_margin: distance below which a positive pair costs nothing (paper: 0).
         neg_margin: the margin ``m`` of the negative pairs (1.0).
         distance: ``"euclidean"`` (the paper's ``D_W``), ``"squared_euclidean"``
             or ``"cosine"``.
-        on: the embedding output, or a pair of outputs for siamese pairs.
-        target: class ids, or the 0/1 target of siamese pairs.
-        validate: raise on bad rows at run time.
+        on: the embedding output.
+        target: the class ids.
+        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
         >>> import numpy as np
@@ -139,42 +103,15 @@ class ContrastiveLoss(PairTerm):
         >>> x = np.array([[0., 0.], [0.5, 0.], [0., 0.25]], "float32")
         >>> round(float(term(x, np.array([0, 0, 1]))), 6)
         0.167828
-        >>> siamese = ContrastiveLoss(on=("left", "right"), target="same")
-        >>> right = np.array([[0.5, 0.], [0.5, 0.], [0., 0.]], "float32")
-        >>> round(float(siamese((x, right), np.array([1, 0, 1]))), 6)
-        0.21875
     """
 
     supports_reference = True
+    two_output_form = "SiameseContrastiveLoss"
 
     def __init__(self, pos_margin=0.0, neg_margin=1.0, distance="euclidean", on="embedding", target="label",
-                 validate=True, **kwargs):
-        super().__init__(on=on, target=target, validate=validate, **kwargs)
-        owner = type(self).__name__
-        self.pos_margin = _number(pos_margin, "pos_margin", owner, low=0.0)
-        self.neg_margin = _number(neg_margin, "neg_margin", owner, low=0.0)
-        self.distance = _choice(distance, distance_ops.METRICS, "distance", owner)
-        self.siamese = isinstance(self.on, tuple)
-        if self.siamese and len(self.on) != 2:
-            raise ValueError(f"{owner}: siamese pairs read two outputs, on=(left, right); received on={self.on!r}.")
-        if self.siamese:
-            self.supports_reference = False
-
-    def build(self, outputs_shape):
-        if not self.siamese:
-            return super().build(outputs_shape)
-        Term.build(self, outputs_shape)
-        shapes = [tuple(s) for s in outputs_shape]
-        if len(shapes) != 2 or any(len(s) != 2 for s in shapes) or shapes[0][-1] != shapes[1][-1]:
-            raise ValueError(
-                f"ContrastiveLoss '{self.name}': received outputs of shapes {shapes}; expected two "
-                f"(batch, dim) embeddings of the same dim for on={self.on!r}."
-            )
-
-    def _mask_missing(self, targets, sample_weight):
-        if self.siamese:  # one loss per row: Keras's mean over the labelled rows
-            return Term._mask_missing(self, targets, sample_weight)
-        return super()._mask_missing(targets, sample_weight)
+                 **kwargs):
+        super().__init__(on=on, target=target, **kwargs)
+        self.init_margins(pos_margin, neg_margin, distance)
 
     def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
                   ref_mask=None, exclude_self=True):
@@ -183,22 +120,49 @@ class ContrastiveLoss(PairTerm):
             ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_mask=ref_mask, exclude_self=exclude_self,
         )
 
-    def call(self, outputs, targets, sample_weight=None, training=None):
-        if not self.siamese:
-            return super().call(outputs, targets, sample_weight, training)
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class SiameseContrastiveLoss(_ContrastiveArguments, Term):
+    """Contrastive loss on given pairs: row ``i`` of two outputs and a same/different target (Hadsell et al. 2006, Eq. 4).
+
+    The distance between row ``i`` of the two outputs, and a target of 1 for a
+    similar and 0 for a dissimilar pair (the paper's ``Y`` is reversed: 0 for
+    similar); a similar pair pays ``1/2 max(d - pos_margin, 0)^2``, a
+    dissimilar one ``1/2 max(neg_margin - d, 0)^2``; the loss is the mean over
+    the batch of the pair terms (``lossweave.ops.pairs.contrastive_pair_loss``;
+    one loss per row, so sample weights and ``missing`` act as in any Keras
+    loss). A target other than 0/1 raises ``InvalidInputError``.
+
+    Args:
+        pos_margin: distance below which a similar pair costs nothing (paper: 0).
+        neg_margin: the margin ``m`` of the dissimilar pairs (1.0).
+        distance: ``"euclidean"``, ``"squared_euclidean"`` or ``"cosine"``.
+        on: the two outputs, ``(left, right)``.
+        target: the 0/1 target.
+        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
+
+    Example:
+        >>> import numpy as np
+        >>> term = SiameseContrastiveLoss(on=("left", "right"), target="same")
+        >>> left = np.array([[0., 0.], [0.5, 0.], [0., 0.25]], "float32")
+        >>> right = np.array([[0.5, 0.], [0.5, 0.], [0., 0.]], "float32")
+        >>> round(float(term((left, right), np.array([1, 0, 1]))), 6)
+        0.21875
+    """
+
+    reads = "views"
+    input_checks = "pair_targets"
+
+    def __init__(self, pos_margin=0.0, neg_margin=1.0, distance="euclidean", on=("left", "right"), target="same",
+                 **kwargs):
+        super().__init__(on=on, target=target, **kwargs)
+        self.init_margins(pos_margin, neg_margin, distance)
+
+    def compute_loss(self, outputs, targets, sample_weight, training):
         left, right = outputs
-        clean = check_pair_rows(self, (left, right), targets, binary=True) if self.validate else None
-        loss = pair_ops.contrastive_pair_loss(
+        return pair_ops.contrastive_pair_loss(
             left, right, targets, self.pos_margin, self.neg_margin, self.distance, sample_weight
         )
-        if clean is not None:
-            loss = ops.where(clean, loss, ops.zeros_like(loss))
-        return loss
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"pos_margin": self.pos_margin, "neg_margin": self.neg_margin, "distance": self.distance})
-        return config
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -226,7 +190,7 @@ class TripletLoss(PairTerm):
             (``"positive"``, Hermans et al.'s BA≠0) or over all (``"all"``).
         on: model output holding the embeddings.
         target: target holding the class ids.
-        validate: raise on bad rows at run time.
+        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
         >>> import numpy as np
@@ -238,17 +202,16 @@ class TripletLoss(PairTerm):
     supports_reference = True
 
     def __init__(self, margin=1.0, mining="semi-hard", distance="euclidean", soft=False, average="positive",
-                 on="embedding", target="label", validate=True, **kwargs):
-        super().__init__(on=on, target=target, validate=validate, **kwargs)
-        owner = type(self).__name__
-        self.margin = _number(margin, "margin", owner, low=0.0)
-        self.mining = _choice(mining, pair_ops.MININGS, "mining", owner)
-        self.distance = _choice(distance, distance_ops.METRICS, "distance", owner)
-        self.soft = bool(soft)
-        self.average = _choice(average, pair_ops.AVERAGES, "average", owner)
+                 on="embedding", target="label", **kwargs):
+        super().__init__(on=on, target=target, **kwargs)
+        self.margin = arguments.number(margin, "margin", self, low=0.0)
+        self.mining = arguments.choice(mining, pair_ops.MININGS, "mining", self)
+        self.distance = arguments.choice(distance, distance_ops.METRICS, "distance", self)
+        self.soft = arguments.boolean(soft, "soft", self)
+        self.average = arguments.choice(average, pair_ops.AVERAGES, "average", self)
         if self.soft and self.mining != "batch-hard":
             raise ValueError(
-                f"{owner}: soft=True is the soft margin of batch-hard mining (Hermans et al. 2017, Eq. 6); "
+                f"{type(self).__name__}: soft=True is the soft margin of batch-hard mining (Hermans et al. 2017, Eq. 6); "
                 f"received mining={mining!r}. Use mining='batch-hard' or soft=False."
             )
 
@@ -279,7 +242,7 @@ class LiftedStructureLoss(PairTerm):
         margin: the margin ``alpha`` (paper: 1.0).
         on: model output holding the embeddings.
         target: target holding the class ids.
-        validate: raise on bad rows at run time.
+        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
         >>> import numpy as np
@@ -288,9 +251,9 @@ class LiftedStructureLoss(PairTerm):
         2.5426
     """
 
-    def __init__(self, margin=1.0, on="embedding", target="label", validate=True, **kwargs):
-        super().__init__(on=on, target=target, validate=validate, **kwargs)
-        self.margin = _number(margin, "margin", type(self).__name__)
+    def __init__(self, margin=1.0, on="embedding", target="label", **kwargs):
+        super().__init__(on=on, target=target, **kwargs)
+        self.margin = arguments.number(margin, "margin", self)
 
     def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
                   ref_mask=None, exclude_self=True):
@@ -323,7 +286,7 @@ class NPairsLoss(PairTerm):
         on: model output holding the embeddings (not normalised: the loss
             uses inner products).
         target: target holding the class ids.
-        validate: raise on bad rows at run time.
+        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
         >>> import numpy as np
@@ -332,9 +295,9 @@ class NPairsLoss(PairTerm):
         0.3133
     """
 
-    def __init__(self, l2_reg=0.002, on="embedding", target="label", validate=True, **kwargs):
-        super().__init__(on=on, target=target, validate=validate, **kwargs)
-        self.l2_reg = _number(l2_reg, "l2_reg", type(self).__name__, low=0.0)
+    def __init__(self, l2_reg=0.002, on="embedding", target="label", **kwargs):
+        super().__init__(on=on, target=target, **kwargs)
+        self.l2_reg = arguments.number(l2_reg, "l2_reg", self, low=0.0)
 
     def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
                   ref_mask=None, exclude_self=True):

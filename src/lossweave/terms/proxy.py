@@ -36,24 +36,14 @@ should spare them) needs a custom optimizer or train step.
 import keras
 from keras import ops
 
-from lossweave import ops as lw_ops
+from lossweave import arguments
 from lossweave.ops import proxy as proxy_ops
-from lossweave.terms.base import Term, check_embedding_shape
-from lossweave.terms.check import check_class_rows
-from lossweave.terms.margin import _positive, _positive_int
-from lossweave.terms.sampling import ClassSampling, replica_gather
+from lossweave.terms.sampling import replica_gather
+from lossweave.terms.table import SampledClassTable
 
 
-def _number(value, what, owner, low=None):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
-        raise ValueError(f"{owner}: {what} must be a finite number; received {value!r}.")
-    if low is not None and value < low:
-        raise ValueError(f"{owner}: {what} must be >= {low}; received {value!r}.")
-    return float(value)
-
-
-class _ProxyTerm(ClassSampling, Term):
-    """Base of the proxy terms: the ``(num_classes, dim)`` proxies, label checks, the gate.
+class _ProxyTerm(SampledClassTable):
+    """Base of the proxy terms: the ``(num_classes, dim)`` proxies on the class-table base.
 
     Subclasses implement ``proxy_loss(embeddings, labels, sample_weight,
     proxies, mask, negative_threshold)`` on float32 embeddings whose
@@ -63,65 +53,26 @@ class _ProxyTerm(ClassSampling, Term):
     proxy and ``mask=None``).
     """
 
-    def __init__(
-        self, num_classes, proxies_initializer, on="embedding", target="label", validate=True,
-        sample_rate=1.0, seed=None, negative_threshold=None, **kwargs,
-    ):
-        super().__init__(on=on, target=target, **kwargs)
-        owner = type(self).__name__
-        self.num_classes = _positive_int(num_classes, "num_classes", owner)
+    table_name = "proxies"
+
+    def __init__(self, num_classes, proxies_initializer, on="embedding", target="label", **kwargs):
+        super().__init__(num_classes, on=on, target=target, **kwargs)
         self.proxies_initializer = keras.initializers.get(proxies_initializer)
-        self.validate = bool(validate)
-        self.init_sampling(sample_rate, seed, negative_threshold)
 
-    def build(self, outputs_shape):
-        super().build(outputs_shape)
-        check_embedding_shape(self, outputs_shape)
-        self.proxies = self.add_weight(
-            name="proxies",
-            shape=(self.num_classes, outputs_shape[-1]),
-            initializer=self.proxies_initializer,
-            trainable=True,
-            dtype="float32",
-            autocast=False,
-        )
-
-    def call(self, outputs, targets, sample_weight=None, training=None):
-        clean = check_class_rows(self, outputs, targets, self.num_classes) if self.validate else None
-        if not self.built:
-            self.build(tuple(ops.shape(outputs)))
-        embeddings = ops.cast(outputs, "float32")
+    def compute_loss(self, outputs, targets, sample_weight, training):
+        self.ensure_built(outputs)
         # Rows with NaN/Inf are zeroed and weighted 0, so that their gradients stay finite.
-        finite = lw_ops.finite_rows(embeddings)
-        embeddings = ops.where(finite[:, None], embeddings, ops.zeros_like(embeddings))
+        embeddings, finite = self.finite_embeddings(outputs)
         weight = ops.cast(finite, "float32")
         if sample_weight is not None:
             weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-        proxies, mask = self.proxies, None
-        if self.samples(training):
-            classes, targets, mask = self.draw_classes(targets)
-            proxies = self.sampled_rows(proxies, classes)
+        proxies, targets, mask, _ = self.training_rows(targets, training)
         threshold = self.negative_threshold if self.filters(training) else None
-        loss = self.proxy_loss(embeddings, targets, weight, proxies, mask, threshold)
-        if clean is not None:
-            loss = ops.where(clean, loss, ops.zeros_like(loss))
-        return loss
+        return self.proxy_loss(embeddings, targets, weight, proxies, mask, threshold)
 
     def proxy_loss(self, embeddings, labels, sample_weight, proxies, mask=None, negative_threshold=None):
         """The hook each proxy loss implements: its loss from the checked embeddings and labels."""
         raise NotImplementedError(f"{type(self).__name__} must implement proxy_loss.")
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_classes": self.num_classes,
-                "proxies_initializer": keras.initializers.serialize(self.proxies_initializer),
-                "validate": self.validate,
-                **self.sampling_config(),
-            }
-        )
-        return config
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -143,10 +94,10 @@ class ProxyAnchorLoss(_ProxyTerm):
     The paper trains them with a 100x learning rate: see the module
     docstring for how to get that with a Keras optimizer.
 
-    Sample weights are multiplicities inside the sums (weight 0 removes a
-    sample, 2 counts it twice), not factors of the loss. ``missing`` (see
-    :class:`Term`) leaves the unlabelled samples out and the others at their
-    weight.
+    Sample weights follow the library's one rule (``docs/sample_weight.md``;
+    Eq. 4 defines none): a sample's weight scales its share of each proxy's
+    term, weights all ``c`` give ``c`` times the loss, and weight 0 (or a
+    ``missing`` label) removes the sample from every sum.
 
     Eq. 4 is no mean over samples, so under a ``tf.distribute`` strategy each
     replica all-gathers the per-proxy sums (O(replicas x classes)): the sums,
@@ -155,14 +106,13 @@ class ProxyAnchorLoss(_ProxyTerm):
 
     Args:
         num_classes: number of classes (proxies).
-        margin: ``delta`` (paper: 0.1).
-        alpha: the scale ``alpha`` (paper: 32).
+        delta: the margin ``delta`` of the similarities (paper: 0.1).
+        scale: the scale ``alpha`` of the similarities (paper: 32).
         proxies_initializer: initializer of the proxies; ``None`` for the
             authors' (above).
         on: model output holding the embeddings ``(batch, dim)``.
         target: target holding sparse or one-hot labels.
-        validate: raise on bad rows at run time (bad rows are skipped either way).
-        **kwargs: ``sample_rate``, ``seed`` and ``negative_threshold``: the
+        **kwargs: ``validate``, ``missing`` (see :class:`~lossweave.terms.Term`), ``sample_rate``, ``seed`` and ``negative_threshold``: the
             class-center sampling and inter-class filtering of Partial FC
             (see :class:`lossweave.terms.MarginSoftmax`; a sampling step
             averages the negative part over the sampled proxies), and Layer
@@ -170,49 +120,31 @@ class ProxyAnchorLoss(_ProxyTerm):
 
     Example:
         >>> import numpy as np
-        >>> term = ProxyAnchorLoss(num_classes=3, margin=0.0, alpha=1.0, proxies_initializer="identity")
+        >>> term = ProxyAnchorLoss(num_classes=3, delta=0.0, scale=1.0, proxies_initializer="identity")
         >>> x = np.eye(3, dtype="float32")   # x_i = p_i: log(1 + e^-1) + log(1 + 2 e^0)
         >>> round(float(term(x, np.array([0, 1, 2]))), 4)
         1.4119
     """
 
-    def __init__(
-        self,
-        num_classes,
-        margin=0.1,
-        alpha=32.0,
-        proxies_initializer=None,
-        on="embedding",
-        target="label",
-        validate=True,
-        **kwargs,
-    ):
+    weights_per = "tuple"  # Eq. 4 is no mean over samples
+
+    def __init__(self, num_classes, delta=0.1, scale=32.0, proxies_initializer=None, on="embedding",
+                 target="label", **kwargs):
         if proxies_initializer is None:
             proxies_initializer = keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
-        super().__init__(num_classes, proxies_initializer, on=on, target=target, validate=validate, **kwargs)
-        self.margin = _number(margin, "margin (delta)", "ProxyAnchorLoss", low=0.0)
-        self.alpha = _positive(alpha, "alpha", "ProxyAnchorLoss")
+        super().__init__(num_classes, proxies_initializer, on=on, target=target, **kwargs)
+        self.delta = arguments.number(delta, "delta", self, low=0.0)
+        self.scale = arguments.positive(scale, "scale", self)
 
     def proxy_loss(self, embeddings, labels, sample_weight, proxies, mask=None, negative_threshold=None):
         # Eq. 4's sums are over the global batch under tf.distribute (a no-op on one device and on JAX).
         return proxy_ops.proxy_anchor_loss(
-            embeddings, proxies, labels, margin=self.margin, alpha=self.alpha, sample_weight=sample_weight,
+            embeddings, proxies, labels, margin=self.delta, alpha=self.scale, sample_weight=sample_weight,
             gather=replica_gather(), mask=mask, negative_threshold=negative_threshold,
         )
 
-    def _mask_missing(self, targets, sample_weight):
-        # Eq. 4 is no mean over samples: keep the labelled samples' weights as they
-        # are (the base rescales them by batch / labelled for a mean).
-        targets, labelled = super()._mask_missing(targets, None)
-        if labelled is None:
-            return targets, sample_weight
-        weight = ops.cast(labelled > 0, "float32")
-        if sample_weight is not None:
-            weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-        return targets, weight
-
     def get_config(self):
-        return {**super().get_config(), "margin": self.margin, "alpha": self.alpha}
+        return {**super().get_config(), "delta": self.delta, "scale": self.scale}
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -237,15 +169,15 @@ class ProxyNCALoss(_ProxyTerm):
 
     Args:
         num_classes: number of classes (proxies).
-        temperature: ``T`` dividing the distances (ProxyNCA: 1, ProxyNCA++: 1/9).
+        temperature: ``T`` dividing the distances (ProxyNCA: 1, ProxyNCA++: 1/9): ``1 / scale``
+            of the logits, named as the papers name it.
         include_positive: the positive proxy in the denominator (ProxyNCA++).
         squared: squared Euclidean distances (both papers) or Euclidean ones.
         proxies_initializer: initializer of the proxies; ``None`` for normal
             with standard deviation 1/8.
         on: model output holding the embeddings ``(batch, dim)``.
         target: target holding sparse or one-hot labels.
-        validate: raise on bad rows at run time (bad rows are skipped either way).
-        **kwargs: ``sample_rate``, ``seed`` and ``negative_threshold``: the
+        **kwargs: ``validate``, ``missing`` (see :class:`~lossweave.terms.Term`), ``sample_rate``, ``seed`` and ``negative_threshold``: the
             class-center sampling and inter-class filtering of Partial FC
             (see :class:`lossweave.terms.MarginSoftmax`; a sampling step
             averages the negative part over the sampled proxies), and Layer
@@ -263,24 +195,14 @@ class ProxyNCALoss(_ProxyTerm):
         0.6931
     """
 
-    def __init__(
-        self,
-        num_classes,
-        temperature=1.0,
-        include_positive=False,
-        squared=True,
-        proxies_initializer=None,
-        on="embedding",
-        target="label",
-        validate=True,
-        **kwargs,
-    ):
+    def __init__(self, num_classes, temperature=1.0, include_positive=False, squared=True, proxies_initializer=None,
+                 on="embedding", target="label", **kwargs):
         if proxies_initializer is None:
             proxies_initializer = keras.initializers.RandomNormal(stddev=0.125)
-        super().__init__(num_classes, proxies_initializer, on=on, target=target, validate=validate, **kwargs)
-        self.temperature = _positive(temperature, "temperature", "ProxyNCALoss")
-        self.include_positive = bool(include_positive)
-        self.squared = bool(squared)
+        super().__init__(num_classes, proxies_initializer, on=on, target=target, **kwargs)
+        self.temperature = arguments.positive(temperature, "temperature", self)
+        self.include_positive = arguments.boolean(include_positive, "include_positive", self)
+        self.squared = arguments.boolean(squared, "squared", self)
 
     def proxy_loss(self, embeddings, labels, sample_weight, proxies, mask=None, negative_threshold=None):
         return proxy_ops.proxy_nca_loss(

@@ -15,6 +15,7 @@ import keras
 from keras import ops
 
 from lossweave import _backend as backend
+from lossweave import arguments
 from lossweave.ops import sampling as sampling_ops
 
 SEED_STATE = "class_sampling_seed_state"
@@ -37,33 +38,6 @@ def replica_gather():
     return gather
 
 
-def _check_sample_rate(value, owner):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
-        raise ValueError(
-            f"{owner}: sample_rate must be a number in (0, 1], the fraction of the classes each "
-            f"training step computes logits for; received {value!r}. Use 1.0 for every class "
-            f"(no sampling) or e.g. 0.1 as in Partial FC."
-        )
-    return float(value)
-
-
-def _check_seed(value, owner):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ValueError(f"{owner}: seed must be an int or None; received {value!r}.")
-    return value
-
-
-def _check_threshold(value, owner):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ValueError(
-            f"{owner}: negative_threshold must be None (off) or a cosine in (0, 1), above which a "
-            f"negative class's logit is set to 0 (Partial FC, CVPR 2022: 0.4); received {value!r}."
-        )
-    return float(value)
-
-
 class ClassSampling:
     """Mixin of a term with a class table: ``sample_rate``, ``seed`` and ``negative_threshold``.
 
@@ -74,10 +48,18 @@ class ClassSampling:
     """
 
     def init_sampling(self, sample_rate=1.0, seed=None, negative_threshold=None):
-        owner = type(self).__name__
-        self.sample_rate = _check_sample_rate(sample_rate, owner)
-        self.seed = _check_seed(seed, owner)
-        self.negative_threshold = _check_threshold(negative_threshold, owner)
+        self.sample_rate = arguments.number(
+            sample_rate, "sample_rate", self, low=0.0, low_open=True, high=1.0,
+            hint="It is the fraction of the classes each training step computes logits for: use 1.0 for "
+                 "every class (no sampling) or e.g. 0.1 as in Partial FC.",
+        )
+        self.seed = arguments.seed(seed, self)
+        self.negative_threshold = arguments.optional(
+            arguments.number, negative_threshold, "negative_threshold", self, low=0.0, high=1.0,
+            low_open=True, high_open=True,
+            hint="It is None (off) or the cosine above which a negative class's logit is set to 0 "
+                 "(Partial FC, CVPR 2022: 0.4).",
+        )
         self.sample_budget = sampling_ops.sample_budget(self.num_classes, self.sample_rate)
         # Only a sampling term owns a generator: at 1.0 the term's variables are as before.
         self.seed_generator = (
