@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 # at once, so that `import keras, lossweave` registers every class for keras.saving.load_model
 # (`import lossweave` alone registers them at the first use of a name below).
 _LAZY = {
+    "arguments": "lossweave.arguments",
     "data": "lossweave.data",
     "metrics": "lossweave.metrics",
     "ops": "lossweave.ops",
@@ -60,6 +61,7 @@ if "keras" in _sys.modules:
 __all__ = [
     "InvalidInputError",
     "Objective",
+    "arguments",
     "data",
     "metrics",
     "ops",
