@@ -118,6 +118,9 @@ def test_zero_sample_weight_rows_do_not_count():
     new = to_numpy(lw_ops.center_update(x, y, c, 0.5, sample_weight=w))
     keep = w > 0
     np.testing.assert_allclose(new, numpy_center_update(x[keep], y[keep], c, 0.5), atol=1e-5)
+    # Eq. 4 reads weights as a selection only: other non-zero values move the centers the same way.
+    w[1::2] = RNG.uniform(0.5, 3.0, size=len(w[1::2]))
+    np.testing.assert_allclose(to_numpy(lw_ops.center_update(x, y, c, 0.5, sample_weight=w)), new, atol=1e-6)
 
 
 def test_softmax_cross_entropy_matches_reference():

@@ -76,9 +76,8 @@ def np_anchors(x, y, w=None, ref=None, ref_y=None, ref_mask=None, exclude_self=T
 
 
 def _mean(values):
-    """Weighted mean of (weight, value) pairs; 0 when there are none."""
-    total = sum(w for w, _ in values)
-    return sum(w * v for w, v in values) / total if total > 0 else 0.0
+    """``sum w v / count`` of (weight, value) pairs (weights scale, the count divides); 0 when there are none."""
+    return sum(w * v for w, v in values) / len(values) if values else 0.0
 
 
 def np_multi_similarity(anchors, alpha=2.0, beta=50.0, lam=1.0, eps=0.1, mining=True):
@@ -364,9 +363,9 @@ def test_sample_weights_weigh_anchors(name):
     x, y = _batch(n=N + 2, seed=13)
     w = np.random.default_rng(14).uniform(0.2, 2.0, size=N + 2).astype("float32")
     np.testing.assert_allclose(_value(op(x, y, sample_weight=w)), reference(np_anchors(x, y, w)), **TOL)
-    # A weighted mean: uniform weights change nothing ...
+    # Weights scale, the denominator counts anchors: uniform weights c give c times the loss ...
     uniform = np.full(N + 2, 3.0, "float32")
-    np.testing.assert_allclose(_value(op(x, y, sample_weight=uniform)), _value(op(x, y)), **TOL)
+    np.testing.assert_allclose(_value(op(x, y, sample_weight=uniform)), 3.0 * _value(op(x, y)), **TOL)
     # ... and weight 0 is the sample's absence (as anchor and as partner).
     w[[2, 7]] = 0.0
     keep = w > 0
@@ -383,6 +382,9 @@ def test_views_sample_weights_weigh_both_anchors_of_a_sample():
     keep = w > 0
     alone = P.nt_xent_views_loss(v1[keep], v2[keep], temperature=0.5, sample_weight=w[keep])
     np.testing.assert_allclose(got, _value(alone), **TOL)
+    uniform = np.full(len(w), 2.5, "float32")
+    np.testing.assert_allclose(_value(P.nt_xent_views_loss(v1, v2, temperature=0.5, sample_weight=uniform)),
+                               2.5 * _value(P.nt_xent_views_loss(v1, v2, temperature=0.5)), **TOL)
 
 
 def test_missing_labels_leave_samples_out():
@@ -441,7 +443,7 @@ def test_cross_batch_memory_pairs_the_batch_with_past_batches(name):
     expected = reference(np_anchors(b, b_y, ref=np.concatenate([b, a]), ref_y=np.concatenate([b_y, a_y])))
     np.testing.assert_allclose(_value(term(b, b_y, training=True)), expected, **TOL)
     with pytest.raises(ValueError, match="does not take a reference set"):
-        lw.terms.CrossBatchMemory(lw.terms.NTXentLoss(), memory_size=N)  # the two-view form
+        lw.terms.CrossBatchMemory(lw.terms.TwoViewNTXentLoss(), memory_size=N)
 
 
 @one_backend
@@ -473,7 +475,7 @@ def test_terms_compute_in_float32_under_low_precision():
 
 def test_ntxent_term_two_views_and_one_output():
     v1, v2 = _views(seed=20)
-    term = lw.terms.NTXentLoss(temperature=0.5)
+    term = lw.terms.TwoViewNTXentLoss(temperature=0.5)
     assert term.on == ("view1", "view2")
     np.testing.assert_allclose(_value(term((v1, v2), None)), np_simclr(v1, v2, 0.5), **TOL)
     labels = np.array([0, 1, 0, 2])
@@ -487,10 +489,10 @@ def test_ntxent_term_two_views_and_one_output():
         term((v1, spoiled), labels)
     with pytest.raises(lw.InvalidInputError, match=r"invalid label \(first: 1\.5\)"):
         term((v1, v2), np.array([0.0, 1.5, 0.0, 1.0]))
-    with pytest.raises(ValueError, match=r"views of shapes \(4, 4\) and \(4, 3\)"):
-        lw.terms.NTXentLoss()((v1, v2[:, :3]), labels)
-    with pytest.raises(ValueError, match="two view outputs or of one embedding output"):
-        lw.terms.NTXentLoss(on=("a", "b", "c"))
+    with pytest.raises(ValueError, match=r"outputs of shapes \[\(4, 4\), \(4, 3\)\]"):
+        lw.terms.TwoViewNTXentLoss()((v1, v2[:, :3]), labels)
+    with pytest.raises(ValueError, match=r"reads two outputs, on=\(first, second\)"):
+        lw.terms.TwoViewNTXentLoss(on=("a", "b", "c"))
 
 
 def test_bad_labels_raise_and_zero_the_loss():
@@ -510,12 +512,12 @@ def test_bad_labels_raise_and_zero_the_loss():
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: lw.terms.MultiSimilarityLoss(alpha=0.0), r"alpha must be a finite number > 0\.0; received 0\.0"),
-        (lambda: lw.terms.MultiSimilarityLoss(margin=-0.1), r"margin must be a finite number >= 0\.0; received -0\.1"),
-        (lambda: lw.terms.CircleLoss(margin=1.0), r"margin must be in \[0, 1\); received 1\.0"),
-        (lambda: lw.terms.CircleLoss(gamma="80"), r"gamma must be a number; received '80'"),
-        (lambda: lw.terms.SupConLoss(temperature=float("nan")), r"temperature must be a finite number"),
-        (lambda: lw.terms.NTXentLoss(temperature=-1), r"temperature must be a finite number > 0\.0; received -1"),
+        (lambda: lw.terms.MultiSimilarityLoss(alpha=0.0), r"`alpha` must be a number > 0; received 0\.0"),
+        (lambda: lw.terms.MultiSimilarityLoss(epsilon=-0.1), r"`epsilon` must be a number >= 0; received -0\.1"),
+        (lambda: lw.terms.CircleLoss(relaxation=1.0), r"`relaxation` must be a number >= 0 and < 1; received 1\.0"),
+        (lambda: lw.terms.CircleLoss(scale="80"), r"`scale` must be a number > 0; received '80'"),
+        (lambda: lw.terms.SupConLoss(temperature=float("nan")), r"`temperature` must be a finite number"),
+        (lambda: lw.terms.NTXentLoss(temperature=-1), r"`temperature` must be a number > 0; received -1"),
     ],
 )
 def test_constructor_errors_name_the_argument(make, message):
@@ -525,9 +527,9 @@ def test_constructor_errors_name_the_argument(make, message):
 
 TERMS = {
     "multi_similarity": lambda: lw.terms.MultiSimilarityLoss(beta=10.0, base=0.5),
-    "circle": lambda: lw.terms.CircleLoss(margin=0.4, gamma=32.0),
+    "circle": lambda: lw.terms.CircleLoss(relaxation=0.4, scale=32.0),
     "supcon": lambda: lw.terms.SupConLoss(temperature=0.5),
-    "nt_xent": lambda: lw.terms.NTXentLoss(temperature=0.5, on=("view1", "view2")),
+    "nt_xent": lambda: lw.terms.TwoViewNTXentLoss(temperature=0.5, on=("view1", "view2")),
 }
 
 

@@ -22,23 +22,34 @@ def _unit(v):
 
 
 def np_proxy_anchor(x, p, y, delta, alpha, w=None):
-    """Kim et al., CVPR 2020, Eq. 4, proxy by proxy; a weight counts a sample w times."""
+    """Kim et al., CVPR 2020, Eq. 4, proxy by proxy; a weight scales its sample's share of a proxy's term.
+
+    With ``S`` a proxy's sum over the samples of non-zero weight, the term is
+    ``sum_i w_i (e_i / S) log(1 + S)`` (``docs/sample_weight.md``): ``log(1 + S)``
+    when every weight is 1.
+    """
     x, p = _unit(x), _unit(p)
     w = np.ones(len(x)) if w is None else np.asarray(w, dtype="float64")
+
+    def term(terms):  # [(w_i, e_i)] of the samples of non-zero weight
+        total = sum(e for _, e in terms)
+        return sum(wi * e / total for wi, e in terms) * np.log1p(total) if terms else 0.0
+
     positive, with_positive, negative = 0.0, 0, 0.0
     for c in range(len(p)):
-        pos_sum, neg_sum, has_positive = 0.0, 0.0, False
+        pos, neg = [], []
         for i in range(len(x)):
+            if w[i] == 0:
+                continue
             s = float(x[i] @ p[c])
             if y[i] == c:
-                pos_sum += w[i] * np.exp(-alpha * (s - delta))
-                has_positive = has_positive or w[i] > 0
+                pos.append((w[i], np.exp(-alpha * (s - delta))))
             else:
-                neg_sum += w[i] * np.exp(alpha * (s + delta))
-        if has_positive:  # P+: the proxies with a positive in the batch
-            positive += np.log1p(pos_sum)
+                neg.append((w[i], np.exp(alpha * (s + delta))))
+        if pos:  # P+: the proxies with a positive (of non-zero weight) in the batch
+            positive += term(pos)
             with_positive += 1
-        negative += np.log1p(neg_sum)
+        negative += term(neg)
     return positive / max(with_positive, 1) + negative / len(p)
 
 
@@ -77,8 +88,8 @@ def _loss(term, x, y, **kwargs):
 # --------------------------------------------------------------- Proxy Anchor
 ANCHOR_CASES = {
     "paper": ({}, {"delta": 0.1, "alpha": 32.0}),
-    "other": ({"margin": 0.3, "alpha": 8.0}, {"delta": 0.3, "alpha": 8.0}),
-    "no_margin": ({"margin": 0.0, "alpha": 16.0}, {"delta": 0.0, "alpha": 16.0}),
+    "other": ({"delta": 0.3, "scale": 8.0}, {"delta": 0.3, "alpha": 8.0}),
+    "no_margin": ({"delta": 0.0, "scale": 16.0}, {"delta": 0.0, "alpha": 16.0}),
 }
 
 
@@ -105,23 +116,20 @@ def test_proxy_anchor_positive_part_counts_present_classes_only():
     assert abs(value - (expected - positive / 2 + positive / 5)) > 1e-2
 
 
-def test_proxy_anchor_sample_weights_are_multiplicities():
-    term, p = _built(lw.terms.ProxyAnchorLoss(num_classes=4, alpha=16.0), dim=3)
+def test_proxy_anchor_sample_weights_scale_each_samples_share():
+    term, p = _built(lw.terms.ProxyAnchorLoss(num_classes=4, scale=16.0), dim=3)
     x, y = _inputs(n=8, dim=3, classes=4)
     w = RNG.uniform(0.2, 3.0, size=8).astype("float32")
     expected = np_proxy_anchor(x, p, y, 0.1, 16.0, w)
     np.testing.assert_allclose(_loss(term, x, y, sample_weight=w), expected, rtol=1e-5, atol=1e-5)
-    # Weight 0 drops a sample; weight 2 counts it twice.
+    # Weight 0 drops a sample; weights all c give c times the loss.
     dropped = np.ones(8, "float32")
     dropped[3] = 0.0
     np.testing.assert_allclose(
         _loss(term, x, y, sample_weight=dropped), _loss(term, np.delete(x, 3, 0), np.delete(y, 3)), rtol=1e-5
     )
-    doubled = np.ones(8, "float32")
-    doubled[5] = 2.0
     np.testing.assert_allclose(
-        _loss(term, x, y, sample_weight=doubled), _loss(term, np.concatenate([x, x[5:6]]), np.append(y, y[5])),
-        rtol=1e-5,
+        _loss(term, x, y, sample_weight=np.full(8, 2.5, "float32")), 2.5 * _loss(term, x, y), rtol=1e-5
     )
 
 
@@ -339,7 +347,7 @@ def trained(strategy):
         keras.utils.set_random_seed(0)
         inputs = keras.Input((6,))
         model = keras.Model(inputs, {"embedding": keras.layers.Dense(4)(inputs)})
-        objective = lw.Objective(model, {"proxy": lw.terms.ProxyAnchorLoss(5, alpha=8.0)})
+        objective = lw.Objective(model, {"proxy": lw.terms.ProxyAnchorLoss(5, scale=8.0)})
         objective.compile(optimizer=keras.optimizers.SGD(0.5))  # not Adam: a scaled gradient would show
         objective.build((None, 6))
         start = [v.numpy().copy() for v in objective.trainable_weights]
@@ -368,13 +376,13 @@ def test_proxy_anchor_on_two_replicas_trains_as_on_one_device():
 
 @one_backend
 def test_constructor_errors_name_the_argument():
-    with pytest.raises(ValueError, match="num_classes must be a positive int"):
+    with pytest.raises(ValueError, match="`num_classes` must be an int >= 1"):
         lw.terms.ProxyAnchorLoss(num_classes=0)
-    with pytest.raises(ValueError, match=r"alpha must be a positive number; received -1"):
-        lw.terms.ProxyAnchorLoss(num_classes=3, alpha=-1)
-    with pytest.raises(ValueError, match=r"margin \(delta\) must be >= 0"):
-        lw.terms.ProxyAnchorLoss(num_classes=3, margin=-0.1)
-    with pytest.raises(ValueError, match="temperature must be a positive number"):
+    with pytest.raises(ValueError, match=r"`scale` must be a number > 0; received -1"):
+        lw.terms.ProxyAnchorLoss(num_classes=3, scale=-1)
+    with pytest.raises(ValueError, match=r"`delta` must be a number >= 0"):
+        lw.terms.ProxyAnchorLoss(num_classes=3, delta=-0.1)
+    with pytest.raises(ValueError, match="`temperature` must be a number > 0"):
         lw.terms.ProxyNCALoss(num_classes=3, temperature=0)
     with pytest.raises(ValueError, match=r"\(batch, dim\)"):
         lw.terms.ProxyNCALoss(num_classes=3).build((None, 4, 4))

@@ -32,6 +32,16 @@ gradient (KaiyangZhou's, ``CenterLoss(update="gradient")`` here) move c_j by
 ``lr * lambda / m * sum_i (x_i - c_j)``: no count term, and an effective alpha
 tied to the learning rate.
 
+Sample weights (the library's one rule, ``docs/sample_weight.md``): the
+loss is Keras's ``sum_i w_i l_i / batch`` (the batch counts every row,
+zero-weight rows included). The center update reads a weight as a selection
+only: a row of non-zero weight takes part in Eq. 4 once (in the sum and in
+``n_j``), whatever its value; a row of weight 0 is left out. Eq. 4 is a
+running mean of each class's features, not a gradient of the weighted loss,
+and the paper defines no weights; scaling its step by a weight would tie
+``alpha`` to the weights' scale. ``update="gradient"`` centers do follow the
+weights, through the gradient of the weighted loss.
+
 Every update here costs O(batch x dim): it is expressed as per-sample row
 deltas (``center_update_rows``) that a caller scatter-adds into the table.
 """
@@ -80,12 +90,13 @@ def center_loss(features, labels, centers, sample_weight=None):
         labels: sparse ``(batch,)`` / ``(batch, 1)`` or one-hot
             ``(batch, num_classes)`` labels.
         centers: ``(num_classes, dim)`` class centers.
-        sample_weight: optional ``(batch,)`` weights.
+        sample_weight: optional ``(batch,)`` weights: ``w_i`` scales row
+            ``i``'s term (``docs/sample_weight.md``).
 
     Returns:
         Scalar float32 loss. Rows with invalid labels or non-finite features
         contribute zero; the mean is over the whole batch (Keras's
-        ``sum_over_batch_size``).
+        ``sum_over_batch_size``: ``sum_i w_i l_i / batch``).
 
     Example:
         >>> import numpy as np
@@ -115,7 +126,8 @@ def center_update_rows(features, labels, centers, alpha, sample_weight=None):
 
     ``n_j`` counts the batch rows of class j that take part (valid label,
     finite features, non-zero sample weight); rows that do not take part get a
-    zero delta. Cost: O(batch x dim) plus an O(batch^2) count, independent of
+    zero delta. A non-zero weight's value does not enter the update (see the
+    module docstring). Cost: O(batch x dim) plus an O(batch^2) count, independent of
     ``num_classes``.
 
     Args:
@@ -123,7 +135,8 @@ def center_update_rows(features, labels, centers, alpha, sample_weight=None):
         labels: sparse or one-hot labels.
         centers: ``(num_classes, dim)`` current centers.
         alpha: center learning rate in [0, 1] (float or scalar tensor).
-        sample_weight: optional ``(batch,)``; rows with weight 0 are left out.
+        sample_weight: optional ``(batch,)``; rows with weight 0 are left out,
+            the others take part once.
 
     Returns:
         ``(indices, deltas)``: int32 ``(batch,)`` and float32 ``(batch, dim)``.

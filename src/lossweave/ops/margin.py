@@ -16,7 +16,10 @@ combined           ``cos(m1 theta + m2) - m3``                  Deng et al. 2019
 
 Angles and additive angular margins are in **radians**; CosFace's ``m`` is a
 cosine margin (unitless) and SphereFace's ``m`` an integer multiplier. Every
-cosine is computed in float32, whatever the inputs' dtype.
+cosine is computed in float32, whatever the inputs' dtype. Sample weights
+follow the library's one rule (``docs/sample_weight.md``): the loss
+(:func:`margin_cross_entropy`) is Keras's ``sum_i w_i l_i / batch``; none of
+the papers defines sample weights.
 """
 
 import math
@@ -149,7 +152,9 @@ def margin_cross_entropy(logits, target_logit, valid, sample_weight=None):
         logits: ``(batch, classes)`` with the target entries set.
         target_logit: ``(batch,)`` the target entries.
         valid: ``(batch,)`` bool; other rows contribute zero (the mean is over the batch).
-        sample_weight: optional ``(batch,)`` weights.
+        sample_weight: optional ``(batch,)`` weights: Keras's
+            ``sum_i w_i l_i / batch``, the batch counting every row
+            (``docs/sample_weight.md``).
     """
     per_sample = ops.logsumexp(ops.cast(logits, "float32"), axis=-1) - ops.cast(target_logit, "float32")
     valid = ops.logical_and(valid, ops.isfinite(per_sample))

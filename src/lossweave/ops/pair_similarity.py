@@ -20,11 +20,14 @@ Conventions shared by all of them:
   non-negative integer, sparse ``(batch,)`` or ``(batch, 1)``. A row with an
   invalid id or NaN/Inf embeddings takes part in no pair (and its embedding is
   zeroed before the matmul, so that its gradient stays finite).
-- ``sample_weight`` weighs *anchors*: the loss is the weighted mean
-  ``sum_i w_i L_i / sum_i w_i`` over the anchors that count (which ones each
-  loss says). A sample of weight 0 is neither an anchor nor anyone's positive
-  or negative, so partial labels (``Term(missing=...)``) leave unlabelled
-  samples out entirely. Weights must be non-negative.
+- ``sample_weight`` follows the library's one rule (``docs/sample_weight.md``):
+  the weight ``w_i`` of anchor ``i`` multiplies its loss ``L_i``, and the mean
+  divides by the *number* of anchors that count (which ones each loss says)
+  among the samples of non-zero weight, ``sum_i w_i L_i / #anchors``: all
+  weights 1 give the paper's value, all weights ``c`` give ``c`` times it. A
+  sample of weight 0 is neither an anchor nor anyone's positive or negative,
+  so partial labels (``Term(missing=...)``) leave unlabelled samples out
+  entirely.
 - No anchor that counts (no positive, or every weight 0): the loss is 0.0,
   with finite (zero) gradients; never NaN.
 - A *reference set* (``ref_embeddings``, ``ref_labels``, optional bool
@@ -168,13 +171,16 @@ def _masked_logsumexp(logits, mask, axis=-1):
     return ops.where(ops.any(mask, axis=axis), lse, ops.full_like(lse, _EXCLUDED))
 
 
-def _weighted_anchor_mean(per_anchor, weight, counts):
-    """``sum_i w_i L_i / sum_i w_i`` over the anchors with ``counts``; 0 when none (or all w = 0)."""
-    weight = ops.where(counts, weight, ops.zeros_like(weight))
-    total = ops.sum(weight)
-    numerator = ops.sum(ops.where(counts, per_anchor, ops.zeros_like(per_anchor)) * weight)
-    has_any = total > 0
-    return ops.where(has_any, numerator / ops.where(has_any, total, ops.ones_like(total)), 0.0)
+def _anchor_mean(per_anchor, weight, counts):
+    """``sum_i w_i L_i / #{i : counts_i}``: weights scale, the denominator counts; 0 when no anchor counts.
+
+    ``counts`` must be false where the weight is 0 (such a row is no anchor).
+    """
+    counts = ops.logical_and(counts, weight != 0)
+    number = ops.sum(ops.cast(counts, "float32"))
+    numerator = ops.sum(ops.where(counts, per_anchor * weight, ops.zeros_like(per_anchor)))
+    has_any = number > 0
+    return ops.where(has_any, numerator / ops.maximum(number, 1.0), 0.0)
 
 
 def multi_similarity_mining(similarity, positives, negatives, margin=0.1):
@@ -225,7 +231,8 @@ def multi_similarity_loss(
     out by index: a distinct sample identical to the anchor stays a positive.
 
     The mean is over every anchor (the paper's ``1/m``; an anchor without a
-    mined pair adds 0), weighted by ``sample_weight``.
+    mined pair adds 0); ``sample_weight`` scales each anchor's term, ``m``
+    counts the anchors of non-zero weight (``docs/sample_weight.md``).
 
     Args:
         embeddings: ``(batch, dim)``.
@@ -259,7 +266,7 @@ def multi_similarity_loss(
     per_anchor = ops.where(ops.any(positives, axis=-1), positive, 0.0) + ops.where(
         ops.any(negatives, axis=-1), negative, 0.0
     )
-    return _weighted_anchor_mean(per_anchor, weight, weight > 0)
+    return _anchor_mean(per_anchor, weight, weight != 0)
 
 
 def circle_loss(
@@ -283,8 +290,9 @@ def circle_loss(
     pytorch-metric-learning defaults to ``m=0.4, gamma=80``, the paper's
     fine-grained retrieval setting. The mean is over the anchors with
     at least one positive and one negative (those for which Eq. 6 is defined,
-    as pytorch-metric-learning averages over anchors with pairs), weighted by
-    ``sample_weight``.
+    as pytorch-metric-learning averages over anchors with pairs);
+    ``sample_weight`` scales each anchor's term and the denominator counts
+    anchors (``docs/sample_weight.md``).
 
     Args:
         embeddings: ``(batch, dim)``.
@@ -314,7 +322,7 @@ def circle_loss(
     logit_n = gamma * alpha_n * (similarity - margin)
     per_anchor = ops.softplus(_masked_logsumexp(logit_n, negatives) + _masked_logsumexp(logit_p, positives))
     counts = ops.logical_and(ops.any(positives, axis=-1), ops.any(negatives, axis=-1))
-    return _weighted_anchor_mean(per_anchor, weight, counts)
+    return _anchor_mean(per_anchor, weight, counts)
 
 
 def supcon_loss(
@@ -369,7 +377,7 @@ def supcon_loss(
     n_positives = ops.sum(ops.cast(positives, "float32"), axis=-1)
     counts = n_positives > 0
     mean_log_prob = ops.sum(ops.cast(positives, "float32") * log_prob, axis=-1) / ops.maximum(n_positives, 1.0)
-    return _weighted_anchor_mean(-mean_log_prob, weight, counts)
+    return _anchor_mean(-mean_log_prob, weight, counts)
 
 
 def _nt_xent_per_anchor(logits, positives, negatives):
@@ -405,9 +413,10 @@ def nt_xent_loss(
     ``NTXentLoss`` scores the same pairs but averages over pairs rather than
     anchors (equal when every anchor has the same number of positives).
 
-    The mean is over the anchors that have a positive, weighted by
-    ``sample_weight``; a batch without positive pairs gives 0, and an anchor
-    without negatives has loss 0.
+    The mean is over the anchors that have a positive (``sample_weight``
+    scales each anchor's term, the denominator counts anchors:
+    ``docs/sample_weight.md``); a batch without positive pairs gives 0, and an
+    anchor without negatives has loss 0.
 
     ``temperature`` defaults to 0.1, the paper's default setting (ImageNet,
     batch 4096: what the authors' README, ``google-research/simclr``, calls
@@ -435,7 +444,7 @@ def nt_xent_loss(
         embeddings, labels, sample_weight, ref_embeddings, ref_labels, ref_mask, exclude_self
     )
     per_anchor, counts = _nt_xent_per_anchor(similarity / temperature, positives, negatives)
-    return _weighted_anchor_mean(per_anchor, weight, counts)
+    return _anchor_mean(per_anchor, weight, counts)
 
 
 def nt_xent_views_loss(view1, view2, temperature=0.1, labels=None, sample_weight=None):
@@ -450,7 +459,9 @@ def nt_xent_views_loss(view1, view2, temperature=0.1, labels=None, sample_weight
     With ``labels`` (class ids of the ``N`` samples), the views of *other*
     samples of the same class are left out of the denominator: they are not
     negatives (nor positives). Without labels this is SimCLR's loss as
-    published. ``sample_weight`` weighs each sample's two anchors; a sample of
+    published. ``sample_weight`` scales the terms of each sample's two
+    anchors, and the mean divides by the number of anchors (``2N`` for ``N``
+    samples of non-zero weight; ``docs/sample_weight.md``); a sample of
     weight 0, an invalid label or NaN/Inf in either view takes part in no pair.
 
     Args:
@@ -499,4 +510,4 @@ def nt_xent_views_loss(view1, view2, temperature=0.1, labels=None, sample_weight
     per_anchor, counts = _nt_xent_per_anchor(
         similarity / temperature, ops.logical_and(positives, both), ops.logical_and(negatives, both)
     )
-    return _weighted_anchor_mean(per_anchor, ops.concatenate([weight, weight], axis=0), counts)
+    return _anchor_mean(per_anchor, ops.concatenate([weight, weight], axis=0), counts)

@@ -19,11 +19,15 @@ Conventions shared by every function:
   NaN reaches a gradient) or with sample weight 0 takes part in no pair, as
   anchor or as partner. (``lossweave.terms`` terms raise on the first two;
   a weight of 0 is how a term leaves out the rows of a ``missing`` label.)
-- **Sample weights are per anchor.** The weight ``w_i`` of row ``i``
-  multiplies every pair (or triplet) term whose anchor is ``i``; the
-  denominator of each mean counts pairs (triplets, anchors) and not weights,
-  as Keras's ``"sum_over_batch_size"`` counts samples. All weights 1 give the
-  paper's value; weights ``c`` give ``c`` times it.
+- **Sample weights are per anchor** (the library's one rule,
+  ``docs/sample_weight.md``). The weight ``w_i`` of row ``i`` multiplies
+  every pair (or triplet) term whose anchor is ``i``; the denominator of each
+  mean counts pairs (triplets, anchors) among the rows of non-zero weight and
+  not weights, as Keras's ``"sum_over_batch_size"`` counts samples. All
+  weights 1 give the paper's value; weights ``c`` give ``c`` times it. Where a
+  loss sums over unordered pairs (lifted structure) a pair's weight is the
+  mean of its two rows' weights; the siamese ``contrastive_pair_loss`` has one
+  term per row and is Keras's ``sum_i w_i l_i / batch``.
 - **Empty cases are 0.** A mean over an empty set (no positive pair, no
   negative, no triplet) is 0, with finite (zero) gradients, never NaN.
 - **A reference set** (``ref_embeddings, ref_labels, ref_mask``, used by
@@ -61,12 +65,14 @@ def _rows(embeddings, sample_weight, what):
             f"(batch, dim). Flatten the embedding first."
         )
     finite = finite_rows(x)
-    x = ops.where(finite[:, None], x, ops.zeros_like(x))
     if sample_weight is None:
         weights = ops.ones((ops.shape(x)[0],), "float32")
     else:
         weights = ops.reshape(ops.cast(ops.convert_to_tensor(sample_weight), "float32"), (-1,))
         finite = ops.logical_and(finite, ops.not_equal(weights, 0.0))
+    # Zero the rows that take no part: a row of weight 0 then changes no distance (not even by the
+    # rounding of the mean shift in ``pairwise_distances``), and its gradient is exactly 0.
+    x = ops.where(finite[:, None], x, ops.zeros_like(x))
     return x, weights, finite
 
 
@@ -90,6 +96,7 @@ def _pair_setup(embeddings, labels, sample_weight, metric, ref_embeddings, ref_l
         partners = ops.logical_and(partners, ref_valid)
         if ref_mask is not None:
             partners = ops.logical_and(partners, ops.reshape(ops.cast(ref_mask, "bool"), (-1,)))
+        ref_x = ops.where(partners[:, None], ref_x, ops.zeros_like(ref_x))  # rows out of every pair: 0
         distances = pairwise_distances(x, ref_x, metric) if metric is not None else None
         positives, negatives = label_masks(labels, ref_labels)
         if exclude_self:
@@ -171,9 +178,10 @@ def contrastive_loss(
     (``pos_margin=0`` is the paper's ``1/2 D^2``; ``neg_margin`` is its
     ``m``). The loss is the mean over every ordered pair ``(i, j)``, ``i != j``,
     positive or negative, of ``w_i`` times its term; each unordered pair thus
-    counts twice, which leaves the mean unchanged. It is 0 only when the batch
-    has no pair (one usable row); a batch of one class is a mean over positive
-    pairs. pytorch-metric-learning's ``ContrastiveLoss`` drops the 1/2 and
+    counts twice, which leaves the mean unchanged (and weighs it by the mean
+    of its two rows' weights). It is 0 only when the batch has no pair (one
+    usable row); a batch of one class is a mean over positive pairs.
+    pytorch-metric-learning's ``ContrastiveLoss`` drops the 1/2 and
     averages the non-zero terms instead.
 
     Args:
@@ -415,7 +423,10 @@ def lifted_structure_loss(embeddings, labels, margin=1.0, sample_weight=None):
     computed as ``logaddexp`` of two masked log-sum-exps (stable for any
     distances). The sum runs over ordered pairs (each unordered pair twice,
     ``|P|`` counted the same way): the paper's value. ``w_i`` scales the
-    pair ``(i, j)``. 0 when the batch has no positive pair or no negative.
+    ordered pair ``(i, j)``, so an unordered pair ``{i, j}`` weighs the mean
+    ``(w_i + w_j) / 2`` of its rows' weights (Eq. 4 defines no weights; see
+    ``docs/sample_weight.md``). 0 when the batch has no positive pair or no
+    negative.
 
     Example:
         >>> import numpy as np
@@ -487,7 +498,9 @@ def npairs_loss(embeddings, labels, l2_reg=0.002, sample_weight=None):
     those of TensorFlow's ``tf.contrib.losses.metric_learning.npairs_loss``;
     pytorch-metric-learning's ``NPairsLoss`` has no regulariser by default
     (``l2_reg=0`` gives its loss). ``w_i`` scales anchor ``i``'s
-    cross-entropy and its pair's share of the regulariser. The loss is 0
+    cross-entropy and its pair's share of the regulariser (the positive's own
+    weight only decides whether it takes part); the mean divides by the
+    number ``N`` of pairs. The loss is 0
     (regulariser included) when fewer than two classes have a pair: no
     negative exists.
 

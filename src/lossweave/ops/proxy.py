@@ -16,6 +16,10 @@ ProxyNCA++      softmax over *all* proxies, low temperature ``T``    Teh et al.,
 
 Labels are sparse or one-hot class indices (see
 :func:`lossweave.ops.class_indices`); a row with an invalid label is left out.
+Sample weights follow the library's one rule (``docs/sample_weight.md``):
+ProxyNCA is a per-sample loss (``sum_i w_i l_i / batch``, as Keras); Proxy
+Anchor has no per-sample term, and a weight scales its sample's share of each
+proxy's term (see :func:`proxy_anchor_loss`).
 Everything is computed in float32, whatever the inputs' dtype.
 """
 
@@ -45,24 +49,35 @@ def _over_replicas(local, gather, reduce):
     return ops.sum(rows, axis=0) if reduce == "sum" else ops.max(rows, axis=0)
 
 
-def _log1p_weighted_sum_exp(a, weight, axis, gather=None):
-    """``log(1 + sum_i weight_i exp(a_i))`` along ``axis`` (0: over the batch), stable for large ``a``.
+def _weighted_log1p_sum_exp(a, weight, axis, gather=None):
+    """``sum_i w_i (e_i / S) log(1 + S)`` along ``axis`` (0: over the batch), ``e_i = exp(a_i)``, stable.
 
-    Entries of weight 0 are left out exactly (their exponent is never
-    evaluated where it could overflow, and their gradient is 0). With
-    ``gather`` (see :func:`proxy_anchor_loss`) the sum runs over the global
-    batch: the other replicas' sums enter as constants, so the gradient is
-    that of the global value with respect to this replica's entries.
+    ``S = sum_{i: w_i != 0} e_i``: the entries of non-zero weight, each once.
+    Each entry owns the share ``e_i / S`` of ``log(1 + S)`` and its weight
+    scales that share, so weights all 1 give ``log(1 + S)`` itself (the same
+    function of ``a``: same value, same gradient) and weights ``c`` give ``c``
+    times it. Entries of weight 0 are left out exactly (their exponent is
+    never evaluated where it could overflow, and their gradient is 0); with
+    none left the result is 0. With ``gather`` (see :func:`proxy_anchor_loss`)
+    both sums run over the global batch: the other replicas' sums enter as
+    constants, so the gradient is that of the global value with respect to
+    this replica's entries.
     """
-    active = weight > 0
+    active = weight != 0
     a = ops.where(active, a, ops.zeros_like(a))
     weight = ops.where(active, weight, ops.zeros_like(weight))
     # The shift m >= 0 covers the "1 +"; the result does not depend on it (but the replicas share it).
     m = _over_replicas(ops.maximum(ops.max(a, axis=axis), 0.0), gather, "max")
-    local = ops.sum(weight * ops.exp(a - ops.expand_dims(m, axis)), axis=axis)
-    if gather is not None:
+    e = ops.exp(a - ops.expand_dims(m, axis)) * ops.cast(active, "float32")
+    total = ops.sum(e, axis=axis)  # S exp(-m)
+    weighted = ops.sum(weight * e, axis=axis)  # sum_i w_i e_i exp(-m)
+    if gather is not None:  # one gather for both sums
+        local = ops.concatenate([total, weighted], axis=0)
         local = local + (_over_replicas(local, gather, "sum") - ops.stop_gradient(local))
-    return ops.log(ops.exp(-m) + local) + m
+        total, weighted = ops.unstack(ops.reshape(local, (2, -1)), 2, axis=0)
+    has = total > 0
+    share = ops.where(has, weighted / ops.where(has, total, ops.ones_like(total)), ops.zeros_like(total))
+    return share * (ops.log(ops.exp(-m) + total) + m)
 
 
 def proxy_anchor_loss(
@@ -83,11 +98,17 @@ def proxy_anchor_loss(
     count in ``|P+|``); the negative part over every proxy, as in the authors'
     code (``code/losses.py`` of ``tjddus9597/Proxy-Anchor-CVPR2020``).
 
-    Sample weights are *multiplicities*: a sample of weight ``w`` enters each
-    sum as ``w exp(...)``, as if it appeared ``w`` times (weight 0 removes it;
-    a proxy whose positives all have weight 0 is not in ``P+``). Eq. 4 is not
-    a mean over samples, so a weight scales its sample's terms inside the
-    logarithms, not the loss. Weights must be non-negative.
+    Sample weights (the library's rule, ``docs/sample_weight.md``): Eq. 4
+    has no per-sample term, so a sample's weight scales its *share* of each
+    proxy's term. With ``S_p`` the sum in the logarithm over the samples of
+    non-zero weight, proxy ``p``'s term is
+    ``sum_x w_x (exp(...)_x / S_p) log(1 + S_p)``: all weights 1 give Eq. 4
+    exactly (the same function of the embeddings, so the same value and
+    gradient), all weights ``c`` give ``c`` times it, and a sample of weight
+    0 is left out of ``S_p`` (a proxy whose positives all have weight 0 is not
+    in ``P+``). ``|P+|`` and ``|P|`` count proxies; weights do not enter them.
+    (Before this rule weights were multiplicities inside the sums; the paper
+    defines no sample weights.)
 
     Args:
         embeddings: ``(batch, dim)``.
@@ -95,7 +116,7 @@ def proxy_anchor_loss(
         labels: sparse ``(batch,)``/``(batch, 1)`` or one-hot ``(batch, classes)``.
         margin: ``delta`` (paper: 0.1).
         alpha: the scale ``alpha`` (paper: 32).
-        sample_weight: optional non-negative ``(batch,)`` weights.
+        sample_weight: optional ``(batch,)`` weights.
         gather: for a data-parallel step whose replicas each hold a part of
             the batch (``tf.distribute``): a function mapping a ``(1,
             classes)`` tensor to the ``(replicas, classes)`` rows of every
@@ -135,9 +156,9 @@ def proxy_anchor_loss(
     if mask is not None:  # proxies out of the sample: no negative sum, not counted in |P|
         negative_weight = ops.where(ops.expand_dims(mask, 0), negative_weight, zeros)
         num_classes = ops.sum(ops.cast(mask, "float32"))
-    positive = _log1p_weighted_sum_exp(-alpha * (cos - margin), positive_weight, 0, gather)  # (classes,)
-    negative = _log1p_weighted_sum_exp(alpha * (cos + margin), negative_weight, 0, gather)
-    positives_per_proxy = ops.sum(positive_weight, axis=0, keepdims=True)
+    positive = _weighted_log1p_sum_exp(-alpha * (cos - margin), positive_weight, 0, gather)  # (classes,)
+    negative = _weighted_log1p_sum_exp(alpha * (cos + margin), negative_weight, 0, gather)
+    positives_per_proxy = ops.sum(ops.cast(positive_weight != 0, "float32"), axis=0, keepdims=True)
     if gather is not None:  # every replica's row
         positives_per_proxy = ops.stop_gradient(gather(positives_per_proxy))
     with_positive = ops.sum(positives_per_proxy, axis=0) > 0  # P+
@@ -210,8 +231,9 @@ def proxy_nca_loss(
         L(x) = -log( exp(-d(x, p(y)) / T) / sum_z exp(-d(x, p(z)) / T) )
 
     i.e. softmax cross-entropy on the logits ``-d / T``. The loss is the mean
-    over the batch of ``w_i L(x_i)`` (rows with invalid labels count 0), as a
-    Keras loss with sample weights. With one class and
+    over the batch of ``w_i L(x_i)`` (rows with invalid labels count 0; the
+    batch counts every row), as a Keras loss with sample weights
+    (``docs/sample_weight.md``). With one class and
     ``include_positive=False`` there is no negative to contrast with: the
     loss is 0.
 

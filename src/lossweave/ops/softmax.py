@@ -25,10 +25,12 @@ def softmax_cross_entropy(logits, labels, sample_weight=None):
     Args:
         logits: ``(batch, num_classes)`` pre-softmax scores.
         labels: sparse ``(batch,)``/``(batch, 1)`` or one-hot labels.
-        sample_weight: optional ``(batch,)`` weights.
+        sample_weight: optional ``(batch,)`` weights (``docs/sample_weight.md``).
 
     Returns:
-        Scalar float32; invalid rows contribute zero, the mean is over the batch.
+        Scalar float32 ``sum_i w_i l_i / batch`` (Keras's
+        ``sum_over_batch_size``; the batch counts every row); invalid rows
+        contribute zero.
 
     Example:
         >>> import numpy as np
