@@ -283,7 +283,8 @@ def test_missing_target_raises(term, weighting):
 def test_missing_output_raises(term):
     made = TERMS[term]()
     config = made.get_config()
-    config["on"] = "embeddings_typo"
+    # A term reading two outputs (two views) names the typo as one of them.
+    config["on"] = ("embedding", "embeddings_typo") if isinstance(made.on, tuple) else "embeddings_typo"
     bad = type(made).from_config(config)
     with pytest.raises(ValueError, match=r"reads output 'embeddings_typo'.*its outputs are \['embedding', 'logits'\]"):
         lw.Objective(_model(), {"term": bad})

@@ -1,6 +1,9 @@
 """Row updates, collectives and checks: backend-specific code outside the train step (private).
 
-One small file per backend; the train step itself is ``lossweave.trainer``'s.
+One base (``_common.Backend``: one device, eager checks, the deferred row
+queue) and one small subclass per backend that overrides what differs; the
+instance for ``keras.backend.backend()`` serves the functions below. The train
+step itself is ``lossweave.trainer``'s.
 
 ``gather_rows(table, indices)`` reads rows of a table (a Keras variable or a
 tensor) without touching the rest of it.
@@ -36,59 +39,30 @@ only where ``ok``, once every check of the step is known: a failed step moves
 no row of them, whichever term failed.
 """
 
-import contextlib
+
 import importlib
-import threading
 
 import keras
-from keras import ops
 
-from lossweave._backend import _common
-from lossweave._backend._common import check_values, mark_self_gated, self_gated
-
-_impl = importlib.import_module(f"lossweave._backend._{keras.backend.backend()}")
-# The pending row updates of the enclosing deferred_rows() blocks, per thread:
-# tf.distribute's MirroredStrategy traces each replica's step in a thread of its own.
-_local = threading.local()
+from lossweave._backend._common import Backend, check_values, mark_self_gated, self_gated
 
 
-def _queues():
-    if not hasattr(_local, "queues"):
-        _local.queues = []
-    return _local.queues
+def _backend(name):
+    importlib.import_module(f"lossweave._backend._{name}")
+    return {cls.name: cls for cls in Backend.__subclasses__()}[name]()
 
 
-def add_to_rows(variable, indices, updates):
-    """Add ``updates[i]`` to row ``indices[i]`` of ``variable`` (queued inside ``deferred_rows``)."""
-    queues = _queues()
-    if queues and self_gated(variable):
-        queues[-1].append((variable, indices, updates))
-    else:
-        _impl.add_to_rows(variable, indices, updates)
+_impl = _backend(keras.backend.backend())
 
-
-@contextlib.contextmanager
-def deferred_rows():
-    """Queue the row updates of self-gated variables made inside; yields the queue for ``apply_rows``."""
-    pending = []
-    _queues().append(pending)
-    try:
-        yield pending
-    finally:
-        _queues().pop()
-
-
-def apply_rows(pending, ok):
-    """Apply queued row updates where the scalar ``ok`` is true, else add -0.0 (which keeps every bit)."""
-    for variable, indices, updates in pending:
-        _impl.add_to_rows(variable, indices, ops.where(ok, updates, ops.negative(ops.zeros_like(updates))))
-
+add_to_rows = _impl.add_to_rows
 all_gather = _impl.all_gather
 all_reduce = _impl.all_reduce
+apply_rows = _impl.apply_rows
 check = _impl.check
+deferred_rows = _impl.deferred_rows
 gather_rows = _impl.gather_rows
 recording_checks = _impl.recording_checks
-replicated = getattr(_impl, "replicated", _common.replicated)
+replicated = _impl.replicated
 
 __all__ = [
     "add_to_rows",

@@ -1,4 +1,16 @@
-"""Backend-independent helpers of the per-backend files."""
+"""The backend base: single-device, eager defaults; each backend's subclass overrides what differs.
+
+``Backend`` also owns what no backend changes: the deferred row queue
+(``deferred_rows`` / ``apply_rows``) and the ``recording_checks`` scope.
+"""
+
+import contextlib
+import threading
+import types
+
+from keras import ops
+
+from lossweave.errors import InvalidInputError, format_message
 
 _SELF_GATED = "_lossweave_self_gated"
 
@@ -14,6 +26,11 @@ def mark_self_gated(variable):
     return variable
 
 
+def self_gated(variable):
+    """Whether ``mark_self_gated`` marked ``variable``."""
+    return bool(getattr(variable, _SELF_GATED, False))
+
+
 def check_values(values):
     """The values of a check's message: as given, or computed by the one callable given.
 
@@ -25,11 +42,97 @@ def check_values(values):
     return values
 
 
-def self_gated(variable):
-    """Whether ``mark_self_gated`` marked ``variable``."""
-    return bool(getattr(variable, _SELF_GATED, False))
+class Backend:
+    """One device, eager checks; a subclass per backend (``name``) overrides what differs.
 
+    A subclass must give ``_add_rows(variable, indices, updates)``: add
+    ``updates[i]`` to row ``indices[i]`` of a Keras variable, duplicates summed,
+    in O(len(indices) x dim) time and extra memory whatever the number of rows.
+    """
 
-def replicated(tensor):
-    """``tensor`` whole on every device of a ``keras.distribution`` mesh: itself off JAX (see ``_jax``)."""
-    return tensor
+    name = None  # keras.backend.backend() of the subclass
+
+    def __init__(self):
+        # The pending row updates of the enclosing deferred_rows() blocks, per thread:
+        # tf.distribute's MirroredStrategy traces each replica's step in a thread of its own.
+        self._queues = threading.local()
+        # The depth of recording_checks() blocks; shared by threads unless a subclass says otherwise.
+        self._recording = types.SimpleNamespace(depth=0)
+
+    def gather_rows(self, table, indices):
+        """Rows ``indices`` of ``table`` (a Keras variable or a tensor)."""
+        return ops.take(table, indices, axis=0)
+
+    def _add_rows(self, variable, indices, updates):
+        raise NotImplementedError(f"lossweave has no row update for the {self.name} backend.")
+
+    def add_to_rows(self, variable, indices, updates):
+        """Add ``updates[i]`` to row ``indices[i]`` of ``variable`` (queued inside ``deferred_rows``)."""
+        queues = self._pending()
+        if queues and self_gated(variable):
+            queues[-1].append((variable, indices, updates))
+        else:
+            self._add_rows(variable, indices, updates)
+
+    def _pending(self):
+        if not hasattr(self._queues, "stack"):
+            self._queues.stack = []
+        return self._queues.stack
+
+    @contextlib.contextmanager
+    def deferred_rows(self):
+        """Queue the row updates of self-gated variables made inside; yields the queue for ``apply_rows``."""
+        pending = []
+        self._pending().append(pending)
+        try:
+            yield pending
+        finally:
+            self._pending().pop()
+
+    def apply_rows(self, pending, ok):
+        """Apply queued row updates where the scalar ``ok`` is true, else add -0.0 (which keeps every bit)."""
+        for variable, indices, updates in pending:
+            self._add_rows(variable, indices, ops.where(ok, updates, ops.negative(ops.zeros_like(updates))))
+
+    def all_gather(self, tensors):
+        """The global batch: on one program (and on JAX, which shards it under ``jit``) ``tensors`` itself."""
+        return tensors
+
+    def all_reduce(self, value, op):
+        """``op`` ("sum", "min" or "max") of a scalar over the replicas: ``value`` itself on one program."""
+        return value
+
+    def replicated(self, tensor):
+        """``tensor`` whole on every device of a ``keras.distribution`` mesh: itself off JAX."""
+        return tensor
+
+    def check(self, ok, message, *values, record=None):
+        """Eager: raise ``InvalidInputError`` at once, before any state moves, where ``ok`` is false."""
+        self._raise(ok, message, values)
+        return ok
+
+    @staticmethod
+    def _raise(ok, message, values):
+        if not bool(ops.convert_to_numpy(ok)):
+            shown = [ops.convert_to_numpy(v) for v in check_values(values)]
+            raise InvalidInputError(format_message(message, shown))
+
+    @property
+    def recording(self):
+        """Whether a ``recording_checks()`` block is open (only compiled checks consult it)."""
+        return getattr(self._recording, "depth", 0) > 0
+
+    @contextlib.contextmanager
+    def recording_checks(self):
+        """Compiled checks made inside are recorded in their ``InputCheck``; eager ones still raise at once."""
+        self._recording.depth = getattr(self._recording, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            self._recording.depth -= 1
+
+    @staticmethod
+    def _record(record, ok, message, values):
+        """Record a check in its ``InputCheck`` (``values`` may be one callable, run only on a failure)."""
+        record.message = message
+        record.update_state(ok, values)

@@ -1,41 +1,16 @@
-"""TensorFlow: row gather and ``scatter_nd_add`` on the ``tf.Variable``; checks.
-
-Reading the whole table (``ReadVariableOp``) and then scattering into it makes
-TensorFlow copy the table on every step (copy-on-read once a variable has had
-a sparse update): rows are gathered from the variable itself
-(``ResourceGather``) so that nothing of size classes x dim is ever touched.
-"""
-
-import contextlib
+"""TensorFlow: row gather and ``scatter_add`` on the ``tf.Variable``; tf.distribute collectives; graph checks."""
 
 import keras
 import tensorflow as tf
 
-from lossweave._backend._common import check_values
-from lossweave.errors import InvalidInputError, format_message
-
-# Set while a guarded step is traced. Not thread-local: tf.distribute's
-# MirroredStrategy traces each replica's step in a thread of its own.
-_guard = {"depth": 0}
+from lossweave._backend._common import Backend, check_values
+from lossweave.errors import InvalidInputError
 
 
 def _table(variable):
     if isinstance(variable, keras.Variable):
         return variable.value  # its tf.Variable (the variable is created with autocast=False)
     return variable  # a tf.Variable, a tensor or an array
-
-
-def gather_rows(table, indices):
-    return tf.gather(_table(table), indices)
-
-
-def add_to_rows(variable, indices, updates):
-    table = _table(variable)
-    # ``scatter_add`` of IndexedSlices (ResourceScatterAdd, duplicates summed), not
-    # ``scatter_nd_add``: a MirroredVariable (tf.distribute) implements only the former.
-    # In a replica context it updates the replica's own copy (aggregation NONE):
-    # callers give every replica the same global-batch rows (``all_gather``).
-    table.scatter_add(tf.IndexedSlices(tf.cast(updates, table.dtype), tf.reshape(indices, (-1,))))
 
 
 def _replicas():
@@ -46,50 +21,10 @@ def _replicas():
     return context
 
 
-def all_gather(tensors):
-    """The global batch: each tensor (or None) concatenated over the replicas along axis 0."""
-    context = _replicas()
-    if context is None:
-        return tensors
-    return tuple(None if t is None else _gather(context, tf.convert_to_tensor(t)) for t in tensors)
-
-
 def _gather(context, tensor):
     if tensor.dtype == tf.bool:  # the collective gathers numbers only
         return tf.cast(context.all_gather(tf.cast(tensor, tf.int32), axis=0), tf.bool)
     return context.all_gather(tensor, axis=0)
-
-
-def all_reduce(value, op):
-    """``op`` ("sum", "min" or "max") of a scalar over the replicas of the step."""
-    context = _replicas()
-    if context is None:
-        return value
-    if op == "sum":
-        return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
-    values = context.all_gather(tf.reshape(value, (1,)), axis=0)
-    return tf.reduce_min(values) if op == "min" else tf.reduce_max(values)
-
-
-def check(ok, message, *values, record=None):
-    if tf.executing_eagerly():
-        if not bool(ok):
-            raise InvalidInputError(format_message(message, check_values(values)))
-        return ok
-    if record is not None and _guard["depth"] > 0:
-        record.message = message
-        # Computed values, not a callable run in a cond branch: the branch would hold
-        # the collectives of a multi-replica step, which tf.distribute refuses there.
-        record.update_state(ok, values if _replicas() is None else check_values(values))
-        return tf.identity(ok)
-    # A graph of the user's own: an assert that fails the step (not under XLA,
-    # which compiles no assert strings; there the caller's gating still applies).
-    if _in_xla():
-        return ok
-    text = tf.strings.format(message, [tf.convert_to_tensor(v) for v in check_values(values)], summarize=8)
-    assertion = tf.debugging.Assert(ok, [InvalidInputError.__name__ + ": ", text])
-    with tf.control_dependencies([assertion]):  # users of the flag run after the assert
-        return tf.identity(ok)
 
 
 def _in_xla():
@@ -98,11 +33,61 @@ def _in_xla():
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-@contextlib.contextmanager
-def recording_checks():
-    """Checks traced inside are recorded in their ``InputCheck``, not asserted."""
-    _guard["depth"] += 1
-    try:
-        yield
-    finally:
-        _guard["depth"] -= 1
+class TensorFlowBackend(Backend):
+    """Rows read from and added to the ``tf.Variable`` itself; collectives over the replica context.
+
+    Reading the whole table (``ReadVariableOp``) and then scattering into it makes
+    TensorFlow copy the table on every step (copy-on-read once a variable has had
+    a sparse update): rows are gathered from the variable itself
+    (``ResourceGather``) so that nothing of size classes x dim is ever touched.
+
+    The ``recording_checks()`` depth is not thread-local (the base's):
+    tf.distribute's MirroredStrategy traces each replica's step in a thread of its own.
+    """
+
+    name = "tensorflow"
+
+    def gather_rows(self, table, indices):
+        return tf.gather(_table(table), indices)
+
+    def _add_rows(self, variable, indices, updates):
+        table = _table(variable)
+        # ``scatter_add`` of IndexedSlices (ResourceScatterAdd, duplicates summed), not
+        # ``scatter_nd_add``: a MirroredVariable (tf.distribute) implements only the former.
+        # In a replica context it updates the replica's own copy (aggregation NONE):
+        # callers give every replica the same global-batch rows (``all_gather``).
+        table.scatter_add(tf.IndexedSlices(tf.cast(updates, table.dtype), tf.reshape(indices, (-1,))))
+
+    def all_gather(self, tensors):
+        """The global batch: each tensor (or None) concatenated over the replicas along axis 0."""
+        context = _replicas()
+        if context is None:
+            return tensors
+        return tuple(None if t is None else _gather(context, tf.convert_to_tensor(t)) for t in tensors)
+
+    def all_reduce(self, value, op):
+        """``op`` ("sum", "min" or "max") of a scalar over the replicas of the step."""
+        context = _replicas()
+        if context is None:
+            return value
+        if op == "sum":
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+        values = context.all_gather(tf.reshape(value, (1,)), axis=0)
+        return tf.reduce_min(values) if op == "min" else tf.reduce_max(values)
+
+    def check(self, ok, message, *values, record=None):
+        if tf.executing_eagerly():
+            return super().check(ok, message, *values)
+        if record is not None and self.recording:
+            # Computed values, not a callable run in a cond branch: the branch would hold
+            # the collectives of a multi-replica step, which tf.distribute refuses there.
+            self._record(record, ok, message, values if _replicas() is None else check_values(values))
+            return tf.identity(ok)
+        # A graph of the user's own: an assert that fails the step (not under XLA,
+        # which compiles no assert strings; there the caller's gating still applies).
+        if _in_xla():
+            return ok
+        text = tf.strings.format(message, [tf.convert_to_tensor(v) for v in check_values(values)], summarize=8)
+        assertion = tf.debugging.Assert(ok, [InvalidInputError.__name__ + ": ", text])
+        with tf.control_dependencies([assertion]):  # users of the flag run after the assert
+            return tf.identity(ok)
