@@ -12,7 +12,7 @@ What it shows, on scikit-learn's bundled digits (no download):
   - ``scheduled``: ``lw.weighting.Convex("value", "parity", alpha=schedule)``
     with a ``lw.schedules.Cosine`` alpha, evaluated inside the compiled step
     (the ``weight/value`` history follows the curve on every backend);
-  - ``trained``: ``Convex(..., alpha=0.5, trainable=True)``, alpha a variable
+  - ``trained``: ``Convex(..., alpha=0.5, learn_alpha=True)``, alpha a variable
     trained with the model and clipped to ``[0, 1]``. Since
     ``d total / d alpha = L_value - L_parity`` does not depend on alpha, it
     collapses to 1 or 0: all the weight goes to whichever loss is smaller
@@ -68,7 +68,7 @@ def make_weighting(variant, total_steps):
     if variant == "scheduled":  # alpha from 0.9 (mostly the regression) down to 0.1
         return lw.weighting.Convex("value", "parity", alpha=lw.schedules.Cosine(0.9, 0.1, steps=total_steps))
     if variant == "trained":
-        return lw.weighting.Convex("value", "parity", alpha=0.5, trainable=True)
+        return lw.weighting.Convex("value", "parity", alpha=0.5, learn_alpha=True)
     return lw.weighting.Uncertainty({"parity": "classification"})  # "value" is a regression term
 
 

@@ -163,7 +163,7 @@ WEIGHTINGS = {
     ),
     "convex": (
         lw.weighting.Convex,
-        {"first": "b", "second": "a", "alpha": 0.25, "trainable": True, **layer("convex")},
+        {"first": "b", "second": "a", "alpha": 0.25, "learn_alpha": True, **layer("convex")},
     ),
     "uncertainty": (
         lw.weighting.Uncertainty, {"kinds": {"a": "classification"}, "nonnegative": True, **layer("uncertainty")}
@@ -276,6 +276,7 @@ EXEMPT = {
 
 # Constructor arguments a class takes but does not use, and why.
 UNUSED = {
+    "SphereFace": {"scale": "refused: its logits are scaled by ||x|| (MarginSoftmax's `scale` is not its argument)"},
     "Loss": {"validate": "it declares no input checks (the Keras loss gets the values as they are)"},
     "Term": {"validate": "the base declares no input checks"},
 }
@@ -284,7 +285,6 @@ UNUSED = {
 ATTRIBUTES = {
     "dtype": "dtype_policy",  # Layer's
     ("Fixed", "weights"): "weights_by_term",  # Layer.weights is Keras's list of variables
-    ("Convex", "trainable"): "alpha_trainable",  # Layer.trainable is whether the layer trains
 }
 
 

@@ -210,12 +210,12 @@ def test_same_under_tf_function_xla():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: agg.cagrad_weights(np.eye(2), c=-0.1), "expected a finite number >= 0"),
-        (lambda: agg.cagrad_weights(np.eye(2), rescale=3), "expected 0"),
+        (lambda: agg.cagrad_weights(np.eye(2), c=-0.1), "CAGrad: `c` must be a number >= 0; received -0.1"),
+        (lambda: agg.cagrad_weights(np.eye(2), rescale=3), r"CAGrad: `rescale` must be one of \(0, 1, 2\); received 3"),
         (lambda: agg.cagrad_weights(np.eye(13)), "at most K = 12"),
         (lambda: agg.cagrad_weights(np.zeros((2, 3))), "expected a square"),
         (lambda: lw.weighting.CAGrad(c=float("nan")), "finite number"),
-        (lambda: lw.weighting.CAGrad(rescale=True), "`rescale` must be 0"),
+        (lambda: lw.weighting.CAGrad(rescale=True), r"`rescale` must be one of \(0, 1, 2\); received True"),
         (lambda: lw.weighting.CAGrad().setup([f"t{i}" for i in range(13)]), "received 13 terms"),
     ],
 )

@@ -404,14 +404,14 @@ def test_finite_under_tf_function_xla():
     [
         (lambda: agg.imtl_g_weights(np.zeros((3, 2))), "expected a square"),
         (lambda: agg.config(np.zeros(3)), "expected a 2-D"),
-        (lambda: agg.aligned_mtl_weights(np.eye(2), scale_mode="max"), "expected one of 'min', 'median', 'rmse'"),
-        (lambda: agg.config_weights(np.eye(2), length="norm"), "expected one of 'projection'"),
+        (lambda: agg.aligned_mtl_weights(np.eye(2), scale_mode="max"), r"`scale_mode` must be one of \('min', 'median', 'rmse'\); received 'max'"),
+        (lambda: agg.config_weights(np.eye(2), length="norm"), r"`length` must be one of \('projection', .*received 'norm'"),
         (lambda: agg.config_weights(np.eye(3), preference=[1.0, 2.0]), "expected K = 3 finite, positive"),
         (lambda: agg.aligned_mtl_weights(np.eye(2), preference=[1.0, 0.0]), "received preference=\\[1.0, 0.0\\]"),
         (lambda: lw.weighting.AlignedMTL(scale_mode="mean"), "must be one of"),
         (lambda: lw.weighting.ConFIG(length="min"), "must be one of"),
         (lambda: lw.weighting.ConFIG(preference=[1.0, 2.0]), "must be a dict of term name"),
-        (lambda: lw.weighting.AlignedMTL(preference={"a": -1.0}), "term 'a' must be a finite number > 0"),
+        (lambda: lw.weighting.AlignedMTL(preference={"a": -1.0}), r"AlignedMTL: `preference\['a'\]` must be a number > 0; received -1.0"),
         (lambda: lw.weighting.ConFIG(preference={"a": 2.0}).setup(["b", "c"]), "received a preference for \\['a'\\]"),
     ],
 )

@@ -250,13 +250,13 @@ def test_same_under_tf_function_xla():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: agg.nash_mtl_solve(np.eye(2), iterations=-1), "expected an integer >= 0"),
+        (lambda: agg.nash_mtl_solve(np.eye(2), iterations=-1), "NashMTL: `iterations` must be an int >= 0; received -1"),
         (lambda: agg.nash_mtl_solve(np.eye(2), start=np.ones(3)), r"expected \(2,\)"),
-        (lambda: agg.nash_mtl_weights(np.eye(2), max_norm=-1.0), "expected a number >= 0"),
+        (lambda: agg.nash_mtl_weights(np.eye(2), max_norm=-1.0), "NashMTL: `max_norm` must be a number >= 0; received -1.0"),
         (lambda: agg.nash_mtl_solve(np.zeros((2, 3))), "expected a square"),
         (lambda: lw.weighting.NashMTL(update_weights_every=0), "`update_weights_every` must be an int >= 1"),
         (lambda: lw.weighting.NashMTL(iterations=2.5), "`iterations` must be an int >= 1"),
-        (lambda: lw.weighting.NashMTL(max_norm=-1), "`max_norm` must be >= 0"),
+        (lambda: lw.weighting.NashMTL(max_norm=-1), "NashMTL: `max_norm` must be a number >= 0; received -1"),
     ],
 )
 def test_errors_say_what_was_received_and_expected(call, message):

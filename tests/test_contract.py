@@ -33,14 +33,14 @@ TERMS = {
     "combined_margin": lambda: lw.terms.CombinedMargin(num_classes=CLASSES),
     "subcenter_arcface": lambda: lw.terms.SubCenterArcFace(num_classes=CLASSES),
     "sphereface": lambda: lw.terms.SphereFace(num_classes=CLASSES),
-    "proxy_anchor": lambda: lw.terms.ProxyAnchorLoss(num_classes=CLASSES, margin=0.2, alpha=16.0),
+    "proxy_anchor": lambda: lw.terms.ProxyAnchorLoss(num_classes=CLASSES, delta=0.2, scale=16.0),
     "proxynca_pp": lambda: lw.terms.ProxyNCALoss(num_classes=CLASSES, temperature=1 / 9, include_positive=True),
-    "multi_similarity": lambda: lw.terms.MultiSimilarityLoss(alpha=3.0, beta=40.0, base=0.5, margin=0.2),
-    "circle": lambda: lw.terms.CircleLoss(margin=0.4, gamma=80.0),
+    "multi_similarity": lambda: lw.terms.MultiSimilarityLoss(alpha=3.0, beta=40.0, base=0.5, epsilon=0.2),
+    "circle": lambda: lw.terms.CircleLoss(relaxation=0.4, scale=80.0),
     "supcon": lambda: lw.terms.SupConLoss(temperature=0.2),
     "ntxent": lambda: lw.terms.NTXentLoss(temperature=0.5, on="embedding"),
     # Two views read as a tuple of outputs (here one output twice: the model has no second view).
-    "ntxent_views": lambda: lw.terms.NTXentLoss(temperature=0.5, on=("embedding", "embedding")),
+    "ntxent_views": lambda: lw.terms.TwoViewNTXentLoss(temperature=0.5, on=("embedding", "embedding")),
     "contrastive": lambda: lw.terms.ContrastiveLoss(pos_margin=0.1, neg_margin=2.0, distance="squared_euclidean"),
     "triplet_semi_hard": lambda: lw.terms.TripletLoss(margin=0.5, distance="cosine"),
     "triplet_batch_all": lambda: lw.terms.TripletLoss(margin=0.3, mining="batch-all", average="all"),
@@ -318,3 +318,94 @@ def test_margin_logits_keras_file_round_trip(tmp_path):
     model = keras.Model(inputs, layer(inputs))
     restored = _save_and_load(model, tmp_path).get_layer(layer.name)
     _check_same(layer, restored, "the .keras round trip")
+
+
+# ------------------------------------------------- NumPy scalars, unknown keywords
+def _numpy_scalars(value, as_float=np.float32, as_int=np.int64):
+    """``value`` with every int (not bool) made ``as_int`` and every float ``as_float``.
+
+    Lists, tuples and dicts are walked (a weight per term, a list of
+    boundaries, ``ks``); other objects are left as they are.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return as_int(value)
+    if isinstance(value, float):
+        return as_float(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_numpy_scalars(v, as_float, as_int) for v in value)
+    if isinstance(value, dict):
+        return {k: _numpy_scalars(v, as_float, as_int) for k, v in value.items()}
+    return value
+
+
+def _float32_rounded(value):
+    """``value`` with every float rounded to float32 and kept a Python float (what NumPy's gives)."""
+    return _numpy_scalars(value, as_float=lambda v: float(np.float32(v)), as_int=int)
+
+
+def _numpy_scalars_in(value, where="config"):
+    """Where ``value`` holds a NumPy scalar (``np.float32`` and ``np.int64`` are not JSON)."""
+    if isinstance(value, np.generic):
+        return [f"{where}: {value!r}"]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _numpy_scalars_in(v, f"{where}[{k!r}]")]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in _numpy_scalars_in(v, f"{where}[{i}]")]
+    return []
+
+
+def _close(a, b):
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=1e-6) or a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("case", sorted(cc.CASES))
+def test_numpy_scalar_arguments_give_the_object_python_numbers_give(case):
+    """``np.int64``/``np.float32`` arguments (what ``y.max() + 1`` and an array give) are taken as numbers.
+
+    The object equals the one built from Python numbers (floats rounded to
+    float32), its attributes and its config hold Python numbers (JSON).
+    """
+    # Keras names the layers of Fresh arguments (a model, terms) alike in both objects.
+    fresh = any(isinstance(v, cc.Fresh) for v in cc.CASES[case][1].values())
+    if fresh:
+        keras.backend.clear_session()
+    cls, kwargs = cc.arguments(case)
+    obj = cls(**{k: _numpy_scalars(v) for k, v in kwargs.items()})
+    if fresh:
+        keras.backend.clear_session()
+    _, kwargs = cc.arguments(case)  # Fresh arguments made anew
+    reference = cls(**{k: _float32_rounded(v) for k, v in kwargs.items()})
+    got, expected = _attributes(obj), _attributes(reference)
+    for name in expected:
+        assert _close(got[name], expected[name]), f"{cls.__name__}.{name}: {got[name]!r} != {expected[name]!r}"
+    held = _numpy_scalars_in({name: getattr(obj, cc.attribute(cls, name)) for name in expected}, cls.__name__)
+    assert not held, "attributes keep NumPy scalars: " + ", ".join(held)
+    config = obj.get_config()
+    held = _numpy_scalars_in(config, f"{cls.__name__}.get_config()")
+    assert not held, "the config keeps NumPy scalars: " + ", ".join(held)
+    if not isinstance(obj, keras.callbacks.Callback):  # a callback's config holds arrays (its docstring)
+        json.dumps(config)
+
+
+LAYER_CASES = sorted(case for case, (cls, _) in cc.CASES.items() if issubclass(cls, keras.layers.Layer))
+
+
+@pytest.mark.parametrize("case", LAYER_CASES)
+def test_unknown_keyword_is_refused_with_the_accepted_ones(case):
+    """A misspelt argument fails at construction, naming the class, the keyword and what it takes."""
+    cls, kwargs = cc.arguments(case)
+    with pytest.raises((TypeError, ValueError)) as info:
+        cls(**kwargs, bogus_argument=1)
+    message = str(info.value)
+    assert cls.__name__ in message, message
+    assert "bogus_argument" in message, message
+    own = [name for name in _parameters(cls) if name not in ("name", "dtype")] or ["name", "dtype"]
+    assert any(f"'{name}'" in message for name in own), f"none of {own} listed in: {message}"

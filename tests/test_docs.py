@@ -56,7 +56,8 @@ FAMILIES = {
     "margin_softmax.md": {"NormFace", "SphereFace", "CosFace", "ArcFace", "CombinedMargin", "SubCenterArcFace"},
     "pair_losses.md": {
         "ContrastiveLoss", "TripletLoss", "LiftedStructureLoss", "NPairsLoss", "MultiSimilarityLoss",
-        "CircleLoss", "SupConLoss", "NTXentLoss", "ProxyAnchorLoss", "ProxyNCALoss", "CrossBatchMemory",
+        "CircleLoss", "SupConLoss", "NTXentLoss", "SiameseContrastiveLoss", "TwoViewNTXentLoss", "ProxyAnchorLoss",
+        "ProxyNCALoss", "CrossBatchMemory",
     },
     "multitask.md": {
         "Fixed", "Convex", "Uncertainty", "DWA", "RLW", "GLS", "FAMO",

@@ -303,12 +303,12 @@ def test_evaluate_embeddings_keys_values_and_pairs():
         (lambda x, y: distance_ratio(x, np.zeros_like(y)), "at least 2 classes"),
         (lambda x, y: nearest_neighbor_accuracy(np.where(np.eye(len(x), x.shape[1]) > 0, np.nan, x), y), "NaN"),
         (lambda x, y: map_at_r(x, y + 0.5), "integer"),
-        (lambda x, y: map_at_r(x, y, metric="manhattan"), "metric='cosine' or 'euclidean'"),
+        (lambda x, y: map_at_r(x, y, metric="manhattan"), r"`metric` must be one of \('cosine', 'euclidean'\); received 'manhattan'"),
         (lambda x, y: map_at_r(np.vstack([np.zeros((1, x.shape[1])), x[1:]]), y), "all zeros"),
         (lambda x, y: map_at_r(x[:4], [0, 1, 2, 3]), "single sample"),
         (lambda x, y: recall_at_k(x[:4], [0, 1, 2, 3]), "single sample"),
         (lambda x, y: recall_at_k(x, y, ks=(len(x),)), "only 60 samples"),
-        (lambda x, y: recall_at_k(x, y, ks=(0,)), "positive integers"),
+        (lambda x, y: recall_at_k(x, y, ks=(0,)), r"recall_at_k: `ks\[0\]` must be an int >= 1; received 0"),
         (lambda x, y: pair_scores(x[:3], x[:4]), "same shape"),
         (lambda x, y: verification_pairs([0, 1, 2]), "single sample"),
         (lambda x, y: verification_pairs([1, 1, 1]), "two classes"),
@@ -330,10 +330,10 @@ def test_bad_embedding_input_is_refused(call, match):
         (lambda: verification_accuracy(HAND_SCORES[:, None], HAND_SAME[:, None]), "1-D"),
         (lambda: verification_accuracy(HAND_SCORES, np.ones(20, bool)), "both genuine"),
         (lambda: verification_accuracy(np.where(HAND_SAME, np.nan, HAND_SCORES), HAND_SAME), "NaN"),
-        (lambda: verification_accuracy(HAND_SCORES, HAND_SAME, folds=21), r"folds in \[2, 20\]"),
+        (lambda: verification_accuracy(HAND_SCORES, HAND_SAME, folds=21), "verification_accuracy: `folds` must be an int >= 2 and <= 20; received 21"),
         (lambda: verification_accuracy(HAND_SCORES, HAND_SAME * 2), "booleans"),
         (lambda: roc_auc(HAND_SCORES, np.zeros(20, bool)), "both genuine"),
-        (lambda: tar_at_far(HAND_SCORES, HAND_SAME, far=2.0), r"far in \[0, 1\]"),
+        (lambda: tar_at_far(HAND_SCORES, HAND_SAME, far=2.0), "tar_at_far: `far` must be a number >= 0 and <= 1; received 2.0"),
     ],
 )
 def test_bad_pair_input_is_refused(call, match):
@@ -414,9 +414,9 @@ def test_callback_single_output_and_errors():
     wrong.set_model(_dict_model())
     with pytest.raises(ValueError, match="output='features'.*'embedding', 'logits'"):
         wrong.on_epoch_end(0, {})
-    with pytest.raises(ValueError, match="every >= 1"):
+    with pytest.raises(ValueError, match="EmbeddingEvaluation: `every` must be an int >= 1; received 0"):
         EmbeddingEvaluation(x, y, every=0)
-    with pytest.raises(ValueError, match="metric="):
+    with pytest.raises(ValueError, match="EmbeddingEvaluation: `metric` must be one of"):
         EmbeddingEvaluation(x, y, metric="dot")
     with pytest.raises(ValueError, match="single sample"):  # before any training
         EmbeddingEvaluation(x[:3], [0, 1, 2])

@@ -159,9 +159,9 @@ REFERENCES = {
 }
 # Non-default parameters per loss: (op keyword arguments, reference keyword arguments).
 PARAMETERS = {
-    "multi_similarity": ({"alpha": 3.0, "beta": 20.0, "base": 0.5, "margin": 0.2},
+    "multi_similarity": ({"alpha": 3.0, "beta": 20.0, "base": 0.5, "epsilon": 0.2},
                          {"alpha": 3.0, "beta": 20.0, "lam": 0.5, "eps": 0.2}),
-    "circle": ({"margin": 0.4, "gamma": 80.0}, {"m": 0.4, "gamma": 80.0}),
+    "circle": ({"relaxation": 0.4, "scale": 80.0}, {"m": 0.4, "gamma": 80.0}),
     "supcon": ({"temperature": 0.5}, {"tau": 0.5}),
     "nt_xent": ({"temperature": 0.5}, {"tau": 0.5}),
 }
@@ -232,12 +232,12 @@ def test_ties_in_the_mining_are_strict():
                   [0, 0, 1, 0], [0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 1]], "float32")  # rows 1 and 2 identical
     y = np.array([0, 0, 1, 2, 3, 3, 4, 4])
     similarity, positives, negatives, _ = P._pair_structure(x, y)
-    for margin, kept in ((0.0, False), (0.1, True)):
-        kept_pos, kept_neg = P.multi_similarity_mining(similarity, positives, negatives, margin=margin)
+    for epsilon, kept in ((0.0, False), (0.1, True)):
+        kept_pos, kept_neg = P.multi_similarity_mining(similarity, positives, negatives, epsilon=epsilon)
         assert bool(to_numpy(kept_pos)[0, 1]) is kept and bool(to_numpy(kept_neg)[0, 2]) is kept
         assert not to_numpy(kept_neg)[0, 3]  # the easy negative (s = -1) is never kept
-        expected = np_multi_similarity(np_anchors(x, y), eps=margin)
-        np.testing.assert_allclose(_value(P.multi_similarity_loss(x, y, margin=margin)), expected, **TOL)
+        expected = np_multi_similarity(np_anchors(x, y), eps=epsilon)
+        np.testing.assert_allclose(_value(P.multi_similarity_loss(x, y, epsilon=epsilon)), expected, **TOL)
     # Tied similarities everywhere: duplicated rows give the reference value in every loss.
     x = np.repeat(_batch(n=N // 2, seed=7)[0], 2, axis=0)
     y = np.array([0, 0, 1, 1, 0, 0, 2, 2])

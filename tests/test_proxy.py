@@ -107,7 +107,7 @@ def test_proxy_anchor_matches_eq4(name):
 def test_proxy_anchor_positive_part_counts_present_classes_only():
     x, y = _inputs(n=10, classes=5, present=[1, 3])
     p = RNG.normal(size=(5, 5)).astype("float32")
-    value = float(to_numpy(lw.ops.proxy_anchor_loss(x, p, y, margin=0.1, alpha=32.0)))
+    value = float(to_numpy(lw.ops.proxy_anchor_loss(x, p, y, delta=0.1, scale=32.0)))
     expected = np_proxy_anchor(x, p, y, 0.1, 32.0)
     np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-5)
     # Dividing the positive sums by |P| = 5 instead of |P+| = 2 would be far off.

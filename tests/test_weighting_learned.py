@@ -139,7 +139,7 @@ def test_learned_alpha_collapses_onto_the_smaller_loss(smaller):
     # d total / d alpha = L_a - L_b: constant, so SGD walks alpha to a bound and
     # the Clip constraint holds it there exactly.
     a, b = (TARGET_B, TARGET_A) if smaller == "a" else (TARGET_A, TARGET_B)
-    objective = _identity_objective(lw.weighting.Convex("a", "b", alpha=0.5, trainable=True))
+    objective = _identity_objective(lw.weighting.Convex("a", "b", alpha=0.5, learn_alpha=True))
     objective.compile(optimizer=keras.optimizers.SGD(0.1))
     x, y = _data(a=a, b=b)
     history = objective.fit(x, y, batch_size=2, epochs=2, verbose=0)
@@ -157,10 +157,10 @@ def test_clip_constraint_and_convex_errors():
     ]
     with pytest.raises(ValueError, match="min_value <= max_value"):
         lw.weighting.Clip(1.0, 0.0)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    with pytest.raises(ValueError, match=r"Convex: `alpha` must be a number >= 0 and <= 1; received 1.5"):
         lw.weighting.Convex("a", "b", alpha=1.5)
     with pytest.raises(ValueError, match="not both"):
-        lw.weighting.Convex("a", "b", alpha=lw.schedules.Constant(0.5), trainable=True)
+        lw.weighting.Convex("a", "b", alpha=lw.schedules.Constant(0.5), learn_alpha=True)
     with pytest.raises(ValueError, match="different"):
         lw.weighting.Convex("a", "a")
     with pytest.raises(ValueError, match="not terms"):
@@ -172,7 +172,7 @@ CONFIGS = {
     "uncertainty": lambda: lw.weighting.Uncertainty({"a": "classification"}, nonnegative=True),
     "convex_float": lambda: lw.weighting.Convex("a", "b", alpha=0.3),
     "convex_schedule": lambda: lw.weighting.Convex("a", "b", alpha=lw.schedules.Cosine(1.0, 0.0, 10)),
-    "convex_trainable": lambda: lw.weighting.Convex("a", "b", alpha=0.7, trainable=True),
+    "convex_trainable": lambda: lw.weighting.Convex("a", "b", alpha=0.7, learn_alpha=True),
 }
 
 

@@ -126,9 +126,9 @@ def test_dwa_matches_equation_1_across_epoch_boundaries(temperature):
 def test_dwa_argument_errors():
     with pytest.raises(ValueError, match="steps_per_epoch` is required"):
         lw.weighting.DWA()
-    with pytest.raises(ValueError, match="positive int; received 0"):
+    with pytest.raises(ValueError, match="DWA: `steps_per_epoch` must be an int >= 1; received 0"):
         lw.weighting.DWA(steps_per_epoch=0)
-    with pytest.raises(ValueError, match="temperature` must be > 0"):
+    with pytest.raises(ValueError, match="DWA: `temperature` must be a number > 0; received 0.0"):
         lw.weighting.DWA(steps_per_epoch=4, temperature=0.0)
 
 
@@ -181,11 +181,11 @@ def test_famo_evaluation_changes_no_state():
 
 
 def test_famo_argument_errors():
-    with pytest.raises(ValueError, match="beta` must be > 0"):
+    with pytest.raises(ValueError, match="FAMO: `beta` must be a number > 0; received 0.0"):
         lw.weighting.FAMO(beta=0.0)
-    with pytest.raises(ValueError, match="gamma` must be >= 0"):
+    with pytest.raises(ValueError, match="FAMO: `gamma` must be a number >= 0; received -1.0"):
         lw.weighting.FAMO(gamma=-1.0)
-    with pytest.raises(ValueError, match="epsilon` must be a finite number"):
+    with pytest.raises(ValueError, match="FAMO: `epsilon` must be a number > 0; received 'small'"):
         lw.weighting.FAMO(epsilon="small")
 
 

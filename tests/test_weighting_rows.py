@@ -184,17 +184,17 @@ def test_running_average_strategies_refuse_representation_mode(weighting):
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: lw.weighting.GradVac(beta=-0.1), r"received beta=-0.1; expected a number in \[0, 1\]"),
-        (lambda: lw.weighting.GradVac(grouping="layers"), r"received grouping='layers'; expected one of"),
-        (lambda: lw.weighting.GradVac(seed=1.5), "seed must be an int or None"),
-        (lambda: lw.weighting.GradDrop(leak=1.5), r"received leak=1.5; expected a number in \[0, 1\]"),
-        (lambda: lw.weighting.MoCo(beta=2.0), r"`beta` must be in \(0, 1\]"),
-        (lambda: lw.weighting.MoCo(gamma=0.0), r"`gamma` must be > 0"),
+        (lambda: lw.weighting.GradVac(beta=-0.1), "GradVac: `beta` must be a number >= 0 and <= 1; received -0.1"),
+        (lambda: lw.weighting.GradVac(grouping="layers"), r"`grouping` must be one of \('whole', 'layer', 'variable'\); received 'layers'"),
+        (lambda: lw.weighting.GradVac(seed=1.5), "`seed` must be an int or None; received 1.5"),
+        (lambda: lw.weighting.GradDrop(leak=1.5), "GradDrop: `leak` must be a number >= 0 and <= 1; received 1.5"),
+        (lambda: lw.weighting.MoCo(beta=2.0), "MoCo: `beta` must be a number > 0 and <= 1; received 2.0"),
+        (lambda: lw.weighting.MoCo(gamma=0.0), "MoCo: `gamma` must be a number > 0; received 0.0"),
         (lambda: lw.weighting.MoCo(normalize="yes"), "`normalize` must be True or False"),
-        (lambda: lw.weighting.DBMTL(beta=1.0), r"`beta` must be in \[0, 1\)"),
-        (lambda: lw.weighting.DBMTL(epsilon=0.0), r"`epsilon` must be > 0"),
-        (lambda: lw.weighting.GradNorm(alpha=-1.0), r"`alpha` must be >= 0"),
-        (lambda: lw.weighting.GradNorm(learning_rate=0.0), r"`learning_rate` must be > 0"),
+        (lambda: lw.weighting.DBMTL(beta=1.0), "DBMTL: `beta` must be a number >= 0 and < 1; received 1.0"),
+        (lambda: lw.weighting.DBMTL(epsilon=0.0), "DBMTL: `epsilon` must be a number > 0; received 0.0"),
+        (lambda: lw.weighting.GradNorm(alpha=-1.0), "GradNorm: `alpha` must be a number >= 0; received -1.0"),
+        (lambda: lw.weighting.GradNorm(learning_rate=0.0), "GradNorm: `learning_rate` must be a number > 0; received 0.0"),
     ],
 )
 def test_errors_say_what_was_received_and_expected(make, message):

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from lossweave import _backend as backend
+from lossweave import arguments
 from lossweave import trainer
 from lossweave._keras_compat import scale_loss_for_distribution
 from lossweave.metrics.means import NamedMeans
@@ -94,6 +95,7 @@ class Objective(keras.Model):
     """
 
     def __init__(self, model, terms, weighting=None, shared=None, representation=None, **kwargs):
+        arguments.check_keywords(self, kwargs)
         super().__init__(**kwargs)
         if not isinstance(model, keras.Model):
             raise TypeError(f"Objective: `model` must be a keras.Model; received {type(model).__name__}.")
@@ -391,7 +393,9 @@ class Objective(keras.Model):
     # ------------------------------------------------------------------- steps
     def _input_checks(self, kind="train"):
         """The records of the checks of a step (read after every step)."""
-        records = [term.input_check for term in self.terms.values() if getattr(term, "validate", False)]
+        # A term records into its input_check only when it runs the checks it declares.
+        records = [term.input_check for term in self.terms.values()
+                   if getattr(term, "validate", False) and getattr(term, "input_checks", None)]
         records.append(self.loss_check)
         if kind == "train" and self.gradient_check is not None:
             records.append(self.gradient_check)

@@ -42,6 +42,8 @@ import inspect
 
 import numpy as np
 
+from lossweave import arguments
+
 __all__ = [
     "LOADERS", "ClassBalancedBatches", "DataError", "Dataset", "MultiTaskDataset", "SyncEpoch",
     "load", "load_mnist_5k", "names", "split_unseen_classes", "stratified_split", "takes_path",
@@ -122,6 +124,11 @@ class MultiTaskDataset(Dataset):
         return getattr(self, f"targets_{part}")
 
 
+def check_fraction(value, name, owner="stratified_split"):
+    """A float in the open interval (0, 1): the share of the samples a split holds out."""
+    return arguments.number(value, name, owner, low=0.0, high=1.0, low_open=True, high_open=True)
+
+
 def stratified_split(x, y, *, val_fraction, test_fraction, seed):
     """Split ``(x, y)`` into stratified, disjoint train/validation/test parts.
 
@@ -133,9 +140,8 @@ def stratified_split(x, y, *, val_fraction, test_fraction, seed):
     """
     from sklearn.model_selection import train_test_split
 
-    for label, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 < value < 1.0:
-            raise ValueError(f"stratified_split: {label} must be in (0, 1); received {value!r}.")
+    val_fraction = check_fraction(val_fraction, "val_fraction")
+    test_fraction = check_fraction(test_fraction, "test_fraction")
     if val_fraction + test_fraction >= 1.0:
         raise ValueError(
             f"stratified_split: val_fraction + test_fraction must be below 1; received "

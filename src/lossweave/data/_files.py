@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from lossweave.data import DataError, Dataset, stratified_split
+from lossweave.data import DataError, Dataset, check_fraction, stratified_split
 
 
 def fail(path, message):
@@ -108,8 +108,7 @@ def split2(x, y, source, *, fraction, seed):
     """Stratified ``(x_a, y_a), (x_b, y_b)`` with ``fraction`` of the samples in the second."""
     from sklearn.model_selection import train_test_split
 
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"stratified_split: val_fraction must be in (0, 1); received {fraction!r}.")
+    fraction = check_fraction(fraction, "val_fraction")
     try:
         x_a, x_b, y_a, y_b = train_test_split(x, y, test_size=fraction, stratify=y,
                                               random_state=seed)

@@ -14,21 +14,10 @@ import operator
 import keras
 import numpy as np
 
+from lossweave import arguments
 from lossweave.data import _arrays
 
 WHO = "ClassBalancedBatches"
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{WHO}: expected an integer {name} >= 1; received {value!r}.")
-    return int(value)
-
-
-def _non_negative_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{WHO}: expected an integer {name} >= 0; received {value!r}.")
-    return int(value)
 
 
 def batches_per_epoch(chunks_per_class, classes_per_batch):
@@ -168,11 +157,14 @@ class ClassBalancedBatches(keras.utils.PyDataset):
         use_multiprocessing=False,
         max_queue_size=10,
     ):
-        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
-                         max_queue_size=max_queue_size)
-        self.classes_per_batch = _positive_int(classes_per_batch, "classes_per_batch")
-        self.samples_per_class = _positive_int(samples_per_class, "samples_per_class")
-        self.seed = _non_negative_int(seed, "seed")
+        super().__init__(
+            workers=arguments.positive_int(workers, "workers", WHO),
+            use_multiprocessing=arguments.boolean(use_multiprocessing, "use_multiprocessing", WHO),
+            max_queue_size=arguments.positive_int(max_queue_size, "max_queue_size", WHO),
+        )
+        self.classes_per_batch = arguments.positive_int(classes_per_batch, "classes_per_batch", WHO)
+        self.samples_per_class = arguments.positive_int(samples_per_class, "samples_per_class", WHO)
+        self.seed = arguments.integer(seed, "seed", WHO, low=0)
         self.labels_key = labels_key
         self.x, n_x = _arrays.as_rows(x, "x", WHO)
         self.y, n_y = _arrays.as_rows(y, "y", WHO)
@@ -197,7 +189,7 @@ class ClassBalancedBatches(keras.utils.PyDataset):
         self._num_batches = batches_per_epoch(self._chunks_per_class, self.classes_per_batch)
         self._in_epoch = False  # between on_epoch_begin and on_epoch_end
         self._served = np.zeros(self._num_batches, dtype=bool)  # in an epoch, this epoch
-        self.epoch = _non_negative_int(epoch, "epoch")
+        self.epoch = epoch  # checked by the setter
         self._cache = (None, None)  # (epoch, its index table)
 
     # ------------------------------------------------------------ position
@@ -214,7 +206,7 @@ class ClassBalancedBatches(keras.utils.PyDataset):
             raise ValueError(f"{WHO}.set_state: the state was saved with seed={state['seed']!r}, "
                              f"but this dataset has seed={self.seed}; its batches would differ. "
                              "Build the dataset with the saved seed.")
-        self.epoch = _non_negative_int(state["epoch"], "epoch")
+        self.epoch = state["epoch"]  # checked by the setter
 
     @property
     def epoch(self):
@@ -223,7 +215,7 @@ class ClassBalancedBatches(keras.utils.PyDataset):
 
     @epoch.setter
     def epoch(self, value):
-        self._epoch = _non_negative_int(value, "epoch")
+        self._epoch = arguments.integer(value, "epoch", WHO, low=0)
         self._served[:] = False
 
     def on_epoch_begin(self):
@@ -258,7 +250,7 @@ class ClassBalancedBatches(keras.utils.PyDataset):
             int64 array ``(len(self), P * K)``: row ``b`` holds the rows of
             ``x``/``y`` in batch ``b``, class by class.
         """
-        epoch = self.epoch if epoch is None else _non_negative_int(epoch, "epoch")
+        epoch = self.epoch if epoch is None else arguments.integer(epoch, "epoch", WHO, low=0)
         cached_epoch, table = self._cache
         if cached_epoch != epoch:
             table = self._draw(epoch)

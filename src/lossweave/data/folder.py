@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from lossweave import arguments
 from lossweave.data import _files
 
 # The formats image_dataset_from_directory reads.
@@ -133,9 +134,7 @@ def load_folder(path=None, image_size=(28, 28), color_mode="grayscale", seed=0, 
         (('cats', 'dogs'), (8, 8, 1), {'train': 6, 'val': 2, 'test': 2})
     """
     folder = _files.require_path(path, "load_folder", "a folder with one sub-folder per class")
-    if color_mode not in COLOR_MODES:
-        raise ValueError(f"load_folder: color_mode must be one of {', '.join(COLOR_MODES)}; "
-                         f"received {color_mode!r}.")
+    arguments.choice(color_mode, tuple(COLOR_MODES), "color_mode", "load_folder")
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
     image_size = tuple(int(s) for s in image_size)

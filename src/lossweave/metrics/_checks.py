@@ -6,13 +6,13 @@ expected; nothing here computes a figure.
 
 import numpy as np
 
+from lossweave import arguments
+
 METRICS = ("cosine", "euclidean")
 
 
-def check_metric(metric):
-    if metric not in METRICS:
-        raise ValueError(f"expected metric='cosine' or 'euclidean'; received metric={metric!r}.")
-    return metric
+def check_metric(metric, owner="lossweave.metrics"):
+    return arguments.choice(metric, METRICS, "metric", owner)
 
 
 def as_labels(labels, n=None, what="labels"):
@@ -117,11 +117,9 @@ def class_sizes(labels):
     return counts[inverse.reshape(-1)]
 
 
-def check_ks(ks):
+def check_ks(ks, owner="lossweave.metrics"):
+    """``ks`` (an int or a sequence of them) as a tuple of Python ints >= 1."""
     ks = (ks,) if np.isscalar(ks) else tuple(ks)
     if not ks:
-        raise ValueError("expected at least one k in `ks`; received an empty sequence.")
-    for k in ks:
-        if isinstance(k, bool) or not float(k).is_integer() or k < 1:
-            raise ValueError(f"expected positive integers in `ks`; received {ks!r}.")
-    return tuple(int(k) for k in ks)
+        raise ValueError(f"{owner}: expected at least one k in `ks`; received an empty sequence.")
+    return tuple(arguments.positive_int(k, f"ks[{i}]", owner) for i, k in enumerate(ks))

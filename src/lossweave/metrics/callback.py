@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from lossweave import arguments
 from lossweave.metrics import _checks
 from lossweave.metrics.evaluation import evaluate_embeddings
 from lossweave.metrics.verification import verification_pairs
@@ -96,15 +97,14 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
         clustering=False,
     ):
         super().__init__()
-        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-            raise ValueError(f"EmbeddingEvaluation: expected an integer every >= 1; received {every!r}.")
+        who = "EmbeddingEvaluation"
         if output is not None and not isinstance(output, str):
             raise ValueError(
                 f"EmbeddingEvaluation: expected output to be an output name or None; received {output!r}."
             )
         if not isinstance(prefix, str):
             raise ValueError(f"EmbeddingEvaluation: expected a string prefix; received {prefix!r}.")
-        _checks.check_metric(metric)
+        _checks.check_metric(metric, who)
         if (reference_x is None) != (reference_labels is None):
             raise ValueError(
                 "EmbeddingEvaluation: expected reference_x and reference_labels together (the "
@@ -113,20 +113,20 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
             )
         self.x = x
         self.labels = labels
-        self.every = int(every)
+        self.every = arguments.positive_int(every, "every", who)
         self.output = output
         self.metric = metric
         self.prefix = prefix
-        self.ks = _checks.check_ks(ks)
-        self.batch_size = batch_size
+        self.ks = _checks.check_ks(ks, who)
+        self.batch_size = arguments.optional(arguments.positive_int, batch_size, "batch_size", who)
         self.pairs = pairs
-        self.num_pairs = num_pairs
-        self.far = far
-        self.seed = seed
+        self.num_pairs = arguments.integer(num_pairs, "num_pairs", who, low=2)
+        self.far = arguments.number(far, "far", who, low=0.0, high=1.0)
+        self.seed = arguments.seed(seed, who)
         self.reference_x = reference_x
         self.reference_labels = reference_labels
-        self.r_precision = bool(r_precision)
-        self.clustering = bool(clustering)
+        self.r_precision = arguments.boolean(r_precision, "r_precision", who)
+        self.clustering = arguments.boolean(clustering, "clustering", who)
         self._labels = _checks.as_labels(labels)
         self._reference_labels = (
             None if reference_labels is None
@@ -139,7 +139,7 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
             )
         # Drawn now, so that bad labels fail before training, and the same pairs serve every epoch.
         self._pairs = (
-            verification_pairs(self._labels, num_pairs=num_pairs, seed=seed) if pairs is None else pairs
+            verification_pairs(self._labels, num_pairs=self.num_pairs, seed=self.seed) if pairs is None else pairs
         )
 
     # ------------------------------------------------------------- outputs

@@ -94,7 +94,7 @@ def evaluate_embeddings(
         (1.0, 1.0, 1.0)
     """
     embeddings, labels = _checks.check_set(embeddings, labels, _checks.check_metric(metric))
-    ks = _checks.check_ks(ks)
+    ks = _checks.check_ks(ks, "evaluate_embeddings")
     reference = {"reference_embeddings": reference_embeddings, "reference_labels": reference_labels}
     recalls = retrieval.recall_at_k(embeddings, labels, ks=tuple(sorted(set(ks) | {1})),
                                     metric=metric, **reference)

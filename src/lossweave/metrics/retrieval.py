@@ -178,7 +178,7 @@ def recall_at_k(embeddings, labels, ks=(1, 2, 4, 8), metric="cosine", *,
     embeddings, labels, reference, reference_labels = _prepare(
         embeddings, labels, metric, reference_embeddings, reference_labels
     )
-    ks = _checks.check_ks(ks)
+    ks = _checks.check_ks(ks, "recall_at_k")
     mask = _answerable(labels, reference_labels, "recall_at_k")
     hits = _hits(embeddings, labels, reference, reference_labels, mask, max(ks), "recall_at_k")
     first = np.cumsum(hits, axis=1) > 0

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from lossweave import arguments
 from lossweave.metrics import _checks
 
 
@@ -96,9 +97,7 @@ def verification_pairs(labels, num_pairs=6000, seed=0):
         True
     """
     labels = _checks.as_labels(labels)
-    if isinstance(num_pairs, bool) or not float(num_pairs).is_integer() or num_pairs < 2:
-        raise ValueError(f"expected an integer num_pairs >= 2; received {num_pairs!r}.")
-    num_pairs = int(num_pairs)
+    num_pairs = arguments.integer(num_pairs, "num_pairs", "verification_pairs", low=2)
     if np.unique(labels).size < 2:
         raise ValueError(
             "verification_pairs needs at least two classes to draw impostor pairs; received "
@@ -233,12 +232,8 @@ def verification_accuracy(scores, issame, folds=10):
     from sklearn.model_selection import KFold
 
     scores, issame = _as_pairs(scores, issame)
-    if isinstance(folds, bool) or not float(folds).is_integer() or not 2 <= folds <= scores.size:
-        raise ValueError(
-            f"expected an integer folds in [2, {scores.size}] (the number of pairs); received "
-            f"{folds!r}."
-        )
-    folds = int(folds)
+    # At most one fold per pair.
+    folds = arguments.integer(folds, "folds", "verification_accuracy", low=2, high=scores.size)
     accuracies = np.empty(folds)
     thresholds = np.empty(folds)
     for i, (train, test) in enumerate(KFold(n_splits=folds, shuffle=False).split(scores)):
@@ -310,8 +305,7 @@ def tar_at_far(scores, issame, far=1e-3):
     from sklearn.metrics import roc_curve
 
     scores, issame = _as_pairs(scores, issame)
-    if isinstance(far, bool) or not np.isscalar(far) or not 0.0 <= far <= 1.0:
-        raise ValueError(f"expected far in [0, 1]; received {far!r}.")
+    far = arguments.number(far, "far", "tar_at_far", low=0.0, high=1.0)
     fpr, tpr, _ = roc_curve(issame, scores, drop_intermediate=False)
     return float(np.max(tpr[fpr <= far]))
 

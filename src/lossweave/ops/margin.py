@@ -14,8 +14,11 @@ ArcFace            ``cos(theta + m)``                           Deng et al. 2019
 combined           ``cos(m1 theta + m2) - m3``                  Deng et al. 2019
 =================  ===========================================  ==================
 
-Angles and additive angular margins are in **radians**; CosFace's ``m`` is a
-cosine margin (unitless) and SphereFace's ``m`` an integer multiplier. Every
+The keywords name each margin by kind, as the terms do (``lossweave.terms``):
+``angular_margin`` is added to the angle (ArcFace's ``m``, the combined
+margin's ``m2``; **radians**), ``cosine_margin`` is subtracted from the cosine
+(CosFace's ``m``, ``m3``; unitless) and ``multiplicative_margin`` multiplies
+the angle (SphereFace's integer ``m``, ``m1``). Every
 cosine is computed in float32, whatever the inputs' dtype. Sample weights
 follow the library's one rule (``docs/sample_weight.md``): the loss
 (:func:`margin_cross_entropy`) is Keras's ``sum_i w_i l_i / batch``; none of
@@ -166,12 +169,15 @@ def margin_cross_entropy(logits, target_logit, valid, sample_weight=None):
     return ops.sum(per_sample) / batch
 
 
-def cosface_target(cos, margin=0.35):
-    """CosFace / AM-Softmax (Wang et al. 2018, Eq. 4): ``cos theta - m``."""
-    return ops.cast(cos, "float32") - margin
+def cosface_target(cos, cosine_margin=0.35):
+    """CosFace / AM-Softmax (Wang et al. 2018, Eq. 4): ``cos theta - m``.
+
+    ``cosine_margin`` is the paper's ``m``, subtracted from the cosine (unitless).
+    """
+    return ops.cast(cos, "float32") - cosine_margin
 
 
-def arcface_target(cos, margin=0.5, easy_margin=False):
+def arcface_target(cos, angular_margin=0.5, easy_margin=False):
     """ArcFace (Deng et al. 2019, Eq. 3): ``cos(theta + m)`` for ``theta`` in ``[0, pi]``.
 
     ``cos(theta + m) = cos theta cos m - sin theta sin m``. Past ``theta + m >
@@ -179,7 +185,8 @@ def arcface_target(cos, margin=0.5, easy_margin=False):
     the target becomes ``cos theta - m sin m`` (the ArcFace authors' reference
     implementation: a CosFace-like margin that keeps the logit decreasing in
     ``theta``). ``easy_margin=True`` instead applies the margin only where
-    ``cos theta > 0`` (their other option).
+    ``cos theta > 0`` (their other option). ``angular_margin`` is the paper's
+    ``m``, added to the angle (radians).
 
     Example:
         >>> import numpy as np
@@ -188,17 +195,20 @@ def arcface_target(cos, margin=0.5, easy_margin=False):
     """
     cos = ops.cast(cos, "float32")
     sin = _safe_sqrt(1.0 - ops.square(cos))
-    shifted = cos * math.cos(margin) - sin * math.sin(margin)
+    m = angular_margin
+    shifted = cos * math.cos(m) - sin * math.sin(m)
     if easy_margin:
         return ops.where(cos > 0.0, shifted, cos)
-    return ops.where(cos > math.cos(math.pi - margin), shifted, cos - margin * math.sin(margin))
+    return ops.where(cos > math.cos(math.pi - m), shifted, cos - m * math.sin(m))
 
 
-def combined_margin_target(cos, m1=1.0, m2=0.3, m3=0.2):
+def combined_margin_target(cos, multiplicative_margin=1.0, angular_margin=0.3, cosine_margin=0.2):
     """The combined margin of ArcFace (Deng et al. 2019, Eq. 4): ``cos(m1 theta + m2) - m3``.
 
-    ``m1`` is SphereFace's multiplicative, ``m2`` ArcFace's additive angular
-    (radians) and ``m3`` CosFace's cosine margin. Where ``m1 theta + m2 > pi``
+    ``multiplicative_margin`` is the paper's ``m1`` (SphereFace's multiplier of
+    the angle), ``angular_margin`` its ``m2`` (ArcFace's, added to the angle;
+    radians) and ``cosine_margin`` its ``m3`` (CosFace's, subtracted from the
+    cosine). Where ``m1 theta + m2 > pi``
     the target becomes ``cos theta - m2 sin m2 - m3``, which is ArcFace's rule
     for ``m1 = 1`` (see :func:`arcface_target`). ``theta`` is
     ``atan2(sqrt(1 - cos^2), cos)``: exact at ``cos = 1``, where ``arccos`` has
@@ -212,6 +222,7 @@ def combined_margin_target(cos, m1=1.0, m2=0.3, m3=0.2):
     """
     cos = ops.cast(cos, "float32")
     theta = ops.arctan2(_safe_sqrt(1.0 - ops.square(cos)), cos)
+    m1, m2, m3 = multiplicative_margin, angular_margin, cosine_margin
     angle = m1 * theta + m2
     inside = angle <= math.pi
     return ops.where(inside, ops.cos(angle), cos - m2 * math.sin(m2)) - m3
@@ -231,13 +242,14 @@ def chebyshev_cos(cos, m):
     return current
 
 
-def sphereface_psi(cos, m=4):
+def sphereface_psi(cos, multiplicative_margin=4):
     """SphereFace's monotonic ``psi(theta) = (-1)^k cos(m theta) - 2k`` (Liu et al. 2017, Eq. 6).
 
     ``theta`` in ``[k pi / m, (k + 1) pi / m]``, ``k`` in ``[0, m - 1]``: the
     piecewise extension that keeps ``psi`` decreasing on ``[0, pi]``. ``k`` is
     counted from the cosine (``theta >= j pi / m  <=>  cos theta <= cos(j pi /
-    m)``), so no ``arccos`` is needed.
+    m)``), so no ``arccos`` is needed. ``multiplicative_margin`` is the
+    paper's integer ``m``, the multiplier of the angle.
 
     Example:
         >>> import numpy as np
@@ -245,6 +257,7 @@ def sphereface_psi(cos, m=4):
         >>> round(float(sphereface_psi(np.cos(theta), 4)), 4) == round(float(np.cos(4 * theta) - 4), 4)
         True
     """
+    m = multiplicative_margin
     cos = ops.cast(cos, "float32")
     k = ops.zeros_like(cos)
     for j in range(1, m):

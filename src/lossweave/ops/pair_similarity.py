@@ -51,7 +51,7 @@ from lossweave.ops.pairs import masked_logsumexp
 
 # Fills the left-out entries of a masked log-sum-exp: exp() of it is exactly 0
 # in float32 and, unlike -inf, it gives no NaN gradients. Logits here are at
-# most ~1e4 in magnitude (circle: gamma (1 + m)^2 with gamma in the hundreds).
+# most ~1e4 in magnitude (circle: scale (1 + m)^2 with the scale in the hundreds).
 _EXCLUDED = -1.0e9
 
 
@@ -183,12 +183,12 @@ def _anchor_mean(per_anchor, weight, counts):
     return ops.where(has_any, numerator / ops.maximum(number, 1.0), 0.0)
 
 
-def multi_similarity_mining(similarity, positives, negatives, margin=0.1):
+def multi_similarity_mining(similarity, positives, negatives, epsilon=0.1):
     """The pair mining of multi-similarity loss (Wang et al., CVPR 2019, Eq. 9-10).
 
     With ``S`` the similarities of anchor ``i``, a negative ``k`` is kept when
-    ``S_ik + margin > min_{positives j} S_ij`` (Eq. 9) and a positive ``j``
-    when ``S_ij - margin < max_{negatives k} S_ik`` (Eq. 10); both inequalities
+    ``S_ik + epsilon > min_{positives j} S_ij`` (Eq. 9) and a positive ``j``
+    when ``S_ij - epsilon < max_{negatives k} S_ik`` (Eq. 10); both inequalities
     are strict. An anchor without positives keeps no negative and one without
     negatives keeps no positive (``min``/``max`` over an empty set are
     ``+inf``/``-inf``); for one that has both, either both kept sets are
@@ -201,20 +201,20 @@ def multi_similarity_mining(similarity, positives, negatives, margin=0.1):
     # +-1e9 off the positives / negatives, by products (PyTorch's CPU `where` is slow on (n, m) arrays)
     hardest_positive = ops.min(s + (1.0 - ops.cast(positives, "float32")) * 1.0e9, axis=-1, keepdims=True)
     hardest_negative = ops.max(s - (1.0 - ops.cast(negatives, "float32")) * 1.0e9, axis=-1, keepdims=True)
-    kept_negatives = ops.logical_and(negatives, s + margin > hardest_positive)
-    kept_positives = ops.logical_and(positives, s - margin < hardest_negative)
+    kept_negatives = ops.logical_and(negatives, s + epsilon > hardest_positive)
+    kept_positives = ops.logical_and(positives, s - epsilon < hardest_negative)
     return kept_positives, kept_negatives
 
 
 def multi_similarity_loss(
-    embeddings, labels, alpha=2.0, beta=50.0, base=1.0, margin=0.1, mining=True, sample_weight=None,
+    embeddings, labels, alpha=2.0, beta=50.0, base=1.0, epsilon=0.1, mining=True, sample_weight=None,
     ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True,
 ):
     """Multi-similarity loss (Wang, Han, Huang, Dong & Scott, CVPR 2019, Eq. 9-11).
 
     With ``S_ij`` cosine similarities, ``P_i`` / ``N_i`` the positives and
     negatives of anchor ``i`` kept by the mining of Eq. 9-10
-    (:func:`multi_similarity_mining`, ``epsilon`` = ``margin``) and ``m`` the
+    (:func:`multi_similarity_mining`, margin ``epsilon``) and ``m`` the
     anchors::
 
         L = 1/m sum_i [ 1/alpha log(1 + sum_{j in P_i} exp(-alpha (S_ij - lambda)))
@@ -240,7 +240,7 @@ def multi_similarity_loss(
         alpha: scale of the positive pairs.
         beta: scale of the negative pairs.
         base: ``lambda``, the similarity the exponents are shifted by.
-        margin: ``epsilon`` of the mining.
+        epsilon: the mining margin ``epsilon`` (Eq. 9-10; paper: 0.1).
         mining: apply the mining of Eq. 9-10.
         sample_weight: optional ``(batch,)`` anchor weights.
         ref_embeddings, ref_labels, ref_mask, exclude_self: a reference set
@@ -260,7 +260,7 @@ def multi_similarity_loss(
         embeddings, labels, sample_weight, ref_embeddings, ref_labels, ref_mask, exclude_self
     )
     if mining:
-        positives, negatives = multi_similarity_mining(similarity, positives, negatives, margin)
+        positives, negatives = multi_similarity_mining(similarity, positives, negatives, epsilon)
     positive = ops.softplus(_masked_logsumexp(-alpha * (similarity - base), positives)) / alpha
     negative = ops.softplus(_masked_logsumexp(beta * (similarity - base), negatives)) / beta
     per_anchor = ops.where(ops.any(positives, axis=-1), positive, 0.0) + ops.where(
@@ -270,7 +270,7 @@ def multi_similarity_loss(
 
 
 def circle_loss(
-    embeddings, labels, margin=0.25, gamma=256.0, sample_weight=None,
+    embeddings, labels, relaxation=0.25, scale=256.0, sample_weight=None,
     ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True,
 ):
     """Circle loss with class-level labels (Sun et al., CVPR 2020, Eq. 6).
@@ -284,10 +284,11 @@ def circle_loss(
     O_n]_+`` and the paper's ``O_p = 1 + m``, ``O_n = -m``, ``D_p = 1 - m``,
     ``D_n = m``. The weights are constants of the gradient (detached, as in
     pytorch-metric-learning's ``CircleLoss``). Computed as ``softplus(LSE_n +
-    LSE_p)``, stable at ``gamma`` in the hundreds.
+    LSE_p)``, stable at a scale in the hundreds.
 
-    Defaults are the paper's face-recognition setting ``m=0.25, gamma=256``;
-    pytorch-metric-learning defaults to ``m=0.4, gamma=80``, the paper's
+    Defaults are the paper's face-recognition setting ``m=0.25, gamma=256``
+    (``relaxation=0.25, scale=256``); pytorch-metric-learning defaults to
+    ``m=0.4, gamma=80``, the paper's
     fine-grained retrieval setting. The mean is over the anchors with
     at least one positive and one negative (those for which Eq. 6 is defined,
     as pytorch-metric-learning averages over anchors with pairs);
@@ -297,8 +298,8 @@ def circle_loss(
     Args:
         embeddings: ``(batch, dim)``.
         labels: ``(batch,)`` / ``(batch, 1)`` class ids.
-        margin: the relaxation ``m``.
-        gamma: the scale ``gamma``.
+        relaxation: the relaxation margin, the paper's ``m``.
+        scale: the scale of the logits, the paper's ``gamma``.
         sample_weight: optional ``(batch,)`` anchor weights.
         ref_embeddings, ref_labels, ref_mask, exclude_self: a reference set
             (see the module docstring).
@@ -309,17 +310,18 @@ def circle_loss(
     Example:
         >>> import numpy as np
         >>> x = np.array([[1., 0.], [1., 0.], [0., 1.], [0., 1.]], "float32")
-        >>> round(float(circle_loss(x, np.array([0, 0, 1, 1]), gamma=1.0)), 4)   # log(1 + 2 e^-0.125)
+        >>> round(float(circle_loss(x, np.array([0, 0, 1, 1]), scale=1.0)), 4)   # log(1 + 2 e^-0.125)
         1.017
     """
     similarity, positives, negatives, weight = _pair_structure(
         embeddings, labels, sample_weight, ref_embeddings, ref_labels, ref_mask, exclude_self
     )
     s = ops.stop_gradient(similarity)
-    alpha_p = ops.relu(1.0 + margin - s)
-    alpha_n = ops.relu(s + margin)
-    logit_p = -gamma * alpha_p * (similarity - (1.0 - margin))
-    logit_n = gamma * alpha_n * (similarity - margin)
+    m, gamma = relaxation, scale
+    alpha_p = ops.relu(1.0 + m - s)
+    alpha_n = ops.relu(s + m)
+    logit_p = -gamma * alpha_p * (similarity - (1.0 - m))
+    logit_n = gamma * alpha_n * (similarity - m)
     per_anchor = ops.softplus(_masked_logsumexp(logit_n, negatives) + _masked_logsumexp(logit_p, positives))
     counts = ops.logical_and(ops.any(positives, axis=-1), ops.any(negatives, axis=-1))
     return _anchor_mean(per_anchor, weight, counts)

@@ -81,7 +81,7 @@ def _weighted_log1p_sum_exp(a, weight, axis, gather=None):
 
 
 def proxy_anchor_loss(
-    embeddings, proxies, labels, margin=0.1, alpha=32.0, sample_weight=None, gather=None, mask=None,
+    embeddings, proxies, labels, delta=0.1, scale=32.0, sample_weight=None, gather=None, mask=None,
     negative_threshold=None,
 ):
     """Proxy Anchor loss (Kim, Kim, Cho & Kwak, CVPR 2020, Eq. 4).
@@ -114,8 +114,8 @@ def proxy_anchor_loss(
         embeddings: ``(batch, dim)``.
         proxies: ``(classes, dim)``, one proxy per class.
         labels: sparse ``(batch,)``/``(batch, 1)`` or one-hot ``(batch, classes)``.
-        margin: ``delta`` (paper: 0.1).
-        alpha: the scale ``alpha`` (paper: 32).
+        delta: the margin ``delta`` (paper: 0.1).
+        scale: the scale of the cosine logits, the paper's ``alpha`` (paper: 32).
         sample_weight: optional ``(batch,)`` weights.
         gather: for a data-parallel step whose replicas each hold a part of
             the batch (``tf.distribute``): a function mapping a ``(1,
@@ -141,7 +141,7 @@ def proxy_anchor_loss(
     Example:
         >>> import numpy as np
         >>> p = np.eye(3, dtype="float32")   # x_i = p_i: log(1 + e^-1) + log(1 + 2 e^0)
-        >>> round(float(proxy_anchor_loss(p, p, np.array([0, 1, 2]), margin=0.0, alpha=1.0)), 4)
+        >>> round(float(proxy_anchor_loss(p, p, np.array([0, 1, 2]), delta=0.0, scale=1.0)), 4)
         1.4119
     """
     num_classes = ops.shape(proxies)[0]
@@ -156,8 +156,8 @@ def proxy_anchor_loss(
     if mask is not None:  # proxies out of the sample: no negative sum, not counted in |P|
         negative_weight = ops.where(ops.expand_dims(mask, 0), negative_weight, zeros)
         num_classes = ops.sum(ops.cast(mask, "float32"))
-    positive = _weighted_log1p_sum_exp(-alpha * (cos - margin), positive_weight, 0, gather)  # (classes,)
-    negative = _weighted_log1p_sum_exp(alpha * (cos + margin), negative_weight, 0, gather)
+    positive = _weighted_log1p_sum_exp(-scale * (cos - delta), positive_weight, 0, gather)  # (classes,)
+    negative = _weighted_log1p_sum_exp(scale * (cos + delta), negative_weight, 0, gather)
     positives_per_proxy = ops.sum(ops.cast(positive_weight != 0, "float32"), axis=0, keepdims=True)
     if gather is not None:  # every replica's row
         positives_per_proxy = ops.stop_gradient(gather(positives_per_proxy))

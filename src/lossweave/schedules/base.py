@@ -1,23 +1,13 @@
 """The ``Schedule`` base class, ``Constant`` and ``Lambda``."""
 
 import abc
-import math
 
 import keras
 from keras import ops
 
+from lossweave import arguments
+
 UNITS = ("step", "epoch")
-
-
-def check_number(owner, name, value, *, positive=False, nonnegative=False):
-    """``float(value)`` or a ValueError saying what was received and what is expected."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{owner}: `{name}` must be a finite number; received {value!r}.")
-    if positive and value <= 0:
-        raise ValueError(f"{owner}: `{name}` must be > 0; received {value!r}.")
-    if nonnegative and value < 0:
-        raise ValueError(f"{owner}: `{name}` must be >= 0; received {value!r}.")
-    return float(value)
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -48,18 +38,14 @@ class Schedule(abc.ABC):
 
     def __init__(self, unit="step", steps_per_epoch=None):
         name = type(self).__name__
-        if unit not in UNITS:
-            raise ValueError(f"{name}: `unit` must be one of {UNITS}; received {unit!r}.")
+        unit = arguments.choice(unit, UNITS, "unit", name)
         if unit == "epoch":
             if steps_per_epoch is None:
                 raise ValueError(
                     f"{name}: unit='epoch' needs `steps_per_epoch` (the number of batches "
                     "per epoch, e.g. ceil(num_samples / batch_size)); received None."
                 )
-            if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
-                raise ValueError(
-                    f"{name}: `steps_per_epoch` must be a positive int; received {steps_per_epoch!r}."
-                )
+            steps_per_epoch = arguments.positive_int(steps_per_epoch, "steps_per_epoch", name)
         elif steps_per_epoch is not None:
             raise ValueError(
                 f"{name}: `steps_per_epoch` is only used with unit='epoch'; received "
@@ -111,7 +97,7 @@ class Constant(Schedule):
 
     def __init__(self, value, unit="step", steps_per_epoch=None):
         super().__init__(unit=unit, steps_per_epoch=steps_per_epoch)
-        self.value = check_number("Constant", "value", value)
+        self.value = arguments.number(value, "value", "Constant")
 
     def at(self, t):
         return ops.zeros_like(t) + self.value

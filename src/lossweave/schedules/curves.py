@@ -5,7 +5,8 @@ import math
 import keras
 from keras import ops
 
-from lossweave.schedules.base import Schedule, check_number
+from lossweave import arguments
+from lossweave.schedules.base import Schedule
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -34,9 +35,9 @@ class LinearWarmup(Schedule):
 
     def __init__(self, value, steps, start=0.0, unit="step", steps_per_epoch=None):
         super().__init__(unit=unit, steps_per_epoch=steps_per_epoch)
-        self.value = check_number("LinearWarmup", "value", value)
-        self.steps = check_number("LinearWarmup", "steps", steps, nonnegative=True)
-        self.start = check_number("LinearWarmup", "start", start)
+        self.value = arguments.number(value, "value", "LinearWarmup")
+        self.steps = arguments.number(steps, "steps", "LinearWarmup", low=0.0)
+        self.start = arguments.number(start, "start", "LinearWarmup")
 
     def at(self, t):
         if self.steps == 0:
@@ -71,9 +72,9 @@ class Cosine(Schedule):
 
     def __init__(self, initial, final, steps, unit="step", steps_per_epoch=None):
         super().__init__(unit=unit, steps_per_epoch=steps_per_epoch)
-        self.initial = check_number("Cosine", "initial", initial)
-        self.final = check_number("Cosine", "final", final)
-        self.steps = check_number("Cosine", "steps", steps, positive=True)
+        self.initial = arguments.number(initial, "initial", "Cosine")
+        self.final = arguments.number(final, "final", "Cosine")
+        self.steps = arguments.positive(steps, "steps", "Cosine")
 
     def at(self, t):
         fraction = ops.clip(t / self.steps, 0.0, 1.0)
@@ -110,8 +111,8 @@ class Piecewise(Schedule):
                 "Piecewise: `boundaries` and `values` must be lists; received "
                 f"boundaries={boundaries!r}, values={values!r}."
             )
-        self.boundaries = [check_number("Piecewise", "boundaries[i]", b) for b in boundaries]
-        self.values = [check_number("Piecewise", "values[i]", v) for v in values]
+        self.boundaries = [arguments.number(b, f"boundaries[{i}]", "Piecewise") for i, b in enumerate(boundaries)]
+        self.values = [arguments.number(v, f"values[{i}]", "Piecewise") for i, v in enumerate(values)]
         if len(self.values) != len(self.boundaries) + 1:
             raise ValueError(
                 f"Piecewise: expected len(values) == len(boundaries) + 1; received "
@@ -152,9 +153,9 @@ class Exponential(Schedule):
 
     def __init__(self, initial, rate, steps, unit="step", steps_per_epoch=None):
         super().__init__(unit=unit, steps_per_epoch=steps_per_epoch)
-        self.initial = check_number("Exponential", "initial", initial)
-        self.rate = check_number("Exponential", "rate", rate, positive=True)
-        self.steps = check_number("Exponential", "steps", steps, positive=True)
+        self.initial = arguments.number(initial, "initial", "Exponential")
+        self.rate = arguments.positive(rate, "rate", "Exponential")
+        self.steps = arguments.positive(steps, "steps", "Exponential")
 
     def at(self, t):
         return self.initial * ops.exp((t / self.steps) * math.log(self.rate))

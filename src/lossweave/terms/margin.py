@@ -207,6 +207,7 @@ class MarginLogits(keras.layers.Layer):
     """
 
     def __init__(self, term, **kwargs):
+        arguments.check_keywords(self, kwargs)
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.term = term
@@ -530,7 +531,8 @@ class SphereFace(MarginSoftmax):
         config = super().get_config()
         config.pop("scale")
         config.update(
-            {"multiplicative_margin": self.multiplicative_margin, "base": self.base, "gamma": self.gamma, "power": self.power,
+            {"multiplicative_margin": self.multiplicative_margin, "base": self.base, "gamma": self.gamma,
+             "power": self.power,
              "lambda_min": self.lambda_min}
         )
         return config

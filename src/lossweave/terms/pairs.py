@@ -123,7 +123,7 @@ class ContrastiveLoss(_ContrastiveArguments, PairTerm):
 
 @keras.saving.register_keras_serializable(package="lossweave")
 class SiameseContrastiveLoss(_ContrastiveArguments, Term):
-    """Contrastive loss on given pairs: row ``i`` of two outputs and a same/different target (Hadsell et al. 2006, Eq. 4).
+    """Contrastive loss on given pairs: row ``i`` of two outputs, a same/different target (Hadsell et al., Eq. 4).
 
     The distance between row ``i`` of the two outputs, and a target of 1 for a
     similar and 0 for a dissimilar pair (the paper's ``Y`` is reversed: 0 for
@@ -211,7 +211,8 @@ class TripletLoss(PairTerm):
         self.average = arguments.choice(average, pair_ops.AVERAGES, "average", self)
         if self.soft and self.mining != "batch-hard":
             raise ValueError(
-                f"{type(self).__name__}: soft=True is the soft margin of batch-hard mining (Hermans et al. 2017, Eq. 6); "
+                f"{type(self).__name__}: soft=True is the soft margin of batch-hard mining "
+                f"(Hermans et al. 2017, Eq. 6); "
                 f"received mining={mining!r}. Use mining='batch-hard' or soft=False."
             )
 

@@ -112,7 +112,8 @@ class ProxyAnchorLoss(_ProxyTerm):
             authors' (above).
         on: model output holding the embeddings ``(batch, dim)``.
         target: target holding sparse or one-hot labels.
-        **kwargs: ``validate``, ``missing`` (see :class:`~lossweave.terms.Term`), ``sample_rate``, ``seed`` and ``negative_threshold``: the
+        **kwargs: ``validate``, ``missing`` (see :class:`~lossweave.terms.Term`), and
+            ``sample_rate``, ``seed`` and ``negative_threshold``: the
             class-center sampling and inter-class filtering of Partial FC
             (see :class:`lossweave.terms.MarginSoftmax`; a sampling step
             averages the negative part over the sampled proxies), and Layer
@@ -139,7 +140,7 @@ class ProxyAnchorLoss(_ProxyTerm):
     def proxy_loss(self, embeddings, labels, sample_weight, proxies, mask=None, negative_threshold=None):
         # Eq. 4's sums are over the global batch under tf.distribute (a no-op on one device and on JAX).
         return proxy_ops.proxy_anchor_loss(
-            embeddings, proxies, labels, margin=self.delta, alpha=self.scale, sample_weight=sample_weight,
+            embeddings, proxies, labels, delta=self.delta, scale=self.scale, sample_weight=sample_weight,
             gather=replica_gather(), mask=mask, negative_threshold=negative_threshold,
         )
 
@@ -177,7 +178,8 @@ class ProxyNCALoss(_ProxyTerm):
             with standard deviation 1/8.
         on: model output holding the embeddings ``(batch, dim)``.
         target: target holding sparse or one-hot labels.
-        **kwargs: ``validate``, ``missing`` (see :class:`~lossweave.terms.Term`), ``sample_rate``, ``seed`` and ``negative_threshold``: the
+        **kwargs: ``validate``, ``missing`` (see :class:`~lossweave.terms.Term`), and
+            ``sample_rate``, ``seed`` and ``negative_threshold``: the
             class-center sampling and inter-class filtering of Partial FC
             (see :class:`lossweave.terms.MarginSoftmax`; a sampling step
             averages the negative part over the sampled proxies), and Layer

@@ -63,7 +63,7 @@ class ClassSampling:
         self.sample_budget = sampling_ops.sample_budget(self.num_classes, self.sample_rate)
         # Only a sampling term owns a generator: at 1.0 the term's variables are as before.
         self.seed_generator = (
-            keras.random.SeedGenerator(seed, name="class_sampling_seed") if self.sample_rate < 1.0 else None
+            keras.random.SeedGenerator(self.seed, name="class_sampling_seed") if self.sample_rate < 1.0 else None
         )
 
     def samples(self, training):

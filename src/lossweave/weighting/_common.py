@@ -1,18 +1,6 @@
 """Small helpers shared by the weighting strategies (private)."""
 
-import math
-
 from keras import ops
-
-
-def check_number(owner, name, value, minimum=None, strict=False):
-    """A float from ``value``, or a ValueError saying what was expected."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{owner}: `{name}` must be a finite number; received {value!r}.")
-    if minimum is not None and (value <= minimum if strict else value < minimum):
-        relation = ">" if strict else ">="
-        raise ValueError(f"{owner}: `{name}` must be {relation} {minimum}; received {value!r}.")
-    return float(value)
 
 
 def check_known_terms(owner, what, given, term_names):

@@ -7,10 +7,9 @@ term gradient. Each is one eigendecomposition of the K x K Gramian inside the
 compiled step (``lossweave.ops.aggregators``), no iteration and no state.
 """
 
-import math
-
 import keras
 
+from lossweave import arguments
 from lossweave.ops import aggregators
 from lossweave.weighting._common import check_known_terms, term_names
 from lossweave.weighting.gradient import GradientWeighting
@@ -25,17 +24,7 @@ def _check_preference(owner, preference):
             f"{owner}: `preference` must be a dict of term name -> positive weight (terms not "
             f"named get 1) or None; received {preference!r}."
         )
-    checked = {}
-    for name, value in preference.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value > 0
-        ):
-            raise ValueError(
-                f"{owner}: the preference of term {name!r} must be a finite number > 0; "
-                f"received {value!r}. Give a larger weight to the terms that should move more."
-            )
-        checked[name] = float(value)
-    return checked
+    return {name: arguments.positive(value, f"preference[{name!r}]", owner) for name, value in preference.items()}
 
 
 class _WithPreference(GradientWeighting):
@@ -108,12 +97,7 @@ class AlignedMTL(_WithPreference):
 
     def __init__(self, scale_mode="min", preference=None, **kwargs):
         super().__init__(**kwargs)
-        if scale_mode not in aggregators.SCALE_MODES:
-            raise ValueError(
-                f"AlignedMTL: `scale_mode` must be one of {aggregators.SCALE_MODES} ('min' is the "
-                f"paper's Algorithm 1); received {scale_mode!r}."
-            )
-        self.scale_mode = scale_mode
+        self.scale_mode = arguments.choice(scale_mode, aggregators.SCALE_MODES, "scale_mode", "AlignedMTL")
         self.preference = _check_preference("AlignedMTL", preference)
 
     def aggregate(self, gramian, losses, step, training):
@@ -162,13 +146,8 @@ class ConFIG(_WithPreference):
 
     def __init__(self, preference=None, length="projection", **kwargs):
         super().__init__(**kwargs)
-        if length not in aggregators.CONFIG_LENGTHS:
-            raise ValueError(
-                f"ConFIG: `length` must be one of {aggregators.CONFIG_LENGTHS} ('projection' is the "
-                f"paper's); received {length!r}."
-            )
         self.preference = _check_preference("ConFIG", preference)
-        self.length = length
+        self.length = arguments.choice(length, aggregators.CONFIG_LENGTHS, "length", "ConFIG")
 
     def aggregate(self, gramian, losses, step, training):
         return aggregators.config_weights(gramian, self.preference_vector(), self.length)

@@ -16,6 +16,7 @@ are tracked, trained where trainable and saved with the Objective.
 import keras
 from keras import ops
 
+from lossweave import arguments
 from lossweave.weighting._common import weighted_sum
 
 
@@ -25,9 +26,13 @@ class Weighting(keras.layers.Layer):
 
     Subclasses override ``combine`` (and ``setup`` if stateful);
     ``lossweave.weighting._common.weighted_sum`` gives ``sum_k w_k * L_k``.
+    A keyword argument that neither the strategy nor ``keras.layers.Layer``
+    (``name``, ``dtype``, ``trainable``) takes is refused with a ``TypeError``
+    listing the accepted ones.
     """
 
     def __init__(self, **kwargs):
+        arguments.check_keywords(self, kwargs)
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.term_names = None

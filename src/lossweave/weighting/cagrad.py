@@ -2,9 +2,9 @@
 
 import keras
 
+from lossweave import arguments
 from lossweave.ops import aggregators
 from lossweave.ops.aggregators.cagrad import MAX_TERMS, RESCALES
-from lossweave.weighting._common import check_number
 from lossweave.weighting.gradient import GradientWeighting
 
 
@@ -40,13 +40,8 @@ class CAGrad(GradientWeighting):
 
     def __init__(self, c=0.5, rescale=0, **kwargs):
         super().__init__(**kwargs)
-        self.c = check_number("CAGrad", "c", c, minimum=0.0)
-        if isinstance(rescale, bool) or rescale not in RESCALES:
-            raise ValueError(
-                f"CAGrad: `rescale` must be 0 (none, the paper), 1 (divide by 1 + c^2, the authors' "
-                f"default) or 2 (divide by 1 + c); received {rescale!r}."
-            )
-        self.rescale = int(rescale)
+        self.c = arguments.number(c, "c", "CAGrad", low=0.0)
+        self.rescale = int(arguments.choice(rescale, RESCALES, "rescale", "CAGrad"))
 
     def setup(self, term_names):
         if len(term_names) > MAX_TERMS:

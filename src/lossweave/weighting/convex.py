@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from lossweave import arguments
 from lossweave.schedules.base import Schedule
 from lossweave.weighting._common import weighted_sum
 from lossweave.weighting.base import Weighting
@@ -24,13 +25,15 @@ class Clip(keras.constraints.Constraint):
     """
 
     def __init__(self, min_value=0.0, max_value=1.0):
+        min_value = arguments.number(min_value, "min_value", "Clip")
+        max_value = arguments.number(max_value, "max_value", "Clip")
         if not min_value <= max_value:
             raise ValueError(
                 f"Clip: expected min_value <= max_value; received min_value={min_value!r}, "
                 f"max_value={max_value!r}."
             )
-        self.min_value = float(min_value)
-        self.max_value = float(max_value)
+        self.min_value = min_value
+        self.max_value = max_value
 
     def __call__(self, w):
         w = ops.convert_to_tensor(w)
@@ -45,7 +48,7 @@ class Convex(Weighting):
     """``total = alpha * L_first + (1 - alpha) * L_second``.
 
     ``alpha`` is a float, a ``lossweave.schedules.Schedule`` evaluated at the
-    Objective's step counter, or, with ``trainable=True``, a float32 variable
+    Objective's step counter, or, with ``learn_alpha=True``, a float32 variable
     (initialised to ``alpha``) trained with the model and kept in ``[0, 1]`` by
     a ``Clip`` constraint that the optimizer applies after every update. Any
     other term of the objective is added with weight 1.
@@ -63,8 +66,9 @@ class Convex(Weighting):
         second: name of the term weighted by ``1 - alpha``.
         alpha: float in ``[0, 1]``, a schedule (or step -> value callable), or
             the initial value of the learned weight.
-        trainable: learn ``alpha`` (needs a float ``alpha``). Saved in the
-            config under ``trainable``, which here means "alpha is learned".
+        learn_alpha: learn ``alpha`` (needs a float ``alpha``). Named so that
+            it does not shadow ``keras.layers.Layer``'s ``trainable`` (whether
+            the layer's variables train at all), which ``Convex`` also takes.
 
     Example:
         >>> import numpy as np
@@ -75,7 +79,7 @@ class Convex(Weighting):
         (2.5, 0.75)
     """
 
-    def __init__(self, first, second, alpha=0.5, trainable=False, **kwargs):
+    def __init__(self, first, second, alpha=0.5, learn_alpha=False, **kwargs):
         super().__init__(**kwargs)
         for label, value in (("first", first), ("second", second)):
             if not isinstance(value, str) or not value:
@@ -84,15 +88,15 @@ class Convex(Weighting):
             raise ValueError(f"Convex: `first` and `second` must be two different terms; both are {first!r}.")
         self.first = first
         self.second = second
-        self.alpha_trainable = bool(trainable)
+        self.learn_alpha = arguments.boolean(learn_alpha, "learn_alpha", "Convex")
         self.alpha = as_weight("Convex", "alpha", alpha)
-        if self.alpha_trainable and isinstance(self.alpha, Schedule):
+        if self.learn_alpha and isinstance(self.alpha, Schedule):
             raise ValueError(
-                "Convex: trainable=True needs a float `alpha` (its initial value); received "
+                "Convex: learn_alpha=True needs a float `alpha` (its initial value); received "
                 f"the schedule {self.alpha!r}. Use a schedule or a learned alpha, not both."
             )
-        if isinstance(self.alpha, float) and not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"Convex: `alpha` must be in [0, 1]; received {alpha!r}.")
+        if isinstance(self.alpha, float):
+            arguments.number(self.alpha, "alpha", "Convex", low=0.0, high=1.0)
         self.alpha_variable = None
 
     def setup(self, term_names):
@@ -102,7 +106,7 @@ class Convex(Weighting):
                 f"Convex: terms {missing} are not terms of the objective; the terms are "
                 f"{list(term_names)}."
             )
-        if self.alpha_trainable and self.alpha_variable is None:
+        if self.learn_alpha and self.alpha_variable is None:
             self.alpha_variable = self.add_weight(
                 shape=(),
                 initializer=keras.initializers.Constant(self.alpha),
@@ -133,7 +137,7 @@ class Convex(Weighting):
                 "first": self.first,
                 "second": self.second,
                 "alpha": serialize_weight(self.alpha),
-                "trainable": self.alpha_trainable,
+                "learn_alpha": self.learn_alpha,
             }
         )
         return config

@@ -10,8 +10,8 @@ the K x K Gramian, solved inside the compiled step
 
 import keras
 
+from lossweave import arguments
 from lossweave.ops import aggregators
-from lossweave.weighting._common import check_number
 from lossweave.weighting.balanced_gradients import _check_preference, _WithPreference
 
 
@@ -22,8 +22,8 @@ class _DualCone(_WithPreference):
         super().__init__(**kwargs)
         owner = type(self).__name__
         self.preference = _check_preference(owner, preference)
-        self.norm_eps = check_number(owner, "norm_eps", norm_eps, minimum=0.0)
-        self.reg_eps = check_number(owner, "reg_eps", reg_eps, minimum=0.0, strict=True)
+        self.norm_eps = arguments.number(norm_eps, "norm_eps", owner, low=0.0)
+        self.reg_eps = arguments.positive(reg_eps, "reg_eps", owner)
 
     def normalised_preference(self):
         """The preferences in ``setup`` order, divided by their sum: the default is the mean."""

@@ -3,7 +3,8 @@
 import keras
 from keras import ops
 
-from lossweave.weighting._common import check_number, stack_losses, term_names, unstack_weights
+from lossweave import arguments
+from lossweave.weighting._common import stack_losses, term_names, unstack_weights
 from lossweave.weighting.base import Weighting
 
 
@@ -57,10 +58,8 @@ class DWA(Weighting):
                 "which a training step cannot see. Pass the number of batches per epoch, "
                 "e.g. DWA(steps_per_epoch=math.ceil(len(x) / batch_size))."
             )
-        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
-            raise ValueError(f"DWA: `steps_per_epoch` must be a positive int; received {steps_per_epoch!r}.")
-        self.steps_per_epoch = steps_per_epoch
-        self.temperature = check_number("DWA", "temperature", temperature, minimum=0.0, strict=True)
+        self.steps_per_epoch = arguments.positive_int(steps_per_epoch, "steps_per_epoch", "DWA")
+        self.temperature = arguments.positive(temperature, "temperature", "DWA")
 
     def setup(self, term_names):
         count = len(term_names)

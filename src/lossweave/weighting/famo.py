@@ -3,7 +3,8 @@
 import keras
 from keras import ops
 
-from lossweave.weighting._common import check_number, stack_losses, unstack_weights
+from lossweave import arguments
+from lossweave.weighting._common import stack_losses, unstack_weights
 from lossweave.weighting.base import Weighting
 
 
@@ -61,10 +62,10 @@ class FAMO(Weighting):
 
     def __init__(self, beta=0.025, gamma=0.001, min_loss=0.0, epsilon=1e-8, **kwargs):
         super().__init__(**kwargs)
-        self.beta = check_number("FAMO", "beta", beta, minimum=0.0, strict=True)
-        self.gamma = check_number("FAMO", "gamma", gamma, minimum=0.0)
-        self.min_loss = check_number("FAMO", "min_loss", min_loss)
-        self.epsilon = check_number("FAMO", "epsilon", epsilon, minimum=0.0, strict=True)
+        self.beta = arguments.positive(beta, "beta", "FAMO")
+        self.gamma = arguments.number(gamma, "gamma", "FAMO", low=0.0)
+        self.min_loss = arguments.number(min_loss, "min_loss", "FAMO")
+        self.epsilon = arguments.positive(epsilon, "epsilon", "FAMO")
 
     def setup(self, term_names):
         count = len(term_names)

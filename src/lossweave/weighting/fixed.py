@@ -3,25 +3,30 @@
 import keras
 from keras import ops
 
+from lossweave import arguments
 from lossweave.schedules.base import Lambda, Schedule
 from lossweave.weighting._common import check_known_terms, weighted_sum
 from lossweave.weighting.base import Weighting
 
 
 def as_weight(owner, name, value):
-    """A float, or a Schedule (a plain callable is wrapped in ``Lambda``)."""
+    """A float, or a Schedule (a plain callable is wrapped in ``Lambda``).
+
+    ``name`` is the argument as the error quotes it (``"weights['center']"``,
+    ``"default"``, ``"alpha"``).
+    """
     if isinstance(value, dict):  # a serialized schedule, from get_config
         value = keras.saving.deserialize_keras_object(value)
     if isinstance(value, Schedule):
         return value
     if callable(value):
         return Lambda(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    try:
+        return arguments.number(value, name, owner)
+    except ValueError as error:
         raise ValueError(
-            f"{owner}: the weight of term '{name}' must be a number, a "
-            f"lossweave.schedules.Schedule or a step -> value callable; received {value!r}."
-        )
-    return float(value)
+            f"{error} A weight may also be a lossweave.schedules.Schedule or a step -> value callable."
+        ) from None
 
 
 def evaluate_weight(weight, step):
@@ -71,8 +76,8 @@ class Fixed(Weighting):
     def __init__(self, weights=None, default=1.0, **kwargs):
         super().__init__(**kwargs)
         weights = dict(weights or {})
-        self.weights_by_term = {k: as_weight("Fixed", k, v) for k, v in weights.items()}
-        self.default = as_weight("Fixed", "<default>", default)
+        self.weights_by_term = {k: as_weight("Fixed", f"weights[{k!r}]", v) for k, v in weights.items()}
+        self.default = as_weight("Fixed", "default", default)
 
     def setup(self, term_names):
         check_known_terms("Fixed", "weights", self.weights_by_term, term_names)

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from lossweave import arguments
 from lossweave.ops import aggregators
 from lossweave.ops.aggregators.graddrop import check_leak
 from lossweave.weighting._common import SavesSeedState, term_names
@@ -60,9 +61,7 @@ class GradDrop(SavesSeedState, GradientWeighting):
     def __init__(self, leak=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.leak = check_leak(leak)
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise ValueError(f"GradDrop: seed must be an int or None; received {seed!r}.")
-        self.seed = seed
+        self.seed = arguments.seed(seed, "GradDrop")
 
     def setup(self, term_names):
         check_leak(self.leak, len(term_names))

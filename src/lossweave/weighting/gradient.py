@@ -23,6 +23,7 @@ or its Gramian, for custom training loops).
 import keras
 from keras import ops
 
+from lossweave import arguments
 from lossweave.ops import aggregators
 from lossweave.weighting._common import SavesSeedState, weighted_sum
 from lossweave.weighting.base import Weighting
@@ -148,15 +149,8 @@ class MGDA(GradientWeighting):
 
     def __init__(self, normalization="none", iterations=250, **kwargs):
         super().__init__(**kwargs)
-        if normalization not in aggregators.NORMALIZATIONS:
-            raise ValueError(
-                f"MGDA: normalization must be one of {aggregators.NORMALIZATIONS}; "
-                f"received {normalization!r}."
-            )
-        if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
-            raise ValueError(f"MGDA: iterations must be a positive int; received {iterations!r}.")
-        self.normalization = normalization
-        self.iterations = iterations
+        self.normalization = arguments.choice(normalization, aggregators.NORMALIZATIONS, "normalization", "MGDA")
+        self.iterations = arguments.positive_int(iterations, "iterations", "MGDA")
 
     def aggregate(self, gramian, losses, step, training):
         return aggregators.mgda_weights(
@@ -197,9 +191,7 @@ class PCGrad(SavesSeedState, GradientWeighting):
 
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise ValueError(f"PCGrad: seed must be an int or None; received {seed!r}.")
-        self.seed = seed
+        self.seed = arguments.seed(seed, "PCGrad")
 
     def setup(self, term_names):
         self.seed_generator = keras.random.SeedGenerator(self.seed, name="pcgrad_seed")

@@ -11,9 +11,10 @@ whose rows change shape with the batch.
 import keras
 from keras import ops
 
+from lossweave import arguments
 from lossweave.ops import aggregators
 from lossweave.ops.aggregators.dbmtl import LOG_EPSILON
-from lossweave.weighting._common import check_number, term_names
+from lossweave.weighting._common import term_names
 from lossweave.weighting.gradient import GradientWeighting
 
 REPRESENTATION = "representation/"
@@ -109,19 +110,13 @@ class MoCo(_RowState):
 
     def __init__(self, beta=0.5, beta_sigma=0.5, gamma=0.1, gamma_sigma=0.5, rho=0.0, normalize=True, **kwargs):
         super().__init__(**kwargs)
-        self.beta = check_number("MoCo", "beta", beta, minimum=0.0, strict=True)
-        self.beta_sigma = check_number("MoCo", "beta_sigma", beta_sigma, minimum=0.0)
-        self.gamma = check_number("MoCo", "gamma", gamma, minimum=0.0, strict=True)
-        self.gamma_sigma = check_number("MoCo", "gamma_sigma", gamma_sigma, minimum=0.0)
-        self.rho = check_number("MoCo", "rho", rho, minimum=0.0)
-        if not isinstance(normalize, bool):
-            raise ValueError(f"MoCo: `normalize` must be True or False; received {normalize!r}.")
-        if self.beta > 1.0:
-            raise ValueError(
-                f"MoCo: `beta` must be in (0, 1] (y moves a fraction beta / t^beta_sigma of the way "
-                f"to the new gradient); received {beta!r}."
-            )
-        self.normalize = normalize
+        # y moves a fraction beta / t^beta_sigma of the way to the new gradient.
+        self.beta = arguments.number(beta, "beta", "MoCo", low=0.0, low_open=True, high=1.0)
+        self.beta_sigma = arguments.number(beta_sigma, "beta_sigma", "MoCo", low=0.0)
+        self.gamma = arguments.positive(gamma, "gamma", "MoCo")
+        self.gamma_sigma = arguments.number(gamma_sigma, "gamma_sigma", "MoCo", low=0.0)
+        self.rho = arguments.number(rho, "rho", "MoCo", low=0.0)
+        self.normalize = arguments.boolean(normalize, "normalize", "MoCo")
 
     def setup(self, term_names):
         count = len(term_names)
@@ -187,14 +182,10 @@ class DBMTL(_RowState):
 
     def __init__(self, beta=0.9, beta_sigma=0.0, epsilon=LOG_EPSILON, **kwargs):
         super().__init__(**kwargs)
-        self.beta = check_number("DBMTL", "beta", beta, minimum=0.0)
-        self.beta_sigma = check_number("DBMTL", "beta_sigma", beta_sigma, minimum=0.0)
-        self.epsilon = check_number("DBMTL", "epsilon", epsilon, minimum=0.0, strict=True)
-        if self.beta >= 1.0:
-            raise ValueError(
-                f"DBMTL: `beta` must be in [0, 1) (the EMA keeps a fraction beta of the old buffer; 1 "
-                f"would never let a gradient in); received {beta!r}."
-            )
+        # The EMA keeps a fraction beta of the old buffer: 1 would never let a gradient in.
+        self.beta = arguments.number(beta, "beta", "DBMTL", low=0.0, high=1.0, high_open=True)
+        self.beta_sigma = arguments.number(beta_sigma, "beta_sigma", "DBMTL", low=0.0)
+        self.epsilon = arguments.positive(epsilon, "epsilon", "DBMTL")
 
     def aggregate_rows(self, rows, gramian, losses, step, training):
         buffers, updates, scales = aggregators.dbmtl(

@@ -3,7 +3,8 @@
 import keras
 from keras import ops
 
-from lossweave.weighting._common import check_number, term_names
+from lossweave import arguments
+from lossweave.weighting._common import term_names
 from lossweave.weighting.gradient import GradientWeighting
 from lossweave.weighting.gradient_state import term_rows
 
@@ -120,8 +121,8 @@ class GradNorm(GradientWeighting):
 
     def __init__(self, alpha=1.5, learning_rate=0.025, **kwargs):
         super().__init__(**kwargs)
-        self.alpha = check_number("GradNorm", "alpha", alpha, minimum=0.0)
-        self.learning_rate = check_number("GradNorm", "learning_rate", learning_rate, minimum=0.0, strict=True)
+        self.alpha = arguments.number(alpha, "alpha", "GradNorm", low=0.0)
+        self.learning_rate = arguments.positive(learning_rate, "learning_rate", "GradNorm")
 
     def setup(self, term_names):
         count = len(term_names)

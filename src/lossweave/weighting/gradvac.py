@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from lossweave import arguments
 from lossweave.ops import aggregators
 from lossweave.ops.aggregators.gradvac import check_beta
 from lossweave.weighting._common import SavesSeedState, term_names
@@ -81,15 +82,8 @@ class GradVac(SavesSeedState, GradientWeighting):
     def __init__(self, beta=0.5, grouping="whole", seed=None, **kwargs):
         super().__init__(**kwargs)
         self.beta = check_beta(beta)
-        if grouping not in GROUPINGS:
-            raise ValueError(
-                f"GradVac: received grouping={grouping!r}; expected one of {GROUPINGS}: one target per "
-                f"pair for the whole model, per layer or per variable."
-            )
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise ValueError(f"GradVac: seed must be an int or None; received {seed!r}.")
-        self.grouping = grouping
-        self.seed = seed
+        self.grouping = arguments.choice(grouping, GROUPINGS, "grouping", "GradVac")
+        self.seed = arguments.seed(seed, "GradVac")
 
     def setup(self, term_names):
         self.seed_generator = keras.random.SeedGenerator(self.seed, name="gradvac_seed")

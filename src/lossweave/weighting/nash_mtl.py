@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
+from lossweave import arguments
 from lossweave.ops import aggregators
-from lossweave.weighting._common import check_number
 from lossweave.weighting.gradient import GradientWeighting
 
 
@@ -50,12 +50,9 @@ class NashMTL(GradientWeighting):
 
     def __init__(self, update_weights_every=1, max_norm=1.0, iterations=20, **kwargs):
         super().__init__(**kwargs)
-        for name, value in (("update_weights_every", update_weights_every), ("iterations", iterations)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"NashMTL: `{name}` must be an int >= 1; received {value!r}.")
-        self.update_weights_every = update_weights_every
-        self.max_norm = check_number("NashMTL", "max_norm", max_norm, minimum=0.0)
-        self.iterations = iterations
+        self.update_weights_every = arguments.positive_int(update_weights_every, "update_weights_every", "NashMTL")
+        self.max_norm = arguments.number(max_norm, "max_norm", "NashMTL", low=0.0)
+        self.iterations = arguments.positive_int(iterations, "iterations", "NashMTL")
 
     def setup(self, term_names):
         self.alpha = self.add_weight(

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from lossweave import arguments
 from lossweave.weighting._common import SavesSeedState, stack_losses, term_names, unstack_weights
 from lossweave.weighting.base import Weighting
 
@@ -42,10 +43,8 @@ class RLW(SavesSeedState, Weighting):
 
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"RLW: `seed` must be an int or None; received {seed!r}.")
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed, name="rlw_seed_generator")
+        self.seed = arguments.seed(seed, "RLW")
+        self.seed_generator = keras.random.SeedGenerator(self.seed, name="rlw_seed_generator")
 
     def combine(self, losses, step=None, training=False):
         vector = stack_losses(self, losses)

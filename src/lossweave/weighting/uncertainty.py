@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from lossweave import arguments
 from lossweave.weighting._common import check_known_terms
 from lossweave.weighting.base import Weighting
 
@@ -55,14 +56,11 @@ class Uncertainty(Weighting):
 
     def __init__(self, kinds=None, nonnegative=False, **kwargs):
         super().__init__(**kwargs)
-        kinds = dict(kinds or {})
-        for name, kind in kinds.items():
-            if kind not in KINDS:
-                raise ValueError(
-                    f"Uncertainty: the kind of term '{name}' must be one of {KINDS}; received {kind!r}."
-                )
-        self.kinds = kinds
-        self.nonnegative = bool(nonnegative)
+        self.kinds = {
+            name: arguments.choice(kind, KINDS, f"kinds[{name!r}]", "Uncertainty")
+            for name, kind in dict(kinds or {}).items()
+        }
+        self.nonnegative = arguments.boolean(nonnegative, "nonnegative", "Uncertainty")
         self.log_variances = None
 
     def setup(self, term_names):

@@ -2,6 +2,7 @@
 
 from keras import ops
 
+from lossweave import arguments
 from lossweave.ops.aggregators._common import apply_weights, as_gramian
 from lossweave.ops.aggregators.imtl import preference_vector, spectrum
 
@@ -83,12 +84,7 @@ def aligned_mtl_weights(gramian, scale_mode="min", preference=None):
         >>> [round(float(v), 4) for v in w]                 # both aligned to norm 1
         [0.5, 1.0]
     """
-    if scale_mode not in SCALE_MODES:
-        raise ValueError(
-            f"Aligned-MTL: received scale_mode={scale_mode!r}; expected one of "
-            f"{', '.join(repr(m) for m in SCALE_MODES)} (the authors' ProcrustesSolver modes; "
-            f"'min' is the paper's Algorithm 1)."
-        )
+    arguments.choice(scale_mode, SCALE_MODES, "scale_mode", "AlignedMTL")
     gramian = ops.stop_gradient(as_gramian(gramian, "aligned_mtl_weights"))
     k = gramian.shape[0]
     preference = preference_vector(preference, k, "Aligned-MTL")

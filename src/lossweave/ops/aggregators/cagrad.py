@@ -3,6 +3,7 @@
 import numpy as np
 from keras import ops
 
+from lossweave import arguments
 from lossweave.ops.aggregators._common import REL_EPS, apply_weights, as_gramian
 
 # The authors' ``rescale`` options (``cagrad(..., rescale=1)`` in their code, LibMTL's default).
@@ -172,16 +173,8 @@ def cagrad_weights(gramian, c=0.5, rescale=0):
         >>> [round(float(v), 4) for v in w]   # 1/2 + 0.5 sqrt(3) / sqrt(18), 1/2
         [0.7041, 0.5]
     """
-    if isinstance(c, bool) or not isinstance(c, (int, float)) or not np.isfinite(c) or c < 0:
-        raise ValueError(
-            f"CAGrad: received c={c!r}; expected a finite number >= 0, the ball's radius relative "
-            f"to the mean gradient's norm (the paper takes c in [0, 1); 0.5 is LibMTL's default)."
-        )
-    if rescale not in RESCALES or isinstance(rescale, bool):
-        raise ValueError(
-            f"CAGrad: received rescale={rescale!r}; expected 0 (none, the paper), 1 (divide the "
-            f"update by 1 + c^2) or 2 (divide by 1 + c), the authors' options."
-        )
+    c = arguments.number(c, "c", "CAGrad", low=0.0)
+    rescale = int(arguments.choice(rescale, RESCALES, "rescale", "CAGrad"))
     gramian = as_gramian(gramian, "cagrad_weights")
     k = gramian.shape[0]
     if k > MAX_TERMS:

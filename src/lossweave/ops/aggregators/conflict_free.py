@@ -2,6 +2,7 @@
 
 from keras import ops
 
+from lossweave import arguments
 from lossweave.ops.aggregators._common import REL_EPS, ZERO_GRAD, apply_weights, as_gramian
 from lossweave.ops.aggregators.imtl import preference_vector, psd_pinv
 
@@ -94,12 +95,7 @@ def config_weights(gramian, preference=None, length="projection"):
         >>> [round(float(v), 4) for v in w]            # g_u = (1, 1)/sqrt(2), L = 3/sqrt(2)
         [1.5, 0.75]
     """
-    if length not in CONFIG_LENGTHS:
-        raise ValueError(
-            f"ConFIG: received length={length!r}; expected one of "
-            f"{', '.join(repr(m) for m in CONFIG_LENGTHS)} ('projection' is the paper's; the others "
-            f"are the authors' Track* length models)."
-        )
+    arguments.choice(length, CONFIG_LENGTHS, "length", "ConFIG")
     gramian = ops.stop_gradient(as_gramian(gramian, "config_weights"))
     k = gramian.shape[0]
     preference = preference_vector(preference, k, "ConFIG")

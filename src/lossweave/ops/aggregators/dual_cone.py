@@ -1,27 +1,11 @@
 """UPGrad and DualProj (Quinton & Rey 2024): projections onto the dual cone of the term gradients."""
 
-import math
-
 import numpy as np
 from keras import ops
 
+from lossweave import arguments
 from lossweave.ops.aggregators._common import apply_weights, as_gramian
 from lossweave.ops.aggregators._qp import lower_bounded_qp
-
-
-def _check_eps(what, norm_eps, reg_eps):
-    for name, value, strict in (("norm_eps", norm_eps, False), ("reg_eps", reg_eps, True)):
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not number or value < 0 or (strict and value == 0):
-            relation = "> 0" if strict else ">= 0"
-            why = (
-                " (the solver needs a positive definite Gramian: zero, duplicated and "
-                "linearly dependent gradients make it singular)" if strict else ""
-            )
-            raise ValueError(
-                f"{what}: received {name}={value!r}; expected a finite number {relation}{why}. "
-                f"torchjd's default, 1e-4, is this function's default."
-            )
 
 
 def _preference(what, pref, k):
@@ -67,7 +51,10 @@ def dual_cone_gramian(gramian, norm_eps=1e-4, reg_eps=1e-4):
         [[1.25, 0.25], [0.25, 0.75]]
     """
     gramian = as_gramian(gramian, "dual_cone_gramian")
-    _check_eps("dual_cone_gramian", norm_eps, reg_eps)
+    norm_eps = arguments.number(norm_eps, "norm_eps", "dual_cone_gramian", low=0.0)
+    # > 0: the solver needs a positive definite Gramian (zero, duplicated and linearly
+    # dependent gradients make it singular).
+    reg_eps = arguments.positive(reg_eps, "reg_eps", "dual_cone_gramian")
     k = gramian.shape[0]
     trace = ops.sum(ops.diagonal(gramian))
     usable = ops.logical_and(trace >= norm_eps, trace > 0)  # norm_eps = 0: no 0 / 0

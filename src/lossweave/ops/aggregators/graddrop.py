@@ -3,18 +3,23 @@
 from keras import ops
 from keras import random
 
+from lossweave import arguments
+
 
 def check_leak(leak, k=None):
-    """The leak as a float or a list of K floats in [0, 1], or a ValueError."""
-    values = list(leak) if isinstance(leak, (list, tuple)) else [leak]
-    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0]
-    if bad or (isinstance(leak, (list, tuple)) and k is not None and len(values) != k):
+    """The leak as a float or a list of K floats in [0, 1], or a ValueError.
+
+    The leak is the fraction of each term's gradient that passes whatever the
+    sign chosen (0 in the paper's GradDrop).
+    """
+    if not isinstance(leak, (list, tuple)):
+        return arguments.number(leak, "leak", "GradDrop", low=0.0, high=1.0)
+    if k is not None and len(leak) != k:
         raise ValueError(
             f"GradDrop: received leak={leak!r}; expected a number in [0, 1] or a list of one "
-            f"such number per term{f' ({k} terms)' if k is not None else ''}: the fraction of "
-            f"each term's gradient that passes whatever the sign chosen (0 in the paper's GradDrop)."
+            f"such number per term ({k} terms)."
         )
-    return [float(v) for v in values] if isinstance(leak, (list, tuple)) else float(leak)
+    return [arguments.number(v, f"leak[{i}]", "GradDrop", low=0.0, high=1.0) for i, v in enumerate(leak)]
 
 
 def sign_purity(statistics):

@@ -2,6 +2,7 @@
 
 from keras import ops
 
+from lossweave import arguments
 from lossweave.ops.aggregators._common import REL_EPS, ZERO_GRAD, as_gramian, task_orders
 
 # Eq. 2 divides by sqrt(1 - target^2): a target this close to +-1 (a float32
@@ -10,13 +11,9 @@ TARGET_EDGE = REL_EPS
 
 
 def check_beta(beta):
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
-        raise ValueError(
-            f"GradVac: received beta={beta!r}; expected a number in [0, 1], the EMA rate of the "
-            f"target cosines (Eq. 3: phi_hat <- (1 - beta) phi_hat + beta phi; 0 keeps the "
-            f"targets at 0, which is PCGrad)."
-        )
-    return float(beta)
+    """The EMA rate of the target cosines, a float in [0, 1] (Eq. 3: ``phi_hat <- (1 - beta)
+    phi_hat + beta phi``; 0 keeps the targets at 0, which is PCGrad), or a ValueError."""
+    return arguments.number(beta, "beta", "GradVac", low=0.0, high=1.0)
 
 
 def _as_targets(targets, what):

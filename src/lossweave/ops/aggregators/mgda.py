@@ -2,6 +2,7 @@
 
 from keras import ops
 
+from lossweave import arguments
 from lossweave.ops.aggregators._common import REL_EPS, apply_weights, as_gramian
 from lossweave.ops.aggregators._qp import EXACT_MAX_K, simplex_qp
 
@@ -39,12 +40,7 @@ def gradient_normalizers(gramian, losses=None, normalization="none"):
     """
     gramian = as_gramian(gramian, "gradient_normalizers")
     k = gramian.shape[0]
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(
-            f"MGDA: received normalization={normalization!r}; expected one of "
-            f"{', '.join(repr(n) for n in NORMALIZATIONS)} (the options of the "
-            f"authors' gradient_normalizers)."
-        )
+    arguments.choice(normalization, NORMALIZATIONS, "normalization", "MGDA")
     if normalization == "none":
         return ops.ones((k,), dtype="float32")
     norms = ops.sqrt(ops.maximum(ops.diagonal(gramian), 0.0))
@@ -204,17 +200,10 @@ def mgda_weights(
         >>> [round(float(v), 4) for v in mgda_weights(g)]
         [0.6667, 0.1667, 0.1667]
     """
-    if int(iterations) != iterations or iterations < 0 or not tolerance >= 0:
-        raise ValueError(
-            f"MGDA: received iterations={iterations!r}, tolerance={tolerance!r}; expected "
-            f"an integer iterations >= 0 and a tolerance >= 0 (the authors use 250 and 1e-5)."
-        )
-    if isinstance(exact_max_k, bool) or int(exact_max_k) != exact_max_k or not 2 <= exact_max_k <= 12:
-        raise ValueError(
-            f"MGDA: received exact_max_k={exact_max_k!r}; expected an integer in [2, 12]: the exact "
-            f"solver up to that many terms (2 means Frank-Wolfe for every K >= 3; above 12 its "
-            f"2^K face systems do not fit a step)."
-        )
+    iterations = arguments.integer(iterations, "iterations", "MGDA", low=0)
+    tolerance = arguments.number(tolerance, "tolerance", "MGDA", low=0.0)
+    # 2 means Frank-Wolfe for every K >= 3; above 12 the 2^K face systems do not fit a step.
+    exact_max_k = arguments.integer(exact_max_k, "exact_max_k", "MGDA", low=2, high=12)
     gramian = as_gramian(gramian, "mgda_weights")
     k = gramian.shape[0]
     normalizers = gradient_normalizers(gramian, losses, normalization)

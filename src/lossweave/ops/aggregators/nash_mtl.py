@@ -3,6 +3,7 @@
 import numpy as np
 from keras import ops
 
+from lossweave import arguments
 from lossweave.ops.aggregators._common import apply_weights, as_gramian
 
 # Newton is in its quadratic phase below this decrement: take the full step.
@@ -154,13 +155,8 @@ def nash_mtl_solve(gramian, start=None, iterations=20):
     """
     if ops.is_tensor(iterations):  # a budget chosen inside the compiled step
         iterations = ops.cast(iterations, "int32")
-    elif isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
-        raise ValueError(
-            f"NashMTL: received iterations={iterations!r}; expected an integer >= 0, the number "
-            f"of Newton steps (20 by default)."
-        )
     else:
-        iterations = int(iterations)
+        iterations = arguments.integer(iterations, "iterations", "NashMTL", low=0)
     gramian = ops.stop_gradient(as_gramian(gramian, "nash_mtl_solve"))
     k = gramian.shape[0]
     if start is None:
@@ -230,11 +226,7 @@ def nash_mtl_weights(gramian, start=None, iterations=20, max_norm=1.0):
         >>> [round(float(v), 4) for v in nash_mtl_weights([[4.0, 0.0], [0.0, 1.0]], max_norm=0.0)]
         [0.5, 1.0]
     """
-    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not max_norm >= 0:
-        raise ValueError(
-            f"NashMTL: received max_norm={max_norm!r}; expected a number >= 0, the bound on the "
-            f"update's norm (the authors' 1.0; 0 disables the clipping)."
-        )
+    max_norm = arguments.number(max_norm, "max_norm", "NashMTL", low=0.0)
     alpha, _ = nash_mtl_solve(gramian, start=start, iterations=iterations)
     return clip_to_max_norm(gramian, alpha, max_norm)
 
