@@ -1,6 +1,7 @@
 """lossweave._keras_compat: the private Keras pieces, refused outside the Keras range they were tested with."""
 
 import importlib
+import re
 from pathlib import Path
 
 import keras
@@ -25,3 +26,17 @@ def test_pyproject_declares_the_tested_range():
     text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     low, high = (".".join(map(str, v)) for v in _keras_compat.TESTED)
     assert f'"keras>={low},<{high}"' in text
+
+
+@one_backend
+def test_no_private_keras_outside_the_compatibility_module():
+    """``keras.src`` imports and private ``keras.Model`` attributes (``model._x``) live in ``_keras_compat`` only."""
+    package = Path(_keras_compat.__file__).parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "_keras_compat.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if "keras.src" in line or re.search(r"\bmodel\._[a-z]", line):
+                found.append(f"{path.relative_to(package)}:{number}: {line.strip()}")
+    assert not found, "private Keras outside lossweave._keras_compat:\n" + "\n".join(found)

@@ -7,13 +7,19 @@ public API in Keras 3.15:
 
 - ``scale_loss_for_distribution`` / ``unscale_loss_for_distribution``: a
   loss divided (multiplied) by the number of ``tf.distribute`` replicas, as
-  Keras's own ``compute_loss`` and train step do (a no-op elsewhere).
+  Keras's own ``compute_loss`` and train step do (a no-op elsewhere);
+- the ``keras.Model`` attributes a train step of one's own needs to behave as
+  Keras's does, read or written only through the functions below:
+  ``training_kwargs`` (``_call_has_training_arg``: call with ``training=``
+  only where ``call`` takes it), ``track_loss`` (``_loss_tracker``: the
+  ``loss`` Keras logs), ``compute_loss`` (``_compute_loss``: Keras's loss with
+  its distribution scaling, TensorFlow step), ``update_metrics``
+  (``_update_metrics_variables``: the JAX step's stateless metrics) and
+  ``write_jax_state`` (``_jax_state``: the state Keras's JAX trainer syncs
+  into the variables after an epoch).
 
-The trainers also read and write some of ``keras.Model``'s private attributes
-(``_loss_tracker``, ``_jax_state``, ``_compute_loss``,
-``_update_metrics_variables``, ``_call_has_training_arg``): see
-``lossweave.trainer``. ``pyproject.toml`` declares the Keras range that CI
-installs and tests; importing lossweave outside it fails here with what to do.
+``pyproject.toml`` declares the Keras range that CI installs and tests;
+importing lossweave outside it fails here with what to do.
 """
 
 import keras
@@ -35,4 +41,42 @@ if not TESTED[0] <= _minor(keras.__version__) < TESTED[1]:
 
 from keras.src.losses.loss import scale_loss_for_distribution, unscale_loss_for_distribution  # noqa: E402
 
-__all__ = ["TESTED", "scale_loss_for_distribution", "unscale_loss_for_distribution"]
+
+
+def training_kwargs(model):
+    """``{"training": True}`` when ``model.call`` takes ``training``, else ``{}`` (as Keras's steps call it)."""
+    return {"training": True} if model._call_has_training_arg else {}
+
+
+def track_loss(model, loss, batch_size):
+    """Add ``loss`` (of a batch of ``batch_size``) to the ``loss`` entry Keras logs for ``model``."""
+    model._loss_tracker.update_state(loss, sample_weight=batch_size)
+
+
+def compute_loss(model, **kwargs):
+    """Keras's ``Model._compute_loss``: ``compute_loss`` plus the tf.distribute scaling of the loss."""
+    return model._compute_loss(**kwargs)
+
+
+def update_metrics(model, metrics_variables, loss, x, y, y_pred, sample_weight):
+    """JAX: ``(logs, new metrics variables)`` of a step, statelessly, as Keras's JAX trainer computes them."""
+    return model._update_metrics_variables(metrics_variables, loss, x, y, y_pred, sample_weight)
+
+
+def write_jax_state(model, keys, state):
+    """JAX: give ``model`` the step state ``state`` (one list per key) and sync it into its variables."""
+    model._jax_state = dict(zip(keys, state))
+    model._jax_state_synced = False
+    model.jax_state_sync()
+
+
+__all__ = [
+    "TESTED",
+    "compute_loss",
+    "scale_loss_for_distribution",
+    "track_loss",
+    "training_kwargs",
+    "unscale_loss_for_distribution",
+    "update_metrics",
+    "write_jax_state",
+]

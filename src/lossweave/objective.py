@@ -198,7 +198,8 @@ class Objective(keras.Model):
                         f"does not have; its outputs are {names}."
                     )
 
-    def _outputs_dict(self, y_pred):
+    def named_outputs(self, y_pred):
+        """The model's outputs as ``{name: tensor}`` (a single output also under ``SINGLE_OUTPUT``)."""
         if isinstance(y_pred, dict):
             return dict(y_pred)
         names = self._output_names() or []
@@ -259,7 +260,7 @@ class Objective(keras.Model):
         elif not self.model.built:
             self.model.build(input_shape)
         if not all(term.built for term in self.terms.values()):
-            outputs = self._outputs_dict(self.model.compute_output_spec(spec) if symbolic is None else symbolic)
+            outputs = self.named_outputs(self.model.compute_output_spec(spec) if symbolic is None else symbolic)
             for name, term in self.terms.items():
                 if not term.built:
                     read = self._output(outputs, name, term.on)
@@ -307,7 +308,7 @@ class Objective(keras.Model):
         the trainer's gate leaves out (centers, memories) are applied only
         once every check of the step has passed.
         """
-        outputs = self._outputs_dict(y_pred)
+        outputs = self.named_outputs(y_pred)
         targets = self._targets_dict(y)
         losses = {}
         with backend.deferred_rows() as pending:
@@ -517,7 +518,7 @@ class Objective(keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         if getattr(self, "_output_metrics", None):
-            outputs = self._outputs_dict(y_pred)
+            outputs = self.named_outputs(y_pred)
             targets = self._targets_dict(y)
             for metric, on, target in self._output_metrics:
                 metric.update_state(

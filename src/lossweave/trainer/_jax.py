@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from lossweave import _backend as backend
+from lossweave import _keras_compat as keras_compat
 from lossweave._backend import _common as backend_common
 from lossweave.errors import InvalidInputError
 from lossweave.trainer import _common
@@ -66,8 +67,8 @@ def _gated_loss_step(model, records, state, data):
         n if backend_common.self_gated(v) else jnp.where(ok, n, o)
         for n, o, v in zip(new_non_trainable, non_trainable, model.non_trainable_variables)
     ]
-    logs, metrics_variables = model._update_metrics_variables(
-        metrics_variables, unscaled_loss, x, y, y_pred, sample_weight
+    logs, metrics_variables = keras_compat.update_metrics(
+        model, metrics_variables, unscaled_loss, x, y, y_pred, sample_weight
     )
     return logs, (new_trainable, new_non_trainable, new_optimizer, metrics_variables)
 
@@ -95,9 +96,7 @@ def guard_step(model, function, kind, records):
 
     def write_back(state):
         # Keras purged the variables at the start of the epoch: give them the state.
-        model._jax_state = dict(zip(keys, state))
-        model._jax_state_synced = False
-        model.jax_state_sync()
+        keras_compat.write_jax_state(model, keys, state)
 
     positions = []  # where the records are in the step's metric state: found once
 
@@ -193,7 +192,7 @@ def gradient_train_step(model, state, data):
 
     def forward(trainable_values, delta):
         """The K scaled term losses and the scaled regularization, the raw representation, aux."""
-        kwargs = {"training": True} if model._call_has_training_arg else {}
+        kwargs = keras_compat.training_kwargs(model)
         with _Tap(plan.layer, delta) if plan.representation is not None else _NoTap() as tap:
             y_pred, new_nt, model_losses = model.stateless_call(
                 trainable_values, non_trainable, x, return_losses=True, **kwargs
@@ -244,7 +243,7 @@ def gradient_train_step(model, state, data):
         grads = vjp((jnp.ones((), "float32"), aggregated.astype(raw.dtype)))[0]
     total = model.gradient_total(losses) + regularization
     trainable, optimizer_variables = model.optimizer.stateless_apply(optimizer_variables, grads, trainable)
-    logs, metrics_new = model._update_metrics_variables(metrics_new, total, x, y, y_pred, sample_weight)
+    logs, metrics_new = keras_compat.update_metrics(model, metrics_new, total, x, y, y_pred, sample_weight)
     return logs, (trainable, non_trainable_new, optimizer_variables, metrics_new)
 
 
@@ -277,7 +276,7 @@ def _representation_shape(model, plan, trainable, non_trainable, x):
     outputs = jax.eval_shape(
         lambda t, n: model.stateless_call(t, n, x, training=False)[0], trainable, non_trainable
     )
-    return model._outputs_dict(outputs)[plan.representation].shape
+    return model.named_outputs(outputs)[plan.representation].shape
 
 
 def _batch(x):

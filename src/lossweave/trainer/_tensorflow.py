@@ -12,7 +12,9 @@ global batch. In representation mode the rows are the replica's own samples'
 
 import keras
 import tensorflow as tf
+
 from lossweave import _backend as backend
+from lossweave import _keras_compat as keras_compat
 from lossweave._backend import _common as backend_common
 from lossweave._keras_compat import scale_loss_for_distribution, unscale_loss_for_distribution
 from lossweave._backend._tensorflow import _replicas, _table
@@ -60,9 +62,9 @@ def _gated_loss_step(model, records, data):
     moved = _step_state(model, model.non_trainable_variables)
     before = [tf.identity(_table(v)) for v in moved]
     with tf.GradientTape() as tape:
-        y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
-        loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-        model._loss_tracker.update_state(unscale_loss_for_distribution(loss), sample_weight=_batch(x))
+        y_pred = model(x, **keras_compat.training_kwargs(model))
+        loss = keras_compat.compute_loss(model, x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+        keras_compat.track_loss(model, unscale_loss_for_distribution(loss), _batch(x))
         if model.optimizer is not None:
             loss = model.optimizer.scale_loss(loss)
     ok = _passed(records)
@@ -127,7 +129,7 @@ def gradient_train_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     k = len(model.terms)
     with tf.GradientTape(persistent=True) as tape:
-        kwargs = {"training": True} if model._call_has_training_arg else {}
+        kwargs = keras_compat.training_kwargs(model)
         y_pred = model(x, **kwargs)
         # After the forward pass: a subclassed model creates its variables in its first call.
         plan, variables = model.gradient_plan(), model.trainable_variables
@@ -151,7 +153,7 @@ def gradient_train_step(model, data):
         shared_rows = _all_reduce(context, local)
         checked = rows
     else:
-        z = model._outputs_dict(y_pred)[plan.representation]
+        z = model.named_outputs(y_pred)[plan.representation]
         dz = tf.stack([_zeros_if_none(tape.gradient(t, z), z) for t in targets[:k]]) / tf.cast(scale, z.dtype)
         # Rows of different samples: the global Gramian is the sum of the replicas' ones.
         shared_rows = checked = [dz]
@@ -181,7 +183,7 @@ def gradient_train_step(model, data):
     del tape
     model.optimizer.apply_gradients(zip(grads, variables))
     total = model.gradient_total(terms) + regularization  # this replica's, as Keras logs
-    model._loss_tracker.update_state(total, sample_weight=_batch(x))
+    keras_compat.track_loss(model, total, _batch(x))
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 

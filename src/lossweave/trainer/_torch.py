@@ -8,6 +8,7 @@ backend and the gate only puts back what the forward pass moved.
 import keras
 import torch
 
+from lossweave import _keras_compat as keras_compat
 from lossweave._backend import self_gated
 from lossweave.errors import InvalidInputError
 from lossweave.trainer import _common
@@ -45,7 +46,7 @@ def gradient_train_step(model, data):
     """One forward pass, K (+1) ``autograd.grad`` calls on its graph, the strategy's update."""
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     k = len(model.terms)
-    kwargs = {"training": True} if model._call_has_training_arg else {}
+    kwargs = keras_compat.training_kwargs(model)
     y_pred = model(x, **kwargs)
     # After the forward pass: a subclassed model creates its variables in its first call.
     plan, variables = model.gradient_plan(), model.trainable_variables
@@ -66,7 +67,7 @@ def gradient_train_step(model, data):
         shared_rows = [r / scale for r, s in zip(rows, plan.shared) if s]
         checked = rows
     else:
-        z = model._outputs_dict(y_pred)[plan.representation]
+        z = model.named_outputs(y_pred)[plan.representation]
         dz = torch.stack([_grads(scaled[i], [z])[0] for i in range(k)]) / scale
         shared_rows = checked = [dz]
     gram = _common.gramian(shared_rows, k)
@@ -88,7 +89,7 @@ def gradient_train_step(model, data):
     with torch.no_grad():
         model.optimizer.apply(grads, variables)
         total = model.gradient_total(losses.detach()) + regularization.detach()
-    model._loss_tracker.update_state(total, sample_weight=_batch(x))
+    keras_compat.track_loss(model, total, _batch(x))
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
