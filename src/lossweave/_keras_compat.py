@@ -16,7 +16,9 @@ public API in Keras 3.15:
   its distribution scaling, TensorFlow step), ``update_metrics``
   (``_update_metrics_variables``: the JAX step's stateless metrics) and
   ``write_jax_state`` (``_jax_state``: the state Keras's JAX trainer syncs
-  into the variables after an epoch).
+  into the variables after an epoch), ``inbound_nodes`` (a layer's
+  ``_inbound_nodes``: where it is called in a functional graph) and
+  ``keras_history`` / ``producing_layer`` (a symbolic tensor's ``_keras_history``).
 
 ``pyproject.toml`` declares the Keras range that CI installs and tests;
 importing lossweave outside it fails here with what to do.
@@ -70,8 +72,26 @@ def write_jax_state(model, keys, state):
     model.jax_state_sync()
 
 
+def inbound_nodes(layer):
+    """The nodes where ``layer`` is called in a functional graph (``node.input_tensors``: its inputs there)."""
+    return layer._inbound_nodes
+
+
+def keras_history(tensor):
+    """``(operation, node index, tensor index)`` of a symbolic (functional-graph) tensor, else ``None``."""
+    return getattr(tensor, "_keras_history", None)
+
+
+def producing_layer(tensor):
+    """The layer whose call made the symbolic ``tensor``."""
+    return keras_history(tensor)[0]
+
+
 __all__ = [
     "TESTED",
+    "inbound_nodes",
+    "keras_history",
+    "producing_layer",
     "compute_loss",
     "scale_loss_for_distribution",
     "track_loss",

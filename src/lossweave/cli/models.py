@@ -142,11 +142,13 @@ def load_user_model(path, input_shape, num_classes, *, embedding_output, logits_
 
 
 def _named_outputs(model):
+    from lossweave import _keras_compat as keras_compat  # imports Keras: not at the CLI's import
+
     outputs = model.outputs
     names = getattr(model, "output_names", None) or [t.name for t in outputs]
     table = dict(zip(names, outputs))
     for tensor in outputs:  # also by the producing layer's name
-        history = getattr(tensor, "_keras_history", None)
+        history = keras_compat.keras_history(tensor)
         if history is not None:
             table.setdefault(history[0].name, tensor)
     return table

@@ -58,10 +58,12 @@ def targets(dataset, part):
 
 def _trunk_features(model):
     """The tensor the embedding layer reads (the shared features), else the embedding itself."""
+    from lossweave import _keras_compat as keras_compat  # imports Keras: not at the CLI's import
+
     embedding = model.output["embedding"]
-    layer = embedding._keras_history[0]
-    if len(layer._inbound_nodes) == 1 and len(layer._inbound_nodes[0].input_tensors) == 1:
-        return layer._inbound_nodes[0].input_tensors[0]
+    nodes = keras_compat.inbound_nodes(keras_compat.producing_layer(embedding))
+    if len(nodes) == 1 and len(nodes[0].input_tensors) == 1:
+        return nodes[0].input_tensors[0]
     return embedding
 
 

@@ -24,6 +24,8 @@ variables upstream of the named output form the trunk.
 import keras
 from keras import ops
 
+from lossweave import _keras_compat as keras_compat
+
 EPSILON = 1e-12
 
 
@@ -86,7 +88,7 @@ def _upstream_variables(tensor):
     found, seen, stack = set(), set(), [tensor]
     while stack:
         t = stack.pop()
-        history = getattr(t, "_keras_history", None)
+        history = keras_compat.keras_history(t)
         if history is None:
             continue
         operation, node_index, _ = history
@@ -95,7 +97,7 @@ def _upstream_variables(tensor):
             continue
         seen.add(key)
         found.update(id(v) for v in getattr(operation, "trainable_variables", []))
-        node = operation._inbound_nodes[node_index]
+        node = keras_compat.inbound_nodes(operation)[node_index]
         stack.extend(node.input_tensors)
     return found
 
@@ -161,11 +163,12 @@ def _representation_trunk(objective):
             f"Objective: representation={name!r} is not an output of the model; its outputs are "
             f"{[k for k in outputs if k is not None]}. Expose the shared features as a named output."
         )
-    layer = outputs[name]._keras_history[0]
-    if len(layer._inbound_nodes) != 1:
+    layer = keras_compat.producing_layer(outputs[name])
+    calls = len(keras_compat.inbound_nodes(layer))
+    if calls != 1:
         raise ValueError(
             f"Objective: representation={name!r} is produced by layer '{layer.name}', which the model "
-            f"calls {len(layer._inbound_nodes)} times; give the representation a layer of its own "
+            f"calls {calls} times; give the representation a layer of its own "
             f"(e.g. a keras.layers.Identity) called once."
         )
     return layer, _upstream_variables(outputs[name])
