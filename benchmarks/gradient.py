@@ -190,8 +190,8 @@ def _recording_checks(trainable):
     library = sys.modules[type(trainable).__module__.split(".")[0]]
     if not hasattr(library, "Objective"):  # a plain Keras model: nothing is checked
         yield
-    elif hasattr(library.backend, "recording_checks"):
-        with library.backend.recording_checks():
+    elif hasattr(getattr(library, "_backend", None) or getattr(library, "backend", None), "recording_checks"):
+        with (getattr(library, "_backend", None) or library.backend).recording_checks():
             yield
     else:  # lossweave before the trainer move: its guard set this flag itself
         local = importlib.import_module(f"{library.__name__}.backend._jax")._local

@@ -49,7 +49,7 @@ def _over_replicas(local, gather, reduce):
     return ops.sum(rows, axis=0) if reduce == "sum" else ops.max(rows, axis=0)
 
 
-def _weighted_log1p_sum_exp(a, weight, axis, gather=None):
+def _weighted_log1p_sum_exp(a, weight, axis, gather=None, binary=False):
     """``sum_i w_i (e_i / S) log(1 + S)`` along ``axis`` (0: over the batch), ``e_i = exp(a_i)``, stable.
 
     ``S = sum_{i: w_i != 0} e_i``: the entries of non-zero weight, each once.
@@ -61,7 +61,8 @@ def _weighted_log1p_sum_exp(a, weight, axis, gather=None):
     none left the result is 0. With ``gather`` (see :func:`proxy_anchor_loss`)
     both sums run over the global batch: the other replicas' sums enter as
     constants, so the gradient is that of the global value with respect to
-    this replica's entries.
+    this replica's entries. ``binary=True`` says every weight is 0 or 1: the
+    result is then ``log(1 + S)`` itself, without the shares' extra sum.
     """
     active = weight != 0
     a = ops.where(active, a, ops.zeros_like(a))
@@ -70,6 +71,10 @@ def _weighted_log1p_sum_exp(a, weight, axis, gather=None):
     m = _over_replicas(ops.maximum(ops.max(a, axis=axis), 0.0), gather, "max")
     e = ops.exp(a - ops.expand_dims(m, axis)) * ops.cast(active, "float32")
     total = ops.sum(e, axis=axis)  # S exp(-m)
+    if binary:  # every share weighs 1: log(1 + S)
+        if gather is not None:
+            total = total + (_over_replicas(total, gather, "sum") - ops.stop_gradient(total))
+        return ops.log(ops.exp(-m) + total) + m
     weighted = ops.sum(weight * e, axis=axis)  # sum_i w_i e_i exp(-m)
     if gather is not None:  # one gather for both sums
         local = ops.concatenate([total, weighted], axis=0)
@@ -116,7 +121,8 @@ def proxy_anchor_loss(
         labels: sparse ``(batch,)``/``(batch, 1)`` or one-hot ``(batch, classes)``.
         delta: the margin ``delta`` (paper: 0.1).
         scale: the scale of the cosine logits, the paper's ``alpha`` (paper: 32).
-        sample_weight: optional ``(batch,)`` weights.
+        sample_weight: optional ``(batch,)`` weights, or a bool mask of the
+            rows that take part (the same as 0/1 weights, computed as Eq. 4).
         gather: for a data-parallel step whose replicas each hold a part of
             the batch (``tf.distribute``): a function mapping a ``(1,
             classes)`` tensor to the ``(replicas, classes)`` rows of every
@@ -156,8 +162,10 @@ def proxy_anchor_loss(
     if mask is not None:  # proxies out of the sample: no negative sum, not counted in |P|
         negative_weight = ops.where(ops.expand_dims(mask, 0), negative_weight, zeros)
         num_classes = ops.sum(ops.cast(mask, "float32"))
-    positive = _weighted_log1p_sum_exp(-scale * (cos - delta), positive_weight, 0, gather)  # (classes,)
-    negative = _weighted_log1p_sum_exp(scale * (cos + delta), negative_weight, 0, gather)
+    # No weights, or a bool mask of the rows that take part: every share weighs 1 (Eq. 4 as written).
+    binary = sample_weight is None or "bool" in str(getattr(sample_weight, "dtype", ""))
+    positive = _weighted_log1p_sum_exp(-scale * (cos - delta), positive_weight, 0, gather, binary)  # (classes,)
+    negative = _weighted_log1p_sum_exp(scale * (cos + delta), negative_weight, 0, gather, binary)
     positives_per_proxy = ops.sum(ops.cast(positive_weight != 0, "float32"), axis=0, keepdims=True)
     if gather is not None:  # every replica's row
         positives_per_proxy = ops.stop_gradient(gather(positives_per_proxy))

@@ -63,9 +63,9 @@ class _ProxyTerm(SampledClassTable):
         self.ensure_built(outputs)
         # Rows with NaN/Inf are zeroed and weighted 0, so that their gradients stay finite.
         embeddings, finite = self.finite_embeddings(outputs)
-        weight = ops.cast(finite, "float32")
+        weight = finite  # a bool mask: the ops' unweighted path
         if sample_weight is not None:
-            weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+            weight = ops.cast(finite, "float32") * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
         proxies, targets, mask, _ = self.training_rows(targets, training)
         threshold = self.negative_threshold if self.filters(training) else None
         return self.proxy_loss(embeddings, targets, weight, proxies, mask, threshold)
