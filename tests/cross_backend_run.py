@@ -75,7 +75,7 @@ TERMS = {
         "embedding",
     ),
     "ContrastiveLoss": (lambda: lw.terms.ContrastiveLoss(neg_margin=2.0), "embedding"),
-    "ContrastiveLoss-siamese": (
+    "SiameseContrastiveLoss": (
         lambda: lw.terms.SiameseContrastiveLoss(neg_margin=2.0, on=("left", "right"), target="same"), "siamese"
     ),
     "TripletLoss-semi-hard": (lambda: lw.terms.TripletLoss(margin=1.0), "embedding"),
@@ -89,7 +89,7 @@ TERMS = {
     "CircleLoss": (lambda: lw.terms.CircleLoss(relaxation=0.4, scale=80.0), "embedding"),
     "SupConLoss": (lambda: lw.terms.SupConLoss(temperature=0.2), "embedding"),
     "NTXentLoss": (lambda: lw.terms.NTXentLoss(temperature=0.5, on="embedding"), "embedding"),
-    "NTXentLoss-views": (lambda: lw.terms.TwoViewNTXentLoss(temperature=0.5), "views"),
+    "TwoViewNTXentLoss": (lambda: lw.terms.TwoViewNTXentLoss(temperature=0.5), "views"),
     "CrossBatchMemory": (
         lambda: lw.terms.CrossBatchMemory(lw.terms.TripletLoss(mining="batch-hard"), memory_size=12), "embedding"
     ),
