@@ -48,7 +48,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from common import configure_threads, fmt_ms, median, peak_rss_growth_mib, rss_probe_available  # noqa: E402
+from common import (  # noqa: E402
+    configure_threads, fmt_ms, median, peak_rss_growth_mib, rss_probe_available, write_results,
+)
 
 BATCH, EMBED_DIM, RATE = 256, 128, 0.1
 CLASSES = (100_000, 1_000_000, 4_000_000)
@@ -337,10 +339,7 @@ def main(argv=None):
     results["markdown"] = markdown(results)
     print(results["markdown"])
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1, default=float)
-        print(f"results: {args.out}")
+        write_results(results, args.out)
     return 0
 
 

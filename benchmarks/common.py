@@ -126,3 +126,14 @@ def fmt_ms(seconds):
         return "n/a"
     ms = seconds * 1e3
     return f"{ms:.3f}" if ms < 10 else f"{ms:.1f}"
+
+
+def write_results(results, out):
+    """Write ``results`` as JSON to ``out`` (folders made; NumPy numbers as floats) and say where."""
+    import json
+    import os
+
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(results, f, indent=1, default=float)
+    print(f"results: {out}")

@@ -55,14 +55,13 @@ shared machine's noise; a higher count names a real change of the step.
 
 import argparse
 import datetime
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import configure_threads  # noqa: E402  (imports no backend)
+from common import configure_threads, write_results  # noqa: E402  (imports no backend)
 
 BATCH, INPUT_DIM, HIDDEN, EMBED_DIM, NUM_CLASSES = 256, 64, 64, 32, 10
 TARGET = 1.03
@@ -347,10 +346,7 @@ def main(argv=None):
     print(results["markdown"])
     print(f"\n({results['backend']}, {results['seconds']:.0f} s, load average {results['load_average']})")
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1, default=float)
-        print(f"results: {args.out}")
+        write_results(results, args.out)
     return 0
 
 

@@ -26,6 +26,27 @@ def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
+def gradient(fn, x):
+    """d fn(x) / d x of a scalar function of the NumPy array ``x``, as NumPy, on the current backend."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        xt = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            value = fn(xt)
+        return tape.gradient(value, xt).numpy()
+    if BACKEND == "torch":
+        import torch
+
+        xt = torch.tensor(x, requires_grad=True)
+        (g,) = torch.autograd.grad(fn(xt), [xt])
+        return g.cpu().numpy()
+    import jax
+
+    return np.asarray(jax.grad(fn)(x))
+
+
 def numpy_center_loss(x, y, c, w=None):
     """Wen et al. 2016, Eq. 2, divided by the batch size: 1/2 mean_i ||x_i - c_{y_i}||^2."""
     per = 0.5 * ((x - c[y]) ** 2).sum(axis=1)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import lossweave as lw
-from conftest import BACKEND, one_backend, to_numpy
+from conftest import gradient, one_backend, to_numpy
 from lossweave.ops import distances as D
 from lossweave.ops import pairs as P
 
@@ -129,27 +129,6 @@ def _data(n=10, dim=3, classes=3, seed=0):
     return rng.normal(size=(n, dim)).astype("float32"), rng.integers(0, classes, n)
 
 
-def _grad(fn, x):
-    """Gradient of the scalar ``fn(x)`` with respect to the array ``x`` on the current backend."""
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        xt = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(xt)
-            value = fn(xt)
-        return tape.gradient(value, xt).numpy()
-    if BACKEND == "torch":
-        import torch
-
-        xt = torch.tensor(x, requires_grad=True)
-        fn(xt).backward()
-        return xt.grad.numpy()
-    import jax
-
-    return np.asarray(jax.grad(lambda v: fn(v))(x))
-
-
 def _value(v):
     return float(to_numpy(v))
 
@@ -173,7 +152,7 @@ def test_pairwise_similarity_is_cosine_and_safe_at_zero_rows():
     s = to_numpy(D.pairwise_similarity(x))
     np.testing.assert_allclose(s, 1.0 - np_distances(x, x, "cosine"), **TOL)
     assert np.all(s[2] == 0.0)
-    grad = _grad(lambda v: keras.ops.sum(D.pairwise_similarity(v)), x)
+    grad = gradient(lambda v: keras.ops.sum(D.pairwise_similarity(v)), x)
     assert np.all(np.isfinite(grad))
 
 
@@ -184,10 +163,10 @@ def test_distance_gradients_are_finite_at_distance_zero(metric):
     for fn in (lambda v: keras.ops.sum(D.pairwise_distances(v, metric=metric)),
                lambda v: keras.ops.sum(D.pairwise_distances(v, v, metric=metric)),
                lambda v: keras.ops.sum(D.paired_distances(v, keras.ops.flip(v, axis=0), metric=metric))):
-        assert np.all(np.isfinite(_grad(fn, x)))
+        assert np.all(np.isfinite(gradient(fn, x)))
     # Away from 0 the Euclidean gradient is the usual one: (x_i - x_j) / d_ij.
     if metric == "euclidean":
-        grad = _grad(lambda v: D.pairwise_distances(v)[2, 3], x)
+        grad = gradient(lambda v: D.pairwise_distances(v)[2, 3], x)
         np.testing.assert_allclose(grad[2], (x[2] - x[3]) / np.linalg.norm(x[2] - x[3]), **TOL)
 
 
@@ -195,7 +174,7 @@ def test_gram_matrix_has_the_symmetric_gradient():
     x, _ = _data(5, 3)
     w = RNG.normal(size=(5, 5)).astype("float32")
     np.testing.assert_allclose(to_numpy(D.gram(x)), x.astype("float64") @ x.T, **TOL)
-    grad = _grad(lambda v: keras.ops.sum(keras.ops.convert_to_tensor(w) * D.gram(v)), x)
+    grad = gradient(lambda v: keras.ops.sum(keras.ops.convert_to_tensor(w) * D.gram(v)), x)
     np.testing.assert_allclose(grad, (w + w.T) @ x, **TOL)  # d/dx <w, x x^T>
 
 
@@ -330,7 +309,7 @@ def test_a_class_with_one_sample_and_a_batch_of_one_class(name):
     np.testing.assert_allclose(_value(ALL_LOSSES[name](x, one_sample)), REFERENCES[name](x, one_sample), **TOL)
     one_class = np.full(10, 4)
     value = _value(ALL_LOSSES[name](x, one_class))
-    grad = _grad(lambda v: ALL_LOSSES[name](v, one_class), x)
+    grad = gradient(lambda v: ALL_LOSSES[name](v, one_class), x)
     assert np.all(np.isfinite(grad))
     if name == "contrastive":  # pairs are independent: the mean over the positive pairs
         np.testing.assert_allclose(value, np_contrastive(x, one_class), **TOL)
@@ -350,7 +329,7 @@ def test_zero_distances_and_a_non_finite_row(name):
     bad = x.copy()
     bad[5, 1] = np.nan
     keep = np.arange(10) != 5
-    grad = _grad(lambda v: ALL_LOSSES[name](v, y), bad)
+    grad = gradient(lambda v: ALL_LOSSES[name](v, y), bad)
     assert np.all(np.isfinite(grad)), grad
     assert np.any(grad != 0) and np.all(grad[5] == 0)
     np.testing.assert_allclose(_value(ALL_LOSSES[name](bad, y)), REFERENCES[name](x[keep], y[keep]), **TOL)
@@ -453,7 +432,7 @@ def test_siamese_contrastive_pairs():
     d = np.sqrt(((left.astype("float64") - right) ** 2).sum(1))
     per = same * 0.5 * np.maximum(d - 0.1, 0) ** 2 + (1 - same) * 0.5 * np.maximum(2.0 - d, 0) ** 2
     np.testing.assert_allclose(_value(term((left, right), same, sample_weight=w)), np.mean(w * per), **TOL)
-    grad = _grad(lambda v: P.contrastive_pair_loss(v, right, same), left)
+    grad = gradient(lambda v: P.contrastive_pair_loss(v, right, same), left)
     assert np.all(np.isfinite(grad))
     with pytest.raises(lw.InvalidInputError, match=r"Expected same\(1\)/different\(0\) pair targets"):
         term((left, right), np.array([1, 0, 2, 1, 0, 0]))

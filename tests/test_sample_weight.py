@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 import lossweave as lw
-from conftest import BACKEND, one_backend, to_numpy
+from conftest import BACKEND, gradient, one_backend, to_numpy
 from contract_cases import TERMS
 
 BATCH, DIM, CLASSES = 8, 4, 3
@@ -272,28 +272,7 @@ def test_proxy_anchor_weights_over_replicas_are_the_global_batchs():
                                         sample_weight=np.concatenate([w, w]))
 
     np.testing.assert_allclose(float(to_numpy(replica(x))), float(to_numpy(doubled(x))), rtol=RTOL)
-    np.testing.assert_allclose(_gradient(replica, x), _gradient(doubled, x), rtol=1e-4, atol=1e-6)
-
-
-def _gradient(fn, x):
-    """d fn / d x, dense NumPy, on the current backend."""
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        xt = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(xt)
-            value = fn(xt)
-        return tape.gradient(value, xt).numpy()
-    if BACKEND == "torch":
-        import torch
-
-        xt = torch.tensor(x, requires_grad=True)
-        (g,) = torch.autograd.grad(fn(xt), [xt])
-        return g.cpu().numpy()
-    import jax
-
-    return np.asarray(jax.grad(fn)(x))
+    np.testing.assert_allclose(gradient(replica, x), gradient(doubled, x), rtol=1e-4, atol=1e-6)
 
 
 # ------------------------------------------------------------------ the page's example
