@@ -5,8 +5,18 @@ things it compares (A, B, A, B, ...) within one process and reports medians
 and ratios of medians.
 """
 
+import atexit
+import contextlib
+import importlib
+import io
 import os
+import re
+import shutil
 import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 
 
@@ -137,3 +147,91 @@ def write_results(results, out):
     with open(out, "w") as f:
         json.dump(results, f, indent=1, default=float)
     print(f"results: {out}")
+
+
+def main_alone(name, run, markdown, argv=None, **run_arguments):
+    """``python benchmarks/<name>.py [--quick] [--out FILE]``: run one benchmark module on its own.
+
+    The module has limited the thread pools at its top, before importing
+    keras (``if __name__ == "__main__": configure_threads(1)``); ``run.py``
+    runs every module the same way, so no module imports ``run.py``.
+    ``run_arguments`` go to ``run`` (e.g. a module's own options).
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=f"benchmarks/{name}.py (also: benchmarks/run.py --only {name})")
+    parser.add_argument("--quick", action="store_true", help="smoke run: few repeats, small epochs")
+    parser.add_argument("--out", help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    results = run(quick=args.quick, **run_arguments)
+    print(markdown(results))
+    print(f"({backend()}, {time.perf_counter() - start:.0f} s)")
+    if args.out:
+        write_results(results, args.out)
+    return 0
+
+
+def load_library(revision):
+    """lossweave as it was at git revision ``revision``, imported beside today's.
+
+    ``git archive`` reads its ``src/lossweave`` (nothing in the working tree
+    changes); the copy, in a temporary folder, is renamed ``lossweave_<sha>``
+    (imports and registered names), so both versions live in one process.
+    Returns ``(short sha, module)``.
+    """
+    root = subprocess.check_output(
+        ["git", "rev-parse", "--show-toplevel"], cwd=os.path.dirname(os.path.abspath(__file__)), text=True
+    ).strip()
+    sha = subprocess.check_output(["git", "rev-parse", "--short", revision], cwd=root, text=True).strip()
+    name = f"lossweave_{sha}"
+    archive = subprocess.check_output(["git", "archive", sha, "src/lossweave"], cwd=root)
+    folder = tempfile.mkdtemp(prefix="lossweave-before-")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar.getmembers():
+            if not member.isfile():
+                continue
+            data = tar.extractfile(member).read()
+            if member.name.endswith(".py"):
+                data = re.sub(rb"\blossweave\b", name.encode(), data)
+            path = os.path.join(folder, name, os.path.relpath(member.name, "src/lossweave"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+    atexit.register(shutil.rmtree, folder, True)
+    sys.path.insert(0, folder)
+    return sha, importlib.import_module(name)
+
+
+def xla_flops(trainable, data):
+    """JAX: the flops XLA counts in the compiled train step of ``trainable`` on one batch (noise-free)."""
+    import jax
+
+    state = (
+        [v.value for v in trainable.trainable_variables],
+        [v.value for v in trainable.non_trainable_variables],
+        [v.value for v in trainable.optimizer.variables],
+        [v.value for v in trainable.metrics_variables],
+    )
+    with recording_checks(trainable):  # as the Objective's guard traces its step
+        compiled = jax.jit(trainable.train_step).lower(state, data).compile()
+    cost = compiled.cost_analysis()
+    return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+
+
+@contextlib.contextmanager
+def recording_checks(trainable):
+    """JAX: checks recorded in the step's state, not raised, as inside an Objective's guarded step."""
+    library = sys.modules[type(trainable).__module__.split(".")[0]]
+    if not hasattr(library, "Objective"):  # a plain Keras model: nothing is checked
+        yield
+    elif hasattr(getattr(library, "_backend", None) or getattr(library, "backend", None), "recording_checks"):
+        with (getattr(library, "_backend", None) or library.backend).recording_checks():
+            yield
+    else:  # lossweave before the trainer move: its guard set this flag itself
+        local = importlib.import_module(f"{library.__name__}.backend._jax")._local
+        local.guarded = True
+        try:
+            yield
+        finally:
+            local.guarded = False

@@ -47,24 +47,19 @@ loss-level step changed (target: within 2 %).
     KERAS_BACKEND=jax .venv/bin/python benchmarks/gradient.py [--quick] [--before e4d316c~1]
 """
 
-import atexit
-import contextlib
-import importlib
-import io
-import os
-import re
-import shutil
-import subprocess
-import sys
-import tarfile
-import tempfile
+if __name__ == "__main__":  # the thread limits must be set before keras is imported
+    from common import configure_threads
 
-import keras
-import numpy as np
+    configure_threads(1)
 
-import lossweave as lw
-from common import backend, fmt_ms, interleaved_rounds, median
-from step_overhead import StepTimer
+import sys  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import lossweave as lw  # noqa: E402
+from common import backend, fmt_ms, interleaved_rounds, load_library, median, xla_flops  # noqa: E402
+from step_overhead import StepTimer  # noqa: E402
 
 BATCH, INPUT_DIM, TRUNK, HEAD, NUM_CLASSES = 128, 64, (256, 256), 32, 10
 KS = (2, 4)
@@ -73,7 +68,6 @@ PARAMETER_MODE = ("Sum", "MGDA", "PCGrad")
 REPRESENTATION_MODE = ("MGDA/features",)
 VARIANTS = ("keras", REFERENCE, *PARAMETER_MODE, *REPRESENTATION_MODE)
 PARAMETER_SLACK, REPRESENTATION_TARGET, BEFORE_TARGET = 1.1, 1.3, 1.02
-BEFORE = None  # set by --before: a git revision whose Fixed step is timed beside today's
 
 
 def parameter_target(k):
@@ -137,80 +131,14 @@ def build(variant, k, library=None):
     return objective, "label_{}"
 
 
-def load_library(revision):
-    """lossweave as it was at git revision ``revision``, imported beside today's.
-
-    ``git archive`` reads its ``src/lossweave`` (nothing in the working tree
-    changes); the copy, in a temporary folder, is renamed ``lossweave_<sha>``
-    (imports and registered names), so both versions live in one process.
-    Returns ``(short sha, module)``.
-    """
-    root = subprocess.check_output(
-        ["git", "rev-parse", "--show-toplevel"], cwd=os.path.dirname(os.path.abspath(__file__)), text=True
-    ).strip()
-    sha = subprocess.check_output(["git", "rev-parse", "--short", revision], cwd=root, text=True).strip()
-    name = f"lossweave_{sha}"
-    archive = subprocess.check_output(["git", "archive", sha, "src/lossweave"], cwd=root)
-    folder = tempfile.mkdtemp(prefix="lossweave-before-")
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        for member in tar.getmembers():
-            if not member.isfile():
-                continue
-            data = tar.extractfile(member).read()
-            if member.name.endswith(".py"):
-                data = re.sub(rb"\blossweave\b", name.encode(), data)
-            path = os.path.join(folder, name, os.path.relpath(member.name, "src/lossweave"))
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(data)
-    atexit.register(shutil.rmtree, folder, True)
-    sys.path.insert(0, folder)
-    return sha, importlib.import_module(name)
-
-
-def xla_flops(trainable, data):
-    """JAX: the flops XLA counts in the compiled train step of ``trainable`` on one batch (noise-free)."""
-    import jax
-
-    state = (
-        [v.value for v in trainable.trainable_variables],
-        [v.value for v in trainable.non_trainable_variables],
-        [v.value for v in trainable.optimizer.variables],
-        [v.value for v in trainable.metrics_variables],
-    )
-    with _recording_checks(trainable):  # as the Objective's guard traces its step
-        compiled = jax.jit(trainable.train_step).lower(state, data).compile()
-    cost = compiled.cost_analysis()
-    return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
-
-
-@contextlib.contextmanager
-def _recording_checks(trainable):
-    """JAX: checks recorded in the step's state, not raised, as inside an Objective's guarded step."""
-    library = sys.modules[type(trainable).__module__.split(".")[0]]
-    if not hasattr(library, "Objective"):  # a plain Keras model: nothing is checked
-        yield
-    elif hasattr(getattr(library, "_backend", None) or getattr(library, "backend", None), "recording_checks"):
-        with (getattr(library, "_backend", None) or library.backend).recording_checks():
-            yield
-    else:  # lossweave before the trainer move: its guard set this flag itself
-        local = importlib.import_module(f"{library.__name__}.backend._jax")._local
-        local.guarded = True
-        try:
-            yield
-        finally:
-            local.guarded = False
-
-
 def run(quick=False, ks=KS, variants=None, before=None, rounds=None):
     """Step times of ``variants`` for each K in ``ks`` (``rounds``: instead of the default count).
 
-    ``before`` (a git revision, default ``BEFORE``): time ``Fixed`` and
+    ``before`` (a git revision, ``--before``): time ``Fixed`` and
     ``Fixed@REV`` only (unless ``variants`` says otherwise), over 40 rounds:
     a 2 % question needs more repeats than the gradient ratios (18 rounds of
     three variants still moved by +-5 % between runs on PyTorch here).
     """
-    before = before or BEFORE
     steps, default_rounds = (8, 3) if quick else (24, 9)
     library = None
     if before:
@@ -321,16 +249,12 @@ def markdown(results):
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # the thread limits must be set before keras runs: go through run.py
+if __name__ == "__main__":
     import argparse
 
-    import run as bench_run
+    from common import main_alone
 
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--before", metavar="REV", help="also time the Fixed step of lossweave at git REV")
     known, rest = parser.parse_known_args()
-    if known.before:
-        import gradient  # the module run.py imports (this file runs as __main__)
-
-        gradient.BEFORE = known.before
-    sys.exit(bench_run.main(["--only", "gradient", *rest]))
+    sys.exit(main_alone("gradient", run, markdown, rest, before=known.before))

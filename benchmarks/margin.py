@@ -31,12 +31,17 @@ head's size.
 """
 
 
-import keras
-import numpy as np
+if __name__ == "__main__":  # the thread limits must be set before keras is imported
+    from common import configure_threads
 
-import lossweave as lw
-from common import backend, fmt_ms, interleaved_rounds, median
-from step_overhead import StepTimer
+    configure_threads(1)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import lossweave as lw  # noqa: E402
+from common import backend, fmt_ms, interleaved_rounds, median  # noqa: E402
+from step_overhead import StepTimer  # noqa: E402
 
 BATCH, INPUT_DIM, HIDDEN, EMBED_DIM, NUM_CLASSES = 256, 128, 512, 128, 10_000
 TARGET = 1.3
@@ -154,9 +159,9 @@ def markdown(results):
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # the thread limits must be set before keras is imported: go through run.py
+if __name__ == "__main__":
     import sys
 
-    import run as bench_run
+    from common import main_alone
 
-    sys.exit(bench_run.main(["--only", "margin", *sys.argv[1:]]))
+    sys.exit(main_alone("margin", run, markdown))

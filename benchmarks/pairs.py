@@ -68,14 +68,19 @@ for every loss with batch x batch pairs (the proxy losses and softmax are
     KERAS_BACKEND=jax .venv/bin/python benchmarks/pairs.py [--quick]     # the same
 """
 
-import time
+if __name__ == "__main__":  # the thread limits must be set before keras is imported
+    from common import configure_threads
 
-import keras
-import numpy as np
+    configure_threads(1)
 
-import lossweave as lw
-from common import backend, block, fmt_ms, interleaved_rounds, median
-from step_overhead import StepTimer
+import time  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import lossweave as lw  # noqa: E402
+from common import backend, block, fmt_ms, interleaved_rounds, median  # noqa: E402
+from step_overhead import StepTimer  # noqa: E402
 
 INPUT_DIM, HIDDEN, EMBED_DIM, NUM_CLASSES = 64, 256, 128, 32
 BATCHES = (256, 512, 1024)
@@ -426,9 +431,9 @@ def markdown(results):
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # the thread limits must be set before keras is imported: go through run.py
+if __name__ == "__main__":
     import sys
 
-    import run as bench_run
+    from common import main_alone
 
-    sys.exit(bench_run.main(["--only", "pairs", *sys.argv[1:]]))
+    sys.exit(main_alone("pairs", run, markdown))

@@ -6,7 +6,7 @@ the declared input checks, the ``compute_loss`` hook, the gate and a gated
 for each term family, the same ``Objective`` is built from today's library
 (the working tree) and from the library at ``--before REV`` (default
 ``43efa0a``, the commit before the move; read with ``git archive`` and
-imported as ``lossweave_<sha>`` beside today's by ``gradient.load_library``),
+imported as ``lossweave_<sha>`` beside today's by ``common.load_library``),
 and both are trained through ``fit`` in one process. ``--today REV`` times
 lossweave at ``REV`` (read the same way) instead of the working tree: with
 ``--before`` the parent of ``REV``, it charges a change to one commit.
@@ -42,7 +42,7 @@ Target: ``today / before <= 1.03`` for every family.
 
 Beside the times (not with ``--quick``), a noise-free size of one train step
 of each version: on JAX XLA's flop count of the compiled step
-(``gradient.xla_flops``), on TensorFlow the number of operations in the
+(``common.xla_flops``), on TensorFlow the number of operations in the
 traced step's graph, on PyTorch the number of ATen operators one eager step
 dispatches. Equal counts mean both versions run the same computation, so a
 time ratio away from 1 is Python overhead per op call (eager PyTorch) or the
@@ -136,7 +136,7 @@ def run(quick=False, before=DEFAULT_BEFORE, clock="cpu", rounds=None, steps=None
     import keras
 
     from common import backend, interleaved_rounds, median
-    from gradient import load_library
+    from common import load_library
     from step_overhead import StepTimer
 
     import lossweave as lw
@@ -231,7 +231,7 @@ def _working_tree():
 
 
 COUNTS = {
-    "jax": "XLA flops",  # gradient.xla_flops: the compiled step's cost_analysis
+    "jax": "XLA flops",  # common.xla_flops: the compiled step's cost_analysis
     "tensorflow": "graph ops",  # operations in the traced train step's graph
     "torch": "aten ops",  # ATen operators dispatched by one eager fit step
 }
@@ -245,7 +245,7 @@ def step_count(trainable, x, y):
     """
     import keras
 
-    from gradient import _recording_checks, xla_flops
+    from common import recording_checks, xla_flops
 
     name = keras.backend.backend()
     if name == "jax":
@@ -254,7 +254,7 @@ def step_count(trainable, x, y):
         import tensorflow as tf
 
         data = (tf.constant(x), {"label": tf.constant(y)})
-        with _recording_checks(trainable):  # as the Objective's guarded step traces it
+        with recording_checks(trainable):  # as the Objective's guarded step traces it
             graph = tf.function(trainable.train_step).get_concrete_function(data).graph
         return float(len(graph.get_operations()))
     if name == "torch":
