@@ -334,3 +334,18 @@ def test_config_holds_the_three_arguments():
     assert (config["sample_rate"], config["seed"], config["negative_threshold"]) == (0.25, 3, 0.4)
     clone = lw.terms.SubCenterArcFace.from_config(config)
     assert (clone.sample_rate, clone.seed, clone.negative_threshold, clone.sample_budget) == (0.25, 3, 0.4, 3)
+
+
+@one_backend
+def test_the_seed_state_is_saved_under_the_librarys_one_key_and_the_old_key_still_loads():
+    term = lw.terms.ArcFace(10, sample_rate=0.5, seed=3)
+    term.build((None, 4))
+    term.draw_classes(np.array([1, 2]))  # move the generator off its start
+    store = {}
+    term.save_own_variables(store)
+    assert "seed_generator_state" in store  # the key the strategies use too (lossweave._seed_state)
+    store["class_sampling_seed_state"] = store.pop("seed_generator_state")  # a file written before
+    other = lw.terms.ArcFace(10, sample_rate=0.5, seed=99)
+    other.build((None, 4))
+    other.load_own_variables(store)
+    np.testing.assert_array_equal(to_numpy(other.seed_generator.state), to_numpy(term.seed_generator.state))

@@ -16,9 +16,9 @@ from keras import ops
 
 from lossweave import _backend as backend
 from lossweave import arguments
+from lossweave._seed_state import SavesSeedState
 from lossweave.ops import sampling as sampling_ops
 
-SEED_STATE = "class_sampling_seed_state"
 
 
 def replica_gather():
@@ -38,7 +38,7 @@ def replica_gather():
     return gather
 
 
-class ClassSampling:
+class ClassSampling(SavesSeedState):
     """Mixin of a term with a class table: ``sample_rate``, ``seed`` and ``negative_threshold``.
 
     The host class calls ``init_sampling`` in its constructor, asks
@@ -96,16 +96,3 @@ class ClassSampling:
 
     def sampling_config(self):
         return {"sample_rate": self.sample_rate, "seed": self.seed, "negative_threshold": self.negative_threshold}
-
-    # The generator's state is a layer variable that Keras does not save: save it here,
-    # so that a reloaded term continues the same sequence of samples.
-    def save_own_variables(self, store):
-        super().save_own_variables(store)
-        if self.seed_generator is not None:
-            store[SEED_STATE] = self.seed_generator.state
-
-    def load_own_variables(self, store):
-        keys = list(store.keys())
-        if self.seed_generator is not None and SEED_STATE in keys:
-            self.seed_generator.state.assign(store[SEED_STATE])
-        super().load_own_variables({k: store[k] for k in keys if k != SEED_STATE})

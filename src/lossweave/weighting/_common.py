@@ -45,25 +45,3 @@ def weighted_sum(losses, weights):
 def unstack_weights(weighting, vector):
     """A ``{term: scalar}`` dict from a weight vector in ``setup`` order."""
     return {name: vector[i] for i, name in enumerate(weighting.term_names)}
-
-
-SEED_STATE = "seed_generator_state"
-
-
-class SavesSeedState:
-    """Mixin of a strategy that draws from ``self.seed_generator``: its position is saved.
-
-    The SeedGenerator's state is a layer variable (it travels with the compiled
-    step on every backend) but Keras does not save it: save it here so that a
-    reloaded strategy continues the same sequence of draws.
-    """
-
-    def save_own_variables(self, store):
-        super().save_own_variables(store)
-        store[SEED_STATE] = self.seed_generator.state
-
-    def load_own_variables(self, store):
-        keys = list(store.keys())
-        if SEED_STATE in keys:
-            self.seed_generator.state.assign(store[SEED_STATE])
-        super().load_own_variables({k: store[k] for k in keys if k != SEED_STATE})

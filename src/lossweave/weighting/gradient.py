@@ -25,7 +25,8 @@ from keras import ops
 
 from lossweave import arguments
 from lossweave.ops import aggregators
-from lossweave.weighting._common import SavesSeedState, weighted_sum
+from lossweave._seed_state import SavesSeedState
+from lossweave.weighting._common import weighted_sum
 from lossweave.weighting.base import Weighting
 
 

@@ -6,7 +6,8 @@ from keras import ops
 from lossweave import arguments
 from lossweave.ops import aggregators
 from lossweave.ops.aggregators.gradvac import check_beta
-from lossweave.weighting._common import SavesSeedState, term_names
+from lossweave._seed_state import SavesSeedState
+from lossweave.weighting._common import term_names
 from lossweave.weighting.gradient import GradientWeighting
 from lossweave.weighting.gradient_state import term_rows
 

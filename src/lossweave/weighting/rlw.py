@@ -4,7 +4,8 @@ import keras
 from keras import ops
 
 from lossweave import arguments
-from lossweave.weighting._common import SavesSeedState, stack_losses, term_names, unstack_weights
+from lossweave._seed_state import SavesSeedState
+from lossweave.weighting._common import stack_losses, term_names, unstack_weights
 from lossweave.weighting.base import Weighting
 
 @keras.saving.register_keras_serializable(package="lossweave")
