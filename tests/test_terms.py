@@ -181,3 +181,10 @@ def test_row_update_is_public_in_terms_and_backend_is_private():
     np.testing.assert_array_equal(to_numpy(table.value), expected)
     rows = lw.terms.gather_rows(table.value, keras.ops.convert_to_tensor(np.array([4, 1], "int32")))
     np.testing.assert_array_equal(to_numpy(rows), expected[[4, 1]])
+
+
+def test_a_terms_declarations_are_checked_when_its_class_is_defined():
+    with pytest.raises(TypeError, match=r"`input_checks` must be one of .*received 'class_row'"):
+        type("Typo", (lw.terms.Term,), {"input_checks": "class_row"})
+    with pytest.raises(TypeError, match=r"`weights_per` must be one of"):
+        type("Typo", (lw.terms.Term,), {"weights_per": "pair"})

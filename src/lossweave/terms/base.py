@@ -8,6 +8,7 @@ from lossweave import _backend as backend
 from lossweave import arguments
 from lossweave.terms.check import InputCheck, check_class_rows, check_pair_rows
 
+# What a term may declare (see Term): the outputs it reads, its run-time checks, what its weights weigh.
 READS = (None, "embedding", "views")
 CHECKS = (None, "class_rows", "pair_rows", "pair_targets")
 WEIGHTS = ("sample", "tuple")
@@ -82,6 +83,16 @@ class Term(keras.layers.Layer):
     weights_per = "sample"
     needs_dim = False  # a term that builds a (rows, dim) variable needs the dim when it is built
     two_output_form = None  # the class that takes the two-output form of this loss, if one does
+
+    def __init_subclass__(cls, **kwargs):
+        """A term's declarations are checked when its class is defined (a typo fails at once)."""
+        super().__init_subclass__(**kwargs)
+        for name, allowed in (("reads", READS), ("input_checks", CHECKS), ("weights_per", WEIGHTS)):
+            if getattr(cls, name) not in allowed:
+                raise TypeError(
+                    f"{cls.__name__}: the class attribute `{name}` must be one of {allowed}; "
+                    f"received {getattr(cls, name)!r}."
+                )
 
     def __init__(self, on=None, target="label", missing=None, validate=True, **kwargs):
         arguments.check_keywords(self, kwargs)
