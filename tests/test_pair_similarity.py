@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import lossweave as lw
-from conftest import BACKEND, one_backend, to_numpy
+from conftest import BACKEND, gradient, one_backend, to_numpy
 from lossweave.ops import pair_similarity as ps
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -304,23 +304,7 @@ def _gradient(fn):
 
         compiled = jax.jit(jax.grad(fn))
         return lambda value: np.asarray(compiled(keras.ops.convert_to_tensor(value)))
-    return functools.partial(_eager_gradient, fn)
-
-
-def _eager_gradient(fn, value):
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        v = tf.constant(value)
-        with tf.GradientTape() as tape:
-            tape.watch(v)
-            out = fn(v)
-        return tape.gradient(out, v).numpy()
-    import torch
-
-    v = torch.tensor(value, requires_grad=True)
-    fn(v).backward()
-    return v.grad.detach().cpu().numpy()
+    return functools.partial(gradient, fn)  # conftest.gradient
 
 
 GRADIENT_LABELS = np.array([0, 0, 1, 1, 2, 0, 2, 1])
@@ -334,13 +318,13 @@ def _loss_of(name):
 
 @pytest.mark.parametrize("name", sorted(REFERENCES) + ["nt_xent_views"])
 def test_finite_gradients_at_identical_and_degenerate_embeddings(name):
-    gradient = _gradient(_loss_of(name))
+    grad_of = _gradient(_loss_of(name))
     ones = np.ones((N, DIM), "float32")
     # All identical; all zero; identical within each half (similarities exactly +-1).
     for x in (ones, np.zeros_like(ones), np.concatenate([ones[:4], -ones[4:]])):
-        assert np.all(np.isfinite(gradient(x))), (name, x[0], x[-1])
+        assert np.all(np.isfinite(grad_of(x))), (name, x[0], x[-1])
     # Away from the degenerate points the gradient is not zero: it flows through every loss.
-    assert np.abs(gradient(_batch(seed=11)[0])).max() > 1e-4
+    assert np.abs(grad_of(_batch(seed=11)[0])).max() > 1e-4
 
 
 def test_nan_rows_and_bad_labels_are_left_out():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import lossweave as lw
-from conftest import BACKEND, to_numpy
+from conftest import gradient, to_numpy
 
 NAMES = ["a", "b", "c"]
 RNG = np.random.default_rng(11)
@@ -199,27 +199,6 @@ STATE = {"gls": [], "rlw": ["seed_generator.state"], "dwa": ["steps", "epoch_sum
          "famo": ["logits", "previous_losses", "has_previous"]}
 
 
-def _gradient(fn, vector):
-    """d fn(vector) / d vector with the backend's own autodiff."""
-    if BACKEND == "jax":
-        import jax
-
-        return np.asarray(jax.grad(fn)(keras.ops.convert_to_tensor(vector)))
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        x = tf.constant(vector)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = fn(x)
-        return tape.gradient(y, x).numpy()
-    import torch
-
-    x = torch.tensor(vector, requires_grad=True)
-    fn(x).backward()
-    return x.grad.detach().cpu().numpy()
-
-
 @pytest.mark.parametrize("name", ["gls", "rlw", "dwa", "famo"])
 def test_reported_weights_are_the_gradient_of_the_total(name):
     weighting = STRATEGIES[name]()
@@ -232,7 +211,7 @@ def test_reported_weights_are_the_gradient_of_the_total(name):
         return weighting.combine({n: vector[i] for i, n in enumerate(NAMES)}, None, training=False)[0]
 
     _, weights = weighting.combine(_losses(row), None, training=False)
-    np.testing.assert_allclose(_gradient(total, row), _vector(weights), rtol=1e-5)
+    np.testing.assert_allclose(gradient(total, row), _vector(weights), rtol=1e-5)
 
 
 # ---------------------------------------------------------------- all strategies
