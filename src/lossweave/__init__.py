@@ -8,6 +8,7 @@ Layers of the package, dependencies pointing down::
     schedules/           step -> value functions evaluated inside the compiled step
     terms/               stateful loss terms (Keras Layers: centers, class weights)
     data/                bundled and file-based datasets, class-balanced batches
+    retrieval/           an index searched on the device, threshold calibration, open-set matching
     metrics/             metrics on logits
     ops/                 pure functions over keras.ops
     _backend/            in-place row updates and runtime checks, one file per backend (private;
@@ -32,6 +33,7 @@ _LAZY = {
     "data": "lossweave.data",
     "metrics": "lossweave.metrics",
     "ops": "lossweave.ops",
+    "retrieval": "lossweave.retrieval",
     "schedules": "lossweave.schedules",
     "sharding": "lossweave.sharding",
     "terms": "lossweave.terms",
@@ -65,6 +67,7 @@ __all__ = [
     "data",
     "metrics",
     "ops",
+    "retrieval",
     "schedules",
     "sharding",
     "terms",
