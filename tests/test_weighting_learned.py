@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import lossweave as lw
-from conftest import to_numpy
+from conftest import one_backend, to_numpy
 
 N = 8
 # An identity model: outputs are the inputs (zeros), so the term losses are fixed
@@ -205,3 +205,13 @@ def test_save_load_keeps_learned_variables(name, tmp_path):
     a = objective.evaluate(x, y, verbose=0, return_dict=True)
     b = loaded.evaluate(x, y, verbose=0, return_dict=True)
     assert a == pytest.approx(b, rel=1e-5)
+
+
+@one_backend
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_uncertainty_rule_matches_numpy_without_a_layer(nonnegative):
+    s, losses = {"a": 0.3, "b": -0.7}, {"a": 1.7, "b": 0.4}
+    total, weights = lw.ops.weighting.uncertainty([0.3, -0.7], [1.7, 0.4], [True, False], nonnegative)
+    ref_total, _, ref_weights = _ref_uncertainty(s, losses, KINDS, nonnegative)
+    assert _scalar(total) == pytest.approx(ref_total, rel=1e-5)
+    assert [_scalar(w) for w in weights] == pytest.approx([ref_weights["a"], ref_weights["b"]], rel=1e-5)

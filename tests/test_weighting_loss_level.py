@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import lossweave as lw
-from conftest import gradient, to_numpy
+from conftest import gradient, one_backend, to_numpy
 
 NAMES = ["a", "b", "c"]
 RNG = np.random.default_rng(11)
@@ -293,3 +293,29 @@ def test_trains_inside_an_objective_and_saves_its_state(name, tmp_path):
     a = objective.evaluate(x, y, verbose=0, return_dict=True)
     b = loaded.evaluate(x, y, verbose=0, return_dict=True)
     assert a == pytest.approx(b, rel=1e-5)
+
+
+# ------------------------------------------------------------ the pure rules
+@one_backend
+def test_pure_rules_match_the_references_without_a_layer():
+    ops_rules = lw.ops.weighting
+    expected, _ = _dwa_reference(SEQUENCE, 3, 2.0)
+    state = ops_rules.dwa_init(3)
+    famo_state, famo_expected = ops_rules.famo_init(3), _famo_reference(SEQUENCE, 0.5, 0.01, 0.1)
+    for row, want, (famo_total, famo_weights, _) in zip(SEQUENCE, expected, famo_expected):
+        (total, weights), state = ops_rules.dwa(state, row, steps_per_epoch=3, temperature=2.0)
+        np.testing.assert_allclose(to_numpy(weights), want, rtol=1e-5)
+        np.testing.assert_allclose(float(to_numpy(total)), (want * row).sum(), rtol=1e-5)
+        (total, weights), famo_state = ops_rules.famo(famo_state, row, 0.5, 0.01, 0.1)
+        np.testing.assert_allclose(float(to_numpy(total)), famo_total, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(to_numpy(weights), famo_weights, rtol=1e-5)
+        total, weights = ops_rules.gls(row)
+        geometric = np.prod(row.astype("float64")) ** (1 / 3)
+        np.testing.assert_allclose([float(to_numpy(total)), *to_numpy(weights)],
+                                   [geometric, *(geometric / (3 * row.astype("float64")))], rtol=1e-5)
+    # Evaluation: this state's weights, the state returned as it was (the same objects).
+    (_, weights), same = ops_rules.dwa(state, SEQUENCE[0], steps_per_epoch=3, training=False)
+    assert all(a is b for a, b in zip(same, state))
+    drawn = to_numpy(ops_rules.rlw_weights(3, seed=keras.random.SeedGenerator(3)))
+    assert drawn.min() > 0 and abs(drawn.sum() - 1) < 1e-6
+    np.testing.assert_allclose(to_numpy(ops_rules.rlw_weights(3, training=False)), [1 / 3] * 3, rtol=1e-6)

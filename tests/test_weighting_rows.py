@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import lossweave as lw
-from conftest import to_numpy
+from conftest import one_backend, to_numpy
 from lossweave.ops import aggregators as agg
 from lossweave.weighting.gradnorm import gradnorm_update, last_layer
 from lossweave.weighting.gradvac import group_indices
@@ -286,3 +286,20 @@ def test_fit_then_save_load_and_continue_is_straight_through(name, tmp_path):
     assert all(np.abs(a.astype("float64") - b).max() > 1e-6 for a, b in zip(now, fresh)), "a state never moved"
     for value in _state(straight):
         assert np.all(np.isfinite(value))
+
+
+@one_backend
+def test_gradnorm_rule_matches_numpy_without_a_layer():
+    k = 3
+    state, w, initial = agg.gradnorm_init(k), np.ones(k), None
+    for step in range(3):
+        rows = _rows(k)
+        losses = RNG.uniform(0.5, 2.0, size=k).astype("float32")
+        initial = losses if initial is None else initial
+        state, updates, weights = agg.gradnorm(state, rows, losses, last=[2, 3], alpha=1.0, learning_rate=0.05)
+        np.testing.assert_allclose(to_numpy(weights), w, atol=1e-6)
+        np.testing.assert_allclose(to_numpy(updates[1]), np.tensordot(w, rows[1], axes=1), rtol=1e-5, atol=1e-4)
+        norms = np.sqrt(sum((r.astype("float64") ** 2).reshape(k, -1).sum(axis=1) for r in rows[2:]))
+        w = np_gradnorm(w, norms, losses, initial, 1.0, 0.05)
+        np.testing.assert_allclose(to_numpy(state.loss_weights), w, atol=1e-5)
+        np.testing.assert_allclose(to_numpy(state.initial_losses), initial, atol=0)

@@ -158,8 +158,8 @@ class Objective(keras.Model):
 
     @property
     def gradient_level(self):
-        """Whether the weighting combines term gradients (``Weighting.level == "gradient"``)."""
-        return getattr(self.weighting, "level", "loss") == "gradient"
+        """Whether the weighting combines term gradients: its type's level (``Weighting.level``)."""
+        return self.weighting.level == "gradient"
 
     def gradient_plan(self):
         """The shared/specific split of the trainable variables (``lossweave.trainer.Plan``), found once."""

@@ -4,7 +4,7 @@
 
 - for a loss-level weighting, Keras's own train step (the Objective's
   ``compute_loss`` gives the one scalar it differentiates);
-- for a gradient-level weighting (``Weighting.level == "gradient"``),
+- for a gradient-level weighting (``GradientWeighting``: its type's ``level`` is ``"gradient"``),
   ``gradient_train_step(objective, ...)``: one forward pass, the K term
   losses, the per-term gradients of the shared variables (one VJP per term under
   ``jit`` on JAX, one persistent tape on TensorFlow, ``autograd.grad`` on

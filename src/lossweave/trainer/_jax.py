@@ -203,7 +203,7 @@ def gradient_train_step(model, state, data):
         regularization = sum((jnp.sum(l).astype("float32") for l in model_losses), jnp.zeros((), "float32"))
         parts = [l * scale for l in [*losses, regularization]]
         aux = (jnp.stack(losses), regularization, step, y_pred, _read(scope, model.non_trainable_variables),
-               _read(scope, model.metrics_variables))
+               _read(scope, model.metrics_variables), tap.raw)
         return parts, tap.raw, aux
 
     if plan.representation is None:
@@ -219,11 +219,15 @@ def gradient_train_step(model, state, data):
         aux = per_term[0][1]
         representation_rows = jnp.stack([g for g, _ in per_term]) / scale
         shared_rows = checked_rows = [representation_rows]
-    losses, regularization, step, y_pred, non_trainable_new, metrics_new = aux
+    losses, regularization, step, y_pred, non_trainable_new, metrics_new, raw = aux
+    wants = raw is not None and model.weighting.wants_activations
+    activations = {"activations": [raw]} if wants else {}  # GradDrop's sgn(A): the representation
 
     with _scope(model, trainable, non_trainable_new, metrics_new) as scope:
         gram = _common.gramian(shared_rows, k)
-        updates, weights = model.weighting.aggregate_rows([r[:k] for r in shared_rows], gram, losses, step, True)
+        updates, weights = model.weighting.aggregate_rows(
+            [r[:k] for r in shared_rows], gram, losses, step, True, **activations
+        )
         model.record_aggregation(weights, gram, _common.finite_terms(checked_rows, k), _batch(x))
     non_trainable_new = _read(scope, model.non_trainable_variables)
     metrics_new = _read(scope, model.metrics_variables)

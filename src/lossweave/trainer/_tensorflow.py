@@ -160,7 +160,12 @@ def gradient_train_step(model, data):
     gram = _common.gramian(shared_rows, k)
     if plan.representation is not None and context is not None:
         gram = context.all_reduce(tf.distribute.ReduceOp.SUM, gram)
-    updates, weights = model.weighting.aggregate_rows([r[:k] for r in shared_rows], gram, losses, step, True)
+    # GradDrop's sgn(A): the representation's value, when the strategy asks for it.
+    wants = plan.representation is not None and model.weighting.wants_activations
+    activations = {"activations": [z]} if wants else {}
+    updates, weights = model.weighting.aggregate_rows(
+        [r[:k] for r in shared_rows], gram, losses, step, True, **activations
+    )
     finite = _common.finite_terms(checked, k)
     if context is not None:  # every replica fails the step if one has a bad gradient
         bad = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.float32))

@@ -71,8 +71,11 @@ def gradient_train_step(model, data):
         dz = torch.stack([_grads(scaled[i], [z])[0] for i in range(k)]) / scale
         shared_rows = checked = [dz]
     gram = _common.gramian(shared_rows, k)
+    # GradDrop's sgn(A): the representation's value, when the strategy asks for it.
+    wants = plan.representation is not None and model.weighting.wants_activations
+    activations = {"activations": [z.detach()]} if wants else {}
     updates, weights = model.weighting.aggregate_rows(
-        [r[:k] for r in shared_rows], gram, losses.detach(), step, True
+        [r[:k] for r in shared_rows], gram, losses.detach(), step, True, **activations
     )
     model.record_aggregation(weights, gram, _common.finite_terms(checked, k), _batch(x))
     updates = [u.detach() * scale for u in updates]

@@ -6,12 +6,17 @@ Loss-level strategies (``Fixed``, ``Convex``, ``Uncertainty``, ``DWA``, ``RLW``,
 ``NashMTL``, ``UPGrad``, ``DualProj``) combine the term gradients inside the train step; ``GradVac``,
 ``GradDrop``, ``MoCo``, ``DBMTL`` and ``GradNorm`` use the term gradients
 themselves (per-layer targets, elementwise masks, running averages, last-layer
-norms).
+norms). Every strategy is one protocol (``lossweave.weighting.base``): a pure
+``init``/``update`` pair whose rule lives in ``lossweave.ops``, held by a thin
+Layer; the level is a property of its type (``Weighting.level``). The
+combinators ``Scaled`` and ``LogLosses`` put a per-term scale or the
+log-losses in front of any strategy.
 """
 
 from lossweave.weighting.balanced_gradients import IMTLG, AlignedMTL, ConFIG
 from lossweave.weighting.base import Weighting
 from lossweave.weighting.cagrad import CAGrad
+from lossweave.weighting.combinators import LogLosses, Scaled
 from lossweave.weighting.convex import Clip, Convex
 from lossweave.weighting.dual_cone import DualProj, UPGrad
 from lossweave.weighting.dwa import DWA
@@ -44,12 +49,14 @@ __all__ = [
     "GradVac",
     "GradientWeighting",
     "IMTLG",
+    "LogLosses",
     "MGDA",
     "Mean",
     "MoCo",
     "NashMTL",
     "PCGrad",
     "RLW",
+    "Scaled",
     "Sum",
     "UPGrad",
     "Uncertainty",

@@ -61,8 +61,8 @@ class IMTLG(GradientWeighting):
         [0.6667, 0.3333]
     """
 
-    def aggregate(self, gramian, losses, step, training):
-        return aggregators.imtl_g_weights(gramian)
+    def update(self, state, losses, step, training, gramian):
+        return aggregators.imtl_g_weights(gramian), state
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -100,8 +100,8 @@ class AlignedMTL(_WithPreference):
         self.scale_mode = arguments.choice(scale_mode, aggregators.SCALE_MODES, "scale_mode", "AlignedMTL")
         self.preference = _check_preference("AlignedMTL", preference)
 
-    def aggregate(self, gramian, losses, step, training):
-        return aggregators.aligned_mtl_weights(gramian, self.scale_mode, self.preference_vector())
+    def update(self, state, losses, step, training, gramian):
+        return aggregators.aligned_mtl_weights(gramian, self.scale_mode, self.preference_vector()), state
 
     def get_config(self):
         config = super().get_config()
@@ -149,8 +149,8 @@ class ConFIG(_WithPreference):
         self.preference = _check_preference("ConFIG", preference)
         self.length = arguments.choice(length, aggregators.CONFIG_LENGTHS, "length", "ConFIG")
 
-    def aggregate(self, gramian, losses, step, training):
-        return aggregators.config_weights(gramian, self.preference_vector(), self.length)
+    def update(self, state, losses, step, training, gramian):
+        return aggregators.config_weights(gramian, self.preference_vector(), self.length), state
 
     def get_config(self):
         config = super().get_config()

@@ -52,8 +52,8 @@ class CAGrad(GradientWeighting):
             )
         super().setup(term_names)
 
-    def aggregate(self, gramian, losses, step, training):
-        return aggregators.cagrad_weights(gramian, c=self.c, rescale=self.rescale)
+    def update(self, state, losses, step, training, gramian):
+        return aggregators.cagrad_weights(gramian, c=self.c, rescale=self.rescale), state
 
     def get_config(self):
         config = super().get_config()

@@ -5,7 +5,7 @@ from keras import ops
 
 from lossweave import arguments
 from lossweave.schedules.base import Schedule
-from lossweave.weighting._common import weighted_sum
+from lossweave.ops import weighting as rules
 from lossweave.weighting.base import Weighting
 from lossweave.weighting.fixed import as_weight, evaluate_weight, serialize_weight
 
@@ -79,6 +79,8 @@ class Convex(Weighting):
         (2.5, 0.75)
     """
 
+    setup_optional = True
+
     def __init__(self, first, second, alpha=0.5, learn_alpha=False, **kwargs):
         super().__init__(**kwargs)
         for label, value in (("first", first), ("second", second)):
@@ -97,7 +99,17 @@ class Convex(Weighting):
             )
         if isinstance(self.alpha, float):
             arguments.number(self.alpha, "alpha", "Convex", low=0.0, high=1.0)
-        self.alpha_variable = None
+
+    trainable_state = ("alpha",)
+    state_constraints = {"alpha": Clip(0.0, 1.0)}
+
+    @property
+    def alpha_variable(self):
+        """The learned ``alpha`` (``learn_alpha=True``, after ``setup``), else None."""
+        return self.state_variables.get("alpha")
+
+    def init(self, term_names):
+        return {"alpha": ops.convert_to_tensor(self.alpha, "float32")} if self.learn_alpha else {}
 
     def setup(self, term_names):
         missing = [name for name in (self.first, self.second) if name not in term_names]
@@ -106,29 +118,20 @@ class Convex(Weighting):
                 f"Convex: terms {missing} are not terms of the objective; the terms are "
                 f"{list(term_names)}."
             )
-        if self.learn_alpha and self.alpha_variable is None:
-            self.alpha_variable = self.add_weight(
-                shape=(),
-                initializer=keras.initializers.Constant(self.alpha),
-                constraint=Clip(0.0, 1.0),
-                trainable=True,
-                dtype="float32",
-                name="alpha",
-            )
         super().setup(term_names)
 
-    def current_alpha(self, step):
-        """``alpha`` as a float32 scalar tensor at ``step``."""
-        if self.alpha_variable is not None:
-            return ops.convert_to_tensor(self.alpha_variable)
+    def current_alpha(self, step, state=None):
+        """``alpha`` as a float32 scalar tensor at ``step`` (the learned one: from ``state``, else the variable)."""
+        if self.learn_alpha:
+            return (state or self.state_values())["alpha"]
         return evaluate_weight(self.alpha, step)
 
-    def combine(self, losses, step=None, training=False):
-        alpha = self.current_alpha(step)
-        weights = {name: ops.ones((), "float32") for name in losses}
-        weights[self.first] = alpha
-        weights[self.second] = 1.0 - alpha
-        return weighted_sum(losses, weights), weights
+    def update(self, state, losses, step=None, training=False):
+        alpha = self.current_alpha(step, state)
+        weights = [ops.ones((), "float32")] * len(self.term_names)
+        weights[self.term_names.index(self.first)] = alpha
+        weights[self.term_names.index(self.second)] = 1.0 - alpha
+        return (rules.weighted_total(losses, weights), weights), state
 
     def get_config(self):
         config = super().get_config()

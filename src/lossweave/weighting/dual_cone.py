@@ -73,8 +73,8 @@ class UPGrad(_DualCone):
         [0.75, 1.0]
     """
 
-    def aggregate(self, gramian, losses, step, training):
-        return aggregators.upgrad_weights(gramian, self.normalised_preference(), self.norm_eps, self.reg_eps)
+    def update(self, state, losses, step, training, gramian):
+        return aggregators.upgrad_weights(gramian, self.normalised_preference(), self.norm_eps, self.reg_eps), state
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -108,5 +108,6 @@ class DualProj(_DualCone):
         [1.0, 0.5]
     """
 
-    def aggregate(self, gramian, losses, step, training):
-        return aggregators.dualproj_weights(gramian, self.normalised_preference(), self.norm_eps, self.reg_eps)
+    def update(self, state, losses, step, training, gramian):
+        weights = aggregators.dualproj_weights(gramian, self.normalised_preference(), self.norm_eps, self.reg_eps)
+        return weights, state

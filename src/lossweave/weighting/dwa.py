@@ -1,10 +1,9 @@
 """DWA: weights from the rate at which each term's epoch-mean loss falls."""
 
 import keras
-from keras import ops
 
 from lossweave import arguments
-from lossweave.weighting._common import stack_losses, term_names, unstack_weights
+from lossweave.ops import weighting as rules
 from lossweave.weighting.base import Weighting
 
 
@@ -61,44 +60,12 @@ class DWA(Weighting):
         self.steps_per_epoch = arguments.positive_int(steps_per_epoch, "steps_per_epoch", "DWA")
         self.temperature = arguments.positive(temperature, "temperature", "DWA")
 
-    def setup(self, term_names):
-        count = len(term_names)
+    def init(self, term_names):
+        return rules.dwa_init(len(term_names))._asdict()
 
-        def state(name, shape, dtype="float32"):
-            return self.add_weight(
-                name=name, shape=shape, initializer="zeros", trainable=False, dtype=dtype, autocast=False
-            )
-
-        self.steps = state("steps", (), "int32")
-        self.epoch_sum = state("epoch_sum", (count,))
-        self.mean_1 = state("mean_1", (count,))
-        self.mean_2 = state("mean_2", (count,))
-        super().setup(term_names)
-
-    def _weight_vector(self):
-        count = len(term_names(self))
-        epoch = ops.convert_to_tensor(self.steps) // self.steps_per_epoch
-        ratio = ops.divide_no_nan(ops.convert_to_tensor(self.mean_1), ops.convert_to_tensor(self.mean_2))
-        dynamic = count * ops.softmax(ratio / self.temperature)
-        return ops.where(epoch >= 2, dynamic, ops.ones((count,), "float32"))
-
-    def combine(self, losses, step=None, training=False):
-        vector = stack_losses(self, losses)
-        weights = self._weight_vector()
-        total = ops.sum(weights * vector)
-        if training:
-            self._update(ops.stop_gradient(vector))
-        return total, unstack_weights(self, weights)
-
-    def _update(self, vector):
-        steps = ops.convert_to_tensor(self.steps) + 1
-        epoch_sum = ops.convert_to_tensor(self.epoch_sum) + vector
-        mean_1 = ops.convert_to_tensor(self.mean_1)
-        closes = ops.equal(steps % self.steps_per_epoch, 0)
-        self.mean_2.assign(ops.where(closes, mean_1, ops.convert_to_tensor(self.mean_2)))
-        self.mean_1.assign(ops.where(closes, epoch_sum / float(self.steps_per_epoch), mean_1))
-        self.epoch_sum.assign(ops.where(closes, ops.zeros_like(epoch_sum), epoch_sum))
-        self.steps.assign(steps)
+    def update(self, state, losses, step=None, training=False):
+        out, new = rules.dwa(rules.DWAState(**state), losses, self.steps_per_epoch, self.temperature, training)
+        return out, new._asdict()
 
     def get_config(self):
         config = super().get_config()

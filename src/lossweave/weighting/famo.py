@@ -1,10 +1,9 @@
 """FAMO: fast adaptive multitask optimisation, task logits learned from loss decreases."""
 
 import keras
-from keras import ops
 
 from lossweave import arguments
-from lossweave.weighting._common import stack_losses, unstack_weights
+from lossweave.ops import weighting as rules
 from lossweave.weighting.base import Weighting
 
 
@@ -67,43 +66,14 @@ class FAMO(Weighting):
         self.min_loss = arguments.number(min_loss, "min_loss", "FAMO")
         self.epsilon = arguments.positive(epsilon, "epsilon", "FAMO")
 
-    def setup(self, term_names):
-        count = len(term_names)
+    def init(self, term_names):
+        return rules.famo_init(len(term_names))._asdict()
 
-        def state(name, shape):
-            return self.add_weight(
-                name=name, shape=shape, initializer="zeros", trainable=False, dtype="float32", autocast=False
-            )
-
-        self.logits = state("logits", (count,))
-        self.previous_losses = state("previous_losses", (count,))
-        self.has_previous = state("has_previous", ())
-        super().setup(term_names)
-
-    def combine(self, losses, step=None, training=False):
-        vector = stack_losses(self, losses)
-        gap = vector - self.min_loss + self.epsilon
-        logits = ops.convert_to_tensor(self.logits)
-        if training:
-            logits = self._update(ops.stop_gradient(vector))
-        z = ops.softmax(logits)
-        c = ops.stop_gradient(ops.sum(z / gap))
-        total = ops.sum(z * ops.log(gap)) / c
-        weights = ops.stop_gradient(z / gap / c)
-        return total, unstack_weights(self, weights)
-
-    def _update(self, vector):
-        log_gap = ops.log(vector - self.min_loss + self.epsilon)
-        logits = ops.convert_to_tensor(self.logits)
-        z = ops.softmax(logits)
-        delta = ops.log(self.previous_losses - self.min_loss + self.epsilon) - log_gap
-        grad = z * (delta - ops.sum(z * delta))
-        moved = logits - self.beta * (grad + self.gamma * logits)
-        new = ops.where(self.has_previous > 0, moved, logits)
-        self.logits.assign(new)
-        self.previous_losses.assign(vector)
-        self.has_previous.assign(ops.ones((), "float32"))
-        return new
+    def update(self, state, losses, step=None, training=False):
+        out, new = rules.famo(
+            rules.FAMOState(**state), losses, self.beta, self.gamma, self.min_loss, self.epsilon, training
+        )
+        return out, new._asdict()
 
     def get_config(self):
         config = super().get_config()

@@ -5,7 +5,8 @@ from keras import ops
 
 from lossweave import arguments
 from lossweave.schedules.base import Lambda, Schedule
-from lossweave.weighting._common import check_known_terms, weighted_sum
+from lossweave.ops import weighting as rules
+from lossweave.weighting._common import check_known_terms
 from lossweave.weighting.base import Weighting
 
 
@@ -73,6 +74,8 @@ class Fixed(Weighting):
         0.005
     """
 
+    setup_optional = True
+
     def __init__(self, weights=None, default=1.0, **kwargs):
         super().__init__(**kwargs)
         weights = dict(weights or {})
@@ -83,9 +86,9 @@ class Fixed(Weighting):
         check_known_terms("Fixed", "weights", self.weights_by_term, term_names)
         super().setup(term_names)
 
-    def combine(self, losses, step=None, training=False):
-        weights = {name: evaluate_weight(self.weights_by_term.get(name, self.default), step) for name in losses}
-        return weighted_sum(losses, weights), weights
+    def update(self, state, losses, step=None, training=False):
+        weights = [evaluate_weight(self.weights_by_term.get(name, self.default), step) for name in self.term_names]
+        return (rules.weighted_total(losses, weights), weights), state
 
     def get_config(self):
         config = super().get_config()

@@ -1,9 +1,7 @@
 """GLS: the geometric mean of the term losses."""
 
 import keras
-from keras import ops
-
-from lossweave.weighting._common import stack_losses, unstack_weights
+from lossweave.ops import weighting as rules
 from lossweave.weighting.base import Weighting
 
 
@@ -32,9 +30,5 @@ class GLS(Weighting):
         (4.0, 1.0, 0.25)
     """
 
-    def combine(self, losses, step=None, training=False):
-        vector = stack_losses(self, losses)
-        count = float(len(self.term_names))
-        total = ops.exp(ops.mean(ops.log(vector)))
-        weights = ops.stop_gradient(total) / (count * ops.stop_gradient(vector))
-        return total, unstack_weights(self, weights)
+    def update(self, state, losses, step=None, training=False):
+        return rules.gls(losses), state

@@ -28,9 +28,11 @@ class GradDrop(SavesSeedState, GradientWeighting):
     the gradients with respect to the shared activations: the statistic
     ``G_k`` sums term k's gradient over the batch and one mask element
     serves the whole batch (LibMTL's ``GradDrop.py``). The paper also
-    multiplies by ``sgn(A)``, the signs of the activations, before that sum:
-    ``aggregate_rows`` does when the train step passes ``activations=``;
-    without them the plain batch sum is used. In parameter mode (no
+    multiplies by ``sgn(A)``, the signs of the activations, before that sum
+    (Eq. 1): in representation mode the strategy asks for them
+    (``wants_activations``) and every train step passes the
+    representation's value as ``activations=``; called without them (a
+    custom loop) the plain batch sum is used. In parameter mode (no
     ``representation``) ``G_k`` is term k's gradient of each shared
     parameter, as torchjd's ``GradDrop`` over a Jacobian. That mode is
     meaningful: the paper's ``sgn(A)``-weighted batch sum stands for the
@@ -73,14 +75,20 @@ class GradDrop(SavesSeedState, GradientWeighting):
         super().build_rows(entries)
         self.batched = is_representation(self.row_entries)
 
-    def aggregate_rows(self, rows, gramian, losses, step, training, activations=None):
+    @property
+    def wants_activations(self):
+        """Representation mode: the train step passes the representation ``A`` for ``sgn(A)``."""
+        return bool(getattr(self, "batched", False))
+
+    def update_rows(self, state, losses, step, training, rows, gramian, activations=None):
         rows = term_rows(self, rows)
         if not rows:  # no shared entry (a single term): nothing to drop
-            return [], ops.ones((len(term_names(self)),), "float32")
-        return aggregators.graddrop(
+            return ([], ops.ones((len(term_names(self)),), "float32")), state
+        out = aggregators.graddrop(
             rows, seed=self.seed_generator, leak=self.leak, batched=self.batched,
             activations=activations if self.batched else None,
         )
+        return out, state
 
     def get_config(self):
         config = super().get_config()

@@ -1,14 +1,15 @@
 """Gradient-level strategies: the K term gradients (through their Gramian) become one update.
 
-The protocol beside the loss-level ``Weighting``: a strategy with
-``level = "gradient"`` implements ``aggregate(gramian, losses, step,
-training) -> (K,) weights`` and the train step (``lossweave.trainer``) applies
-``update = sum_k w_k g_k`` to the variables the terms share. ``gramian`` is
-``G = J J^T`` of the (K, shared params) Jacobian, ``losses`` the (K,) term
-losses, ``step`` the Objective's step counter. The weights are logged as
-``weight/<term>`` and the gradient cosines as ``cosine/<a>/<b>``. Every
-strategy here needs only the Gramian, as in torchjd: its cost does not grow
-with the number of parameters beyond forming G.
+The protocol is ``lossweave.weighting.base``'s at the level ``"gradient"``:
+a pure ``update(state, losses, step, training, gramian) -> (weights,
+new_state)`` gives the ``(K,)`` weights of the term gradients and the train
+step (``lossweave.trainer``) applies ``update = sum_k w_k g_k`` to the
+variables the terms share. ``gramian`` is ``G = J J^T`` of the (K, shared
+params) Jacobian, ``losses`` the (K,) term losses, ``step`` the Objective's
+step counter. The weights are logged as ``weight/<term>`` and the gradient
+cosines as ``cosine/<a>/<b>``. Every strategy in this module needs only the
+Gramian, as in torchjd: its cost does not grow with the number of
+parameters beyond forming G.
 
 The logged total, ``loss`` in training and ``val_loss`` in evaluation, is the
 same quantity: the plain sum of the term losses (``Mean``: their mean) plus
@@ -25,64 +26,117 @@ from keras import ops
 
 from lossweave import arguments
 from lossweave.ops import aggregators
+from lossweave.ops import weighting as rules
 from lossweave._seed_state import SavesSeedState
-from lossweave.weighting._common import weighted_sum
 from lossweave.weighting.base import Weighting
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
 class GradientWeighting(Weighting):
-    """Base of the gradient-level strategies.
+    """Base of the gradient-level strategies (``level = "gradient"``).
 
-    Most strategies implement ``aggregate`` only (the Gramian to the weights).
-    A strategy that needs the term gradients themselves (per-layer groups,
-    elementwise masks, running averages of the gradients) overrides
-    ``aggregate_rows`` instead, and ``build_rows`` to create state shaped
-    like the shared variables.
+    Most strategies implement ``update(state, losses, step, training,
+    gramian) -> (weights, new_state)`` only (the Gramian to the weights). A
+    strategy that needs the term gradients themselves (per-layer groups,
+    elementwise masks, running averages of the gradients) implements
+    ``update_rows`` instead, and ``init_rows`` for state shaped like the
+    shared entries. The Layer's entry points ``aggregate`` and
+    ``aggregate_rows`` read the state, call the rule and assign the state it
+    returns; the train step calls ``aggregate_rows``.
+
+    Attributes:
+        wants_activations: whether the train step passes the
+            representation's value to ``aggregate_rows`` (``activations=``):
+            GradDrop's ``sgn(A)`` in representation mode.
     """
 
     level = "gradient"
+    setup_optional = True
+    wants_activations = False
 
-    def aggregate(self, gramian, losses, step, training):
-        """``(K,)`` float32 weights of the term gradients; see the module docstring."""
-        raise NotImplementedError(
-            f"{type(self).__name__} must implement aggregate() (or aggregate_rows())."
-        )
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "aggregate" in vars(cls) and "update" not in vars(cls):
+            # A strategy written for the protocol of earlier releases (its own aggregate):
+            # the rule is that method, its state its own business.
+            def update(self, state, losses, step, training, gramian, _aggregate=vars(cls)["aggregate"]):
+                return _aggregate(self, gramian, losses, step, training), state
 
+            cls.update = update
+
+    # ------------------------------------------------------------- protocol
+    def update(self, state, losses, step, training, gramian):
+        """``((K,) weights, new_state)`` from the Gramian (pure); see the module docstring."""
+        raise NotImplementedError(f"{type(self).__name__} must implement update() (or update_rows()).")
+
+    def init_rows(self, term_names, entries):
+        """``{variable name: initial value}`` of state shaped like the shared entries (pure; here none)."""
+        return {}
+
+    def update_rows(self, state, losses, step, training, rows, gramian, activations=None):
+        """``((updates, weights), new_state)``: the update of each shared entry from its term gradients (pure).
+
+        Args:
+            state: the strategy's state (``init`` and ``init_rows``).
+            losses: ``(K,)`` term losses; ``step``: the step counter.
+            rows: one float32 ``(K, *shape)`` tensor per entry of
+                ``build_rows`` (row k: term k's gradient of the entry, or of
+                the representation: ``dL_k/dz``).
+            gramian: ``(K, K)`` Gramian of the rows, summed over the entries.
+            activations: the representation's value, one ``(batch,
+                *features)`` tensor per entry, when ``wants_activations``.
+
+        Returns:
+            One ``(*shape)`` update per entry (in representation mode the
+            cotangent sent back through the trunk), ``(K,)`` weights logged
+            as ``weight/<term>``, and the new state. Here: ``update``'s
+            weights applied to every entry, ``sum_k w_k rows[k]``.
+        """
+        weights, state = self.update(state, losses, step, training, gramian)
+        w = ops.cast(weights, "float32")
+        return ([ops.tensordot(w, ops.cast(r, "float32"), axes=1) for r in rows], weights), state
+
+    # ---------------------------------------------------------------- Layer
     def build_rows(self, entries):
         """Called once, before the first step, with the shared entries the rows will have.
 
         ``entries`` is a list of ``(path, shape)``: one per shared variable
         (parameter mode, in ``objective.trainable_variables`` order) or one
         ``("representation/<name>", shape with a None batch)`` in
-        representation mode. State created here must be non-trainable (the
-        strategy's own rule moves it, not the optimizer).
+        representation mode. ``init_rows``'s state is created here
+        (non-trainable: the strategy's rule moves it, not the optimizer);
+        built again with the same entries, the state is kept.
         """
-        self.row_entries = list(entries)
+        entries = list(entries)
+        if getattr(self, "row_entries", None) == entries and self._row_state:
+            return
+        initial = self.init_rows(self.term_names, entries)
+        self.row_entries = entries
+        self._create_state(initial, rows=True)
 
-    def aggregate_rows(self, rows, gramian, losses, step, training):
-        """``(updates, weights)``: the update of each shared entry from its term gradients.
+    def aggregate(self, gramian, losses, step, training):
+        """The ``(K,)`` float32 weights of the term gradients (the rule, its new state assigned)."""
+        before = self.state_values()
+        weights, state = self.update(before, losses, step, training, gramian)
+        self.assign_state(state, before)
+        return weights
 
-        Args:
-            rows: one float32 ``(K, *shape)`` tensor per entry of ``build_rows``
-                (row k: term k's gradient of the entry, or of the
-                representation: ``dL_k/dz``).
-            gramian: ``(K, K)`` Gramian of the rows, summed over the entries.
-            losses: ``(K,)`` term losses; ``step``: the step counter.
+    def aggregate_rows(self, rows, gramian, losses, step, training, activations=None):
+        """``(updates, weights)`` of ``update_rows`` (its new state assigned): what the train step calls."""
+        before = self.state_values()
+        (updates, weights), state = self.update_rows(before, losses, step, training, rows, gramian, activations)
+        self.assign_state(state, before)
+        return updates, weights
 
-        Returns:
-            One ``(*shape)`` update per entry (in representation mode the
-            cotangent sent back through the trunk), and ``(K,)`` weights
-            logged as ``weight/<term>``. Here: ``aggregate``'s weights applied
-            to every entry, ``sum_k w_k rows[k]``.
-        """
-        weights = self.aggregate(gramian, losses, step, training)
-        w = ops.cast(weights, "float32")
-        return [ops.tensordot(w, ops.cast(r, "float32"), axes=1) for r in rows], weights
+    def total_weights(self, k):
+        """The weights of the logged total (training and evaluation): the plain sum, every weight 1."""
+        return [ops.ones((), "float32")] * k
 
     def combine(self, losses, step=None, training=False):
-        """The logged total (training and evaluation): the plain sum, every weight 1."""
-        return super().combine(losses, step, training)
+        """The logged total and its weights: ``sum_k L_k`` (``Mean``: the mean); no state moves."""
+        names = self.names_of(losses)
+        weights = self.total_weights(len(names))
+        return rules.weighted_total([losses[n] for n in names], weights), dict(zip(names, weights))
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -97,8 +151,10 @@ class Sum(GradientWeighting):
         [1.0, 1.0, 1.0]
     """
 
-    def aggregate(self, gramian, losses, step, training):
-        return ops.ones((ops.shape(gramian)[0],), "float32")
+    setup_optional = True
+
+    def update(self, state, losses, step, training, gramian):
+        return ops.ones((ops.shape(gramian)[0],), "float32"), state
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -111,13 +167,14 @@ class Mean(GradientWeighting):
         [0.25, 0.25, 0.25, 0.25]
     """
 
-    def aggregate(self, gramian, losses, step, training):
-        k = ops.shape(gramian)[0]
-        return ops.ones((k,), "float32") / k
+    setup_optional = True
 
-    def combine(self, losses, step=None, training=False):
-        weights = {name: ops.ones((), "float32") / len(losses) for name in losses}
-        return weighted_sum(losses, weights), weights
+    def update(self, state, losses, step, training, gramian):
+        k = ops.shape(gramian)[0]
+        return ops.ones((k,), "float32") / k, state
+
+    def total_weights(self, k):
+        return [ops.ones((), "float32") / k] * k
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -153,10 +210,11 @@ class MGDA(GradientWeighting):
         self.normalization = arguments.choice(normalization, aggregators.NORMALIZATIONS, "normalization", "MGDA")
         self.iterations = arguments.positive_int(iterations, "iterations", "MGDA")
 
-    def aggregate(self, gramian, losses, step, training):
-        return aggregators.mgda_weights(
+    def update(self, state, losses, step, training, gramian):
+        weights = aggregators.mgda_weights(
             gramian, losses=losses, normalization=self.normalization, iterations=self.iterations
         )
+        return weights, state
 
     def get_config(self):
         config = super().get_config()
@@ -198,8 +256,8 @@ class PCGrad(SavesSeedState, GradientWeighting):
         self.seed_generator = keras.random.SeedGenerator(self.seed, name="pcgrad_seed")
         super().setup(term_names)
 
-    def aggregate(self, gramian, losses, step, training):
-        return aggregators.pcgrad_weights(gramian, seed=self.seed_generator)
+    def update(self, state, losses, step, training, gramian):
+        return aggregators.pcgrad_weights(gramian, seed=self.seed_generator), state
 
     def get_config(self):
         config = super().get_config()

@@ -9,6 +9,7 @@ whose rows change shape with the batch.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from lossweave import arguments
@@ -37,18 +38,6 @@ def parameter_mode_only(weighting, entries):
         )
 
 
-def row_state(weighting, entries, name):
-    """One zero ``(K, *shape)`` float32 non-trainable variable per entry."""
-    k = len(term_names(weighting))
-    return [
-        weighting.add_weight(
-            name=f"{name}_{index}", shape=(k, *shape), initializer="zeros", trainable=False,
-            dtype="float32", autocast=False,
-        )
-        for index, (_, shape) in enumerate(entries)
-    ]
-
-
 def term_rows(weighting, rows):
     """The K term rows of each entry, float32 (a regularizers' row K, if any, is not a term)."""
     k = len(term_names(weighting))
@@ -60,13 +49,19 @@ class _RowState(GradientWeighting):
 
     state_name = None
 
-    def build_rows(self, entries):
-        entries = list(entries)
-        if getattr(self, "row_entries", None) == entries and hasattr(self, "row_variables"):
-            return  # the same Objective built again: keep the state
+    def init_rows(self, term_names, entries):
+        """One zero ``(K, *shape)`` float32 entry ``<state_name>_<i>`` per shared entry."""
         parameter_mode_only(self, entries)
-        super().build_rows(entries)
-        self.row_variables = row_state(self, entries, self.state_name)
+        k = len(term_names)
+        return {f"{self.state_name}_{i}": np.zeros((k, *shape), "float32") for i, (_, shape) in enumerate(entries)}
+
+    def row_names(self):
+        return [f"{self.state_name}_{i}" for i in range(len(self.row_entries))]
+
+    @property
+    def row_variables(self):
+        """The ``(K, *shape)`` state variables, one per shared entry (after ``build_rows``)."""
+        return [self.state_variables[name] for name in self.row_names()]
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -118,24 +113,23 @@ class MoCo(_RowState):
         self.rho = arguments.number(rho, "rho", "MoCo", low=0.0)
         self.normalize = arguments.boolean(normalize, "normalize", "MoCo")
 
-    def setup(self, term_names):
-        count = len(term_names)
-        self.simplex_weights = self.add_weight(
-            name="lambda", shape=(count,), initializer=keras.initializers.Constant(1.0 / count),
-            trainable=False, dtype="float32", autocast=False,
-        )
-        super().setup(term_names)
+    @property
+    def simplex_weights(self):
+        """The weights ``lambda`` on the simplex (after ``setup``)."""
+        return self.state_variables["lambda"]
 
-    def aggregate_rows(self, rows, gramian, losses, step, training):
+    def init(self, term_names):
+        count = len(term_names)
+        return {"lambda": np.full((count,), 1.0 / count, "float32")}
+
+    def update_rows(self, state, losses, step, training, rows, gramian, activations=None):
+        names = self.row_names()
         (tracked, lam), updates, weights = aggregators.moco(
-            (self.row_variables, self.simplex_weights), term_rows(self, rows), losses, step,
+            ([state[n] for n in names], state["lambda"]), term_rows(self, rows), losses, step,
             beta=self.beta, beta_sigma=self.beta_sigma, gamma=self.gamma,
             gamma_sigma=self.gamma_sigma, rho=self.rho, normalize=self.normalize,
         )
-        for variable, value in zip(self.row_variables, tracked):
-            variable.assign(value)
-        self.simplex_weights.assign(lam)
-        return updates, weights
+        return (updates, weights), {"lambda": lam, **dict(zip(names, tracked))}
 
     def get_config(self):
         config = super().get_config()
@@ -187,14 +181,13 @@ class DBMTL(_RowState):
         self.beta_sigma = arguments.number(beta_sigma, "beta_sigma", "DBMTL", low=0.0)
         self.epsilon = arguments.positive(epsilon, "epsilon", "DBMTL")
 
-    def aggregate_rows(self, rows, gramian, losses, step, training):
+    def update_rows(self, state, losses, step, training, rows, gramian, activations=None):
+        names = self.row_names()
         buffers, updates, scales = aggregators.dbmtl(
-            self.row_variables, term_rows(self, rows), losses, step,
+            [state[n] for n in names], term_rows(self, rows), losses, step,
             beta=self.beta, beta_sigma=self.beta_sigma, epsilon=self.epsilon,
         )
-        for variable, value in zip(self.row_variables, buffers):
-            variable.assign(value)
-        return updates, scales
+        return (updates, scales), dict(zip(names, buffers))
 
     def get_config(self):
         config = super().get_config()

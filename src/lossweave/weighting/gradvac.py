@@ -1,13 +1,13 @@
 """GradVac: the term gradients' cosines raised to running targets, per model, layer or variable."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from lossweave import arguments
 from lossweave.ops import aggregators
 from lossweave.ops.aggregators.gradvac import check_beta
 from lossweave._seed_state import SavesSeedState
-from lossweave.weighting._common import term_names
 from lossweave.weighting.gradient import GradientWeighting
 from lossweave.weighting.gradient_state import term_rows
 
@@ -90,24 +90,16 @@ class GradVac(SavesSeedState, GradientWeighting):
         self.seed_generator = keras.random.SeedGenerator(self.seed, name="gradvac_seed")
         super().setup(term_names)
 
-    def build_rows(self, entries):
-        entries = list(entries)
-        if getattr(self, "row_entries", None) == entries and hasattr(self, "targets"):
-            return
-        super().build_rows(entries)
+    def init_rows(self, term_names, entries):
         self.groups, count = group_indices(entries, self.grouping)
-        k = len(term_names(self))
-        self.targets = self.add_weight(
-            name="targets", shape=(count, k, k), initializer="zeros", trainable=False,
-            dtype="float32", autocast=False,
-        )
+        k = len(term_names)
+        return {"targets": np.zeros((count, k, k), "float32")}
 
-    def aggregate_rows(self, rows, gramian, losses, step, training):
+    def update_rows(self, state, losses, step, training, rows, gramian, activations=None):
         targets, updates, weights = aggregators.gradvac(
-            self.targets, term_rows(self, rows), self.beta, self.groups, seed=self.seed_generator
+            state["targets"], term_rows(self, rows), self.beta, self.groups, seed=self.seed_generator
         )
-        self.targets.assign(targets)
-        return updates, ops.mean(weights, axis=0)
+        return (updates, ops.mean(weights, axis=0)), {"targets": targets}
 
     def get_config(self):
         config = super().get_config()

@@ -1,7 +1,7 @@
 """Nash-MTL as a gradient-level strategy: the bargaining weights, kept between updates."""
 
 import keras
-from keras import ops
+import numpy as np
 
 from lossweave import arguments
 from lossweave.ops import aggregators
@@ -54,27 +54,14 @@ class NashMTL(GradientWeighting):
         self.max_norm = arguments.number(max_norm, "max_norm", "NashMTL", low=0.0)
         self.iterations = arguments.positive_int(iterations, "iterations", "NashMTL")
 
-    def setup(self, term_names):
-        self.alpha = self.add_weight(
-            name="alpha", shape=(len(term_names),), initializer="ones", trainable=False, dtype="float32",
-            autocast=False,
-        )
-        super().setup(term_names)
+    def init(self, term_names):
+        return {"alpha": np.ones((len(term_names),), "float32")}  # the authors' start
 
-    def aggregate(self, gramian, losses, step, training):
-        alpha = ops.convert_to_tensor(self.alpha)
-        if training:
-            if self.update_weights_every == 1:
-                alpha, _ = aggregators.nash_mtl_solve(gramian, start=alpha, iterations=self.iterations)
-            else:
-                # Between updates the Newton budget is 0, so no step is paid for; not an
-                # ops.cond, which TensorFlow fails to run when the Gramian is a constant.
-                due = ops.equal(ops.mod(ops.cast(step, "int32"), self.update_weights_every), 0)
-                budget = ops.where(due, self.iterations, 0)
-                solved, _ = aggregators.nash_mtl_solve(gramian, start=alpha, iterations=budget)
-                alpha = ops.where(due, solved, alpha)
-            self.alpha.assign(alpha)
-        return aggregators.clip_to_max_norm(gramian, alpha, self.max_norm)
+    def update(self, state, losses, step, training, gramian):
+        weights, alpha = aggregators.nash_mtl_step(
+            state["alpha"], gramian, step, self.update_weights_every, self.iterations, self.max_norm, training
+        )
+        return weights, {"alpha": alpha if training else state["alpha"]}
 
     def get_config(self):
         config = super().get_config()

@@ -5,7 +5,7 @@ from keras import ops
 
 from lossweave import arguments
 from lossweave._seed_state import SavesSeedState
-from lossweave.weighting._common import stack_losses, term_names, unstack_weights
+from lossweave.ops import weighting as rules
 from lossweave.weighting.base import Weighting
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -47,15 +47,10 @@ class RLW(SavesSeedState, Weighting):
         self.seed = arguments.seed(seed, "RLW")
         self.seed_generator = keras.random.SeedGenerator(self.seed, name="rlw_seed_generator")
 
-    def combine(self, losses, step=None, training=False):
-        vector = stack_losses(self, losses)
-        count = len(term_names(self))
-        if training:
-            z = keras.random.normal((count,), seed=self.seed_generator, dtype="float32")
-            weights = ops.softmax(z)
-        else:
-            weights = ops.full((count,), 1.0 / count, dtype="float32")
-        return ops.sum(weights * vector), unstack_weights(self, weights)
+    def update(self, state, losses, step=None, training=False):
+        vector = rules.as_vector(losses)
+        weights = rules.rlw_weights(len(losses), self.seed_generator, training)
+        return (ops.sum(weights * vector), weights), state
 
     def get_config(self):
         config = super().get_config()

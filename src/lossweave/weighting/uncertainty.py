@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from lossweave import arguments
+from lossweave.ops import weighting as rules
 from lossweave.weighting._common import check_known_terms
 from lossweave.weighting.base import Weighting
 
@@ -61,41 +62,35 @@ class Uncertainty(Weighting):
             for name, kind in dict(kinds or {}).items()
         }
         self.nonnegative = arguments.boolean(nonnegative, "nonnegative", "Uncertainty")
-        self.log_variances = None
+
+    @property
+    def trainable_state(self):
+        return tuple(f"log_var_{name}" for name in self.term_names or ())
+
+    @property
+    def log_variances(self):
+        """``{term: variable}``: the learned ``s_k = log sigma_k^2`` (after ``setup``), else None."""
+        if not self.state_variables:
+            return None
+        return {name: self.state_variables[f"log_var_{name}"] for name in self.term_names}
+
+    def init(self, term_names):
+        # sigma_k = 1 at the start: s_k = 0.
+        return {f"log_var_{name}": ops.zeros((), "float32") for name in term_names}
 
     def setup(self, term_names):
         check_known_terms("Uncertainty", "kinds", self.kinds, term_names)
-        if self.log_variances is None:
-            self.log_variances = {
-                name: self.add_weight(
-                    shape=(), initializer="zeros", trainable=True, dtype="float32", name=f"log_var_{name}"
-                )
-                for name in term_names
-            }
         super().setup(term_names)
 
     def kind(self, name):
         return self.kinds.get(name, "regression")
 
-    def precisions(self, losses):
-        """The weight of each term: ``exp(-s_k)``, halved for a regression term."""
-        weights = {}
-        for name in losses:
-            precision = ops.exp(-ops.convert_to_tensor(self.log_variances[name]))
-            weights[name] = precision if self.kind(name) == "classification" else 0.5 * precision
-        return weights
-
-    def regularizer(self, name):
-        """The term added for ``s_k``: ``0.5 * s_k``, or ``log(1 + exp(s_k))`` if nonnegative."""
-        s = ops.convert_to_tensor(self.log_variances[name])
-        return ops.softplus(s) if self.nonnegative else 0.5 * s
-
-    def combine(self, losses, step=None, training=False):
-        weights = self.precisions(losses)
-        total = ops.zeros((), "float32")
-        for name, loss in losses.items():
-            total = total + weights[name] * ops.cast(loss, "float32") + self.regularizer(name)
-        return total, weights
+    def update(self, state, losses, step=None, training=False):
+        total, weights = rules.uncertainty(
+            [state[f"log_var_{name}"] for name in self.term_names], losses,
+            [self.kind(name) == "classification" for name in self.term_names], self.nonnegative,
+        )
+        return (total, weights), state
 
     def get_config(self):
         config = super().get_config()

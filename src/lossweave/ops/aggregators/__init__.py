@@ -40,7 +40,7 @@ aggregator       weights                                       paper
                  (state)
 ===============  ============================================  ===============================
 
-The last four need the term gradients themselves (per-group Gramians,
+The last five need the term gradients themselves (per-group Gramians,
 elementwise masks, running averages of the gradients): they take one
 ``(K, *shape)`` tensor of rows per shared entry and, optax style, their
 state explicitly, ``new_state, updates, weights = f(state, rows, ...)``
@@ -64,15 +64,23 @@ from lossweave.ops.aggregators.conflict_free import CONFIG_LENGTHS, config, conf
 from lossweave.ops.aggregators.dbmtl import dbmtl
 from lossweave.ops.aggregators.dual_cone import dual_cone_gramian, dualproj, dualproj_weights, upgrad, upgrad_weights
 from lossweave.ops.aggregators.graddrop import graddrop, sign_purity
+from lossweave.ops.aggregators.gradnorm import GradNormState, gradnorm, gradnorm_init, gradnorm_update
 from lossweave.ops.aggregators.gradvac import gradvac, gradvac_weights
 from lossweave.ops.aggregators.imtl import imtl_g, imtl_g_weights
 from lossweave.ops.aggregators.mgda import NORMALIZATIONS, gradient_normalizers, mgda, mgda_weights
 from lossweave.ops.aggregators.moco import moco, project_simplex
-from lossweave.ops.aggregators.nash_mtl import clip_to_max_norm, nash_mtl, nash_mtl_solve, nash_mtl_weights
+from lossweave.ops.aggregators.nash_mtl import (
+    clip_to_max_norm,
+    nash_mtl,
+    nash_mtl_solve,
+    nash_mtl_step,
+    nash_mtl_weights,
+)
 from lossweave.ops.aggregators.pcgrad import pcgrad, pcgrad_weights
 
 __all__ = [
     "CONFIG_LENGTHS",
+    "GradNormState",
     "NORMALIZATIONS",
     "SCALE_MODES",
     "aligned_mtl",
@@ -87,6 +95,9 @@ __all__ = [
     "dualproj",
     "dualproj_weights",
     "graddrop",
+    "gradnorm",
+    "gradnorm_init",
+    "gradnorm_update",
     "gradvac",
     "gradvac_weights",
     "gradient_normalizers",
@@ -99,6 +110,7 @@ __all__ = [
     "moco",
     "nash_mtl",
     "nash_mtl_solve",
+    "nash_mtl_step",
     "nash_mtl_weights",
     "pcgrad",
     "pcgrad_weights",

@@ -241,3 +241,33 @@ def nash_mtl(jacobian, start=None, iterations=20, max_norm=1.0):
     return apply_weights(
         nash_mtl_weights, jacobian, "nash_mtl", start=start, iterations=iterations, max_norm=max_norm
     )
+
+
+def nash_mtl_step(alpha, gramian, step, update_weights_every=1, iterations=20, max_norm=1.0, training=True):
+    """Nash-MTL's rule with its kept weights: ``(weights, new_alpha)`` (pure; the strategy's state is ``alpha``).
+
+    Training: ``alpha`` is solved afresh (``nash_mtl_solve``, warm-started
+    at the kept ``alpha``) at the steps ``0, N, 2N, ...`` of
+    ``N = update_weights_every`` and kept in between (the authors'
+    ``update_weights_every``); evaluation keeps it. The weights are
+    ``clip_to_max_norm(gramian, alpha, max_norm)``.
+
+    Example:
+        >>> import numpy as np
+        >>> g = np.array([[2.0, 0.0], [0.0, 1.0]], "float32")
+        >>> weights, alpha = nash_mtl_step(np.ones(2, "float32"), g @ g.T, 0, max_norm=0.0)
+        >>> [round(float(v), 4) for v in alpha]
+        [0.5, 1.0]
+    """
+    alpha = ops.convert_to_tensor(alpha)
+    if training:
+        if update_weights_every == 1:
+            alpha, _ = nash_mtl_solve(gramian, start=alpha, iterations=iterations)
+        else:
+            # Between updates the Newton budget is 0, so no step is paid for; not an
+            # ops.cond, which TensorFlow fails to run when the Gramian is a constant.
+            due = ops.equal(ops.mod(ops.cast(step, "int32"), update_weights_every), 0)
+            budget = ops.where(due, iterations, 0)
+            solved, _ = nash_mtl_solve(gramian, start=alpha, iterations=budget)
+            alpha = ops.where(due, solved, alpha)
+    return clip_to_max_norm(gramian, alpha, max_norm), alpha
