@@ -10,6 +10,8 @@ import pytest
 import lossweave as lw
 from conftest import BACKEND, gradient, one_backend, to_numpy
 from lossweave.ops import pair_similarity as ps
+from lossweave.ops.distances import COSINE_SIMILARITY
+from lossweave.ops.pair_structure import pair_structure
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 N, DIM = 8, 4  # one batch shape for most tests: JAX compiles each shape once
@@ -33,11 +35,17 @@ def _compiled(op):
     return call
 
 
+def _pair_structure(x, y):
+    """The cosine similarities, pair masks and anchor weights of ``pair_structure``."""
+    s = pair_structure(x, y, metric=COSINE_SIMILARITY)
+    return s.values, s.positives, s.negatives, s.weights
+
+
 P = types.SimpleNamespace(**{
     name: _compiled(getattr(ps, name))
     for name in ("multi_similarity_loss", "circle_loss", "supcon_loss", "nt_xent_loss", "nt_xent_views_loss",
-                 "multi_similarity_mining", "_pair_structure")
-})
+                 "multi_similarity_mining")
+}, _pair_structure=_compiled(_pair_structure))
 
 
 # ------------------------------------------------------------ NumPy references

@@ -14,6 +14,15 @@ entries to 0; here the square root is taken only where ``d^2 > 1e-12`` and the
 distance is exactly 0 (gradient 0) elsewhere, which also absorbs the rounding
 of the expansion. The diagonal of ``x`` against itself is exactly 0.
 
+Beside the three named metrics of ``pairwise_distances`` (the
+``distance="..."`` strings of the losses) the module has the formulas of the
+distance objects of :mod:`lossweave.distances`: Lp distances of any order
+(``lp_distances``), inner products (``dot_products``) and the
+signal-to-noise-ratio distance (``snr_distances``), each with its paired
+form. A loss of :mod:`lossweave.ops.pairs` takes either a metric name or an
+object with ``pairwise(x, y)``, ``paired(x, y)`` and ``is_inverted`` (larger
+means closer), read by :func:`matrix` and :func:`ordered`.
+
 Labels of pair losses are class ids, not class indices of a classifier: any
 non-negative integer (int or integer-valued float), sparse ``(batch,)`` or
 ``(batch, 1)``; there is no ``num_classes``.
@@ -120,6 +129,27 @@ def pairwise_similarity(x, y=None):
     return ops.clip(ops.matmul(x, ops.transpose(l2_normalize(_rows(y, "pairwise similarity y")))), -1.0, 1.0)
 
 
+def paired_similarity(x, y):
+    """Cosine similarities ``(n,)`` of row ``i`` of ``x`` and row ``i`` of ``y`` (L2-normalised, in ``[-1, 1]``)."""
+    x, y = _rows(x, "paired similarity x"), _rows(y, "paired similarity y")
+    return ops.clip(ops.sum(l2_normalize(x) * l2_normalize(y), axis=-1), -1.0, 1.0)
+
+
+class _CosineSimilarity:
+    """The cosine similarity as a metric (larger is closer): the similarity losses' default metric."""
+
+    is_inverted = True
+
+    def pairwise(self, x, y=None):
+        return pairwise_similarity(x, y)
+
+    def paired(self, x, y):
+        return paired_similarity(x, y)
+
+
+COSINE_SIMILARITY = _CosineSimilarity()
+
+
 def pairwise_distances(x, y=None, metric="euclidean"):
     """Distances ``(n, m)`` between the rows of ``x`` and of ``y``.
 
@@ -174,11 +204,144 @@ def paired_distances(x, y, metric="euclidean"):
     x = _rows(x, "paired distance x")
     y = _rows(y, "paired distance y")
     if metric == "cosine":
-        return 1.0 - ops.clip(ops.sum(l2_normalize(x) * l2_normalize(y), axis=-1), -1.0, 1.0)
+        return 1.0 - paired_similarity(x, y)
     squared = ops.sum(ops.square(x - y), axis=-1)
     if metric == "squared_euclidean":
         return squared
     return safe_sqrt(squared)
+
+
+def _root(value, exponent):
+    """``value ** exponent`` for ``value >= 0``; exactly 0 (gradient 0) where ``value <= 1e-12``."""
+    if exponent == 1.0:
+        return value
+    if exponent == 0.5:
+        return safe_sqrt(value)
+    positive = value > _EPSILON
+    return ops.power(ops.maximum(value, _EPSILON), exponent) * ops.cast(positive, value.dtype)
+
+
+def lp_normalize(x, p=2.0, epsilon=1e-12):
+    """Rows of ``x`` divided by their Lp norm (L2: :func:`l2_normalize`); a zero row stays zero."""
+    if p == 2.0:
+        return l2_normalize(x, epsilon)
+    x = ops.cast(x, "float32")
+    norms = _root(ops.sum(ops.power(ops.abs(x), p), axis=-1, keepdims=True), 1.0 / p)
+    return x / ops.maximum(norms, epsilon)
+
+
+# The Lp sum of a p != 2 order is accumulated over slices of this many features: an (n, m, slice)
+# intermediate at most, never (n, m, dim).
+_LP_SLICE = 16
+
+
+def lp_distances(x, y=None, p=2.0, power=1.0, normalized=False):
+    """``||x_i - y_j||_p ** power`` ``(n, m)``; pytorch-metric-learning's ``LpDistance``.
+
+    ``p = 2`` is a matmul (``pairwise_distances``; for rows already
+    L2-normalised, ``normalized=True``, ``||x - y||^2 = 2 - 2 x.y``); any
+    other ``p`` sums ``|x_ik - y_jk|^p`` over slices of 16 features (memory
+    O(n m 16), not O(n m dim)). Finite gradients at distance 0 (the root is
+    exactly 0 there); ``y=None``: ``x`` against itself, diagonal exactly 0.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[0., 0.], [3., 4.]], "float32")
+        >>> [float(v) for v in lp_distances(x, p=1.0)[0]], [float(v) for v in lp_distances(x, power=2.0)[0]]
+        ([0.0, 7.0], [0.0, 25.0])
+    """
+    same = y is None
+    x = _rows(x, "Lp distance x")
+    y = x if same else _rows(y, "Lp distance y")
+    if p == 2.0:
+        if normalized:
+            inner = gram(x) if same else ops.matmul(x, ops.transpose(y))
+            squared = ops.maximum(2.0 - 2.0 * inner, 0.0)
+            if same:
+                squared = squared * off_diagonal(ops.shape(x)[0])
+        else:
+            squared = _squared_euclidean(x, y, same)
+        return _root(squared, power / 2.0)
+    dim = x.shape[-1]
+    total = None
+    for start in range(0, dim, _LP_SLICE):
+        part = ops.abs(x[:, None, start:start + _LP_SLICE] - y[None, :, start:start + _LP_SLICE])
+        part = ops.sum(ops.power(part, p), axis=-1)
+        total = part if total is None else total + part
+    if same:
+        total = total * off_diagonal(ops.shape(x)[0])
+    return _root(total, power / p)
+
+
+def paired_lp_distances(x, y, p=2.0, power=1.0):
+    """``||x_i - y_i||_p ** power`` ``(n,)`` (the paired form of :func:`lp_distances`)."""
+    x, y = _rows(x, "Lp distance x"), _rows(y, "Lp distance y")
+    return _root(ops.sum(ops.power(ops.abs(x - y), p), axis=-1), power / p)
+
+
+def dot_products(x, y=None):
+    """Inner products ``x_i . y_j`` ``(n, m)`` (``gram`` of ``x`` when ``y`` is ``None``)."""
+    x = _rows(x, "dot product x")
+    return gram(x) if y is None else ops.matmul(x, ops.transpose(_rows(y, "dot product y")))
+
+
+def _centered(x):
+    return x - ops.mean(x, axis=-1, keepdims=True)
+
+
+def snr_distances(x, y=None):
+    """Signal-to-noise-ratio distances ``var(y_j - x_i) / var(x_i)`` ``(n, m)`` (Yuan et al., CVPR 2019).
+
+    Yuan, Chen, Chen & Ma, "Signal-To-Noise Ratio: A Robust Distance Metric
+    for Deep Metric Learning": the anchor ``x_i`` is the signal and ``y_j -
+    x_i`` the noise, ``d_S = var(noise) / var(signal)`` with variances over the
+    features (pytorch-metric-learning's ``SNRDistance``). Computed without an
+    ``(n, m, dim)`` tensor: with ``c(v) = v - mean(v)``, ``var(y - x) / var(x) =
+    ||c(x) - c(y)||^2 / ||c(x)||^2`` (the variances' normaliser cancels). An
+    anchor of zero variance divides by ``1e-12`` (finite, not ``inf``).
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1., -1.], [2., -2.]], "float32")
+        >>> [[float(v) for v in row] for row in snr_distances(x)]
+        [[0.0, 1.0], [0.25, 0.0]]
+    """
+    same = y is None
+    x = _centered(_rows(x, "SNR distance x"))
+    y = x if same else _centered(_rows(y, "SNR distance y"))
+    signal = ops.maximum(ops.sum(ops.square(x), axis=-1), _EPSILON)
+    return _squared_euclidean(x, y, same) / signal[:, None]
+
+
+def paired_snr_distances(x, y):
+    """``var(y_i - x_i) / var(x_i)`` ``(n,)`` (the paired form of :func:`snr_distances`)."""
+    x = _centered(_rows(x, "SNR distance x"))
+    y = _centered(_rows(y, "SNR distance y"))
+    return ops.sum(ops.square(x - y), axis=-1) / ops.maximum(ops.sum(ops.square(x), axis=-1), _EPSILON)
+
+
+def is_inverted(metric):
+    """Whether larger values of ``metric`` (a name or a distance object) mean closer: a similarity."""
+    return bool(getattr(metric, "is_inverted", False))
+
+
+def matrix(metric, x, y=None):
+    """The ``(n, m)`` values of ``metric`` (a ``METRICS`` name or a distance object) between rows."""
+    if isinstance(metric, str):
+        return pairwise_distances(x, y, metric)
+    return metric.pairwise(x, y)
+
+
+def paired(metric, x, y):
+    """The ``(n,)`` values of ``metric`` between row ``i`` of ``x`` and of ``y``."""
+    if isinstance(metric, str):
+        return paired_distances(x, y, metric)
+    return metric.paired(x, y)
+
+
+def ordered(metric, values):
+    """``values`` of ``metric`` as larger-is-farther: a distance as it is, a similarity negated."""
+    return -values if is_inverted(metric) else values
 
 
 def pair_labels(labels):

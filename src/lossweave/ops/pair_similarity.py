@@ -45,9 +45,11 @@ Conventions shared by all of them:
 
 from keras import ops
 
-from lossweave.ops.distances import label_masks, pair_labels, pairwise_similarity
-from lossweave.ops.labels import finite_rows
-from lossweave.ops.pairs import masked_logsumexp
+from lossweave.ops import miners as miner_ops
+from lossweave.ops import reducers as reducer_ops
+from lossweave.ops.distances import COSINE_SIMILARITY, matrix, ordered
+from lossweave.ops.pair_structure import class_ids, embedding_rows, pair_structure
+from lossweave.ops.pairs import masked_logsumexp, mined_pairs
 
 # Fills the left-out entries of a masked log-sum-exp: exp() of it is exactly 0
 # in float32 and, unlike -inf, it gives no NaN gradients. Logits here are at
@@ -55,109 +57,13 @@ from lossweave.ops.pairs import masked_logsumexp
 _EXCLUDED = -1.0e9
 
 
-def _rows(x, what):
-    x = ops.cast(ops.convert_to_tensor(x), "float32")
-    if len(x.shape) != 2:
-        raise ValueError(
-            f"{what}: received embeddings of shape {tuple(x.shape)}; expected a 2-D tensor "
-            f"(batch, dim). Flatten the embedding first."
-        )
-    return x
-
-
-def _ids(labels, what):
-    """Class ids and their validity; a label tensor that is not ``(batch,)``/``(batch, 1)`` is refused."""
-    labels = ops.convert_to_tensor(labels)
-    shape = tuple(labels.shape)
-    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[-1] not in (1, None)):
-        raise ValueError(
-            f"{what}: received labels of shape {shape}; expected class ids of shape (batch,) or "
-            f"(batch, 1) (pair losses take sparse ids, not one-hot rows)."
-        )
-    return labels, pair_labels(labels)
-
-
-def _clean(x, valid):
-    """Zero the rows that take part in no pair, so NaN/Inf never reach the matmul."""
-    return ops.where(valid[:, None], x, ops.zeros_like(x))
-
-
-def _anchor_weight(valid, sample_weight):
-    weight = ops.cast(valid, "float32")
-    if sample_weight is not None:
-        weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-    return weight
-
-
-def _pair_structure(
-    embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None, ref_mask=None,
-    exclude_self=True,
-):
-    """Similarities, pair masks and anchor weights of a batch (against itself or a reference set).
-
-    Args:
-        embeddings: ``(n, dim)`` anchors.
-        labels: ``(n,)`` or ``(n, 1)`` class ids.
-        sample_weight: optional non-negative ``(n,)`` anchor weights.
-        ref_embeddings: optional ``(m, dim)`` reference rows (see the module
-            docstring); ``None``: the batch against itself.
-        ref_labels: ``(m,)`` class ids of the reference rows (required with
-            ``ref_embeddings``).
-        ref_mask: optional bool ``(m,)``: which reference rows are filled.
-        exclude_self: with a reference set, leave out the pairs ``(i, i)`` for
-            ``i < n`` (the batch comes first in the reference). Without one the
-            diagonal is always left out.
-
-    Returns:
-        ``(similarity, positives, negatives, weight)``: float32 ``(n, m)``
-        cosine similarities, bool ``(n, m)`` masks of the pairs that take part,
-        and float32 ``(n,)`` anchor weights (0 for rows that take no part).
-
-    Example:
-        >>> import numpy as np
-        >>> x = np.array([[1., 0.], [1., 1.], [0., 1.]], "float32")
-        >>> s, pos, neg, w = _pair_structure(x, np.array([0, 0, 1]))
-        >>> round(float(s[0, 1]), 4), bool(pos[0, 1]), bool(neg[0, 2]), bool(pos[0, 0])
-        (0.7071, True, True, False)
-    """
-    x = _rows(embeddings, "pair loss embeddings")
-    labels, (_, valid) = _ids(labels, "pair loss")
-    valid = ops.logical_and(valid, finite_rows(x))
-    if sample_weight is not None:
-        valid = ops.logical_and(valid, ops.reshape(ops.cast(sample_weight, "float32"), (-1,)) != 0)
-    x = _clean(x, valid)
-    if ref_embeddings is None:
-        if ref_labels is not None or ref_mask is not None:
-            raise ValueError(
-                "pair loss: received ref_labels/ref_mask without ref_embeddings; expected all of "
-                "the reference set or none of it."
-            )
-        similarity = pairwise_similarity(x)
-        positives, negatives = label_masks(labels)
-        ref_valid = valid
-    else:
-        if ref_labels is None:
-            raise ValueError(
-                "pair loss: received ref_embeddings without ref_labels; expected the class ids "
-                "of the reference rows as ref_labels."
-            )
-        r = _rows(ref_embeddings, "pair loss ref_embeddings")
-        ref_labels, (_, ref_valid) = _ids(ref_labels, "pair loss ref_labels")
-        ref_valid = ops.logical_and(ref_valid, finite_rows(r))
-        if ref_mask is not None:
-            ref_valid = ops.logical_and(ref_valid, ops.reshape(ops.cast(ref_mask, "bool"), (-1,)))
-        similarity = pairwise_similarity(x, _clean(r, ref_valid))
-        positives, negatives = label_masks(labels, ref_labels)
-        if exclude_self:
-            rows = ops.arange(ops.shape(x)[0])
-            columns = ops.arange(ops.shape(r)[0])
-            not_self = ops.not_equal(rows[:, None], columns[None, :])
-            positives = ops.logical_and(positives, not_self)
-            negatives = ops.logical_and(negatives, not_self)
-    both = ops.logical_and(valid[:, None], ref_valid[None, :])
-    positives = ops.logical_and(positives, both)
-    negatives = ops.logical_and(negatives, both)
-    return similarity, positives, negatives, _anchor_weight(valid, sample_weight)
+def _similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask, exclude_self,
+                  what):
+    """The pair structure and the larger-is-closer values ``S``: the similarity, or minus the distance."""
+    metric = COSINE_SIMILARITY if metric is None else metric
+    s = pair_structure(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
+                       exclude_self, what)
+    return s, (s.values if s.inverted else -s.values)
 
 
 def _masked_logsumexp(logits, mask, axis=-1):
@@ -171,16 +77,10 @@ def _masked_logsumexp(logits, mask, axis=-1):
     return ops.where(ops.any(mask, axis=axis), lse, ops.full_like(lse, _EXCLUDED))
 
 
-def _anchor_mean(per_anchor, weight, counts):
-    """``sum_i w_i L_i / #{i : counts_i}``: weights scale, the denominator counts; 0 when no anchor counts.
-
-    ``counts`` must be false where the weight is 0 (such a row is no anchor).
-    """
-    counts = ops.logical_and(counts, weight != 0)
-    number = ops.sum(ops.cast(counts, "float32"))
-    numerator = ops.sum(ops.where(counts, per_anchor * weight, ops.zeros_like(per_anchor)))
-    has_any = number > 0
-    return ops.where(has_any, numerator / ops.maximum(number, 1.0), 0.0)
+def _reduce(reducer, per_anchor, structure, counts):
+    """The anchors' terms reduced (default: ``sum_i w_i L_i / #{i : counts_i}``); 0 when no anchor counts."""
+    counts = ops.logical_and(counts, structure.weights != 0)
+    return reducer_ops.reduce_terms(reducer, per_anchor, counts, structure.weights, structure.ids)
 
 
 def multi_similarity_mining(similarity, positives, negatives, epsilon=0.1):
@@ -192,23 +92,20 @@ def multi_similarity_mining(similarity, positives, negatives, epsilon=0.1):
     are strict. An anchor without positives keeps no negative and one without
     negatives keeps no positive (``min``/``max`` over an empty set are
     ``+inf``/``-inf``); for one that has both, either both kept sets are
-    empty or neither is. Mining is a selection: no gradient flows through it.
+    empty or neither is. Mining is a selection: no gradient flows through it
+    (:func:`lossweave.ops.miners.multi_similarity` on ``-S``;
+    :class:`lossweave.miners.MultiSimilarityMiner` is its object).
 
     Returns:
         ``(kept_positives, kept_negatives)``: bool ``(n, m)`` masks.
     """
-    s = ops.stop_gradient(similarity)
-    # +-1e9 off the positives / negatives, by products (PyTorch's CPU `where` is slow on (n, m) arrays)
-    hardest_positive = ops.min(s + (1.0 - ops.cast(positives, "float32")) * 1.0e9, axis=-1, keepdims=True)
-    hardest_negative = ops.max(s - (1.0 - ops.cast(negatives, "float32")) * 1.0e9, axis=-1, keepdims=True)
-    kept_negatives = ops.logical_and(negatives, s + epsilon > hardest_positive)
-    kept_positives = ops.logical_and(positives, s - epsilon < hardest_negative)
-    return kept_positives, kept_negatives
+    mined = miner_ops.multi_similarity(-ops.convert_to_tensor(similarity), positives, negatives, epsilon)
+    return mined.positives, mined.negatives
 
 
 def multi_similarity_loss(
     embeddings, labels, alpha=2.0, beta=50.0, base=1.0, epsilon=0.1, mining=True, sample_weight=None,
-    ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True,
+    ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True, metric=None, reducer=None, miner=None,
 ):
     """Multi-similarity loss (Wang, Han, Huang, Dong & Scott, CVPR 2019, Eq. 9-11).
 
@@ -245,6 +142,13 @@ def multi_similarity_loss(
         sample_weight: optional ``(batch,)`` anchor weights.
         ref_embeddings, ref_labels, ref_mask, exclude_self: a reference set
             (see the module docstring).
+        metric: the pair values: ``None`` for the cosine similarity (the
+            paper's), or a distance object of ``lossweave.distances`` (a
+            distance ``d`` enters as ``S = -d``).
+        reducer: how the anchors' terms become the loss
+            (``lossweave.reducers``; ``None``: the mean described above).
+        miner: a pair selection (``lossweave.miners``) used instead of every
+            pair (for multi-similarity: instead of ``mining``).
 
     Returns:
         A float32 scalar.
@@ -256,22 +160,27 @@ def multi_similarity_loss(
         >>> float(multi_similarity_loss(x, y)), round(float(multi_similarity_loss(x, y, mining=False)), 4)
         (0.0, 0.3466)
     """
-    similarity, positives, negatives, weight = _pair_structure(
-        embeddings, labels, sample_weight, ref_embeddings, ref_labels, ref_mask, exclude_self
-    )
-    if mining:
-        positives, negatives = multi_similarity_mining(similarity, positives, negatives, epsilon)
+    s, similarity = _similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
+                                  exclude_self, "multi-similarity loss")
+    if not s.inverted:  # a distance: pytorch-metric-learning's exp(alpha (d - base)) for the positives
+        base = -base
+    positives, negatives = s.positives, s.negatives
+    if miner is None and mining:  # the miner of Eq. 9-10 (MultiSimilarityMiner(epsilon))
+        mined = miner_ops.multi_similarity(-similarity, positives, negatives, epsilon)
+        positives, negatives = mined.positives, mined.negatives
+    else:
+        positives, negatives = mined_pairs(-similarity, positives, negatives, miner, s.inverted)
     positive = ops.softplus(_masked_logsumexp(-alpha * (similarity - base), positives)) / alpha
     negative = ops.softplus(_masked_logsumexp(beta * (similarity - base), negatives)) / beta
     per_anchor = ops.where(ops.any(positives, axis=-1), positive, 0.0) + ops.where(
         ops.any(negatives, axis=-1), negative, 0.0
     )
-    return _anchor_mean(per_anchor, weight, weight != 0)
+    return _reduce(reducer, per_anchor, s, s.anchors)
 
 
 def circle_loss(
     embeddings, labels, relaxation=0.25, scale=256.0, sample_weight=None,
-    ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True,
+    ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True, metric=None, reducer=None, miner=None,
 ):
     """Circle loss with class-level labels (Sun et al., CVPR 2020, Eq. 6).
 
@@ -303,6 +212,13 @@ def circle_loss(
         sample_weight: optional ``(batch,)`` anchor weights.
         ref_embeddings, ref_labels, ref_mask, exclude_self: a reference set
             (see the module docstring).
+        metric: the pair values: ``None`` for the cosine similarity (the
+            paper's), or a distance object of ``lossweave.distances`` (a
+            distance ``d`` enters as ``S = -d``).
+        reducer: how the anchors' terms become the loss
+            (``lossweave.reducers``; ``None``: the mean described above).
+        miner: a pair selection (``lossweave.miners``) used instead of every
+            pair (for multi-similarity: instead of ``mining``).
 
     Returns:
         A float32 scalar.
@@ -313,9 +229,10 @@ def circle_loss(
         >>> round(float(circle_loss(x, np.array([0, 0, 1, 1]), scale=1.0)), 4)   # log(1 + 2 e^-0.125)
         1.017
     """
-    similarity, positives, negatives, weight = _pair_structure(
-        embeddings, labels, sample_weight, ref_embeddings, ref_labels, ref_mask, exclude_self
-    )
+    structure, similarity = _similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels,
+                                          ref_mask, exclude_self, "circle loss")
+    positives, negatives = mined_pairs(-similarity, structure.positives, structure.negatives, miner,
+                                       structure.inverted)
     s = ops.stop_gradient(similarity)
     m, gamma = relaxation, scale
     alpha_p = ops.relu(1.0 + m - s)
@@ -324,12 +241,12 @@ def circle_loss(
     logit_n = gamma * alpha_n * (similarity - m)
     per_anchor = ops.softplus(_masked_logsumexp(logit_n, negatives) + _masked_logsumexp(logit_p, positives))
     counts = ops.logical_and(ops.any(positives, axis=-1), ops.any(negatives, axis=-1))
-    return _anchor_mean(per_anchor, weight, counts)
+    return _reduce(reducer, per_anchor, structure, counts)
 
 
 def supcon_loss(
     embeddings, labels, temperature=0.1, sample_weight=None,
-    ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True,
+    ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True, metric=None, reducer=None, miner=None,
 ):
     """Supervised contrastive loss ``L^sup_out`` (Khosla et al., NeurIPS 2020, Eq. 2).
 
@@ -360,7 +277,14 @@ def supcon_loss(
         sample_weight: optional ``(batch,)`` anchor weights.
         ref_embeddings, ref_labels, ref_mask, exclude_self: a reference set
             (see the module docstring); ``A(i)`` is then the valid reference rows.
+        metric: the pair values: ``None`` for the cosine similarity (the
+            paper's), or a distance object of ``lossweave.distances`` (a
+            distance ``d`` enters as ``S = -d``).
+        reducer: how the anchors' terms become the loss
+            (``lossweave.reducers``; ``None``: the mean described above).
 
+        miner: a pair selection (``lossweave.miners``): ``P(i)`` and ``A(i)``
+            are then the selected pairs.
     Returns:
         A float32 scalar.
 
@@ -370,16 +294,15 @@ def supcon_loss(
         >>> round(float(supcon_loss(x, np.array([0, 0, 1]), temperature=1.0)), 4)   # log(1 + e^-1)
         0.3133
     """
-    similarity, positives, negatives, weight = _pair_structure(
-        embeddings, labels, sample_weight, ref_embeddings, ref_labels, ref_mask, exclude_self
-    )
+    s, similarity = _similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
+                                  exclude_self, "SupCon loss")
+    positives, negatives = mined_pairs(-similarity, s.positives, s.negatives, miner, s.inverted)
     logits = similarity / temperature
     others = ops.logical_or(positives, negatives)
     log_prob = logits - _masked_logsumexp(logits, others)[:, None]
     n_positives = ops.sum(ops.cast(positives, "float32"), axis=-1)
-    counts = n_positives > 0
     mean_log_prob = ops.sum(ops.cast(positives, "float32") * log_prob, axis=-1) / ops.maximum(n_positives, 1.0)
-    return _anchor_mean(-mean_log_prob, weight, counts)
+    return _reduce(reducer, -mean_log_prob, s, n_positives > 0)
 
 
 def _nt_xent_per_anchor(logits, positives, negatives):
@@ -397,7 +320,7 @@ def _nt_xent_per_anchor(logits, positives, negatives):
 
 def nt_xent_loss(
     embeddings, labels, temperature=0.1, sample_weight=None,
-    ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True,
+    ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True, metric=None, reducer=None, miner=None,
 ):
     """NT-Xent with positives given by labels (Chen et al., ICML 2020, SimCLR, Eq. 1).
 
@@ -432,6 +355,13 @@ def nt_xent_loss(
         sample_weight: optional ``(batch,)`` anchor weights.
         ref_embeddings, ref_labels, ref_mask, exclude_self: a reference set
             (see the module docstring).
+        metric: the pair values: ``None`` for the cosine similarity (the
+            paper's), or a distance object of ``lossweave.distances`` (a
+            distance ``d`` enters as ``S = -d``).
+        reducer: how the anchors' terms become the loss
+            (``lossweave.reducers``; ``None``: the mean described above).
+        miner: a pair selection (``lossweave.miners``) used instead of every
+            pair (for multi-similarity: instead of ``mining``).
 
     Returns:
         A float32 scalar.
@@ -442,14 +372,14 @@ def nt_xent_loss(
         >>> round(float(nt_xent_loss(x, np.array([0, 0, 1]), temperature=1.0)), 4)   # log(1 + e^-1)
         0.3133
     """
-    similarity, positives, negatives, weight = _pair_structure(
-        embeddings, labels, sample_weight, ref_embeddings, ref_labels, ref_mask, exclude_self
-    )
+    s, similarity = _similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
+                                  exclude_self, "NT-Xent loss")
+    positives, negatives = mined_pairs(-similarity, s.positives, s.negatives, miner, s.inverted)
     per_anchor, counts = _nt_xent_per_anchor(similarity / temperature, positives, negatives)
-    return _anchor_mean(per_anchor, weight, counts)
+    return _reduce(reducer, per_anchor, s, counts)
 
 
-def nt_xent_views_loss(view1, view2, temperature=0.1, labels=None, sample_weight=None):
+def nt_xent_views_loss(view1, view2, temperature=0.1, labels=None, sample_weight=None, metric=None, reducer=None):
     """SimCLR's NT-Xent on two views of each sample (Chen et al., ICML 2020, Eq. 1).
 
     The ``2N`` rows ``[view1; view2]`` are the anchors; the positive of row
@@ -472,6 +402,11 @@ def nt_xent_views_loss(view1, view2, temperature=0.1, labels=None, sample_weight
         temperature: ``tau`` (default 0.1; see :func:`nt_xent_loss`).
         labels: optional ``(N,)`` / ``(N, 1)`` class ids.
         sample_weight: optional ``(N,)`` sample weights.
+        metric: the pair values: ``None`` for the cosine similarity (the
+            paper's), or a distance object of ``lossweave.distances`` (a
+            distance ``d`` enters as ``S = -d``).
+        reducer: how the anchors' terms become the loss
+            (``lossweave.reducers``; ``None``: the mean described above).
 
     Returns:
         A float32 scalar.
@@ -482,34 +417,42 @@ def nt_xent_views_loss(view1, view2, temperature=0.1, labels=None, sample_weight
         >>> round(float(nt_xent_views_loss(v, v, temperature=1.0)), 4)   # log(1 + 2 e^-1)
         0.5514
     """
-    a = _rows(view1, "NT-Xent view1")
-    b = _rows(view2, "NT-Xent view2")
+    a, _, usable_a = embedding_rows(view1, None, "NT-Xent view1")
+    b, _, usable_b = embedding_rows(view2, None, "NT-Xent view2")
     if a.shape[0] is not None and b.shape[0] is not None and a.shape[0] != b.shape[0]:
         raise ValueError(
             f"NT-Xent: received views with {a.shape[0]} and {b.shape[0]} rows; expected the two "
             f"views of the same samples, in the same order."
         )
     n = ops.shape(a)[0]
-    valid = ops.logical_and(finite_rows(a), finite_rows(b))
+    valid = ops.logical_and(usable_a, usable_b)
     if labels is not None:
-        _, (ids, valid_ids) = _ids(labels, "NT-Xent")
+        ids, valid_ids = class_ids(labels, "NT-Xent")
         valid = ops.logical_and(valid, valid_ids)
+    else:
+        ids = ops.arange(n)
+    weight = ops.cast(valid, "float32")
     if sample_weight is not None:
-        valid = ops.logical_and(valid, ops.reshape(ops.cast(sample_weight, "float32"), (-1,)) != 0)
-    weight = _anchor_weight(valid, sample_weight)
-    z = ops.concatenate([_clean(a, valid), _clean(b, valid)], axis=0)
-    similarity = pairwise_similarity(z)
+        sample_weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+        valid = ops.logical_and(valid, sample_weight != 0)
+        weight = weight * sample_weight
+    z = ops.concatenate([a, b], axis=0)
+    z = ops.where(ops.concatenate([valid, valid], axis=0)[:, None], z, ops.zeros_like(z))
+    metric = COSINE_SIMILARITY if metric is None else metric
+    similarity = -ordered(metric, matrix(metric, z))
     sample = ops.concatenate([ops.arange(n), ops.arange(n)], axis=0)  # row -> sample index
     row = ops.arange(2 * n)
     partner = ops.equal(sample[:, None], sample[None, :])  # the two views of one sample (and self)
     positives = ops.logical_and(partner, ops.not_equal(row[:, None], row[None, :]))
     negatives = ops.logical_not(partner)
+    ids = ops.concatenate([ids, ids], axis=0)
     if labels is not None:
-        ids = ops.concatenate([ids, ids], axis=0)
         negatives = ops.logical_and(negatives, ops.not_equal(ids[:, None], ids[None, :]))
     both = ops.concatenate([valid, valid], axis=0)
     both = ops.logical_and(both[:, None], both[None, :])
     per_anchor, counts = _nt_xent_per_anchor(
         similarity / temperature, ops.logical_and(positives, both), ops.logical_and(negatives, both)
     )
-    return _anchor_mean(per_anchor, ops.concatenate([weight, weight], axis=0), counts)
+    weights = ops.concatenate([weight, weight], axis=0)
+    counts = ops.logical_and(counts, weights != 0)
+    return reducer_ops.reduce_terms(reducer, per_anchor, counts, weights, ids)

@@ -48,70 +48,16 @@ Conventions shared by every function:
 
 from keras import ops
 
-from lossweave.ops.distances import gram, label_masks, pair_labels, paired_distances, pairwise_distances
-from lossweave.ops.labels import finite_rows
+from lossweave.ops import miners as miner_ops
+from lossweave.ops import reducers as reducer_ops
+from lossweave.ops.distances import gram, is_inverted, matrix, ordered, pair_labels, paired
+from lossweave.ops.pair_structure import embedding_rows, pair_structure
 
 MININGS = ("semi-hard", "batch-hard", "batch-all")
 AVERAGES = ("positive", "all")
 
 
 # ------------------------------------------------------------------ helpers
-def _rows(embeddings, sample_weight, what):
-    """float32 rows (non-finite rows zeroed), per-row weights, and which rows are usable."""
-    x = ops.cast(ops.convert_to_tensor(embeddings), "float32")
-    if len(x.shape) != 2:
-        raise ValueError(
-            f"{what}: received embeddings of shape {tuple(x.shape)}; expected a 2-D tensor "
-            f"(batch, dim). Flatten the embedding first."
-        )
-    finite = finite_rows(x)
-    if sample_weight is None:
-        weights = ops.ones((ops.shape(x)[0],), "float32")
-    else:
-        weights = ops.reshape(ops.cast(ops.convert_to_tensor(sample_weight), "float32"), (-1,))
-        finite = ops.logical_and(finite, ops.not_equal(weights, 0.0))
-    # Zero the rows that take no part: a row of weight 0 then changes no distance (not even by the
-    # rounding of the mean shift in ``pairwise_distances``), and its gradient is exactly 0.
-    x = ops.where(finite[:, None], x, ops.zeros_like(x))
-    return x, weights, finite
-
-
-def _pair_setup(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask, exclude_self,
-                what):
-    """``(distances, positives, negatives, weights, anchor rows)`` of a batch, or batch vs reference."""
-    x, weights, usable = _rows(embeddings, sample_weight, what)
-    _, valid = pair_labels(labels)
-    anchors = ops.logical_and(usable, valid)
-    if ref_embeddings is None:
-        if ref_labels is not None or ref_mask is not None:
-            raise ValueError(f"{what}: received ref_labels/ref_mask without ref_embeddings; pass all three.")
-        distances = pairwise_distances(x, None, metric) if metric is not None else None
-        positives, negatives = label_masks(labels)
-        partners = anchors
-    else:
-        if ref_labels is None:
-            raise ValueError(f"{what}: received ref_embeddings without ref_labels; pass both (and ref_mask).")
-        ref_x, _, partners = _rows(ref_embeddings, None, what)
-        _, ref_valid = pair_labels(ref_labels)
-        partners = ops.logical_and(partners, ref_valid)
-        if ref_mask is not None:
-            partners = ops.logical_and(partners, ops.reshape(ops.cast(ref_mask, "bool"), (-1,)))
-        ref_x = ops.where(partners[:, None], ref_x, ops.zeros_like(ref_x))  # rows out of every pair: 0
-        distances = pairwise_distances(x, ref_x, metric) if metric is not None else None
-        positives, negatives = label_masks(labels, ref_labels)
-        if exclude_self:
-            rows, columns = ops.arange(ops.shape(x)[0]), ops.arange(ops.shape(ref_x)[0])
-            positives = ops.logical_and(positives, ops.not_equal(rows[:, None], columns[None, :]))
-    both = ops.logical_and(anchors[:, None], partners[None, :])
-    return distances, ops.logical_and(positives, both), ops.logical_and(negatives, both), weights, anchors
-
-
-def _safe_mean(total, count):
-    """``total / count``, and 0 (with a zero gradient) when ``count`` is 0."""
-    count = ops.cast(count, "float32")
-    return ops.where(count > 0, total / ops.maximum(count, 1.0), ops.zeros_like(total))
-
-
 def _count(mask, axis=None):
     return ops.sum(ops.cast(mask, "float32"), axis=axis)
 
@@ -144,15 +90,11 @@ def masked_logsumexp(x, mask, axis=-1):
     return ops.where(has, ops.squeeze(top, axis=axis) + ops.log(sums), ops.zeros_like(sums))
 
 
-def _positive_ranks(positives):
-    """``rank[a, j]``: ``j`` is the ``rank``-th positive of row ``a`` (1, 2, ...), 0 where not a positive."""
-    return ops.where(positives, ops.cumsum(ops.cast(positives, "int32"), axis=1), 0)
-
-
-def _most_positives(positives, rows):
-    """The largest number of positives of a row in ``rows``: the trip count of the loops over positives."""
-    counts = ops.sum(ops.cast(positives, "int32"), axis=1)
-    return ops.max(ops.where(rows, counts, 0), initial=0)
+def mined_pairs(d, positives, negatives, miner, inverted=False):
+    """The pairs a pair loss uses: all of them, or those of ``miner``'s selection on the ordered values ``d``."""
+    if miner is None:
+        return positives, negatives
+    return miner_ops.pairs_of(d, miner.mine(d, positives, negatives, inverted))
 
 
 # ------------------------------------------------------------- contrastive
@@ -167,6 +109,8 @@ def contrastive_loss(
     ref_labels=None,
     ref_mask=None,
     exclude_self=True,
+    reducer=None,
+    miner=None,
 ):
     """Contrastive loss over all pairs of a labelled batch (Hadsell, Chopra & LeCun, CVPR 2006, Eq. 4).
 
@@ -184,15 +128,23 @@ def contrastive_loss(
     pytorch-metric-learning's ``ContrastiveLoss`` drops the 1/2 and
     averages the non-zero terms instead.
 
+    With a similarity (``metric.is_inverted``) the margins are similarities:
+    a positive pair pays ``1/2 max(pos_margin - s, 0)^2`` and a negative one
+    ``1/2 max(s - neg_margin, 0)^2`` (pytorch-metric-learning's convention).
+
     Args:
         embeddings: ``(batch, dim)``.
         labels: ``(batch,)`` class ids.
         pos_margin: distance below which a positive pair costs nothing.
         neg_margin: distance above which a negative pair costs nothing (``m``).
-        metric: a ``lossweave.ops.distances.METRICS`` name (paper: Euclidean).
+        metric: a ``lossweave.ops.distances.METRICS`` name or a distance
+            object (paper: Euclidean).
         sample_weight: ``(batch,)`` per-anchor weights.
         ref_embeddings, ref_labels, ref_mask, exclude_self: a reference set of
             partners (see the module docstring).
+        reducer: how the pair terms become the loss (``lossweave.reducers``;
+            ``None``: the mean over the pairs).
+        miner: a pair selection (``lossweave.miners``; ``None``: every pair).
 
     Returns:
         float32 scalar.
@@ -203,15 +155,17 @@ def contrastive_loss(
         >>> round(float(contrastive_loss(x, np.array([0, 0, 1]))), 6)
         0.167828
     """
-    distances, positives, negatives, weights, _ = _pair_setup(
-        embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask, exclude_self,
-        "contrastive loss",
-    )
+    s = pair_structure(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
+                       exclude_self, "contrastive loss")
+    d = ordered(metric, s.values)
+    if s.inverted:  # margins of a similarity, in the larger-is-farther order of d = -s
+        pos_margin, neg_margin = -pos_margin, -neg_margin
+    positives, negatives = mined_pairs(d, s.positives, s.negatives, miner, s.inverted)
     # One hinge per pair (0 outside the pairs): one relu and one square over the (b, m) matrix, and
     # products with 0/1 masks rather than selects (PyTorch's CPU `where` is ~15x slower than a product).
-    hinge = _mask(positives) * (distances - pos_margin) + _mask(negatives) * (neg_margin - distances)
-    total = 0.5 * ops.sum(weights * ops.sum(ops.square(ops.relu(hinge)), axis=1))
-    return _safe_mean(total, _count(positives) + _count(negatives))
+    hinge = _mask(positives) * (d - pos_margin) + _mask(negatives) * (neg_margin - d)
+    terms = 0.5 * ops.square(ops.relu(hinge))
+    return reducer_ops.reduce_terms(reducer, terms, ops.logical_or(positives, negatives), s.weights, s.ids)
 
 
 def contrastive_pair_loss(left, right, same, pos_margin=0.0, neg_margin=1.0, metric="euclidean",
@@ -231,11 +185,13 @@ def contrastive_pair_loss(left, right, same, pos_margin=0.0, neg_margin=1.0, met
         >>> round(float(contrastive_pair_loss(left, right, np.array([1, 0]))), 6)
         0.125
     """
-    left, _, left_ok = _rows(left, None, "contrastive pair loss left")
-    right, _, right_ok = _rows(right, None, "contrastive pair loss right")
+    left, _, _ = embedding_rows(left, None, "contrastive pair loss left")
+    right, _, _ = embedding_rows(right, None, "contrastive pair loss right")
     same = ops.reshape(ops.cast(ops.convert_to_tensor(same), "float32"), (-1,))
     same = ops.where(ops.isfinite(same), same, ops.zeros_like(same))
-    distances = paired_distances(left, right, metric)
+    distances = ordered(metric, paired(metric, left, right))
+    if is_inverted(metric):  # margins of a similarity (see contrastive_loss)
+        pos_margin, neg_margin = -pos_margin, -neg_margin
     pull = 0.5 * ops.square(ops.relu(distances - pos_margin))
     push = 0.5 * ops.square(ops.relu(neg_margin - distances))
     per = same * pull + (1.0 - same) * push
@@ -245,62 +201,64 @@ def contrastive_pair_loss(left, right, same, pos_margin=0.0, neg_margin=1.0, met
 
 
 # ------------------------------------------------------------------ triplet
-def _semi_hard_negatives(distances, positives, negatives):
-    """Column of the semi-hard negative of each (anchor, positive) pair, as TF Addons picks it.
+def _triplet_statistics(d, mined, margin, low=None, high=None):
+    """Per-anchor ``(S_a, C_a)`` of the hinges ``[d(a, p) - d(a, n) + margin]_+`` of every selected triplet.
 
-    For pair ``(a, p)``: the negative ``n`` with the smallest ``d(a, n)``
-    strictly greater than ``d(a, p)`` (the first such column on a tie); if
-    there is none, the negative with the largest ``d(a, n)``
-    (``TripletSemiHardLoss``'s ``negatives_inside``). One masked minimum per
-    positive rank (the ``k``-th positive of every anchor at once): ``P``
-    passes over the ``(b, m)`` matrix for anchors of at most ``P`` positives,
-    no sort (row sorts are slow on XLA's CPU backend). No gradient.
+    The triplets are ``(a, p, n)`` with ``p`` in ``mined.positives[a]``, ``n``
+    in ``mined.negatives[a]`` and, when the selection has one, its ``gap``
+    condition on ``d(a, n) - d(a, p)``; a reducer's bounds keep those whose
+    hinge ``l`` has ``low < l < high``. Computed without a ``(b, m, m)``
+    tensor: with ``c(a, p)`` the number of kept triplets of ``(a, p)`` with a
+    non-zero hinge and ``e(a, n)`` the number of positives with which ``n``
+    forms one (one pass per positive rank), the sum of the hinges is ``sum_p
+    c (d_ap + margin) - sum_n e d_an``, exact in value and gradient; ``C_a``
+    counts the kept triplets, zero hinges included.
     """
-    d = ops.stop_gradient(distances)
-    columns = ops.arange(ops.shape(d)[1], dtype="int32")[None, :]
-    last = ops.maximum(ops.shape(d)[1] - 1, 0)
-
-    def first_column(mask):  # first true column of each row (argmin/argmax are slow variadic reductions on XLA)
-        return ops.minimum(ops.min(ops.where(mask, columns, last), axis=1, keepdims=True), last)
-
-    inf = ops.full_like(d, float("inf"))
-    to_negatives = ops.where(negatives, d, inf)  # d(a, n), +inf where n is not a negative
-    largest = ops.max(ops.where(negatives, d, -inf), axis=1, keepdims=True)
-    farthest = first_column(ops.logical_and(negatives, ops.equal(d, largest)))
-    ranks = _positive_ranks(positives)
-
-    def one_rank(k, chosen):
-        this = ops.equal(ranks, k + 1)  # the k-th positive of each anchor
-        query = ops.max(ops.where(this, d, -inf), axis=1, keepdims=True)  # d(a, p_k); -inf: no k-th positive
-        nearest = ops.min(ops.where(to_negatives > query, to_negatives, inf), axis=1, keepdims=True)
-        column = first_column(ops.equal(to_negatives, nearest))
-        return ops.where(this, ops.where(nearest < float("inf"), column, farthest), chosen)
-
-    rows = ops.any(negatives, axis=1)
-    return ops.fori_loop(0, _most_positives(positives, rows), one_rank, ops.zeros_like(ranks))
-
-
-def _active_triplet_counts(distances, shifted, positives, negatives):
-    """Batch-all's counts ``c(a, p) = #{n : d(a, n) < d(a, p) + margin}`` and ``e(a, n) = #{p : same}``.
-
-    ``shifted`` is ``d + margin``. One pass per positive rank, as in
-    :func:`_semi_hard_negatives`; int32 ``(b, m)`` each, 0 outside the
-    positives (``c``) and the negatives (``e``). No gradient.
-    """
-    shifted = ops.stop_gradient(shifted)
-    to_negatives = ops.where(negatives, ops.stop_gradient(distances), ops.full_like(shifted, float("inf")))
-    ranks = _positive_ranks(positives)
+    positives, negatives = mined.positives, mined.negatives
+    stopped = ops.stop_gradient(d)
+    inf = ops.full_like(stopped, float("inf"))
+    to_negatives = ops.where(negatives, stopped, inf)
+    shifted = stopped + margin
+    ranks = miner_ops.positive_ranks(positives)
+    empty = high is not None and high <= 0  # a hinge is >= 0: nothing is below a bound <= 0
+    # Which counts the loop needs: with every triplet kept and no condition, C_a = #positives x #negatives;
+    # with the non-zero hinges kept (low = 0), C_a = sum_p c(a, p).
+    plain = mined.gap is None and high is None and (low is None or low < 0)
+    active_only = mined.gap is None and high is None and low == 0
 
     def one_rank(k, counts):
-        c, e = counts
+        c, e, kept = counts
         this = ops.equal(ranks, k + 1)
         query = ops.max(ops.where(this, shifted, float("-inf")), axis=1, keepdims=True)  # d(a, p_k) + margin
-        below = ops.cast(to_negatives < query, "int32")  # the negatives n of the active triplets (a, p_k, n)
-        return ops.where(this, ops.sum(below, axis=1, keepdims=True), c), e + below
+        keep = negatives
+        if mined.gap is not None:
+            gap = stopped - ops.max(ops.where(this, stopped, float("-inf")), axis=1, keepdims=True)
+            keep = ops.logical_and(keep, mined.gap(gap))
+        if low is not None and low > 0:
+            keep = ops.logical_and(keep, to_negatives < query - low)
+        if high is not None:
+            keep = ops.logical_and(keep, to_negatives > query - high)
+        if empty:
+            keep = ops.zeros_like(keep)
+        active = ops.logical_and(keep, to_negatives < query)  # the hinge is > 0
+        below = ops.cast(active, "int32")
+        c = ops.where(this, ops.sum(below, axis=1, keepdims=True), c)
+        if not (plain or active_only):
+            kept = ops.where(this, ops.sum(ops.cast(keep, "int32"), axis=1, keepdims=True), kept)
+        return c, e + below, kept
 
     rows = ops.any(negatives, axis=1)
     zeros = ops.zeros_like(ranks)
-    return ops.fori_loop(0, _most_positives(positives, rows), one_rank, (zeros, zeros))
+    c, e, kept = ops.fori_loop(0, miner_ops.most_positives(positives, rows), one_rank, (zeros, zeros, zeros))
+    c, e = ops.cast(c, "float32"), ops.cast(e, "float32")
+    sums = ops.sum(c * (d + margin), axis=1) - ops.sum(e * d, axis=1)
+    if plain:
+        counts = _count(positives, axis=1) * _count(negatives, axis=1)
+    elif active_only:
+        counts = ops.sum(c, axis=1)
+    else:
+        counts = ops.sum(ops.cast(kept, "float32"), axis=1)
+    return sums, counts
 
 
 def triplet_loss(
@@ -316,6 +274,8 @@ def triplet_loss(
     ref_labels=None,
     ref_mask=None,
     exclude_self=True,
+    reducer=None,
+    miner=None,
 ):
     """Triplet loss ``[d(a, p) - d(a, n) + margin]_+`` with in-batch mining.
 
@@ -346,18 +306,30 @@ def triplet_loss(
       the sum of hinges is ``sum c (d_ap + margin) - sum e d_an``, exact in value
       and gradient.
 
+    ``miner`` (a :mod:`lossweave.miners` object) replaces ``mining``: a
+    triplet selection gives its triplets, a pair selection every triplet of
+    an anchor's selected positives and negatives. ``reducer`` (a
+    :mod:`lossweave.reducers` object) replaces the mean: the default is the
+    mean over the tuples each mining defines above (batch-all: ``average``).
+    With a similarity (``metric.is_inverted``) the hinge is
+    ``[s(a, n) - s(a, p) + margin]_+``.
+
     Args:
         embeddings: ``(batch, dim)``.
         labels: ``(batch,)`` class ids.
         margin: the margin ``alpha``.
         mining: one of ``MININGS``.
-        metric: a ``lossweave.ops.distances.METRICS`` name.
-        soft: Hermans et al.'s soft margin (``mining="batch-hard"`` only).
-        average: ``"positive"`` or ``"all"`` (``mining="batch-all"`` only).
+        metric: a ``lossweave.ops.distances.METRICS`` name or a distance object.
+        soft: Hermans et al.'s soft margin (``mining="batch-hard"``, or a
+            miner that picks one negative per positive pair).
+        average: ``"positive"`` or ``"all"`` (``mining="batch-all"`` without
+            a reducer only).
         sample_weight: ``(batch,)`` per-anchor weights (scale the anchor's
             pairs, anchors or triplets).
         ref_embeddings, ref_labels, ref_mask, exclude_self: a reference set of
             positives and negatives (see the module docstring).
+        reducer: how the triplets' terms become the loss (``None``: above).
+        miner: the triplets (``None``: ``mining``).
 
     Returns:
         float32 scalar; 0 when no triplet exists (no positive pair, or no
@@ -374,44 +346,37 @@ def triplet_loss(
         raise ValueError(f"triplet loss: received mining={mining!r}; expected one of {MININGS}.")
     if average not in AVERAGES:
         raise ValueError(f"triplet loss: received average={average!r}; expected one of {AVERAGES}.")
-    if soft and mining != "batch-hard":
+    s = pair_structure(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
+                       exclude_self, "triplet loss")
+    d = ordered(metric, s.values)
+    if miner is not None:
+        mined = miner.mine(d, s.positives, s.negatives, s.inverted)
+    elif mining == "semi-hard":
+        mined = miner_ops.semi_hard(d, s.positives, s.negatives)
+    elif mining == "batch-hard":
+        mined = miner_ops.batch_easy_hard(d, s.positives, s.negatives, "hard", "hard")
+    else:
+        mined = miner_ops.Mined(s.positives, s.negatives)
+    if soft and mined.column is None:
         raise ValueError(
-            f"triplet loss: received soft=True with mining={mining!r}; the soft margin (Hermans et al. "
-            f"2017, Eq. 6) is defined here for mining='batch-hard' only."
+            f"triplet loss: received soft=True with mining={mining!r} and miner={miner!r}; the soft margin "
+            f"(Hermans et al. 2017, Eq. 6) is defined here for one negative per positive pair: "
+            f"mining='batch-hard' or a miner such as BatchHardMiner."
         )
-    distances, positives, negatives, weights, _ = _pair_setup(
-        embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask, exclude_self,
-        "triplet loss",
-    )
-    has_negative = ops.any(negatives, axis=1)
-    if mining == "batch-hard":
-        valid = ops.logical_and(ops.any(positives, axis=1), has_negative)
-        hardest_positive = ops.max(distances + (_mask(positives) - 1.0) * 1e30, axis=1)  # -1e30 off the positives
-        hardest_negative = ops.min(distances + (1.0 - _mask(negatives)) * 1e30, axis=1)
-        gap = ops.where(valid, hardest_positive - hardest_negative, ops.zeros_like(hardest_positive))
-        per = ops.softplus(gap) if soft else ops.relu(gap + margin)
-        total = ops.sum(ops.where(valid, weights * per, ops.zeros_like(per)))
-        return _safe_mean(total, _count(valid))
-    if mining == "semi-hard":
-        chosen = _semi_hard_negatives(distances, positives, negatives)
-        negative_distance = ops.take_along_axis(distances, chosen, axis=1)
-        pairs = ops.logical_and(positives, has_negative[:, None])
-        per = ops.relu(distances - negative_distance + margin)
-        total = ops.sum(weights * ops.sum(_mask(pairs) * per, axis=1))
-        return _safe_mean(total, _count(pairs))
-    # batch-all
-    shifted = distances + margin
-    c, e = _active_triplet_counts(distances, shifted, positives, negatives)
-    c, e = ops.cast(c, "float32"), ops.cast(e, "float32")
-    per_anchor = ops.sum(c * shifted, axis=1) - ops.sum(e * distances, axis=1)
-    total = ops.sum(weights * per_anchor)
-    if average == "positive":
-        return _safe_mean(total, ops.sum(c))
-    return _safe_mean(total, ops.sum(_count(positives, axis=1) * _count(negatives, axis=1)))
+    if mined.column is not None:  # one triplet per selected positive pair: its terms are a (b, m) array
+        gap = d - ops.take_along_axis(d, mined.column, axis=1)
+        terms = ops.softplus(gap) if soft else ops.relu(gap + margin)
+        return reducer_ops.reduce_terms(reducer, terms, mined.positives, s.weights, s.ids)
+    low, high = reducer_ops.bounds(reducer)
+    if reducer is None and miner is None and average == "positive":  # batch-all's mean over non-zero terms
+        low = 0.0
+    sums, counts = _triplet_statistics(d, mined, margin, low, high)
+    return reducer_ops.reduce(reducer, sums, counts, s.weights, s.ids)
 
 
 # ------------------------------------------------------------ lifted structure
-def lifted_structure_loss(embeddings, labels, margin=1.0, sample_weight=None):
+def lifted_structure_loss(embeddings, labels, margin=1.0, sample_weight=None, metric="euclidean", reducer=None,
+                          miner=None):
     """Lifted structured loss, the smooth bound of Oh Song et al., CVPR 2016, Eq. 4.
 
     With ``D`` the Euclidean distances, ``N`` the negative and ``P`` the
@@ -426,7 +391,10 @@ def lifted_structure_loss(embeddings, labels, margin=1.0, sample_weight=None):
     ordered pair ``(i, j)``, so an unordered pair ``{i, j}`` weighs the mean
     ``(w_i + w_j) / 2`` of its rows' weights (Eq. 4 defines no weights; see
     ``docs/sample_weight.md``). 0 when the batch has no positive pair or no
-    negative.
+    negative. ``metric`` (the paper's: Euclidean) may be any distance object
+    (a similarity enters as ``-s``), ``miner`` restricts the positive pairs
+    and the negatives, ``reducer`` reduces the terms ``1/2 max(0, J_ij)^2``
+    of the ordered positive pairs (default: their mean, Eq. 4).
 
     Example:
         >>> import numpy as np
@@ -434,16 +402,15 @@ def lifted_structure_loss(embeddings, labels, margin=1.0, sample_weight=None):
         >>> round(float(lifted_structure_loss(x, np.array([0, 0, 1]))), 4)
         2.5426
     """
-    distances, positives, negatives, weights, _ = _pair_setup(
-        embeddings, labels, sample_weight, "euclidean", None, None, None, True, "lifted structure loss"
-    )
+    s = pair_structure(embeddings, labels, sample_weight, metric, what="lifted structure loss")
+    distances = ordered(metric, s.values)
+    positives, negatives = mined_pairs(distances, s.positives, s.negatives, miner, s.inverted)
     spread = masked_logsumexp(margin - distances, negatives, axis=1)  # log sum_k exp(margin - D_ik)
     has_negative = ops.any(negatives, axis=1)
     pairs = ops.logical_and(positives, ops.logical_and(has_negative[:, None], has_negative[None, :]))
     inner = ops.logaddexp(spread[:, None], spread[None, :]) + distances
-    per = ops.square(ops.relu(_mask(pairs) * inner))
-    total = ops.sum(weights[:, None] * per)
-    return _safe_mean(0.5 * total, _count(pairs))
+    terms = 0.5 * ops.square(ops.relu(_mask(pairs) * inner))
+    return reducer_ops.reduce_terms(reducer, terms, pairs, s.weights, s.ids)
 
 
 # ------------------------------------------------------------------ N-pairs
@@ -484,7 +451,7 @@ def npairs_pairs(labels, usable=None):
     return anchor, positive, partner
 
 
-def npairs_loss(embeddings, labels, l2_reg=0.002, sample_weight=None):
+def npairs_loss(embeddings, labels, l2_reg=0.002, sample_weight=None, metric=None, reducer=None):
     """Multi-class N-pair loss (Sohn, NeurIPS 2016, Eq. 3) with the embedding L2 regulariser (Sec. 3.2.2).
 
     With (anchor ``f_i``, positive ``f_i+``) pairs of ``N`` classes picked by
@@ -500,7 +467,10 @@ def npairs_loss(embeddings, labels, l2_reg=0.002, sample_weight=None):
     (``l2_reg=0`` gives its loss). ``w_i`` scales anchor ``i``'s
     cross-entropy and its pair's share of the regulariser (the positive's own
     weight only decides whether it takes part); the mean divides by the
-    number ``N`` of pairs. The loss is 0
+    number ``N`` of pairs (``reducer`` reduces the anchors' terms, cross-entropy
+    plus their pair's regulariser, otherwise). ``metric=None`` is the inner
+    product of the paper; a distance object gives the logits ``s`` of a
+    similarity or ``-d`` of a distance (pytorch-metric-learning's rule). The loss is 0
     (regulariser included) when fewer than two classes have a pair: no
     negative exists.
 
@@ -510,20 +480,19 @@ def npairs_loss(embeddings, labels, l2_reg=0.002, sample_weight=None):
         >>> round(float(npairs_loss(x, np.array([0, 1, 0, 1]), l2_reg=0.0)), 4)
         0.3133
     """
-    x, weights, usable = _rows(embeddings, sample_weight, "N-pairs loss")
+    x, weights, usable = embedding_rows(embeddings, sample_weight, "N-pairs loss")
     anchor, positive, partner = npairs_pairs(labels, usable)
-    similarities = gram(x)
+    similarities = gram(x) if metric is None else -ordered(metric, matrix(metric, x))
     columns = ops.logical_and(anchor[:, None], positive[None, :])
     log_norm = masked_logsumexp(similarities, columns, axis=1)
     target = ops.sum(_mask(partner) * similarities, axis=1)
     cross_entropy = ops.where(anchor, log_norm - target, ops.zeros_like(target))
     norms = ops.sum(ops.square(x), axis=1)
-    pair_weight = ops.sum(_mask(partner) * weights[:, None], axis=0)
-    regulariser = ops.sum(weights * norms * ops.cast(anchor, "float32")) + ops.sum(pair_weight * norms)
-    pairs = _count(anchor)
-    total = ops.sum(weights * cross_entropy) + 0.25 * l2_reg * regulariser
-    loss = _safe_mean(total, pairs)
-    return ops.where(pairs >= 2, loss, ops.zeros_like(loss))
+    partner_norms = ops.sum(_mask(partner) * norms[None, :], axis=1)  # ||f_i+||^2 of anchor i's positive
+    terms = cross_entropy + 0.25 * l2_reg * _mask(anchor) * (norms + partner_norms)
+    ids, _ = pair_labels(labels)
+    loss = reducer_ops.reduce_terms(reducer, terms, anchor, weights, ids)
+    return ops.where(_count(anchor) >= 2, loss, ops.zeros_like(loss))
 
 
 __all__ = [
@@ -533,6 +502,7 @@ __all__ = [
     "contrastive_pair_loss",
     "lifted_structure_loss",
     "masked_logsumexp",
+    "mined_pairs",
     "npairs_loss",
     "npairs_pairs",
     "triplet_loss",

@@ -25,6 +25,7 @@ Everything is computed in float32, whatever the inputs' dtype.
 
 from keras import ops
 
+from lossweave.ops.distances import matrix, ordered
 from lossweave.ops.margin import cosine_similarity, margin_cross_entropy, masked_target, target_mask
 from lossweave.ops.sampling import EXCLUDED as _EXCLUDED
 from lossweave.ops.sampling import exclude_unused, filter_negatives
@@ -85,9 +86,14 @@ def _weighted_log1p_sum_exp(a, weight, axis, gather=None, binary=False):
     return share * (ops.log(ops.exp(-m) + total) + m)
 
 
+def _closeness(embeddings, proxies, metric):
+    """Larger-is-closer values ``(batch, classes)`` of ``metric`` (a similarity, or minus a distance)."""
+    return -ordered(metric, matrix(metric, embeddings, proxies))
+
+
 def proxy_anchor_loss(
     embeddings, proxies, labels, delta=0.1, scale=32.0, sample_weight=None, gather=None, mask=None,
-    negative_threshold=None,
+    negative_threshold=None, metric=None,
 ):
     """Proxy Anchor loss (Kim, Kim, Cho & Kwak, CVPR 2020, Eq. 4).
 
@@ -140,6 +146,10 @@ def proxy_anchor_loss(
         negative_threshold: optional cosine: negative similarities above it
             are set to 0 (the inter-class filtering of Partial FC, CVPR 2022,
             see :func:`lossweave.ops.sampling.filter_negatives`).
+        metric: ``None`` for the paper's cosine similarity, or a distance
+            object (``lossweave.distances``): ``s`` is then its similarity, or
+            minus its distance (pytorch-metric-learning's rule); a
+            ``negative_threshold`` then filters ``s``.
 
     Returns:
         A float32 scalar.
@@ -151,7 +161,10 @@ def proxy_anchor_loss(
         1.4119
     """
     num_classes = ops.shape(proxies)[0]
-    cos = cosine_similarity(embeddings, proxies)  # (batch, classes)
+    if metric is None:
+        cos = cosine_similarity(embeddings, proxies)  # (batch, classes)
+    else:
+        cos = _closeness(embeddings, proxies, metric)
     hit, valid = target_mask(labels, num_classes)
     if negative_threshold is not None:
         cos = filter_negatives(cos, hit, negative_threshold)
@@ -218,7 +231,7 @@ def _cosine_distances(cos, squared):
 
 def proxy_nca_loss(
     embeddings, proxies, labels, temperature=1.0, include_positive=False, squared=True, sample_weight=None,
-    mask=None, negative_threshold=None,
+    mask=None, negative_threshold=None, metric=None,
 ):
     """ProxyNCA (Movshovitz-Attias et al., ICCV 2017) and ProxyNCA++ (Teh et al., ECCV 2020).
 
@@ -259,6 +272,11 @@ def proxy_nca_loss(
         negative_threshold: optional cosine: a negative proxy whose cosine
             exceeds it counts at cosine 0, i.e. at squared distance 2 (the
             inter-class filtering of Partial FC, CVPR 2022).
+        metric: ``None``: the normalised (squared) Euclidean distance of
+            ``squared``; or a distance object (``lossweave.distances``), whose
+            distance ``d`` gives the logits ``-d / T`` (a similarity ``s``:
+            ``s / T``); ``squared`` is then not used, and a
+            ``negative_threshold`` filters ``-d`` (``s``), setting it to 0.
 
     Returns:
         A float32 scalar.
@@ -275,10 +293,16 @@ def proxy_nca_loss(
     if num_classes is None:  # a class sample whose size TensorFlow knows at run time only
         num_classes = ops.shape(proxies)[0]
     hit, valid = target_mask(labels, num_classes)
-    cos = cosine_similarity(embeddings, proxies)
-    if negative_threshold is not None:
-        cos = filter_negatives(cos, hit, negative_threshold)
-    logits = -_cosine_distances(cos, squared) / float(temperature)
+    if metric is None:
+        cos = cosine_similarity(embeddings, proxies)
+        if negative_threshold is not None:
+            cos = filter_negatives(cos, hit, negative_threshold)
+        logits = -_cosine_distances(cos, squared) / float(temperature)
+    else:
+        closeness = _closeness(embeddings, proxies, metric)
+        if negative_threshold is not None:
+            closeness = filter_negatives(closeness, hit, negative_threshold)
+        logits = closeness / float(temperature)
     target = masked_target(logits, hit)
     if not include_positive:
         if isinstance(num_classes, int) and num_classes == 1:

@@ -29,7 +29,9 @@ both (``lossweave.terms.ProxyAnchorLoss`` sums Eq. 4 over the replicas).
 import keras
 
 from lossweave import arguments
-from lossweave.ops import distances as distance_ops
+from lossweave import distances as distance_objects
+from lossweave import miners as miner_objects
+from lossweave import reducers as reducer_objects
 from lossweave.ops import pairs as pair_ops
 from lossweave.terms.base import Term
 
@@ -64,17 +66,54 @@ class PairTerm(Term):
         return self.pair_loss(outputs, targets, sample_weight)
 
 
-class _ContrastiveArguments:
+class TupleArguments:
+    """``distance=``, ``reducer=``, ``miner=``: the composable parts of a tuple loss, held as objects.
+
+    Each is given as an object of :mod:`lossweave.distances`,
+    :mod:`lossweave.reducers` or :mod:`lossweave.miners`, as one of their
+    names (``distance="euclidean"``, the strings the losses always took) or as
+    a saved config, and kept as the object (so a ``.keras`` file written
+    before they were objects still loads). ``None`` reducer / miner: the
+    loss's own (the paper's mean; every tuple, or the loss's ``mining``).
+    """
+
+    def init_tuple(self, distance, reducer=None, miner=None, mines=True):
+        self.distance = distance_objects.get(distance, self)
+        self.reducer = reducer_objects.get(reducer, self)
+        if mines:
+            self.miner = miner_objects.get(miner, self)
+
+    def tuple_config(self):
+        config = {"distance": keras.saving.serialize_keras_object(self.distance),
+                  "reducer": keras.saving.serialize_keras_object(self.reducer)}
+        if hasattr(self, "miner"):
+            config["miner"] = keras.saving.serialize_keras_object(self.miner)
+        return config
+
+    def tuple_kwargs(self):
+        """The ops' keyword arguments: ``metric``, ``reducer`` (and ``miner``)."""
+        kwargs = {"metric": self.distance, "reducer": self.reducer}
+        if hasattr(self, "miner"):
+            kwargs["miner"] = self.miner
+        return kwargs
+
+
+class _ContrastiveArguments(TupleArguments):
     """``pos_margin``, ``neg_margin`` and ``distance``: the arguments both contrastive forms take."""
 
-    def init_margins(self, pos_margin, neg_margin, distance):
+    def init_margins(self, pos_margin, neg_margin, distance, reducer=None, miner=None, pairs=True):
         self.pos_margin = arguments.number(pos_margin, "pos_margin", self, low=0.0)
         self.neg_margin = arguments.number(neg_margin, "neg_margin", self, low=0.0)
-        self.distance = arguments.choice(distance, distance_ops.METRICS, "distance", self)
+        if pairs:
+            self.init_tuple(distance, reducer, miner)
+        else:
+            self.distance = distance_objects.get(distance, self)
 
     def get_config(self):
-        return {**super().get_config(), "pos_margin": self.pos_margin, "neg_margin": self.neg_margin,
-                "distance": self.distance}
+        config = {**super().get_config(), "pos_margin": self.pos_margin, "neg_margin": self.neg_margin}
+        if hasattr(self, "reducer"):
+            return {**config, **self.tuple_config()}
+        return {**config, "distance": keras.saving.serialize_keras_object(self.distance)}
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -91,8 +130,13 @@ class ContrastiveLoss(_ContrastiveArguments, PairTerm):
     Args:
         pos_margin: distance below which a positive pair costs nothing (paper: 0).
         neg_margin: the margin ``m`` of the negative pairs (1.0).
-        distance: ``"euclidean"`` (the paper's ``D_W``), ``"squared_euclidean"``
-            or ``"cosine"``.
+        distance: a :mod:`lossweave.distances` object or name: ``"euclidean"``
+            (the paper's ``D_W``), ``"squared_euclidean"``, ``"cosine"``, ...
+            With a similarity the margins are similarities (a positive pays
+            below ``pos_margin``, a negative above ``neg_margin``).
+        reducer: a :mod:`lossweave.reducers` object; ``None``: the mean over
+            the pairs (pytorch-metric-learning: ``AvgNonZeroReducer()``).
+        miner: a :mod:`lossweave.miners` object; ``None``: every pair.
         on: the embedding output.
         target: the class ids.
         **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
@@ -108,16 +152,17 @@ class ContrastiveLoss(_ContrastiveArguments, PairTerm):
     supports_reference = True
     two_output_form = "SiameseContrastiveLoss"
 
-    def __init__(self, pos_margin=0.0, neg_margin=1.0, distance="euclidean", on="embedding", target="label",
-                 **kwargs):
+    def __init__(self, pos_margin=0.0, neg_margin=1.0, distance="euclidean", reducer=None, miner=None,
+                 on="embedding", target="label", **kwargs):
         super().__init__(on=on, target=target, **kwargs)
-        self.init_margins(pos_margin, neg_margin, distance)
+        self.init_margins(pos_margin, neg_margin, distance, reducer, miner)
 
     def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
                   ref_mask=None, exclude_self=True):
         return pair_ops.contrastive_loss(
-            embeddings, labels, self.pos_margin, self.neg_margin, self.distance, sample_weight,
+            embeddings, labels, self.pos_margin, self.neg_margin, sample_weight=sample_weight,
             ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_mask=ref_mask, exclude_self=exclude_self,
+            **self.tuple_kwargs(),
         )
 
 
@@ -136,7 +181,8 @@ class SiameseContrastiveLoss(_ContrastiveArguments, Term):
     Args:
         pos_margin: distance below which a similar pair costs nothing (paper: 0).
         neg_margin: the margin ``m`` of the dissimilar pairs (1.0).
-        distance: ``"euclidean"``, ``"squared_euclidean"`` or ``"cosine"``.
+        distance: a :mod:`lossweave.distances` object or name (``"euclidean"``,
+            ``"squared_euclidean"``, ``"cosine"``, ...).
         on: the two outputs, ``(left, right)``.
         target: the 0/1 target.
         **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
@@ -156,7 +202,7 @@ class SiameseContrastiveLoss(_ContrastiveArguments, Term):
     def __init__(self, pos_margin=0.0, neg_margin=1.0, distance="euclidean", on=("left", "right"), target="same",
                  **kwargs):
         super().__init__(on=on, target=target, **kwargs)
-        self.init_margins(pos_margin, neg_margin, distance)
+        self.init_margins(pos_margin, neg_margin, distance, pairs=False)
 
     def compute_loss(self, outputs, targets, sample_weight, training):
         left, right = outputs
@@ -166,7 +212,7 @@ class SiameseContrastiveLoss(_ContrastiveArguments, Term):
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
-class TripletLoss(PairTerm):
+class TripletLoss(TupleArguments, PairTerm):
     """Triplet loss with in-batch mining: semi-hard, batch-hard or batch-all.
 
     ``[d(a, p) - d(a, n) + margin]_+`` over triplets chosen by ``mining``
@@ -184,10 +230,20 @@ class TripletLoss(PairTerm):
     Args:
         margin: the margin.
         mining: ``"semi-hard"``, ``"batch-hard"`` or ``"batch-all"``.
-        distance: ``"euclidean"``, ``"squared_euclidean"`` (FaceNet's Eq. 1) or ``"cosine"``.
-        soft: soft margin ``log(1 + exp(d_ap - d_an))`` (batch-hard only).
+        distance: a :mod:`lossweave.distances` object or name: ``"euclidean"``,
+            ``"squared_euclidean"`` (FaceNet's Eq. 1), ``"cosine"``, ... (a
+            similarity ``s``: the hinge is ``[s_an - s_ap + margin]_+``).
+        soft: soft margin ``log(1 + exp(d_ap - d_an))`` (batch-hard, or a
+            miner with one negative per positive pair).
         average: batch-all's mean: over the triplets with a non-zero loss
-            (``"positive"``, Hermans et al.'s BA≠0) or over all (``"all"``).
+            (``"positive"``, Hermans et al.'s BA≠0) or over all (``"all"``);
+            without a ``reducer`` only.
+        reducer: a :mod:`lossweave.reducers` object; ``None``: the mean of
+            the mining (above).
+        miner: a :mod:`lossweave.miners` object that replaces ``mining``:
+            ``mining="semi-hard"`` is ``SemiHardNegativeMiner()``,
+            ``"batch-hard"`` ``BatchHardMiner()``, ``"batch-all"`` no miner
+            with ``AvgNonZeroReducer()`` (``average="all"``: ``MeanReducer()``).
         on: model output holding the embeddings.
         target: target holding the class ids.
         **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
@@ -202,14 +258,21 @@ class TripletLoss(PairTerm):
     supports_reference = True
 
     def __init__(self, margin=1.0, mining="semi-hard", distance="euclidean", soft=False, average="positive",
-                 on="embedding", target="label", **kwargs):
+                 reducer=None, miner=None, on="embedding", target="label", **kwargs):
         super().__init__(on=on, target=target, **kwargs)
         self.margin = arguments.number(margin, "margin", self, low=0.0)
         self.mining = arguments.choice(mining, pair_ops.MININGS, "mining", self)
-        self.distance = arguments.choice(distance, distance_ops.METRICS, "distance", self)
         self.soft = arguments.boolean(soft, "soft", self)
         self.average = arguments.choice(average, pair_ops.AVERAGES, "average", self)
-        if self.soft and self.mining != "batch-hard":
+        self.init_tuple(distance, reducer, miner)
+        one_negative = (miner_objects.BatchEasyHardMiner, miner_objects.SemiHardNegativeMiner)
+        if self.soft and self.miner is not None and not isinstance(self.miner, one_negative):
+            raise ValueError(
+                f"{type(self).__name__}: soft=True is the soft margin of batch-hard mining (Hermans et al. "
+                f"2017, Eq. 6), for one negative per positive pair; received miner={self.miner!r}. Use "
+                f"BatchHardMiner, BatchEasyHardMiner or SemiHardNegativeMiner, or soft=False."
+            )
+        if self.soft and self.miner is None and self.mining != "batch-hard":
             raise ValueError(
                 f"{type(self).__name__}: soft=True is the soft margin of batch-hard mining "
                 f"(Hermans et al. 2017, Eq. 6); "
@@ -219,19 +282,20 @@ class TripletLoss(PairTerm):
     def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
                   ref_mask=None, exclude_self=True):
         return pair_ops.triplet_loss(
-            embeddings, labels, self.margin, self.mining, self.distance, self.soft, self.average, sample_weight,
-            ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_mask=ref_mask, exclude_self=exclude_self,
+            embeddings, labels, self.margin, self.mining, soft=self.soft, average=self.average,
+            sample_weight=sample_weight, ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_mask=ref_mask,
+            exclude_self=exclude_self, **self.tuple_kwargs(),
         )
 
     def get_config(self):
         config = super().get_config()
-        config.update({"margin": self.margin, "mining": self.mining, "distance": self.distance,
-                       "soft": self.soft, "average": self.average})
+        config.update({"margin": self.margin, "mining": self.mining, "soft": self.soft, "average": self.average,
+                       **self.tuple_config()})
         return config
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
-class LiftedStructureLoss(PairTerm):
+class LiftedStructureLoss(TupleArguments, PairTerm):
     """Lifted structured embedding loss (Oh Song et al., CVPR 2016, Eq. 4, the smooth bound).
 
     Euclidean distances, as in the paper; a stable log-sum-exp over the
@@ -241,6 +305,10 @@ class LiftedStructureLoss(PairTerm):
 
     Args:
         margin: the margin ``alpha`` (paper: 1.0).
+        distance: a :mod:`lossweave.distances` object or name (paper: ``"euclidean"``).
+        reducer: a :mod:`lossweave.reducers` object for the terms of the
+            ordered positive pairs; ``None``: their mean (Eq. 4).
+        miner: a :mod:`lossweave.miners` object; ``None``: every pair.
         on: model output holding the embeddings.
         target: target holding the class ids.
         **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
@@ -252,25 +320,25 @@ class LiftedStructureLoss(PairTerm):
         2.5426
     """
 
-    def __init__(self, margin=1.0, on="embedding", target="label", **kwargs):
+    def __init__(self, margin=1.0, distance="euclidean", reducer=None, miner=None, on="embedding", target="label",
+                 **kwargs):
         super().__init__(on=on, target=target, **kwargs)
         self.margin = arguments.number(margin, "margin", self)
+        self.init_tuple(distance, reducer, miner)
 
     def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
                   ref_mask=None, exclude_self=True):
         if ref_embeddings is not None:
             raise ValueError("LiftedStructureLoss does not take a reference set (its J_ij needs the "
                              "negatives of both rows of a pair).")
-        return pair_ops.lifted_structure_loss(embeddings, labels, self.margin, sample_weight)
+        return pair_ops.lifted_structure_loss(embeddings, labels, self.margin, sample_weight, **self.tuple_kwargs())
 
     def get_config(self):
-        config = super().get_config()
-        config["margin"] = self.margin
-        return config
+        return {**super().get_config(), "margin": self.margin, **self.tuple_config()}
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
-class NPairsLoss(PairTerm):
+class NPairsLoss(TupleArguments, PairTerm):
     """Multi-class N-pair loss (Sohn, NeurIPS 2016, Eq. 3) with its embedding L2 regulariser.
 
     From a labelled batch, the first two rows of each class are its
@@ -284,6 +352,10 @@ class NPairsLoss(PairTerm):
 
     Args:
         l2_reg: weight of the embedding L2 regulariser.
+        distance: a :mod:`lossweave.distances` object or name (paper:
+            ``"dot_product"``; a distance ``d`` gives the logits ``-d``).
+        reducer: a :mod:`lossweave.reducers` object for the anchors' terms;
+            ``None``: their mean. (No miner: the N-pair batch picks its pairs.)
         on: model output holding the embeddings (not normalised: the loss
             uses inner products).
         target: target holding the class ids.
@@ -296,18 +368,17 @@ class NPairsLoss(PairTerm):
         0.3133
     """
 
-    def __init__(self, l2_reg=0.002, on="embedding", target="label", **kwargs):
+    def __init__(self, l2_reg=0.002, distance="dot_product", reducer=None, on="embedding", target="label", **kwargs):
         super().__init__(on=on, target=target, **kwargs)
         self.l2_reg = arguments.number(l2_reg, "l2_reg", self, low=0.0)
+        self.init_tuple(distance, reducer, mines=False)
 
     def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
                   ref_mask=None, exclude_self=True):
         if ref_embeddings is not None:
             raise ValueError("NPairsLoss does not take a reference set (its N-pair batch is built from "
                              "the batch's own classes).")
-        return pair_ops.npairs_loss(embeddings, labels, self.l2_reg, sample_weight)
+        return pair_ops.npairs_loss(embeddings, labels, self.l2_reg, sample_weight, **self.tuple_kwargs())
 
     def get_config(self):
-        config = super().get_config()
-        config["l2_reg"] = self.l2_reg
-        return config
+        return {**super().get_config(), "l2_reg": self.l2_reg, **self.tuple_config()}

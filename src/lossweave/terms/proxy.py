@@ -37,6 +37,7 @@ import keras
 from keras import ops
 
 from lossweave import arguments
+from lossweave import distances as distance_objects
 from lossweave.ops import proxy as proxy_ops
 from lossweave.terms.sampling import replica_gather
 from lossweave.terms.table import SampledClassTable
@@ -55,9 +56,13 @@ class _ProxyTerm(SampledClassTable):
 
     table_name = "proxies"
 
-    def __init__(self, num_classes, proxies_initializer, on="embedding", target="label", **kwargs):
+    def __init__(self, num_classes, proxies_initializer, distance=None, on="embedding", target="label", **kwargs):
         super().__init__(num_classes, on=on, target=target, **kwargs)
         self.proxies_initializer = keras.initializers.get(proxies_initializer)
+        self.distance = None if distance is None else distance_objects.get(distance, self)
+
+    def distance_config(self):
+        return {"distance": keras.saving.serialize_keras_object(self.distance)}
 
     def compute_loss(self, outputs, targets, sample_weight, training):
         self.ensure_built(outputs)
@@ -110,6 +115,9 @@ class ProxyAnchorLoss(_ProxyTerm):
         scale: the scale ``alpha`` of the similarities (paper: 32).
         proxies_initializer: initializer of the proxies; ``None`` for the
             authors' (above).
+        distance: ``None`` for the paper's cosine similarity, or a
+            :mod:`lossweave.distances` object or name: ``s`` is then its
+            similarity, or minus its distance (``negative_threshold`` filters that ``s``).
         on: model output holding the embeddings ``(batch, dim)``.
         target: target holding sparse or one-hot labels.
         **kwargs: ``validate``, ``missing`` (see :class:`~lossweave.terms.Term`), and
@@ -129,11 +137,11 @@ class ProxyAnchorLoss(_ProxyTerm):
 
     weights_per = "tuple"  # Eq. 4 is no mean over samples
 
-    def __init__(self, num_classes, delta=0.1, scale=32.0, proxies_initializer=None, on="embedding",
+    def __init__(self, num_classes, delta=0.1, scale=32.0, proxies_initializer=None, distance=None, on="embedding",
                  target="label", **kwargs):
         if proxies_initializer is None:
             proxies_initializer = keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
-        super().__init__(num_classes, proxies_initializer, on=on, target=target, **kwargs)
+        super().__init__(num_classes, proxies_initializer, distance, on=on, target=target, **kwargs)
         self.delta = arguments.number(delta, "delta", self, low=0.0)
         self.scale = arguments.positive(scale, "scale", self)
 
@@ -141,11 +149,11 @@ class ProxyAnchorLoss(_ProxyTerm):
         # Eq. 4's sums are over the global batch under tf.distribute (a no-op on one device and on JAX).
         return proxy_ops.proxy_anchor_loss(
             embeddings, proxies, labels, delta=self.delta, scale=self.scale, sample_weight=sample_weight,
-            gather=replica_gather(), mask=mask, negative_threshold=negative_threshold,
+            gather=replica_gather(), mask=mask, negative_threshold=negative_threshold, metric=self.distance,
         )
 
     def get_config(self):
-        return {**super().get_config(), "delta": self.delta, "scale": self.scale}
+        return {**super().get_config(), "delta": self.delta, "scale": self.scale, **self.distance_config()}
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -176,6 +184,14 @@ class ProxyNCALoss(_ProxyTerm):
         squared: squared Euclidean distances (both papers) or Euclidean ones.
         proxies_initializer: initializer of the proxies; ``None`` for normal
             with standard deviation 1/8.
+        distance: ``None`` for the distance ``squared`` says (of L2-normalised
+            vectors), or a :mod:`lossweave.distances` object or name, whose
+            distance ``d`` gives the logits ``-d / T`` (a similarity: ``s / T``);
+            pytorch-metric-learning's ``ProxyNCALoss`` is
+            ``distance=SquaredEuclideanDistance(normalize_embeddings=True)``, the
+            default's values. ``squared`` chooses the default only (it is not
+            used with a distance); ``negative_threshold`` then filters the
+            logits' ``-d`` (a similarity ``s``) as it filters cosines.
         on: model output holding the embeddings ``(batch, dim)``.
         target: target holding sparse or one-hot labels.
         **kwargs: ``validate``, ``missing`` (see :class:`~lossweave.terms.Term`), and
@@ -198,23 +214,26 @@ class ProxyNCALoss(_ProxyTerm):
     """
 
     def __init__(self, num_classes, temperature=1.0, include_positive=False, squared=True, proxies_initializer=None,
-                 on="embedding", target="label", **kwargs):
+                 distance=None, on="embedding", target="label", **kwargs):
         if proxies_initializer is None:
             proxies_initializer = keras.initializers.RandomNormal(stddev=0.125)
-        super().__init__(num_classes, proxies_initializer, on=on, target=target, **kwargs)
+        super().__init__(num_classes, proxies_initializer, distance, on=on, target=target, **kwargs)
         self.temperature = arguments.positive(temperature, "temperature", self)
         self.include_positive = arguments.boolean(include_positive, "include_positive", self)
         self.squared = arguments.boolean(squared, "squared", self)
+
 
     def proxy_loss(self, embeddings, labels, sample_weight, proxies, mask=None, negative_threshold=None):
         return proxy_ops.proxy_nca_loss(
             embeddings, proxies, labels, temperature=self.temperature, include_positive=self.include_positive,
             squared=self.squared, sample_weight=sample_weight, mask=mask, negative_threshold=negative_threshold,
+            metric=self.distance,
         )
 
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"temperature": self.temperature, "include_positive": self.include_positive, "squared": self.squared}
+            {"temperature": self.temperature, "include_positive": self.include_positive, "squared": self.squared,
+             **self.distance_config()}
         )
         return config

@@ -22,11 +22,11 @@ import keras
 from lossweave import arguments
 from lossweave.ops import pair_similarity
 from lossweave.terms.base import Term
-from lossweave.terms.pairs import PairTerm
+from lossweave.terms.pairs import PairTerm, TupleArguments
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
-class MultiSimilarityLoss(PairTerm):
+class MultiSimilarityLoss(TupleArguments, PairTerm):
     """Multi-similarity loss with its pair mining (Wang et al., CVPR 2019, Eq. 9-11).
 
     See :func:`lossweave.ops.pair_similarity.multi_similarity_loss`: cosine
@@ -42,7 +42,13 @@ class MultiSimilarityLoss(PairTerm):
         base: ``lambda``, the similarity the exponents are shifted by.
         epsilon: the similarity margin ``epsilon`` of the mining (>= 0; pytorch-metric-learning's
             ``MultiSimilarityMiner(epsilon)``).
-        mining: apply the mining of Eq. 9-10 (``False``: every pair).
+        mining: apply the mining of Eq. 9-10 (``False``: every pair); the same
+            as ``miner=MultiSimilarityMiner(epsilon)``.
+        distance: a :mod:`lossweave.distances` object or name (paper:
+            ``"cosine_similarity"``; a distance ``d`` enters as ``S = -d``).
+        reducer: a :mod:`lossweave.reducers` object for the anchors' terms;
+            ``None``: their mean (above).
+        miner: a :mod:`lossweave.miners` object; it replaces ``mining``.
         on: model output holding the embeddings ``(batch, dim)``.
         target: target holding the class ids (non-negative integers).
         validate: raise on bad rows at run time (bad rows are left out either way).
@@ -57,8 +63,10 @@ class MultiSimilarityLoss(PairTerm):
 
     supports_reference = True
 
-    def __init__(self, alpha=2.0, beta=50.0, base=1.0, epsilon=0.1, mining=True, **kwargs):
+    def __init__(self, alpha=2.0, beta=50.0, base=1.0, epsilon=0.1, mining=True, distance="cosine_similarity",
+                 reducer=None, miner=None, **kwargs):
         super().__init__(**kwargs)
+        self.init_tuple(distance, reducer, miner)
         self.alpha = arguments.positive(alpha, "alpha", self)
         self.beta = arguments.positive(beta, "beta", self)
         self.base = arguments.number(base, "base", self)
@@ -70,6 +78,7 @@ class MultiSimilarityLoss(PairTerm):
         return pair_similarity.multi_similarity_loss(
             embeddings, labels, self.alpha, self.beta, self.base, self.epsilon, self.mining, sample_weight,
             ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_mask=ref_mask, exclude_self=exclude_self,
+            **self.tuple_kwargs(),
         )
 
     def get_config(self):
@@ -80,11 +89,12 @@ class MultiSimilarityLoss(PairTerm):
             "base": self.base,
             "epsilon": self.epsilon,
             "mining": self.mining,
+            **self.tuple_config(),
         }
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
-class CircleLoss(PairTerm):
+class CircleLoss(TupleArguments, PairTerm):
     """Circle loss with class-level labels (Sun et al., CVPR 2020, Eq. 6).
 
     See :func:`lossweave.ops.pair_similarity.circle_loss`: self-paced weights
@@ -97,6 +107,11 @@ class CircleLoss(PairTerm):
     Args:
         relaxation: the relaxation ``m``, in ``[0, 1)``.
         scale: the scale ``gamma`` of the similarities.
+        distance: a :mod:`lossweave.distances` object or name (paper:
+            ``"cosine_similarity"``; a distance ``d`` enters as ``S = -d``).
+        reducer: a :mod:`lossweave.reducers` object for the anchors' terms;
+            ``None``: their mean (above).
+        miner: a :mod:`lossweave.miners` object; ``None``: every pair.
         on: model output holding the embeddings ``(batch, dim)``.
         target: target holding the class ids (non-negative integers).
         validate: raise on bad rows at run time (bad rows are left out either way).
@@ -111,8 +126,10 @@ class CircleLoss(PairTerm):
 
     supports_reference = True
 
-    def __init__(self, relaxation=0.25, scale=256.0, **kwargs):
+    def __init__(self, relaxation=0.25, scale=256.0, distance="cosine_similarity", reducer=None, miner=None,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.init_tuple(distance, reducer, miner)
         self.relaxation = arguments.number(relaxation, "relaxation", self, low=0.0, high=1.0, high_open=True)
         self.scale = arguments.positive(scale, "scale", self)
 
@@ -121,14 +138,15 @@ class CircleLoss(PairTerm):
         return pair_similarity.circle_loss(
             embeddings, labels, self.relaxation, self.scale, sample_weight,
             ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_mask=ref_mask, exclude_self=exclude_self,
+            **self.tuple_kwargs(),
         )
 
     def get_config(self):
-        return {**super().get_config(), "relaxation": self.relaxation, "scale": self.scale}
+        return {**super().get_config(), "relaxation": self.relaxation, "scale": self.scale, **self.tuple_config()}
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
-class SupConLoss(PairTerm):
+class SupConLoss(TupleArguments, PairTerm):
     """Supervised contrastive loss ``L^sup_out`` (Khosla et al., NeurIPS 2020, Eq. 2).
 
     See :func:`lossweave.ops.pair_similarity.supcon_loss`. For the paper's
@@ -138,6 +156,11 @@ class SupConLoss(PairTerm):
 
     Args:
         temperature: ``tau`` (paper: 0.1; the authors' code: 0.07), ``1 / scale`` of the logits.
+        distance: a :mod:`lossweave.distances` object or name (paper:
+            ``"cosine_similarity"``; a distance ``d`` enters as ``S = -d``).
+        reducer: a :mod:`lossweave.reducers` object for the anchors' terms;
+            ``None``: their mean (above).
+        miner: a :mod:`lossweave.miners` object; ``None``: every pair.
         on: model output holding the embeddings ``(batch, dim)``.
         target: target holding the class ids (non-negative integers).
         validate: raise on bad rows at run time (bad rows are left out either way).
@@ -152,23 +175,25 @@ class SupConLoss(PairTerm):
 
     supports_reference = True
 
-    def __init__(self, temperature=0.1, **kwargs):
+    def __init__(self, temperature=0.1, distance="cosine_similarity", reducer=None, miner=None, **kwargs):
         super().__init__(**kwargs)
         self.temperature = arguments.positive(temperature, "temperature", self)
+        self.init_tuple(distance, reducer, miner)
 
     def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
                   ref_mask=None, exclude_self=True):
         return pair_similarity.supcon_loss(
             embeddings, labels, self.temperature, sample_weight,
             ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_mask=ref_mask, exclude_self=exclude_self,
+            **self.tuple_kwargs(),
         )
 
     def get_config(self):
-        return {**super().get_config(), "temperature": self.temperature}
+        return {**super().get_config(), "temperature": self.temperature, **self.tuple_config()}
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
-class NTXentLoss(PairTerm):
+class NTXentLoss(TupleArguments, PairTerm):
     """NT-Xent (Chen et al., ICML 2020, Eq. 1) over a labelled batch of one embedding output.
 
     The positives are given by the labels and each positive pair is scored
@@ -181,6 +206,11 @@ class NTXentLoss(PairTerm):
     Args:
         temperature: ``tau`` (paper's default setting: 0.1; its CIFAR-10 runs: 0.5), ``1 / scale``
             of the logits.
+        distance: a :mod:`lossweave.distances` object or name (paper:
+            ``"cosine_similarity"``; a distance ``d`` enters as ``S = -d``).
+        reducer: a :mod:`lossweave.reducers` object for the anchors' terms;
+            ``None``: their mean (above).
+        miner: a :mod:`lossweave.miners` object; ``None``: every pair.
         on: the embedding output.
         target: target holding the class (or sample) ids.
         **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
@@ -196,23 +226,26 @@ class NTXentLoss(PairTerm):
     supports_reference = True
     two_output_form = "TwoViewNTXentLoss"
 
-    def __init__(self, temperature=0.1, on="embedding", target="label", **kwargs):
+    def __init__(self, temperature=0.1, distance="cosine_similarity", reducer=None, miner=None, on="embedding",
+                 target="label", **kwargs):
         super().__init__(on=on, target=target, **kwargs)
         self.temperature = arguments.positive(temperature, "temperature", self)
+        self.init_tuple(distance, reducer, miner)
 
     def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
                   ref_mask=None, exclude_self=True):
         return pair_similarity.nt_xent_loss(
             embeddings, labels, self.temperature, sample_weight,
             ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_mask=ref_mask, exclude_self=exclude_self,
+            **self.tuple_kwargs(),
         )
 
     def get_config(self):
-        return {**super().get_config(), "temperature": self.temperature}
+        return {**super().get_config(), "temperature": self.temperature, **self.tuple_config()}
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
-class TwoViewNTXentLoss(Term):
+class TwoViewNTXentLoss(TupleArguments, Term):
     """NT-Xent, SimCLR's contrastive loss on two views (Chen et al., ICML 2020, Eq. 1).
 
     Two outputs of shape ``(N, dim)`` holding two views of the same ``N``
@@ -228,6 +261,10 @@ class TwoViewNTXentLoss(Term):
     Args:
         temperature: ``tau`` (paper's default setting: 0.1; its CIFAR-10 runs: 0.5), ``1 / scale``
             of the logits.
+        distance: a :mod:`lossweave.distances` object or name (paper:
+            ``"cosine_similarity"``; a distance ``d`` enters as ``S = -d``).
+        reducer: a :mod:`lossweave.reducers` object for the ``2N`` anchors'
+            terms; ``None``: their mean.
         on: the two view outputs.
         target: target holding the class (or sample) ids.
         **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
@@ -244,13 +281,16 @@ class TwoViewNTXentLoss(Term):
     input_checks = "pair_rows"
     weights_per = "tuple"
 
-    def __init__(self, temperature=0.1, on=("view1", "view2"), target="label", **kwargs):
+    def __init__(self, temperature=0.1, distance="cosine_similarity", reducer=None, on=("view1", "view2"),
+                 target="label", **kwargs):
         super().__init__(on=on, target=target, **kwargs)
         self.temperature = arguments.positive(temperature, "temperature", self)
+        self.init_tuple(distance, reducer, mines=False)
 
     def compute_loss(self, outputs, targets, sample_weight, training):
         view1, view2 = outputs
-        return pair_similarity.nt_xent_views_loss(view1, view2, self.temperature, targets, sample_weight)
+        return pair_similarity.nt_xent_views_loss(view1, view2, self.temperature, targets, sample_weight,
+                                                  **self.tuple_kwargs())
 
     def get_config(self):
-        return {**super().get_config(), "temperature": self.temperature}
+        return {**super().get_config(), "temperature": self.temperature, **self.tuple_config()}

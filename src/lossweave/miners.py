@@ -1,0 +1,284 @@
+"""Miners: which pairs or triplets a tuple loss uses (``miner=``), chosen inside the compiled step.
+
+A miner reads the loss's distance matrix (in its larger-is-farther order: a
+similarity is negated, so every miner works with every distance) and the
+positive and negative pairs of the batch, and selects tuples; the loss then
+computes its terms on them. Static shapes on every backend, no host round
+trip, never a ``batch x batch x batch`` tensor (a triplet selection is a mask
+of positive pairs with one negative column each, or a condition on the gap
+``d(a, n) - d(a, p)`` the triplet loss evaluates one positive rank at a
+time). No gradient flows through a selection. The selections are in
+:mod:`lossweave.ops.miners`.
+
+Any miner works with any tuple loss, as in pytorch-metric-learning: a pair
+loss (contrastive, multi-similarity, circle, NT-Xent, lifted structure) uses
+the pairs of a triplet selection (the positive pairs with a triplet and the
+negatives in one), a triplet loss every triplet of a pair selection's
+positives and negatives of one anchor. Unlike pytorch-metric-learning, whose
+miners have their own distance (default: normalised Euclidean), a miner here
+mines with the loss's distance: pass the loss the distance you want both to use.
+
+=========================  =====================================================================
+class                      selects (pytorch-metric-learning's class of the same name unless said)
+=========================  =====================================================================
+``TripletMarginMiner``     triplets by their gap: ``"all"`` / ``"hard"`` / ``"semihard"`` / ``"easy"``
+``BatchHardMiner``         per anchor its farthest positive and nearest negative (Hermans et al. 2017)
+``BatchEasyHardMiner``     per anchor an easy/semi-hard/hard positive and negative (Xuan et al. 2020)
+``SemiHardNegativeMiner``  per positive pair TF Addons' semi-hard negative (FaceNet; not in PML)
+``MultiSimilarityMiner``   the pairs of Eq. 9-10 of Wang et al., CVPR 2019
+``PairMarginMiner``        positives farther than ``pos_margin``, negatives nearer than ``neg_margin``
+``HDCMiner``               the hardest fraction of the positive and of the negative pairs
+=========================  =====================================================================
+"""
+
+import keras
+
+from lossweave import arguments
+from lossweave._config_object import ConfigObject, resolve
+from lossweave.ops import miners as miner_ops
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class Miner(ConfigObject):
+    """Base of the miners: ``mine(d, positives, negatives, inverted) -> lossweave.ops.miners.Mined``.
+
+    ``d`` is the ``(n, m)`` distance matrix in its larger-is-farther order,
+    ``positives`` / ``negatives`` the bool ``(n, m)`` pairs that take part,
+    ``inverted`` whether the loss's distance is a similarity (then ``d`` is
+    minus it, and a margin given in its units is negated).
+    """
+
+    def mine(self, d, positives, negatives, inverted=False):
+        raise NotImplementedError(f"{type(self).__name__} must implement mine.")
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class TripletMarginMiner(Miner):
+    """Triplets by their gap ``g = d(a, n) - d(a, p)``: pytorch-metric-learning's ``TripletMarginMiner``.
+
+    ``"all"``: ``g <= margin`` (every triplet that violates the margin);
+    ``"hard"``: those with ``g <= 0`` too; ``"semihard"``: ``0 < g <=
+    margin``; ``"easy"``: ``g > margin``. For a similarity ``g = s(a, p) -
+    s(a, n)``.
+
+    Args:
+        margin: the margin of the selection (in the distance's units).
+        type_of_triplets: ``"all"``, ``"hard"``, ``"semihard"`` or ``"easy"``.
+
+    Example:
+        >>> import numpy as np
+        >>> import lossweave as lw
+        >>> x, y = np.array([[0.], [1.], [1.5], [3.]], "float32"), np.array([0, 0, 1, 1])
+        >>> miner = TripletMarginMiner(margin=1.0, type_of_triplets="hard")
+        >>> round(float(lw.ops.pairs.triplet_loss(x, y, miner=miner)), 4)
+        1.5
+    """
+
+    _config = ("margin", "type_of_triplets")
+
+    def __init__(self, margin=0.2, type_of_triplets="all"):
+        self.margin = arguments.number(margin, "margin", self)
+        self.type_of_triplets = arguments.choice(type_of_triplets, miner_ops.TRIPLET_TYPES, "type_of_triplets", self)
+
+    def mine(self, d, positives, negatives, inverted=False):
+        return miner_ops.triplet_margin(positives, negatives, self.margin, self.type_of_triplets)
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class BatchEasyHardMiner(Miner):
+    """One triplet per anchor, an easy, semi-hard or hard positive and negative (Xuan et al., WACV 2020).
+
+    pytorch-metric-learning's ``BatchEasyHardMiner``: the easy positive is the
+    nearest, the hard one the farthest; the easy negative the farthest, the
+    hard one the nearest; a semi-hard one is the hardest on the right side
+    of the other pick. Its ``"all"`` strategy and value ranges are not
+    offered (use ``TripletMarginMiner`` or no miner for every triplet).
+
+    Args:
+        pos_strategy: ``"easy"``, ``"semihard"`` or ``"hard"``.
+        neg_strategy: ``"easy"``, ``"semihard"`` or ``"hard"`` (not both ``"semihard"``).
+
+    Example:
+        >>> import numpy as np
+        >>> import lossweave as lw
+        >>> x, y = np.array([[0.], [1.], [1.5], [3.]], "float32"), np.array([0, 0, 1, 1])
+        >>> round(float(lw.ops.pairs.triplet_loss(x, y, miner=BatchEasyHardMiner())), 4)
+        0.3333
+    """
+
+    _config = ("pos_strategy", "neg_strategy")
+
+    def __init__(self, pos_strategy="easy", neg_strategy="semihard"):
+        self.pos_strategy = arguments.choice(pos_strategy, miner_ops.BATCH_STRATEGIES, "pos_strategy", self)
+        self.neg_strategy = arguments.choice(neg_strategy, miner_ops.BATCH_STRATEGIES, "neg_strategy", self)
+        if self.pos_strategy == self.neg_strategy == "semihard":
+            raise ValueError(f"{type(self).__name__}: received pos_strategy='semihard' and "
+                             f"neg_strategy='semihard'; expected at most one semi-hard pick (each is defined "
+                             f"by the other).")
+
+    def mine(self, d, positives, negatives, inverted=False):
+        return miner_ops.batch_easy_hard(d, positives, negatives, self.pos_strategy, self.neg_strategy)
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class BatchHardMiner(BatchEasyHardMiner):
+    """Per anchor its farthest positive and nearest negative: batch-hard (Hermans, Beyer & Leibe 2017, Eq. 5).
+
+    ``TripletLoss(mining="batch-hard")`` is ``TripletLoss(miner=BatchHardMiner())``.
+
+    Example:
+        >>> import numpy as np
+        >>> import lossweave as lw
+        >>> x, y = np.array([[0.], [1.], [1.5], [3.]], "float32"), np.array([0, 0, 1, 1])
+        >>> round(float(lw.ops.pairs.triplet_loss(x, y, miner=BatchHardMiner())), 4)
+        1.125
+    """
+
+    _config = ()
+
+    def __init__(self):
+        super().__init__("hard", "hard")
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class SemiHardNegativeMiner(Miner):
+    """Per positive pair its semi-hard negative, as TF Addons' ``TripletSemiHardLoss`` (Schroff et al., CVPR 2015).
+
+    For ``(a, p)`` the nearest negative farther than ``p``, else the farthest
+    negative: one triplet per positive pair. ``TripletLoss()`` (its default
+    ``mining="semi-hard"``) is ``TripletLoss(miner=SemiHardNegativeMiner())``.
+    pytorch-metric-learning has no such miner (its ``TripletMarginMiner(type_of_triplets="semihard")``
+    keeps every semi-hard triplet).
+
+    Example:
+        >>> import numpy as np
+        >>> import lossweave as lw
+        >>> x, y = np.array([[0.], [1.], [1.5], [3.]], "float32"), np.array([0, 0, 1, 1])
+        >>> round(float(lw.ops.pairs.triplet_loss(x, y, miner=SemiHardNegativeMiner())), 4)
+        0.5
+    """
+
+    def mine(self, d, positives, negatives, inverted=False):
+        return miner_ops.semi_hard(d, positives, negatives)
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class MultiSimilarityMiner(Miner):
+    """The pair mining of multi-similarity loss (Wang, Han, Huang, Dong & Scott, CVPR 2019, Eq. 9-10).
+
+    A negative is kept when it is closer than the anchor's farthest positive
+    plus ``epsilon``, a positive when it is farther than the nearest negative
+    minus ``epsilon`` (both strict). ``MultiSimilarityLoss()`` (``mining=True``)
+    is ``MultiSimilarityLoss(mining=False, miner=MultiSimilarityMiner(epsilon))``.
+
+    Args:
+        epsilon: the margin (>= 0; paper and pytorch-metric-learning: 0.1).
+
+    Example:
+        >>> import numpy as np
+        >>> import lossweave as lw
+        >>> x = np.array([[1., 0.], [0.6, 0.8], [0.8, 0.6], [0., 1.]], "float32")
+        >>> y = np.array([0, 0, 1, 1])
+        >>> round(float(lw.ops.multi_similarity_loss(x, y, mining=False, miner=MultiSimilarityMiner())), 4)
+        0.5868
+    """
+
+    _config = ("epsilon",)
+
+    def __init__(self, epsilon=0.1):
+        self.epsilon = arguments.number(epsilon, "epsilon", self, low=0.0)
+
+    def mine(self, d, positives, negatives, inverted=False):
+        return miner_ops.multi_similarity(d, positives, negatives, self.epsilon)
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class PairMarginMiner(Miner):
+    """Positive pairs farther than ``pos_margin`` and negative pairs nearer than ``neg_margin``.
+
+    pytorch-metric-learning's ``PairMarginMiner``; with a similarity the
+    margins are similarities (positives with ``s < pos_margin``, negatives
+    with ``s > neg_margin``).
+
+    Args:
+        pos_margin: positives at or below it (a distance) are left out.
+        neg_margin: negatives at or above it (a distance) are left out.
+
+    Example:
+        >>> import numpy as np
+        >>> import lossweave as lw
+        >>> x, y = np.array([[0.], [1.], [1.5], [3.]], "float32"), np.array([0, 0, 1, 1])
+        >>> round(float(lw.ops.pairs.contrastive_loss(x, y, miner=PairMarginMiner(1.2, 1.0))), 4)
+        0.625
+    """
+
+    _config = ("pos_margin", "neg_margin")
+
+    def __init__(self, pos_margin=0.2, neg_margin=0.8):
+        self.pos_margin = arguments.number(pos_margin, "pos_margin", self)
+        self.neg_margin = arguments.number(neg_margin, "neg_margin", self)
+
+    def mine(self, d, positives, negatives, inverted=False):
+        sign = -1.0 if inverted else 1.0
+        return miner_ops.pair_margin(d, positives, negatives, sign * self.pos_margin, sign * self.neg_margin)
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class HDCMiner(Miner):
+    """The hardest ``filter_percentage`` of the positive and of the negative pairs (Yuan et al., ICCV 2017).
+
+    "Hard-Aware Deeply Cascaded Embedding": pytorch-metric-learning's
+    ``HDCMiner``: the ``ceil(filter_percentage * count)`` farthest positive
+    pairs and nearest negative pairs of the batch (a pair tied with the last
+    one kept is kept too).
+
+    Args:
+        filter_percentage: the fraction kept, in ``(0, 1]``.
+
+    Example:
+        >>> import numpy as np
+        >>> import lossweave as lw
+        >>> x, y = np.array([[0.], [1.], [1.5], [3.]], "float32"), np.array([0, 0, 1, 1])
+        >>> round(float(lw.ops.pairs.contrastive_loss(x, y, miner=HDCMiner(0.5))), 4)
+        0.4167
+    """
+
+    _config = ("filter_percentage",)
+
+    def __init__(self, filter_percentage=0.5):
+        self.filter_percentage = arguments.number(filter_percentage, "filter_percentage", self, low=0.0,
+                                                  high=1.0, low_open=True)
+
+    def mine(self, d, positives, negatives, inverted=False):
+        return miner_ops.hdc(d, positives, negatives, self.filter_percentage)
+
+
+NAMES = {
+    "semi-hard": SemiHardNegativeMiner,
+    "batch-hard": BatchHardMiner,
+    "multi-similarity": MultiSimilarityMiner,
+}
+
+
+def get(value, owner="miner", argument="miner"):
+    """A :class:`Miner` from an object, a name of ``NAMES``, a serialized config, or ``None`` (``None``).
+
+    Example:
+        >>> get("batch-hard")
+        BatchHardMiner()
+    """
+    return resolve(value, Miner, NAMES, argument, owner)
+
+
+__all__ = [
+    "BatchEasyHardMiner",
+    "BatchHardMiner",
+    "HDCMiner",
+    "Miner",
+    "MultiSimilarityMiner",
+    "NAMES",
+    "PairMarginMiner",
+    "SemiHardNegativeMiner",
+    "TripletMarginMiner",
+    "get",
+]
