@@ -13,8 +13,12 @@ starts from the same backbone weights and trains through ``fit``:
 * ``NormFace``, ``CosFace``, ``ArcFace``, ``CombinedMargin``, ``SphereFace``:
   the backbone's embedding only, in an ``lw.Objective`` with the term, which
   owns a ``(10000, 128)`` class weight table: the same size as the dense head;
+* ``ElasticArcFace``: ArcFace with a margin drawn per sample from N(0.5, 0.05)
+  (one ``(batch,)`` normal draw per step);
 * ``SubCenterArcFace`` (K=3): its table is ``(30000, 128)``, **3x** the dense
-  head's, so it does 3x the matmul work; reported, but not comparable 1:1.
+  head's, so it does 3x the matmul work; reported, but not comparable 1:1;
+* ``AdaFace``, ``MagFace``, ``CurricularFace``, ``AdaCos`` (dynamic ``s``) and
+  ``AdaCos-fixed``: the adaptive margins (issue 24), with their authors' defaults.
 
 Each ``fit`` runs one epoch of a fixed number of steps on fixed random data; a
 callback stamps ``on_train_batch_end`` (Keras then fetches the step's logs, so
@@ -46,7 +50,8 @@ from step_overhead import StepTimer  # noqa: E402
 BATCH, INPUT_DIM, HIDDEN, EMBED_DIM, NUM_CLASSES = 256, 128, 512, 128, 10_000
 TARGET = 1.3
 REFERENCES = ("keras", "softmax")
-TERMS = ("NormFace", "CosFace", "ArcFace", "CombinedMargin", "SphereFace", "SubCenterArcFace")
+TERMS = ("NormFace", "CosFace", "ArcFace", "CombinedMargin", "SphereFace", "SubCenterArcFace", "ElasticArcFace",
+         "AdaFace", "MagFace", "CurricularFace", "AdaCos", "AdaCos-fixed")
 VARIANTS = REFERENCES + TERMS
 NOT_SAME_SIZE = {"SubCenterArcFace": "K=3: class weight table 3x the dense head"}
 
@@ -61,6 +66,12 @@ def make_term(name, num_classes=NUM_CLASSES):
         "CombinedMargin": lambda: terms.CombinedMargin(num_classes, scale=64.0, multiplicative_margin=1.0, angular_margin=0.3, cosine_margin=0.2),
         "SphereFace": lambda: terms.SphereFace(num_classes, multiplicative_margin=4),
         "SubCenterArcFace": lambda: terms.SubCenterArcFace(num_classes, sub_centers=3, scale=64.0, angular_margin=0.5),
+        "AdaFace": lambda: terms.AdaFace(num_classes, scale=64.0, margin=0.4, h=0.333),
+        "MagFace": lambda: terms.MagFace(num_classes, scale=64.0),
+        "CurricularFace": lambda: terms.CurricularFace(num_classes, scale=64.0, angular_margin=0.5),
+        "AdaCos": lambda: terms.AdaCos(num_classes),  # dynamic s
+        "AdaCos-fixed": lambda: terms.AdaCos(num_classes, dynamic=False),
+        "ElasticArcFace": lambda: terms.ElasticArcFace(num_classes, scale=64.0, angular_margin=0.5, sigma=0.05),
     }[name]()
 
 

@@ -320,6 +320,58 @@ def _render_siamese(stored):
             f"{r['untrained network']['roc_auc']:.3f} for the untrained network.")
 
 
+# ---------------------------------------------------------------- face margins on unseen digits (docs/margin_softmax.md)
+FACE_OBJECTIVES = ("arcface", "cosface", "adaface", "magface", "curricular", "adacos", "elasticarc", "elasticcos")
+FACE_OPTIONS = ("--data", "mnist", "--split", "unseen-classes", "--embedding-dim", "16")
+FACE_SEEDS = (0, 1, 2)
+FACE_FIGURES = (("verification_accuracy", "verification accuracy"), ("tar@far=1e-3", "TAR @ FAR 1e-3"),
+                ("map@r", "MAP@R"))
+
+
+def _face_settings():
+    return _jsonable({"backend": BACKEND, "objectives": FACE_OBJECTIVES, "options": FACE_OPTIONS,
+                      "seeds": FACE_SEEDS, "compare": _compare_settings()["compare"]})
+
+
+def _run_face():
+    import numpy as np
+
+    per_seed = {}
+    for seed in FACE_SEEDS:
+        out = _fresh(RUNS / f"face-margins-{seed}")
+        _run([sys.executable, "-m", "lossweave", "compare", "--objectives", ",".join(FACE_OBJECTIVES),
+              *FACE_OPTIONS, "--seed", str(seed), "--out", str(out), "--quiet"], f"face-margins seed {seed}")
+        per_seed[seed] = json.loads((out / "compare.json").read_text())["metrics"]
+    rows = {}
+    for spec in FACE_OBJECTIVES:
+        values = {key: [per_seed[seed][spec]["embedding"][key] for seed in FACE_SEEDS] for key, _ in FACE_FIGURES}
+        rows[spec] = {key: {"mean": float(np.mean(v)), "std": float(np.std(v))} for key, v in values.items()}
+    return {"settings": _face_settings(), "rows": rows}
+
+
+def _render_face(stored):
+    settings = stored["settings"]
+    c = settings["compare"]
+    seeds = ", ".join(map(str, settings["seeds"]))
+    lines = [
+        _prose(f"`lossweave compare --objectives {','.join(settings['objectives'])} {' '.join(settings['options'])} "
+               f"--seed S` for S = {seeds} ({BACKEND_NAMES[settings['backend']]}; model {c['model']}, "
+               f"{c['epochs']} epochs, batch {c['batch-size']}; trained on the digits 0-4, evaluated on the "
+               f"unseen digits 5-9; mean +- std over the seeds):"),
+        "",
+        "| objective | " + " | ".join(label for _, label in FACE_FIGURES) + " |",
+        "|:---|" + "---:|" * len(FACE_FIGURES),
+    ]
+    for spec in settings["objectives"]:
+        row = stored["rows"][spec]
+        lines.append(f"| `{spec}` | " + " | ".join(f"{row[k]['mean']:.3f} +- {row[k]['std']:.3f}"
+                                                   for k, _ in FACE_FIGURES) + " |")
+    best = max(settings["objectives"], key=lambda spec: stored["rows"][spec]["map@r"]["mean"])
+    return "\n".join(lines) + "\n\n" + _prose(
+        f"Highest mean MAP@R: `{best}` ({stored['rows'][best]['map@r']['mean']:.3f}). Differences smaller "
+        f"than the seeds' standard deviations are not a ranking.")
+
+
 # ---------------------------------------------------------------- the tables
 @dataclasses.dataclass(frozen=True)
 class Table:
@@ -335,6 +387,7 @@ TABLES = {
                           lambda: _script_settings(METRIC_SCRIPT)),
     "siamese": Table(("docs/pair_losses.md",), _run_siamese, _render_siamese,
                      lambda: _script_settings(SIAMESE_SCRIPT)),
+    "face-margins": Table(("docs/margin_softmax.md",), _run_face, _render_face, _face_settings),
 }
 
 

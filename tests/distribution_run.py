@@ -36,6 +36,9 @@ import lossweave as lw  # noqa: E402
 CLASSES, DIM, FEATURES, BATCH, STEPS = 5, 4, 10, 32, 4
 
 
+ADAPTIVE = ("adaface", "curricular_face", "adacos")  # MagFace keeps no state: its gradients are ArcFace's path
+
+
 def _term_factories():
     """Every stateful term trained here; a new stateful term joins this list."""
     factories = {
@@ -48,6 +51,13 @@ def _term_factories():
     # Partial FC sampling (issue 13): 7 of 64 classes a step; the replicas draw the
     # global batch's sample (the labels are in [0, CLASSES): 2+ negatives a step).
     factories["arcface_sampled"] = lambda: lw.terms.ArcFace(64, sample_rate=0.1, seed=5, on="embedding")
+    # The adaptive margins with running statistics (issue 24), of the global batch (in the loss-level run
+    # only: PCGrad's projections over 7 terms amplify float32 round-off past 1e-5 on TensorFlow).
+    factories["adaface"] = lambda: lw.terms.AdaFace(CLASSES, update_rate=0.5, initial_mean=2.0, initial_std=1.0,
+                                                    on="embedding")
+    factories["curricular_face"] = lambda: lw.terms.CurricularFace(CLASSES, update_rate=0.5, on="embedding")
+    # 8 classes, 5 in a batch: Partial FC keeps the positives only (its B_avg scaled by 7/4); s stays O(1).
+    factories["adacos"] = lambda: lw.terms.AdaCos(8, sample_rate=0.5, seed=6, on="embedding")
     return factories
 
 
@@ -64,7 +74,7 @@ def _objective(weighting=None):
     hidden = keras.layers.Dense(16, activation="tanh")(inputs)
     emb = keras.layers.Dense(DIM)(hidden)
     model = keras.Model(inputs, {"embedding": emb, "logits": keras.layers.Dense(CLASSES)(emb)})
-    terms = {name: make() for name, make in _term_factories().items()}
+    terms = {name: make() for name, make in _term_factories().items() if weighting is None or name not in ADAPTIVE}
     weighting = weighting or lw.weighting.Uncertainty({"softmax": "classification"})
     objective = lw.Objective(model, terms, weighting=weighting)
     objective.compile(optimizer=keras.optimizers.SGD(0.02, momentum=0.5))

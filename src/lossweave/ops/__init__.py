@@ -7,7 +7,7 @@ from lossweave.ops.center import (
     center_update_rows,
 )
 from lossweave.ops import aggregators
-from lossweave.ops import distances, margin, pairs, sampling
+from lossweave.ops import adaptive_margin, distances, margin, pairs, sampling, weighting
 from lossweave.ops.labels import class_indices, finite_rows, label_layout
 from lossweave.ops.pair_similarity import (
     circle_loss,
@@ -22,6 +22,7 @@ from lossweave.ops.sampling import sample_classes
 from lossweave.ops.softmax import logits_accuracy, softmax_cross_entropy
 
 __all__ = [
+    "adaptive_margin",
     "aggregators",
     "center_loss",
     "center_loss_and_update",
@@ -46,4 +47,5 @@ __all__ = [
     "sampling",
     "softmax_cross_entropy",
     "supcon_loss",
+    "weighting",
 ]

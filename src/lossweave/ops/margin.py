@@ -144,7 +144,7 @@ def replace_target(logits, hit, value):
     return ops.where(hit, ops.expand_dims(ops.cast(value, "float32"), -1), ops.cast(logits, "float32"))
 
 
-def margin_cross_entropy(logits, target_logit, valid, sample_weight=None):
+def margin_cross_entropy(logits, target_logit, valid, sample_weight=None, penalty=None):
     """Mean softmax cross-entropy when each row's target logit is known: ``logsumexp(z) - z_y``.
 
     Equal to :func:`lossweave.ops.softmax_cross_entropy` on ``logits`` whose
@@ -158,8 +158,12 @@ def margin_cross_entropy(logits, target_logit, valid, sample_weight=None):
         sample_weight: optional ``(batch,)`` weights: Keras's
             ``sum_i w_i l_i / batch``, the batch counting every row
             (``docs/sample_weight.md``).
+        penalty: optional ``(batch,)`` term added to each row's loss before
+            the weights (MagFace's ``lambda_g g(a_i)``).
     """
     per_sample = ops.logsumexp(ops.cast(logits, "float32"), axis=-1) - ops.cast(target_logit, "float32")
+    if penalty is not None:
+        per_sample = per_sample + ops.cast(penalty, "float32")
     valid = ops.logical_and(valid, ops.isfinite(per_sample))
     weight = ops.cast(valid, "float32")
     if sample_weight is not None:
@@ -186,7 +190,8 @@ def arcface_target(cos, angular_margin=0.5, easy_margin=False):
     implementation: a CosFace-like margin that keeps the logit decreasing in
     ``theta``). ``easy_margin=True`` instead applies the margin only where
     ``cos theta > 0`` (their other option). ``angular_margin`` is the paper's
-    ``m``, added to the angle (radians).
+    ``m``, added to the angle (radians): a number, or a ``(batch,)`` tensor
+    of one margin per row.
 
     Example:
         >>> import numpy as np
@@ -196,10 +201,16 @@ def arcface_target(cos, angular_margin=0.5, easy_margin=False):
     cos = ops.cast(cos, "float32")
     sin = _safe_sqrt(1.0 - ops.square(cos))
     m = angular_margin
-    shifted = cos * math.cos(m) - sin * math.sin(m)
+    if isinstance(m, (int, float)):
+        cos_m, sin_m, past_pi = math.cos(m), math.sin(m), math.cos(math.pi - m)
+    else:  # a margin per row (MagFace's m(a_i)), (batch,)
+        m = ops.cast(m, "float32")
+        cos_m, sin_m = ops.cos(m), ops.sin(m)
+        past_pi = -cos_m  # cos(pi - m)
+    shifted = cos * cos_m - sin * sin_m
     if easy_margin:
         return ops.where(cos > 0.0, shifted, cos)
-    return ops.where(cos > math.cos(math.pi - m), shifted, cos - m * math.sin(m))
+    return ops.where(cos > past_pi, shifted, cos - m * sin_m)
 
 
 def combined_margin_target(cos, multiplicative_margin=1.0, angular_margin=0.3, cosine_margin=0.2):

@@ -9,9 +9,11 @@ rows with them.
 
 from lossweave._backend import add_to_rows, gather_rows
 
+from lossweave.terms.adaptive_margin import AdaCos, AdaFace, CurricularFace, MagFace
 from lossweave.terms.base import Term
 from lossweave.terms.center import CenterLoss
 from lossweave.terms.loss import Loss, SoftmaxCrossEntropy
+from lossweave.terms.elastic import ElasticArcFace, ElasticCosFace
 from lossweave.terms.memory import CrossBatchMemory
 from lossweave.terms.margin import (
     ArcFace,
@@ -37,6 +39,8 @@ from lossweave.terms.similarity import CircleLoss, MultiSimilarityLoss, NTXentLo
 __all__ = [
     "add_to_rows",
     "gather_rows",
+    "AdaCos",
+    "AdaFace",
     "ArcFace",
     "CenterLoss",
     "CircleLoss",
@@ -44,8 +48,12 @@ __all__ = [
     "ContrastiveLoss",
     "CosFace",
     "CrossBatchMemory",
+    "CurricularFace",
+    "ElasticArcFace",
+    "ElasticCosFace",
     "LiftedStructureLoss",
     "Loss",
+    "MagFace",
     "MarginLogits",
     "MarginSoftmax",
     "MultiSimilarityLoss",

@@ -2,11 +2,25 @@
 
 One base, :class:`MarginSoftmax`, holds the class weights (a trainable
 ``(num_classes * sub_centers, dim)`` variable of the term, so ``Objective``
-trains and saves it) and computes the loss; a family member overrides two
+trains and saves it) and computes the loss; a family member overrides
 small hooks (in the style of pytorch-metric-learning's large-margin losses):
 
-- ``target_logit(cos_y, training)``: the target class's value with the margin;
+- ``target_logit(cos_y, training)``: the target class's value with the margin
+  (with ``reads_norms = True`` also given ``norms=``, the ``(batch,)`` L2 norms
+  of the raw embeddings: AdaFace, MagFace);
 - ``logit_scale(embeddings)``: ``s`` (SphereFace: ``||x||``).
+
+and, for the adaptive members (``lossweave.terms.adaptive_margin``), hooks
+that see the step's :class:`MarginBatch` (the scaled cosines, the target
+cosines, the norms, the rows that count):
+
+- ``observe(batch)``: computes the step's batch statistics (AdaFace's norm
+  statistics, CurricularFace's ``t``) before any margin is applied;
+- ``batch_scale(batch)``: the scale the step uses (AdaCos's dynamic ``s``);
+- ``negative_logits(logits, batch)``: the non-target logits (CurricularFace's
+  re-weighted hard negatives);
+- ``sample_penalty(batch)``: a ``(batch,)`` term added to each row's loss
+  (MagFace's ``lambda_g g(a_i)``).
 
 ``sub_centers=K`` gives each class ``K`` weight vectors, the cosine to a class
 being the largest of its ``K`` (sub-center ArcFace). ``cosines(embeddings)``
@@ -18,15 +32,20 @@ margin-free logits ``s * cos theta`` for inference, and
 """
 
 import math
+from typing import NamedTuple
 
 import keras
 import numpy as np
 from keras import ops
 
 from lossweave import arguments
+from lossweave.ops import adaptive_margin as adaptive_ops
 from lossweave.ops import margin as margin_ops
 from lossweave.ops import sampling as sampling_ops
 from lossweave.terms.table import SampledClassTable
+
+
+_ADAPTIVE_HOOKS = ("observe", "batch_scale", "negative_logits", "sample_penalty")
 
 
 def _angle(value, name, owner):
@@ -38,6 +57,36 @@ def _angle(value, name, owner):
 def _cosine(value, name, owner):
     """An additive cosine margin, in ``[0, 2)``."""
     return arguments.number(value, name, owner, low=0.0, high=2.0, high_open=True)
+
+
+class MarginBatch(NamedTuple):
+    """What one call of a margin term hands its adaptive hooks.
+
+    Attributes:
+        logits: ``(batch, S)`` float32 ``scale * cos theta_j`` over the step's
+            classes (``S = num_classes``, or the sampled slots), before any
+            margin, filtering or exclusion of unused slots.
+        hit: ``(batch, S)`` bool, true at each row's target.
+        in_use: ``(S,)`` bool of the sampled slots in use, or ``None`` (every class).
+        cos_target: ``(batch,)`` float32 target cosines clipped to ``[-1, 1]``
+            (0 where a row has no valid label).
+        norms: ``(batch,)`` float32 L2 norms of the raw embeddings (with
+            their gradient), or ``None`` unless the term ``reads_norms``.
+        rows: ``(batch,)`` bool, the rows a batch statistic counts: a valid
+            label, finite features and a non-zero sample weight.
+        scale: the scale of ``logits``: a Python float or a float32 ``()`` /
+            ``(batch,)`` tensor.
+        training: the call's ``training`` flag.
+    """
+
+    logits: object
+    hit: object
+    in_use: object
+    cos_target: object
+    norms: object
+    rows: object
+    scale: object
+    training: object
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -79,6 +128,7 @@ class MarginSoftmax(SampledClassTable):
     """
 
     table_name = "class_weights"
+    reads_norms = False  # True: target_logit also gets norms=, the raw embeddings' L2 norms
 
     def __init__(
         self,
@@ -112,6 +162,24 @@ class MarginSoftmax(SampledClassTable):
         """The scale of the logits: ``s``."""
         return self.scale
 
+    def observe(self, batch):
+        """Called once per call with the step's :class:`MarginBatch`, before any margin; nothing by default."""
+
+    def batch_scale(self, batch):
+        """The scale this step's logits use (``batch.logits`` are rescaled to it): ``batch.scale`` by default."""
+        return batch.scale
+
+    def negative_logits(self, logits, batch):
+        """The ``(batch, S)`` scaled logits with the non-target entries as the loss uses them; unchanged by default.
+
+        The target entries are replaced afterwards (whatever this returns there).
+        """
+        return logits
+
+    def sample_penalty(self, batch):
+        """A ``(batch,)`` float32 term added to each row's loss (weighted as the row is), or ``None``."""
+        return None
+
     # ---------------------------------------------------------------- outputs
     def logits(self, embeddings):
         """Margin-free logits ``logit_scale * cos theta_j`` for inference (no labels)."""
@@ -124,8 +192,8 @@ class MarginSoftmax(SampledClassTable):
         """The training logits: the target entry of each row carries the margin."""
         return self._margin_logits(embeddings, labels, training)[0]
 
-    def _margin_logits(self, embeddings, labels, training=None):
-        """``(logits, target logit, valid rows)`` of the training logits.
+    def _margin_logits(self, embeddings, labels, training=None, sample_weight=None):
+        """``(logits, target logit, valid rows, per-row penalty or None)`` of the training logits.
 
         Fast at many classes: the scale multiplies the ``(batch, dim)``
         embeddings before the matmul, the target cosine is read by one masked
@@ -139,22 +207,46 @@ class MarginSoftmax(SampledClassTable):
         """
         self.ensure_built(embeddings)
         embeddings, finite = self.finite_embeddings(embeddings)
+        norms = adaptive_ops.feature_norms(embeddings) if self.reads_norms else None
         scale = self.logit_scale(embeddings)
         table, labels, in_use, classes = self.training_rows(labels, training)
         logits = margin_ops.scaled_cosines(embeddings, table, scale, self.sub_centers)
         hit, valid = margin_ops.target_mask(labels, classes)
+        valid = ops.logical_and(valid, finite)
         scale = margin_ops.row_scale(scale)
-        if self.filters(training):
-            logits = sampling_ops.filter_negatives(logits, hit, self.negative_threshold, scale)
-        if in_use is not None:
-            logits = sampling_ops.exclude_unused(logits, in_use)
+        # The target entries: filtering keeps them and a target slot is always in use.
         scaled_target = margin_ops.masked_target(logits, hit)  # (batch,): scale * cos theta_y
         if isinstance(scale, float):
             cos_target = scaled_target / scale
         else:  # a learned scale, or SphereFace's ||x||, which may be 0 (then so is scale * cos)
             cos_target = scaled_target / ops.maximum(scale, 1e-12)
-        target = self.target_logit(ops.clip(cos_target, -1.0, 1.0), training=training) * scale
-        return margin_ops.replace_target(logits, hit, target), target, ops.logical_and(valid, finite)
+        cos_target = ops.clip(cos_target, -1.0, 1.0)
+        batch = None
+        if self.adapts:
+            rows = valid if sample_weight is None else ops.logical_and(
+                valid, ops.reshape(ops.cast(sample_weight, "float32"), (-1,)) != 0.0)
+            batch = MarginBatch(logits, hit, in_use, cos_target, norms, rows, scale, training)
+            self.observe(batch)
+            new_scale = self.batch_scale(batch)
+            if new_scale is not scale:
+                logits = logits * (new_scale / ops.maximum(scale, 1e-12))
+                scale = new_scale
+                batch = batch._replace(logits=logits, scale=scale)
+            logits = self.negative_logits(logits, batch)
+        if self.filters(training):
+            logits = sampling_ops.filter_negatives(logits, hit, self.negative_threshold, scale)
+        if in_use is not None:
+            logits = sampling_ops.exclude_unused(logits, in_use)
+        extra = {"norms": norms} if self.reads_norms else {}
+        target = self.target_logit(cos_target, training=training, **extra) * scale
+        penalty = None if batch is None else self.sample_penalty(batch)
+        return margin_ops.replace_target(logits, hit, target), target, valid, penalty
+
+    @property
+    def adapts(self):
+        """Whether this class overrides an adaptive hook (``observe``, ``batch_scale``, ...)."""
+        cls = type(self)
+        return any(getattr(cls, name) is not getattr(MarginSoftmax, name) for name in _ADAPTIVE_HOOKS)
 
     def classifier(self, model, on=None, name="logits"):
         """A Keras model: ``model``'s outputs plus the margin-free logits of this term.
@@ -188,8 +280,8 @@ class MarginSoftmax(SampledClassTable):
         return keras.Model(model.inputs, outputs, name=f"{model.name}_classifier")
 
     def compute_loss(self, outputs, targets, sample_weight, training):
-        logits, target, valid = self._margin_logits(outputs, targets, training=training)
-        return margin_ops.margin_cross_entropy(logits, target, valid, sample_weight)
+        logits, target, valid, penalty = self._margin_logits(outputs, targets, training, sample_weight)
+        return margin_ops.margin_cross_entropy(logits, target, valid, sample_weight, penalty)
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "sub_centers": self.sub_centers}
