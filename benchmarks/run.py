@@ -60,8 +60,8 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="smoke run: few repeats, small epochs")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON results file (default {DEFAULT_OUT})")
     parser.add_argument(
-        "--only", choices=("center", "step", "margin", "gradient", "pairs", "aggregation", "multitask"),
-        help="run one benchmark (multitask: its quality runs too)"
+        "--only", choices=("center", "step", "margin", "gradient", "pairs", "aggregation", "multitask", "retrieval"),
+        help="run one benchmark (multitask: its quality runs too; retrieval: only when named)"
     )
     parser.add_argument(
         "--threads", type=int, default=1,
@@ -160,9 +160,16 @@ def main(argv=None):
         record["multitask"] = multitask.run(quick=args.quick, do_quality=args.only == "multitask")
         tables.append(multitask.markdown(record["multitask"]))
         print(tables[-1] + "\n", flush=True)
+    if args.only == "retrieval":  # minutes at 100k references: only when asked for
+        import retrieval
+
+        record["retrieval"] = retrieval.bench(quick=args.quick)
+        tables.append(retrieval.markdown(record["retrieval"]))
+        print(tables[-1] + "\n", flush=True)
     record["seconds"] = time.perf_counter() - start
     targets = {}
-    for name in ("center_update", "step_overhead", "margin", "gradient", "pairs", "aggregation", "multitask"):
+    for name in ("center_update", "step_overhead", "margin", "gradient", "pairs", "aggregation", "multitask",
+                 "retrieval"):
         targets.update(record.get(name, {}).get("targets", {}))
     record["targets"] = targets
     verdict = lambda v: "met" if v else ("n/a" if v is None else "MISSED")

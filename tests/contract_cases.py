@@ -102,6 +102,41 @@ TERMS = {
         {"num_classes": CLASSES, "sub_centers": 2, "scale": 32.0, "angular_margin": 0.4, "easy_margin": True,
          "class_weights_initializer": "he_normal", **SAMPLING, **labelled(), **layer("subcenter_arcface")},
     ),
+    "elastic_arcface": (
+        lw.terms.ElasticArcFace,
+        {"num_classes": CLASSES, "scale": 30.0, "angular_margin": 0.4, "sigma": 0.02, "plus": True,
+         "plus_order": "paper", "sub_centers": 2, "class_weights_initializer": "he_normal", **SAMPLING, **labelled(),
+         **layer("elastic_arcface")},
+    ),
+    "elastic_cosface": (
+        lw.terms.ElasticCosFace,
+        {"num_classes": CLASSES, "scale": 30.0, "cosine_margin": 0.3, "sigma": 0.03, "plus": True,
+         "plus_order": "paper", "sub_centers": 2, "class_weights_initializer": "he_normal", **SAMPLING, **labelled(),
+         **layer("elastic_cosface")},
+    ),
+    "adaface": (
+        lw.terms.AdaFace,
+        {"num_classes": CLASSES, "scale": 32.0, "margin": 0.3, "h": 0.5, "update_rate": 0.99, "initial_mean": 10.0,
+         "initial_std": 5.0, "sub_centers": 2, "class_weights_initializer": "he_normal", **SAMPLING, **labelled(),
+         **layer("adaface")},
+    ),
+    "magface": (
+        lw.terms.MagFace,
+        {"num_classes": CLASSES, "scale": 32.0, "lower_norm": 5.0, "upper_norm": 50.0, "lower_margin": 0.4,
+         "upper_margin": 0.7, "lambda_g": 5.0, "easy_margin": False, "check_lambda": False, "sub_centers": 2,
+         "class_weights_initializer": "he_normal", **SAMPLING, **labelled(), **layer("magface")},
+    ),
+    "curricular_face": (
+        lw.terms.CurricularFace,
+        {"num_classes": CLASSES, "scale": 32.0, "angular_margin": 0.4, "update_rate": 0.99, "initial_t": 0.1,
+         "sub_centers": 2, "class_weights_initializer": "he_normal", **SAMPLING, **labelled(),
+         **layer("curricular_face")},
+    ),
+    "adacos": (
+        lw.terms.AdaCos,
+        {"num_classes": CLASSES, "scale": 5.0, "dynamic": False, "sub_centers": 2,
+         "class_weights_initializer": "he_normal", **SAMPLING, **labelled(), **layer("adacos")},
+    ),
     "sphereface": (
         lw.terms.SphereFace,
         {"num_classes": CLASSES, "multiplicative_margin": 3, "base": 100.0, "gamma": 0.2, "power": 2.0, "lambda_min": 1.0,
@@ -111,18 +146,22 @@ TERMS = {
     "proxy_anchor": (
         lw.terms.ProxyAnchorLoss,
         {"num_classes": CLASSES, "delta": 0.2, "scale": 16.0,
-         "proxies_initializer": keras.initializers.RandomNormal(stddev=0.5, seed=3), **SAMPLING,
+         "proxies_initializer": keras.initializers.RandomNormal(stddev=0.5, seed=3),
+         "distance": lw.distances.CosineDistance(), **SAMPLING,
          **labelled(), **layer("proxy_anchor")},
     ),
     "proxy_nca": (
         lw.terms.ProxyNCALoss,
         {"num_classes": CLASSES, "temperature": 1 / 9, "include_positive": True, "squared": False,
-         "proxies_initializer": "he_uniform", **SAMPLING, **labelled(), **layer("proxy_nca")},
+         "proxies_initializer": "he_uniform",
+         "distance": lw.distances.LpDistance(p=2.0, power=2.0, normalize_embeddings=True), **SAMPLING,
+         **labelled(), **layer("proxy_nca")},
     ),
     "pair_term": (lw.terms.PairTerm, {**labelled(), **layer("pair_term")}),
     "contrastive": (
         lw.terms.ContrastiveLoss,
-        {"pos_margin": 0.1, "neg_margin": 2.0, "distance": "cosine", **labelled(), **layer("contrastive")},
+        {"pos_margin": 0.1, "neg_margin": 2.0, "distance": "cosine", "reducer": lw.reducers.AvgNonZeroReducer(),
+         "miner": lw.miners.PairMarginMiner(0.1, 1.5), **labelled(), **layer("contrastive")},
     ),
     "contrastive_siamese": (
         lw.terms.SiameseContrastiveLoss,
@@ -132,22 +171,50 @@ TERMS = {
     "triplet": (
         lw.terms.TripletLoss,
         {"margin": 0.5, "mining": "batch-hard", "distance": "squared_euclidean", "soft": True, "average": "all",
+         "reducer": lw.reducers.ThresholdReducer(low=0.1, high=3.0),
+         "miner": lw.miners.BatchEasyHardMiner("hard", "semihard"),
          **labelled(), **layer("triplet")},
     ),
-    "lifted": (lw.terms.LiftedStructureLoss, {"margin": 0.5, **labelled(), **layer("lifted")}),
-    "npairs": (lw.terms.NPairsLoss, {"l2_reg": 0.01, **labelled(), **layer("npairs")}),
+    "lifted": (
+        lw.terms.LiftedStructureLoss,
+        {"margin": 0.5, "distance": lw.distances.LpDistance(p=1.5), "reducer": lw.reducers.DivisorReducer(4.0),
+         "miner": lw.miners.HDCMiner(0.7), **labelled(), **layer("lifted")},
+    ),
+    "npairs": (
+        lw.terms.NPairsLoss,
+        {"l2_reg": 0.01, "distance": "cosine_similarity", "reducer": lw.reducers.PerAnchorReducer(True),
+         **labelled(), **layer("npairs")},
+    ),
     "multi_similarity": (
         lw.terms.MultiSimilarityLoss,
-        {"alpha": 3.0, "beta": 40.0, "base": 0.5, "epsilon": 0.2, "mining": False, **labelled(),
-         **layer("multi_similarity")},
+        {"alpha": 3.0, "beta": 40.0, "base": 0.5, "epsilon": 0.2, "mining": False,
+         "distance": lw.distances.DotProductSimilarity(normalize_embeddings=True),
+         "reducer": lw.reducers.ClassWeightedReducer([1.0, 2.0, 0.5, 1.0]),
+         "miner": lw.miners.MultiSimilarityMiner(0.3), **labelled(), **layer("multi_similarity")},
     ),
-    "circle": (lw.terms.CircleLoss, {"relaxation": 0.4, "scale": 80.0, **labelled(), **layer("circle")}),
-    "supcon": (lw.terms.SupConLoss, {"temperature": 0.2, **labelled(), **layer("supcon")}),
+    "circle": (
+        lw.terms.CircleLoss,
+        {"relaxation": 0.4, "scale": 80.0, "distance": lw.distances.DotProductSimilarity(),
+         "reducer": lw.reducers.AvgNonZeroReducer(), "miner": lw.miners.TripletMarginMiner(0.3, "semihard"),
+         **labelled(), **layer("circle")},
+    ),
+    "supcon": (
+        lw.terms.SupConLoss,
+        {"temperature": 0.2, "distance": lw.distances.EuclideanDistance(normalize_embeddings=True),
+         "reducer": lw.reducers.PerAnchorReducer(), "miner": lw.miners.BatchHardMiner(), **labelled(),
+         **layer("supcon")},
+    ),
     "ntxent_views": (
         lw.terms.TwoViewNTXentLoss,
-        {"temperature": 0.5, **labelled(("features", "other")), **layer("ntxent_views")},
+        {"temperature": 0.5, "distance": lw.distances.SNRDistance(normalize_embeddings=True),
+         "reducer": lw.reducers.MeanReducer(), **labelled(("features", "other")), **layer("ntxent_views")},
     ),
-    "ntxent": (lw.terms.NTXentLoss, {"temperature": 0.3, **labelled(), **layer("ntxent")}),
+    "ntxent": (
+        lw.terms.NTXentLoss,
+        {"temperature": 0.3, "distance": lw.distances.SquaredEuclideanDistance(normalize_embeddings=True),
+         "reducer": lw.reducers.AvgNonZeroReducer(), "miner": lw.miners.SemiHardNegativeMiner(), **labelled(),
+         **layer("ntxent")},
+    ),
     "xbm": (
         lw.terms.CrossBatchMemory,
         {"term": Fresh(lambda: lw.terms.TripletLoss(margin=0.3, mining="batch-hard", name="inner")), "memory_size": 6,
@@ -203,6 +270,10 @@ WEIGHTINGS = {
     ),
     "dbmtl": (lw.weighting.DBMTL, {"beta": 0.8, "beta_sigma": 0.5, "epsilon": 1e-6, **layer("dbmtl")}),
     "gradnorm": (lw.weighting.GradNorm, {"alpha": 1.0, "learning_rate": 0.05, **layer("gradnorm")}),
+    "scaled": (lw.weighting.Scaled, {"strategy": Fresh(lambda: lw.weighting.NashMTL(max_norm=0.0)),
+                                     "scales": {"a": 2.0}, **layer("scaled")}),
+    "log_losses": (lw.weighting.LogLosses, {"strategy": Fresh(lambda: lw.weighting.DWA(steps_per_epoch=2)),
+                                            "epsilon": 1e-6, **layer("log_losses")}),
 }
 
 EPOCHS = {"unit": "epoch", "steps_per_epoch": 5}
@@ -231,6 +302,28 @@ def _evaluation_arguments():
 
 # Objects that are not saved on their own in a .keras file: config round trip only.
 CONFIG_ONLY = {
+    # Distances, reducers and miners: saved inside a loss's config (the term entries above load them).
+    "lp_distance": (lw.distances.LpDistance, {"p": 3.0, "power": 2.0, "normalize_embeddings": True}),
+    "euclidean_distance": (lw.distances.EuclideanDistance, {"normalize_embeddings": True}),
+    "squared_euclidean_distance": (lw.distances.SquaredEuclideanDistance, {"normalize_embeddings": True}),
+    "dot_product_similarity": (lw.distances.DotProductSimilarity, {"normalize_embeddings": True}),
+    "snr_distance": (lw.distances.SNRDistance, {"normalize_embeddings": True}),
+    "distance": (lw.distances.Distance, {"normalize_embeddings": True}),
+    "cosine_distance": (lw.distances.CosineDistance, {}),
+    "cosine_similarity": (lw.distances.CosineSimilarity, {}),
+    "threshold_reducer": (lw.reducers.ThresholdReducer, {"low": 0.1, "high": 2.0}),
+    "per_anchor_reducer": (lw.reducers.PerAnchorReducer, {"count_empty": True}),
+    "divisor_reducer": (lw.reducers.DivisorReducer, {"divisor": 3.0}),
+    "class_weighted_reducer": (lw.reducers.ClassWeightedReducer, {"weights": [1.0, 0.5]}),
+    "mean_reducer": (lw.reducers.MeanReducer, {}),
+    "avg_non_zero_reducer": (lw.reducers.AvgNonZeroReducer, {}),
+    "triplet_margin_miner": (lw.miners.TripletMarginMiner, {"margin": 0.5, "type_of_triplets": "semihard"}),
+    "batch_easy_hard_miner": (lw.miners.BatchEasyHardMiner, {"pos_strategy": "hard", "neg_strategy": "easy"}),
+    "multi_similarity_miner": (lw.miners.MultiSimilarityMiner, {"epsilon": 0.3}),
+    "pair_margin_miner": (lw.miners.PairMarginMiner, {"pos_margin": 0.1, "neg_margin": 0.5}),
+    "hdc_miner": (lw.miners.HDCMiner, {"filter_percentage": 0.3}),
+    "batch_hard_miner": (lw.miners.BatchHardMiner, {}),
+    "semi_hard_negative_miner": (lw.miners.SemiHardNegativeMiner, {}),
     "clip": (lw.weighting.Clip, {"min_value": -1.0, "max_value": 2.0}),
     "logits_accuracy": (lw.metrics.LogitsAccuracy, {"name": "top1", "dtype": "float16"}),
     "embedding_evaluation": (lw.metrics.EmbeddingEvaluation, _evaluation_arguments()),
@@ -272,6 +365,8 @@ EXEMPT = {
     "Schedule": "abstract (abc): its unit and steps_per_epoch are in every schedule's entry",
     "ClusteringResult": "a result (NamedTuple), not a configured object",
     "VerificationResult": "a result (NamedTuple), not a configured object",
+    "TemplateVerificationResult": "a result (NamedTuple), not a configured object",
+    "IJBProtocol": "the metadata a loader read (NamedTuple), not a configured object",
 }
 
 # Constructor arguments a class takes but does not use, and why.
@@ -312,4 +407,4 @@ def contract_model():
     )
 
 # Arguments with a default that the constructor refuses (a required argument in all but name).
-REQUIRED = {"DWA": ("steps_per_epoch",)}
+REQUIRED = {"DWA": ("steps_per_epoch",), "ThresholdReducer": ("low",)}  # ThresholdReducer: low or high

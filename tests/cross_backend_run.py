@@ -68,6 +68,19 @@ TERMS = {
     "CombinedMargin": (lambda: lw.terms.CombinedMargin(CLASSES, scale=16.0), "embedding"),
     "SubCenterArcFace": (lambda: lw.terms.SubCenterArcFace(CLASSES, sub_centers=2, scale=16.0), "embedding"),
     "SphereFace": (lambda: lw.terms.SphereFace(CLASSES, base=10.0), "embedding"),
+    "AdaFace": (lambda: lw.terms.AdaFace(CLASSES, scale=16.0, update_rate=0.5, initial_mean=1.5, initial_std=1.0),
+                "embedding"),
+    "MagFace": (lambda: lw.terms.MagFace(CLASSES, scale=16.0, lower_norm=0.5, upper_norm=3.0, lambda_g=2.0,
+                                         check_lambda=False), "embedding"),
+    "CurricularFace": (lambda: lw.terms.CurricularFace(CLASSES, scale=16.0, update_rate=0.5), "embedding"),
+    "AdaCos": (lambda: lw.terms.AdaCos(CLASSES), "embedding"),
+    "AdaCos-sampling": (lambda: lw.terms.AdaCos(CLASSES, sample_rate=0.5, seed=1), "embedding"),
+    # ElasticFace's draws are each backend's own: sigma = 0 makes them the mean on every backend (the
+    # "+" ordering of equal margins is then moot); the draws are checked per backend in test_elastic.
+    "ElasticArcFace": (lambda: lw.terms.ElasticArcFace(CLASSES, scale=16.0, sigma=0.0, plus=True, seed=1), "embedding"),
+    "ElasticCosFace-sampling": (
+        lambda: lw.terms.ElasticCosFace(CLASSES, scale=16.0, sigma=0.0, sample_rate=0.5, seed=1), "embedding"
+    ),
     "ProxyAnchorLoss": (lambda: lw.terms.ProxyAnchorLoss(CLASSES), "embedding"),
     "ProxyNCALoss": (lambda: lw.terms.ProxyNCALoss(CLASSES), "embedding"),
     "ProxyNCALoss-plus-sampling": (
@@ -93,6 +106,35 @@ TERMS = {
     "CrossBatchMemory": (
         lambda: lw.terms.CrossBatchMemory(lw.terms.TripletLoss(mining="batch-hard"), memory_size=12), "embedding"
     ),
+    # Distances, reducers and miners (lossweave.distances / reducers / miners), each through a loss.
+    "ContrastiveLoss-normalized-nonzero-pairmargin": (
+        lambda: lw.terms.ContrastiveLoss(neg_margin=1.5, distance=lw.distances.EuclideanDistance(True),
+                                         reducer=lw.reducers.AvgNonZeroReducer(),
+                                         miner=lw.miners.PairMarginMiner(0.1, 1.2)), "embedding"
+    ),
+    "TripletLoss-lp-threshold-tripletmargin": (
+        lambda: lw.terms.TripletLoss(margin=0.5, distance=lw.distances.LpDistance(p=1.0, normalize_embeddings=True),
+                                     reducer=lw.reducers.ThresholdReducer(low=0.05),
+                                     miner=lw.miners.TripletMarginMiner(0.5, "all")), "embedding"
+    ),
+    "TripletLoss-dot-peranchor-easyhard": (
+        lambda: lw.terms.TripletLoss(margin=0.3, distance=lw.distances.CosineSimilarity(),
+                                     reducer=lw.reducers.PerAnchorReducer(),
+                                     miner=lw.miners.BatchEasyHardMiner("easy", "semihard")), "embedding"
+    ),
+    "MultiSimilarityLoss-classweighted-hdc": (
+        lambda: lw.terms.MultiSimilarityLoss(
+            mining=False, reducer=lw.reducers.ClassWeightedReducer([1.0, 2.0, 0.5, 1.5]), miner=lw.miners.HDCMiner(0.6)
+        ), "embedding"
+    ),
+    "SupConLoss-squared-divisor": (
+        lambda: lw.terms.SupConLoss(distance=lw.distances.SquaredEuclideanDistance(normalize_embeddings=True),
+                                    reducer=lw.reducers.DivisorReducer(5.0)), "embedding"
+    ),
+    "ProxyNCALoss-distance": (
+        lambda: lw.terms.ProxyNCALoss(CLASSES, distance=lw.distances.DotProductSimilarity(normalize_embeddings=True)),
+        "embedding",
+    ),
 }
 
 NAMES3 = ["a", "b", "c"]
@@ -109,6 +151,8 @@ LOSS_LEVEL = {
     "RLW": lambda: lw.weighting.RLW(seed=1),
     "GLS": lambda: lw.weighting.GLS(),
     "FAMO": lambda: lw.weighting.FAMO(beta=0.5, gamma=0.01),
+    "Scaled": lambda: lw.weighting.Scaled(lw.weighting.Uncertainty({"a": "classification"}), {"b": 3.0}),
+    "LogLosses": lambda: lw.weighting.LogLosses(lw.weighting.Uncertainty({"b": "classification"})),
 }
 
 # Three shared variables; (K, *shape) rows per step.
@@ -137,6 +181,8 @@ GRADIENT_LEVEL = {
     "MoCo": (lambda: lw.weighting.MoCo(beta=0.5, gamma=0.2, rho=0.1), 3, "mixed"),
     "DBMTL": (lambda: lw.weighting.DBMTL(beta=0.8, beta_sigma=0.5), 3, "mixed"),
     "GradNorm": (lambda: lw.weighting.GradNorm(alpha=1.0, learning_rate=0.1), 3, "mixed"),
+    "Scaled-mgda": (lambda: lw.weighting.Scaled(lw.weighting.MGDA(), {"a": 4.0, "c": 0.5}), 3, "mixed"),
+    "LogLosses-nash": (lambda: lw.weighting.LogLosses(lw.weighting.NashMTL(max_norm=0.0)), 3, "mixed"),
 }
 DRAWN = {"RLW", "GradDrop-mixed"}  # compared per backend only (see the module docstring)
 

@@ -106,7 +106,7 @@ def _check_report(run):
     assert options["epochs"] == "1" and options["center-weight"] == "0.01"
     assert options["embedding-dim"] == "3" and options["backend"] == keras.backend.backend()
     images = re.findall(r'<img [^>]*src="([^"]+)"', page)
-    assert len(images) == 2 and all(s.startswith("data:image/png;base64,") for s in images)
+    assert len(images) == 4 and all(s.startswith("data:image/png;base64,") for s in images)  # + calibration, tiles
     assert "--epochs 1" in page and "lossweave train" in page
 
 

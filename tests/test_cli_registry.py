@@ -62,6 +62,7 @@ def test_parser_choices_are_the_registry():
     assert cli_objectives.LOSSES is registry.LOSSES
     assert cli_objectives.WEIGHTINGS == tuple(registry.WEIGHTINGS)
     expected = {"softmax", "normface", "sphereface", "cosface", "arcface", "combined", "subcenter",
+                "elasticarc", "elasticcos", "adaface", "magface", "curricular", "adacos",
                 "triplet", "contrastive", "multisimilarity", "circle", "supcon", "proxyanchor",
                 "proxynca", "lifted", "npairs"}
     assert set(registry.LOSSES) == expected
@@ -211,11 +212,12 @@ def test_option_combinations_are_usage_errors(capsys, tmp_path, monkeypatch):
                                                         "which --center-weight 0 removes"),
     (["--center", "--center-weight", "0"], "--center: adds the center term, which --center-weight 0 removes"),
     (["--loss", "sphereface", "--scale", "8"],
-     "--scale 8: the scale s of --loss normface, cosface, arcface, combined, subcenter; --loss sphereface has "
-     "none: leave it out."),
+     "--scale 8: the scale s of --loss normface, cosface, arcface, combined, subcenter, elasticarc, elasticcos, "
+     "adaface, magface, curricular, adacos; --loss sphereface has none: leave it out."),
     (["--mining", "batch-hard"], "--mining batch-hard: the triplet mining of --loss triplet; --loss softmax has none"),
     (["--loss", "arcface", "--sub-centers", "2"], "--sub-centers 2: the sub-centers per class of --loss subcenter;"),
-    (["--loss", "supcon", "--margin", "0.1"], "--margin 0.1: the margin of --loss sphereface, cosface, arcface, subcenter, triplet,"),
+    (["--loss", "supcon", "--margin", "0.1"], "--margin 0.1: the margin of --loss sphereface, cosface, arcface, subcenter, "
+                                              "elasticarc, elasticcos, adaface, curricular, triplet,"),
     (["--combined-margins", "1,0.3,0.2"], "--combined-margins 1,0.3,0.2: the m1, m2, m3 of --loss combined;"),
     (["--embedding-output", "feat"], "--embedding-output feat: names an output of a .keras --model; the built-in "
                                      "--model mlp has its own"),

@@ -27,7 +27,7 @@ class _Crash(Exception):
 
 def _check_report(out):
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2  # features and losses
+    assert page.count("data:image/png;base64,") == 4  # features, losses, calibration, neighbour tiles
     assert not (out / "backup").exists()  # the run finished
 
 

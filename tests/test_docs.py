@@ -53,7 +53,8 @@ DIRECTIVE = re.compile(r"<!--\s*docs-test:\s*(\w+)\s*(.*?)\s*-->")
 # family page -> the public classes its methods table must list.
 FAMILIES = {
     "center_loss.md": {"CenterLoss"},
-    "margin_softmax.md": {"NormFace", "SphereFace", "CosFace", "ArcFace", "CombinedMargin", "SubCenterArcFace"},
+    "margin_softmax.md": {"NormFace", "SphereFace", "CosFace", "ArcFace", "CombinedMargin", "SubCenterArcFace",
+                         "ElasticArcFace", "ElasticCosFace", "AdaFace", "MagFace", "CurricularFace", "AdaCos"},
     "pair_losses.md": {
         "ContrastiveLoss", "TripletLoss", "LiftedStructureLoss", "NPairsLoss", "MultiSimilarityLoss",
         "CircleLoss", "SupConLoss", "NTXentLoss", "SiameseContrastiveLoss", "TwoViewNTXentLoss", "ProxyAnchorLoss",
@@ -72,7 +73,7 @@ FAMILIES = {
 # described in the text of a page, not in a methods table.
 BUILDING_BLOCKS = {
     "Term", "PairTerm", "Loss", "SoftmaxCrossEntropy", "MarginSoftmax", "MarginLogits",
-    "Weighting", "GradientWeighting", "Clip", "Schedule",
+    "Weighting", "GradientWeighting", "Clip", "Scaled", "LogLosses", "Schedule",
 }
 MODULES = (lw.terms, lw.weighting, lw.schedules)
 

@@ -14,7 +14,9 @@ from conftest import one_backend
 from lossweave.metrics import (
     evaluate_embeddings,
     map_at_r,
+    mean_reciprocal_rank,
     nearest_neighbor_accuracy,
+    precision_at_k,
     queries_without_reference,
     r_precision,
     recall_at_k,
@@ -178,3 +180,46 @@ def test_bad_reference_input_is_refused(call, match):
     x, y, xr, yr = _gallery_data()
     with pytest.raises(ValueError, match=match):
         call(x, y, xr, yr)
+
+
+# ------------------------------------------- precision@k, mean reciprocal rank
+def numpy_precision_and_mrr(x, y, metric, ks, cutoff, reference=None):
+    """P@k (Manning et al. 2008, Ch. 8.4) and MRR@cutoff (Voorhees, TREC 1999) by definition."""
+    gallery, gallery_labels = (x, y) if reference is None else reference
+    ranked = numpy_ranked_labels(x, gallery, gallery_labels, metric, reference is None)
+    precision, reciprocal = {k: [] for k in ks}, []
+    for label, neighbours in zip(y, ranked):
+        if label not in neighbours:
+            continue  # no correct answer: skipped
+        for k in ks:
+            precision[k].append(sum(g == label for g in neighbours[:k]) / k)
+        first = neighbours.index(label) + 1
+        reciprocal.append(1.0 / first if first <= cutoff else 0.0)
+    return {k: float(np.mean(v)) for k, v in precision.items()}, float(np.mean(reciprocal))
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("gallery", [False, True])
+def test_precision_at_k_and_mrr_match_the_definitions(metric, gallery):
+    x, y, xr, yr = _gallery_data(4)
+    if gallery:
+        reference = {"reference_embeddings": xr, "reference_labels": yr}
+        want_p, want_mrr = numpy_precision_and_mrr(x, y, metric, (1, 4), 3, reference=(xr, yr))
+    else:
+        reference = {}
+        want_p, want_mrr = numpy_precision_and_mrr(x, y, metric, (1, 4), 3)
+    got = precision_at_k(x, y, ks=(1, 4), metric=metric, **reference)
+    for k in (1, 4):
+        assert got[k] == pytest.approx(want_p[k], abs=1e-12)
+    assert got[1] == nearest_neighbor_accuracy(x, y, metric=metric, **reference)
+    assert mean_reciprocal_rank(x, y, k=3, metric=metric, **reference) == pytest.approx(
+        want_mrr, abs=1e-12)
+    assert 0.0 < want_mrr < 1.0 and got[4] < 1.0
+
+
+def test_precision_and_mrr_refuse_a_k_past_the_gallery():
+    x, y, xr, yr = _gallery_data()
+    with pytest.raises(ValueError, match="reference set has only 24 samples"):
+        mean_reciprocal_rank(x, y, k=30, reference_embeddings=xr, reference_labels=yr)
+    with pytest.raises(ValueError, match="only 30 samples"):
+        precision_at_k(x, y, ks=(30,))

@@ -59,6 +59,12 @@ OVERRIDES = {
     "combined_margin": {"num_classes": CLASSES},
     "subcenter_arcface": {"num_classes": CLASSES},
     "sphereface": {"num_classes": CLASSES},
+    "adaface": {"num_classes": CLASSES},
+    "magface": {"num_classes": CLASSES},
+    "curricular_face": {"num_classes": CLASSES},
+    "adacos": {"num_classes": CLASSES},
+    "elastic_arcface": {"num_classes": CLASSES, "plus": True, "seed": 1},
+    "elastic_cosface": {"num_classes": CLASSES, "seed": 1},
     "proxy_anchor": {"num_classes": CLASSES},
     "proxy_nca": {"num_classes": CLASSES},
     "contrastive_siamese": {"on": ("left", "right"), "target": "same"},
@@ -72,6 +78,8 @@ OVERRIDES = {
 PER_SAMPLE = {
     "loss", "softmax", "center", "margin_softmax", "normface", "cosface", "arcface", "combined_margin",
     "subcenter_arcface", "sphereface", "proxy_nca", "contrastive_siamese",
+    "adaface", "magface", "curricular_face", "adacos",
+    "elastic_arcface", "elastic_cosface",
 }
 # Pair, triplet, anchor or proxy terms: w_i scales the tuples row i anchors; denominators count tuples.
 TUPLE = {

@@ -6,6 +6,8 @@ Commands::
                         with metrics, history, models, figures and an HTML report
     lossweave compare   the same model and data under several objectives; one
                         report with their table and feature pictures side by side
+    lossweave search    answer queries from a file with a trained run's index:
+                        nearest references and open-set labels
 
 Bad input (an unknown option or name, a bad value, a missing or malformed
 config file) exits with status 2 and one line ``lossweave: error: ...`` on
@@ -25,6 +27,7 @@ PROG = "lossweave"
 COMMANDS = {
     "train": "lossweave.cli.train",
     "compare": "lossweave.cli.compare",
+    "search": "lossweave.cli.search",
 }
 
 EXIT_OK = 0
@@ -80,7 +83,7 @@ def build_parser():
 
     parser = ArgumentParser(
         prog=PROG,
-        description="Multi-term training objectives for Keras 3: train and report.",
+        description="Multi-term training objectives for Keras 3: train, report and search.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(

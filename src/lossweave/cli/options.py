@@ -197,6 +197,9 @@ OPTIONS = (
     Option("split", _choice(lambda: SPLITS, "split"), "stratified",
            "stratified: every class in train/val/test; unseen-classes: train on the first half of the "
            "classes, test (retrieval) on the others", "NAME", choices=lambda: SPLITS),
+    Option("target-precision", _real(0.0, 1.0), 0.95,
+           "precision the open-set threshold must reach on the validation split (calibration.json; the "
+           "threshold of lossweave search); the best-F1 threshold where none reaches it", "P"),
     Option("out", _path, None, "run folder (default: runs/<timestamp>)", "DIR"),
     Option("tensorboard", _optional_path, None,
            "write TensorBoard event files here: loss/<term>, weight/<term>, cosine/<a>/<b> per epoch, "

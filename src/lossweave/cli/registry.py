@@ -57,10 +57,16 @@ class WeightingEntry(typing.NamedTuple):
     term losses (``Mean``: their mean), plus any regularizer.
     """
 
-    build: typing.Callable
+    build: typing.Callable  # its ``strategy`` attribute names the class in lossweave.weighting
     help: str
-    level: str = "loss"
     total: str = None  # None: "weighted total" (loss level) or "sum of the terms" (gradient level)
+
+    @property
+    def level(self):
+        """``"loss"`` or ``"gradient"``: the strategy class's own ``level`` (declared once, on the class)."""
+        import lossweave as lw
+
+        return getattr(lw.weighting, self.build.strategy).level
 
 
 def _sphereface_margin(value):
@@ -90,6 +96,19 @@ LOSSES = {
                           "margin", (_SCALE, ("combined_margins", _combined_margins)), num_classes=True),
     "subcenter": LossEntry("SubCenterArcFace", "sub-center ArcFace: K sub-centers per class (--sub-centers)",
                            "margin", (_SCALE, _ANGULAR, ("sub_centers", "sub_centers")), num_classes=True),
+    "elasticarc": LossEntry("ElasticArcFace", "ElasticFace-Arc: s cos(theta + m_i), m_i ~ N(m, 0.05) per sample; "
+                            "--margin: mean m, radians", "margin", (_SCALE, _ANGULAR), num_classes=True),
+    "elasticcos": LossEntry("ElasticCosFace", "ElasticFace-Cos: s (cos(theta) - m_i), m_i ~ N(m, 0.05) per sample; "
+                            "--margin: mean cosine m", "margin", (_SCALE, ("margin", "cosine_margin")),
+                            num_classes=True),
+    "adaface": LossEntry("AdaFace", "AdaFace: margin adapted to the batch-normalised feature norm; --margin: m",
+                         "margin", (_SCALE, _MARGIN), num_classes=True),
+    "magface": LossEntry("MagFace", "MagFace: angular margin m(||x||) in [0.45, 0.8] for norms in [10, 110] "
+                         "plus the norm regulariser (lambda_g 35)", "margin", (_SCALE,), num_classes=True),
+    "curricular": LossEntry("CurricularFace", "CurricularFace: ArcFace margin, hard negatives re-weighted by a "
+                            "running t; --margin: radians", "margin", (_SCALE, _ANGULAR), num_classes=True),
+    "adacos": LossEntry("AdaCos", "AdaCos: s cos(theta), no margin, s adapted every step (dynamic); --scale: "
+                        "initial s", "margin", (_SCALE,), num_classes=True),
     "triplet": LossEntry("TripletLoss", "triplet loss [d(a,p) - d(a,n) + margin]_+, --mining picks the triplets",
                          "pair", (_MARGIN, ("mining", "mining")), memory=True),
     "contrastive": LossEntry("ContrastiveLoss", "contrastive loss (Hadsell et al.); --margin: negative margin",
@@ -109,6 +128,17 @@ LOSSES = {
 
 
 # ------------------------------------------------------------------ weightings
+def _builds(class_name):
+    """Marks a builder with the name of the lossweave.weighting class it builds."""
+
+    def mark(build):
+        build.strategy = class_name
+        return build
+
+    return mark
+
+
+@_builds("Fixed")
 def _fixed(term_names, center_weight, steps_per_epoch, center_warmup):
     import lossweave as lw
 
@@ -118,6 +148,7 @@ def _fixed(term_names, center_weight, steps_per_epoch, center_warmup):
     return lw.weighting.Fixed({"center": weight})
 
 
+@_builds("Convex")
 def _convex(term_names, *_):
     import lossweave as lw
 
@@ -135,9 +166,10 @@ def _plain(class_name, **kwargs):
 
         return getattr(lw.weighting, class_name)(**kwargs)
 
-    return build
+    return _builds(class_name)(build)
 
 
+@_builds("DWA")
 def _dwa(term_names, center_weight, steps_per_epoch, center_warmup):
     import lossweave as lw
 
@@ -152,37 +184,35 @@ WEIGHTINGS = {
     "rlw": WeightingEntry(_plain("RLW", seed=0), "random loss weighting (Lin et al.)"),
     "gls": WeightingEntry(_plain("GLS"), "geometric loss strategy (Chennupati et al.)"),
     "famo": WeightingEntry(_plain("FAMO"), "fast adaptive multitask optimization (Liu et al.)"),
-    "mgda": WeightingEntry(_plain("MGDA"), "gradient level: min-norm point of the term gradients (Sener & Koltun)",
-                           "gradient"),
-    "pcgrad": WeightingEntry(_plain("PCGrad", seed=0), "gradient level: project off conflicting gradients (Yu et al.)",
-                             "gradient"),
+    "mgda": WeightingEntry(_plain("MGDA"), "gradient level: min-norm point of the term gradients (Sener & Koltun)"),
+    "pcgrad": WeightingEntry(_plain("PCGrad", seed=0), "gradient level: project off conflicting gradients (Yu et al.)"),
     "cagrad": WeightingEntry(_plain("CAGrad"), "gradient level: best worst-term improvement near the mean "
-                             "gradient (Liu et al.)", "gradient"),
+                             "gradient (Liu et al.)"),
     "nashmtl": WeightingEntry(_plain("NashMTL"), "gradient level: Nash bargaining weights, G w = 1/w "
-                              "(Navon et al.)", "gradient"),
+                              "(Navon et al.)"),
     "imtlg": WeightingEntry(_plain("IMTLG"), "gradient level: equal projections on the unit gradients "
-                            "(IMTL-G, Liu et al.)", "gradient"),
+                            "(IMTL-G, Liu et al.)"),
     "aligned-mtl": WeightingEntry(_plain("AlignedMTL"), "gradient level: gradients aligned to condition number 1 "
-                                  "(Senushkin et al.)", "gradient"),
+                                  "(Senushkin et al.)"),
     "config": WeightingEntry(_plain("ConFIG"), "gradient level: conflict-free direction with equal cosines "
-                             "(Liu, Chu & Thuerey)", "gradient"),
+                             "(Liu, Chu & Thuerey)"),
     "gradvac": WeightingEntry(_plain("GradVac", seed=0), "gradient level: cosines raised to running targets "
-                              "(Gradient Vaccine, Wang et al.)", "gradient"),
+                              "(Gradient Vaccine, Wang et al.)"),
     "graddrop": WeightingEntry(_plain("GradDrop", seed=0), "gradient level: one sign kept per element "
-                               "(Gradient Sign Dropout, Chen et al.)", "gradient"),
+                               "(Gradient Sign Dropout, Chen et al.)"),
     "moco": WeightingEntry(_plain("MoCo"), "gradient level: tracked gradients, weights on the simplex "
-                           "(Fernando et al.)", "gradient"),
+                           "(Fernando et al.)"),
     "db-mtl": WeightingEntry(_plain("DBMTL"), "gradient level: log losses, gradients at the largest norm "
-                             "(dual balancing, Lin et al.)", "gradient"),
+                             "(dual balancing, Lin et al.)"),
     "gradnorm": WeightingEntry(_plain("GradNorm"), "gradient level: weights learned from the last shared "
-                               "layer's gradient norms (Chen et al.)", "gradient"),
+                               "layer's gradient norms (Chen et al.)"),
     "upgrad": WeightingEntry(_plain("UPGrad"), "gradient level: mean of the gradients' projections onto their "
-                             "dual cone (Quinton & Rey)", "gradient"),
+                             "dual cone (Quinton & Rey)"),
     "dualproj": WeightingEntry(_plain("DualProj"), "gradient level: mean gradient projected onto the dual cone "
-                               "(Quinton & Rey)", "gradient"),
-    "gradient-mean": WeightingEntry(_plain("Mean"), "gradient level: mean of the term gradients", "gradient",
+                               "(Quinton & Rey)"),
+    "gradient-mean": WeightingEntry(_plain("Mean"), "gradient level: mean of the term gradients",
                                     total="mean of the terms"),
-    "gradient-sum": WeightingEntry(_plain("Sum"), "gradient level: sum of the term gradients", "gradient"),
+    "gradient-sum": WeightingEntry(_plain("Sum"), "gradient level: sum of the term gradients"),
 }
 
 

@@ -1,4 +1,8 @@
-"""The run folder: ``metrics.json``, ``history.json``, ``config.toml``, the saved models, the figures, ``report.html``."""
+"""The run folder: ``metrics.json``, ``history.json``, ``config.toml``, the saved models, the figures, ``report.html``.
+
+And the retrieval part (``lossweave.cli.retrieval``): the training split's
+index, its calibration on the validation split and their figures.
+"""
 
 import datetime
 import json
@@ -9,6 +13,7 @@ import shlex
 from lossweave.cli import PROG, registry
 from lossweave.cli.config_file import config_toml
 from lossweave.cli.fitting import finite_or_none, metric_groups
+from lossweave.cli.retrieval import write_retrieval
 
 
 def jsonable_history(history):
@@ -95,6 +100,9 @@ def write_run(out, result, metrics, *, argv=(), config_file=None, run_notes=None
                             title=f"{config.data} / {config.model}: loss per term")
     images = [("Test features (PCA if more than 2-D), centers as crosses", paths["features.png"]),
               ("Loss per term (train and validation)", paths["losses.png"])]
+    retrieval_paths, retrieval_images, retrieval_tables, retrieval_notes = write_retrieval(
+        out, result, target_precision=config.target_precision, title=f"{config.data} / {config.model}")
+    paths.update(retrieval_paths)
     if report.weights_vary(result.history):
         paths["weights.png"] = out / "weights.png"
         report.plot_weight_curves(result.history, terms=list(result.objective.terms),
@@ -108,6 +116,7 @@ def write_run(out, result, metrics, *, argv=(), config_file=None, run_notes=None
                                   title=f"{config.weighting}: gradient cosine per pair of terms")
         images.append(("Cosine between the term gradients on the shared variables (below 0: conflict)",
                        paths["cosines.png"]))
+    images += retrieval_images
     report.write_html(
         paths["report.html"],
         title=f"lossweave train: {config.data} / {config.model}",
@@ -115,7 +124,8 @@ def write_run(out, result, metrics, *, argv=(), config_file=None, run_notes=None
         metrics=metric_groups(metrics, config),
         config=config_rows(config),
         images=images,
+        tables=retrieval_tables,
         notes=[f"Backend {run_info['backend']}, keras {keras.__version__}, "
-               f"lossweave {lw.__version__}."],
+               f"lossweave {lw.__version__}.", *retrieval_notes],
     )
     return paths

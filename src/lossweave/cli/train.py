@@ -11,8 +11,12 @@ resolved configuration, reusable with ``--config``, and the command line),
 ``objective.keras``, ``model.keras`` (the inference model: embedding and
 logits, no labels), ``features.png``, ``losses.png``, ``weights.png`` (when a
 weight changes during training), ``cosines.png`` (a gradient-level weighting:
-the cosine between each two terms' gradients) and a self-contained
-``report.html``. While it trains it also holds ``backup/``
+the cosine between each two terms' gradients), the retrieval part
+(``lossweave.cli.retrieval``: ``index.npz``, the training split's index that
+``lossweave search`` answers from; ``calibration.json``, its open-set
+threshold calibrated on the validation split to ``--target-precision``;
+``calibration.png`` and, on image data, ``neighbors.png``) and a
+self-contained ``report.html``. While it trains it also holds ``backup/``
 (``lossweave.cli.resume``): ``--resume RUN`` continues a run that was
 killed. ``--tensorboard DIR`` writes every epoch's numbers as TensorBoard
 scalars (``lossweave.cli.callbacks.EpochScalars``).
@@ -62,7 +66,9 @@ def add_parser(subparsers):
         description=(
             "Train lossweave.Objective(model, {softmax, a margin, pair or proxy loss, center loss}) on a "
             "dataset and write metrics.json, history.json, config.toml, objective.keras, "
-            "model.keras, features.png, losses.png (weights.png) and report.html to the run folder."
+            "model.keras, features.png, losses.png (weights.png), the training split's index (index.npz) with "
+            "its calibration (calibration.json, calibration.png, neighbors.png) and report.html to the run "
+            "folder."
         ),
         argument_default=argparse.SUPPRESS,  # only options given on the command line appear
     )

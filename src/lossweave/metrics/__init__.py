@@ -1,16 +1,24 @@
 """Metrics computed on logits (Keras metrics) and on embeddings (NumPy evaluation).
 
-The embedding metrics are plain NumPy / scikit-learn functions on NumPy
+The embedding metrics are NumPy / scikit-learn functions on NumPy
 arrays, meant for a validation set at the end of an epoch (see
 :class:`EmbeddingEvaluation`) or for a trained model's features. Nothing there
-is differentiable or touches a Keras backend. One module per family:
+is differentiable; the retrieval figures find neighbours with ``keras.ops`` on
+the current backend's device (:mod:`lossweave.ops.search`), everything else is
+NumPy. One module per family:
 
 * :mod:`~lossweave.metrics.tightness`: :func:`distance_ratio`.
 * :mod:`~lossweave.metrics.retrieval`: :func:`recall_at_k`,
-  :func:`nearest_neighbor_accuracy`, :func:`map_at_r`, :func:`r_precision`.
+  :func:`nearest_neighbor_accuracy`, :func:`map_at_r`, :func:`r_precision`,
+  :func:`precision_at_k`, :func:`mean_reciprocal_rank`; their neighbours come
+  from :class:`lossweave.retrieval.Index`'s chunked search on the Keras
+  device (no queries x gallery array).
 * :mod:`~lossweave.metrics.verification`: :func:`verification_pairs`,
   :func:`pair_scores`, :func:`verification_accuracy` (LFW 10-fold),
   :func:`roc_auc`, :func:`tar_at_far`.
+* :mod:`~lossweave.metrics.templates`: the IJB-B / IJB-C template protocol:
+  :func:`load_ijb_protocol`, :func:`template_features`,
+  :func:`template_verification`, :func:`tar_at_fars`.
 * :mod:`~lossweave.metrics.clustering`: :func:`clustering_scores` (NMI, AMI).
 * :mod:`~lossweave.metrics.evaluation`: :func:`evaluate_embeddings`, all of it
   as one dict.
@@ -37,10 +45,24 @@ from lossweave.metrics.evaluation import evaluate_embeddings
 from lossweave.metrics.logits import LogitsAccuracy
 from lossweave.metrics.retrieval import (
     map_at_r,
+    mean_reciprocal_rank,
     nearest_neighbor_accuracy,
+    precision_at_k,
     queries_without_reference,
     r_precision,
     recall_at_k,
+)
+from lossweave.metrics.templates import (
+    IJBProtocol,
+    TemplateVerificationResult,
+    load_ijb_protocol,
+    read_faceness_scores,
+    read_template_media,
+    read_template_pairs,
+    tar_at_fars,
+    template_features,
+    template_pair_scores,
+    template_verification,
 )
 from lossweave.metrics.tightness import distance_ratio
 from lossweave.metrics.verification import (
@@ -55,19 +77,31 @@ from lossweave.metrics.verification import (
 __all__ = [
     "ClusteringResult",
     "EmbeddingEvaluation",
+    "IJBProtocol",
     "LogitsAccuracy",
+    "TemplateVerificationResult",
     "VerificationResult",
     "clustering_scores",
     "distance_ratio",
     "evaluate_embeddings",
+    "load_ijb_protocol",
     "map_at_r",
+    "mean_reciprocal_rank",
     "nearest_neighbor_accuracy",
     "pair_scores",
+    "precision_at_k",
     "queries_without_reference",
     "r_precision",
+    "read_faceness_scores",
+    "read_template_media",
+    "read_template_pairs",
     "recall_at_k",
     "roc_auc",
     "tar_at_far",
+    "tar_at_fars",
+    "template_features",
+    "template_pair_scores",
+    "template_verification",
     "verification_accuracy",
     "verification_pairs",
 ]

@@ -12,7 +12,13 @@ Two protocols, chosen by whether a reference (gallery) set is given:
   :func:`queries_without_reference` counts them.
 
 Skipped queries are left out of the mean, and an error is raised if no query
-is left. ``R``, the number of gallery samples of a query's class, is its
+is left.
+
+Neighbours come from :class:`lossweave.retrieval.Index`'s exact chunked
+search (``keras.ops`` on the current backend's device, float32, queries in
+chunks against gallery blocks): no queries x gallery array is built, so the
+figures scale to 10k queries x 1M references. Ties between equally distant
+neighbours are broken by the lower gallery position. ``R``, the number of gallery samples of a query's class, is its
 class size minus one (leave-one-out) or its class's count in the gallery.
 """
 
@@ -62,15 +68,20 @@ def _answerable(labels, reference_labels, what):
     return mask
 
 
-def _neighbors(embeddings, reference, n_neighbors, what):
-    """Indices of the ``n_neighbors`` nearest gallery samples of each query, nearest first.
+def _neighbors(embeddings, reference, metric, n_neighbors, what):
+    """Positions of the ``n_neighbors`` nearest gallery samples of each query, nearest first.
 
-    ``embeddings`` are already normalized for cosine: on unit vectors
-    ``||a - b||^2 = 2 (1 - cos(a, b))``, so Euclidean neighbours are cosine
-    neighbours and scikit-learn may use a tree. Leave-one-out when
-    ``reference`` is None.
+    Through :class:`lossweave.retrieval.Index`'s chunked search (queries in
+    chunks against gallery blocks, on the Keras device, float32): an
+    ``(n, n_neighbors)`` table, never queries x gallery. Ties are broken by
+    the lower gallery position. ``embeddings`` are already normalized for
+    cosine; for Euclidean both sides are first centred on the gallery's mean
+    (in float64: distances do not change, and the float32 expansion
+    ``||q||^2 + ||g||^2 - 2 q.g`` loses less to cancellation). Leave-one-out
+    when ``reference`` is None: each query's own row is excluded by position,
+    so a duplicate of the query still counts as a neighbour.
     """
-    from sklearn.neighbors import NearestNeighbors
+    from lossweave.retrieval.index import Index
 
     n = embeddings.shape[0]
     if reference is None:
@@ -79,26 +90,38 @@ def _neighbors(embeddings, reference, n_neighbors, what):
                 f"{what} needs {n_neighbors} neighbours per query, but there are only {n} samples "
                 f"({n - 1} others per query). Use a smaller k or more samples."
             )
-        # kneighbors() without X leaves each query out of its own neighbours (by index,
-        # so a duplicate of the query still counts as a neighbour).
-        index = NearestNeighbors(n_neighbors=n_neighbors).fit(embeddings)
-        return index.kneighbors(return_distance=False)
-    if n_neighbors > reference.shape[0]:
+    elif n_neighbors > reference.shape[0]:
         raise ValueError(
             f"{what} needs {n_neighbors} neighbours per query, but the reference set has only "
             f"{reference.shape[0]} samples. Use a smaller k or a larger reference set."
         )
-    index = NearestNeighbors(n_neighbors=n_neighbors).fit(reference)
-    return index.kneighbors(embeddings, return_distance=False)
+    gallery = embeddings if reference is None else reference
+    if metric == "euclidean":
+        center = gallery.mean(axis=0)
+        embeddings, gallery = embeddings - center, gallery - center
+    index = Index(metric=metric)
+    index.add(gallery)
+    exclude = np.arange(n) if reference is None else None
+    return index.search(embeddings, n_neighbors, exclude=exclude).indices
 
 
-def _hits(embeddings, labels, reference, reference_labels, mask, n_neighbors, what):
+def _hits(embeddings, labels, reference, reference_labels, mask, metric, n_neighbors, what):
     """``(answerable queries, n_neighbors)``: whether each neighbour has the query's class."""
     if reference is None:
-        neighbors = _neighbors(embeddings, None, n_neighbors, what)
+        neighbors = _neighbors(embeddings, None, metric, n_neighbors, what)
         return (labels[neighbors] == labels[:, None])[mask]
-    neighbors = _neighbors(embeddings[mask], reference, n_neighbors, what)
+    neighbors = _neighbors(embeddings[mask], reference, metric, n_neighbors, what)
     return reference_labels[neighbors] == labels[mask][:, None]
+
+
+def _query_hits(embeddings, labels, metric, reference_embeddings, reference_labels, n_neighbors,
+                what):
+    """Hits of the ``n_neighbors`` nearest of each answerable query (validated inputs)."""
+    embeddings, labels, reference, reference_labels = _prepare(
+        embeddings, labels, metric, reference_embeddings, reference_labels
+    )
+    mask = _answerable(labels, reference_labels, what)
+    return _hits(embeddings, labels, reference, reference_labels, mask, metric, n_neighbors, what)
 
 
 def _ranked_within_r(embeddings, labels, metric, reference_embeddings, reference_labels, what):
@@ -108,7 +131,8 @@ def _ranked_within_r(embeddings, labels, metric, reference_embeddings, reference
     )
     mask = _answerable(labels, reference_labels, what)
     r = _relevant(labels, reference_labels)
-    rel = _hits(embeddings, labels, reference, reference_labels, mask, int(r[mask].max()), what)
+    rel = _hits(embeddings, labels, reference, reference_labels, mask, metric, int(r[mask].max()),
+                what)
     r = r[mask]
     rank = np.arange(1, rel.shape[1] + 1)
     return rel & (rank[None, :] <= r[:, None]), r  # only the first R neighbours count
@@ -147,7 +171,7 @@ def recall_at_k(embeddings, labels, ks=(1, 2, 4, 8), metric="cosine", *,
     its class. Recall@1 is the 1-NN accuracy. Leave-one-out over the set, or
     the queries against a reference set (see the module docstring); skipped
     queries are left out. Ties between equally distant neighbours are broken
-    by scikit-learn's neighbour search.
+    by the lower gallery position (the order of the rows).
 
     Args:
         embeddings: ``(n, dim)`` array (the queries).
@@ -175,12 +199,9 @@ def recall_at_k(embeddings, labels, ks=(1, 2, 4, 8), metric="cosine", *,
         ...             reference_embeddings=x, reference_labels=[0, 0, 1, 1, 1])
         {1: 1.0}
     """
-    embeddings, labels, reference, reference_labels = _prepare(
-        embeddings, labels, metric, reference_embeddings, reference_labels
-    )
     ks = _checks.check_ks(ks, "recall_at_k")
-    mask = _answerable(labels, reference_labels, "recall_at_k")
-    hits = _hits(embeddings, labels, reference, reference_labels, mask, max(ks), "recall_at_k")
+    hits = _query_hits(embeddings, labels, metric, reference_embeddings, reference_labels, max(ks),
+                       "recall_at_k")
     first = np.cumsum(hits, axis=1) > 0
     return {k: float(first[:, k - 1].mean()) for k in ks}
 
@@ -232,8 +253,10 @@ def map_at_r(embeddings, labels, metric="cosine", *, reference_embeddings=None,
 
     where ``rel(i)`` is 1 if the i-th neighbour has the query's class; MAP@R
     is the mean over queries. Unlike Recall@k it rewards ranking *all* of the
-    class first. Queries with ``R = 0`` are skipped. Memory: an ``(n,
-    largest R)`` table of neighbour indices.
+    class first. Queries with ``R = 0`` are skipped. Memory: the chunked
+    search runs with ``k`` = the largest ``R`` and keeps an ``(n, largest
+    R)`` table of neighbour positions (plus one query chunk x gallery block
+    of scores): a class of 10k references costs 40 kB per query.
 
     Args:
         embeddings: ``(n, dim)`` array.
@@ -303,3 +326,82 @@ def r_precision(embeddings, labels, metric="cosine", *, reference_embeddings=Non
     rel, r = _ranked_within_r(embeddings, labels, metric, reference_embeddings, reference_labels,
                               "r_precision")
     return float(np.mean(rel.sum(axis=1) / r))
+
+
+def precision_at_k(embeddings, labels, ks=(1, 5), metric="cosine", *, reference_embeddings=None,
+                   reference_labels=None):
+    """Precision@k: the share of a query's ``k`` nearest that have its class, averaged over queries.
+
+    Manning, Raghavan & Schütze, "Introduction to Information Retrieval",
+    2008, Ch. 8.4 (``P@k``); Precision@1 is Musgrave et al.'s (ECCV 2020) and
+    equals :func:`nearest_neighbor_accuracy`. Unlike :func:`recall_at_k` every
+    correct neighbour counts, so a query with ``R < k`` gallery samples of its
+    class scores at most ``R / k``. Skipped queries as in :func:`recall_at_k`;
+    ties by the lower gallery position.
+
+    Args:
+        embeddings: ``(n, dim)`` array (the queries).
+        labels: ``(n,)`` integer classes; at least two distinct without a
+            reference set.
+        ks: positive integers, each at most ``n - 1`` (leave-one-out) or the
+            reference set's size.
+        metric: ``"cosine"`` or ``"euclidean"``.
+        reference_embeddings, reference_labels: optional gallery, as in
+            :func:`recall_at_k`.
+
+    Returns:
+        dict ``{k: precision}`` of floats in ``[0, 1]``.
+
+    Raises:
+        ValueError: as :func:`recall_at_k`.
+
+    Example:
+        >>> x = np.array([[0.], [0.3], [1.], [1.1], [0.55]])
+        >>> precision_at_k(x, [0, 0, 1, 1, 1], ks=(1, 2), metric="euclidean")  # P@2: 3.5 / 5
+        {1: 0.6, 2: 0.7}
+    """
+    ks = _checks.check_ks(ks, "precision_at_k")
+    hits = _query_hits(embeddings, labels, metric, reference_embeddings, reference_labels, max(ks),
+                       "precision_at_k")
+    correct = np.cumsum(hits, axis=1)
+    return {k: float(np.mean(correct[:, k - 1] / k)) for k in ks}
+
+
+def mean_reciprocal_rank(embeddings, labels, k=10, metric="cosine", *, reference_embeddings=None,
+                         reference_labels=None):
+    """Mean reciprocal rank (MRR@k) of the first neighbour of the query's class.
+
+    Voorhees, "The TREC-8 Question Answering Track Report", TREC 1999: a
+    query scores ``1 / rank`` of its first correct neighbour, and 0 when none
+    is among its ``k`` nearest (the cut-off of MS MARCO's MRR@10); the mean
+    over queries. With ``k`` = the gallery size it is the uncut MRR; the
+    chunked search keeps an ``(n, k)`` table, so ``k`` bounds the memory.
+    Skipped queries as in :func:`recall_at_k`; ties by the lower gallery
+    position.
+
+    Args:
+        embeddings: ``(n, dim)`` array (the queries).
+        labels: ``(n,)`` integer classes; at least two distinct without a
+            reference set.
+        k: the cut-off, at most ``n - 1`` (leave-one-out) or the reference
+            set's size.
+        metric: ``"cosine"`` or ``"euclidean"``.
+        reference_embeddings, reference_labels: optional gallery, as in
+            :func:`recall_at_k`.
+
+    Returns:
+        MRR@k, a float in ``[0, 1]``.
+
+    Raises:
+        ValueError: as :func:`recall_at_k`.
+
+    Example:
+        >>> x = np.array([[0.], [0.3], [1.], [1.1], [0.55]])
+        >>> mean_reciprocal_rank(x, [0, 0, 1, 1, 1], k=3, metric="euclidean")  # (1+1/2+1+1+1/2)/5
+        0.8
+    """
+    k = _checks.check_ks(k, "mean_reciprocal_rank")[0]
+    hits = _query_hits(embeddings, labels, metric, reference_embeddings, reference_labels, k,
+                       "mean_reciprocal_rank")
+    first = np.argmax(hits, axis=1)
+    return float(np.mean(np.where(hits.any(axis=1), 1.0 / (first + 1), 0.0)))

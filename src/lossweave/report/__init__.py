@@ -6,6 +6,9 @@
 - :mod:`lossweave.report.curves`: per-term loss curves, weight trajectories
   and (gradient-level strategies) the gradient cosine of each pair of terms
   from a Keras history.
+- :mod:`lossweave.report.retrieval`: a few queries beside their nearest
+  references (image tiles marked right or wrong) and the calibration curve
+  of an open-set threshold.
 - :mod:`lossweave.report.html`: one self-contained HTML page (images inlined,
   opens offline).
 
@@ -30,6 +33,7 @@ from lossweave.report.features import (
     plot_features,
 )
 from lossweave.report.html import format_value, render_html, write_html
+from lossweave.report.retrieval import image_shape, plot_calibration, plot_neighbors
 
 __all__ = [
     "PROJECTIONS",
@@ -37,10 +41,13 @@ __all__ = [
     "class_distance_ratio",
     "cosine_pairs",
     "format_value",
+    "image_shape",
     "plot_feature_grid",
     "plot_features",
+    "plot_calibration",
     "plot_cosine_curves",
     "plot_loss_curves",
+    "plot_neighbors",
     "plot_weight_curves",
     "render_html",
     "term_names",
