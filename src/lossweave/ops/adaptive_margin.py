@@ -182,7 +182,9 @@ def lower_median(values, rows):
     """The median of ``values`` over ``rows``; of an even count the lower middle value (``torch.median``'s)."""
     values = ops.cast(values, "float32")
     rows = ops.convert_to_tensor(rows)
-    ordered = ops.sort(ops.where(rows, values, ops.full_like(values, float("inf"))))
+    # One +inf past the end: the index stays in range for an empty batch (TensorFlow's gather refuses it).
+    kept = ops.where(rows, values, ops.full_like(values, float("inf")))
+    ordered = ops.sort(ops.concatenate([kept, ops.full((1,), float("inf"), "float32")], axis=0))
     count = ops.sum(ops.cast(rows, "int32"))
     index = ops.maximum((count - 1) // 2, 0)
     return ops.take(ordered, index)

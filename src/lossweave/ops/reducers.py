@@ -46,8 +46,8 @@ def statistics(terms, mask, low=None, high=None):
         >>> [float(v) for v in sums], [float(v) for v in counts]
         ([3.0, 3.0], [2.0, 1.0])
     """
+    terms = ops.cast(terms, "float32")  # a tensor first: stop_gradient takes no NumPy array on PyTorch
     keep = ops.cast(kept(terms, ops.convert_to_tensor(mask), low, high), "float32")
-    terms = ops.cast(terms, "float32")
     if len(terms.shape) == 1:
         return keep * terms, keep
     axes = tuple(range(1, len(terms.shape)))
