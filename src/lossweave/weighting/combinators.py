@@ -52,8 +52,11 @@ class _Transform(GradientWeighting):
     wants_activations = property(lambda self: self.strategy.wants_activations)
 
     def transform(self, losses):
-        """``(f, c)``: the transformed ``(K,)`` losses (differentiable) and the factors ``f'(L)``."""
-        raise NotImplementedError
+        """``(f, c)``: the transformed ``(K,)`` losses (differentiable) and the factors ``f'(L)``.
+
+        The one hook of a combinator (``Scaled`` and ``LogLosses`` give it); the base has no transform of its own.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement transform(losses) -> (f(L), f'(L)).")
 
     # ------------------------------------------------------------- protocol
     def update(self, state, losses, step=None, training=False, gramian=None):
