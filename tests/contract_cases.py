@@ -161,7 +161,8 @@ TERMS = {
     "contrastive": (
         lw.terms.ContrastiveLoss,
         {"pos_margin": 0.1, "neg_margin": 2.0, "distance": "cosine", "reducer": lw.reducers.AvgNonZeroReducer(),
-         "miner": lw.miners.PairMarginMiner(0.1, 1.5), **labelled(), **layer("contrastive")},
+         "miner": lw.miners.PairMarginMiner(0.1, 1.5), "hinge": "linear", "reduce_parts": True, **labelled(),
+         **layer("contrastive")},
     ),
     "contrastive_siamese": (
         lw.terms.SiameseContrastiveLoss,

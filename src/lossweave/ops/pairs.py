@@ -53,6 +53,8 @@ from lossweave.ops import reducers as reducer_ops
 from lossweave.ops.distances import gram, is_inverted, matrix, ordered, pair_labels, paired
 from lossweave.ops.pair_structure import embedding_rows, pair_structure
 
+CONTRASTIVE_HINGES = ("half_squared", "linear")  # Eq. 4's 1/2 max(.)^2; pytorch-metric-learning's max(.)
+
 MININGS = ("semi-hard", "batch-hard", "batch-all")
 AVERAGES = ("positive", "all")
 
@@ -111,6 +113,8 @@ def contrastive_loss(
     exclude_self=True,
     reducer=None,
     miner=None,
+    hinge="half_squared",
+    reduce_parts=False,
 ):
     """Contrastive loss over all pairs of a labelled batch (Hadsell, Chopra & LeCun, CVPR 2006, Eq. 4).
 
@@ -125,8 +129,11 @@ def contrastive_loss(
     counts twice, which leaves the mean unchanged (and weighs it by the mean
     of its two rows' weights). It is 0 only when the batch has no pair (one
     usable row); a batch of one class is a mean over positive pairs.
-    pytorch-metric-learning's ``ContrastiveLoss`` drops the 1/2 and
-    averages the non-zero terms instead.
+    pytorch-metric-learning's ``ContrastiveLoss`` takes the hinge itself
+    (``hinge="linear"``: ``max(d - pos_margin, 0)`` and
+    ``max(neg_margin - d, 0)``), reduces the positive and the negative pairs
+    separately and adds the two (``reduce_parts=True``), each with its
+    ``AvgNonZeroReducer``.
 
     With a similarity (``metric.is_inverted``) the margins are similarities:
     a positive pair pays ``1/2 max(pos_margin - s, 0)^2`` and a negative one
@@ -145,6 +152,11 @@ def contrastive_loss(
         reducer: how the pair terms become the loss (``lossweave.reducers``;
             ``None``: the mean over the pairs).
         miner: a pair selection (``lossweave.miners``; ``None``: every pair).
+        hinge: ``"half_squared"`` (Eq. 4: ``1/2 max(.)^2``) or ``"linear"``
+            (``max(.)``, pytorch-metric-learning's).
+        reduce_parts: ``False``: one reduction over every pair; ``True``: the
+            positive and the negative pairs reduced separately and summed
+            (pytorch-metric-learning's).
 
     Returns:
         float32 scalar.
@@ -155,6 +167,8 @@ def contrastive_loss(
         >>> round(float(contrastive_loss(x, np.array([0, 0, 1]))), 6)
         0.167828
     """
+    if hinge not in CONTRASTIVE_HINGES:
+        raise ValueError(f"contrastive loss: hinge must be one of {CONTRASTIVE_HINGES}; received {hinge!r}.")
     s = pair_structure(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
                        exclude_self, "contrastive loss")
     d = ordered(metric, s.values)
@@ -163,8 +177,11 @@ def contrastive_loss(
     positives, negatives = mined_pairs(d, s.positives, s.negatives, miner, s.inverted)
     # One hinge per pair (0 outside the pairs): one relu and one square over the (b, m) matrix, and
     # products with 0/1 masks rather than selects (PyTorch's CPU `where` is ~15x slower than a product).
-    hinge = _mask(positives) * (d - pos_margin) + _mask(negatives) * (neg_margin - d)
-    terms = 0.5 * ops.square(ops.relu(hinge))
+    excess = ops.relu(_mask(positives) * (d - pos_margin) + _mask(negatives) * (neg_margin - d))
+    terms = 0.5 * ops.square(excess) if hinge == "half_squared" else excess
+    if reduce_parts:
+        return (reducer_ops.reduce_terms(reducer, terms, positives, s.weights, s.ids)
+                + reducer_ops.reduce_terms(reducer, terms, negatives, s.weights, s.ids))
     return reducer_ops.reduce_terms(reducer, terms, ops.logical_or(positives, negatives), s.weights, s.ids)
 
 
@@ -234,7 +251,7 @@ def _triplet_statistics(d, mined, margin, low=None, high=None):
         if mined.gap is not None:
             gap = stopped - ops.max(ops.where(this, stopped, float("-inf")), axis=1, keepdims=True)
             keep = ops.logical_and(keep, mined.gap(gap))
-        if low is not None and low > 0:
+        if low is not None and low >= 0:  # low = 0 (AvgNonZeroReducer) keeps the non-zero hinges only
             keep = ops.logical_and(keep, to_negatives < query - low)
         if high is not None:
             keep = ops.logical_and(keep, to_negatives > query - high)

@@ -137,6 +137,14 @@ class ContrastiveLoss(_ContrastiveArguments, PairTerm):
         reducer: a :mod:`lossweave.reducers` object; ``None``: the mean over
             the pairs (pytorch-metric-learning: ``AvgNonZeroReducer()``).
         miner: a :mod:`lossweave.miners` object; ``None``: every pair.
+        hinge: ``"half_squared"`` (Eq. 4's ``1/2 max(.)^2``) or ``"linear"``
+            (``max(.)``: pytorch-metric-learning's ``ContrastiveLoss``).
+        reduce_parts: ``True`` reduces the positive and the negative pairs
+            separately and adds the two (pytorch-metric-learning's); ``False``
+            (the paper's mean) reduces every pair at once. PML's
+            ``ContrastiveLoss()`` is ``ContrastiveLoss(hinge="linear",
+            reduce_parts=True, reducer=AvgNonZeroReducer(),
+            distance=EuclideanDistance(normalize_embeddings=True))``.
         on: the embedding output.
         target: the class ids.
         **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
@@ -153,16 +161,21 @@ class ContrastiveLoss(_ContrastiveArguments, PairTerm):
     two_output_form = "SiameseContrastiveLoss"
 
     def __init__(self, pos_margin=0.0, neg_margin=1.0, distance="euclidean", reducer=None, miner=None,
-                 on="embedding", target="label", **kwargs):
+                 hinge="half_squared", reduce_parts=False, on="embedding", target="label", **kwargs):
         super().__init__(on=on, target=target, **kwargs)
         self.init_margins(pos_margin, neg_margin, distance, reducer, miner)
+        self.hinge = arguments.choice(hinge, pair_ops.CONTRASTIVE_HINGES, "hinge", self)
+        self.reduce_parts = arguments.boolean(reduce_parts, "reduce_parts", self)
+
+    def get_config(self):
+        return {**super().get_config(), "hinge": self.hinge, "reduce_parts": self.reduce_parts}
 
     def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
                   ref_mask=None, exclude_self=True):
         return pair_ops.contrastive_loss(
             embeddings, labels, self.pos_margin, self.neg_margin, sample_weight=sample_weight,
             ref_embeddings=ref_embeddings, ref_labels=ref_labels, ref_mask=ref_mask, exclude_self=exclude_self,
-            **self.tuple_kwargs(),
+            hinge=self.hinge, reduce_parts=self.reduce_parts, **self.tuple_kwargs(),
         )
 
 
