@@ -101,7 +101,7 @@ def test_logits_and_loss_match_the_paper_given_the_drawn_margins(kind, plus):
         logits = to_numpy(term.margin_logits(x, y, training=True))
         np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=2e-5, err_msg=f"step {step}")
         term.seed_generator.state.assign(twin_state)       # the loss of the same draw
-        loss = float(term(x, y, training=True))
+        loss = float(to_numpy(term(x, y, training=True)))
         np.testing.assert_allclose(loss, np_cross_entropy(expected, y), rtol=1e-5)
 
 
@@ -112,7 +112,7 @@ def test_evaluation_uses_the_mean_margin_and_draws_nothing(kind):
     state = to_numpy(term.seed_generator.state)
     expected = np_elastic_logits(kind, x, w, y, np.full(BATCH, MEAN[kind]), 16.0)
     np.testing.assert_allclose(to_numpy(term.margin_logits(x, y)), expected, rtol=1e-5, atol=2e-5)
-    np.testing.assert_allclose(float(term(x, y, training=False)), np_cross_entropy(expected, y), rtol=1e-5)
+    np.testing.assert_allclose(float(to_numpy(term(x, y, training=False))), np_cross_entropy(expected, y), rtol=1e-5)
     np.testing.assert_array_equal(to_numpy(term.seed_generator.state), state)
 
 
@@ -185,12 +185,12 @@ def test_plus_term_leaves_rows_of_weight_zero_out_of_the_ranking():
     assigned[keep] = np_plus(margins[keep], cos_y[keep], "paper")
     expected = np_elastic_logits("arc", x[keep], w, y[keep], assigned[keep], 16.0)
     # Keras's sum_over_batch_size over the labelled rows (the base rescales their weights).
-    loss = float(term(x, y_missing, training=True))
+    loss = float(to_numpy(term(x, y_missing, training=True)))
     np.testing.assert_allclose(loss, np_cross_entropy(expected, y[keep]), rtol=1e-5)
     x_moved = x.copy()
     x_moved[2] = -x[2]                                     # the missing row's cosine: not in the ranking
     term.seed_generator.state.assign(state)
-    np.testing.assert_allclose(float(term(x_moved, y_missing, training=True)), loss, rtol=1e-6)
+    np.testing.assert_allclose(float(to_numpy(term(x_moved, y_missing, training=True))), loss, rtol=1e-6)
 
 
 # ------------------------------------------------- determinism and save / load
@@ -224,7 +224,7 @@ def test_a_reloaded_term_continues_the_sequence(tmp_path):
     assert type(loaded) is type(term) and loaded.get_config() == term.get_config()
     np.testing.assert_array_equal(to_numpy(loaded.seed_generator.state), state)
     for _ in range(2):                                     # the next draws are the same
-        a = float(term(embedding, y, training=True))
+        a = float(to_numpy(term(embedding, y, training=True)))
         b = float(loaded(embedding, y, training=True))
         np.testing.assert_allclose(a, b, rtol=1e-6)
     fresh = lw.terms.ElasticArcFace(CLASSES, scale=16.0, sigma=0.1, plus=True, seed=2)

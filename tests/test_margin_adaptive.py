@@ -321,3 +321,21 @@ def test_arguments_are_checked():
         lw.terms.MagFace(4, lower_norm=20.0, upper_norm=10.0)
     assert lw.terms.MagFace(4).minimum_lambda_g() == pytest.approx(
         64 * (0.35 / 100) * 110**2 * 10**2 / (110**2 - 10**2))
+
+
+@one_backend
+def test_the_step_values_come_back_with_the_loss_and_nothing_moves_before_the_gate():
+    """``loss_and_observed``: the step's statistics come back as values (the reference's), the variables stay put."""
+    for name in ("adaface", "curricular", "adacos"):
+        _, reference, state, names, kw = CASES[name]
+        term = _built(name)
+        w = to_numpy(term.class_weights).astype("float64")
+        x, y = _batch(5)
+        loss, observed = term.loss_and_observed(x, y, None, True)
+        logits, penalty, new_state = reference(x.astype("float64"), w, y, state, True, **kw)
+        assert float(to_numpy(loss)) == pytest.approx(np_cross_entropy(logits, y, penalty), rel=1e-5), name
+        assert [variable.name for variable, _ in observed] == list(names), name
+        np.testing.assert_allclose([float(to_numpy(v)) for _, v in observed], new_state[:len(names)], rtol=1e-5)
+        assert _state(term, names) == pytest.approx(state[:len(names)], rel=1e-6), name  # not assigned yet
+        _, nothing = term.loss_and_observed(x, y, None, False)
+        assert nothing == (), name  # evaluation observes nothing

@@ -19,7 +19,7 @@ released code; ``"paper"``, the rule the paper states) are explained there.
 
 from keras import ops, random
 
-from lossweave.ops.margin import _safe_sqrt
+from lossweave.ops.margin import safe_sqrt
 
 PLUS_ORDERS = ("authors", "paper")
 
@@ -123,4 +123,4 @@ def elastic_arc_target(cos, margins):
     """
     cos = ops.cast(cos, "float32")
     margins = ops.cast(margins, "float32")
-    return cos * ops.cos(margins) - _safe_sqrt(1.0 - ops.square(cos)) * ops.sin(margins)
+    return cos * ops.cos(margins) - safe_sqrt(1.0 - ops.square(cos)) * ops.sin(margins)

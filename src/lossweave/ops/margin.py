@@ -38,8 +38,14 @@ def _l2_normalize(x, axis=-1, epsilon=1e-12):
     return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=axis, keepdims=True), epsilon))
 
 
-def _safe_sqrt(x):
-    """``sqrt(max(x, 0))`` with a zero (not infinite) gradient at 0."""
+def safe_sqrt(x):
+    """``sqrt(max(x, 0))`` with a zero (not infinite) gradient at 0 (e.g. ``sin theta`` from ``cos theta``).
+
+    Example:
+        >>> import numpy as np
+        >>> [float(v) for v in safe_sqrt(np.array([4.0, 0.0, -1.0], "float32"))]
+        [2.0, 0.0, 0.0]
+    """
     positive = x > 0
     return ops.where(positive, ops.sqrt(ops.where(positive, x, ops.ones_like(x))), ops.zeros_like(x))
 
@@ -131,8 +137,8 @@ def target_mask(labels, num_classes):
 
 def masked_target(logits, hit):
     """Each row's target entry, ``(batch,)`` (0 where a row has none): one fused masked sum."""
-    logits = ops.cast(logits, "float32")
-    return ops.sum(ops.where(hit, logits, ops.zeros_like(logits)), axis=-1)
+    # A scalar 0 in the select: no (batch, classes) array of zeros to fill first.
+    return ops.sum(ops.where(hit, ops.cast(logits, "float32"), 0.0), axis=-1)
 
 
 def replace_target(logits, hit, value):
@@ -199,7 +205,7 @@ def arcface_target(cos, angular_margin=0.5, easy_margin=False):
         True
     """
     cos = ops.cast(cos, "float32")
-    sin = _safe_sqrt(1.0 - ops.square(cos))
+    sin = safe_sqrt(1.0 - ops.square(cos))
     m = angular_margin
     if isinstance(m, (int, float)):
         cos_m, sin_m, past_pi = math.cos(m), math.sin(m), math.cos(math.pi - m)
@@ -232,7 +238,7 @@ def combined_margin_target(cos, multiplicative_margin=1.0, angular_margin=0.3, c
         True
     """
     cos = ops.cast(cos, "float32")
-    theta = ops.arctan2(_safe_sqrt(1.0 - ops.square(cos)), cos)
+    theta = ops.arctan2(safe_sqrt(1.0 - ops.square(cos)), cos)
     m1, m2, m3 = multiplicative_margin, angular_margin, cosine_margin
     angle = m1 * theta + m2
     inside = angle <= math.pi

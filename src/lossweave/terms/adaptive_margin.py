@@ -10,10 +10,13 @@ an argument and the class docstring says how the two differ.
 Running statistics (AdaFace's norm mean and std, CurricularFace's ``t``,
 AdaCos's dynamic ``s``) are non-trainable float32 variables, saved with the
 term. As in the authors' code, a training step computes them from its batch
-**before** it uses them (``observe``), uses them, and then keeps them: the
-term's gated ``update_state`` assigns the values the step used, so a failed
+**before** it uses them (``observe`` returns them; they travel in the call's
+``MarginBatch.observed`` to the hooks that use them), uses them, and then
+keeps them: the values the step used are handed back with its loss
+(``Term.loss_and_state``) and the base assigns them under the term's gate, so a failed
 batch (bad label, NaN feature, non-finite loss) moves nothing, and
-evaluation never moves them. They are computed over the **global** batch:
+evaluation never moves them. Nothing of a call is stored on the term
+between its hooks. They are computed over the **global** batch:
 under TensorFlow's ``MirroredStrategy`` every replica gathers the batch's
 norms or cosines (``all_gather``/``all_reduce``), so that the replicas agree
 with one device; under JAX ``keras.distribution`` the compiled step already
@@ -21,8 +24,6 @@ sees the global batch. The rows a statistic counts are those with a valid
 label, finite features and a non-zero sample weight (a row of weight 0 is
 absent, the library's one meaning of sample weights).
 """
-
-import threading
 
 import keras
 from keras import ops
@@ -32,10 +33,6 @@ from lossweave import arguments
 from lossweave.ops import adaptive_margin as adaptive_ops
 from lossweave.ops import margin as margin_ops
 from lossweave.terms.margin import MarginSoftmax, _angle
-
-# The values a training call computed, per thread (tf.distribute traces each replica in a thread
-# of its own) and per term: read by the hooks of the same call, assigned by its update_state.
-_STEP = threading.local()
 
 
 def _rate(value, owner):
@@ -51,9 +48,13 @@ class BatchStatistics(MarginSoftmax):
 
     A subclass creates its statistics with :meth:`add_statistic` in ``build``
     and gives ``statistics(batch) -> [(variable, value), ...]``, the values of
-    one training step (``batch``: :class:`~lossweave.terms.margin.MarginBatch`);
-    its hooks read :meth:`current` (the step's value in training, the saved
-    one otherwise). Not a loss of its own: the base of the adaptive terms.
+    one training step (``batch``: :class:`~lossweave.terms.margin.MarginBatch`).
+    In training, ``observe`` returns those values (float32, no gradient), so
+    that they are ``batch.observed`` for the call's other hooks, which read
+    them with :meth:`current`; ``call`` receives them with the loss
+    (``loss_and_state``) and the base assigns them under the term's gate (the
+    :class:`~lossweave.terms.Term` protocol: checks, loss, gated update).
+    Not a loss of its own: the base of the adaptive terms.
     """
 
     def statistics(self, batch):
@@ -66,29 +67,25 @@ class BatchStatistics(MarginSoftmax):
             dtype="float32", autocast=False, aggregation="only_first_replica",
         )
 
-    def _values(self):
-        per_term = getattr(_STEP, "values", None)
-        if per_term is None:
-            per_term = _STEP.values = {}
-        return per_term.setdefault(id(self), {})
-
     def observe(self, batch):
-        values = self._values()
-        values.clear()
-        if batch.training:
-            for variable, value in self.statistics(batch):
-                values[id(variable)] = (variable, ops.stop_gradient(ops.cast(value, "float32")))
+        """``((variable, value), ...)``: this training step's statistics; ``()`` in evaluation."""
+        if not batch.training:
+            return ()
+        return tuple((variable, ops.stop_gradient(ops.cast(value, "float32")))
+                     for variable, value in self.statistics(batch))
 
-    def current(self, variable):
-        """``variable``'s value for this call: the one this training step computed, else the saved one."""
-        step = self._values().get(id(variable))
-        return ops.convert_to_tensor(variable) if step is None else step[1]
+    @staticmethod
+    def current(variable, batch):
+        """``variable``'s value for the call of ``batch``: the one its training step observed, else the saved one."""
+        for kept, value in batch.observed or ():
+            if kept is variable:
+                return value
+        return ops.convert_to_tensor(variable)
 
-    def update_state(self, outputs, targets, sample_weight):
-        values = self._values()
-        for variable, value in values.values():
-            variable.assign(value)
-        values.clear()
+    def loss_and_state(self, outputs, targets, sample_weight, training):
+        """The loss and the statistics it used: the base assigns them under the term's gate."""
+        loss, observed = self.loss_and_observed(outputs, targets, sample_weight, training)
+        return loss, observed or ()
 
 
 def _kept_unless(count, minimum, new, old):
@@ -100,11 +97,21 @@ def _kept_unless(count, minimum, new, old):
 class AdaFace(BatchStatistics):
     """AdaFace: a margin adapted to the feature norm, a proxy of image quality (Kim, Jain & Liu, CVPR 2022).
 
-    The target logit is ``s (cos(theta_y + g_angle) - g_add)`` with
-    ``g_angle = -m ||z||^`` and ``g_add = m ||z||^ + m`` (Eq. 11), where
-    ``||z||^ = clip(h (||z|| - mu) / (sigma + eps), -1, 1)`` (Eq. 9) is the
-    norm of the raw embedding normalised by running batch statistics ``mu``,
-    ``sigma`` (Eq. 10). A high-norm (easy to recognise) sample gets an
+    Sec. 3.3 of the paper ("AdaFace: Adaptive Margin based on Norm"), its
+    three formulas written out here (equation numbers not cited: they could
+    not be checked against the paper's text, see ``docs/margin_softmax.md``):
+
+    - the margin function: the target logit is ``s cos(theta_y + g_angle) - g_add``,
+      a non-target ``s cos theta_j``;
+    - its two parts: ``g_angle = -m ||z||^`` and ``g_add = m ||z||^ + m``;
+    - the image-quality indicator ``||z||^ = clip((||z|| - mu) / (sigma / h), -1, 1)``
+      (here ``sigma + eps``), the norm of the raw embedding normalised by the
+      batch statistics ``mu``, ``sigma``, kept as exponential moving averages
+      ``mu = alpha mu^(k) + (1 - alpha) mu^(k-1)`` (the same for ``sigma``).
+
+    ``s`` multiplies the whole target logit here, ``s (cos(theta_y +
+    g_angle) - g_add)``, as in the authors' code (the paper's display leaves
+    ``g_add`` outside the scale). A high-norm (easy to recognise) sample gets an
     angular, ArcFace-like margin that emphasises hard samples; a low-norm one
     a CosFace-like margin that de-emphasises them. The norms carry no gradient.
 
@@ -146,6 +153,7 @@ class AdaFace(BatchStatistics):
     """
 
     reads_norms = True
+    reads_batch = True  # target_logit reads the step's mu and sigma in batch.observed
 
     def __init__(self, num_classes, scale=64.0, margin=0.4, h=0.333, update_rate=0.01, initial_mean=20.0,
                  initial_std=100.0, **kwargs):
@@ -172,9 +180,9 @@ class AdaFace(BatchStatistics):
                                          self.norm_std)),
         ]
 
-    def target_logit(self, cos_target, training=None, norms=None):
-        scaler = adaptive_ops.adaface_norm_scaler(norms, self.current(self.norm_mean), self.current(self.norm_std),
-                                                  self.h)
+    def target_logit(self, cos_target, training=None, norms=None, batch=None):
+        scaler = adaptive_ops.adaface_norm_scaler(norms, self.current(self.norm_mean, batch),
+                                                  self.current(self.norm_std, batch), self.h)
         return adaptive_ops.adaface_target(cos_target, scaler, self.margin)
 
     def get_config(self):
@@ -242,7 +250,7 @@ class CurricularFace(BatchStatistics):
 
     def negative_logits(self, logits, batch):
         boundary = adaptive_ops.curricular_boundary(batch.cos_target, self.angular_margin)
-        return adaptive_ops.curricular_negatives(logits, boundary, self.current(self.t), batch.scale)
+        return adaptive_ops.curricular_negatives(logits, boundary, self.current(self.t, batch), batch.scale)
 
     def get_config(self):
         return {**super().get_config(), "angular_margin": self.angular_margin, "update_rate": self.update_rate,
@@ -396,7 +404,7 @@ class AdaCos(BatchStatistics):
     def logit_scale(self, embeddings):
         if not self.dynamic:
             return self.scale
-        # A copy: the step's update_state assigns the variable in place (PyTorch), after the forward
+        # A copy: the step's gated assignment moves the variable in place (PyTorch), after the forward
         # pass has kept this value for the backward pass.
         return ops.copy(self.adaptive_scale)
 
@@ -416,7 +424,7 @@ class AdaCos(BatchStatistics):
     def batch_scale(self, batch):
         if not (self.dynamic and batch.training):
             return batch.scale
-        return self.current(self.adaptive_scale)
+        return self.current(self.adaptive_scale, batch)
 
     def get_config(self):
         return {**super().get_config(), "dynamic": self.dynamic}

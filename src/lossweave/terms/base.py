@@ -204,16 +204,28 @@ class Term(keras.layers.Layer):
     # ------------------------------------------------------------ the protocol
     def call(self, outputs, targets, sample_weight=None, training=None):
         clean = self.check_inputs(outputs, targets) if self.validate and self.input_checks else None
-        loss = self.compute_loss(outputs, targets, sample_weight, training)
+        loss, assignments = self.loss_and_state(outputs, targets, sample_weight, training)
         if clean is not None:
             loss = ops.where(clean, loss, ops.zeros_like(loss))
         if training:
+            for variable, value in assignments:  # a failed batch keeps the saved value
+                variable.assign(value if clean is None else ops.where(clean, value, ops.convert_to_tensor(variable)))
             self._gated_update(outputs, targets, sample_weight, clean)
         return loss
 
     def compute_loss(self, outputs, targets, sample_weight, training):
         """The term's loss (a float32 scalar): the one hook every term implements."""
         raise NotImplementedError(f"{type(self).__name__} must implement compute_loss.")
+
+    def loss_and_state(self, outputs, targets, sample_weight, training):
+        """``(loss, ((variable, value), ...))``: the loss and the state values the same computation gave.
+
+        A term whose state is a by-product of its loss (running statistics of
+        the batch the loss used) returns them here instead of recomputing them
+        in ``update_state``; the base assigns them in training, under the gate.
+        By default: ``compute_loss`` and no values.
+        """
+        return self.compute_loss(outputs, targets, sample_weight, training), ()
 
     def update_state(self, outputs, targets, sample_weight):
         """Move the term's state after a training batch (the base gates it on the checks); no state by default."""

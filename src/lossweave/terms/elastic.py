@@ -27,6 +27,7 @@ class _ElasticMargin(MarginSoftmax):
 
     margin_name = None
     sigmas = (None, None)
+    reads_batch = True  # "+" ranks the call's rows that count (batch.rows)
 
     def __init__(self, num_classes, scale, sigma, plus, plus_order, **kwargs):
         super().__init__(num_classes, scale=scale, **kwargs)
@@ -42,7 +43,6 @@ class _ElasticMargin(MarginSoftmax):
         # mixin's own when sample_rate < 1, else one of the term's; SavesSeedState saves either.
         if self.seed_generator is None:
             self.seed_generator = keras.random.SeedGenerator(self.seed, name="elastic_margin_seed")
-        self._ranked = None  # the rows "+" ranks: set by observe(), taken by target_logit() in one call
 
     @property
     def mean_margin(self):
@@ -67,21 +67,16 @@ class _ElasticMargin(MarginSoftmax):
             return drawn
         return elastic_ops.plus_margins(drawn, cos_target, self.plus_order, ranked)
 
-    def target_logit(self, cos_target, training=None):
-        ranked, self._ranked = self._ranked, None  # what observe() saw of this call; nothing outlives it
-        return self.apply_margins(cos_target, self.margins(cos_target, training, ranked))
-
-    def observe(self, batch):
+    def target_logit(self, cos_target, training=None, batch=None):
         # "+" ranks the rows a batch statistic counts: a valid label, finite features, a non-zero
         # weight (a row of weight 0, e.g. a missing label, moves no one's margin, as the authors
         # leave out the rows of label -1).
-        self._ranked = batch.rows if self.plus else None
+        ranked = batch.rows if self.plus and batch is not None else None
+        return self.apply_margins(cos_target, self.margins(cos_target, training, ranked))
 
     def get_config(self):
         return {**super().get_config(), self.margin_name: self.mean_margin, "sigma": self.sigma,
                 "plus": self.plus, "plus_order": self.plus_order}
-
-
 
 
 @keras.saving.register_keras_serializable(package="lossweave")

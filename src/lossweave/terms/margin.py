@@ -7,20 +7,28 @@ small hooks (in the style of pytorch-metric-learning's large-margin losses):
 
 - ``target_logit(cos_y, training)``: the target class's value with the margin
   (with ``reads_norms = True`` also given ``norms=``, the ``(batch,)`` L2 norms
-  of the raw embeddings: AdaFace, MagFace);
+  of the raw embeddings: AdaFace, MagFace; with ``reads_batch = True`` also
+  given ``batch=``, the call's :class:`MarginBatch`: AdaFace, ElasticFace);
 - ``logit_scale(embeddings)``: ``s`` (SphereFace: ``||x||``).
 
 and, for the adaptive members (``lossweave.terms.adaptive_margin``), hooks
-that see the step's :class:`MarginBatch` (the scaled cosines, the target
-cosines, the norms, the rows that count):
+that see the call's :class:`MarginBatch` (the scaled cosines, the target
+cosines, the norms, the rows that count, and what ``observe`` returned):
 
-- ``observe(batch)``: computes the step's batch statistics (AdaFace's norm
-  statistics, CurricularFace's ``t``) before any margin is applied;
-- ``batch_scale(batch)``: the scale the step uses (AdaCos's dynamic ``s``);
+- ``observe(batch) -> observed``: computes the call's values (AdaFace's norm
+  statistics, CurricularFace's ``t``, AdaCos's ``s``) before any margin is
+  applied and **returns** them; the base puts them in ``batch.observed``,
+  which every later hook of the same call reads (nothing is kept on the
+  term between hooks: replicas tracing in parallel threads share no value);
+- ``batch_scale(batch)``: the scale the call uses (AdaCos's dynamic ``s``);
 - ``negative_logits(logits, batch)``: the non-target logits (CurricularFace's
   re-weighted hard negatives);
 - ``sample_penalty(batch)``: a ``(batch,)`` term added to each row's loss
   (MagFace's ``lambda_g g(a_i)``).
+
+``loss_and_observed(...)`` returns the loss with ``observed``, so that a term
+that keeps what it observed (``BatchStatistics``: running statistics) hands
+it to the base as ``Term.loss_and_state``'s values, assigned under the gate.
 
 ``sub_centers=K`` gives each class ``K`` weight vectors, the cosine to a class
 being the largest of its ``K`` (sub-center ArcFace). ``cosines(embeddings)``
@@ -77,6 +85,8 @@ class MarginBatch(NamedTuple):
         scale: the scale of ``logits``: a Python float or a float32 ``()`` /
             ``(batch,)`` tensor.
         training: the call's ``training`` flag.
+        observed: what the term's ``observe(batch)`` returned for this call
+            (``None`` before it runs, and for a term that observes nothing).
     """
 
     logits: object
@@ -87,6 +97,7 @@ class MarginBatch(NamedTuple):
     rows: object
     scale: object
     training: object
+    observed: object = None
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -129,6 +140,7 @@ class MarginSoftmax(SampledClassTable):
 
     table_name = "class_weights"
     reads_norms = False  # True: target_logit also gets norms=, the raw embeddings' L2 norms
+    reads_batch = False  # True: target_logit also gets batch=, the call's MarginBatch (with batch.observed)
 
     def __init__(
         self,
@@ -155,7 +167,13 @@ class MarginSoftmax(SampledClassTable):
         return margin_ops.subcenter_cosine_similarity(embeddings, self.class_weights, self.sub_centers)
 
     def target_logit(self, cos_target, training=None):
-        """The target class's value before the scale; the base adds no margin."""
+        """The target class's value before the scale; the base adds no margin.
+
+        ``cos_target``: ``(batch,)`` float32 target cosines in ``[-1, 1]``. A
+        term with ``reads_norms = True`` is also given ``norms=`` (``(batch,)``
+        raw embedding norms), one with ``reads_batch = True`` ``batch=`` (the
+        call's :class:`MarginBatch`, ``batch.observed`` included).
+        """
         return cos_target
 
     def logit_scale(self, embeddings):
@@ -163,7 +181,15 @@ class MarginSoftmax(SampledClassTable):
         return self.scale
 
     def observe(self, batch):
-        """Called once per call with the step's :class:`MarginBatch`, before any margin; nothing by default."""
+        """The call's own values, computed once from its :class:`MarginBatch` before any margin.
+
+        Whatever this returns becomes ``batch.observed`` for the later hooks
+        of the same call (``batch_scale``, ``negative_logits``,
+        ``target_logit`` with ``reads_batch``, ``sample_penalty``) and is the
+        second value of :meth:`loss_and_observed`. Store nothing on ``self``
+        here. ``None`` by default.
+        """
+        return None
 
     def batch_scale(self, batch):
         """The scale this step's logits use (``batch.logits`` are rescaled to it): ``batch.scale`` by default."""
@@ -193,7 +219,7 @@ class MarginSoftmax(SampledClassTable):
         return self._margin_logits(embeddings, labels, training)[0]
 
     def _margin_logits(self, embeddings, labels, training=None, sample_weight=None):
-        """``(logits, target logit, valid rows, per-row penalty or None)`` of the training logits.
+        """``(logits, target logit, valid rows, per-row penalty or None, observed)`` of the training logits.
 
         Fast at many classes: the scale multiplies the ``(batch, dim)``
         embeddings before the matmul, the target cosine is read by one masked
@@ -204,6 +230,8 @@ class MarginSoftmax(SampledClassTable):
         invalid), so that their gradients stay finite. A sampling training
         step (``sample_rate < 1``) computes ``(batch, S)`` logits over the
         sampled classes, in the order of the sample (see ``draw_classes``).
+        ``observed`` is what ``observe`` returned (``None`` for a term that
+        does not adapt).
         """
         self.ensure_built(embeddings)
         embeddings, finite = self.finite_embeddings(embeddings)
@@ -226,7 +254,7 @@ class MarginSoftmax(SampledClassTable):
             rows = valid if sample_weight is None else ops.logical_and(
                 valid, ops.reshape(ops.cast(sample_weight, "float32"), (-1,)) != 0.0)
             batch = MarginBatch(logits, hit, in_use, cos_target, norms, rows, scale, training)
-            self.observe(batch)
+            batch = batch._replace(observed=self.observe(batch))
             new_scale = self.batch_scale(batch)
             if new_scale is not scale:
                 logits = logits * (new_scale / ops.maximum(scale, 1e-12))
@@ -238,15 +266,19 @@ class MarginSoftmax(SampledClassTable):
         if in_use is not None:
             logits = sampling_ops.exclude_unused(logits, in_use)
         extra = {"norms": norms} if self.reads_norms else {}
+        if self.reads_batch:
+            extra["batch"] = batch
         target = self.target_logit(cos_target, training=training, **extra) * scale
         penalty = None if batch is None else self.sample_penalty(batch)
-        return margin_ops.replace_target(logits, hit, target), target, valid, penalty
+        observed = None if batch is None else batch.observed
+        return margin_ops.replace_target(logits, hit, target), target, valid, penalty, observed
 
     @property
     def adapts(self):
-        """Whether this class overrides an adaptive hook (``observe``, ``batch_scale``, ...)."""
+        """Whether this class reads the :class:`MarginBatch` (``reads_batch``, or an adaptive hook overridden)."""
         cls = type(self)
-        return any(getattr(cls, name) is not getattr(MarginSoftmax, name) for name in _ADAPTIVE_HOOKS)
+        overridden = any(getattr(cls, name) is not getattr(MarginSoftmax, name) for name in _ADAPTIVE_HOOKS)
+        return cls.reads_batch or overridden
 
     def classifier(self, model, on=None, name="logits"):
         """A Keras model: ``model``'s outputs plus the margin-free logits of this term.
@@ -280,8 +312,12 @@ class MarginSoftmax(SampledClassTable):
         return keras.Model(model.inputs, outputs, name=f"{model.name}_classifier")
 
     def compute_loss(self, outputs, targets, sample_weight, training):
-        logits, target, valid, penalty = self._margin_logits(outputs, targets, training, sample_weight)
-        return margin_ops.margin_cross_entropy(logits, target, valid, sample_weight, penalty)
+        return self.loss_and_observed(outputs, targets, sample_weight, training)[0]
+
+    def loss_and_observed(self, outputs, targets, sample_weight, training):
+        """``(loss, observed)``: the term's loss and what ``observe`` returned in the same call."""
+        logits, target, valid, penalty, observed = self._margin_logits(outputs, targets, training, sample_weight)
+        return margin_ops.margin_cross_entropy(logits, target, valid, sample_weight, penalty), observed
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "sub_centers": self.sub_centers}
