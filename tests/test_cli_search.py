@@ -63,14 +63,33 @@ def _check_calibration(run, index, dataset, model):
     queries = model.predict(dataset.x_val, batch_size=359, verbose=0)["embedding"]
     again = calibrate(index, queries, dataset.y_val, target_precision=0.9)
     stored = Calibration.from_dict(saved["calibration"])
-    assert stored.get_config() == again.get_config()
+    # The run embedded the validation rows in other batches than here: the last float32 bits differ, and the
+    # index's float64 distances show it, so the curves agree to a tolerance, not bit for bit.
+    _assert_close(stored.get_config(), again.get_config())
     assert stored.target_precision == 0.9 and len(stored.thresholds) > 10
     if again.precision_threshold is not None:
-        assert saved["threshold_from"] == "precision" and saved["threshold"] == again.precision_threshold
+        assert saved["threshold_from"] == "precision"
+        assert np.isclose(saved["threshold"], again.precision_threshold, atol=1e-5)
         assert again.at(saved["threshold"])["precision"] >= 0.9
     else:
-        assert saved["threshold_from"] == "f1" and saved["threshold"] == again.f1_threshold
+        assert saved["threshold_from"] == "f1" and np.isclose(saved["threshold"], again.f1_threshold, atol=1e-5)
     return saved
+
+
+def _assert_close(a, b):
+    """Equal structures whose numbers agree within 1e-5."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            _assert_close(a[key], b[key])
+    elif isinstance(a, (list, tuple)) and a and not isinstance(a[0], (int, float)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _assert_close(x, y)
+    elif isinstance(a, (int, float, list, tuple)) and not isinstance(a, bool):
+        np.testing.assert_allclose(np.asarray(a, "float64"), np.asarray(b, "float64"), atol=1e-5, rtol=1e-5)
+    else:
+        assert a == b
 
 
 def _check_report(run, saved):

@@ -243,3 +243,78 @@ def test_without_faiss_the_error_says_what_to_install(monkeypatch):
         Index(backend="faiss-ivf")
     with pytest.raises(ImportError, match="backend='exact'"):
         faiss_search.import_faiss()
+
+
+# ---------------------------------------------------------- float64 re-rank
+def _coincident(seed, n, m, dim, spread):
+    """Rows about one point, apart by ``spread`` (relative): their float32 scores cannot tell them apart."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=dim)
+    gallery = base + spread * rng.normal(size=(m, dim))
+    queries = base + spread * rng.normal(size=(n, dim))
+    return queries, gallery
+
+
+def float64_search(queries, gallery, k, metric):
+    """Positions of the k nearest by ``||q - g||`` in float64 (normalised rows for cosine), ties by lower position."""
+    q, g = np.asarray(queries, "float64"), np.asarray(gallery, "float64")
+    if metric == "cosine":
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+        g = g / np.linalg.norm(g, axis=1, keepdims=True)
+    d = np.sqrt(((q[:, None, :] - g[None, :, :]) ** 2).sum(-1))
+    return np.lexsort((np.broadcast_to(np.arange(len(g)), d.shape), d), axis=1)[:, :k], q, g
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_rerank_equals_scikit_learn_float64_below_float32_resolution(metric):
+    from sklearn.neighbors import NearestNeighbors
+
+    cases = [  # float64 rows 1e-9 apart in 2-D (arcface's on the README), stored in float64;
+        # float32 rows a few ulps apart, stored as given (float32)
+        (_coincident(5, 12, 120, 2, 1e-9), "float64"),
+        (tuple(x.astype("float32") for x in _coincident(6, 12, 120, 8, 3e-7)), "float32"),
+    ]
+    for (queries, gallery), dtype in cases:
+        index = Index(metric=metric, dtype=dtype, query_block=8, gallery_block=64)
+        index.add(gallery)
+        result = index.search(queries, 10)
+        truth, q, g = float64_search(queries, gallery, 10, metric)
+        np.testing.assert_array_equal(result.indices, truth)
+        # scikit-learn (a k-d tree in float64) finds the same distances; its ties are its own.
+        distances = NearestNeighbors(n_neighbors=10).fit(g).kneighbors(q)[0]
+        expected = 0.5 * distances ** 2 if metric == "cosine" else distances
+        np.testing.assert_allclose(result.distances, expected, rtol=1e-6, atol=0)
+        if dtype == "float64":  # the float32 search alone cannot tell these rows apart
+            assert not np.array_equal(nearest(queries, gallery, 10, metric)[1], truth)
+
+
+def test_rerank_widens_the_search_until_it_is_exact():
+    from lossweave.retrieval.index import rerank
+
+    queries, gallery = _coincident(7, 5, 200, 3, 1e-10)
+    index = Index(metric="dot", dtype="float64", gallery_block=64)
+    index.add(gallery)
+    result = index.search(queries, 4, exclude=[3, 0, 9, -1, 199])
+    d = -(queries @ gallery.T)
+    d[[0, 1, 2], [3, 0, 9]] = np.inf
+    d[4, 199] = np.inf
+    order = np.lexsort((np.broadcast_to(np.arange(200), d.shape), d), axis=1)[:, :4]
+    np.testing.assert_array_equal(result.indices, order)
+    # Sixteen float32 candidates of 200 nearly equal rows cannot prove the answer exact.
+    scores = np.full((5, 16), np.float32(-(d[0, 0]))), np.tile(np.arange(16), (5, 1))
+    _, _, exact = rerank(queries, gallery, *scores, 4, "dot", np.zeros(3), 1.0)
+    assert not exact.any()
+    assert rerank(queries, gallery, *scores, 4, "dot", np.zeros(3), 1.0, everything=True)[2].all()
+
+
+def test_float64_storage_keeps_the_rows_and_reloads(tmp_path):
+    rows = 1.0 + 1e-12 * np.arange(6.0).reshape(3, 2)
+    index = Index(metric="euclidean", dtype="float64")
+    index.add(rows)
+    assert index.embeddings.dtype == np.float64 and np.array_equal(index.embeddings, rows)
+    index.save(tmp_path / "f64.npz")
+    loaded = Index.load(tmp_path / "f64.npz")
+    assert loaded.dtype == "float64" and np.array_equal(loaded.embeddings, rows)
+    assert loaded.search(rows[2:] + 1e-13, 3).indices.tolist() == [[2, 1, 0]]
+    with pytest.raises(ValueError, match="`dtype` must be one of"):
+        Index(dtype="float16")

@@ -15,10 +15,13 @@ Skipped queries are left out of the mean, and an error is raised if no query
 is left.
 
 Neighbours come from :class:`lossweave.retrieval.Index`'s exact chunked
-search (``keras.ops`` on the current backend's device, float32, queries in
-chunks against gallery blocks): no queries x gallery array is built, so the
-figures scale to 10k queries x 1M references. Ties between equally distant
-neighbours are broken by the lower gallery position. ``R``, the number of gallery samples of a query's class, is its
+search (``keras.ops`` on the current backend's device, float32, gallery blocks
+against query chunks), re-ranked exactly in float64 on the host: no queries x
+gallery array is built, so the figures scale to 10k queries x 1M references,
+and the neighbours are those of a float64 brute force (scikit-learn's
+``NearestNeighbors``, which these figures used before), also where they differ
+below float32's resolution. Ties between equally distant neighbours are broken
+by the lower gallery position. ``R``, the number of gallery samples of a query's class, is its
 class size minus one (leave-one-out) or its class's count in the gallery.
 """
 
@@ -71,15 +74,16 @@ def _answerable(labels, reference_labels, what):
 def _neighbors(embeddings, reference, metric, n_neighbors, what):
     """Positions of the ``n_neighbors`` nearest gallery samples of each query, nearest first.
 
-    Through :class:`lossweave.retrieval.Index`'s chunked search (queries in
-    chunks against gallery blocks, on the Keras device, float32): an
-    ``(n, n_neighbors)`` table, never queries x gallery. Ties are broken by
-    the lower gallery position. ``embeddings`` are already normalized for
-    cosine; for Euclidean both sides are first centred on the gallery's mean
-    (in float64: distances do not change, and the float32 expansion
-    ``||q||^2 + ||g||^2 - 2 q.g`` loses less to cancellation). Leave-one-out
-    when ``reference`` is None: each query's own row is excluded by position,
-    so a duplicate of the query still counts as a neighbour.
+    Through :class:`lossweave.retrieval.Index`'s chunked search (float32 on
+    the Keras device, the rows kept in float64 on the host and the candidates
+    re-ranked from them in float64): an ``(n, n_neighbors)`` table, never
+    queries x gallery. Ties are broken by the lower gallery position.
+    ``embeddings`` are already normalized for cosine; for Euclidean both
+    sides are first centred on the gallery's mean (in float64: distances do
+    not change, and the float32 search on the device finds the candidates
+    with less cancellation, so fewer searches are widened). Leave-one-out when
+    ``reference`` is None: each query's own row is excluded by position, so a
+    duplicate of the query still counts as a neighbour.
     """
     from lossweave.retrieval.index import Index
 
@@ -99,7 +103,7 @@ def _neighbors(embeddings, reference, metric, n_neighbors, what):
     if metric == "euclidean":
         center = gallery.mean(axis=0)
         embeddings, gallery = embeddings - center, gallery - center
-    index = Index(metric=metric)
+    index = Index(metric=metric, dtype="float64")
     index.add(gallery)
     exclude = np.arange(n) if reference is None else None
     return index.search(embeddings, n_neighbors, exclude=exclude).indices

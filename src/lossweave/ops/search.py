@@ -1,17 +1,23 @@
-"""Exact k-nearest-neighbour search in query chunks x gallery blocks, with ``keras.ops`` only.
+"""Exact k-nearest-neighbour search in gallery blocks x query chunks, with ``keras.ops`` only.
 
-:func:`nearest` answers ``k`` nearest gallery rows of every query without ever
-building a queries x gallery array: the queries go through in chunks of
-``query_block`` rows, and each chunk keeps a running top-``k`` that is merged
-with the best ``k`` of one gallery block (``gallery_block`` rows) at a time.
-Peak memory is the gallery plus O(query_block x gallery_block) scores; the
-work runs on the device of the current backend (the GPU when there is one).
-One (query chunk, gallery block) step is compiled once per shape
-(``jax.jit`` on JAX, ``tf.function`` on TensorFlow; eager on PyTorch): the
-last query chunk and the last gallery block are padded to the full size so
-that every step has the same shapes, and small query counts and ``k`` are
-rounded up to powers of two (the best ``k`` of the best ``2^j >= k`` are the same rows),
-so that a few compiled steps serve every call.
+:func:`nearest` answers the ``k`` nearest gallery rows of every query without
+ever building a queries x gallery array. The gallery (a NumPy array on the
+host, or a tensor) goes to the device one block of ``gallery_block`` rows at a
+time, and each block is searched by every chunk of ``query_block`` queries,
+whose running top-``k`` is merged with the block's best. Peak memory is the
+gallery where it is kept, one gallery block on the device (as given and
+prepared), the queries and one ``query_block x gallery_block`` block of float32
+scores. The work runs on the device of the current backend (the GPU when there
+is one), and each gallery block crosses to the device once per search (not once
+per query chunk).
+
+Two functions are compiled once per shape (``jax.jit`` on JAX,
+``tf.function`` on TensorFlow; eager on PyTorch): the preparation of a block
+(normalised for cosine, centred and with its ``-||g||^2 / 2`` for Euclidean)
+and the search of one (query chunk, gallery block) pair. The last query chunk
+and the last gallery block are padded to the full size, and the width of the
+running top-``k`` is rounded up to a power of two above ``k``, so that a few
+compiled steps serve every call.
 
 Distances are **smaller is closer** for every metric:
 
@@ -19,22 +25,25 @@ Distances are **smaller is closer** for every metric:
 * ``"euclidean"``: ``||q - g||_2``;
 * ``"dot"``: ``-q . g`` (maximum inner product search).
 
-Inside a step the blocks are ranked by a score, larger is closer, that costs
-one matmul and one add: ``q . g`` (cosine on normalised rows, dot) or ``2 q . g -
-||g||^2`` (Euclidean: ``||q||^2`` is the same for every gallery row of a
-query). The distances are computed from the scores of the ``k`` found.
+Inside a step a block is ranked by a score, larger is closer, that costs one
+matmul and one add: ``q . g`` (cosine on normalised rows, dot) or ``q . g -
+||g||^2 / 2`` (Euclidean: ``||q||^2 / 2`` is the same for every gallery row of
+a query), with both sides first centred on ``center`` (for Euclidean: the
+distances do not change, and the float32 expansion loses less to
+cancellation). The best of a block are found in two stages: the maximum of
+each group of ``group`` consecutive scores, the best groups by their maximum
+(``keras.ops.top_k``), then the best scores inside those groups; the best
+``width`` scores always lie in the best ``width`` groups, so the answer is the
+one of a plain ``top_k`` over the block, for less work.
 
-**Ties** (equal scores) are broken by the lower gallery position, on every
-backend: ``keras.ops.top_k`` is stable on JAX and TensorFlow but not on
-PyTorch (``torch.topk``), so a block whose ``k``-th and ``(k+1)``-th best
-scores are equal takes its ``k`` by an explicit rule (every score above the
-``k``-th, then the tied ones in position order), and the running merge is a
-stable sort in which the earlier blocks come first.
+**Ties** (equal float32 scores): the order of the answer is by score, then by
+the lower gallery position. Which of several tied rows at the last place is
+kept is ``keras.ops.top_k``'s choice: the lower position on JAX and TensorFlow
+(their top-k is stable), unspecified on PyTorch. ``lossweave.retrieval.Index``
+re-ranks the candidates in float64 on the host, with the lower-position rule on
+every backend (see its docstring).
 
-Float32 throughout (the device's precision; JAX without x64 has no float64).
-Euclidean scores come from the expansion ``2 q.g - ||g||^2``: centre both
-sides on a common point first (e.g. the gallery mean: distances do not change)
-when the rows lie far from the origin, as :mod:`lossweave.metrics` does.
+Float32 on the device (JAX without x64 has no float64).
 """
 
 
@@ -54,40 +63,11 @@ def _check(metric, k, query_block, gallery_block):
             raise ValueError(f"nearest: expected a positive integer {name}; received {value!r}.")
 
 
-def _rows(x, what):
-    x = ops.cast(ops.convert_to_tensor(x), "float32")
-    if len(x.shape) != 2:
-        raise ValueError(f"nearest: expected {what} of shape (n, dim); received shape {tuple(x.shape)}.")
-    return x
-
-
-def _normalize(x):
-    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=1, keepdims=True), 1e-24))
-
-
-class GalleryBlocks:
-    """The gallery on the device, cut in blocks of equal size (the last one padded).
-
-    Build it once with :func:`gallery_blocks` and search it many times with
-    :func:`search_blocks` (``lossweave.retrieval.Index`` keeps one).
-
-    Attributes:
-        blocks: list of ``(rows, bias)`` float32 tensors, ``(block, dim)``
-            and ``(block,)``: rows L2-normalised for cosine; the bias added to
-            ``q . g`` is ``-||g||^2`` for Euclidean, 0 otherwise, and
-            ``-inf`` on the padding rows.
-        size: the number of gallery rows (without the padding).
-        block: rows per block.
-        dim: the row width.
-        metric: the metric the rows were prepared for.
-    """
-
-    def __init__(self, blocks, size, block, dim, metric):
-        self.blocks = blocks
-        self.size = size
-        self.block = block
-        self.dim = dim
-        self.metric = metric
+def _shape(x, what):
+    shape = tuple(int(s) for s in x.shape)
+    if len(shape) != 2:
+        raise ValueError(f"nearest: expected {what} of shape (n, dim); received shape {shape}.")
+    return shape
 
 
 def _bucket(n):
@@ -108,167 +88,213 @@ def block_size(size, gallery_block):
     return rounded if rounded <= gallery_block else rows
 
 
-def gallery_blocks(gallery, metric="cosine", block=65536):
-    """The gallery ``(m, dim)`` as device blocks of ``block`` rows for :func:`search_blocks`."""
-    _check(metric, 1, 1, block)
-    gallery = _rows(gallery, "gallery")
-    size, dim = int(gallery.shape[0]), int(gallery.shape[1])
+def top_width(k):
+    """Width of the running top-``k``: the power of two above ``k`` (one compiled step for nearby ``k``)."""
+    return _bucket(k + 1)
+
+
+def group_size(block, width):
+    """Scores per group of the two-stage selection: 32, fewer where the block has under ``4 x width`` groups."""
+    group = 32
+    while group > 1 and (block % group or block // group < 4 * width):
+        group //= 2
+    return group
+
+
+def _normalize(x):
+    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=1, keepdims=True), 1e-30))
+
+
+def _prepare(rows, real, center, *, metric):
+    """A block on the device: ``(rows, bias)``, ``bias`` ``-inf`` on the padding rows past ``real``."""
+    rows = ops.cast(rows, "float32")
     if metric == "cosine":
-        gallery = _normalize(gallery)
-    blocks = []
+        rows = _normalize(rows)
+    elif metric == "euclidean":
+        rows = rows - center[None, :]
+    if metric == "euclidean":
+        bias = -0.5 * ops.sum(ops.square(rows), axis=1)
+    else:
+        bias = ops.zeros((rows.shape[0],), "float32")
+    bias = ops.where(ops.arange(rows.shape[0], dtype="int32") < real, bias, -np.inf)
+    return rows, bias
+
+
+def _prepare_queries(queries, center, *, metric):
+    queries = ops.cast(queries, "float32")
+    if metric == "cosine":
+        return _normalize(queries)
+    if metric == "euclidean":
+        return queries - center[None, :]
+    return queries
+
+
+def _step(best, best_positions, queries, exclude, rows, bias, offset, *, width, group, excluding,
+          biased):
+    """Merge one gallery block into the running top-``width`` of a query chunk.
+
+    The matmul's ``(chunk, block)`` output is the only array of that size
+    where the block needs no bias (``biased=False``: cosine or dot, no
+    padding); else the bias (and the excluded position) is added inside the
+    reduction over each group, which XLA fuses, and again on the few
+    candidates.
+    """
+    products = ops.matmul(queries, ops.transpose(rows))
+    n, block = products.shape
+
+    def adjusted(values, where):  # values at block positions `where`: + bias, -inf if excluded
+        if biased:
+            values = values + ops.take(bias, where)
+        if excluding:
+            values = ops.where(where + offset == exclude[:, None], -np.inf, values)
+        return values
+
+    if group > 1:
+        # The best `width` scores lie in the `width` groups of best maxima: each group outside
+        # holds nothing above its maximum, and `width` groups beat that maximum.
+        grouped = ops.reshape(products, (n, block // group, group))
+        scores = grouped + ops.reshape(bias, (1, block // group, group)) if biased else grouped
+        if excluding:
+            everywhere = ops.reshape(ops.arange(block, dtype="int32"), (1, block // group, group))
+            scores = ops.where(everywhere + offset == exclude[:, None, None], -np.inf, scores)
+        chosen = ops.sort(ops.top_k(ops.max(scores, axis=2), width)[1], axis=1)  # position order
+        candidates = ops.reshape(ops.take_along_axis(grouped, chosen[:, :, None], axis=1),
+                                 (n, width * group))
+        within = ops.arange(group, dtype="int32")[None, None, :]
+        positions = ops.reshape(ops.cast(chosen, "int32")[:, :, None] * group + within,
+                                (n, width * group))
+        candidates = adjusted(candidates, positions)
+    else:
+        scores = adjusted(products, ops.broadcast_to(ops.arange(block, dtype="int32")[None, :], (n, block)))
+        candidates, positions = ops.top_k(scores, width)
+        positions = ops.cast(positions, "int32")
+    # The running best first: earlier blocks, lower positions (top_k is stable on JAX and TF).
+    values, order = ops.top_k(ops.concatenate([best, candidates], axis=1), width)
+    merged = ops.concatenate([best_positions, positions + offset], axis=1)
+    return values, ops.take_along_axis(merged, order, axis=1)
+
+
+def _in_order(values, positions):
+    """Rows of ``(values, positions)`` sorted by value, larger first, ties by the lower position."""
+    by_position = ops.argsort(positions, axis=1)
+    values = ops.take_along_axis(values, by_position, axis=1)
+    positions = ops.take_along_axis(positions, by_position, axis=1)
+    order = ops.argsort(-values, axis=1)  # stable on every backend
+    return ops.take_along_axis(values, order, axis=1), ops.take_along_axis(positions, order, axis=1)
+
+
+_compiled_step = compiled(_step, static_argnames=("width", "group", "excluding", "biased"))
+_compiled_prepare = compiled(_prepare, static_argnames=("metric",))
+_compiled_queries = compiled(_prepare_queries, static_argnames=("metric",))
+_compiled_order = compiled(_in_order)
+
+
+def top_scores(queries, gallery, width, metric="cosine", *, center=None, query_block=1024,
+               gallery_block=65536, exclude=None):
+    """The ``width`` best scores (larger is closer) of each query and their gallery positions.
+
+    The engine under :func:`nearest` and ``lossweave.retrieval.Index``; see
+    the module docstring for the score of each metric and what is on the
+    device when.
+
+    Args:
+        queries: ``(n, dim)`` float NumPy array or tensor.
+        gallery: ``(m, dim)`` float NumPy array (kept on the host, sent one
+            block at a time) or tensor.
+        width: scores per query, at most ``m``.
+        metric: ``"cosine"``, ``"euclidean"`` or ``"dot"``.
+        center: ``(dim,)`` point both sides are centred on (Euclidean only;
+            the gallery mean by default).
+        query_block: queries per chunk.
+        gallery_block: at most this many gallery rows per block (see
+            :func:`block_size`).
+        exclude: optional ``(n,)`` integer gallery position to leave out for
+            each query (``-1``: none).
+
+    Returns:
+        ``(scores, positions, queries)``: NumPy float32 ``(n, width)`` scores
+        (``-inf`` past the rows that exist), int64 ``(n, width)`` positions,
+        larger score first, ties by the lower position, and the prepared
+        queries as the device saw them (NumPy float32: normalised for cosine,
+        centred for Euclidean).
+    """
+    _check(metric, width, query_block, gallery_block)
+    n, dim = _shape(queries, "queries")
+    size, gallery_dim = _shape(gallery, "gallery")
+    if dim != gallery_dim:
+        raise ValueError(
+            f"nearest: expected queries of width {gallery_dim} like the gallery; received shape "
+            f"{(n, dim)}."
+        )
+    if width > size:
+        raise ValueError(
+            f"nearest: {width} neighbours need a gallery of at least {width} rows; it has {size}. "
+            "Use a smaller k or add rows."
+        )
+    if metric == "euclidean" and center is None:
+        center = np.mean(ops.convert_to_numpy(gallery), axis=0, dtype="float64")
+    center = ops.convert_to_tensor(np.zeros(dim) if center is None else center, "float32")
+    block = max(block_size(size, gallery_block), width)
+    group = group_size(block, width)
+    chunk = min(query_block, _bucket(max(n, 1)))
+    chunks = -(-n // chunk)
+    excluding = exclude is not None
+    skip = np.full((chunks * chunk,), -1, "int32")
+    if excluding:
+        skip[:n] = np.asarray(ops.convert_to_numpy(exclude), "int32")
+    padded = np.zeros((chunks * chunk, dim), "float32")
+    padded[:n] = ops.convert_to_numpy(queries)
+    prepared = [_compiled_queries(ops.convert_to_tensor(padded[i * chunk:(i + 1) * chunk]), center,
+                                  metric=metric) for i in range(chunks)]
+    skips = [ops.convert_to_tensor(skip[i * chunk:(i + 1) * chunk]) for i in range(chunks)]
+    best = [ops.full((chunk, width), -np.inf, "float32") for _ in range(chunks)]
+    positions = [ops.full((chunk, width), -1, "int32") for _ in range(chunks)]
     for start in range(0, size, block):
         rows = gallery[start:start + block]
         real = int(rows.shape[0])
-        bias = -ops.sum(ops.square(rows), axis=1) if metric == "euclidean" else ops.zeros((real,))
         if real < block:  # pad the last block: one compiled step for every block
-            rows = ops.concatenate([rows, ops.zeros((block - real, dim), "float32")], axis=0)
-            bias = ops.concatenate([bias, ops.full((block - real,), -np.inf, "float32")], axis=0)
-        blocks.append((rows, bias))
-    return GalleryBlocks(blocks, size, block, dim, metric)
+            rows = ops.concatenate([ops.convert_to_tensor(rows, "float32"),
+                                    ops.zeros((block - real, dim), "float32")], axis=0)
+        rows, bias = _compiled_prepare(ops.convert_to_tensor(rows, "float32"),
+                                       ops.convert_to_tensor(real, "int32"), center, metric=metric)
+        offset = ops.convert_to_tensor(start, "int32")
+        for i in range(chunks):
+            best[i], positions[i] = _compiled_step(
+                best[i], positions[i], prepared[i], skips[i], rows, bias, offset,
+                width=width, group=group, excluding=excluding,
+                biased=metric == "euclidean" or real < block,
+            )
+    scores = np.zeros((chunks * chunk, width), "float32")
+    found = np.zeros((chunks * chunk, width), "int64")
+    prepared_queries = np.zeros((chunks * chunk, dim), "float32")
+    for i in range(chunks):
+        values, where = _compiled_order(best[i], positions[i])
+        scores[i * chunk:(i + 1) * chunk] = ops.convert_to_numpy(values)
+        found[i * chunk:(i + 1) * chunk] = ops.convert_to_numpy(where)
+        prepared_queries[i * chunk:(i + 1) * chunk] = ops.convert_to_numpy(prepared[i])
+    return scores[:n], found[:n], prepared_queries[:n]
 
 
-def _block_scores(queries, rows, bias, metric):
-    """``(n, block)`` scores, larger is closer (``-inf`` on padding rows)."""
-    scores = ops.matmul(queries, ops.transpose(rows))
-    if metric == "euclidean":
-        scores = 2.0 * scores
-    return scores + bias[None, :]
-
-
-def _take(x, indices):
-    return ops.take_along_axis(x, indices, axis=1)
-
-
-def _tied_top_k(scores, k, kth):
-    """The ``k`` best of each row, ties at the ``k``-th score (``kth``, ``(n,)``) taken in position order.
-
-    Returns their positions in increasing order. Every score above the
-    ``k``-th best is in; of those equal to it, the ones of lowest position
-    fill the remaining places.
-    """
-    kth = kth[:, None]
-    above = scores > kth
-    tied = ops.cast(scores == kth, "int32")
-    room = k - ops.sum(ops.cast(above, "int32"), axis=1, keepdims=True)
-    chosen = above | ((ops.cumsum(tied, axis=1) <= room) & (tied > 0))
-    width = scores.shape[1]
-    # Exactly k chosen, each keyed by a distinct positive number that falls with its position
-    # (float32, exact below 2^24 rows: XLA's CPU top_k of int32 is a full sort, ~100x slower).
-    key = ops.where(chosen, width - ops.arange(width, dtype="float32")[None, :], 0.0)
-    return ops.top_k(key, k)[1]
-
-
-def _step(best, best_positions, queries, exclude, rows, bias, offset, *, k, metric, excluding):
-    """Merge one gallery block into the running top-``k`` of a query chunk."""
-    scores = _block_scores(queries, rows, bias, metric)
-    width = scores.shape[1]
-    if excluding:
-        positions = offset + ops.arange(width, dtype="int32")
-        scores = ops.where(positions[None, :] == exclude[:, None], -np.inf, scores)
-    if width > k:
-        # The block's best k + 1: a superset of its best k whichever tied rows top_k keeps at
-        # the (k+1)-th place, since k rows beat that one. (Reductions, not slices, of top_k's
-        # outputs: XLA turns a sliced top_k into a full sort.)
-        values, found = ops.top_k(scores, k + 1)
-        column = ops.arange(k + 1)[None, :]
-        kth = ops.min(ops.where(column < k, values, np.inf), axis=1)
-        after = ops.min(values, axis=1)
-        # A tie across the k-th place: which tied rows top_k keeps is the backend's choice.
-        tie = ops.any((kth == after) & (after > -np.inf))
-        found = ops.cond(
-            tie,
-            lambda: _tied_top_k(scores, k + 1, after),
-            lambda: ops.sort(found, axis=1),
-        )
-    else:
-        found = ops.broadcast_to(ops.arange(width, dtype="int32")[None, :], (scores.shape[0], width))
-    # Running best first (lower positions), the block's in position order: a stable sort by
-    # score then breaks every tie by the lower position.
-    candidates = ops.concatenate([best, _take(scores, found)], axis=1)
-    candidate_positions = ops.concatenate([best_positions, ops.cast(found, "int32") + offset], axis=1)
-    order = ops.argsort(-candidates, axis=1)[:, :k]
-    return _take(candidates, order), _take(candidate_positions, order)
-
-
-_compiled_step = compiled(_step, static_argnames=("k", "metric", "excluding"))
-
-
-def _distances(scores, queries, metric):
-    if metric == "cosine":  # float32 cos of near-equal rows may exceed 1 by an ulp: never a negative distance
-        return ops.maximum(1.0 - scores, 0.0)
+def distances_of(scores, prepared_queries, metric):
+    """Distances (smaller is closer) of :func:`top_scores`' scores, NumPy float32."""
+    scores = np.asarray(scores, "float32")
+    if metric == "cosine":  # float32 cos of near-equal rows may exceed 1 by an ulp: never negative
+        return np.maximum(1.0 - scores, 0.0)
     if metric == "dot":
         return -scores
-    squared = ops.sum(ops.square(queries), axis=1, keepdims=True) - scores
-    return ops.sqrt(ops.maximum(squared, 0.0))
-
-
-def search_blocks(queries, blocks, k, *, query_block=1024, exclude=None):
-    """The ``k`` nearest rows of prepared :class:`GalleryBlocks` for each query.
-
-    Args:
-        queries: ``(n, dim)`` float array or tensor.
-        blocks: a :class:`GalleryBlocks` of at least ``k`` rows (``k + 1``
-            where ``exclude`` is given); any block size.
-        k: neighbours per query.
-        query_block: queries per chunk.
-        exclude: optional ``(n,)`` integer gallery position to leave out for
-            each query (``-1``: none), e.g. the query itself in
-            leave-one-out retrieval.
-
-    Returns:
-        ``(distances, indices)``: float32 ``(n, k)`` distances, nearest first,
-        and int32 ``(n, k)`` gallery positions.
-    """
-    _check(blocks.metric, k, query_block, 1)
-    queries = _rows(queries, "queries")
-    n = int(queries.shape[0])
-    if queries.shape[1] != blocks.dim:
-        raise ValueError(
-            f"nearest: expected queries of width {blocks.dim} like the gallery; received shape "
-            f"{tuple(queries.shape)}."
-        )
-    needed = k + (exclude is not None)
-    if needed > blocks.size:
-        raise ValueError(
-            f"nearest: k={k} neighbours need a gallery of at least {needed} rows; it has "
-            f"{blocks.size}. Use a smaller k or add rows."
-        )
-    if blocks.metric == "cosine":
-        queries = _normalize(queries)
-    excluding = exclude is not None
-    exclude = ops.full((n,), -1, "int32") if exclude is None else ops.cast(exclude, "int32")
-    chunk = min(query_block, _bucket(n))
-    found = _bucket(k)  # the best k of the best `found`: one compiled step for nearby k
-    distances, indices = [], []
-    for start in range(0, n, chunk):
-        rows = queries[start:start + chunk]
-        skip = exclude[start:start + chunk]
-        real = int(rows.shape[0])
-        if real < chunk:  # pad the last chunk: one compiled step for every chunk
-            rows = ops.concatenate([rows, ops.zeros((chunk - real, blocks.dim), "float32")], axis=0)
-            skip = ops.concatenate([skip, ops.full((chunk - real,), -1, "int32")], axis=0)
-        best = ops.full((chunk, found), -np.inf, "float32")
-        best_positions = ops.full((chunk, found), -1, "int32")
-        for b, (gallery, bias) in enumerate(blocks.blocks):
-            offset = ops.convert_to_tensor(b * blocks.block, "int32")
-            best, best_positions = _compiled_step(
-                best, best_positions, rows, skip, gallery, bias, offset,
-                k=found, metric=blocks.metric, excluding=excluding,
-            )
-        distances.append(_distances(best[:real, :k], rows[:real], blocks.metric))
-        indices.append(best_positions[:real, :k])
-    if not distances:
-        return ops.zeros((0, k), "float32"), ops.zeros((0, k), "int32")
-    return ops.concatenate(distances, axis=0), ops.concatenate(indices, axis=0)
+    norms = np.sum(np.square(prepared_queries), axis=1, keepdims=True)
+    return np.sqrt(np.maximum(norms - 2.0 * scores, 0.0)).astype("float32")
 
 
 def nearest(queries, gallery, k, metric="cosine", *, query_block=1024, gallery_block=65536,
             exclude=None):
-    """The ``k`` nearest gallery rows of each query, exact, in chunks (see the module docstring).
+    """The ``k`` nearest gallery rows of each query, exact in float32, in blocks (see the module docstring).
 
     Args:
         queries: ``(n, dim)`` float array or tensor.
-        gallery: ``(m, dim)`` float array or tensor, ``m >= k``.
+        gallery: ``(m, dim)`` float array or tensor, ``m >= k`` (``k + 1``
+            with ``exclude``). A NumPy gallery stays on the host and goes to
+            the device one block at a time.
         k: neighbours per query.
         metric: ``"cosine"``, ``"euclidean"`` or ``"dot"``.
         query_block: queries per chunk.
@@ -278,23 +304,33 @@ def nearest(queries, gallery, k, metric="cosine", *, query_block=1024, gallery_b
             query (``-1``: none).
 
     Returns:
-        ``(distances, indices)``: float32 ``(n, k)``, smaller is closer,
-        nearest first (ties: lower position first), and int32 ``(n, k)``
-        positions into ``gallery``.
+        ``(distances, indices)``: NumPy float32 ``(n, k)``, smaller is closer,
+        nearest first (equal scores: lower position first), and int64
+        ``(n, k)`` positions into ``gallery``.
 
     Example:
         >>> import numpy as np
-        >>> from keras import ops
         >>> gallery = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
         >>> d, i = nearest([[2.0, 0.1]], gallery, k=3, metric="cosine")
-        >>> ops.convert_to_numpy(i).tolist()  # rows 0 and 3 tie: the lower position first
+        >>> i.tolist()  # rows 0 and 3 tie: the lower position first
         [[0, 3, 2]]
         >>> d, i = nearest([[2.0, 0.0]], gallery, k=2, metric="euclidean", gallery_block=2)
-        >>> ops.convert_to_numpy(d).round(4).tolist(), ops.convert_to_numpy(i).tolist()
+        >>> d.round(4).tolist(), i.tolist()
         ([[1.0, 1.0]], [[0, 3]])
     """
     _check(metric, k, query_block, gallery_block)
-    gallery = _rows(gallery, "gallery")
-    size = int(gallery.shape[0])
-    blocks = gallery_blocks(gallery, metric, block_size(size, gallery_block))
-    return search_blocks(queries, blocks, k, query_block=query_block, exclude=exclude)
+    queries = ops.convert_to_numpy(queries).astype("float32")
+    if not hasattr(gallery, "shape"):  # a list: kept on the host like an array
+        gallery = np.asarray(gallery, "float32")
+    size = _shape(gallery, "gallery")[0]
+    needed = k + (exclude is not None)
+    if needed > size:
+        raise ValueError(
+            f"nearest: k={k} neighbours need a gallery of at least {needed} rows; it has "
+            f"{size}. Use a smaller k or add rows."
+        )
+    width = min(top_width(k), size)
+    scores, positions, prepared = top_scores(queries, gallery, width, metric,
+                                             query_block=query_block, gallery_block=gallery_block,
+                                             exclude=exclude)
+    return distances_of(scores[:, :k], prepared, metric), positions[:, :k]

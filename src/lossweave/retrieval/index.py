@@ -1,10 +1,12 @@
 """An index of reference embeddings: add, search the ``k`` nearest, remove, save and load.
 
-The exact search is :func:`lossweave.ops.search.nearest`'s: ``keras.ops`` on
-the current backend's device, queries in chunks of ``query_block`` rows, a
-running top-``k`` merged gallery block by gallery block (``gallery_block``
-rows), so that memory is the gallery plus O(query_block x gallery_block),
-never queries x gallery. The FAISS backends (``pip install
+The exact search is :func:`lossweave.ops.search.top_scores`': ``keras.ops`` on
+the current backend's device, the stored rows sent one gallery block
+(``gallery_block`` rows) at a time and searched by every chunk of
+``query_block`` queries with a running top-``k``, so that memory is the one
+copy of the stored rows on the host plus O(query_block x gallery_block), never
+queries x gallery. Its float32 candidates are then re-ranked exactly in
+float64 on the host (:func:`rerank`). The FAISS backends (``pip install
 "lossweave[faiss]"``) answer the same calls on the CPU: ``"faiss-flat"``
 (exact), ``"faiss-ivf"`` and ``"faiss-hnsw"`` (approximate).
 """
@@ -20,6 +22,10 @@ from lossweave.retrieval import faiss_search
 
 METRICS = chunked.METRICS
 BACKENDS = ("exact", *faiss_search.KINDS)
+DTYPES = ("float32", "float64")
+# Float32 rounding (unit roundoff 2^-24) of a score on the device, per unit of its scale and per
+# term of its dot product, with a safety factor of 4 (normalisation, centring, the bias).
+_ROUNDOFF = 4.0 * 2.0 ** -24
 _OWNER = "Index"
 _FORMAT = 1
 
@@ -61,9 +67,15 @@ class Index:
     inner product ``-q . r`` (maximum inner product search).
 
     ``backend="exact"`` searches on the device of the current Keras backend
-    with ``keras.ops`` (:mod:`lossweave.ops.search`): memory O(gallery +
-    query_block x gallery_block), float32, and **ties broken by the lower
-    stored position** on every backend. The FAISS backends need ``faiss-cpu``
+    with ``keras.ops`` (:mod:`lossweave.ops.search`) in float32: the stored
+    rows stay on the host, one copy, and go to the device one block at a time
+    (memory O(gallery + query_block x gallery_block)). The candidates it finds
+    are **re-ranked exactly in float64** on the host (:func:`rerank`), with
+    **ties broken by the lower stored position** on every backend: the answer
+    is that of a float64 brute force over the stored rows (scikit-learn's
+    ``NearestNeighbors`` on the same rows), also where neighbours differ below
+    float32's resolution. Store float64 rows (``dtype="float64"``) to rank
+    float64 embeddings exactly; float32 (the default) halves the memory. The FAISS backends need ``faiss-cpu``
     (``pip install "lossweave[faiss]"``): ``"faiss-flat"`` is exact,
     ``"faiss-ivf"`` (``nlist`` lists, ``nprobe`` probed) and ``"faiss-hnsw"``
     (``hnsw_m`` links, ``ef_construction``, ``ef_search``) are approximate;
@@ -91,7 +103,9 @@ class Index:
         metric: ``"cosine"``, ``"euclidean"`` or ``"dot"``.
         backend: ``"exact"``, ``"faiss-flat"``, ``"faiss-ivf"`` or ``"faiss-hnsw"``.
         query_block: queries per chunk of the exact search.
-        gallery_block: stored rows per block of the exact search.
+        gallery_block: stored rows per block of the exact search (at most).
+        dtype: ``"float32"`` or ``"float64"``, how the rows are stored on
+            the host (and re-ranked from); the device searches in float32.
         nlist: IVF lists (at most one per 39 stored rows).
         nprobe: IVF lists probed per query.
         hnsw_m: HNSW links per node.
@@ -113,11 +127,13 @@ class Index:
     """
 
     def __init__(self, metric="cosine", backend="exact", query_block=1024, gallery_block=65536,
-                 nlist=100, nprobe=8, hnsw_m=32, ef_construction=64, ef_search=64, seed=0):
+                 nlist=100, nprobe=8, hnsw_m=32, ef_construction=64, ef_search=64, seed=0,
+                 dtype="float32"):
         self.metric = arguments.choice(metric, METRICS, "metric", _OWNER)
         self.backend = arguments.choice(backend, BACKENDS, "backend", _OWNER)
         self.query_block = arguments.positive_int(query_block, "query_block", _OWNER)
         self.gallery_block = arguments.positive_int(gallery_block, "gallery_block", _OWNER)
+        self.dtype = arguments.choice(dtype, DTYPES, "dtype", _OWNER)
         self.nlist = arguments.positive_int(nlist, "nlist", _OWNER)
         self.nprobe = arguments.positive_int(nprobe, "nprobe", _OWNER)
         self.hnsw_m = arguments.positive_int(hnsw_m, "hnsw_m", _OWNER)
@@ -130,7 +146,7 @@ class Index:
         self._labels = None
         self._ids = np.zeros((0,), "int64")
         self._next_id = 0
-        self._searcher = None  # device blocks or a FAISS index, rebuilt after a change
+        self._searcher = None  # the exact search's statistics or a FAISS index, rebuilt after a change
 
     # ------------------------------------------------------------------ state
     def __len__(self):
@@ -143,8 +159,8 @@ class Index:
 
     @property
     def embeddings(self):
-        """``(len, dim)`` float32 stored rows, as added (not normalised)."""
-        return self._embeddings if self._embeddings is not None else np.zeros((0, 0), "float32")
+        """``(len, dim)`` stored rows (``dtype``), as added (not normalised)."""
+        return self._embeddings if self._embeddings is not None else np.zeros((0, 0), self.dtype)
 
     @property
     def labels(self):
@@ -161,7 +177,7 @@ class Index:
             "metric": self.metric, "backend": self.backend, "query_block": self.query_block,
             "gallery_block": self.gallery_block, "nlist": self.nlist, "nprobe": self.nprobe,
             "hnsw_m": self.hnsw_m, "ef_construction": self.ef_construction,
-            "ef_search": self.ef_search, "seed": self.seed,
+            "ef_search": self.ef_search, "seed": self.seed, "dtype": self.dtype,
         }
 
     @classmethod
@@ -235,8 +251,8 @@ class Index:
                 f"{rows.shape}. Use the same model (and layer) for the references and the queries."
             )
         with np.errstate(over="ignore", invalid="ignore"):
-            rows = rows.astype("float32")
-        finite = np.all(np.isfinite(rows), axis=1)
+            rows = rows.astype(self.dtype)  # a copy: the index owns its rows
+        finite = np.all(np.isfinite(rows.astype("float32", copy=False)), axis=1)
         if not finite.all():
             raise ValueError(
                 f"Index: {name} contain NaN or infinite values (in float32) in "
@@ -360,15 +376,50 @@ class Index:
             distances, indices = self._faiss(queries, k, exclude)
         return self._result(distances, indices)
 
-    def _exact(self, queries, k, exclude):
-        from keras import ops
+    def _statistics(self):
+        """``(center, largest norm, rounding)`` of the stored rows (cached until they change).
 
+        ``center`` (float32, as the device uses it) is the mean for Euclidean
+        and 0 otherwise; the largest norm of the rows about it bounds the
+        float32 error of a score (:func:`rerank`), and so does ``rounding``,
+        the largest norm of the rows themselves, where float64 rows are
+        rounded to float32 before they are centred (0 otherwise).
+        """
         if self._searcher is None:
-            block = chunked.block_size(len(self), self.gallery_block)
-            self._searcher = chunked.gallery_blocks(self._embeddings, self.metric, block)
-        distances, indices = chunked.search_blocks(queries, self._searcher, k,
-                                                   query_block=self.query_block, exclude=exclude)
-        return ops.convert_to_numpy(distances), ops.convert_to_numpy(indices).astype("int64")
+            rows = self._embeddings
+            center = np.zeros(rows.shape[1], "float32")
+            if self.metric == "euclidean":
+                center = np.mean(rows, axis=0, dtype="float64").astype("float32")
+            squares, raw = 0.0, 0.0
+            for start in range(0, len(rows), 65536):  # no float64 copy of every row at once
+                block = rows[start:start + 65536].astype("float64")  # a copy: never centre the rows
+                raw = max(raw, float(np.max(np.einsum("ij,ij->i", block, block))))
+                block -= center
+                squares = max(squares, float(np.max(np.einsum("ij,ij->i", block, block))))
+            rounding = np.sqrt(raw) if self.metric == "euclidean" and self.dtype == "float64" else 0.0
+            self._searcher = (center, float(np.sqrt(squares)), float(rounding))
+        return self._searcher
+
+    def _exact(self, queries, k, exclude):
+        """The float32 search on the device, then :func:`rerank`, widened where not yet exact."""
+        center, norm, rounding = self._statistics()
+        size = len(self)
+        distances = np.zeros((queries.shape[0], k), "float32")
+        indices = np.zeros((queries.shape[0], k), "int64")
+        todo = np.arange(queries.shape[0])
+        width = min(chunked.top_width(k + max(4, k // 2)), size)
+        while todo.size:
+            skip = None if exclude is None else exclude[todo]
+            scores, positions, prepared = chunked.top_scores(
+                queries[todo], self._embeddings, width, self.metric, center=center,
+                query_block=self.query_block, gallery_block=self.gallery_block, exclude=skip,
+            )
+            d, i, exact = rerank(queries[todo], self._embeddings, scores, positions, k, self.metric,
+                                 center, norm, rounding=rounding, everything=width == size)
+            distances[todo[exact]], indices[todo[exact]] = d[exact], i[exact]
+            todo = todo[~exact]
+            width = min(4 * width, size)
+        return distances, indices
 
     def _faiss(self, queries, k, exclude):
         if self._searcher is None:
@@ -433,10 +484,100 @@ class Index:
                 )
             index = cls.from_config(header["config"])
             if header["dim"] is not None:
-                index._embeddings = data["embeddings"].astype("float32")
+                index._embeddings = data["embeddings"].astype(index.dtype)
             index._ids = data["ids"].astype("int64")
             index._labels = data["labels"] if "labels" in data else None
             index._next_id = int(header["next_id"])
             if "faiss" in data:
                 index._searcher = faiss_search.deserialize(data["faiss"])
         return index
+
+
+def rerank(queries, rows, scores, positions, k, metric, center, norm, *, rounding=0.0,
+           everything=False, chunk=256):
+    """The exact ``k`` nearest of each query among float32 candidates, re-ranked in float64 on the host.
+
+    The device's float32 scores ``s`` (larger is closer: ``q.r`` on
+    normalised rows for cosine, ``q.r - ||r||^2 / 2`` about ``center`` for
+    Euclidean, ``q.r`` for dot; :mod:`lossweave.ops.search`) of the best
+    ``width`` rows of each query are recomputed in float64 from the stored
+    rows, and the candidates are sorted by their float64 distance, ties by
+    the lower stored position. Distances are computed as scikit-learn's
+    ``NearestNeighbors`` computes them: the Euclidean norm of the difference
+    (of the L2-normalised rows for cosine, where ``1 - cos = ||a - b||^2 /
+    2``), so that nearly coincident rows are told apart.
+
+    The answer is **exact** for a query when its ``k``-th float64 score
+    exceeds its last candidate's float32 score by more than the float32
+    error bound ``tol = 4 u (dim + 16) scale`` (``u = 2^-24``; ``scale`` is
+    1 for cosine, ``||q|| N`` for dot and ``||q|| N + N^2 / 2`` for
+    Euclidean, ``N`` the largest row norm about ``center``, plus ``(||q|| + N)
+    R + N ||q||`` where float64 rows of largest norm ``R`` are rounded to
+    float32 before they are centred; Higham, "Accuracy
+    and Stability of Numerical Algorithms", 2002, Eq. 3.5 for the dot
+    product): every row left out scored at most the last candidate in float32,
+    so at most ``tol`` more in exact arithmetic, and ``k`` candidates beat
+    that. ``Index.search`` searches again, wider, for the other queries.
+
+    Args:
+        queries: ``(n, dim)`` queries as given (float32 or float64).
+        rows: ``(m, dim)`` stored rows.
+        scores: ``(n, width)`` float32 device scores, larger first (``-inf``:
+            no row).
+        positions: ``(n, width)`` their positions into ``rows``.
+        k: neighbours to return, ``k <= width``.
+        metric: ``"cosine"``, ``"euclidean"`` or ``"dot"``.
+        center: ``(dim,)`` float32 centre of the Euclidean scores.
+        norm: ``N``, the largest norm of ``rows - center``.
+        rounding: ``R``, the largest norm of ``rows`` (Euclidean on float64
+            rows), else 0.
+        everything: the candidates are every row (exact whatever the bound).
+        chunk: queries re-ranked at a time (memory ``chunk x width x dim``
+            float64).
+
+    Returns:
+        ``(distances, indices, exact)``: float32 ``(n, k)`` distances,
+        nearest first, int64 ``(n, k)`` positions, and a bool ``(n,)``: the
+        answer is proven exact.
+    """
+    n, width = scores.shape
+    dim = rows.shape[1]
+    distances = np.zeros((n, k), "float32")
+    indices = np.zeros((n, k), "int64")
+    exact = np.zeros((n,), bool)
+    center = np.asarray(center, "float64")
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        q = np.asarray(queries[start:stop], "float64")
+        found = scores[start:stop] > -np.inf
+        r = rows[np.where(found, positions[start:stop], 0)]  # (chunk, width, dim), as stored
+        if metric == "cosine":
+            q = q / np.sqrt(np.einsum("nd,nd->n", q, q))[:, None]
+            r = r / np.sqrt(np.einsum("nwd,nwd->nw", r, r, dtype="float64"))[:, :, None]
+        if metric == "dot":
+            key = -np.einsum("nd,nwd->nw", q, r, dtype="float64")
+            score = -key
+            scale = np.sqrt(np.einsum("nd,nd->n", q, q)) * norm
+        else:
+            difference = q[:, None, :] - r  # float64; a difference, not an expansion
+            key = np.sqrt(np.einsum("nwd,nwd->nw", difference, difference))  # ||q - r||
+            if metric == "cosine":
+                score = 1.0 - 0.5 * np.square(key)
+                scale = np.ones(stop - start)
+            else:
+                qc = np.sqrt(np.einsum("nd,nd->n", q - center, q - center))
+                score = 0.5 * (np.square(qc)[:, None] - np.square(key))
+                scale = qc * norm + 0.5 * norm ** 2
+                if rounding:
+                    scale = scale + (qc + norm) * rounding + norm * np.sqrt(np.einsum("nd,nd->n", q, q))
+        key = np.where(found, key, np.inf)
+        order = np.lexsort((np.where(found, positions[start:stop], np.iinfo("int64").max), key),
+                           axis=1)[:, :k]
+        best = np.take_along_axis(key, order, axis=1)
+        distances[start:stop] = 0.5 * np.square(best) if metric == "cosine" else best
+        indices[start:stop] = np.take_along_axis(positions[start:stop], order, axis=1)
+        kth = np.take_along_axis(np.where(found, score, -np.inf), order[:, -1:], axis=1)[:, 0]
+        last = scores[start:stop, -1].astype("float64")
+        tolerance = _ROUNDOFF * (dim + 16) * scale
+        exact[start:stop] = everything | (kth > last + tolerance)
+    return distances, indices, exact
