@@ -53,6 +53,7 @@ if __name__ == "__main__":  # the thread limits must be set before keras is impo
     configure_threads(1)
 
 import sys  # noqa: E402
+import time  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -249,6 +250,220 @@ def markdown(results):
     return "\n".join(lines)
 
 
+
+# ------------------------------------------------------------------ peers (issue 21, item 3)
+# ``--peers``: the gradient-level step of each strategy against torchjd's documented
+# loop, on the issue's model (trunk 64 -> 256 -> 256, K heads, batch 256, Adam).
+
+PEER_BATCH, PEER_KS = 256, (2, 4, 10)
+# ours (lw.weighting name, kwargs) -> torchjd (aggregator name, kwargs); defaults on both sides
+# where they agree, the paper's value where torchjd has none (CAGrad's c).
+PEER_STRATEGIES = {
+    "UPGrad": ({}, "UPGrad", {}),
+    "MGDA": ({}, "MGDA", {}),
+    "PCGrad": ({"seed": 0}, "PCGrad", {}),
+    "CAGrad": ({"c": 0.5}, "CAGrad", {"c": 0.5}),
+    "IMTLG": ({}, "IMTLG", {}),
+    "AlignedMTL": ({}, "AlignedMTL", {}),
+    "NashMTL": ({}, "NashMTL", {"n_tasks": None}),
+}
+PEER_TARGET = 1.0  # ours / torchjd on PyTorch
+
+
+class WallCpuTimer(keras.callbacks.Callback):
+    """Wall-clock and process-CPU gaps between consecutive ``on_train_batch_end`` calls."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.stamps = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.stamps.append((time.perf_counter(), time.process_time()))
+
+    def step_times(self):
+        s = np.asarray(self.stamps)
+        return [tuple(d) for d in np.diff(s, axis=0)]
+
+
+def torchjd_available():
+    """The installed torchjd's version, or None (then its rows say it was absent)."""
+    try:
+        import torchjd  # noqa: F401
+        from importlib.metadata import version
+
+        return version("torchjd")
+    except Exception:  # noqa: BLE001 - absent or broken: skipped, and said so
+        return None
+
+
+def torch_mtl_model(k, input_dim, trunk, head=HEAD, classes=NUM_CLASSES, seed=0):
+    """``(trunk, heads, Adam)`` in plain torch: Linear + ReLU per trunk width, K heads ``head`` -> ``classes``."""
+    import torch
+
+    torch.manual_seed(seed)
+    layers, width = [], input_dim
+    for w in trunk:
+        layers += [torch.nn.Linear(width, w), torch.nn.ReLU()]
+        width = w
+    body = torch.nn.Sequential(*layers)
+    heads = torch.nn.ModuleList([
+        torch.nn.Sequential(torch.nn.Linear(width, head), torch.nn.ReLU(), torch.nn.Linear(head, classes))
+        for _ in range(k)
+    ])
+    return body, heads, torch.optim.Adam([*body.parameters(), *heads.parameters()], lr=1e-3)
+
+
+def torchjd_loop(k, aggregator_name, kwargs, x, labels, steps, seed=0):
+    """``epoch() -> [(wall, cpu) per step]``: torchjd's documented MTL loop on the same model.
+
+    ``features = trunk(x); losses = [ce(head_k(features), y_k)]; mtl_backward(losses,
+    features=features); jac_to_grad(trunk.parameters(), aggregator); optimizer.step();
+    optimizer.zero_grad()`` (torchjd's "Multi-Task Learning" example, version 0.18).
+    """
+    import torch
+    from torchjd import aggregation
+    from torchjd.autojac import jac_to_grad, mtl_backward
+
+    trunk, heads, optimizer = torch_mtl_model(k, INPUT_DIM, TRUNK, seed=seed)
+    kwargs = {key: (k if value is None else value) for key, value in kwargs.items()}
+    aggregator = getattr(aggregation, aggregator_name)(**kwargs)
+    xs = torch.from_numpy(x).split(PEER_BATCH)
+    ys = [torch.from_numpy(labels[i].astype("int64")).split(PEER_BATCH) for i in range(k)]
+
+    def epoch():
+        stamps = []
+        for s in range(steps):
+            features = trunk(xs[s])
+            losses = [torch.nn.functional.cross_entropy(heads[i](features), ys[i][s]) for i in range(k)]
+            mtl_backward(losses, features=features)
+            jac_to_grad(trunk.parameters(), aggregator)
+            optimizer.step()
+            optimizer.zero_grad()
+            stamps.append((time.perf_counter(), time.process_time()))
+        return [tuple(d) for d in np.diff(np.asarray(stamps), axis=0)]
+
+    return epoch
+
+
+def ours(k, name, kwargs, x, labels, steps):
+    """``epoch() -> [(wall, cpu) per step]``: ``Objective.fit`` with ``lw.weighting.<name>`` (parameter mode)."""
+    terms = {f"task_{i}": lw.terms.SoftmaxCrossEntropy(on=f"logits_{i}", target=f"label_{i}") for i in range(k)}
+    objective = lw.Objective(build_model(k, features=False), terms, weighting=getattr(lw.weighting, name)(**kwargs))
+    objective.compile(optimizer="adam")
+    timer = WallCpuTimer()
+    y = {f"label_{i}": labels[i] for i in range(k)}
+
+    def epoch():
+        objective.fit(x, y, batch_size=PEER_BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[timer])
+        return timer.step_times()
+
+    return epoch
+
+
+def _median_pair(steps):
+    return float(median([w for w, _ in steps])), float(median([c for _, c in steps]))
+
+
+def run_peers(quick=False, ks=PEER_KS, strategies=None, child=False):
+    """Ours (this backend) against torchjd's loop (PyTorch only), each K and strategy, interleaved.
+
+    Run on PyTorch (the parent), it also runs itself on JAX in a subprocess
+    (``--peers-child``) so that one command gives the whole table; JAX's rows
+    are ours alone (torchjd is a PyTorch library).
+    """
+    steps, rounds = (6, 3) if quick else (16, 5)
+    strategies = strategies or tuple(PEER_STRATEGIES)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(steps * PEER_BATCH, INPUT_DIM)).astype("float32")
+    labels = rng.integers(0, NUM_CLASSES, size=(max(ks), steps * PEER_BATCH)).astype("int32")
+    peer = torchjd_available() if backend() == "torch" else None
+    rows = []
+    for k in ks:
+        for name in strategies:
+            our_kwargs, peer_name, peer_kwargs = PEER_STRATEGIES[name]
+            runs = {"ours": ours(k, name, our_kwargs, x, labels, steps)}
+            if peer:
+                runs["torchjd"] = torchjd_loop(k, peer_name, peer_kwargs, x, labels, steps)
+            variants = tuple(runs)
+            for v in variants:  # warm-up: trace, compile, cvxpy's first solve
+                runs[v]()
+            both = {v: [] for v in variants}
+            for r in range(rounds):
+                for v in variants if r % 2 == 0 else variants[::-1]:
+                    both[v].append(runs[v]())
+            row = {"k": k, "strategy": name, "backend": backend()}
+            for v in variants:
+                medians = [_median_pair(s) for s in both[v]]
+                row[v] = {"wall_s": float(median([m[0] for m in medians])),
+                          "cpu_s": float(median([m[1] for m in medians]))}
+            if peer:
+                for clock in ("wall", "cpu"):
+                    row[f"{clock}_over_torchjd"] = float(median([
+                        _median_pair(a)[i] / _median_pair(b)[i]
+                        for a, b in zip(both["ours"], both["torchjd"])
+                        for i in [0 if clock == "wall" else 1]
+                    ]))
+            rows.append(row)
+            print(f"K={k} {name}: " + ", ".join(
+                f"{v} {row[v]['wall_s'] * 1e3:.2f} ms ({row[v]['cpu_s'] * 1e3:.2f} cpu)" for v in variants), flush=True)
+    results = {"backend": backend(), "batch": PEER_BATCH, "trunk": list(TRUNK), "head": HEAD,
+               "steps_per_epoch": steps, "rounds": rounds, "torchjd": peer, "rows": rows,
+               "libmtl": "not run (not installed here); torchjd's NashMTL is its adaptation of LibMTL's"}
+    if backend() == "torch" and not child:
+        results["jax"] = _child("jax", quick, ks, strategies)
+    return results
+
+
+def _child(name, quick, ks, strategies):
+    """This benchmark's ``--peers`` rows on backend ``name``, run in a subprocess (one backend per process)."""
+    import json
+    import os
+    import subprocess
+    import tempfile
+
+    out = tempfile.mktemp(suffix=".json")
+    env = {**os.environ, "KERAS_BACKEND": name}
+    command = [sys.executable, os.path.abspath(__file__), "--peers-child", "--ks", ",".join(map(str, ks)),
+               "--strategies", ",".join(strategies), "--out", out] + (["--quick"] if quick else [])
+    done = subprocess.run(command, env=env)
+    if done.returncode != 0 or not os.path.exists(out):
+        return {"error": f"the {name} run failed (exit {done.returncode})"}
+    with open(out) as f:
+        return json.load(f)
+
+
+def peers_markdown(results):
+    jax_rows = {(r["k"], r["strategy"]): r for r in results.get("jax", {}).get("rows", [])}
+    peer = results["torchjd"]
+    lines = [
+        f"Gradient-level step against torchjd's documented loop: trunk {INPUT_DIM} -> "
+        f"{' -> '.join(map(str, results['trunk']))} (relu, shared), K heads {results['head']} -> {NUM_CLASSES}, "
+        f"cross-entropy per head, batch {results['batch']}, Adam; ms per step (median over "
+        f"{results['rounds']} interleaved rounds of {results['steps_per_epoch']} steps), wall clock and process "
+        f"CPU time; ratios are medians of per-round ratios. Ours: `Objective.fit`, parameter mode. "
+        f"torchjd: {('version ' + peer) if peer else '**not installed: its columns are empty**'}, "
+        f"`mtl_backward` + `jac_to_grad` + `optimizer.step()`.",
+        "",
+        "| K | strategy | ours torch ms (cpu) | torchjd ms (cpu) | ours / torchjd wall | cpu | target | ours JAX ms (cpu) |",
+        "|---:|:---|---:|---:|---:|---:|:---|---:|",
+    ]
+    for row in results["rows"]:
+        o, t = row["ours"], row.get("torchjd")
+        j = jax_rows.get((row["k"], row["strategy"]), {}).get("ours")
+        verdict = ""
+        if t:
+            met = row["wall_over_torchjd"] <= PEER_TARGET and row["cpu_over_torchjd"] <= PEER_TARGET
+            verdict = f"<= {PEER_TARGET:.2f}x: " + ("met" if met else "**missed**")
+        lines.append(
+            f"| {row['k']} | {row['strategy']} | {fmt_ms(o['wall_s'])} ({fmt_ms(o['cpu_s'])}) | "
+            + (f"{fmt_ms(t['wall_s'])} ({fmt_ms(t['cpu_s'])}) | {row['wall_over_torchjd']:.2f}x | "
+               f"{row['cpu_over_torchjd']:.2f}x | {verdict} | " if t else "(absent) | | | | ")
+            + (f"{fmt_ms(j['wall_s'])} ({fmt_ms(j['cpu_s'])}) |" if j else "(not run) |")
+        )
+    if "error" in results.get("jax", {}):
+        lines.append(f"\n- JAX: {results['jax']['error']}")
+    lines.append(f"\n- LibMTL: {results['libmtl']}")
+    return "\n".join(lines)
+
 if __name__ == "__main__":
     import argparse
 
@@ -256,5 +471,16 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--before", metavar="REV", help="also time the Fixed step of lossweave at git REV")
+    parser.add_argument("--peers", action="store_true", help="against torchjd's loop (run on PyTorch)")
+    parser.add_argument("--peers-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ks", help="--peers: the K values, e.g. 2,4,10")
+    parser.add_argument("--strategies", help="--peers: a subset of " + ",".join(PEER_STRATEGIES))
     known, rest = parser.parse_known_args()
+    if known.peers or known.peers_child:
+        options = {"child": known.peers_child}
+        if known.ks:
+            options["ks"] = tuple(int(k) for k in known.ks.split(","))
+        if known.strategies:
+            options["strategies"] = tuple(known.strategies.split(","))
+        sys.exit(main_alone("gradient", run_peers, peers_markdown, rest, **options))
     sys.exit(main_alone("gradient", run, markdown, rest, before=known.before))

@@ -11,7 +11,6 @@ import torch
 from lossweave import _keras_compat as keras_compat
 from lossweave._backend import self_gated
 from lossweave.errors import InvalidInputError
-from lossweave.trainer import _common
 
 
 def gate_train_step(model, train_step, records, data):
@@ -22,11 +21,12 @@ def gate_train_step(model, train_step, records, data):
     put back when a check raises. Tables that terms update row by row (marked
     ``mark_self_gated``) are not copied: the Objective applies their rows only
     after every check passed. A gradient-level step checks its gradients after
-    the forward pass: there the tables and the optimizer slots are restored too.
+    the forward pass: there the tables are restored too. The optimizer's slots
+    are not copied (two copies of the parameters per step with Adam): the
+    gradient check raises before ``optimizer.apply`` (``gradient_train_step``),
+    so a failed step never reaches them.
     """
     variables = [v for v in model.non_trainable_variables if model.gradient_level or not self_gated(v)]
-    if model.gradient_level and model.optimizer is not None:
-        variables += model.optimizer.variables
     before = [v.value.detach().clone() for v in variables]
     try:
         return train_step(data)
@@ -43,7 +43,18 @@ def guard_step(model, function, kind, records):
 
 
 def gradient_train_step(model, data):
-    """One forward pass, K (+1) ``autograd.grad`` calls on its graph, the strategy's update."""
+    """One forward pass, K (+1) ``autograd.grad`` calls on its graph, the strategy's update.
+
+    The same update as ``_common.combine_rows`` over stacked rows, in fewer
+    eager ops (issue 21): a term's gradient of a variable it does not reach
+    stays ``None`` (no zero tensor is made, stacked or summed); the
+    regularizers' row is taken only when the model has losses that depend on
+    a variable; the loss scale is applied only under a
+    ``LossScaleOptimizer``; the K x K Gramian and each term's finiteness
+    (its gradients' largest magnitude: NaN or Inf exactly when one entry is)
+    are computed here in torch, one matmul per shared variable and one fused
+    reduction per term.
+    """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     k = len(model.terms)
     kwargs = keras_compat.training_kwargs(model)
@@ -62,25 +73,36 @@ def gradient_train_step(model, data):
     losses = torch.stack(terms)
     scale = _scale(model, losses)
     if plan.representation is None:
-        per_term = [_grads(scaled[i], params) for i in range(k + 1)]
-        rows = [torch.stack([g[v] for g in per_term]) for v in range(len(params))]
-        shared_rows = [r / scale for r, s in zip(rows, plan.shared) if s]
-        checked = rows
+        per_term = [_grads(scaled[i], params, zeros=False) for i in range(k)]
+        # The regularizers' row: only where a model loss depends on a variable (else zeros, left out).
+        direct = _grads(scaled[k], params, zeros=False) if scaled[k].requires_grad else [None] * len(params)
+        finite = _finite(per_term, k)
+        shared_rows = []
+        for v, (p, s) in enumerate(zip(params, plan.shared)):
+            if s:  # stacked, and the terms' own tensors dropped: K gradients held once, not twice
+                row = _stack([g[v] for g in per_term], p)
+                shared_rows.append(row if scale is None else row / scale)
+                for g in per_term:
+                    g[v] = None
     else:
         z = model.named_outputs(y_pred)[plan.representation]
-        dz = torch.stack([_grads(scaled[i], [z])[0] for i in range(k)]) / scale
-        shared_rows = checked = [dz]
-    gram = _common.gramian(shared_rows, k)
+        dz = torch.stack([_grads(scaled[i], [z])[0] for i in range(k)])
+        finite = _finite([[r] for r in dz], k)
+        if scale is not None:
+            dz = dz / scale
+        shared_rows = [dz]
+    gram = _gramian(shared_rows, k)
     # GradDrop's sgn(A): the representation's value, when the strategy asks for it.
     wants = plan.representation is not None and model.weighting.wants_activations
     activations = {"activations": [z.detach()]} if wants else {}
-    updates, weights = model.weighting.aggregate_rows(
-        [r[:k] for r in shared_rows], gram, losses.detach(), step, True, **activations
-    )
-    model.record_aggregation(weights, gram, _common.finite_terms(checked, k), _batch(x))
-    updates = [u.detach() * scale for u in updates]
+    updates, weights = model.weighting.aggregate_rows(shared_rows, gram, losses.detach(), step, True, **activations)
+    model.record_aggregation(weights, gram, finite, _batch(x))
+    updates = [u.detach() if scale is None else u.detach() * scale for u in updates]
     if plan.representation is None:
-        grads = _common.combine_rows(plan, rows, updates, k)
+        updates, grads = iter(updates), []
+        for v, (p, shared) in enumerate(zip(params, plan.shared)):
+            g = next(updates).to(p.dtype) if shared else _sum([row[v] for row in per_term], p)
+            grads.append(g if direct[v] is None else g + direct[v])
     else:
         aggregated = updates[0].to(dz.dtype)
         trunk = [p for p, s in zip(params, plan.shared) if s]
@@ -89,6 +111,7 @@ def gradient_train_step(model, data):
         found.update(zip(map(id, rest), _grads(sum(scaled[:k]), rest)))
         direct = _grads(scaled[k], params)
         grads = [found[id(p)] + d for p, d in zip(params, direct)]
+    del shared_rows, updates  # the K rows are not held through the optimizer's update
     with torch.no_grad():
         model.optimizer.apply(grads, variables)
         total = model.gradient_total(losses.detach()) + regularization.detach()
@@ -96,19 +119,66 @@ def gradient_train_step(model, data):
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
-def _grads(output, inputs, grad_output=None):
+def _grads(output, inputs, grad_output=None, zeros=True):
+    """``d output / d inputs``; an input it does not reach: zeros, or None with ``zeros=False``."""
     if not inputs or not output.requires_grad:  # nothing here depends on a variable
-        return [torch.zeros_like(p) for p in inputs]
+        return [torch.zeros_like(p) if zeros else None for p in inputs]
     found = torch.autograd.grad(
         output, inputs, grad_outputs=grad_output, retain_graph=True, allow_unused=True
     )
+    if not zeros:
+        return list(found)
     return [torch.zeros_like(p) if g is None else g for g, p in zip(found, inputs)]
 
 
+def _stack(grads, like):
+    """``(K, *shape)`` float32 rows of one variable; a term that does not reach it: a zero row."""
+    return torch.stack([torch.zeros_like(like) if g is None else g for g in grads]).float()
+
+
+def _sum(grads, like):
+    """The sum of the terms' gradients of a variable (zeros when none reaches it)."""
+    present = [g for g in grads if g is not None]
+    if not present:
+        return torch.zeros_like(like)
+    total = present[0]
+    for g in present[1:]:
+        total = total + g
+    return total
+
+
+def _finite(per_term, k):
+    """(K,) bool: every gradient of term k is finite.
+
+    The largest magnitude of a tensor is NaN or Inf exactly when one of its
+    entries is (a maximum propagates NaN), and it never overflows: one fused
+    reduction per term instead of an ``isfinite`` per variable.
+    """
+    flags = []
+    for grads in per_term[:k]:
+        present = [g for g in grads if g is not None]
+        if not present:
+            flags.append(torch.ones((), dtype=torch.bool))
+            continue
+        flags.append(torch.isfinite(torch.stack(torch._foreach_norm(present, float("inf")))).all())
+    return torch.stack(flags)
+
+
+def _gramian(rows, k):
+    """``sum_v R_v R_v^T`` of the per-variable ``(K, *shape)`` rows, float32 (``_common.gramian``'s value)."""
+    total = None
+    for r in rows:
+        flat = r[:k].reshape(k, -1).float()
+        part = flat @ flat.T
+        total = part if total is None else total + part
+    return total
+
+
 def _scale(model, vector):
+    """The loss scale of a ``LossScaleOptimizer`` (a tensor), else None: the rows are not rescaled."""
     if isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
         return model.optimizer.scale_loss(torch.ones((), device=vector.device)).detach()
-    return torch.ones((), device=vector.device)
+    return None
 
 
 def _batch(x):
