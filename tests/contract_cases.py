@@ -216,6 +216,96 @@ TERMS = {
          "reducer": lw.reducers.AvgNonZeroReducer(), "miner": lw.miners.SemiHardNegativeMiner(), **labelled(),
          **layer("ntxent")},
     ),
+    "nca": (
+        lw.terms.NCALoss,
+        {"scale": 2.0, "distance": lw.distances.EuclideanDistance(normalize_embeddings=True),
+         "reducer": lw.reducers.PerAnchorReducer(), "miner": lw.miners.PairMarginMiner(0.1, 1.5), **labelled(),
+         **layer("nca")},
+    ),
+    "margin_loss": (
+        lw.terms.MarginLoss,
+        {"margin": 0.3, "beta": 1.0, "nu": 0.01, "learn_beta": False, "num_classes": CLASSES, "triplets": True,
+         "distance": "squared_euclidean", "reducer": lw.reducers.MeanReducer(), "miner": lw.miners.BatchHardMiner(),
+         **labelled(), **layer("margin_loss")},
+    ),
+    "tuplet_margin": (
+        lw.terms.TupletMarginLoss,
+        {"angular_margin": 0.2, "scale": 32.0, "distance": lw.distances.DotProductSimilarity(normalize_embeddings=True),
+         "reducer": lw.reducers.AvgNonZeroReducer(), "miner": lw.miners.MultiSimilarityMiner(0.2), **labelled(),
+         **layer("tuplet_margin")},
+    ),
+    "angular": (
+        lw.terms.AngularLoss,
+        {"angle": 45.0, "reducer": lw.reducers.AvgNonZeroReducer(), "miner": lw.miners.HDCMiner(0.7), **labelled(),
+         **layer("angular")},
+    ),
+    "generalized_lifted": (
+        lw.terms.GeneralizedLiftedStructureLoss,
+        {"pos_margin": 0.1, "neg_margin": 0.8, "distance": "cosine", "reducer": lw.reducers.DivisorReducer(4.0),
+         "miner": lw.miners.TripletMarginMiner(0.3, "hard"), **labelled(), **layer("generalized_lifted")},
+    ),
+    "intra_pair_variance": (
+        lw.terms.IntraPairVarianceLoss,
+        {"pos_eps": 0.05, "neg_eps": 0.02, "distance": "euclidean", "reducer": lw.reducers.AvgNonZeroReducer(),
+         "miner": lw.miners.PairMarginMiner(0.1, 1.5), **labelled(), **layer("intra_pair_variance")},
+    ),
+    "snr_contrastive": (
+        lw.terms.SNRContrastiveLoss,
+        {"pos_margin": 0.1, "neg_margin": 0.9, "zero_mean_weight": 0.1,
+         "distance": lw.distances.SNRDistance(normalize_embeddings=True), "reducer": lw.reducers.MeanReducer(),
+         "miner": lw.miners.BatchEasyHardMiner("hard", "hard"), **labelled(), **layer("snr_contrastive")},
+    ),
+    "soft_triple": (
+        lw.terms.SoftTripleLoss,
+        {"num_classes": CLASSES, "centers_per_class": 3, "scale": 16.0, "gamma": 0.2, "cosine_margin": 0.05,
+         "tau": 0.1, "proxies_initializer": "he_normal", **SAMPLING, **labelled(), **layer("soft_triple")},
+    ),
+    "fast_ap": (
+        lw.terms.FastAPLoss,
+        {"num_bins": 8, "reducer": lw.reducers.PerAnchorReducer(), **labelled(), **layer("fast_ap")},
+    ),
+    "self_supervised": (
+        lw.terms.SelfSupervisedLoss,
+        {"loss": Fresh(lambda: lw.terms.NTXentLoss(temperature=0.3, name="inner_ntxent")), "symmetric": False,
+         **labelled(("features", "other")), **layer("self_supervised")},
+    ),
+    "vicreg": (
+        lw.terms.VICRegLoss,
+        {"invariance_lambda": 5.0, "variance_mu": 10.0, "covariance_v": 2.0, "eps": 1e-3,
+         **labelled(("features", "other")), **layer("vicreg")},
+    ),
+    "barlow_twins": (
+        lw.terms.BarlowTwinsLoss,
+        {"redundancy_lambda": 0.01, "eps": 1e-4, **labelled(("features", "other")), **layer("barlow_twins")},
+    ),
+    "soft_nearest_neighbor": (
+        lw.terms.SoftNearestNeighborLoss,
+        {"temperature": 0.5, "distance": lw.distances.CosineSimilarity(), "reducer": lw.reducers.PerAnchorReducer(),
+         "miner": lw.miners.PairMarginMiner(0.1, 1.5), **labelled(), **layer("soft_nearest_neighbor")},
+    ),
+    "histogram": (
+        lw.terms.HistogramLoss,
+        {"n_bins": 20, "distance": lw.distances.DotProductSimilarity(normalize_embeddings=True),
+         "reducer": lw.reducers.AvgNonZeroReducer(), "miner": lw.miners.HDCMiner(0.7), **labelled(),
+         **layer("histogram")},
+    ),
+    "ranked_list": (
+        lw.terms.RankedListLoss,
+        {"margin": 0.6, "negative_temperature": 5.0, "imbalance": 0.3, "boundary": 1.1, "positive_temperature": 2.0,
+         "distance": "euclidean", "reducer": lw.reducers.ThresholdReducer(low=0.01),
+         "miner": lw.miners.BatchHardMiner(), **labelled(), **layer("ranked_list")},
+    ),
+    "pnp": (
+        lw.terms.PNPLoss,
+        {"variant": "Ib", "anneal": 0.05, "alpha": 2.0, "b": 3.0, "count_self": True, "distance": "cosine",
+         "reducer": lw.reducers.DivisorReducer(3.0), "miner": lw.miners.MultiSimilarityMiner(0.2), **labelled(),
+         **layer("pnp")},
+    ),
+    "instance": (
+        lw.terms.InstanceLoss,
+        {"scale": 16.0, "distance": lw.distances.DotProductSimilarity(normalize_embeddings=True),
+         "reducer": lw.reducers.PerAnchorReducer(), **labelled(), **layer("instance")},
+    ),
     "xbm": (
         lw.terms.CrossBatchMemory,
         {"term": Fresh(lambda: lw.terms.TripletLoss(margin=0.3, mining="batch-hard", name="inner")), "memory_size": 6,
@@ -325,8 +415,18 @@ CONFIG_ONLY = {
     "hdc_miner": (lw.miners.HDCMiner, {"filter_percentage": 0.3}),
     "batch_hard_miner": (lw.miners.BatchHardMiner, {}),
     "semi_hard_negative_miner": (lw.miners.SemiHardNegativeMiner, {}),
+    "angular_miner": (lw.miners.AngularMiner, {"angle": 35.0}),
+    "distance_weighted_miner": (lw.miners.DistanceWeightedMiner,
+                                {"dimension": 8, "cutoff": 0.3, "nonzero_loss_cutoff": 1.2, "seed": 7,
+                                 **layer("distance_weighted_miner")}),
+    "uniform_histogram_miner": (lw.miners.UniformHistogramMiner,
+                                {"num_bins": 8, "pos_per_bin": 3, "neg_per_bin": 4, "seed": 7,
+                                 **layer("uniform_histogram_miner")}),
     "clip": (lw.weighting.Clip, {"min_value": -1.0, "max_value": 2.0}),
     "logits_accuracy": (lw.metrics.LogitsAccuracy, {"name": "top1", "dtype": "float16"}),
+    "tuple_statistics": (lw.metrics.TupleStatistics,
+                         {"term": lw.terms.TripletLoss(margin=0.3, miner=lw.miners.BatchHardMiner(), name="t"),
+                          "name": "triplets", "dtype": "float64"}),
     "embedding_evaluation": (lw.metrics.EmbeddingEvaluation, _evaluation_arguments()),
 }
 
@@ -375,6 +475,7 @@ UNUSED = {
     "SphereFace": {"scale": "refused: its logits are scaled by ||x|| (MarginSoftmax's `scale` is not its argument)"},
     "Loss": {"validate": "it declares no input checks (the Keras loss gets the values as they are)"},
     "Term": {"validate": "the base declares no input checks"},
+    "SoftTripleLoss": {"distance": "not taken: its relaxed similarity and regulariser are defined on cosines"},
 }
 
 # Where the attribute of an argument has another name, and why.

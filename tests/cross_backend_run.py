@@ -127,6 +127,9 @@ TERMS = {
             mining=False, reducer=lw.reducers.ClassWeightedReducer([1.0, 2.0, 0.5, 1.5]), miner=lw.miners.HDCMiner(0.6)
         ), "embedding"
     ),
+    "ContrastiveLoss-angularminer": (
+        lambda: lw.terms.ContrastiveLoss(neg_margin=1.5, miner=lw.miners.AngularMiner(30.0)), "embedding"
+    ),
     "SupConLoss-squared-divisor": (
         lambda: lw.terms.SupConLoss(distance=lw.distances.SquaredEuclideanDistance(normalize_embeddings=True),
                                     reducer=lw.reducers.DivisorReducer(5.0)), "embedding"
@@ -135,6 +138,25 @@ TERMS = {
         lambda: lw.terms.ProxyNCALoss(CLASSES, distance=lw.distances.DotProductSimilarity(normalize_embeddings=True)),
         "embedding",
     ),
+    # The tuple losses of lossweave.terms.tuple_losses (issue 23, item 4).
+    "NCALoss": (lambda: lw.terms.NCALoss(), "embedding"),
+    "MarginLoss": (lambda: lw.terms.MarginLoss(nu=0.1, num_classes=CLASSES, triplets=True), "embedding"),
+    "TupletMarginLoss": (lambda: lw.terms.TupletMarginLoss(scale=8.0), "embedding"),
+    "AngularLoss": (lambda: lw.terms.AngularLoss(), "embedding"),
+    "GeneralizedLiftedStructureLoss": (lambda: lw.terms.GeneralizedLiftedStructureLoss(), "embedding"),
+    "IntraPairVarianceLoss": (lambda: lw.terms.IntraPairVarianceLoss(), "embedding"),
+    "SNRContrastiveLoss": (lambda: lw.terms.SNRContrastiveLoss(zero_mean_weight=0.1), "embedding"),
+    "FastAPLoss": (lambda: lw.terms.FastAPLoss(), "embedding"),
+    "SoftTripleLoss": (lambda: lw.terms.SoftTripleLoss(CLASSES, centers_per_class=3), "embedding"),
+    # Ranking and two-view self-supervised losses (issue 23, item 4, second half).
+    "SoftNearestNeighborLoss": (lambda: lw.terms.SoftNearestNeighborLoss(temperature=0.5), "embedding"),
+    "HistogramLoss": (lambda: lw.terms.HistogramLoss(n_bins=20), "embedding"),
+    "RankedListLoss": (lambda: lw.terms.RankedListLoss(positive_temperature=1.0), "embedding"),
+    "PNPLoss-Ds": (lambda: lw.terms.PNPLoss(variant="Ds", anneal=0.1), "embedding"),
+    "InstanceLoss": (lambda: lw.terms.InstanceLoss(scale=8.0), "embedding"),
+    "SelfSupervisedLoss": (lambda: lw.terms.SelfSupervisedLoss(lw.terms.SupConLoss(temperature=0.5)), "views"),
+    "VICRegLoss": (lambda: lw.terms.VICRegLoss(), "views"),
+    "BarlowTwinsLoss": (lambda: lw.terms.BarlowTwinsLoss(redundancy_lambda=0.05), "views"),
 }
 
 NAMES3 = ["a", "b", "c"]

@@ -10,6 +10,11 @@ happen before the backend initializes:
 The last line of stdout is a JSON dict: max absolute differences between the
 single-device and the distributed run (centers, model weights, learned loss
 weights, class weights of margin terms), plus sanity values.
+
+``distribution_run.py pairs``: the tuple losses (issue 23), whose tuples span
+the replicas, on one device and on 2 and 4 replicas (loss and tuple-statistics
+differences, relative above 1; absolute weight differences), and how far the mean of the replicas' shares'
+losses is from the global batch's loss (what the test would miss otherwise).
 """
 
 import json
@@ -173,5 +178,91 @@ def main():
     )
 
 
+# ------------------------------------------------------------------ pair losses (issue 23, item 5)
+PAIR_CLASSES = 4  # 8 rows of 4 classes per replica of 4: every replica's share has positives
+
+
+def _pair_terms():
+    """The tuple losses whose tuples span the replicas: a reducer, a miner, similarity losses, a memory."""
+    return {
+        "contrastive": lw.terms.ContrastiveLoss(neg_margin=1.5, reducer=lw.reducers.AvgNonZeroReducer()),
+        "triplet": lw.terms.TripletLoss(margin=0.5, miner=lw.miners.BatchHardMiner()),
+        "multi_similarity": lw.terms.MultiSimilarityLoss(),
+        "supcon": lw.terms.SupConLoss(temperature=0.5),
+        "memory": lw.terms.CrossBatchMemory(lw.terms.ContrastiveLoss(), memory_size=48),
+    }
+
+
+def _pair_objective():
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((FEATURES,))
+    hidden = keras.layers.Dense(16, activation="tanh")(inputs)
+    model = keras.Model(inputs, {"embedding": keras.layers.Dense(DIM)(hidden)})
+    terms = _pair_terms()
+    objective = lw.Objective(model, terms)
+    # The tuple statistics (issue 23, item 7) of the global batch: every replica logs one device's values.
+    objective.compile(optimizer=keras.optimizers.SGD(0.05),
+                      metrics={"embedding": [lw.metrics.TupleStatistics(terms["triplet"])]})
+    return objective
+
+
+def _pair_train(x, y, w):
+    objective = _pair_objective()
+    history = objective.fit(x, {"label": y}, sample_weight=w, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    weights = [np.array(keras.ops.convert_to_numpy(v)) for v in objective.model.weights]
+    memory = np.array(keras.ops.convert_to_numpy(objective.terms["memory"].memory_embeddings))
+    return history.history, weights, memory
+
+
+def _shard_losses(x, y, w, replicas):
+    """Each term's loss of the first global batch as the mean of its replicas' shares' losses (the old way)."""
+    objective = _pair_objective()
+    embedding = objective.model(x[:BATCH])["embedding"]
+    share = BATCH // replicas
+    found = {}
+    for name, term in objective.terms.items():
+        whole = float(term(embedding, y[:BATCH], sample_weight=w[:BATCH]))
+        parts = [float(term(embedding[i * share:(i + 1) * share], y[i * share:(i + 1) * share],
+                            sample_weight=w[i * share:(i + 1) * share])) for i in range(replicas)]
+        found[name] = abs(whole - float(np.mean(parts)))
+    return found
+
+
+def pairs_main():
+    """One device, then 2 and 4 replicas: every pair term's loss and the weights after 4 steps."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(BATCH * STEPS, FEATURES)).astype("float32")
+    y = rng.integers(0, PAIR_CLASSES, BATCH * STEPS).astype("int32")
+    w = rng.uniform(0.5, 1.5, BATCH * STEPS).astype("float32")
+    w[::7] = 0.0  # rows left out of every tuple, on every replica
+    single = _pair_train(x, y, w)
+    runs = {}
+    for replicas in (2, REPLICAS):
+        if BACKEND == "jax":
+            import jax
+
+            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()[:replicas]))
+            runs[replicas] = _pair_train(x, y, w)
+            keras.distribution.set_distribution(None)
+        elif BACKEND == "tensorflow":
+            # A second strategy in one process needs its own collective group keys (TensorFlow's test hook).
+            tf.distribute.MirroredStrategy._collective_key_base = 1000 * replicas
+            strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)])
+            with strategy.scope():
+                runs[replicas] = _pair_train(x, y, w)
+        else:
+            raise SystemExit(f"no multi-device run for backend {BACKEND}")
+    result = {"backend": BACKEND, "terms": sorted(_pair_terms()), "shard_gap": _shard_losses(x, y, w, REPLICAS),
+              "moved": max(float(np.abs(a - b).max()) for a, b in zip(single[1], _pair_objective().model.weights))}
+    for replicas, (logs, weights, memory) in runs.items():
+        result[str(replicas)] = {
+            # relative above 1, absolute below (an active fraction or a similarity near 0)
+            "loss": {k: abs(logs[k][0] - single[0][k][0]) / max(abs(single[0][k][0]), 1.0) for k in single[0]},
+            "weights": max(float(np.abs(a - b).max()) for a, b in zip(weights, single[1])),
+            "memory": float(np.abs(memory - single[2]).max()),
+        }
+    print(json.dumps(result))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(pairs_main() if sys.argv[1:] == ["pairs"] else main())

@@ -65,6 +65,9 @@ def test_parser_choices_are_the_registry():
                 "elasticarc", "elasticcos", "adaface", "magface", "curricular", "adacos",
                 "triplet", "contrastive", "multisimilarity", "circle", "supcon", "proxyanchor",
                 "proxynca", "lifted", "npairs"}
+    expected |= {"nca", "marginloss", "tupletmargin", "angular", "generalizedlifted", "intrapairvariance",
+                 "snrcontrastive", "fastap", "softtriple"}  # lossweave.terms.tuple_losses, soft_triple
+    expected |= {"softnn", "histogram", "rankedlist", "pnp", "instance"}  # lossweave.terms.ranking
     assert set(registry.LOSSES) == expected
     assert {"mgda", "pcgrad", "gradient-mean", "gradient-sum", "fixed", "famo"} <= set(registry.WEIGHTINGS)
     for name, entry in registry.WEIGHTINGS.items():  # the level the help shows is the strategy's own

@@ -50,6 +50,8 @@ TERMS = {
     "triplet_batch_all": lambda: lw.terms.TripletLoss(margin=0.3, mining="batch-all", average="all"),
     "lifted": lambda: lw.terms.LiftedStructureLoss(margin=0.5),
     "npairs": lambda: lw.terms.NPairsLoss(l2_reg=0.01),
+    "margin_loss": lambda: lw.terms.MarginLoss(nu=0.01),
+    "tuplet_margin": lambda: lw.terms.TupletMarginLoss(scale=16.0),
     "xbm": lambda: lw.terms.CrossBatchMemory(lw.terms.TripletLoss(mining="batch-hard", soft=True), memory_size=24),
 }
 WEIGHTINGS = {

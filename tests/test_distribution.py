@@ -21,11 +21,11 @@ SCRIPT = Path(__file__).with_name("distribution_run.py")
 TOLERANCE = 1e-5
 
 
-def _run():
+def _run(*args, timeout=300):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if BACKEND == "jax":
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
-    done = subprocess.run([sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -56,6 +56,30 @@ def test_four_replicas_equal_one_device():
     for key, diff in result["gradient_diffs"].items():
         assert diff <= TOLERANCE, (key, diff)
     assert result["gradient_moved"] > 1e-3  # they trained otherwise than the loss-level run
+
+
+@pytest.mark.skipif(BACKEND not in ("jax", "tensorflow"), reason="keras.distribution / tf.distribute only")
+def test_pair_losses_form_their_tuples_over_the_global_batch():
+    """Contrastive (AvgNonZeroReducer), triplet (BatchHardMiner), multi-similarity, SupCon and a memory.
+
+    On 2 and 4 replicas every term's loss, the tuple statistics of the
+    triplet term and the weights after 4 SGD steps equal one device's; rows
+    of weight 0 sit in every replica's share.
+    """
+    result = _run("pairs", timeout=600)  # ~50 s of CPU; minutes of wall time on a loaded machine
+    assert result["backend"] == BACKEND
+    terms = {"contrastive", "triplet", "multi_similarity", "supcon", "memory"}
+    assert set(result["terms"]) == terms
+    # Not vacuous: the replicas' shares alone give other losses, and training moved the weights.
+    for name, gap in result["shard_gap"].items():
+        assert gap > 1e-3, (name, result["shard_gap"])
+    assert result["moved"] > 1e-2
+    for replicas in ("2", "4"):
+        run = result[replicas]
+        assert {f"loss/{n}" for n in terms} | {"tuples/hardest_negative", "tuples/active_fraction"} <= set(run["loss"])
+        for key, diff in run["loss"].items():
+            assert diff <= TOLERANCE, (replicas, key, diff)
+        assert run["weights"] <= TOLERANCE and run["memory"] <= TOLERANCE, (replicas, run)
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="documents the PyTorch backend")

@@ -59,7 +59,11 @@ FAMILIES = {
         "ContrastiveLoss", "TripletLoss", "LiftedStructureLoss", "NPairsLoss", "MultiSimilarityLoss",
         "CircleLoss", "SupConLoss", "NTXentLoss", "SiameseContrastiveLoss", "TwoViewNTXentLoss", "ProxyAnchorLoss",
         "ProxyNCALoss", "CrossBatchMemory",
+        "NCALoss", "MarginLoss", "TupletMarginLoss", "AngularLoss", "GeneralizedLiftedStructureLoss",
+        "IntraPairVarianceLoss", "SNRContrastiveLoss", "FastAPLoss", "SoftTripleLoss",
+        "SoftNearestNeighborLoss", "HistogramLoss", "RankedListLoss", "PNPLoss", "InstanceLoss",
     },
+    "self_supervised.md": {"SelfSupervisedLoss", "VICRegLoss", "BarlowTwinsLoss"},
     "multitask.md": {
         "Fixed", "Convex", "Uncertainty", "DWA", "RLW", "GLS", "FAMO",
         "Constant", "LinearWarmup", "Cosine", "Exponential", "Piecewise", "Lambda",

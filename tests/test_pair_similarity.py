@@ -447,8 +447,8 @@ def test_reference_arguments_are_checked():
         ps.circle_loss(x, y, ref_embeddings=x)
     with pytest.raises(ValueError, match=r"received embeddings of shape \(8, 4, 1\)"):
         ps.multi_similarity_loss(x[..., None], y)
-    with pytest.raises(ValueError, match=r"received labels of shape \(8, 3\); expected class ids"):
-        ps.nt_xent_loss(x, np.eye(3)[y])
+    with pytest.raises(ValueError, match=r"received labels of shape \(8, 3, 1\); expected class ids"):
+        ps.nt_xent_loss(x, np.eye(3)[y][..., None])  # (8, 3) rows are multi-hot labels (tests/test_multilabel.py)
     with pytest.raises(ValueError, match=r"NT-Xent: received views with 8 and 7 rows"):
         ps.nt_xent_views_loss(x, x[:7])
 
@@ -494,8 +494,8 @@ def test_bad_labels_raise_and_zero_the_loss():
     for term in (lw.terms.MultiSimilarityLoss(), lw.terms.CircleLoss(), lw.terms.SupConLoss()):
         with pytest.raises(lw.InvalidInputError, match=r"1 row\(s\) with an invalid label \(first: 2\.5\)"):
             term(x, bad)
-    with pytest.raises(ValueError, match="pair losses take sparse labels, not one-hot rows"):
-        lw.terms.SupConLoss()(x, np.eye(3, dtype="float32")[y])
+    with pytest.raises(ValueError, match=r"received labels of rank 3"):
+        lw.terms.SupConLoss()(x, np.eye(3, dtype="float32")[y][..., None])
     with pytest.raises(ValueError, match=r"received embeddings of shape \(8, 4, 1\)"):
         lw.terms.CircleLoss()(x[..., None], y)
 

@@ -67,11 +67,13 @@ OVERRIDES = {
     "elastic_cosface": {"num_classes": CLASSES, "seed": 1},
     "proxy_anchor": {"num_classes": CLASSES},
     "proxy_nca": {"num_classes": CLASSES},
+    "soft_triple": {"num_classes": CLASSES, "centers_per_class": 2},
     "contrastive_siamese": {"on": ("left", "right"), "target": "same"},
     "ntxent_views": {"on": ("view1", "view2")},
     "ntxent": {"on": "embedding"},
     "triplet": {"mining": "batch-hard"},  # semi-hard's eager loop costs seconds on JAX; same weights code
     "xbm": {"term": lambda: lw.terms.ContrastiveLoss(), "memory_size": 4},
+    "self_supervised": {"loss": lambda: lw.terms.NTXentLoss(temperature=0.5)},
 }
 
 # One loss per row: Keras's sum_i w_i l_i / N.
@@ -80,11 +82,16 @@ PER_SAMPLE = {
     "subcenter_arcface", "sphereface", "proxy_nca", "contrastive_siamese",
     "adaface", "magface", "curricular_face", "adacos",
     "elastic_arcface", "elastic_cosface",
+    "soft_triple",
 }
 # Pair, triplet, anchor or proxy terms: w_i scales the tuples row i anchors; denominators count tuples.
 TUPLE = {
     "contrastive", "triplet", "lifted", "npairs", "multi_similarity", "circle", "supcon", "ntxent_views",
     "ntxent", "xbm", "proxy_anchor",
+    "self_supervised", "vicreg", "barlow_twins", "soft_nearest_neighbor", "histogram", "ranked_list", "pnp",
+    "instance",
+    "nca", "margin_loss", "tuplet_margin", "angular", "generalized_lifted", "intra_pair_variance", "snr_contrastive",
+    "fast_ap",
 }
 
 CASES = sorted(name for name in TERMS if name not in ABSTRACT)

@@ -28,13 +28,23 @@ class                      selects (pytorch-metric-learning's class of the same 
 ``MultiSimilarityMiner``   the pairs of Eq. 9-10 of Wang et al., CVPR 2019
 ``PairMarginMiner``        positives farther than ``pos_margin``, negatives nearer than ``neg_margin``
 ``HDCMiner``               the hardest fraction of the positive and of the negative pairs
+``AngularMiner``           triplets whose angle at the negative exceeds ``angle`` (Wang et al. 2017)
+``DistanceWeightedMiner``  per positive pair a negative drawn by ``q(d)^-1`` (Wu et al. 2017; seeded)
+``UniformHistogramMiner``  pairs drawn uniformly from each bin of the distance histogram (seeded)
 =========================  =====================================================================
+
+The two seeded miners draw from a ``keras.random.SeedGenerator`` whose state
+is a variable of the miner: they are Keras layers (:class:`SeededMiner`), so
+the loss that holds one tracks the state, the compiled step moves it, and a
+``.keras`` file saves it (a reloaded loss draws what the original would have
+drawn next). Give ``seed=`` for reproducible draws.
 """
 
 import keras
 
 from lossweave import arguments
 from lossweave._config_object import ConfigObject, resolve
+from lossweave._seed_state import SavesSeedState
 from lossweave.ops import miners as miner_ops
 
 
@@ -253,6 +263,178 @@ class HDCMiner(Miner):
         return miner_ops.hdc(d, positives, negatives, self.filter_percentage)
 
 
+@keras.saving.register_keras_serializable(package="lossweave")
+class AngularMiner(Miner):
+    """Triplets whose angle at the negative exceeds ``angle``: pytorch-metric-learning's ``AngularMiner``.
+
+    Wang, Zhou, Wen, Liu & Lin, "Deep Metric Learning with Angular Loss",
+    ICCV 2017, Sec. 3.2 (Eq. 4-5): with ``c = (a + p) / 2`` the angle at
+    ``n`` is ``atan(|a - p| / (2 |n - c|))``; a triplet is kept when it is
+    larger than ``angle`` (degrees). ``|n - c|`` is computed from the
+    batch's pairwise distances (the median of the triangle), so the loss's
+    distance must be Euclidean (``lossweave.distances.EuclideanDistance``,
+    normalised or not) or a cosine similarity (unit rows: ``d^2 = 2 - 2
+    cos``). pytorch-metric-learning 2.9 asserts a normalised distance but
+    measures the angle on the raw embeddings (its
+    ``LpDistance.pairwise_distance`` does not normalise):
+    ``EuclideanDistance()`` gives its triplets, ``EuclideanDistance(True)``
+    or ``CosineSimilarity()`` the angle of the unit embeddings. It mines the
+    batch against itself, not a reference set (``CrossBatchMemory``). The
+    triplet test reads ``d(p, n)``: a caller passes each positive rank's
+    mask to ``Mined.gap(g, positive)`` (:mod:`lossweave.ops.miners`).
+
+    Args:
+        angle: the threshold in degrees, ``0 <= angle < 90`` (pytorch-metric-learning: 20).
+
+    Example:
+        >>> import numpy as np
+        >>> import lossweave as lw
+        >>> x = np.array([[0., 0.], [1., 0.], [0.5, 0.2], [3., 0.]], "float32")
+        >>> y = np.array([0, 0, 1, 1])
+        >>> round(float(lw.ops.pairs.contrastive_loss(x, y, neg_margin=2.0, miner=AngularMiner(45.0))), 4)
+        1.3117
+    """
+
+    _config = ("angle",)
+
+    def __init__(self, angle=20.0):
+        self.angle = arguments.number(angle, "angle", self, low=0.0, high=90.0, high_open=True,
+                                      hint="(degrees)")
+
+    def mine(self, d, positives, negatives, inverted=False):
+        return miner_ops.angular(d, positives, negatives, self.angle, inverted)
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class SeededMiner(SavesSeedState, Miner, keras.layers.Layer):
+    """Base of the miners that draw at random: a Keras layer holding a ``keras.random.SeedGenerator``.
+
+    The generator's state is the layer's variable: a loss that holds the
+    miner tracks it as a sub-layer, the compiled step moves it on every
+    backend, and :class:`lossweave._seed_state.SavesSeedState` saves it in a
+    ``.keras`` file. Two miners are equal only when they are the same object
+    (each has its own state). Used in a function of :mod:`lossweave.ops` the
+    miner advances its generator on each call (eager), as
+    ``keras.random`` does with a ``SeedGenerator``.
+
+    Args:
+        seed: an int (reproducible draws) or ``None``.
+        **kwargs: Layer arguments (``name``, ``dtype``).
+    """
+
+    _config = ("seed",)
+
+    def __init__(self, seed=None, **kwargs):
+        arguments.check_keywords(self, kwargs)
+        keras.layers.Layer.__init__(self, **kwargs)
+        self.seed = arguments.seed(seed, self)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+        self.built = True
+
+    def get_config(self):
+        return {**keras.layers.Layer.get_config(self), **ConfigObject.get_config(self)}
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+    __repr__ = ConfigObject.__repr__
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class DistanceWeightedMiner(SeededMiner):
+    """Distance weighted sampling (Wu, Manmatha, Smola & Krähenbühl, "Sampling Matters", ICCV 2017, Sec. 4).
+
+    Pairwise distances of points spread uniformly on the unit sphere of
+    ``R^n`` have the density ``q(d) ~ d^(n-2) (1 - d^2/4)^((n-3)/2)``; every
+    (anchor, positive) pair gets one negative drawn with probability
+    ``~ q(max(d, cutoff))^-1``, 0 for negatives at ``d >= nonzero_loss_cutoff``
+    (they give no margin loss). The draw follows the authors' code (MXNet
+    ``DistanceWeightedSampling``: one negative per positive pair);
+    pytorch-metric-learning draws ``#class`` random positives per anchor
+    instead, with replacement. An anchor without an eligible negative has no
+    triplet (pytorch-metric-learning's choice; the authors' code falls back
+    to a uniform draw over the whole batch). A pair loss uses the drawn
+    triplets' pairs.
+
+    The distances must be Euclidean between unit-norm embeddings
+    (``distance=lossweave.distances.EuclideanDistance(normalize_embeddings=True)``,
+    what pytorch-metric-learning asserts) or a cosine similarity (turned into
+    ``sqrt(2 - 2 cos)``).
+
+    Args:
+        dimension: ``n``, the embedding's width (pytorch-metric-learning
+            reads it from the embeddings; a miner sees only the distances).
+        cutoff: distances below it are raised to it before weighting (paper and pytorch-metric-learning: 0.5).
+        nonzero_loss_cutoff: negatives at or beyond it are never drawn (1.4).
+        seed: an int for reproducible draws, or ``None``.
+        **kwargs: Layer arguments (``name``).
+
+    Example:
+        >>> import numpy as np
+        >>> import lossweave as lw
+        >>> x = np.array([[1., 0.], [0.8, 0.6], [0.6, 0.8], [0., 1.]], "float32")
+        >>> y = np.array([0, 0, 1, 1])
+        >>> miner = DistanceWeightedMiner(dimension=2, seed=1)
+        >>> loss = lw.ops.pairs.triplet_loss(x, y, margin=0.2, metric=lw.distances.CosineSimilarity(), miner=miner)
+        >>> bool(loss >= 0.0)
+        True
+    """
+
+    _config = ("dimension", "cutoff", "nonzero_loss_cutoff", "seed")
+
+    def __init__(self, dimension, cutoff=0.5, nonzero_loss_cutoff=1.4, seed=None, **kwargs):
+        super().__init__(seed, **kwargs)
+        self.dimension = arguments.positive_int(dimension, "dimension", self)
+        self.cutoff = arguments.number(cutoff, "cutoff", self, low=0.0)
+        self.nonzero_loss_cutoff = arguments.number(nonzero_loss_cutoff, "nonzero_loss_cutoff", self,
+                                                    low=0.0, low_open=True)
+
+    def mine(self, d, positives, negatives, inverted=False):
+        return miner_ops.distance_weighted(d, positives, negatives, self.dimension, self.cutoff,
+                                           self.nonzero_loss_cutoff, self.seed_generator, inverted)
+
+
+@keras.saving.register_keras_serializable(package="lossweave")
+class UniformHistogramMiner(SeededMiner):
+    """Pairs drawn uniformly across the bins of the distance histogram: pytorch-metric-learning's ``UniformHistogramMiner``.
+
+    The positive pairs' distances are cut into ``num_bins`` equal bins
+    between their smallest and largest value and ``pos_per_bin`` pairs are
+    drawn uniformly from each bin; the negative pairs likewise with
+    ``neg_per_bin``. Unlike pytorch-metric-learning, which draws with
+    replacement (a pair may be drawn twice, a bin with 3 pairs still gives
+    ``pos_per_bin`` draws), a pair is drawn at most once: a bin keeps
+    ``min(count, per_bin)`` distinct pairs (a selection is a mask). Works
+    with any distance (bins of a similarity are bins of its negation). A
+    triplet loss forms every triplet of an anchor's drawn positives and negatives.
+
+    Args:
+        num_bins: the number of bins (>= 1; pytorch-metric-learning: 100).
+        pos_per_bin: positive pairs drawn per bin (>= 1; 10).
+        neg_per_bin: negative pairs drawn per bin (>= 1; 10).
+        seed: an int for reproducible draws, or ``None``.
+        **kwargs: Layer arguments (``name``).
+
+    Example:
+        >>> import numpy as np
+        >>> import lossweave as lw
+        >>> x, y = np.array([[0.], [1.], [1.5], [3.]], "float32"), np.array([0, 0, 1, 1])
+        >>> miner = UniformHistogramMiner(num_bins=2, pos_per_bin=5, neg_per_bin=5, seed=0)
+        >>> round(float(lw.ops.pairs.contrastive_loss(x, y, miner=miner)), 4)  # every pair fits in its bin
+        0.2917
+    """
+
+    _config = ("num_bins", "pos_per_bin", "neg_per_bin", "seed")
+
+    def __init__(self, num_bins=100, pos_per_bin=10, neg_per_bin=10, seed=None, **kwargs):
+        super().__init__(seed, **kwargs)
+        self.num_bins = arguments.integer(num_bins, "num_bins", self, low=1, high=2 ** 20)
+        self.pos_per_bin = arguments.positive_int(pos_per_bin, "pos_per_bin", self)
+        self.neg_per_bin = arguments.positive_int(neg_per_bin, "neg_per_bin", self)
+
+    def mine(self, d, positives, negatives, inverted=False):
+        return miner_ops.uniform_histogram(d, positives, negatives, self.num_bins, self.pos_per_bin,
+                                           self.neg_per_bin, self.seed_generator)
+
+
 NAMES = {
     "semi-hard": SemiHardNegativeMiner,
     "batch-hard": BatchHardMiner,
@@ -271,14 +453,18 @@ def get(value, owner="miner", argument="miner"):
 
 
 __all__ = [
+    "AngularMiner",
     "BatchEasyHardMiner",
     "BatchHardMiner",
+    "DistanceWeightedMiner",
     "HDCMiner",
     "Miner",
     "MultiSimilarityMiner",
     "NAMES",
     "PairMarginMiner",
+    "SeededMiner",
     "SemiHardNegativeMiner",
     "TripletMarginMiner",
+    "UniformHistogramMiner",
     "get",
 ]

@@ -138,6 +138,10 @@ def fit_and_evaluate(config, dataset, *, verbose=2, callbacks=(), backup=None):
     except ValueError as error:  # a bad model file, output name, term parameter or P x K
         raise UsageError(str(error)) from None
     metrics = {"logits": [lw.metrics.LogitsAccuracy()]} if has_logits_head(config.loss) else None
+    # A tuple loss's pair distances and active tuples: in the history, TensorBoard and the report.
+    tuple_terms = [t for t in objective.terms.values() if lw.metrics.TupleStatistics.accepts(t)]
+    if tuple_terms:
+        metrics = {**(metrics or {}), tuple_terms[0].on: [lw.metrics.TupleStatistics(tuple_terms[0])]}
     objective.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate), metrics=metrics)
     keep = []
     if config.keep_best:  # the epoch of the lowest val_loss; in the backup, so a continued run knows it

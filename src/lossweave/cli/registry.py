@@ -124,6 +124,32 @@ LOSSES = {
     "lifted": LossEntry("LiftedStructureLoss", "lifted structured loss (smooth bound); --margin: alpha",
                         "pair", (_MARGIN,)),
     "npairs": LossEntry("NPairsLoss", "multi-class N-pair loss with its L2 regulariser", "pair"),
+    "softnn": LossEntry("SoftNearestNeighborLoss", "soft nearest neighbour loss (Frosst et al.), squared "
+                        "Euclidean, temperature 1", "pair", memory=True),
+    "histogram": LossEntry("HistogramLoss", "histogram loss (Ustinova & Lempitsky), 100 bins of cosine similarity",
+                           "pair"),
+    "rankedlist": LossEntry("RankedListLoss", "ranked list loss (Wang et al.), RLL-Simpler; --margin: m", "pair",
+                            (_MARGIN,)),
+    "pnp": LossEntry("PNPLoss", "PNP loss (Li et al.): negatives ranked before positives, variant O", "pair"),
+    "instance": LossEntry("InstanceLoss", "instance loss as pytorch-metric-learning's (softmax over the batch's "
+                          "cosines x 64); for instance ids", "pair"),
+    "nca": LossEntry("NCALoss", "NCA loss (Goldberger et al.): -log of the positives' softmax mass", "pair",
+                     memory=True),
+    "marginloss": LossEntry("MarginLoss", "margin loss (Wu et al.) with a learned boundary beta; --margin: alpha",
+                            "pair", (_MARGIN,), memory=True),
+    "tupletmargin": LossEntry("TupletMarginLoss", "tuplet margin loss (Yu & Tao); --margin: radians", "pair",
+                              (_ANGULAR,), memory=True),
+    "angular": LossEntry("AngularLoss", "angular loss (Wang et al.), N-pair form, alpha 40 degrees", "pair"),
+    "generalizedlifted": LossEntry("GeneralizedLiftedStructureLoss", "generalized lifted structure loss "
+                                   "(Hermans et al.); --margin: negative margin", "pair", (("margin", "neg_margin"),),
+                                   memory=True),
+    "intrapairvariance": LossEntry("IntraPairVarianceLoss", "intra-pair variance loss (Yu & Tao)", "pair",
+                                   memory=True),
+    "snrcontrastive": LossEntry("SNRContrastiveLoss", "signal-to-noise-ratio contrastive loss (Yuan et al.); "
+                                "--margin: negative margin", "pair", (("margin", "neg_margin"),), memory=True),
+    "fastap": LossEntry("FastAPLoss", "FastAP (Cakir et al.): histogram-binned average precision", "pair"),
+    "softtriple": LossEntry("SoftTripleLoss", "SoftTriple (Qian et al.): 10 centers per class, their regulariser; "
+                            "--margin: delta", "pair", (("margin", "cosine_margin"),), num_classes=True),
 }
 
 

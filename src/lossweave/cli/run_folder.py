@@ -109,6 +109,12 @@ def write_run(out, result, metrics, *, argv=(), config_file=None, run_notes=None
                                   path=paths["weights.png"],
                                   title=f"{config.weighting} weighting: weight per term")
         images.append(("Weight of each term per epoch", paths["weights.png"]))
+    if report.tuple_statistics_names(result.history):  # a tuple loss: lossweave.metrics.TupleStatistics
+        paths["tuples.png"] = out / "tuples.png"
+        report.plot_tuple_curves(result.history, path=paths["tuples.png"],
+                                 title=f"{objective_label(config)}: the batches' pairs")
+        images.append(("Pair distances and active tuples of the tuple loss per epoch (collapse: the "
+                       "positive and negative distances fall together)", paths["tuples.png"]))
     if report.cosine_pairs(result.history):  # a gradient-level weighting logs them
         paths["cosines.png"] = out / "cosines.png"
         report.plot_cosine_curves(result.history, terms=list(result.objective.terms),

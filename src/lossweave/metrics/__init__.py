@@ -20,6 +20,8 @@ NumPy. One module per family:
   :func:`load_ijb_protocol`, :func:`template_features`,
   :func:`template_verification`, :func:`tar_at_fars`.
 * :mod:`~lossweave.metrics.clustering`: :func:`clustering_scores` (NMI, AMI).
+* :mod:`~lossweave.metrics.tuples`: :class:`TupleStatistics`, a training metric
+  of a tuple loss's batches (pair distances, hardest pairs, active tuples).
 * :mod:`~lossweave.metrics.evaluation`: :func:`evaluate_embeddings`, all of it
   as one dict.
 
@@ -65,6 +67,7 @@ from lossweave.metrics.templates import (
     template_verification,
 )
 from lossweave.metrics.tightness import distance_ratio
+from lossweave.metrics.tuples import TupleStatistics
 from lossweave.metrics.verification import (
     VerificationResult,
     pair_scores,
@@ -80,6 +83,7 @@ __all__ = [
     "IJBProtocol",
     "LogitsAccuracy",
     "TemplateVerificationResult",
+    "TupleStatistics",
     "VerificationResult",
     "clustering_scores",
     "distance_ratio",

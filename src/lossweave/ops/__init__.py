@@ -8,6 +8,8 @@ from lossweave.ops.center import (
 )
 from lossweave.ops import aggregators
 from lossweave.ops import adaptive_margin, distances, margin, pairs, sampling, weighting
+from lossweave.ops import ranking, self_supervised
+from lossweave.ops import tuple_losses
 from lossweave.ops.labels import class_indices, finite_rows, label_layout
 from lossweave.ops.pair_similarity import (
     circle_loss,
@@ -43,9 +45,12 @@ __all__ = [
     "proxy_anchor_loss",
     "proxy_distances",
     "proxy_nca_loss",
+    "ranking",
     "sample_classes",
     "sampling",
+    "self_supervised",
     "softmax_cross_entropy",
     "supcon_loss",
+    "tuple_losses",
     "weighting",
 ]

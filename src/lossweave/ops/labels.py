@@ -120,3 +120,35 @@ def finite_rows(features):
     if len(features.shape) > 1:
         finite = ops.all(ops.reshape(finite, (ops.shape(finite)[0], -1)), axis=-1)
     return finite
+
+
+def multi_hot_rows(labels):
+    """``(present, valid)`` of multi-hot label rows ``(batch, classes)``: the classes of each row, and its validity.
+
+    A row is valid when every entry is finite and 0 or 1 (``bool`` rows too)
+    and at least one is 1. An all-zero row has no class: it is not valid
+    (as an all-zero one-hot row in :func:`class_indices`), so a pair loss
+    leaves it out of every pair (see :mod:`lossweave.ops.pair_structure`).
+    A soft or smoothed row (entries other than 0 and 1) is not valid either:
+    round it first.
+
+    Args:
+        labels: ``(batch, classes)`` multi-hot rows, int, float or bool.
+
+    Returns:
+        ``(present, valid)``: bool ``(batch, classes)`` (all false on an
+        invalid row) and bool ``(batch,)``.
+
+    Example:
+        >>> import numpy as np
+        >>> present, valid = multi_hot_rows(np.array([[1, 0, 1], [0, 0, 0], [1, 0.5, 0]]))
+        >>> [[bool(v) for v in row] for row in present], [bool(v) for v in valid]
+        ([[True, False, True], [False, False, False], [False, False, False]], [True, False, False])
+    """
+    values = ops.cast(ops.convert_to_tensor(labels), "float32")
+    finite = ops.isfinite(values)
+    safe = ops.where(finite, values, ops.zeros_like(values))
+    present = ops.equal(safe, 1.0)
+    binary = ops.logical_and(finite, ops.logical_or(present, ops.equal(safe, 0.0)))
+    valid = ops.logical_and(ops.all(binary, axis=-1), ops.any(present, axis=-1))
+    return ops.logical_and(present, valid[:, None]), valid

@@ -17,16 +17,29 @@ the two modules had (which disagreed on ``exclude_self``). Its rules:
   i)`` is left out of the positives and the negatives.
 - **Weights** are per anchor: ``w_i`` (1 without sample weights), 0 on rows
   that take part in nothing (``docs/sample_weight.md``).
-- Labels are class ids, ``(batch,)`` or ``(batch, 1)``; a wider label tensor
-  (one-hot rows) is refused.
+- **Labels** are class ids, ``(batch,)`` or ``(batch, 1)`` (a positive pair
+  has the same id, a negative pair different ids), or **multi-hot rows**
+  ``(batch, classes)`` with ``classes > 1`` (:func:`label_relation`): a
+  positive pair *shares a label* (default) or, with ``min_jaccard=t``, has
+  ``|Y_i & Y_j| / |Y_i | Y_j| >= t``; a negative pair shares no label. With
+  a threshold, pairs that share some labels but fewer than ``t`` are in
+  neither mask. One-hot rows give exactly the pairs of their class ids. An
+  all-zero row (no class), or one with an entry other than 0 and 1, is not
+  valid: it takes part in no pair, as an invalid class id
+  (pytorch-metric-learning refuses 2-D labels altogether: its losses and
+  miners take ``(batch,)`` ids only). To keep unlabelled samples as
+  negatives of every row, give them a class of their own (a "background"
+  column). A row's ``ids`` entry (what ``ClassWeightedReducer`` reads) is
+  its first class.
 """
 
 import collections
 
 from keras import ops
 
+from lossweave import arguments
 from lossweave.ops.distances import is_inverted, label_masks, matrix, pair_labels
-from lossweave.ops.labels import finite_rows
+from lossweave.ops.labels import finite_rows, multi_hot_rows
 
 PairStructure = collections.namedtuple(
     "PairStructure", ["values", "positives", "negatives", "weights", "anchors", "ids", "embeddings", "inverted"]
@@ -75,19 +88,111 @@ def class_ids(labels, what):
     return pair_labels(labels)
 
 
+def is_multi_hot(labels):
+    """Whether a label tensor is multi-hot rows ``(batch, classes)``, ``classes > 1`` (known when traced)."""
+    shape = tuple(ops.convert_to_tensor(labels).shape)
+    return len(shape) == 2 and shape[-1] not in (1, None)
+
+
+LabelRelation = collections.namedtuple("LabelRelation", ["positives", "negatives", "ids", "valid", "other_valid"])
+LabelRelation.__doc__ = """What :func:`label_relation` returns.
+
+Attributes:
+    positives, negatives: bool ``(n, m)``: the positive and negative pairs of valid rows (the pair
+        ``(i, i)`` of a batch against itself is never a positive).
+    ids: int32 ``(n,)``: class ids (multi-hot: the first class), -1 on invalid rows.
+    valid, other_valid: bool ``(n,)`` and ``(m,)``: the rows whose labels are valid.
+"""
+
+
+def _label_rows(labels, what):
+    """``(ids, valid, present)`` of class ids (``present`` ``None``) or of multi-hot rows."""
+    labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) not in (1, 2):
+        raise ValueError(
+            f"{what}: received labels of shape {tuple(labels.shape)}; expected class ids of shape "
+            f"(batch,) or (batch, 1), or multi-hot rows of shape (batch, classes)."
+        )
+    if not is_multi_hot(labels):
+        ids, valid = class_ids(labels, what)
+        return ids, valid, None
+    present, valid = multi_hot_rows(labels)
+    classes = ops.shape(present)[1]
+    columns = ops.arange(classes, dtype="int32")[None, :]
+    first = ops.min(ops.where(present, columns, classes), axis=1)
+    return ops.where(valid, first, -ops.ones_like(first)), valid, present
+
+
+def label_relation(labels, other_labels=None, min_jaccard=None, what="pair loss"):
+    """Positive and negative pairs from class ids or multi-hot rows (the rule in the module docstring).
+
+    Args:
+        labels: ``(n,)`` / ``(n, 1)`` class ids or ``(n, classes)`` multi-hot rows.
+        other_labels: the partners' labels in the same layout (``None``: ``labels`` against itself).
+        min_jaccard: ``None``: a multi-hot pair is positive when it shares a label; a number in
+            ``(0, 1]``: when its Jaccard index ``|Y_i & Y_j| / |Y_i | Y_j|`` is at least it. Class ids
+            (one label a row) give the same pairs for every value.
+        what: the loss's name, for errors.
+
+    Returns:
+        A :class:`LabelRelation`.
+
+    Example:
+        >>> import numpy as np
+        >>> y = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 1], [0, 0, 0]])
+        >>> r = label_relation(y, min_jaccard=0.5)
+        >>> [[int(p) - int(n) for p, n in zip(*rows)] for rows in zip(r.positives, r.negatives)]
+        [[0, 1, -1, 0], [1, 0, -1, 0], [-1, -1, 0, 0], [0, 0, 0, 0]]
+    """
+    min_jaccard = arguments.optional(arguments.number, min_jaccard, "min_jaccard", what, low=0.0, high=1.0,
+                                     low_open=True)
+    ids, valid, present = _label_rows(labels, what)
+    if other_labels is None:
+        other_valid, other_present = valid, present
+    else:
+        _, other_valid, other_present = _label_rows(other_labels, f"{what} ref_labels")
+        if (present is None) != (other_present is None) or (
+                present is not None and present.shape[1] != other_present.shape[1]):
+            shapes = tuple(ops.convert_to_tensor(labels).shape), tuple(ops.convert_to_tensor(other_labels).shape)
+            raise ValueError(
+                f"{what}: received labels of shape {shapes[0]} and reference labels of shape "
+                f"{shapes[1]}; expected both class ids or both multi-hot rows of the same "
+                f"number of classes."
+            )
+    if present is None:
+        positives, negatives = label_masks(labels, other_labels)
+        return LabelRelation(positives, negatives, ids, valid, other_valid)
+    left, right = ops.cast(present, "float32"), ops.cast(other_present, "float32")
+    shared = ops.matmul(left, ops.transpose(right))  # |Y_i & Y_j|, exact small integers
+    both = ops.logical_and(valid[:, None], other_valid[None, :])
+    if min_jaccard is None:
+        positives = shared > 0.0
+    else:
+        union = ops.sum(left, axis=1)[:, None] + ops.sum(right, axis=1)[None, :] - shared
+        positives = shared / ops.maximum(union, 1.0) >= min_jaccard
+    positives = ops.logical_and(positives, both)
+    negatives = ops.logical_and(ops.equal(shared, 0.0), both)
+    if other_labels is None:
+        rows = ops.arange(ops.shape(left)[0])
+        positives = ops.logical_and(positives, ops.not_equal(rows[:, None], rows[None, :]))
+    return LabelRelation(positives, negatives, ids, valid, other_valid)
+
+
 def pair_structure(embeddings, labels, sample_weight=None, metric=None, ref_embeddings=None, ref_labels=None,
-                   ref_mask=None, exclude_self=True, what="pair loss"):
+                   ref_mask=None, exclude_self=True, what="pair loss", min_jaccard=None):
     """The pairs of a batch (against itself or a reference set) and their values under ``metric``.
 
     Args:
         embeddings: ``(n, dim)`` anchors.
-        labels: ``(n,)`` or ``(n, 1)`` class ids.
+        labels: ``(n,)`` or ``(n, 1)`` class ids, or ``(n, classes)`` multi-hot rows.
         sample_weight: optional ``(n,)`` anchor weights.
         metric: a ``lossweave.ops.distances.METRICS`` name, a distance object
             (``lossweave.distances``) or ``None`` (no values: masks only).
         ref_embeddings, ref_labels, ref_mask, exclude_self: a reference set
             (see the module docstring).
         what: the loss's name, for errors.
+        min_jaccard: the positives of multi-hot rows (:func:`label_relation`;
+            ``None``: sharing a label).
 
     Returns:
         A :class:`PairStructure`.
@@ -100,8 +205,9 @@ def pair_structure(embeddings, labels, sample_weight=None, metric=None, ref_embe
         (5.0, True, True, False)
     """
     x, weights, usable = embedding_rows(embeddings, sample_weight, what)
-    ids, valid = class_ids(labels, what)
-    anchors = ops.logical_and(usable, valid)
+    relation = label_relation(labels, None if ref_embeddings is None else ref_labels, min_jaccard, what)
+    ids, positives, negatives = relation.ids, relation.positives, relation.negatives
+    anchors = ops.logical_and(usable, relation.valid)
     if ref_embeddings is None:
         if ref_labels is not None or ref_mask is not None:
             raise ValueError(
@@ -110,7 +216,6 @@ def pair_structure(embeddings, labels, sample_weight=None, metric=None, ref_embe
             )
         x = ops.where(anchors[:, None], x, ops.zeros_like(x))
         values = None if metric is None else matrix(metric, x)
-        positives, negatives = label_masks(labels)
         partners = anchors
     else:
         if ref_labels is None:
@@ -119,14 +224,12 @@ def pair_structure(embeddings, labels, sample_weight=None, metric=None, ref_embe
                 f"reference rows as ref_labels (and ref_mask)."
             )
         ref_x, _, partners = embedding_rows(ref_embeddings, None, what)
-        _, ref_valid = class_ids(ref_labels, f"{what} ref_labels")
-        partners = ops.logical_and(partners, ref_valid)
+        partners = ops.logical_and(partners, relation.other_valid)
         if ref_mask is not None:
             partners = ops.logical_and(partners, ops.reshape(ops.cast(ref_mask, "bool"), (-1,)))
         x = ops.where(anchors[:, None], x, ops.zeros_like(x))
         ref_x = ops.where(partners[:, None], ref_x, ops.zeros_like(ref_x))
         values = None if metric is None else matrix(metric, x, ref_x)
-        positives, negatives = label_masks(labels, ref_labels)
         if exclude_self:
             rows, columns = ops.arange(ops.shape(x)[0]), ops.arange(ops.shape(ref_x)[0])
             not_self = ops.not_equal(rows[:, None], columns[None, :])
@@ -138,4 +241,5 @@ def pair_structure(embeddings, labels, sample_weight=None, metric=None, ref_embe
                          anchors, ids, x, is_inverted(metric))
 
 
-__all__ = ["PairStructure", "class_ids", "embedding_rows", "pair_structure"]
+__all__ = ["LabelRelation", "PairStructure", "class_ids", "embedding_rows", "is_multi_hot", "label_relation",
+           "pair_structure"]

@@ -250,7 +250,7 @@ def _triplet_statistics(d, mined, margin, low=None, high=None):
         keep = negatives
         if mined.gap is not None:
             gap = stopped - ops.max(ops.where(this, stopped, float("-inf")), axis=1, keepdims=True)
-            keep = ops.logical_and(keep, mined.gap(gap))
+            keep = ops.logical_and(keep, mined.gap(gap, this))
         if low is not None and low >= 0:  # low = 0 (AvgNonZeroReducer) keeps the non-zero hinges only
             keep = ops.logical_and(keep, to_negatives < query - low)
         if high is not None:

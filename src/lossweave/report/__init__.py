@@ -5,7 +5,8 @@
   intra/inter-class distance ratio of an embedding.
 - :mod:`lossweave.report.curves`: per-term loss curves, weight trajectories
   and (gradient-level strategies) the gradient cosine of each pair of terms
-  from a Keras history.
+  from a Keras history; the pair distances and active tuples of
+  ``lossweave.metrics.TupleStatistics`` over the epochs.
 - :mod:`lossweave.report.retrieval`: a few queries beside their nearest
   references (image tiles marked right or wrong) and the calibration curve
   of an open-set threshold.
@@ -21,8 +22,10 @@ from lossweave.report.curves import (
     cosine_pairs,
     plot_cosine_curves,
     plot_loss_curves,
+    plot_tuple_curves,
     plot_weight_curves,
     term_names,
+    tuple_statistics_names,
     weight_names,
     weights_vary,
 )
@@ -48,9 +51,11 @@ __all__ = [
     "plot_cosine_curves",
     "plot_loss_curves",
     "plot_neighbors",
+    "plot_tuple_curves",
     "plot_weight_curves",
     "render_html",
     "term_names",
+    "tuple_statistics_names",
     "weight_names",
     "weights_vary",
     "write_html",

@@ -360,3 +360,79 @@ def plot_cosine_curves(history, *, terms=None, path=None, title=None):
     if path is not None:
         fig.savefig(path, dpi=100, metadata={"Software": None})
     return fig
+
+
+# The statistics of ``lossweave.metrics.TupleStatistics`` (``<name>/<statistic>``), as the figure labels them.
+_TUPLE_DISTANCES = {"positive_distance": "mean positive", "hardest_positive": "hardest positive",
+                    "negative_distance": "mean negative", "hardest_negative": "hardest negative"}
+
+
+def tuple_statistics_names(history):
+    """The names of the :class:`lossweave.metrics.TupleStatistics` a history logs (``<name>/active_fraction``).
+
+    Example:
+        >>> tuple_statistics_names({"loss": [1.0], "tuples/active_fraction": [0.5],
+        ...                         "val_tuples/active_fraction": [0.4]})
+        ['tuples']
+    """
+    suffix = "/active_fraction"
+    return [key[:-len(suffix)] for key in _history_dict(history)
+            if key.endswith(suffix) and not key.startswith("val_")]
+
+
+def plot_tuple_curves(history, *, name=None, path=None, title=None):
+    """The tuple statistics of a run over the epochs: the pair distances, and the active tuples.
+
+    Left, the mean and the hardest positive and negative distances (the
+    term's distance; a similarity for a similarity loss) of
+    :class:`lossweave.metrics.TupleStatistics`; right, the fraction of active
+    tuples. Validation values, where logged, are dashed. Collapse reads as the
+    positive and negative curves falling together to 0; learning, as they part.
+
+    Args:
+        history: a ``keras.callbacks.History`` or its ``.history`` dict.
+        name: the metric's name (its prefix); default: the first one logged.
+        path: also write the figure there as a PNG.
+        title: the figure's title.
+
+    Returns:
+        The ``matplotlib.figure.Figure`` (two axes).
+
+    Raises:
+        ValueError: the history logs no tuple statistics (or not ``name``).
+    """
+    from matplotlib.figure import Figure
+
+    history = _history_dict(history)
+    names = tuple_statistics_names(history)
+    if not names or (name is not None and name not in names):
+        raise ValueError(f"the history logs no tuple statistics{'' if name is None else f' named {name!r}'} "
+                         f"(lossweave.metrics.TupleStatistics); it logs {names or 'none'}. Add the metric to "
+                         f"compile(metrics=...).")
+    name = names[0] if name is None else name
+    fig = Figure(figsize=(9.6, 3.6), layout="constrained")
+    distances, active = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    for k, (statistic, label) in enumerate(_TUPLE_DISTANCES.items()):
+        key = f"{name}/{statistic}"
+        if key not in history:
+            continue
+        color = f"C{k}"
+        style = ":" if statistic.startswith("hardest") else "-"
+        _draw(distances, history[key], label=label, color=color, linestyle=style)
+        if f"val_{key}" in history:
+            _draw(distances, history[f"val_{key}"], color=color, linestyle="--", alpha=0.6)
+    distances.set_title("pair distances (dashed: validation)")
+    distances.legend(fontsize="small")
+    _epoch_axis(distances, len(history[f"{name}/active_fraction"]))
+    _draw(active, history[f"{name}/active_fraction"], label="train", color="C0")
+    if f"val_{name}/active_fraction" in history:
+        _draw(active, history[f"val_{name}/active_fraction"], label="validation", color="C1", linestyle="--")
+    active.set_title("fraction of active tuples (loss > 0)")
+    active.set_ylim(-0.02, 1.02)
+    active.legend(fontsize="small")
+    _epoch_axis(active, len(history[f"{name}/active_fraction"]))
+    if title:
+        fig.suptitle(title)
+    if path is not None:
+        fig.savefig(path, dpi=100, metadata={"Software": None})
+    return fig

@@ -35,8 +35,38 @@ from lossweave.terms.pairs import (
 )
 from lossweave.terms.proxy import ProxyAnchorLoss, ProxyNCALoss
 from lossweave.terms.similarity import CircleLoss, MultiSimilarityLoss, NTXentLoss, SupConLoss, TwoViewNTXentLoss
+from lossweave.terms.ranking import HistogramLoss, InstanceLoss, PNPLoss, RankedListLoss, SoftNearestNeighborLoss
+from lossweave.terms.self_supervised import BarlowTwinsLoss, SelfSupervisedLoss, VICRegLoss
+from lossweave.terms.soft_triple import SoftTripleLoss
+from lossweave.terms.tuple_losses import (
+    AngularLoss,
+    FastAPLoss,
+    GeneralizedLiftedStructureLoss,
+    IntraPairVarianceLoss,
+    MarginLoss,
+    NCALoss,
+    SNRContrastiveLoss,
+    TupletMarginLoss,
+)
 
 __all__ = [
+    "BarlowTwinsLoss",
+    "HistogramLoss",
+    "InstanceLoss",
+    "PNPLoss",
+    "RankedListLoss",
+    "SelfSupervisedLoss",
+    "SoftNearestNeighborLoss",
+    "VICRegLoss",
+    "AngularLoss",
+    "FastAPLoss",
+    "GeneralizedLiftedStructureLoss",
+    "IntraPairVarianceLoss",
+    "MarginLoss",
+    "NCALoss",
+    "SNRContrastiveLoss",
+    "SoftTripleLoss",
+    "TupletMarginLoss",
     "add_to_rows",
     "gather_rows",
     "AdaCos",

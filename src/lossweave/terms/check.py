@@ -264,17 +264,25 @@ def _pair_label_shape(term, labels):
             f"labels the same shape."
         )
     shape = tuple(shape)
-    if len(shape) == 2 and shape[-1] not in (1, None):
-        raise ValueError(
-            f"{what}: received 2-D labels of width {shape[-1]} (shape {batch_shape(shape)}); expected sparse "
-            f"class indices of shape (batch,) or (batch, 1): pair losses take sparse labels, not "
-            f"one-hot rows. Pass the class ids (e.g. argmax of the one-hot rows)."
-        )
     if len(shape) > 2 or len(shape) == 0:
         raise ValueError(
             f"{what}: received labels of rank {len(shape)} (shape {batch_shape(shape)}); expected sparse "
-            f"class indices of shape (batch,) or (batch, 1): pair losses take sparse labels."
+            f"class indices of shape (batch,) or (batch, 1), or multi-hot rows (batch, classes)."
         )
+    return len(shape) == 2 and shape[-1] not in (1, None)  # multi-hot rows (lossweave.ops.pair_structure)
+
+
+def _multi_hot_check(labels):
+    """``(valid, raw)`` of multi-hot rows: every entry 0 or 1 (an all-zero row is valid: it has no class and
+    takes part in no pair), and a function giving each row's first entry that is neither (0 on a clean row)."""
+    values = ops.cast(labels, "float32")
+    binary = ops.logical_or(ops.equal(values, 0.0), ops.equal(values, 1.0))
+
+    def raw():
+        first = ops.argmax(ops.cast(ops.logical_not(binary), "int32"), axis=1)
+        return ops.take_along_axis(values, ops.expand_dims(first, 1), axis=1)[:, 0]
+
+    return ops.all(binary, axis=1), raw
 
 
 def check_pair_rows(term, features, labels, binary=False):
@@ -282,8 +290,10 @@ def check_pair_rows(term, features, labels, binary=False):
 
     Pair losses (contrastive, triplet, ...) have no ``num_classes``: a label is
     a class id, any non-negative integer (int, or an integer-valued float) of
-    shape ``(batch,)`` or ``(batch, 1)``; with ``binary=True`` (a siamese
-    same/different target) it must be 0 or 1. Shapes are checked at trace time
+    shape ``(batch,)`` or ``(batch, 1)``, or a multi-hot row ``(batch,
+    classes)`` of 0s and 1s (an all-zero row has no class: no pair holds it);
+    with ``binary=True`` (a siamese same/different target) it must be 0 or 1.
+    Shapes are checked at trace time
     (a ``ValueError``); values at run time as in ``check_class_rows``: a row
     with a negative, non-integer or non-finite label, or NaN/Inf features,
     makes the flag false and raises ``InvalidInputError``. Callers gate their
@@ -297,17 +307,29 @@ def check_pair_rows(term, features, labels, binary=False):
         binary: labels are same(1)/different(0) pair targets.
     """
     labels = ops.convert_to_tensor(labels)
-    _pair_label_shape(term, labels)
-    ids, valid = pair_labels(labels)
-    if binary:
-        valid = ops.logical_and(valid, ids <= 1)
+    multi_hot = _pair_label_shape(term, labels)
+    if multi_hot and binary:
+        raise ValueError(
+            f"{type(term).__name__} '{term.name}' labels: received 2-D targets of width {labels.shape[-1]}; "
+            f"expected one same(1)/different(0) target per pair, of shape (batch,) or (batch, 1)."
+        )
+    if multi_hot:
+        valid, raw = _multi_hot_check(labels)
+    else:
+        ids, valid = pair_labels(labels)
+        if binary:
+            valid = ops.logical_and(valid, ids <= 1)
+
+        def raw():
+            return ops.reshape(ops.cast(labels, "float32"), (-1,))
     finite = None
     for part in features if isinstance(features, (tuple, list)) else (features,):
         rows = finite_rows(ops.cast(part, "float32"))
         finite = rows if finite is None else ops.logical_and(finite, rows)
     expected = (
         "same(1)/different(0) pair targets" if binary
-        else "non-negative integer labels (class ids, sparse, of shape (batch,) or (batch, 1))"
+        else "non-negative integer labels (class ids, sparse, of shape (batch,) or (batch, 1)) or multi-hot "
+             "rows of 0s and 1s"
     )
     message = _RowsMessage(term, f"Expected {expected} and finite features", "Clean the data.")
-    return _check_rows(term, message, valid, finite, lambda: ops.reshape(ops.cast(labels, "float32"), (-1,)))
+    return _check_rows(term, message, valid, finite, raw)

@@ -14,7 +14,7 @@ from lossweave import _backend as backend
 from lossweave import arguments
 from lossweave.ops.distances import pair_labels
 from lossweave.ops.labels import finite_rows
-from lossweave.terms.pairs import PairTerm
+from lossweave.terms.pairs import PairTerm, global_batch
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -37,9 +37,12 @@ class CrossBatchMemory(PairTerm):
     Rows of weight 0 (``missing`` labels) are written with label -1 and never
     become partners. A batch whose check fails writes nothing (and its loss
     is 0). Outside training (``training`` not true) the memory is read, not
-    written. The paper starts the memory after a warm-up of the model (1k
-    iterations for its retrieval benchmarks): wrap the term after a warm-up
-    phase, or give this term a scheduled weight.
+    written. Under ``tf.distribute`` the anchors are the global batch (as for
+    every pair term) and every replica writes the global batch into its copy
+    of the memory, so the copies stay equal. The paper starts the memory
+    after a warm-up of the model (1k iterations for its retrieval
+    benchmarks): wrap the term after a warm-up phase, or give this term a
+    scheduled weight.
 
     Args:
         term: a pair term that accepts a reference set
@@ -123,7 +126,7 @@ class CrossBatchMemory(PairTerm):
     def update_state(self, outputs, targets, sample_weight):
         """Enqueue the batch over the oldest slots (in place, O(batch x dim)); the base gates it on the checks."""
         # Under tf.distribute every replica writes the global batch into its copy.
-        embeddings, labels, sample_weight = backend.all_gather((outputs, targets, sample_weight))
+        embeddings, labels, sample_weight = global_batch(outputs, targets, sample_weight)
         x = ops.stop_gradient(ops.cast(embeddings, "float32"))
         ids, valid = pair_labels(labels)
         keep = ops.logical_and(valid, finite_rows(x))

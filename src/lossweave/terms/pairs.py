@@ -17,17 +17,30 @@ wrapped by ``lossweave.terms.CrossBatchMemory``; their ``pair_loss(embeddings,
 labels, sample_weight, ref_embeddings=None, ref_labels=None, ref_mask=None,
 exclude_self=True)`` is the loss without the check.
 
-Several devices: under JAX's ``keras.distribution.DataParallel`` the step is
-one global program, so the pairs are those of the global batch. Under a
-``tf.distribute`` strategy each replica forms the pairs of its own share of
-the global batch only: the objective is the mean over the replicas of their
-losses, and no pair spans two replicas (``CrossBatchMemory`` stores every
-replica's rows, so its memory partners do). The proxy losses are exact on
-both (``lossweave.terms.ProxyAnchorLoss`` sums Eq. 4 over the replicas).
+Several devices: every pair term forms its tuples over the **global** batch.
+Under JAX's ``keras.distribution.DataParallel`` the step is one global
+program. Under a ``tf.distribute`` strategy ``PairTerm.compute_loss`` first
+all-gathers the embeddings, labels and sample weights of every replica
+(``lossweave._backend.all_gather``, O(global batch x dim)), so each replica
+computes the loss of the global batch, mining and reducer included. The
+collective's gradient (TensorFlow's ``ReplicaContext.all_gather``: the sum
+over the replicas of the gradients of the gathered rows, sliced to the
+replica's own rows) gives each replica ``sum_r dL_r/dx_i`` for its own rows
+``x_i`` only; with the ``1 / replicas`` by which Keras (and the
+``Objective``) scales each replica's loss, that is ``dL/dx_i`` of the one
+global loss, and the replicas' parameter gradients, summed by the
+optimizer, equal one device's (``tests/test_distribution.py``, 2 and 4
+replicas, 1e-5). A subclass that overrides ``compute_loss`` gathers with
+``global_batch``. On PyTorch (one process per device under DDP) each process
+sees only its own batch: ``docs/distributed.md``.
 """
+
+import contextlib
+import threading
 
 import keras
 
+from lossweave import _backend as backend
 from lossweave import arguments
 from lossweave import distances as distance_objects
 from lossweave import miners as miner_objects
@@ -63,7 +76,29 @@ class PairTerm(Term):
         raise NotImplementedError(f"{type(self).__name__} must implement pair_loss.")
 
     def compute_loss(self, outputs, targets, sample_weight, training):
-        return self.pair_loss(outputs, targets, sample_weight)
+        return self.pair_loss(*global_batch(outputs, targets, sample_weight))
+
+
+def global_batch(*tensors):
+    """The tensors of the global batch: under ``tf.distribute``, every replica's rows concatenated in order.
+
+    Each tensor (or ``None``) is all-gathered along axis 0 over the replicas
+    of a ``tf.distribute`` step; on one device, on JAX (one global program)
+    and on PyTorch the tensors are returned as they are. Gradients flow back
+    to each replica's own rows (see the module docstring for why the
+    replicas' gradients then add up to one device's). Every tuple loss
+    gathers with it before forming its tuples (``PairTerm.compute_loss``).
+
+    Example:
+        >>> import numpy as np
+        >>> x, y = global_batch(np.ones((2, 3), "float32"), np.array([0, 1]))
+        >>> x.shape, y.tolist()
+        ((2, 3), [0, 1])
+    """
+    return backend.all_gather(tensors)
+
+
+_REDUCING = threading.local()  # per thread: {id(term): reducer} of the open TupleArguments.reducing_with blocks
 
 
 class TupleArguments:
@@ -76,6 +111,35 @@ class TupleArguments:
     before they were objects still loads). ``None`` reducer / miner: the
     loss's own (the paper's mean; every tuple, or the loss's ``mining``).
     """
+
+    @property
+    def reducer(self):
+        """The reducer: the one given, or, inside ``reducing_with`` in this thread, that block's."""
+        override = getattr(_REDUCING, "by_term", {}).get(id(self))
+        return self._reducer if override is None else override
+
+    @reducer.setter
+    def reducer(self, value):
+        self._reducer = value
+
+    @contextlib.contextmanager
+    def reducing_with(self, reducer):
+        """Inside the block, in this thread only, the loss reduces its tuples with ``reducer``.
+
+        How :class:`lossweave.metrics.TupleStatistics` counts a loss's tuples
+        with the term itself (its miner, its state); other threads (the other
+        replicas of a tf.distribute step) still see the term's own reducer.
+        """
+        overrides = _REDUCING.__dict__.setdefault("by_term", {})
+        previous = overrides.get(id(self))
+        overrides[id(self)] = reducer
+        try:
+            yield self
+        finally:
+            if previous is None:
+                del overrides[id(self)]
+            else:
+                overrides[id(self)] = previous
 
     def init_tuple(self, distance, reducer=None, miner=None, mines=True):
         self.distance = distance_objects.get(distance, self)

@@ -14,7 +14,9 @@ pair, e.g. a batch of one) gives 0.0.
 The one-output terms are :class:`~lossweave.terms.pairs.PairTerm` s:
 ``pair_loss(embeddings, labels, sample_weight, ref_embeddings=None,
 ref_labels=None, ref_mask=None, exclude_self=True)`` is the loss without the
-check, and :class:`~lossweave.terms.CrossBatchMemory` can wrap them.
+check, and :class:`~lossweave.terms.CrossBatchMemory` can wrap them. Every
+term here forms its pairs over the global batch under ``tf.distribute``
+(:func:`~lossweave.terms.pairs.global_batch`).
 """
 
 import keras
@@ -22,7 +24,7 @@ import keras
 from lossweave import arguments
 from lossweave.ops import pair_similarity
 from lossweave.terms.base import Term
-from lossweave.terms.pairs import PairTerm, TupleArguments
+from lossweave.terms.pairs import PairTerm, TupleArguments, global_batch
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -288,7 +290,8 @@ class TwoViewNTXentLoss(TupleArguments, Term):
         self.init_tuple(distance, reducer, mines=False)
 
     def compute_loss(self, outputs, targets, sample_weight, training):
-        view1, view2 = outputs
+        # Under tf.distribute, the views of the global batch (row i of both from one replica).
+        view1, view2, targets, sample_weight = global_batch(*outputs, targets, sample_weight)
         return pair_similarity.nt_xent_views_loss(view1, view2, self.temperature, targets, sample_weight,
                                                   **self.tuple_kwargs())
 
