@@ -25,9 +25,10 @@ class _Crash(Exception):
     pass
 
 
-def _check_report(out):
+def _check_report(out, tuple_loss=False):
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4  # features, losses, calibration, neighbour tiles
+    # features, losses, calibration, neighbour tiles; and the tuple statistics of a tuple loss
+    assert page.count("data:image/png;base64,") == 4 + tuple_loss
     assert not (out / "backup").exists()  # the run finished
 
 
@@ -36,7 +37,7 @@ def _check_report(out):
 def test_train(dim, loss, tmp_path, capsys):
     metrics = _train([*UNSEEN, *loss, "--embedding-dim", str(dim), "--batch-size", "256"], capsys, tmp_path)
     assert metrics["test_accuracy"] is None and metrics["intra_inter_ratio"] is not None
-    _check_report(tmp_path)
+    _check_report(tmp_path, tuple_loss=bool(loss))
 
 
 @one_backend

@@ -408,8 +408,8 @@ def test_terms_are_the_ops_gated_on_the_check():
         np.testing.assert_allclose(_value(term(x, y[:, None])), expected, **TOL)  # (batch, 1) labels
         with pytest.raises(lw.InvalidInputError, match=r"Expected non-negative integer labels"):
             term(x, np.where(np.arange(10) == 3, -1, y))
-        with pytest.raises(ValueError, match=r"pair losses take sparse labels"):
-            term(x, np.eye(10, dtype="float32")[:, :4])
+        with pytest.raises(ValueError, match=r"received labels of rank 3"):
+            term(x, np.eye(10, dtype="float32")[:, :4, None])
 
 
 def test_missing_labels_are_left_out_of_every_pair():
