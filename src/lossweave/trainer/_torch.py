@@ -91,7 +91,7 @@ def gradient_train_step(model, data):
         if scale is not None:
             dz = dz / scale
         shared_rows = [dz]
-    gram = _gramian(shared_rows, k)
+    gram = _gramian(shared_rows, k, losses.device)
     # GradDrop's sgn(A): the representation's value, when the strategy asks for it.
     wants = plan.representation is not None and model.weighting.wants_activations
     activations = {"activations": [z.detach()]} if wants else {}
@@ -164,13 +164,15 @@ def _finite(per_term, k):
     return torch.stack(flags)
 
 
-def _gramian(rows, k):
-    """``sum_v R_v R_v^T`` of the per-variable ``(K, *shape)`` rows, float32 (``_common.gramian``'s value)."""
-    total = None
+def _gramian(rows, k, device):
+    """``sum_v R_v R_v^T`` of the per-variable ``(K, *shape)`` rows, float32 (``_common.gramian``'s value).
+
+    No shared variable (no rows): the zero ``(K, K)`` Gramian, as ``_common.gramian`` gives.
+    """
+    total = torch.zeros((k, k), dtype=torch.float32, device=device)
     for r in rows:
         flat = r[:k].reshape(k, -1).float()
-        part = flat @ flat.T
-        total = part if total is None else total + part
+        total = total + flat @ flat.T
     return total
 
 
