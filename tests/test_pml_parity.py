@@ -189,3 +189,66 @@ def test_proxy_nca_equals_pml():
     ours = _with_proxies(lw.terms.ProxyNCALoss(5, include_positive=True), loss.proxies.detach().numpy())
     expected = float(loss(torch.tensor(X), torch.tensor(LABELS)))
     np.testing.assert_allclose(_value(ours), expected, rtol=1e-5)
+
+
+# The losses added for issue 23: each row the table's arguments (docs/pair_losses.md "More tuple losses", "Ranking
+# and neighbourhood losses", docs/self_supervised.md). Rows where PML normalises only some inputs run on unit rows.
+UNIT = X / np.linalg.norm(X, axis=1, keepdims=True)
+# PML 2.9's HistogramLoss indexes past its last bin at similarity exactly 1 (rows 2 and 5): its row moves row 5.
+DISTINCT = X.copy()
+DISTINCT[5] += 0.5
+NEW_LOSSES = {
+    "nca": (lambda: L.NCALoss(),
+            lambda: lw.terms.NCALoss(distance=lw.distances.SquaredEuclideanDistance(**NORMALIZED)), X, LABELS),
+    "margin": (lambda: L.MarginLoss(),
+               lambda: lw.terms.MarginLoss(triplets=True, distance=euclidean(), learn_beta=False), X, LABELS),
+    "tuplet_margin": (lambda: L.TupletMarginLoss(margin=float(np.degrees(0.1))),
+                      lambda: lw.terms.TupletMarginLoss(angular_margin=0.1), X, LABELS),
+    "angular": (lambda: L.AngularLoss(alpha=40), lambda: lw.terms.AngularLoss(angle=40.0), UNIT, LABELS),
+    "generalized_lifted": (lambda: L.GeneralizedLiftedStructureLoss(),
+                           lambda: lw.terms.GeneralizedLiftedStructureLoss(distance=euclidean()), X, LABELS),
+    "intra_pair_variance": (lambda: L.IntraPairVarianceLoss(), lambda: lw.terms.IntraPairVarianceLoss(), X, LABELS),
+    "snr_contrastive": (lambda: L.SignalToNoiseRatioContrastiveLoss(),
+                        lambda: lw.terms.SNRContrastiveLoss(distance=lw.distances.SNRDistance(**NORMALIZED)),
+                        X, LABELS),
+    "fastap": (lambda: L.FastAPLoss(num_bins=10), lambda: lw.terms.FastAPLoss(num_bins=10), X, LABELS),
+    "histogram": (lambda: L.HistogramLoss(n_bins=100), lambda: lw.terms.HistogramLoss(n_bins=100), DISTINCT,
+                  PK_LABELS),
+    "instance": (lambda: L.InstanceLoss(gamma=64), lambda: lw.terms.InstanceLoss(scale=64.0), X, LABELS),
+    "pnp": (lambda: L.PNPLoss(), lambda: lw.terms.PNPLoss(count_self=True), X, LABELS),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NEW_LOSSES))
+def test_new_loss_equals_pml(case):
+    theirs, ours, x, labels = NEW_LOSSES[case]
+    expected = float(theirs()(torch.tensor(x), torch.tensor(labels)))
+    assert expected > 0.0, "a case whose PML value is 0 proves nothing: change its inputs"
+    np.testing.assert_allclose(float(ours()(x, labels)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ranked_list_equals_pml():
+    """PML adds 1e-5 to each row's weight sums (a few 1e-5 relative) and marks its sets by a distance > 0, so it
+    drops a negative at distance exactly 0 (rows 2 and 5 of ``X``; the paper's set keeps it): on distinct rows."""
+    expected = float(L.RankedListLoss(margin=0.4, Tn=10.0)(torch.tensor(DISTINCT), torch.tensor(LABELS)))
+    got = float(lw.terms.RankedListLoss(margin=0.4, negative_temperature=10.0)(DISTINCT, LABELS))
+    assert expected > 0.0
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_soft_triple_equals_pml():
+    """PML's centers are the columns of ``fc`` (dim, classes x K), class-major as our table's rows."""
+    loss = L.SoftTripleLoss(5, X.shape[1], centers_per_class=3)
+    ours = _with_proxies(lw.terms.SoftTripleLoss(5, centers_per_class=3, tau=0.0), loss.fc.detach().numpy().T)
+    expected = float(loss(torch.tensor(X), torch.tensor(LABELS)))
+    np.testing.assert_allclose(_value(ours), expected, rtol=1e-5)
+
+
+def test_self_supervised_losses_equal_pml():
+    views = (X[:6], X[6:])
+    ref, aug = torch.tensor(views[0]), torch.tensor(views[1])
+    pml_ntxent = float(L.SelfSupervisedLoss(L.NTXentLoss(temperature=0.5))(ref, aug))
+    ours_ntxent = float(lw.terms.SelfSupervisedLoss(lw.terms.NTXentLoss(temperature=0.5))(views, None))
+    np.testing.assert_allclose(ours_ntxent, pml_ntxent, rtol=5e-5, atol=1e-7)
+    pml_vicreg = float(L.VICRegLoss()(ref, ref_emb=aug))
+    np.testing.assert_allclose(float(lw.terms.VICRegLoss()(views, None)), pml_vicreg, rtol=5e-5, atol=1e-7)
