@@ -25,13 +25,18 @@ also run with the terms' run-time checks off (``validate=False``) to show
 what the checks cost.
 """
 
-import time
+if __name__ == "__main__":  # the thread limits must be set before keras is imported (as multitask.py)
+    from common import configure_threads
 
-import numpy as np
-import keras
+    configure_threads(1)
 
-import lossweave as lw
-from common import backend, fmt_ms, interleaved_rounds, median
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import keras  # noqa: E402
+
+import lossweave as lw  # noqa: E402
+from common import backend, fmt_ms, interleaved_rounds, median  # noqa: E402
 
 BATCH, INPUT_DIM, NUM_CLASSES = 256, 64, 10
 # (hidden layer widths, embedding dim, steps per timed epoch)

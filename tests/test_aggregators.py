@@ -145,6 +145,21 @@ def test_mgda_frank_wolfe_matches_algorithm_2(case, k):
     np.testing.assert_allclose(to_numpy(agg.mgda(j, iterations=30, exact_max_k=2)), w @ j, atol=1e-5)
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_mgda_frank_wolfe_above_exact_max_k(case):
+    # K = 10 > exact_max_k: the default path is Frank-Wolfe (on PyTorch the host's scalar
+    # loop, lossweave._backend.frank_wolfe; elsewhere the compiled while_loop): Algorithm 2
+    # step for step on a short budget, and within the documented gap on the full one.
+    j = _jacobian(case, 10, params=12)
+    g = gram(j)
+    w = to_numpy(agg.mgda_weights(j @ j.T, iterations=30))
+    np.testing.assert_allclose(_merge_duplicates(w, j), _merge_duplicates(np_frank_wolfe(g, 30, 1e-5), j), atol=1e-5)
+    w = to_numpy(agg.mgda_weights(j @ j.T)).astype("float64")
+    _assert_simplex(w)
+    d = w @ j.astype("float64")
+    assert np.all(j.astype("float64") @ d >= d @ d - 3.2e-3 * np.diag(g).max())
+
+
 @pytest.mark.parametrize("case", CASES + ("duplicated",))
 @pytest.mark.parametrize("k", [3, 4, 6])
 def test_mgda_exact_solver_is_the_minimum(case, k):

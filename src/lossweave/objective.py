@@ -319,7 +319,11 @@ class Objective(keras.Model):
                     sample_weight=self._sample_weight(sample_weight, name, term.target),
                     training=training,
                 )
-        finite = ops.stack([ops.all(ops.isfinite(losses[name])) for name in self.terms])
+        values = [losses[name] for name in self.terms]
+        if all(len(v.shape) == 0 for v in values):  # scalars (every term's contract): two ops, not 2K + 1
+            finite = ops.isfinite(ops.stack(values))
+        else:
+            finite = ops.stack([ops.all(ops.isfinite(v)) for v in values])
         ok = self.loss_check.check(finite)
         if pending:
             for record in self._input_checks("test"):

@@ -19,6 +19,11 @@ PyTorch.
 the replicas); on one device and on JAX (where ``keras.distribution`` shards
 one global computation) they return their input.
 
+``frank_wolfe(gramian, iterations, tolerance, relative_eps)`` gives MGDA's
+Frank-Wolfe weights where a backend has a faster form than the caller's
+``ops.while_loop`` (eager PyTorch: the same iterations on the host's
+scalars), else None.
+
 ``replicated(tensor)`` lays a tensor out whole on every device of a JAX
 ``keras.distribution`` mesh (a sharding constraint; the tensor itself
 elsewhere): an O(batch) vector built from a batch-sharded one before it is
@@ -60,6 +65,7 @@ all_reduce = _impl.all_reduce
 apply_rows = _impl.apply_rows
 check = _impl.check
 deferred_rows = _impl.deferred_rows
+frank_wolfe = _impl.frank_wolfe
 gather_rows = _impl.gather_rows
 recording_checks = _impl.recording_checks
 replicated = _impl.replicated
@@ -72,6 +78,7 @@ __all__ = [
     "check",
     "check_values",
     "deferred_rows",
+    "frank_wolfe",
     "gather_rows",
     "mark_self_gated",
     "recording_checks",

@@ -8,6 +8,7 @@ import contextlib
 import threading
 import types
 
+import numpy as np
 from keras import ops
 
 from lossweave.errors import InvalidInputError, format_message
@@ -106,6 +107,14 @@ class Backend:
         """``tensor`` whole on every device of a ``keras.distribution`` mesh: itself off JAX."""
         return tensor
 
+    def frank_wolfe(self, gramian, iterations, tolerance, relative_eps):
+        """MGDA's Frank-Wolfe weights in this backend's fastest form, or None: the caller's ``ops.while_loop``.
+
+        Compiled backends (JAX, TensorFlow) run the caller's loop inside the
+        step; eager PyTorch overrides this (``frank_wolfe_on_host``).
+        """
+        return None
+
     def check(self, ok, message, *values, record=None):
         """Eager: raise ``InvalidInputError`` at once, before any state moves, where ``ok`` is false."""
         self._raise(ok, message, values)
@@ -136,3 +145,38 @@ class Backend:
         """Record a check in its ``InputCheck`` (``values`` may be one callable, run only on a failure)."""
         record.message = message
         record.update_state(ok, values)
+
+
+def frank_wolfe_on_host(gramian, iterations, tolerance, relative_eps):
+    """Algorithm 2 of Sener & Koltun (2018) on a float64 NumPy ``(K, K)`` Gramian: the ``(K,)`` weights.
+
+    The iterations of ``lossweave.ops.aggregators.mgda._frank_wolfe`` (start
+    ``1/K``; ``t = argmin_r (G w)_r``; Algorithm 1's exact line search between
+    ``d = w @ J`` and ``g_t`` with the same float32-rounding slack and tie
+    rule; stop when a step's L1 change is below ``tolerance`` or after
+    ``iterations`` steps), on scalars: for an eager backend, where each of
+    that loop's ~30 tensor ops per step costs ~20 us of dispatch (~130 ms for
+    250 steps at K = 10 on PyTorch), these cost ~1.5 ms, in float64.
+    """
+    k = gramian.shape[0]
+    alpha = np.full((k,), 1.0 / k)
+    for _ in range(iterations):
+        ga = gramian @ alpha
+        t = int(np.argmin(ga))
+        aa, ab, bb = float(gramian[t, t]), float(ga[t]), float(alpha @ ga)
+        slack = relative_eps * max(abs(aa), abs(bb))
+        a_wins, b_wins = ab >= aa - slack, ab >= bb - slack
+        if b_wins:  # g_t does not beat d (a tie included): stay
+            gamma = 0.0
+        elif a_wins:
+            gamma = 1.0
+        else:
+            denominator = (aa - ab) + (bb - ab)
+            gamma = min(max((bb - ab) / (denominator if denominator > 0 else 1.0), 0.0), 1.0)
+        new = alpha * (1.0 - gamma)
+        new[t] += gamma
+        change = float(np.sum(np.abs(new - alpha)))
+        alpha = new
+        if change < tolerance:
+            break
+    return alpha / np.sum(alpha)

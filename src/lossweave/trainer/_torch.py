@@ -152,16 +152,22 @@ def _finite(per_term, k):
 
     The largest magnitude of a tensor is NaN or Inf exactly when one of its
     entries is (a maximum propagates NaN), and it never overflows: one fused
-    reduction per term instead of an ``isfinite`` per variable.
+    reduction over every term's gradients (``torch._foreach_norm``), then a
+    count of the non-finite ones per term, instead of an ``isfinite`` per
+    variable or a reduction per term.
     """
-    flags = []
-    for grads in per_term[:k]:
-        present = [g for g in grads if g is not None]
-        if not present:
-            flags.append(torch.ones((), dtype=torch.bool))
-            continue
-        flags.append(torch.isfinite(torch.stack(torch._foreach_norm(present, float("inf")))).all())
-    return torch.stack(flags)
+    present, owner = [], []
+    for term, grads in enumerate(per_term[:k]):
+        for g in grads:
+            if g is not None:
+                present.append(g)
+                owner.append(term)
+    if not present:
+        return torch.ones((k,), dtype=torch.bool)
+    bad = ~torch.isfinite(torch.stack(torch._foreach_norm(present, float("inf"))))
+    owner = torch.as_tensor(owner, device=bad.device)
+    counts = torch.zeros((k,), dtype=torch.int32, device=bad.device).index_add_(0, owner, bad.to(torch.int32))
+    return counts == 0
 
 
 def _gramian(rows, k, device):

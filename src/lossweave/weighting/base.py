@@ -184,11 +184,18 @@ class Weighting(keras.layers.Layer):
     def combine(self, losses, step=None, training=False):
         """``(total, {term: weight})`` for a dict of scalar losses: the rule, and its new state assigned."""
         names = self.names_of(losses)
-        vector = [ops.reshape(ops.cast(losses[n], "float32"), ()) for n in names]
+        vector = [_float32_scalar(losses[n]) for n in names]
         before = self.state_values()
         (total, weights), state = self.update(before, vector, step, training)
         self.assign_state(state, before)
         return total, unstack(names, weights)
+
+
+def _float32_scalar(value):
+    """``value`` as a float32 scalar tensor; one that is already (a term's loss) as it is: no eager op."""
+    if ops.is_tensor(value) and len(value.shape) == 0 and keras.backend.standardize_dtype(value.dtype) == "float32":
+        return value
+    return ops.reshape(ops.cast(value, "float32"), ())
 
 
 def unstack(names, weights):
