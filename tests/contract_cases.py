@@ -17,6 +17,7 @@ import keras
 from keras import ops
 
 import lossweave as lw
+from lossweave.terms.pairs import TupleArguments
 
 CLASSES, DIM = 4, 3
 DTYPE = "mixed_bfloat16"  # a Layer dtype other than the float32 every term and strategy defaults to
@@ -142,6 +143,12 @@ TERMS = {
         {"num_classes": CLASSES, "multiplicative_margin": 3, "base": 100.0, "gamma": 0.2, "power": 2.0, "lambda_min": 1.0,
          "sub_centers": 2, "class_weights_initializer": "he_normal", **SAMPLING, **labelled(),
          **layer("sphereface")},
+    ),
+    "large_margin_softmax": (
+        lw.terms.LargeMarginSoftmax,
+        {"num_classes": CLASSES, "multiplicative_margin": 3, "scale": 2.0, "base": 100.0, "gamma": 0.2, "power": 2.0,
+         "lambda_min": 1.0, "class_weights_initializer": "he_normal", "sample_rate": 0.5, "seed": 7, **labelled(),
+         **layer("large_margin_softmax")},
     ),
     "proxy_anchor": (
         lw.terms.ProxyAnchorLoss,
@@ -313,6 +320,13 @@ TERMS = {
     ),
 }
 
+# min_jaccard (the positives of multi-hot labels) is a keyword of every tuple loss (TupleArguments);
+# multi_hot_classes makes XBM's label memory (memory, classes) rows.
+for _cls, _kwargs in TERMS.values():
+    if issubclass(_cls, TupleArguments):
+        _kwargs["min_jaccard"] = 0.5
+TERMS["xbm"][1]["multi_hot_classes"] = CLASSES
+
 WEIGHTINGS = {
     "weighting": (lw.weighting.Weighting, layer("weighting")),
     "fixed": (
@@ -473,6 +487,8 @@ EXEMPT = {
 # Constructor arguments a class takes but does not use, and why.
 UNUSED = {
     "SphereFace": {"scale": "refused: its logits are scaled by ||x|| (MarginSoftmax's `scale` is not its argument)"},
+    "LargeMarginSoftmax": {"sub_centers": "refused: one weight vector per class",
+                           "negative_threshold": "refused: a cosine threshold of normalised class weights"},
     "Loss": {"validate": "it declares no input checks (the Keras loss gets the values as they are)"},
     "Term": {"validate": "the base declares no input checks"},
     "SoftTripleLoss": {"distance": "not taken: its relaxed similarity and regulariser are defined on cosines"},

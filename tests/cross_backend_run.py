@@ -68,6 +68,7 @@ TERMS = {
     "CombinedMargin": (lambda: lw.terms.CombinedMargin(CLASSES, scale=16.0), "embedding"),
     "SubCenterArcFace": (lambda: lw.terms.SubCenterArcFace(CLASSES, sub_centers=2, scale=16.0), "embedding"),
     "SphereFace": (lambda: lw.terms.SphereFace(CLASSES, base=10.0), "embedding"),
+    "LargeMarginSoftmax": (lambda: lw.terms.LargeMarginSoftmax(CLASSES, base=10.0, gamma=0.5, power=1.0), "embedding"),
     "AdaFace": (lambda: lw.terms.AdaFace(CLASSES, scale=16.0, update_rate=0.5, initial_mean=1.5, initial_std=1.0),
                 "embedding"),
     "MagFace": (lambda: lw.terms.MagFace(CLASSES, scale=16.0, lower_norm=0.5, upper_norm=3.0, lambda_g=2.0,

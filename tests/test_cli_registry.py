@@ -68,6 +68,7 @@ def test_parser_choices_are_the_registry():
     expected |= {"nca", "marginloss", "tupletmargin", "angular", "generalizedlifted", "intrapairvariance",
                  "snrcontrastive", "fastap", "softtriple"}  # lossweave.terms.tuple_losses, soft_triple
     expected |= {"softnn", "histogram", "rankedlist", "pnp", "instance"}  # lossweave.terms.ranking
+    expected |= {"lsoftmax"}  # lossweave.terms.large_margin
     assert set(registry.LOSSES) == expected
     assert {"mgda", "pcgrad", "gradient-mean", "gradient-sum", "fixed", "famo"} <= set(registry.WEIGHTINGS)
     for name, entry in registry.WEIGHTINGS.items():  # the level the help shows is the strategy's own

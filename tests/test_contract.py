@@ -33,6 +33,7 @@ TERMS = {
     "combined_margin": lambda: lw.terms.CombinedMargin(num_classes=CLASSES),
     "subcenter_arcface": lambda: lw.terms.SubCenterArcFace(num_classes=CLASSES),
     "sphereface": lambda: lw.terms.SphereFace(num_classes=CLASSES),
+    "large_margin_softmax": lambda: lw.terms.LargeMarginSoftmax(num_classes=CLASSES),
     "adaface": lambda: lw.terms.AdaFace(num_classes=CLASSES),
     "magface": lambda: lw.terms.MagFace(num_classes=CLASSES, lower_norm=0.5, upper_norm=5.0, check_lambda=False),
     "curricular_face": lambda: lw.terms.CurricularFace(num_classes=CLASSES),

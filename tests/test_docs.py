@@ -54,7 +54,8 @@ DIRECTIVE = re.compile(r"<!--\s*docs-test:\s*(\w+)\s*(.*?)\s*-->")
 FAMILIES = {
     "center_loss.md": {"CenterLoss"},
     "margin_softmax.md": {"NormFace", "SphereFace", "CosFace", "ArcFace", "CombinedMargin", "SubCenterArcFace",
-                         "ElasticArcFace", "ElasticCosFace", "AdaFace", "MagFace", "CurricularFace", "AdaCos"},
+                         "ElasticArcFace", "ElasticCosFace", "AdaFace", "MagFace", "CurricularFace", "AdaCos",
+                         "LargeMarginSoftmax"},
     "pair_losses.md": {
         "ContrastiveLoss", "TripletLoss", "LiftedStructureLoss", "NPairsLoss", "MultiSimilarityLoss",
         "CircleLoss", "SupConLoss", "NTXentLoss", "SiameseContrastiveLoss", "TwoViewNTXentLoss", "ProxyAnchorLoss",

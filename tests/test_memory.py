@@ -193,3 +193,63 @@ def test_trains_beside_center_loss_skips_a_failed_step_and_survives_a_keras_roun
     assert int(to_numpy(loaded.terms["xbm"].position)) == (12 * 16) % 40
     for a, b in zip(objective.weights, loaded.weights):
         np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-5, atol=1e-6, err_msg=a.path)
+
+
+def np_multi_hot_contrastive(x, y, ref_x, ref_y, ref_mask, w, neg_margin, min_jaccard):
+    """Hadsell et al. Eq. 4 (with 1/2) over the pairs of multi-hot rows against [batch; memory]: Jaccard positives."""
+    d = np.sqrt(((x[:, None, :].astype("float64") - ref_x[None, :, :]) ** 2).sum(-1))
+    total, count = 0.0, 0
+    for i in range(len(x)):
+        for j in range(len(ref_x)):
+            if j == i or not ref_mask[j] or not y[i].any() or not ref_y[j].any():
+                continue
+            shared, union = (y[i] & ref_y[j]).sum(), (y[i] | ref_y[j]).sum()
+            if shared == 0:
+                total, count = total + w[i] * 0.5 * max(neg_margin - d[i, j], 0.0) ** 2, count + 1
+            elif shared / union >= min_jaccard:
+                total, count = total + w[i] * 0.5 * d[i, j] ** 2, count + 1
+    return total / count if count else 0.0
+
+
+def test_multi_hot_labels_pair_against_a_memory_of_label_rows():
+    classes, size = 4, 8
+    term = lw.terms.CrossBatchMemory(lw.terms.ContrastiveLoss(neg_margin=1.5, min_jaccard=0.5), memory_size=size,
+                                     multi_hot_classes=classes)
+    memory_x, memory_y, filled = np.zeros((size, DIM)), -np.ones((size, classes), int), 0
+    rng = np.random.default_rng(5)
+    for step in range(3):  # empty memory, partly filled, wrapped
+        x = rng.normal(size=(5, DIM)).astype("float32")
+        y = (rng.uniform(size=(5, classes)) < 0.4).astype("int32")
+        y[0] = 0  # no class: in no pair, stored as no partner
+        y[1] = [1, 1, 0, 0]
+        w = rng.uniform(0.5, 2.0, 5)
+        ref_x, ref_y = np.concatenate([x, memory_x]), np.concatenate([y, memory_y]).astype(bool)
+        ref_mask = np.concatenate([np.ones(5, bool), (np.arange(size) < filled) & (memory_y >= 0).all(1)])
+        expected = np_multi_hot_contrastive(x, y.astype(bool), ref_x, ref_y, ref_mask, w, 1.5, 0.5)
+        got = float(to_numpy(term(x, y, sample_weight=w, training=True)))
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+        for row in range(5):  # the ring buffer; a row without a class is stored as no partner (zeros, all -1)
+            slot, labelled = (step * 5 + row) % size, y[row].any()
+            memory_x[slot], memory_y[slot] = (x[row], y[row]) if labelled else (0.0, -1)
+        filled = min(filled + 5, size)
+        np.testing.assert_allclose(to_numpy(term.memory_embeddings), memory_x, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(to_numpy(term.memory_labels), memory_y)
+    assert term.get_config()["multi_hot_classes"] == classes
+    assert "multi_hot_classes" not in lw.terms.CrossBatchMemory(lw.terms.ContrastiveLoss(), 4).get_config()
+    with pytest.raises(ValueError, match=r"expected multi-hot rows of shape \(batch, 4\)"):
+        term(x, np.arange(5), training=True)
+    with pytest.raises(ValueError, match=r"Give multi_hot_classes"):
+        lw.terms.CrossBatchMemory(lw.terms.ContrastiveLoss(), 4)(x, y, training=True)
+
+
+def test_margin_loss_with_its_learned_beta_trains_inside_the_memory():
+    """MarginLoss makes its beta in build, not on first use: the compiled step of CrossBatchMemory makes none."""
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, {"embedding": keras.layers.Dense(DIM)(inputs)})
+    margin = lw.terms.MarginLoss(learn_beta=True)
+    objective = lw.Objective(model, {"xbm": lw.terms.CrossBatchMemory(margin, memory_size=32, name="xbm")})
+    objective.compile(optimizer=keras.optimizers.SGD(0.1))
+    x, y = _data(16)
+    history = objective.fit(x, {"label": y}, epochs=1, batch_size=16, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and int(to_numpy(objective.terms["xbm"].filled)) == 16
+    assert float(to_numpy(margin.betas)[0]) != 1.2  # beta was trained in the step

@@ -215,3 +215,20 @@ def test_a_cli_run_shows_the_statistics_in_tensorboard_and_the_report(tmp_path, 
         assert f"tuples/{statistic}" in tags, (statistic, sorted(tags))
     assert (out / "tuples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Pair distances and active tuples" in (out / "report.html").read_text()
+
+
+@one_backend
+def test_multi_hot_rows_are_paired_by_the_term_rule():
+    """Multi-hot labels: the positives are the term's (``min_jaccard``), shares-any by default."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(6, 3)).astype("float32")
+    y = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 1], [0, 0, 1], [1, 1, 1], [0, 1, 0]])
+    d = _euclidean(x.astype("float64"))
+    shared, union = y @ y.T, (y[:, None, :] | y[None, :, :]).sum(-1)
+    off = ~np.eye(6, dtype=bool)
+    for rule, positives in ((None, (shared > 0) & off), (0.5, (shared / union >= 0.5) & off)):
+        metric = lw.metrics.TupleStatistics(lw.terms.ContrastiveLoss(min_jaccard=rule))
+        metric.update_state(y, x)
+        got = {k.split("/")[1]: float(v) for k, v in metric.result().items()}
+        np.testing.assert_allclose(got["positive_distance"], d[positives].mean(), rtol=1e-5)
+        np.testing.assert_allclose(got["negative_distance"], d[(shared == 0) & off].mean(), rtol=1e-5)

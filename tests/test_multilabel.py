@@ -177,3 +177,64 @@ def test_terms_take_multi_hot_rows_in_fit_and_refuse_soft_entries():
     multi_hot[3] = 0.0  # no class: in no pair
     history = objective.fit(x, {"label": multi_hot}, epochs=2, batch_size=8, verbose=0).history
     assert np.all(np.isfinite(history["loss"])) and history["loss"][1] < history["loss"][0]
+
+
+def np_batch_hard(d, pos, neg, margin):
+    """Hermans et al. 2017, Eq. 5: per anchor with both, [max_p d_ap - min_n d_an + margin]_+; their mean."""
+    terms = [max(d[a][pos[a]].max() - d[a][neg[a]].min() + margin, 0.0) for a in range(len(d))
+             if pos[a].any() and neg[a].any()]
+    return float(np.mean(terms)) if terms else 0.0
+
+
+@one_backend
+def test_min_jaccard_of_a_loss_and_of_a_miner_is_the_builder_rule():
+    """``min_jaccard=`` of every tuple loss (``TupleArguments``) and miner (``Miner``) against the NumPy Jaccard rule."""
+    d = np_distances(X, X, "euclidean")
+    pos, neg, _ = np_relation(Y, 0.5)
+    assert not np.array_equal(pos, np_relation(Y)[0])  # the rule changes the pairs of this batch
+    # A pair loss.
+    got = lw.terms.ContrastiveLoss(min_jaccard=0.5)(X, Y)
+    np.testing.assert_allclose(float(to_numpy(got)), np_contrastive_masks(d, pos, neg), **TOL)
+    # A triplet loss with a miner of every violating triplet.
+    term = lw.terms.TripletLoss(0.4, miner=lw.miners.TripletMarginMiner(0.5, "all"),
+                                reducer=lw.reducers.MeanReducer(), min_jaccard=0.5)
+    np.testing.assert_allclose(float(to_numpy(term(X, Y))), np_triplet_mean(d, np_triplets(d, pos, neg, 0.5), 0.4),
+                               **TOL)
+    # A miner's threshold: the loss's tuples are those its rule allows (the larger of the two thresholds).
+    for loss_rule in (None, 0.25):
+        term = lw.terms.TripletLoss(0.3, miner=lw.miners.BatchHardMiner(min_jaccard=0.5), min_jaccard=loss_rule)
+        np.testing.assert_allclose(float(to_numpy(term(X, Y))), np_batch_hard(d, pos, neg, 0.3), **TOL)
+    strict = np_relation(Y, 1.0)[0]
+    term = lw.terms.TripletLoss(0.3, miner=lw.miners.BatchHardMiner(min_jaccard=0.5), min_jaccard=1.0)
+    np.testing.assert_allclose(float(to_numpy(term(X, Y))), np_batch_hard(d, strict, neg, 0.3), **TOL)
+    # Configs: present when given, round-tripped; absent by default (saved configs unchanged).
+    term = lw.terms.TripletLoss(miner=lw.miners.BatchHardMiner(min_jaccard=0.5), min_jaccard=0.25)
+    config = term.get_config()
+    assert config["min_jaccard"] == 0.25 and config["miner"]["config"]["min_jaccard"] == 0.5
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(term))
+    assert clone.min_jaccard == 0.25 and clone.miner == lw.miners.BatchHardMiner(min_jaccard=0.5)
+    assert "min_jaccard" not in lw.terms.TripletLoss().get_config()
+    assert "min_jaccard" not in lw.miners.BatchHardMiner().get_config()
+    # Class ids: one label a row gives the same pairs for every threshold (ignored, not refused).
+    ids = np.array([0, 1, 0, 2, 1, 0, 2, 2, 1])
+    assert float(to_numpy(lw.terms.ContrastiveLoss(min_jaccard=0.5)(X, ids))) == float(
+        to_numpy(lw.terms.ContrastiveLoss()(X, ids)))
+    # Checked once, at construction.
+    for make in (lambda: lw.terms.ContrastiveLoss(min_jaccard=1.5), lambda: lw.terms.NCALoss(min_jaccard=0),
+                 lambda: lw.miners.BatchHardMiner(min_jaccard=True),
+                 lambda: lw.miners.DistanceWeightedMiner(4, min_jaccard=-0.5)):
+        with pytest.raises(ValueError, match=r"`min_jaccard` must be a number > 0 and <= 1; received"):
+            make()
+    with pytest.raises(TypeError, match=r"unknown keyword argument\(s\) \['min_jaccard'\]"):  # given pairs
+        lw.terms.SiameseContrastiveLoss(min_jaccard=0.5)
+
+
+def test_min_jaccard_holds_in_the_compiled_step():
+    """The rule is applied when the step is traced (``label_rule`` around ``pair_loss``): evaluate equals the eager loss."""
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, {"embedding": keras.layers.Identity()(inputs)})
+    objective = lw.Objective(model, {"pairs": lw.terms.ContrastiveLoss(min_jaccard=0.5)})
+    objective.compile(optimizer="sgd")
+    got = objective.evaluate(X, {"label": Y.astype("float32")}, batch_size=9, verbose=0, return_dict=True)["loss"]
+    pos, neg, _ = np_relation(Y, 0.5)
+    np.testing.assert_allclose(got, np_contrastive_masks(np_distances(X, X, "euclidean"), pos, neg), **TOL)

@@ -59,6 +59,7 @@ OVERRIDES = {
     "combined_margin": {"num_classes": CLASSES},
     "subcenter_arcface": {"num_classes": CLASSES},
     "sphereface": {"num_classes": CLASSES},
+    "large_margin_softmax": {"num_classes": CLASSES},
     "adaface": {"num_classes": CLASSES},
     "magface": {"num_classes": CLASSES},
     "curricular_face": {"num_classes": CLASSES},
@@ -83,6 +84,7 @@ PER_SAMPLE = {
     "adaface", "magface", "curricular_face", "adacos",
     "elastic_arcface", "elastic_cosface",
     "soft_triple",
+    "large_margin_softmax",
 }
 # Pair, triplet, anchor or proxy terms: w_i scales the tuples row i anchors; denominators count tuples.
 TUPLE = {

@@ -46,6 +46,7 @@ from lossweave import arguments
 from lossweave._config_object import ConfigObject, resolve
 from lossweave._seed_state import SavesSeedState
 from lossweave.ops import miners as miner_ops
+from lossweave.ops.pair_structure import checked_min_jaccard
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -56,7 +57,35 @@ class Miner(ConfigObject):
     ``positives`` / ``negatives`` the bool ``(n, m)`` pairs that take part,
     ``inverted`` whether the loss's distance is a similarity (then ``d`` is
     minus it, and a margin given in its units is negated).
+
+    Every miner takes ``min_jaccard`` (checked here, in ``get_config`` when
+    given): with multi-hot labels ``(batch, classes)`` it mines from the
+    positive pairs whose Jaccard index ``|Y_i & Y_j| / |Y_i | Y_j|`` is at
+    least it (``None``: those that share a label; class ids: ignored). A
+    miner sees masks, not labels: the loss that holds it builds its pair
+    structure with the larger of its own and the miner's threshold
+    (:class:`lossweave.terms.pairs.TupleArguments`), so the tuples mined are
+    those the miner's rule allows. In a bare ``lossweave.ops`` call, open
+    ``lossweave.ops.pair_structure.label_rule(min_jaccard)`` around it.
+
+    Args:
+        min_jaccard: ``None`` or a number in ``(0, 1]``.
     """
+
+    def __init__(self, min_jaccard=None):
+        self.min_jaccard = checked_min_jaccard(min_jaccard, self)
+
+    def get_config(self):
+        config = super().get_config()
+        if self.min_jaccard is not None:  # absent by default: configs saved before it still match
+            config["min_jaccard"] = self.min_jaccard
+        return config
+
+    def __repr__(self):
+        text = super().__repr__()
+        if self.min_jaccard is None:
+            return text
+        return f"{text[:-1]}{', ' if not text.endswith('()') else ''}min_jaccard={self.min_jaccard!r})"
 
     def mine(self, d, positives, negatives, inverted=False):
         raise NotImplementedError(f"{type(self).__name__} must implement mine.")
@@ -74,6 +103,7 @@ class TripletMarginMiner(Miner):
     Args:
         margin: the margin of the selection (in the distance's units).
         type_of_triplets: ``"all"``, ``"hard"``, ``"semihard"`` or ``"easy"``.
+        min_jaccard: the positives of multi-hot labels (see :class:`Miner`; ``None``: sharing a label).
 
     Example:
         >>> import numpy as np
@@ -86,7 +116,8 @@ class TripletMarginMiner(Miner):
 
     _config = ("margin", "type_of_triplets")
 
-    def __init__(self, margin=0.2, type_of_triplets="all"):
+    def __init__(self, margin=0.2, type_of_triplets="all", min_jaccard=None):
+        super().__init__(min_jaccard)
         self.margin = arguments.number(margin, "margin", self)
         self.type_of_triplets = arguments.choice(type_of_triplets, miner_ops.TRIPLET_TYPES, "type_of_triplets", self)
 
@@ -107,6 +138,7 @@ class BatchEasyHardMiner(Miner):
     Args:
         pos_strategy: ``"easy"``, ``"semihard"`` or ``"hard"``.
         neg_strategy: ``"easy"``, ``"semihard"`` or ``"hard"`` (not both ``"semihard"``).
+        min_jaccard: the positives of multi-hot labels (see :class:`Miner`; ``None``: sharing a label).
 
     Example:
         >>> import numpy as np
@@ -118,7 +150,8 @@ class BatchEasyHardMiner(Miner):
 
     _config = ("pos_strategy", "neg_strategy")
 
-    def __init__(self, pos_strategy="easy", neg_strategy="semihard"):
+    def __init__(self, pos_strategy="easy", neg_strategy="semihard", min_jaccard=None):
+        super().__init__(min_jaccard)
         self.pos_strategy = arguments.choice(pos_strategy, miner_ops.BATCH_STRATEGIES, "pos_strategy", self)
         self.neg_strategy = arguments.choice(neg_strategy, miner_ops.BATCH_STRATEGIES, "neg_strategy", self)
         if self.pos_strategy == self.neg_strategy == "semihard":
@@ -146,8 +179,8 @@ class BatchHardMiner(BatchEasyHardMiner):
 
     _config = ()
 
-    def __init__(self):
-        super().__init__("hard", "hard")
+    def __init__(self, min_jaccard=None):
+        super().__init__("hard", "hard", min_jaccard)
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -183,6 +216,7 @@ class MultiSimilarityMiner(Miner):
 
     Args:
         epsilon: the margin (>= 0; paper and pytorch-metric-learning: 0.1).
+        min_jaccard: the positives of multi-hot labels (see :class:`Miner`; ``None``: sharing a label).
 
     Example:
         >>> import numpy as np
@@ -195,7 +229,8 @@ class MultiSimilarityMiner(Miner):
 
     _config = ("epsilon",)
 
-    def __init__(self, epsilon=0.1):
+    def __init__(self, epsilon=0.1, min_jaccard=None):
+        super().__init__(min_jaccard)
         self.epsilon = arguments.number(epsilon, "epsilon", self, low=0.0)
 
     def mine(self, d, positives, negatives, inverted=False):
@@ -213,6 +248,7 @@ class PairMarginMiner(Miner):
     Args:
         pos_margin: positives at or below it (a distance) are left out.
         neg_margin: negatives at or above it (a distance) are left out.
+        min_jaccard: the positives of multi-hot labels (see :class:`Miner`; ``None``: sharing a label).
 
     Example:
         >>> import numpy as np
@@ -224,7 +260,8 @@ class PairMarginMiner(Miner):
 
     _config = ("pos_margin", "neg_margin")
 
-    def __init__(self, pos_margin=0.2, neg_margin=0.8):
+    def __init__(self, pos_margin=0.2, neg_margin=0.8, min_jaccard=None):
+        super().__init__(min_jaccard)
         self.pos_margin = arguments.number(pos_margin, "pos_margin", self)
         self.neg_margin = arguments.number(neg_margin, "neg_margin", self)
 
@@ -244,6 +281,7 @@ class HDCMiner(Miner):
 
     Args:
         filter_percentage: the fraction kept, in ``(0, 1]``.
+        min_jaccard: the positives of multi-hot labels (see :class:`Miner`; ``None``: sharing a label).
 
     Example:
         >>> import numpy as np
@@ -255,7 +293,8 @@ class HDCMiner(Miner):
 
     _config = ("filter_percentage",)
 
-    def __init__(self, filter_percentage=0.5):
+    def __init__(self, filter_percentage=0.5, min_jaccard=None):
+        super().__init__(min_jaccard)
         self.filter_percentage = arguments.number(filter_percentage, "filter_percentage", self, low=0.0,
                                                   high=1.0, low_open=True)
 
@@ -285,6 +324,7 @@ class AngularMiner(Miner):
 
     Args:
         angle: the threshold in degrees, ``0 <= angle < 90`` (pytorch-metric-learning: 20).
+        min_jaccard: the positives of multi-hot labels (see :class:`Miner`; ``None``: sharing a label).
 
     Example:
         >>> import numpy as np
@@ -297,7 +337,8 @@ class AngularMiner(Miner):
 
     _config = ("angle",)
 
-    def __init__(self, angle=20.0):
+    def __init__(self, angle=20.0, min_jaccard=None):
+        super().__init__(min_jaccard)
         self.angle = arguments.number(angle, "angle", self, low=0.0, high=90.0, high_open=True,
                                       hint="(degrees)")
 
@@ -319,23 +360,25 @@ class SeededMiner(SavesSeedState, Miner, keras.layers.Layer):
 
     Args:
         seed: an int (reproducible draws) or ``None``.
+        min_jaccard: the positives of multi-hot labels (see :class:`Miner`; ``None``: sharing a label).
         **kwargs: Layer arguments (``name``, ``dtype``).
     """
 
     _config = ("seed",)
 
-    def __init__(self, seed=None, **kwargs):
+    def __init__(self, seed=None, min_jaccard=None, **kwargs):
         arguments.check_keywords(self, kwargs)
         keras.layers.Layer.__init__(self, **kwargs)
+        Miner.__init__(self, min_jaccard)
         self.seed = arguments.seed(seed, self)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         self.built = True
 
     def get_config(self):
-        return {**keras.layers.Layer.get_config(self), **ConfigObject.get_config(self)}
+        return {**keras.layers.Layer.get_config(self), **Miner.get_config(self)}
     __eq__ = object.__eq__
     __hash__ = object.__hash__
-    __repr__ = ConfigObject.__repr__
+    __repr__ = Miner.__repr__
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -365,6 +408,7 @@ class DistanceWeightedMiner(SeededMiner):
         cutoff: distances below it are raised to it before weighting (paper and pytorch-metric-learning: 0.5).
         nonzero_loss_cutoff: negatives at or beyond it are never drawn (1.4).
         seed: an int for reproducible draws, or ``None``.
+        min_jaccard: the positives of multi-hot labels (see :class:`Miner`; ``None``: sharing a label).
         **kwargs: Layer arguments (``name``).
 
     Example:
@@ -380,8 +424,8 @@ class DistanceWeightedMiner(SeededMiner):
 
     _config = ("dimension", "cutoff", "nonzero_loss_cutoff", "seed")
 
-    def __init__(self, dimension, cutoff=0.5, nonzero_loss_cutoff=1.4, seed=None, **kwargs):
-        super().__init__(seed, **kwargs)
+    def __init__(self, dimension, cutoff=0.5, nonzero_loss_cutoff=1.4, seed=None, min_jaccard=None, **kwargs):
+        super().__init__(seed, min_jaccard, **kwargs)
         self.dimension = arguments.positive_int(dimension, "dimension", self)
         self.cutoff = arguments.number(cutoff, "cutoff", self, low=0.0)
         self.nonzero_loss_cutoff = arguments.number(nonzero_loss_cutoff, "nonzero_loss_cutoff", self,
@@ -411,6 +455,7 @@ class UniformHistogramMiner(SeededMiner):
         pos_per_bin: positive pairs drawn per bin (>= 1; 10).
         neg_per_bin: negative pairs drawn per bin (>= 1; 10).
         seed: an int for reproducible draws, or ``None``.
+        min_jaccard: the positives of multi-hot labels (see :class:`Miner`; ``None``: sharing a label).
         **kwargs: Layer arguments (``name``).
 
     Example:
@@ -424,8 +469,8 @@ class UniformHistogramMiner(SeededMiner):
 
     _config = ("num_bins", "pos_per_bin", "neg_per_bin", "seed")
 
-    def __init__(self, num_bins=100, pos_per_bin=10, neg_per_bin=10, seed=None, **kwargs):
-        super().__init__(seed, **kwargs)
+    def __init__(self, num_bins=100, pos_per_bin=10, neg_per_bin=10, seed=None, min_jaccard=None, **kwargs):
+        super().__init__(seed, min_jaccard, **kwargs)
         self.num_bins = arguments.integer(num_bins, "num_bins", self, low=1, high=2 ** 20)
         self.pos_per_bin = arguments.positive_int(pos_per_bin, "pos_per_bin", self)
         self.neg_per_bin = arguments.positive_int(neg_per_bin, "neg_per_bin", self)

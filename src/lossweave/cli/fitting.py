@@ -138,7 +138,9 @@ def fit_and_evaluate(config, dataset, *, verbose=2, callbacks=(), backup=None):
     except ValueError as error:  # a bad model file, output name, term parameter or P x K
         raise UsageError(str(error)) from None
     metrics = {"logits": [lw.metrics.LogitsAccuracy()]} if has_logits_head(config.loss) else None
-    # A tuple loss's pair distances and active tuples: in the history, TensorBoard and the report.
+    # A tuple loss's pair distances and active tuples: in the history, TensorBoard and the report (its
+    # figure). Kept on: it runs inside the compiled step, and what it adds to a step is measured side by
+    # side by benchmarks/tuple_statistics.py.
     tuple_terms = [t for t in objective.terms.values() if lw.metrics.TupleStatistics.accepts(t)]
     if tuple_terms:
         metrics = {**(metrics or {}), tuple_terms[0].on: [lw.metrics.TupleStatistics(tuple_terms[0])]}

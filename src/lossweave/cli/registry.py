@@ -71,7 +71,7 @@ class WeightingEntry(typing.NamedTuple):
 
 def _sphereface_margin(value):
     if float(value) != int(value) or value < 1:
-        raise ValueError(f"--margin for sphereface is the integer multiplier m >= 1; received {value!r}.")
+        raise ValueError(f"--margin for sphereface and lsoftmax is the integer multiplier m >= 1; received {value!r}.")
     return {"multiplicative_margin": int(value)}
 
 
@@ -150,6 +150,9 @@ LOSSES = {
     "fastap": LossEntry("FastAPLoss", "FastAP (Cakir et al.): histogram-binned average precision", "pair"),
     "softtriple": LossEntry("SoftTripleLoss", "SoftTriple (Qian et al.): 10 centers per class, their regulariser; "
                             "--margin: delta", "pair", (("margin", "cosine_margin"),), num_classes=True),
+    "lsoftmax": LossEntry("LargeMarginSoftmax", "L-Softmax (Liu et al. 2016): ||W|| ||x|| psi(m theta), nothing "
+                          "normalised, annealed; --margin: integer m", "margin", (("margin", _sphereface_margin),),
+                          num_classes=True),
 }
 
 

@@ -101,7 +101,13 @@ class TupleStatistics(keras.metrics.Metric):
 
     Under ``tf.distribute`` every replica gathers the global batch, as the
     term does, so the hardest pairs are the global batch's and every replica
-    logs the same values.
+    logs the same values. With multi-hot labels the pairs are the term's
+    (its ``min_jaccard`` and its miner's).
+
+    Cost: inside the compiled step it forms the batch's pair structure once
+    more and runs the term's loss twice more (the counting reducers: every
+    tuple, then the active ones; a compiler may share their common work).
+    ``benchmarks/tuple_statistics.py`` times the step with and without it.
 
     Args:
         term: the tuple loss (a :class:`lossweave.terms.PairTerm` with a
@@ -163,7 +169,9 @@ class TupleStatistics(keras.metrics.Metric):
         """``(totals, counts)``: the ``(5,)`` weighted sums and weights of one batch (the global one)."""
         embeddings, labels, sample_weight = global_batch(embeddings, labels, sample_weight)
         embeddings = ops.stop_gradient(ops.cast(embeddings, "float32"))
-        s = pair_structure(embeddings, labels, sample_weight, self.distance, what="TupleStatistics")
+        rule = getattr(self._inner, "tuple_min_jaccard", None)  # the term's positives of multi-hot rows
+        s = pair_structure(embeddings, labels, sample_weight, self.distance, what="TupleStatistics",
+                           min_jaccard=None if rule is None else rule())
         farther = ordered(self.distance, s.values)  # larger is farther, whatever the distance
         weights = s.weights
         totals, counts = [], []

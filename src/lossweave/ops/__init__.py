@@ -9,6 +9,7 @@ from lossweave.ops.center import (
 from lossweave.ops import aggregators
 from lossweave.ops import adaptive_margin, distances, margin, pairs, sampling, weighting
 from lossweave.ops import ranking, self_supervised
+from lossweave.ops import large_margin
 from lossweave.ops import tuple_losses
 from lossweave.ops.labels import class_indices, finite_rows, label_layout
 from lossweave.ops.pair_similarity import (
@@ -35,6 +36,7 @@ __all__ = [
     "distances",
     "finite_rows",
     "label_layout",
+    "large_margin",
     "margin",
     "logits_accuracy",
     "multi_similarity_loss",

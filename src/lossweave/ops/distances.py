@@ -135,19 +135,15 @@ def paired_similarity(x, y):
     return ops.clip(ops.sum(l2_normalize(x) * l2_normalize(y), axis=-1), -1.0, 1.0)
 
 
-class _CosineSimilarity:
-    """The cosine similarity as a metric (larger is closer): the similarity losses' default metric."""
+class _Metric:
+    """Two functions as a metric: ``pairwise(x, y=None)``, ``paired(x, y)``, and whether larger is closer."""
 
-    is_inverted = True
-
-    def pairwise(self, x, y=None):
-        return pairwise_similarity(x, y)
-
-    def paired(self, x, y):
-        return paired_similarity(x, y)
+    def __init__(self, pairwise, paired, is_inverted):
+        self.pairwise, self.paired, self.is_inverted = pairwise, paired, is_inverted
 
 
-COSINE_SIMILARITY = _CosineSimilarity()
+# The cosine similarity as a metric (larger is closer): the similarity losses' default metric.
+COSINE_SIMILARITY = _Metric(pairwise_similarity, paired_similarity, is_inverted=True)
 
 
 def pairwise_distances(x, y=None, metric="euclidean"):
@@ -318,6 +314,10 @@ def paired_snr_distances(x, y):
     x = _centered(_rows(x, "SNR distance x"))
     y = _centered(_rows(y, "SNR distance y"))
     return ops.sum(ops.square(x - y), axis=-1) / ops.maximum(ops.sum(ops.square(x), axis=-1), _EPSILON)
+
+
+# The signal-to-noise-ratio distance as a metric (larger is farther): ``ops.tuple_losses.snr_contrastive_loss``'s.
+SNR = _Metric(snr_distances, paired_snr_distances, is_inverted=False)
 
 
 def is_inverted(metric):

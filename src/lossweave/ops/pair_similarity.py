@@ -49,7 +49,7 @@ from lossweave.ops import miners as miner_ops
 from lossweave.ops import reducers as reducer_ops
 from lossweave.ops.distances import COSINE_SIMILARITY, matrix, ordered
 from lossweave.ops.pair_structure import class_ids, embedding_rows, pair_structure
-from lossweave.ops.pairs import masked_logsumexp, mined_pairs
+from lossweave.ops.pairs import masked_logsumexp_and_any, mined_pairs
 
 # Fills the left-out entries of a masked log-sum-exp: exp() of it is exactly 0
 # in float32 and, unlike -inf, it gives no NaN gradients. Logits here are at
@@ -57,30 +57,123 @@ from lossweave.ops.pairs import masked_logsumexp, mined_pairs
 _EXCLUDED = -1.0e9
 
 
-def _similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask, exclude_self,
-                  what):
-    """The pair structure and the larger-is-closer values ``S``: the similarity, or minus the distance."""
+def similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask, exclude_self,
+                 what):
+    """The pair structure of a batch and its larger-is-closer pair values ``S``.
+
+    The one entry point of the similarity-based losses (here and in
+    :mod:`lossweave.ops.ranking`): :func:`lossweave.ops.pair_structure.pair_structure`
+    under ``metric`` (``None``: the cosine similarity), and its values turned
+    so that larger means closer: the similarity itself, or minus a distance.
+
+    Args:
+        embeddings: ``(n, dim)`` anchors.
+        labels: ``(n,)`` / ``(n, 1)`` class ids, or ``(n, classes)`` multi-hot rows.
+        sample_weight: optional ``(n,)`` anchor weights.
+        metric: ``None`` (cosine similarity) or a distance object of ``lossweave.distances``.
+        ref_embeddings, ref_labels, ref_mask, exclude_self: a reference set
+            (see the module docstring).
+        what: the loss's name, for errors.
+
+    Returns:
+        ``(structure, S)``: the :class:`lossweave.ops.pair_structure.PairStructure`
+        and the float32 ``(n, m)`` values ``S``.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1., 0.], [1., 0.], [0., 1.]], "float32")
+        >>> s, S = similarities(x, np.array([0, 0, 1]), None, None, None, None, None, True, "example")
+        >>> float(S[0, 1]), float(S[0, 2]), bool(s.positives[0, 1]), bool(s.negatives[0, 2])
+        (1.0, 0.0, True, True)
+    """
     metric = COSINE_SIMILARITY if metric is None else metric
     s = pair_structure(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
                        exclude_self, what)
     return s, (s.values if s.inverted else -s.values)
 
 
-def _masked_logsumexp(logits, mask, axis=-1):
+def masked_logsumexp_or_excluded(logits, mask, axis=-1):
     """``log sum_{mask} exp(logits)`` along ``axis``; where nothing is in the mask, ``-1e9``.
 
-    Left-out entries never reach ``exp`` and get a zero gradient; a row with
-    nothing in the mask gives a large negative number (``softplus`` of it is 0)
-    rather than ``-inf``, so its gradient is finite.
+    :func:`lossweave.ops.pairs.masked_logsumexp` (which gives 0 on an empty
+    row; :func:`lossweave.ops.pairs.masked_logsumexp_and_any` also returns the
+    row test) with the empty rows set to a large negative number instead, so that
+    ``softplus`` of a sum of such terms is 0 and ``a - lse`` of an empty
+    denominator drops out, rather than ``-inf`` and NaN gradients. Left-out
+    entries never reach ``exp`` and get a zero gradient.
+
+    Args:
+        logits: ``(..., m)`` values.
+        mask: bool, the shape of ``logits``: the entries that count.
+        axis: the axis summed over.
+
+    Returns:
+        float32 ``logits``' shape without ``axis``.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[0., 0., 5.], [1., 2., 3.]], "float32")
+        >>> mask = np.array([[True, True, False], [False, False, False]])
+        >>> [round(float(v), 4) for v in masked_logsumexp_or_excluded(x, mask)]   # log 2; empty row
+        [0.6931, -1000000000.0]
     """
-    lse = masked_logsumexp(logits, mask, axis=axis)
-    return ops.where(ops.any(mask, axis=axis), lse, ops.full_like(lse, _EXCLUDED))
+    return masked_logsumexp_and_any(logits, mask, axis=axis, empty=_EXCLUDED)[0]
 
 
-def _reduce(reducer, per_anchor, structure, counts):
-    """The anchors' terms reduced (default: ``sum_i w_i L_i / #{i : counts_i}``); 0 when no anchor counts."""
+def reduce_anchors(reducer, per_anchor, structure, counts):
+    """The anchors' terms ``L_i`` reduced to the loss; 0 when no anchor counts.
+
+    An anchor counts when ``counts`` holds for it and its sample weight is
+    not 0; the default reducer (``None``) gives ``sum_i w_i L_i / #{counting
+    i}``, the library's one meaning of ``sample_weight``
+    (``docs/sample_weight.md``); any ``lossweave.reducers`` object may replace it.
+
+    Args:
+        reducer: ``None`` or a reducer of ``lossweave.reducers``.
+        per_anchor: ``(n,)`` float32 terms (their value where an anchor does not count is ignored).
+        structure: the :class:`lossweave.ops.pair_structure.PairStructure` of the batch
+            (its ``weights`` and class ``ids``).
+        counts: ``(n,)`` bool: the anchors that have a term.
+
+    Returns:
+        A float32 scalar.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.eye(3, dtype="float32")
+        >>> s, _ = similarities(x, np.array([0, 0, 1]), np.array([1., 3., 1.]), None, None, None, None, True, "ex")
+        >>> float(reduce_anchors(None, np.array([2., 1., 7.], "float32"), s, np.array([True, True, False])))
+        2.5
+    """
     counts = ops.logical_and(counts, structure.weights != 0)
     return reducer_ops.reduce_terms(reducer, per_anchor, counts, structure.weights, structure.ids)
+
+
+def used_pairs(similarity, structure, miner):
+    """The positive and negative masks a similarity loss uses: the structure's, or ``miner``'s selection.
+
+    The miner mines on the ordered values ``-S`` (smaller is closer), computed
+    only when there is a miner (an unused ``(n, m)`` negation still runs in
+    PyTorch's eager mode).
+
+    Args:
+        similarity: ``(n, m)`` larger-is-closer values ``S`` (:func:`similarities`).
+        structure: their :class:`lossweave.ops.pair_structure.PairStructure`.
+        miner: ``None`` or a miner of ``lossweave.miners``.
+
+    Returns:
+        ``(positives, negatives)``: bool ``(n, m)`` masks.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.eye(3, dtype="float32")
+        >>> s, S = similarities(x, np.array([0, 0, 1]), None, None, None, None, None, True, "example")
+        >>> [int(v) for v in np.sum(np.asarray(used_pairs(S, s, None)[0]), axis=1)]   # positives per anchor
+        [1, 1, 0]
+    """
+    if miner is None:
+        return structure.positives, structure.negatives
+    return mined_pairs(-similarity, structure.positives, structure.negatives, miner, structure.inverted)
 
 
 def multi_similarity_mining(similarity, positives, negatives, epsilon=0.1):
@@ -160,8 +253,8 @@ def multi_similarity_loss(
         >>> float(multi_similarity_loss(x, y)), round(float(multi_similarity_loss(x, y, mining=False)), 4)
         (0.0, 0.3466)
     """
-    s, similarity = _similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
-                                  exclude_self, "multi-similarity loss")
+    s, similarity = similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
+                                 exclude_self, "multi-similarity loss")
     if not s.inverted:  # a distance: pytorch-metric-learning's exp(alpha (d - base)) for the positives
         base = -base
     positives, negatives = s.positives, s.negatives
@@ -169,13 +262,13 @@ def multi_similarity_loss(
         mined = miner_ops.multi_similarity(-similarity, positives, negatives, epsilon)
         positives, negatives = mined.positives, mined.negatives
     else:
-        positives, negatives = mined_pairs(-similarity, positives, negatives, miner, s.inverted)
-    positive = ops.softplus(_masked_logsumexp(-alpha * (similarity - base), positives)) / alpha
-    negative = ops.softplus(_masked_logsumexp(beta * (similarity - base), negatives)) / beta
-    per_anchor = ops.where(ops.any(positives, axis=-1), positive, 0.0) + ops.where(
-        ops.any(negatives, axis=-1), negative, 0.0
-    )
-    return _reduce(reducer, per_anchor, s, s.anchors)
+        positives, negatives = used_pairs(similarity, s, miner)
+    shifted = similarity - base
+    # An anchor without positives (negatives) has the excluded log-sum-exp there: softplus of it is exactly 0.
+    positive = ops.softplus(masked_logsumexp_or_excluded(shifted * -alpha, positives)) / alpha
+    negative = ops.softplus(masked_logsumexp_or_excluded(shifted * beta, negatives)) / beta
+    per_anchor = positive + negative
+    return reduce_anchors(reducer, per_anchor, s, s.anchors)
 
 
 def circle_loss(
@@ -229,19 +322,20 @@ def circle_loss(
         >>> round(float(circle_loss(x, np.array([0, 0, 1, 1]), scale=1.0)), 4)   # log(1 + 2 e^-0.125)
         1.017
     """
-    structure, similarity = _similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels,
-                                          ref_mask, exclude_self, "circle loss")
-    positives, negatives = mined_pairs(-similarity, structure.positives, structure.negatives, miner,
-                                       structure.inverted)
+    structure, similarity = similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels,
+                                         ref_mask, exclude_self, "circle loss")
+    positives, negatives = used_pairs(similarity, structure, miner)
     s = ops.stop_gradient(similarity)
     m, gamma = relaxation, scale
     alpha_p = ops.relu(1.0 + m - s)
     alpha_n = ops.relu(s + m)
     logit_p = -gamma * alpha_p * (similarity - (1.0 - m))
     logit_n = gamma * alpha_n * (similarity - m)
-    per_anchor = ops.softplus(_masked_logsumexp(logit_n, negatives) + _masked_logsumexp(logit_p, positives))
-    counts = ops.logical_and(ops.any(positives, axis=-1), ops.any(negatives, axis=-1))
-    return _reduce(reducer, per_anchor, structure, counts)
+    lse_n, has_negative = masked_logsumexp_and_any(logit_n, negatives, empty=_EXCLUDED)
+    lse_p, has_positive = masked_logsumexp_and_any(logit_p, positives, empty=_EXCLUDED)
+    per_anchor = ops.softplus(lse_n + lse_p)
+    counts = ops.logical_and(has_positive, has_negative)
+    return reduce_anchors(reducer, per_anchor, structure, counts)
 
 
 def supcon_loss(
@@ -294,15 +388,16 @@ def supcon_loss(
         >>> round(float(supcon_loss(x, np.array([0, 0, 1]), temperature=1.0)), 4)   # log(1 + e^-1)
         0.3133
     """
-    s, similarity = _similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
-                                  exclude_self, "SupCon loss")
-    positives, negatives = mined_pairs(-similarity, s.positives, s.negatives, miner, s.inverted)
+    s, similarity = similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
+                                 exclude_self, "SupCon loss")
+    positives, negatives = used_pairs(similarity, s, miner)
     logits = similarity / temperature
-    others = ops.logical_or(positives, negatives)
-    log_prob = logits - _masked_logsumexp(logits, others)[:, None]
-    n_positives = ops.sum(ops.cast(positives, "float32"), axis=-1)
-    mean_log_prob = ops.sum(ops.cast(positives, "float32") * log_prob, axis=-1) / ops.maximum(n_positives, 1.0)
-    return _reduce(reducer, -mean_log_prob, s, n_positives > 0)
+    keep = ops.cast(positives, "float32")
+    n_positives = ops.sum(keep, axis=-1)
+    lse = masked_logsumexp_or_excluded(logits, ops.logical_or(positives, negatives))
+    # sum_p (l_ip - LSE_i) / |P(i)| = (sum_p l_ip - |P(i)| LSE_i) / |P(i)|: no (n, m) log-probabilities
+    mean_log_prob = (ops.sum(keep * logits, axis=-1) - n_positives * lse) / ops.maximum(n_positives, 1.0)
+    return reduce_anchors(reducer, -mean_log_prob, s, n_positives > 0)
 
 
 def _nt_xent_per_anchor(logits, positives, negatives):
@@ -311,10 +406,11 @@ def _nt_xent_per_anchor(logits, positives, negatives):
     ``-log(e^a / (e^a + sum_n e^b_n)) = softplus(LSE_n(b) - a)``: stable, and 0
     exactly when there is no negative.
     """
-    negative_lse = _masked_logsumexp(logits, negatives)[:, None]
+    negative_lse = masked_logsumexp_or_excluded(logits, negatives)[:, None]
     per_pair = ops.softplus(negative_lse - logits)
-    n_positives = ops.sum(ops.cast(positives, "float32"), axis=-1)
-    per_anchor = ops.sum(ops.cast(positives, "float32") * per_pair, axis=-1) / ops.maximum(n_positives, 1.0)
+    keep = ops.cast(positives, "float32")
+    n_positives = ops.sum(keep, axis=-1)
+    per_anchor = ops.sum(keep * per_pair, axis=-1) / ops.maximum(n_positives, 1.0)
     return per_anchor, n_positives > 0
 
 
@@ -372,11 +468,11 @@ def nt_xent_loss(
         >>> round(float(nt_xent_loss(x, np.array([0, 0, 1]), temperature=1.0)), 4)   # log(1 + e^-1)
         0.3133
     """
-    s, similarity = _similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
-                                  exclude_self, "NT-Xent loss")
-    positives, negatives = mined_pairs(-similarity, s.positives, s.negatives, miner, s.inverted)
+    s, similarity = similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
+                                 exclude_self, "NT-Xent loss")
+    positives, negatives = used_pairs(similarity, s, miner)
     per_anchor, counts = _nt_xent_per_anchor(similarity / temperature, positives, negatives)
-    return _reduce(reducer, per_anchor, s, counts)
+    return reduce_anchors(reducer, per_anchor, s, counts)
 
 
 def nt_xent_views_loss(view1, view2, temperature=0.1, labels=None, sample_weight=None, metric=None, reducer=None):

@@ -34,6 +34,8 @@ the two modules had (which disagreed on ``exclude_self``). Its rules:
 """
 
 import collections
+import contextlib
+import threading
 
 from keras import ops
 
@@ -123,15 +125,54 @@ def _label_rows(labels, what):
     return ops.where(valid, first, -ops.ones_like(first)), valid, present
 
 
+_RULE = threading.local()  # per thread: the min_jaccard of the innermost open label_rule block
+
+
+def checked_min_jaccard(value, owner):
+    """``min_jaccard`` checked once: ``None`` or a number in ``(0, 1]`` (``ValueError`` otherwise)."""
+    return arguments.optional(arguments.number, value, "min_jaccard", owner, low=0.0, high=1.0, low_open=True,
+                              hint="It is the smallest Jaccard index |Y_i & Y_j| / |Y_i | Y_j| of a positive "
+                                   "pair of multi-hot rows; None: sharing any label.")
+
+
+@contextlib.contextmanager
+def label_rule(min_jaccard=None):
+    """Inside the block (this thread), :func:`label_relation` uses ``min_jaccard`` when it is given none.
+
+    How a tuple loss's ``min_jaccard=`` (and its miner's) reaches the one
+    builder through the ops it calls (``lossweave.terms.pairs.TupleArguments``
+    opens the block around ``pair_loss``); a bare ops call can open it too.
+    It acts when the step is traced, so it holds inside compiled steps. An
+    argument given to :func:`label_relation` / :func:`pair_structure` wins.
+
+    Example:
+        >>> import numpy as np
+        >>> y = np.array([[1, 1, 0], [1, 0, 0]])
+        >>> with label_rule(min_jaccard=0.6):
+        ...     bool(label_relation(y).positives[0, 1])
+        False
+        >>> bool(label_relation(y).positives[0, 1])
+        True
+    """
+    min_jaccard = checked_min_jaccard(min_jaccard, "label_rule")
+    previous = getattr(_RULE, "min_jaccard", None)
+    _RULE.min_jaccard = min_jaccard
+    try:
+        yield min_jaccard
+    finally:
+        _RULE.min_jaccard = previous
+
+
 def label_relation(labels, other_labels=None, min_jaccard=None, what="pair loss"):
     """Positive and negative pairs from class ids or multi-hot rows (the rule in the module docstring).
 
     Args:
         labels: ``(n,)`` / ``(n, 1)`` class ids or ``(n, classes)`` multi-hot rows.
         other_labels: the partners' labels in the same layout (``None``: ``labels`` against itself).
-        min_jaccard: ``None``: a multi-hot pair is positive when it shares a label; a number in
-            ``(0, 1]``: when its Jaccard index ``|Y_i & Y_j| / |Y_i | Y_j|`` is at least it. Class ids
-            (one label a row) give the same pairs for every value.
+        min_jaccard: ``None``: a multi-hot pair is positive when it shares a label (or the value of an
+            open :func:`label_rule` block); a number in ``(0, 1]``: when its Jaccard index
+            ``|Y_i & Y_j| / |Y_i | Y_j|`` is at least it. Class ids (one label a row) give the same
+            pairs for every value (it is ignored).
         what: the loss's name, for errors.
 
     Returns:
@@ -144,8 +185,9 @@ def label_relation(labels, other_labels=None, min_jaccard=None, what="pair loss"
         >>> [[int(p) - int(n) for p, n in zip(*rows)] for rows in zip(r.positives, r.negatives)]
         [[0, 1, -1, 0], [1, 0, -1, 0], [-1, -1, 0, 0], [0, 0, 0, 0]]
     """
-    min_jaccard = arguments.optional(arguments.number, min_jaccard, "min_jaccard", what, low=0.0, high=1.0,
-                                     low_open=True)
+    min_jaccard = checked_min_jaccard(min_jaccard, what)
+    if min_jaccard is None:
+        min_jaccard = getattr(_RULE, "min_jaccard", None)
     ids, valid, present = _label_rows(labels, what)
     if other_labels is None:
         other_valid, other_present = valid, present
@@ -241,5 +283,5 @@ def pair_structure(embeddings, labels, sample_weight=None, metric=None, ref_embe
                          anchors, ids, x, is_inverted(metric))
 
 
-__all__ = ["LabelRelation", "PairStructure", "class_ids", "embedding_rows", "is_multi_hot", "label_relation",
-           "pair_structure"]
+__all__ = ["LabelRelation", "PairStructure", "checked_min_jaccard", "class_ids", "embedding_rows", "is_multi_hot",
+           "label_relation", "label_rule", "pair_structure"]

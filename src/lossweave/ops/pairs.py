@@ -79,17 +79,47 @@ def masked_logsumexp(x, mask, axis=-1):
         >>> [round(float(v), 4) for v in masked_logsumexp(x, mask)]
         [1000.0, 0.0]
     """
+    return masked_logsumexp_and_any(x, mask, axis=axis)[0]
+
+
+def masked_logsumexp_and_any(x, mask, axis=-1, empty=0.0):
+    """``(log sum_{mask} exp(x), any(mask))`` along ``axis``; ``empty`` where the mask is empty.
+
+    :func:`masked_logsumexp` with the row test it needs anyway returned, so
+    that a caller does not reduce the ``(n, m)`` mask again (on PyTorch's
+    eager CPU every such pass is a kernel), and the value of empty rows an
+    argument (the similarity losses want a large negative number there:
+    ``softplus`` of it is 0). Left-out entries get a zero gradient, and so
+    does an empty row.
+
+    Args:
+        x: float ``(..., m)`` values.
+        mask: bool, the shape of ``x``: the entries that count.
+        axis: the axis summed over.
+        empty: the value where nothing along ``axis`` is in the mask.
+
+    Returns:
+        ``(lse, any)``: float32 and bool, ``x``'s shape without ``axis``.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[0., 0., 5.], [1., 2., 3.]], "float32")
+        >>> lse, has = masked_logsumexp_and_any(x, np.array([[True, True, False], [False] * 3]), empty=-1.0)
+        >>> [round(float(v), 4) for v in lse], [bool(v) for v in has]
+        ([0.6931, -1.0], [True, False])
+    """
     x = ops.cast(x, "float32")
     mask = ops.convert_to_tensor(mask)
     keep = ops.cast(mask, "float32")  # products with a 0/1 mask, not selects (PyTorch's CPU `where` is slow)
-    has = ops.any(mask, axis=axis)
+    has = ops.any(mask, axis=axis, keepdims=True)  # once: the (n, 1) answer serves every use below
     top = ops.max(x + (keep - 1.0) * 1e30, axis=axis, keepdims=True)
-    top = ops.stop_gradient(ops.where(ops.any(mask, axis=axis, keepdims=True), top, ops.zeros_like(top)))
+    top = ops.stop_gradient(ops.where(has, top, ops.zeros_like(top)))
     # In the mask x - top <= 0; outside it the exponent is 0 (no overflow, no slow underflow) and the
     # term is multiplied by 0.
-    sums = ops.sum(ops.exp((x - top) * keep) * keep, axis=axis)
+    sums = ops.sum(ops.exp((x - top) * keep) * keep, axis=axis, keepdims=True)
     sums = ops.where(has, sums, ops.ones_like(sums))
-    return ops.where(has, ops.squeeze(top, axis=axis) + ops.log(sums), ops.zeros_like(sums))
+    lse = ops.where(has, top + ops.log(sums), ops.full_like(sums, empty))
+    return ops.squeeze(lse, axis=axis), ops.squeeze(has, axis=axis)
 
 
 def mined_pairs(d, positives, negatives, miner, inverted=False):
@@ -519,6 +549,7 @@ __all__ = [
     "contrastive_pair_loss",
     "lifted_structure_loss",
     "masked_logsumexp",
+    "masked_logsumexp_and_any",
     "mined_pairs",
     "npairs_loss",
     "npairs_pairs",

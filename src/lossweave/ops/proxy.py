@@ -26,7 +26,7 @@ Everything is computed in float32, whatever the inputs' dtype.
 from keras import ops
 
 from lossweave.ops.distances import matrix, ordered
-from lossweave.ops.margin import cosine_similarity, margin_cross_entropy, masked_target, target_mask
+from lossweave.ops.margin import cosine_similarity, margin_cross_entropy, masked_target, safe_sqrt, target_mask
 from lossweave.ops.sampling import EXCLUDED as _EXCLUDED
 from lossweave.ops.sampling import exclude_unused, filter_negatives
 
@@ -193,12 +193,6 @@ def proxy_anchor_loss(
     return loss + (replicas - 1.0) * (loss - ops.stop_gradient(loss))
 
 
-def _safe_sqrt(x):
-    """``sqrt(max(x, 0))`` with gradient 0 (not infinite) at 0."""
-    positive = x > 0
-    return ops.where(positive, ops.sqrt(ops.where(positive, x, ops.ones_like(x))), ops.zeros_like(x))
-
-
 def proxy_distances(embeddings, proxies, squared=True):
     """Distances ``||x/||x|| - p/||p||||`` between normalised embeddings and proxies.
 
@@ -226,7 +220,7 @@ def proxy_distances(embeddings, proxies, squared=True):
 def _cosine_distances(cos, squared):
     """Distances of unit vectors from their cosines: ``||x - p||^2 = 2 - 2 cos`` (or its root)."""
     squared_distance = ops.maximum(2.0 - 2.0 * cos, 0.0)
-    return squared_distance if squared else _safe_sqrt(squared_distance)
+    return squared_distance if squared else safe_sqrt(squared_distance)
 
 
 def proxy_nca_loss(

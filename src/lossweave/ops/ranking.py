@@ -26,7 +26,7 @@ instance        per row: softmax over the batch (PML's)      Zheng et al., ACM T
 from keras import ops
 
 from lossweave.ops.distances import COSINE_SIMILARITY, is_inverted, l2_normalize
-from lossweave.ops.pair_similarity import _masked_logsumexp, _reduce, _similarities
+from lossweave.ops.pair_similarity import masked_logsumexp_or_excluded, reduce_anchors, similarities, used_pairs
 from lossweave.ops.pairs import mined_pairs
 
 PNP_VARIANTS = ("O", "Ds", "Dq", "Iu", "Ib")
@@ -81,14 +81,14 @@ def soft_nearest_neighbor_loss(embeddings, labels, temperature=1.0, sample_weigh
         >>> round(float(soft_nearest_neighbor_loss(x, np.array([0, 0, 1]))), 4)
         0.3709
     """
-    s, similarity = _similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
-                                  exclude_self, "soft nearest neighbour loss")
-    positives, negatives = mined_pairs(-similarity, s.positives, s.negatives, miner, s.inverted)
+    s, similarity = similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
+                                 exclude_self, "soft nearest neighbour loss")
+    positives, negatives = used_pairs(similarity, s, miner)
     logits = similarity / temperature
     others = ops.logical_or(positives, negatives)
-    per_anchor = _masked_logsumexp(logits, others) - _masked_logsumexp(logits, positives)
+    per_anchor = masked_logsumexp_or_excluded(logits, others) - masked_logsumexp_or_excluded(logits, positives)
     has_positive = ops.any(positives, axis=-1)
-    return _reduce(reducer, ops.where(has_positive, per_anchor, ops.zeros_like(per_anchor)), s, has_positive)
+    return reduce_anchors(reducer, ops.where(has_positive, per_anchor, ops.zeros_like(per_anchor)), s, has_positive)
 
 
 def histogram_loss(embeddings, labels, n_bins=100, sample_weight=None, metric=None, reducer=None, miner=None):
@@ -139,9 +139,9 @@ def histogram_loss(embeddings, labels, n_bins=100, sample_weight=None, metric=No
     """
     metric = COSINE_SIMILARITY if metric is None else metric
     require_kind("histogram loss", metric, want_similarity=True)
-    s, similarity = _similarities(embeddings, labels, sample_weight, metric, None, None, None, True,
-                                  "histogram loss")
-    positives, negatives = mined_pairs(-similarity, s.positives, s.negatives, miner, s.inverted)
+    s, similarity = similarities(embeddings, labels, sample_weight, metric, None, None, None, True,
+                                 "histogram loss")
+    positives, negatives = used_pairs(similarity, s, miner)
     delta = 2.0 / n_bins
     nodes = ops.cast(ops.arange(n_bins + 1), "float32") * delta - 1.0
     # (n, m, R) interpolation weights of each pair on the nodes.
@@ -152,7 +152,7 @@ def histogram_loss(embeddings, labels, n_bins=100, sample_weight=None, metric=No
     cdf = ops.cumsum(positive_histogram)
     per_pair = ops.sum(spread * cdf, axis=-1)
     negatives = ops.logical_and(negatives, n_positive > 0)
-    return _reduce(reducer, per_pair, s, negatives)
+    return reduce_anchors(reducer, per_pair, s, negatives)
 
 
 def ranked_list_loss(embeddings, labels, margin=0.4, negative_temperature=10.0, imbalance=0.5, boundary=None,
@@ -205,7 +205,7 @@ def ranked_list_loss(embeddings, labels, margin=0.4, negative_temperature=10.0, 
         embeddings, metric = l2_normalize(ops.cast(embeddings, "float32")), "euclidean"
     require_kind("ranked list loss", metric, want_similarity=False)
     alpha = 1.0 + margin / 2.0 if boundary is None else boundary
-    s = _similarities(embeddings, labels, sample_weight, metric, None, None, None, True, "ranked list loss")[0]
+    s = similarities(embeddings, labels, sample_weight, metric, None, None, None, True, "ranked list loss")[0]
     d = s.values
     positives, negatives = mined_pairs(d, s.positives, s.negatives, miner, False)
     hard_positives = ops.logical_and(positives, d > alpha - margin)
@@ -225,7 +225,7 @@ def ranked_list_loss(embeddings, labels, margin=0.4, negative_temperature=10.0, 
     loss_p = weighted_hinge(d - (alpha - margin), positive_temperature * (d - (alpha - margin)), hard_positives)
     loss_n = weighted_hinge(alpha - d, negative_temperature * (alpha - d), hard_negatives)
     per_anchor = (1.0 - imbalance) * loss_p + imbalance * loss_n
-    return _reduce(reducer, per_anchor, s, s.anchors)
+    return reduce_anchors(reducer, per_anchor, s, s.anchors)
 
 
 def pnp_loss(embeddings, labels, variant="O", anneal=0.01, alpha=1.0, b=2.0, count_self=False, sample_weight=None,
@@ -271,8 +271,8 @@ def pnp_loss(embeddings, labels, variant="O", anneal=0.01, alpha=1.0, b=2.0, cou
         >>> float(pnp_loss(x, np.array([0, 1, 1, 0])))   # one negative before each positive, one tied (1/2)
         1.5
     """
-    s, similarity = _similarities(embeddings, labels, sample_weight, metric, None, None, None, True, "PNP loss")
-    positives, negatives = mined_pairs(-similarity, s.positives, s.negatives, miner, s.inverted)
+    s, similarity = similarities(embeddings, labels, sample_weight, metric, None, None, None, True, "PNP loss")
+    positives, negatives = used_pairs(similarity, s, miner)
     if count_self:
         eye = ops.cast(ops.eye(ops.shape(similarity)[0]), "bool")
         positives = ops.logical_or(positives, ops.logical_and(eye, ops.any(positives, axis=-1, keepdims=True)))
@@ -292,7 +292,7 @@ def pnp_loss(embeddings, labels, variant="O", anneal=0.01, alpha=1.0, b=2.0, cou
     keep = ops.cast(positives, "float32")
     count = ops.sum(keep, axis=-1)
     per_anchor = ops.sum(ranks * keep, axis=-1) / ops.maximum(count, 1.0)
-    return _reduce(reducer, per_anchor, s, count > 0)
+    return reduce_anchors(reducer, per_anchor, s, count > 0)
 
 
 def instance_loss(embeddings, labels, scale=64.0, sample_weight=None, metric=None, reducer=None):
@@ -336,7 +336,7 @@ def instance_loss(embeddings, labels, scale=64.0, sample_weight=None, metric=Non
         >>> round(float(instance_loss(x, np.array([0, 1]), scale=1.0)), 4)   # log(1 + e^-1)
         0.3133
     """
-    s, similarity = _similarities(embeddings, labels, sample_weight, metric, None, None, None, True, "instance loss")
+    s, similarity = similarities(embeddings, labels, sample_weight, metric, None, None, None, True, "instance loss")
     present = s.anchors
     ids = s.ids
     n = ops.shape(similarity)[0]
@@ -351,8 +351,8 @@ def instance_loss(embeddings, labels, scale=64.0, sample_weight=None, metric=Non
     target = ops.logical_and(present[None, :], ops.equal(compact[None, :], rank[:, None]))
     logits = scale * similarity
     keep = ops.cast(target, "float32")
-    per_row = _masked_logsumexp(logits, both) - ops.sum(keep * logits, axis=-1)
-    return _reduce(reducer, ops.where(present, per_row, ops.zeros_like(per_row)), s, present)
+    per_row = masked_logsumexp_or_excluded(logits, both) - ops.sum(keep * logits, axis=-1)
+    return reduce_anchors(reducer, ops.where(present, per_row, ops.zeros_like(per_row)), s, present)
 
 
 __all__ = [

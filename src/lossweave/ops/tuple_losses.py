@@ -39,12 +39,11 @@ from keras import ops
 from lossweave.ops import reducers as reducer_ops
 from lossweave.ops.distances import (
     COSINE_SIMILARITY,
+    SNR,
     gram,
     l2_normalize,
     ordered,
-    paired_snr_distances,
     safe_sqrt,
-    snr_distances,
 )
 from lossweave.ops.margin import cosine_similarity, margin_cross_entropy, masked_target, target_mask
 from lossweave.ops.pair_structure import pair_structure
@@ -53,21 +52,6 @@ from lossweave.ops.sampling import exclude_unused, filter_negatives
 
 # pytorch-metric-learning averages these losses over their non-zero terms by default.
 _NON_ZERO = (0.0, None)
-
-
-class _SNRMetric:
-    """The signal-to-noise-ratio distance as a metric (a distance: larger is farther)."""
-
-    is_inverted = False
-
-    def pairwise(self, x, y=None):
-        return snr_distances(x, y)
-
-    def paired(self, x, y):
-        return paired_snr_distances(x, y)
-
-
-SNR = _SNRMetric()
 
 
 def _float(mask):

@@ -15,6 +15,7 @@ from lossweave.terms.center import CenterLoss
 from lossweave.terms.loss import Loss, SoftmaxCrossEntropy
 from lossweave.terms.elastic import ElasticArcFace, ElasticCosFace
 from lossweave.terms.memory import CrossBatchMemory
+from lossweave.terms.large_margin import LargeMarginSoftmax
 from lossweave.terms.margin import (
     ArcFace,
     CombinedMargin,
@@ -53,6 +54,7 @@ __all__ = [
     "BarlowTwinsLoss",
     "HistogramLoss",
     "InstanceLoss",
+    "LargeMarginSoftmax",
     "PNPLoss",
     "RankedListLoss",
     "SelfSupervisedLoss",

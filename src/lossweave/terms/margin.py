@@ -9,7 +9,10 @@ small hooks (in the style of pytorch-metric-learning's large-margin losses):
   (with ``reads_norms = True`` also given ``norms=``, the ``(batch,)`` L2 norms
   of the raw embeddings: AdaFace, MagFace; with ``reads_batch = True`` also
   given ``batch=``, the call's :class:`MarginBatch`: AdaFace, ElasticFace);
-- ``logit_scale(embeddings)``: ``s`` (SphereFace: ``||x||``).
+- ``logit_scale(embeddings)``: ``s`` (SphereFace: ``||x||``);
+- ``normalizes_weights = False`` (a declaration): the logits keep the class
+  weights' norms, ``s ||W_j|| cos theta_j``, and the target's scale is
+  ``s ||W_y||`` (L-Softmax, ``lossweave.terms.large_margin``).
 
 and, for the adaptive members (``lossweave.terms.adaptive_margin``), hooks
 that see the call's :class:`MarginBatch` (the scaled cosines, the target
@@ -48,6 +51,7 @@ from keras import ops
 
 from lossweave import arguments
 from lossweave.ops import adaptive_margin as adaptive_ops
+from lossweave.ops import large_margin as large_margin_ops
 from lossweave.ops import margin as margin_ops
 from lossweave.ops import sampling as sampling_ops
 from lossweave.terms.table import SampledClassTable
@@ -141,6 +145,7 @@ class MarginSoftmax(SampledClassTable):
     table_name = "class_weights"
     reads_norms = False  # True: target_logit also gets norms=, the raw embeddings' L2 norms
     reads_batch = False  # True: target_logit also gets batch=, the call's MarginBatch (with batch.observed)
+    normalizes_weights = True  # False: logits s ||W_j|| cos theta_j, the target scaled by s ||W_y|| (L-Softmax)
 
     def __init__(
         self,
@@ -180,6 +185,15 @@ class MarginSoftmax(SampledClassTable):
         """The scale of the logits: ``s``."""
         return self.scale
 
+    def class_logits(self, embeddings, table, scale):
+        """``(batch, rows)`` float32 logits over ``table`` before any margin: ``scale * cos theta_j``.
+
+        With ``normalizes_weights = False``, ``scale * ||W_j|| cos theta_j`` (no sub-centers).
+        """
+        if self.normalizes_weights:
+            return margin_ops.scaled_cosines(embeddings, table, scale, self.sub_centers)
+        return large_margin_ops.weighted_cosines(embeddings, table, scale)
+
     def observe(self, batch):
         """The call's own values, computed once from its :class:`MarginBatch` before any margin.
 
@@ -210,9 +224,7 @@ class MarginSoftmax(SampledClassTable):
     def logits(self, embeddings):
         """Margin-free logits ``logit_scale * cos theta_j`` for inference (no labels)."""
         self.ensure_built(embeddings)
-        return margin_ops.scaled_cosines(
-            embeddings, self.class_weights, self.logit_scale(embeddings), self.sub_centers
-        )
+        return self.class_logits(embeddings, self.class_weights, self.logit_scale(embeddings))
 
     def margin_logits(self, embeddings, labels, training=None):
         """The training logits: the target entry of each row carries the margin."""
@@ -238,10 +250,12 @@ class MarginSoftmax(SampledClassTable):
         norms = adaptive_ops.feature_norms(embeddings) if self.reads_norms else None
         scale = self.logit_scale(embeddings)
         table, labels, in_use, classes = self.training_rows(labels, training)
-        logits = margin_ops.scaled_cosines(embeddings, table, scale, self.sub_centers)
+        logits = self.class_logits(embeddings, table, scale)
         hit, valid = margin_ops.target_mask(labels, classes)
         valid = ops.logical_and(valid, finite)
         scale = margin_ops.row_scale(scale)
+        if not self.normalizes_weights:  # the target's scale: s ||x|| ||W_y||
+            scale = scale * large_margin_ops.target_weight_norms(table, labels, classes)
         # The target entries: filtering keeps them and a target slot is always in use.
         scaled_target = margin_ops.masked_target(logits, hit)  # (batch,): scale * cos theta_y
         if isinstance(scale, float):

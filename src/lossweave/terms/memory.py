@@ -13,7 +13,8 @@ from keras import ops
 from lossweave import _backend as backend
 from lossweave import arguments
 from lossweave.ops.distances import pair_labels
-from lossweave.ops.labels import finite_rows
+from lossweave.ops.labels import finite_rows, multi_hot_rows
+from lossweave.ops.pair_structure import is_multi_hot
 from lossweave.terms.pairs import PairTerm, global_batch
 
 
@@ -44,6 +45,12 @@ class CrossBatchMemory(PairTerm):
     benchmarks): wrap the term after a warm-up phase, or give this term a
     scheduled weight.
 
+    Multi-hot labels ``(batch, classes)`` (the wrapped term's rule makes the
+    positives: sharing a label, or its ``min_jaccard``): give
+    ``multi_hot_classes=classes``; the label memory then holds
+    ``(memory_size, classes)`` int32 rows (an unfilled slot, or a row of
+    weight 0 or without a valid label, is all -1: no partner).
+
     Args:
         term: a pair term that accepts a reference set
             (``supports_reference``): ``ContrastiveLoss``, ``TripletLoss``, or a
@@ -52,6 +59,8 @@ class CrossBatchMemory(PairTerm):
         memory_size: number of past embeddings kept (``M``).
         on: model output holding the embeddings (default: the term's).
         target: target holding the class ids (default: the term's).
+        multi_hot_classes: ``None`` for class-id labels ``(batch,)``; the
+            number of columns of multi-hot label rows ``(batch, classes)``.
         **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
@@ -67,7 +76,7 @@ class CrossBatchMemory(PairTerm):
         (4, 2, [1, 2, 2, 0])
     """
 
-    def __init__(self, term, memory_size, on=None, target=None, **kwargs):
+    def __init__(self, term, memory_size, on=None, target=None, multi_hot_classes=None, **kwargs):
         if isinstance(term, dict):
             term = keras.saving.deserialize_keras_object(term)
         if not getattr(term, "supports_reference", False) or not hasattr(term, "pair_loss"):
@@ -79,6 +88,8 @@ class CrossBatchMemory(PairTerm):
                          **kwargs)
         self.term = term
         self.memory_size = arguments.positive_int(memory_size, "memory_size", self)
+        self.multi_hot_classes = arguments.optional(arguments.positive_int, multi_hot_classes, "multi_hot_classes",
+                                                    self)
 
     def build(self, outputs_shape):
         super().build(outputs_shape)
@@ -91,7 +102,9 @@ class CrossBatchMemory(PairTerm):
         variable = dict(trainable=False, autocast=False)
         self.memory_embeddings = self.add_weight(name="memory_embeddings", shape=(self.memory_size, dim),
                                                  initializer="zeros", dtype="float32", **variable)
-        self.memory_labels = self.add_weight(name="memory_labels", shape=(self.memory_size,),
+        label_shape = (self.memory_size,) if self.multi_hot_classes is None else (self.memory_size,
+                                                                                   self.multi_hot_classes)
+        self.memory_labels = self.add_weight(name="memory_labels", shape=label_shape,
                                              initializer=keras.initializers.Constant(-1), dtype="int32",
                                              **variable)
         self.position = self.add_weight(name="position", shape=(), initializer="zeros", dtype="int32", **variable)
@@ -101,18 +114,41 @@ class CrossBatchMemory(PairTerm):
         backend.mark_self_gated(self.memory_embeddings)
         backend.mark_self_gated(self.memory_labels)
 
+    def _label_rows(self, labels):
+        """``(rows, valid)``: int32 class ids ``(batch,)`` or multi-hot rows ``(batch, classes)`` (-1 where invalid)."""
+        multi_hot = is_multi_hot(labels)
+        if multi_hot != (self.multi_hot_classes is not None) or (
+                multi_hot and tuple(labels.shape)[-1] != self.multi_hot_classes):
+            expected = ("class ids of shape (batch,) or (batch, 1)" if self.multi_hot_classes is None
+                        else f"multi-hot rows of shape (batch, {self.multi_hot_classes})")
+            raise ValueError(
+                f"CrossBatchMemory '{self.name}': received labels of shape {tuple(labels.shape)}; expected "
+                f"{expected}, the layout of its label memory. Give multi_hot_classes=<number of classes> for "
+                f"multi-hot rows, None for class ids."
+            )
+        if not multi_hot:
+            return pair_labels(labels)
+        present, valid = multi_hot_rows(labels)
+        rows = ops.cast(present, "int32")
+        return ops.where(valid[:, None], rows, -ops.ones_like(rows)), valid
+
+    def _per_row(self, mask):
+        """A ``(batch,)`` mask shaped to select label rows: itself, or ``(batch, 1)`` for multi-hot rows."""
+        return mask if self.multi_hot_classes is None else mask[:, None]
+
     def reference(self, embeddings, labels, sample_weight=None):
         """``(ref_embeddings, ref_labels, ref_mask)``: the batch, then the filled part of the memory."""
         x = ops.cast(embeddings, "float32")
-        ids, _ = pair_labels(labels)
-        keep = ops.ones_like(ids, dtype="bool")
+        rows, _ = self._label_rows(ops.convert_to_tensor(labels))
+        keep = ops.ones((ops.shape(x)[0],), dtype="bool")
         if sample_weight is not None:
             keep = ops.not_equal(ops.reshape(ops.cast(sample_weight, "float32"), (-1,)), 0.0)
         stored_labels = ops.convert_to_tensor(self.memory_labels)
+        stored = stored_labels >= 0 if self.multi_hot_classes is None else ops.all(stored_labels >= 0, axis=1)
         filled = ops.arange(self.memory_size) < ops.convert_to_tensor(self.filled)
         ref_embeddings = ops.concatenate([x, ops.convert_to_tensor(self.memory_embeddings)], axis=0)
-        ref_labels = ops.concatenate([ids, stored_labels], axis=0)
-        ref_mask = ops.concatenate([keep, ops.logical_and(filled, stored_labels >= 0)], axis=0)
+        ref_labels = ops.concatenate([rows, stored_labels], axis=0)
+        ref_mask = ops.concatenate([keep, ops.logical_and(filled, stored)], axis=0)
         return ref_embeddings, ref_labels, ref_mask
 
     def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
@@ -128,12 +164,12 @@ class CrossBatchMemory(PairTerm):
         # Under tf.distribute every replica writes the global batch into its copy.
         embeddings, labels, sample_weight = global_batch(outputs, targets, sample_weight)
         x = ops.stop_gradient(ops.cast(embeddings, "float32"))
-        ids, valid = pair_labels(labels)
+        ids, valid = self._label_rows(ops.convert_to_tensor(labels))
         keep = ops.logical_and(valid, finite_rows(x))
         if sample_weight is not None:
             keep = ops.logical_and(keep, ops.not_equal(ops.reshape(ops.cast(sample_weight, "float32"), (-1,)), 0.0))
         x = ops.where(keep[:, None], x, ops.zeros_like(x))
-        ids = ops.where(keep, ids, -ops.ones_like(ids))
+        ids = ops.where(self._per_row(keep), ids, -ops.ones_like(ids))
         size = self.memory_size
         batch = ops.shape(x)[0]
         rows = ops.arange(batch, dtype="int32")
@@ -144,7 +180,7 @@ class CrossBatchMemory(PairTerm):
         old_x = backend.gather_rows(self.memory_embeddings, slots)
         old_ids = backend.gather_rows(self.memory_labels, slots)
         delta_x = ops.where(written[:, None], x - old_x, ops.zeros_like(x))
-        delta_ids = ops.where(written, ids - old_ids, ops.zeros_like(ids))
+        delta_ids = ops.where(self._per_row(written), ids - old_ids, ops.zeros_like(ids))
         backend.add_to_rows(self.memory_embeddings, slots, delta_x)
         backend.add_to_rows(self.memory_labels, slots, delta_ids)
         moved = ops.cast(batch, "int32")
@@ -154,4 +190,6 @@ class CrossBatchMemory(PairTerm):
     def get_config(self):
         config = super().get_config()
         config.update({"term": keras.saving.serialize_keras_object(self.term), "memory_size": self.memory_size})
+        if self.multi_hot_classes is not None:  # absent for class ids: configs saved before it still match
+            config["multi_hot_classes"] = self.multi_hot_classes
         return config

@@ -36,6 +36,7 @@ sees only its own batch: ``docs/distributed.md``.
 """
 
 import contextlib
+import functools
 import threading
 
 import keras
@@ -45,6 +46,7 @@ from lossweave import arguments
 from lossweave import distances as distance_objects
 from lossweave import miners as miner_objects
 from lossweave import reducers as reducer_objects
+from lossweave.ops import pair_structure
 from lossweave.ops import pairs as pair_ops
 from lossweave.terms.base import Term
 
@@ -102,15 +104,52 @@ _REDUCING = threading.local()  # per thread: {id(term): reducer} of the open Tup
 
 
 class TupleArguments:
-    """``distance=``, ``reducer=``, ``miner=``: the composable parts of a tuple loss, held as objects.
+    """``distance=``, ``reducer=``, ``miner=``, ``min_jaccard=``: the composable parts of a tuple loss.
 
-    Each is given as an object of :mod:`lossweave.distances`,
-    :mod:`lossweave.reducers` or :mod:`lossweave.miners`, as one of their
-    names (``distance="euclidean"``, the strings the losses always took) or as
-    a saved config, and kept as the object (so a ``.keras`` file written
-    before they were objects still loads). ``None`` reducer / miner: the
-    loss's own (the paper's mean; every tuple, or the loss's ``mining``).
+    ``distance``, ``reducer`` and ``miner`` are given as objects of
+    :mod:`lossweave.distances`, :mod:`lossweave.reducers` or
+    :mod:`lossweave.miners`, as one of their names (``distance="euclidean"``,
+    the strings the losses always took) or as a saved config, and kept as the
+    object (so a ``.keras`` file written before they were objects still
+    loads). ``None`` reducer / miner: the loss's own (the paper's mean; every
+    tuple, or the loss's ``mining``). A loss declares what it takes:
+    ``takes_distance = False`` for a loss of fixed geometry (no
+    ``distance``: its config and its op's arguments have none), and
+    ``init_tuple(..., mines=False)`` for one without a miner.
+
+    ``min_jaccard`` (a keyword of every tuple loss, taken here): the rule
+    that makes a pair of multi-hot label rows ``(batch, classes)`` a positive
+    (:func:`lossweave.ops.pair_structure.label_relation`): ``None`` (the
+    default) shares any label; a number ``t`` in ``(0, 1]`` needs a Jaccard
+    index ``|Y_i & Y_j| / |Y_i | Y_j| >= t`` (pairs that share fewer labels
+    are neither positive nor negative). Class-id labels give the same pairs
+    for every value (it is ignored, not refused: a config can serve both
+    kinds of data). A miner's ``min_jaccard`` narrows the positives it mines
+    from; the loss forms its tuples with the larger of the two thresholds
+    (the tuples a miner picks are then those it would pick with its own
+    rule). It is in ``get_config`` when given. Every ``pair_loss`` runs
+    inside :func:`lossweave.ops.pair_structure.label_rule` of that value
+    (wrapped once, here, for every subclass), so the loss's ops, a
+    ``CrossBatchMemory`` around it and ``TupleStatistics`` all see the rule.
     """
+
+    takes_distance = True
+
+    def __init__(self, *args, min_jaccard=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.min_jaccard = pair_structure.checked_min_jaccard(min_jaccard, self)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("pair_loss")
+        if own is not None and not getattr(own, "_under_label_rule", False):
+            cls.pair_loss = _under_label_rule(own)
+
+    def tuple_min_jaccard(self):
+        """The threshold the loss's tuples are formed with: the larger of its ``min_jaccard`` and its miner's."""
+        given = [v for v in (self.min_jaccard, getattr(getattr(self, "miner", None), "min_jaccard", None))
+                 if v is not None]
+        return max(given) if given else None
 
     @property
     def reducer(self):
@@ -141,29 +180,53 @@ class TupleArguments:
             else:
                 overrides[id(self)] = previous
 
-    def init_tuple(self, distance, reducer=None, miner=None, mines=True):
-        self.distance = distance_objects.get(distance, self)
+    def init_tuple(self, distance=None, reducer=None, miner=None, mines=True):
+        """Keep the parts as objects: ``distance`` (when ``takes_distance``), ``reducer``, ``miner`` (when ``mines``)."""
+        if self.takes_distance:
+            self.distance = distance_objects.get(distance, self)
         self.reducer = reducer_objects.get(reducer, self)
         if mines:
             self.miner = miner_objects.get(miner, self)
 
     def tuple_config(self):
-        config = {"distance": keras.saving.serialize_keras_object(self.distance),
-                  "reducer": keras.saving.serialize_keras_object(self.reducer)}
+        """The parts' config entries (``distance`` only when the loss takes one; ``min_jaccard`` when given)."""
+        config = {}
+        if self.takes_distance:
+            config["distance"] = keras.saving.serialize_keras_object(self.distance)
+        config["reducer"] = keras.saving.serialize_keras_object(self.reducer)
         if hasattr(self, "miner"):
             config["miner"] = keras.saving.serialize_keras_object(self.miner)
+        if self.min_jaccard is not None:  # absent by default: configs saved before it still match
+            config["min_jaccard"] = self.min_jaccard
         return config
 
     def tuple_kwargs(self):
-        """The ops' keyword arguments: ``metric``, ``reducer`` (and ``miner``)."""
-        kwargs = {"metric": self.distance, "reducer": self.reducer}
+        """The ops' keyword arguments: ``metric`` (when the loss takes a distance), ``reducer`` (and ``miner``)."""
+        kwargs = {"metric": self.distance} if self.takes_distance else {}
+        kwargs["reducer"] = self.reducer
         if hasattr(self, "miner"):
             kwargs["miner"] = self.miner
         return kwargs
 
 
-class _ContrastiveArguments(TupleArguments):
-    """``pos_margin``, ``neg_margin`` and ``distance``: the arguments both contrastive forms take."""
+def _under_label_rule(pair_loss):
+    """``pair_loss`` run inside ``label_rule`` of the term's threshold (see ``TupleArguments``)."""
+
+    @functools.wraps(pair_loss)
+    def wrapped(self, *args, **kwargs):
+        with pair_structure.label_rule(self.tuple_min_jaccard()):
+            return pair_loss(self, *args, **kwargs)
+
+    wrapped._under_label_rule = True
+    return wrapped
+
+
+class _ContrastiveArguments:
+    """``pos_margin``, ``neg_margin`` and ``distance``: the arguments both contrastive forms take.
+
+    The form over a labelled batch adds :class:`TupleArguments` (``pairs=True``); the form on given pairs
+    takes no ``reducer``, ``miner`` or ``min_jaccard`` (its pairs and their same/different target are given).
+    """
 
     def init_margins(self, pos_margin, neg_margin, distance, reducer=None, miner=None, pairs=True):
         self.pos_margin = arguments.number(pos_margin, "pos_margin", self, low=0.0)
@@ -181,7 +244,7 @@ class _ContrastiveArguments(TupleArguments):
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
-class ContrastiveLoss(_ContrastiveArguments, PairTerm):
+class ContrastiveLoss(_ContrastiveArguments, TupleArguments, PairTerm):
     """Contrastive loss over the pairs of a labelled batch (Hadsell, Chopra & LeCun, CVPR 2006, Eq. 4).
 
     Every ordered pair ``(i, j)``, ``i != j``, of the batch; a positive (same
@@ -211,7 +274,8 @@ class ContrastiveLoss(_ContrastiveArguments, PairTerm):
             distance=EuclideanDistance(normalize_embeddings=True))``.
         on: the embedding output.
         target: the class ids.
-        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
+        **kwargs: ``min_jaccard`` (multi-hot labels: see :class:`~lossweave.terms.pairs.TupleArguments`),
+            ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
         >>> import numpy as np
@@ -323,7 +387,8 @@ class TripletLoss(TupleArguments, PairTerm):
             with ``AvgNonZeroReducer()`` (``average="all"``: ``MeanReducer()``).
         on: model output holding the embeddings.
         target: target holding the class ids.
-        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
+        **kwargs: ``min_jaccard`` (multi-hot labels: see :class:`~lossweave.terms.pairs.TupleArguments`),
+            ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
         >>> import numpy as np
@@ -388,7 +453,8 @@ class LiftedStructureLoss(TupleArguments, PairTerm):
         miner: a :mod:`lossweave.miners` object; ``None``: every pair.
         on: model output holding the embeddings.
         target: target holding the class ids.
-        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
+        **kwargs: ``min_jaccard`` (multi-hot labels: see :class:`~lossweave.terms.pairs.TupleArguments`),
+            ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
         >>> import numpy as np
@@ -436,7 +502,8 @@ class NPairsLoss(TupleArguments, PairTerm):
         on: model output holding the embeddings (not normalised: the loss
             uses inner products).
         target: target holding the class ids.
-        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
+        **kwargs: ``min_jaccard`` (multi-hot labels: see :class:`~lossweave.terms.pairs.TupleArguments`),
+            ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
         >>> import numpy as np

@@ -16,22 +16,20 @@ from every tuple. Only :class:`MarginLoss` owns a variable (its ``beta``).
 """
 
 import keras
-from keras import ops
 
 from lossweave import arguments
-from lossweave import miners as miner_objects
-from lossweave import reducers as reducer_objects
 from lossweave.ops import tuple_losses as tuple_ops
 from lossweave.terms.check import check_class_rows
 from lossweave.terms.pairs import PairTerm, TupleArguments
 
 
 class _TupleLoss(TupleArguments, PairTerm):
-    """The plumbing of the terms here: the loss's own arguments (``loss_arguments``) go to ``loss_op`` and the config.
+    """The terms here: the loss's own arguments (``loss_arguments``) go to ``loss_op`` and the config.
 
     A subclass names its op (``loss_op``, a function of ``ops.tuple_losses``)
-    and its arguments, and calls ``init_parts``; ``distance=None`` there
-    means the loss has a fixed geometry and takes no ``distance``.
+    and its arguments, and calls ``init_tuple``; the parts (``distance``,
+    ``reducer``, ``miner``, ``min_jaccard``) are :class:`TupleArguments`'s,
+    with ``takes_distance = False`` for a loss of fixed geometry.
     """
 
     loss_arguments = ()
@@ -39,27 +37,6 @@ class _TupleLoss(TupleArguments, PairTerm):
     @staticmethod
     def loss_op(*args, **kwargs):
         raise NotImplementedError("a tuple loss names its op")
-
-    def init_parts(self, distance, reducer=None, miner=None, mines=True):
-        if distance is not None:
-            self.init_tuple(distance, reducer, miner, mines)
-            return
-        self.reducer = reducer_objects.get(reducer, self)
-        if mines:
-            self.miner = miner_objects.get(miner, self)
-
-    def tuple_config(self):
-        if hasattr(self, "distance"):
-            return super().tuple_config()
-        config = {"reducer": keras.saving.serialize_keras_object(self.reducer)}
-        if hasattr(self, "miner"):
-            config["miner"] = keras.saving.serialize_keras_object(self.miner)
-        return config
-
-    def tuple_kwargs(self):
-        if hasattr(self, "distance"):
-            return super().tuple_kwargs()
-        return {"reducer": self.reducer, **({"miner": self.miner} if hasattr(self, "miner") else {})}
 
     def loss_kwargs(self):
         return {**{name: getattr(self, name) for name in self.loss_arguments}, **self.tuple_kwargs()}
@@ -97,7 +74,8 @@ class NCALoss(_TupleLoss):
         miner: a :mod:`lossweave.miners` object; ``None``: every pair.
         on: model output holding the embeddings.
         target: target holding the class ids.
-        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
+        **kwargs: ``min_jaccard`` (multi-hot labels: see :class:`~lossweave.terms.pairs.TupleArguments`),
+            ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
         >>> import numpy as np
@@ -114,7 +92,7 @@ class NCALoss(_TupleLoss):
                  target="label", **kwargs):
         super().__init__(on=on, target=target, **kwargs)
         self.scale = arguments.positive(scale, "scale", self)
-        self.init_parts(distance, reducer, miner)
+        self.init_tuple(distance, reducer, miner)
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -148,7 +126,8 @@ class MarginLoss(_TupleLoss):
         miner: a :mod:`lossweave.miners` object; ``None``: every pair.
         on: model output holding the embeddings.
         target: target holding the class ids.
-        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
+        **kwargs: ``min_jaccard`` (multi-hot labels: see :class:`~lossweave.terms.pairs.TupleArguments`),
+            ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
         >>> import numpy as np
@@ -170,9 +149,13 @@ class MarginLoss(_TupleLoss):
         self.learn_beta = arguments.boolean(learn_beta, "learn_beta", self)
         self.num_classes = arguments.optional(arguments.positive_int, num_classes, "num_classes", self)
         self.triplets = arguments.boolean(triplets, "triplets", self)
-        self.init_parts(distance, reducer, miner)
+        self.init_tuple(distance, reducer, miner)
 
     def build(self, outputs_shape):
+        # Made in build (which Keras's __call__, CrossBatchMemory, SelfSupervisedLoss and the Objective
+        # call before any step), never on first use: a variable made while a step is traced (JAX inside
+        # CrossBatchMemory, tf.function) would be a tracer. Not in __init__ either: the Objective names an
+        # unbuilt term after its key first, and the variable's path follows.
         super().build(outputs_shape)
         self.betas = self.add_weight(
             name="beta", shape=(self.num_classes or 1,), initializer=keras.initializers.Constant(self.beta),
@@ -186,13 +169,6 @@ class MarginLoss(_TupleLoss):
 
     def loss_kwargs(self):
         return {**super().loss_kwargs(), "beta": self.betas}
-
-    def pair_loss(self, embeddings, labels, sample_weight=None, ref_embeddings=None, ref_labels=None,
-                  ref_mask=None, exclude_self=True):
-        if not self.built:
-            self.build(tuple(ops.shape(embeddings)))
-        return super().pair_loss(embeddings, labels, sample_weight, ref_embeddings, ref_labels, ref_mask,
-                                 exclude_self)
 
     def get_config(self):
         config = {**super().get_config(), "beta": self.beta, "learn_beta": self.learn_beta}
@@ -221,7 +197,8 @@ class TupletMarginLoss(_TupleLoss):
         miner: a :mod:`lossweave.miners` object; ``None``: every pair.
         on: model output holding the embeddings.
         target: target holding the class ids.
-        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
+        **kwargs: ``min_jaccard`` (multi-hot labels: see :class:`~lossweave.terms.pairs.TupleArguments`),
+            ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
         >>> import numpy as np
@@ -240,7 +217,7 @@ class TupletMarginLoss(_TupleLoss):
         self.angular_margin = arguments.number(angular_margin, "angular_margin", self, low=0.0, high=3.141592653589793,
                                                hint="It is in radians (PML's 5.73 degrees is 0.1).")
         self.scale = arguments.positive(scale, "scale", self)
-        self.init_parts(distance, reducer, miner)
+        self.init_tuple(distance, reducer, miner)
         if not self.distance.is_inverted:
             raise ValueError(f"{type(self).__name__}: received distance={self.distance!r}; expected a similarity "
                              f"whose values are cosines, e.g. 'cosine_similarity' (the loss reads angles).")
@@ -263,7 +240,8 @@ class AngularLoss(_TupleLoss):
         miner: a :mod:`lossweave.miners` object (mining on the cosine similarity); ``None``: every pair.
         on: model output holding the embeddings.
         target: target holding the class ids.
-        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
+        **kwargs: ``min_jaccard`` (multi-hot labels: see :class:`~lossweave.terms.pairs.TupleArguments`),
+            ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
         >>> import numpy as np
@@ -272,6 +250,7 @@ class AngularLoss(_TupleLoss):
         0.0181
     """
 
+    takes_distance = False
     loss_arguments = ("angle",)
     loss_op = staticmethod(tuple_ops.angular_loss)
 
@@ -279,7 +258,7 @@ class AngularLoss(_TupleLoss):
         super().__init__(on=on, target=target, **kwargs)
         self.angle = arguments.number(angle, "angle", self, low=0.0, high=90.0, low_open=True, high_open=True,
                                       hint="It is in degrees.")
-        self.init_parts(None, reducer, miner)
+        self.init_tuple(reducer=reducer, miner=miner)
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -301,7 +280,8 @@ class GeneralizedLiftedStructureLoss(_TupleLoss):
         miner: a :mod:`lossweave.miners` object; ``None``: every pair.
         on: model output holding the embeddings.
         target: target holding the class ids.
-        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
+        **kwargs: ``min_jaccard`` (multi-hot labels: see :class:`~lossweave.terms.pairs.TupleArguments`),
+            ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
         >>> import numpy as np
@@ -319,7 +299,7 @@ class GeneralizedLiftedStructureLoss(_TupleLoss):
         super().__init__(on=on, target=target, **kwargs)
         self.pos_margin = arguments.number(pos_margin, "pos_margin", self)
         self.neg_margin = arguments.number(neg_margin, "neg_margin", self)
-        self.init_parts(distance, reducer, miner)
+        self.init_tuple(distance, reducer, miner)
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -342,7 +322,8 @@ class IntraPairVarianceLoss(_TupleLoss):
         miner: a :mod:`lossweave.miners` object; ``None``: every pair.
         on: model output holding the embeddings.
         target: target holding the class ids.
-        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
+        **kwargs: ``min_jaccard`` (multi-hot labels: see :class:`~lossweave.terms.pairs.TupleArguments`),
+            ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
         >>> import numpy as np
@@ -360,7 +341,7 @@ class IntraPairVarianceLoss(_TupleLoss):
         super().__init__(on=on, target=target, **kwargs)
         self.pos_eps = arguments.number(pos_eps, "pos_eps", self, low=0.0, high=1.0)
         self.neg_eps = arguments.number(neg_eps, "neg_eps", self, low=0.0)
-        self.init_parts(distance, reducer, miner)
+        self.init_tuple(distance, reducer, miner)
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -383,7 +364,8 @@ class SNRContrastiveLoss(_TupleLoss):
         miner: a :mod:`lossweave.miners` object; ``None``: every pair.
         on: model output holding the embeddings.
         target: target holding the class ids.
-        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
+        **kwargs: ``min_jaccard`` (multi-hot labels: see :class:`~lossweave.terms.pairs.TupleArguments`),
+            ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
         >>> import numpy as np
@@ -402,7 +384,7 @@ class SNRContrastiveLoss(_TupleLoss):
         self.pos_margin = arguments.number(pos_margin, "pos_margin", self, low=0.0)
         self.neg_margin = arguments.number(neg_margin, "neg_margin", self, low=0.0)
         self.zero_mean_weight = arguments.number(zero_mean_weight, "zero_mean_weight", self, low=0.0)
-        self.init_parts(distance, reducer, miner)
+        self.init_tuple(distance, reducer, miner)
 
 
 @keras.saving.register_keras_serializable(package="lossweave")
@@ -421,7 +403,8 @@ class FastAPLoss(_TupleLoss):
         reducer: a :mod:`lossweave.reducers` object for the anchors' terms; ``None``: their mean.
         on: model output holding the embeddings.
         target: target holding the class ids.
-        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
+        **kwargs: ``min_jaccard`` (multi-hot labels: see :class:`~lossweave.terms.pairs.TupleArguments`),
+            ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
 
     Example:
         >>> import numpy as np
@@ -430,13 +413,14 @@ class FastAPLoss(_TupleLoss):
         0.5
     """
 
+    takes_distance = False
     loss_arguments = ("num_bins",)
     loss_op = staticmethod(tuple_ops.fast_ap_loss)
 
     def __init__(self, num_bins=10, reducer=None, on="embedding", target="label", **kwargs):
         super().__init__(on=on, target=target, **kwargs)
         self.num_bins = arguments.positive_int(num_bins, "num_bins", self)
-        self.init_parts(None, reducer, mines=False)
+        self.init_tuple(reducer=reducer, mines=False)
 
 
 __all__ = [
