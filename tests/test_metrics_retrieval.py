@@ -153,6 +153,22 @@ def test_evaluate_embeddings_with_a_reference_set_and_the_optional_figures():
     assert "queries_without_reference" not in alone
 
 
+def test_evaluate_embeddings_one_search_equals_the_figures_one_by_one():
+    # One search with k = max(max(ks), R) gives every figure: ks beyond R and R beyond ks,
+    # duplicated rows (ties broken by gallery position), Euclidean and cosine.
+    rng = np.random.default_rng(4)
+    y = np.repeat(np.arange(5), [2, 3, 4, 6, 1])
+    x = rng.normal(size=(y.size, 3)) + y[:, None]
+    x[3] = x[2]
+    for metric in ("euclidean", "cosine"):
+        for ks in ((1, 2), (1, 9)):
+            figures = evaluate_embeddings(x, y, ks=ks, metric=metric, pairs=False, r_precision=True)
+            recalls = recall_at_k(x, y, ks=ks, metric=metric)
+            assert [figures[f"recall@{k}"] for k in ks] == [recalls[k] for k in ks]
+            assert figures["map@r"] == map_at_r(x, y, metric=metric)
+            assert figures["r_precision"] == r_precision(x, y, metric=metric)
+
+
 def test_queries_without_reference_counts_absent_classes():
     assert queries_without_reference([0, 0, 1, 2, 5], [1, 2, 2, 7]) == 3
     assert queries_without_reference([[1], [2]], [1, 2]) == 0

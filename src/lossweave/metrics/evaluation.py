@@ -96,17 +96,16 @@ def evaluate_embeddings(
     embeddings, labels = _checks.check_set(embeddings, labels, _checks.check_metric(metric))
     ks = _checks.check_ks(ks, "evaluate_embeddings")
     reference = {"reference_embeddings": reference_embeddings, "reference_labels": reference_labels}
-    recalls = retrieval.recall_at_k(embeddings, labels, ks=tuple(sorted(set(ks) | {1})),
-                                    metric=metric, **reference)
+    recalls, map_r, r_prec = retrieval.ranked_figures(embeddings, labels, tuple(sorted(set(ks) | {1})), metric,
+                                                      **reference)
     figures = {
         "distance_ratio": distance_ratio(embeddings, labels, metric=metric),
         "nn_top1": recalls[1],
     }
     figures.update({f"recall@{k}": recalls[k] for k in ks})
-    figures["map@r"] = retrieval.map_at_r(embeddings, labels, metric=metric, **reference)
+    figures["map@r"] = map_r
     if r_precision:
-        figures["r_precision"] = retrieval.r_precision(embeddings, labels, metric=metric,
-                                                       **reference)
+        figures["r_precision"] = r_prec
     if reference_labels is not None:
         figures["queries_without_reference"] = float(
             retrieval.queries_without_reference(labels, reference_labels)

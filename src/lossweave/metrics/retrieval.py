@@ -128,18 +128,66 @@ def _query_hits(embeddings, labels, metric, reference_embeddings, reference_labe
     return _hits(embeddings, labels, reference, reference_labels, mask, metric, n_neighbors, what)
 
 
+def _within_r(hits, r):
+    """Hits among the first ``R`` neighbours of each query (a search with ``k`` >= the largest ``R``)."""
+    rank = np.arange(1, r.max() + 1)
+    return hits[:, :r.max()] & (rank[None, :] <= r[:, None])
+
+
 def _ranked_within_r(embeddings, labels, metric, reference_embeddings, reference_labels, what):
     """``(rel, r)``: hits among the first ``R`` neighbours of each answerable query, and ``R``."""
     embeddings, labels, reference, reference_labels = _prepare(
         embeddings, labels, metric, reference_embeddings, reference_labels
     )
     mask = _answerable(labels, reference_labels, what)
-    r = _relevant(labels, reference_labels)
-    rel = _hits(embeddings, labels, reference, reference_labels, mask, metric, int(r[mask].max()),
-                what)
-    r = r[mask]
+    r = _relevant(labels, reference_labels)[mask]
+    rel = _hits(embeddings, labels, reference, reference_labels, mask, metric, int(r.max()), what)
+    return _within_r(rel, r), r
+
+
+def _recalls(hits, ks):
+    """``{k: Recall@k}`` from the hits of the ``max(ks)`` (or more) nearest."""
+    first = np.cumsum(hits, axis=1) > 0
+    return {k: float(first[:, k - 1].mean()) for k in ks}
+
+
+def _map_at_r(rel, r):
+    """MAP@R from the hits within ``R`` (see :func:`map_at_r`)."""
     rank = np.arange(1, rel.shape[1] + 1)
-    return rel & (rank[None, :] <= r[:, None]), r  # only the first R neighbours count
+    precision = np.cumsum(rel, axis=1) / rank[None, :]
+    return float((np.sum(precision * rel, axis=1) / r).mean())
+
+
+def _r_precision(rel, r):
+    """R-precision from the hits within ``R`` (see :func:`r_precision`)."""
+    return float(np.mean(rel.sum(axis=1) / r))
+
+
+def ranked_figures(embeddings, labels, ks, metric, reference_embeddings=None, reference_labels=None):
+    """Recall@k for each ``k``, MAP@R and R-precision from ONE search (``k`` = the larger of ``max(ks)`` and ``R``).
+
+    What :func:`lossweave.metrics.evaluate_embeddings` uses: the same numbers
+    as :func:`recall_at_k`, :func:`map_at_r` and :func:`r_precision` called
+    one by one (the search's order does not depend on ``k``), for a third of
+    their searches.
+
+    Returns:
+        ``(recalls, map_at_r, r_precision)``: a dict ``{k: recall}`` and two floats.
+
+    Example:
+        >>> x = np.array([[0.], [0.3], [1.], [1.1], [0.55]])
+        >>> ranked_figures(x, [0, 0, 1, 1, 1], ks=(1, 2), metric="euclidean")
+        ({1: 0.6, 2: 1.0}, 0.65, 0.7)
+    """
+    embeddings, labels, reference, reference_labels = _prepare(
+        embeddings, labels, metric, reference_embeddings, reference_labels
+    )
+    mask = _answerable(labels, reference_labels, "evaluate_embeddings")
+    r = _relevant(labels, reference_labels)[mask]
+    hits = _hits(embeddings, labels, reference, reference_labels, mask, metric, max(max(ks), int(r.max())),
+                 "evaluate_embeddings (recall@k)")
+    rel = _within_r(hits, r)
+    return _recalls(hits, ks), _map_at_r(rel, r), _r_precision(rel, r)
 
 
 def queries_without_reference(labels, reference_labels):
@@ -206,8 +254,7 @@ def recall_at_k(embeddings, labels, ks=(1, 2, 4, 8), metric="cosine", *,
     ks = _checks.check_ks(ks, "recall_at_k")
     hits = _query_hits(embeddings, labels, metric, reference_embeddings, reference_labels, max(ks),
                        "recall_at_k")
-    first = np.cumsum(hits, axis=1) > 0
-    return {k: float(first[:, k - 1].mean()) for k in ks}
+    return _recalls(hits, ks)
 
 
 def nearest_neighbor_accuracy(embeddings, labels, metric="cosine", *,
@@ -284,10 +331,7 @@ def map_at_r(embeddings, labels, metric="cosine", *, reference_embeddings=None,
     """
     rel, r = _ranked_within_r(embeddings, labels, metric, reference_embeddings, reference_labels,
                               "map_at_r")
-    rank = np.arange(1, rel.shape[1] + 1)
-    precision = np.cumsum(rel, axis=1) / rank[None, :]
-    ap = np.sum(precision * rel, axis=1) / r
-    return float(ap.mean())
+    return _map_at_r(rel, r)
 
 
 def r_precision(embeddings, labels, metric="cosine", *, reference_embeddings=None,
@@ -329,7 +373,7 @@ def r_precision(embeddings, labels, metric="cosine", *, reference_embeddings=Non
     """
     rel, r = _ranked_within_r(embeddings, labels, metric, reference_embeddings, reference_labels,
                               "r_precision")
-    return float(np.mean(rel.sum(axis=1) / r))
+    return _r_precision(rel, r)
 
 
 def precision_at_k(embeddings, labels, ks=(1, 5), metric="cosine", *, reference_embeddings=None,
