@@ -108,7 +108,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import lossweave as lw  # noqa: E402
-from common import backend, block, fmt_ms, interleaved_rounds, median  # noqa: E402
+from common import backend, block, fmt_ms, interleaved_rounds, median, wall_and_cpu  # noqa: E402
 from step_overhead import StepTimer  # noqa: E402
 
 INPUT_DIM, HIDDEN, EMBED_DIM, NUM_CLASSES = 64, 256, 128, 32
@@ -567,13 +567,7 @@ def _loss_alone(factory, pml_loss, miner, two_views, reps):
 
     def timed_calls(fn):
         def run(n=reps):
-            wall, cpu = [], []
-            for _ in range(n):
-                w, c = time.perf_counter(), time.process_time()
-                fn()
-                wall.append(time.perf_counter() - w)
-                cpu.append(time.process_time() - c)
-            return wall, cpu
+            return wall_and_cpu(fn, n)
         return run
 
     return {"ours": timed_calls(ours), "pml": timed_calls(pml)}
@@ -628,10 +622,10 @@ def _peer_row(name, entry, steps, rounds, reps, memory):
             cpu[side].append(median(cpu_steps))
         return wall_steps
 
-    for side in ("ours", "pml"):  # warm-up: trace and compile
-        warm = epoch(side, timed=False)
-        if side == "pml" and median(warm) > PEER_SLOW:
-            loop.max_steps = PEER_SLOW_STEPS
+    epoch("ours", timed=False)  # warm-up: trace and compile
+    loop.max_steps = PEER_SLOW_STEPS  # PML is eager: a few warm-up steps say whether it is slow
+    if median(epoch("pml", timed=False)) <= PEER_SLOW:
+        loop.max_steps = x.shape[0] // PEER_BATCH
     times, per_round = interleaved_rounds(epoch, ("ours", "pml"), rounds)
     alone = _loss_alone(ours_factory, *pml_factory(), two_views, reps)
     calls = {}
@@ -683,11 +677,27 @@ def run_peers(quick=False, losses=None, write=False, memory=True):
         except Exception as error:  # noqa: BLE001 -- one failing loss must not lose the others' rows
             rows.append({"loss": name, "error": f"{type(error).__name__}: {error}"})
             print(f"{name}: failed: {rows[-1]['error']}", flush=True)
+        if write and len(rows) < len(names):  # a run stopped early still leaves the rows it finished
+            partial = _peer_results(rows, steps, rounds, reps)
+            partial["from_log"] = (f"partial run: {len(rows)} of {len(names)} losses written so far "
+                                   f"(missing: {', '.join(names[len(rows):])})")
+            write_peers(partial)
+    results = _peer_results(rows, steps, rounds, reps)
+    if backend() == "torch":
+        results["profile"] = _torch_profile([n for n in PEER_ANALYSED if n in names])
+    if write:
+        write_peers(results)
+    return results
+
+
+def _peer_results(rows, steps, rounds, reps):
+    """The results of ``run_peers`` for the rows measured so far (targets included)."""
     import pytorch_metric_learning
+    import torch
 
     results = {"backend": backend(), "batch": PEER_BATCH, "steps_per_epoch": steps, "rounds": rounds,
                "loss_reps": reps, "pml": pytorch_metric_learning.__version__, "torch": torch.__version__,
-               "keras": keras.__version__, "load_average": list(os.getloadavg()), "rows": rows,
+               "keras": keras.__version__, "load_average": list(os.getloadavg()), "rows": list(rows),
                "target": PEER_TARGET[backend()]}
     results["targets"] = {f"{r['loss']}: ours / PML step CPU time <= {results['target']}":
                           bool(r["cpu_over_pml"] <= results["target"]) if "error" not in r else None for r in rows}
@@ -695,11 +705,34 @@ def run_peers(quick=False, losses=None, write=False, memory=True):
         fitted = [e for e in (r.get("peak_exponent", float("nan")), r.get("largest_exponent", float("nan"))) if e == e]
         if fitted:
             results["targets"][f"{r['loss']} memory exponent < {EXPONENT_TARGET}"] = bool(max(fitted) < EXPONENT_TARGET)
-    if backend() == "torch":
-        results["profile"] = _torch_profile([n for n in PEER_ANALYSED if n in names])
-    if write:
-        write_peers(results)
     return results
+
+
+def peer_memory(quick=False, losses=None):
+    """``--peers --memory-only``: the memory rows of ``run_peers`` (our loss + gradient) alone, for ``losses``."""
+    table = _peer_table()
+    rows = []
+    for name in losses or tuple(table):
+        _, ours_factory, two_views = table[name]
+        row = {"loss": name, "memory": [loss_memory(name, b, ours_factory, two_views) for b in BATCHES]}
+        for key in ("peak", "largest"):
+            values = [m[key] for m in row["memory"]]
+            row[f"{key}_exponent"] = exponent(BATCHES, values) if min(values) > 0 else float("nan")
+        rows.append(row)
+    return {"backend": backend(), "rows": rows, "load_average": list(os.getloadavg())}
+
+
+def peer_memory_markdown(results):
+    load = ", ".join(f"{v:.2f}" for v in results["load_average"])
+    lines = [f"{results['backend']}: memory of our loss + gradient ({PEER_MEASURE_NOTE}), MiB at batch "
+             + " / ".join(map(str, BATCHES)) + f"; load average {load}:", "",
+             "| loss | peak MiB | peak exponent | largest intermediate MiB | largest exponent |",
+             "|:---|---:|---:|---:|---:|"]
+    for r in results["rows"]:
+        lines.append(f"| {r['loss']} | " + " / ".join(_mib(m["peak"]) for m in r["memory"])
+                     + f" | {r['peak_exponent']:.2f} | " + " / ".join(_mib(m["largest"]) for m in r["memory"])
+                     + f" | {r['largest_exponent']:.2f} |")
+    return "\n".join(lines)
 
 
 def peers_markdown(results):
@@ -895,7 +928,12 @@ if __name__ == "__main__":
     parser.add_argument("--losses", help="--peers: a comma-separated subset of the losses")
     parser.add_argument("--write", action="store_true", help="--peers: write this backend's block into PAIRS.md")
     parser.add_argument("--no-memory", action="store_true", help="--peers: skip the memory exponents")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="--peers: only our memory of each loss of --losses (no timing, nothing written)")
     known, rest = parser.parse_known_args()
+    if known.peers and known.memory_only:
+        sys.exit(main_alone("pairs", peer_memory, peer_memory_markdown, rest,
+                            losses=tuple(known.losses.split(",")) if known.losses else None))
     if known.peers:
         sys.exit(main_alone("pairs", run_peers, peers_markdown, rest, write=known.write, memory=not known.no_memory,
                             losses=tuple(known.losses.split(",")) if known.losses else None))

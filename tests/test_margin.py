@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import lossweave as lw
-from conftest import to_numpy
+from conftest import one_backend, to_numpy
 
 RNG = np.random.default_rng(7)
 
@@ -172,6 +172,16 @@ def test_gradients_finite_at_exact_alignment(name):
     grads = _gradients(term, x, y)
     assert all(np.all(np.isfinite(g)) for g in grads)
 
+
+
+@one_backend
+def test_sphereface_gradient_is_finite_at_a_zero_embedding_row():
+    """SphereFace's logits are ||x|| psi(theta): d||x||/dx at x = 0 is finite (0), not NaN, with the weights'."""
+    term = _built("sphereface", dim=3)
+    x = np.array([[0.0, 0.0, 0.0], [0.5, -1.0, 2.0], [1.0, 0.2, -0.3]], "float32")
+    grads = _gradients(term, x, np.array([0, 1, 2]))
+    assert all(np.all(np.isfinite(g)) for g in grads)
+    assert np.any(grads[0][1:] != 0.0)  # the other rows still learn
 
 def _gradients(term, x, y):
     backend = keras.backend.backend()

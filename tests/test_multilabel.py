@@ -229,8 +229,19 @@ def test_min_jaccard_of_a_loss_and_of_a_miner_is_the_builder_rule():
         lw.terms.SiameseContrastiveLoss(min_jaccard=0.5)
 
 
+@one_backend
+def test_losses_whose_pairs_are_fixed_by_position_refuse_min_jaccard():
+    """N-pairs, instance and two-view NT-Xent pick a row's positive by position: a Jaccard threshold has no meaning."""
+    for cls in (lw.terms.NPairsLoss, lw.terms.InstanceLoss, lw.terms.TwoViewNTXentLoss):
+        with pytest.raises(ValueError, match=rf"{cls.__name__}: received min_jaccard=0.5; this loss takes no "
+                                             r"min_jaccard: its positive of a row is fixed by position"):
+            cls(min_jaccard=0.5)
+        term = cls()
+        assert "min_jaccard" not in term.get_config() and "min_jaccard" not in term.tuple_kwargs()
+
+
 def test_min_jaccard_holds_in_the_compiled_step():
-    """The rule is applied when the step is traced (``label_rule`` around ``pair_loss``): evaluate equals the eager loss."""
+    """The rule is applied when the step is traced (the ops' ``min_jaccard=``): evaluate equals the eager loss."""
     inputs = keras.Input((4,))
     model = keras.Model(inputs, {"embedding": keras.layers.Identity()(inputs)})
     objective = lw.Objective(model, {"pairs": lw.terms.ContrastiveLoss(min_jaccard=0.5)})

@@ -2,8 +2,8 @@
 
 NumPy references written from the papers, loop by loop (soft nearest
 neighbour: Frosst et al. 2019, Eq. 1; histogram: Ustinova & Lempitsky 2016;
-ranked list: Wang et al. 2019; PNP: Li et al. 2022, the variants of
-pytorch-metric-learning) check the formulas in the JAX pass only; the
+ranked list: Wang et al. 2019, no equation numbers verified; PNP: Li et al.
+2022, Eq. 5, 7, 9, 12-13, the variants of pytorch-metric-learning) check the formulas in the JAX pass only; the
 cross-backend listing carries the values to the other backends. The edge
 cases of the pair tests (one-row classes, one-class batches, no valid tuple,
 weight 0 as absence, finite gradients at distance 0) run on every backend.
@@ -159,6 +159,26 @@ def test_ranked_list_equals_its_reference(kwargs):
 def test_pnp_variants_equal_their_reference(variant, count_self):
     term = lw.terms.PNPLoss(variant=variant, anneal=0.05, alpha=1.5, b=3.0, count_self=count_self)
     np.testing.assert_allclose(value(term(X, Y)), numpy_pnp(X, Y, variant, 0.05, 1.5, 3.0, count_self), rtol=1e-5)
+
+
+@one_backend
+def test_pnp_gradient_in_anchor_blocks_equals_numpy():
+    """PNP's recomputing gradient (blocks of ranking.PNP_CHUNK anchors) against central differences of the reference."""
+    rng = np.random.default_rng(3)
+    n = ranking.PNP_CHUNK + 8  # two blocks, the second one short
+    x, y = rng.normal(size=(n, 3)).astype("float32"), np.arange(n) % 5
+    import jax  # one_backend: JAX; compiled, as a step runs it (op by op each new block shape compiles alone)
+
+    ours = np.asarray(jax.jit(jax.grad(lambda e: ranking.pnp_loss(e, y, variant="Ds", anneal=0.1)))(x))
+    rows = [0, 5, ranking.PNP_CHUNK - 1, ranking.PNP_CHUNK, n - 1]  # both blocks and their edges
+    x64, step, numeric = x.astype("float64"), 1e-6, np.zeros((len(rows), x.shape[1]))
+    for k, row in enumerate(rows):
+        for column in range(x.shape[1]):
+            up, down = x64.copy(), x64.copy()
+            up[row, column] += step
+            down[row, column] -= step
+            numeric[k, column] = (numpy_pnp(up, y, "Ds", 0.1) - numpy_pnp(down, y, "Ds", 0.1)) / (2 * step)
+    np.testing.assert_allclose(ours[rows], numeric, rtol=1e-3, atol=1e-5)
 
 
 @one_backend

@@ -116,7 +116,10 @@ def np_generalized_lifted(x, y, pos_margin=0.0, neg_margin=1.0):
 
 
 def np_intra_pair_variance(x, y, pos_eps=0.01, neg_eps=0.01):
-    """Yu & Tao 2019, Eq. 8: mean_p [(1 - e_p) E[S_p] - S_p]_+^2 + mean_n [S_n - (1 + e_n) E[S_n]]_+^2."""
+    """Yu & Tao 2019 (L_pos + L_neg; equation number unverified).
+
+    mean_p [(1 - e_p) E[S_p] - S_p]_+^2 + mean_n [S_n - (1 + e_n) E[S_n]]_+^2.
+    """
     c = _unit(x.astype("float64")) @ _unit(x.astype("float64")).T
     pos, neg = _pairs(y)
     sp, sn = np.array([c[i, j] for i, j in pos]), np.array([c[i, j] for i, j in neg])

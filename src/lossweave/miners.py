@@ -65,8 +65,9 @@ class Miner(ConfigObject):
     miner sees masks, not labels: the loss that holds it builds its pair
     structure with the larger of its own and the miner's threshold
     (:class:`lossweave.terms.pairs.TupleArguments`), so the tuples mined are
-    those the miner's rule allows. In a bare ``lossweave.ops`` call, open
-    ``lossweave.ops.pair_structure.label_rule(min_jaccard)`` around it.
+    those the miner's rule allows. A bare ``lossweave.ops`` loss call reads
+    no miner's threshold: pass it the op's ``min_jaccard=`` (the larger of
+    the two) as the loss does.
 
     Args:
         min_jaccard: ``None`` or a number in ``(0, 1]``.

@@ -57,16 +57,29 @@ def l2_normalize(x, epsilon=1e-12):
     return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), epsilon))
 
 
+def float_mask(mask, dtype="float32"):
+    """A bool mask as 0/1 floats, converted through ``uint8``: the same values on every backend.
+
+    PyTorch's CPU kernels for bool tensors are slow: a bool to float32 cast,
+    and a ``where`` on a bool condition, cost several times a cast through
+    ``uint8`` and a product with the 0/1 factor (the pair losses' loss +
+    gradient is timed against PML's in ``benchmarks/pairs.py``). So masks
+    enter the pair losses as products with this 0/1 factor; XLA fuses the
+    two casts.
+    """
+    return ops.cast(ops.cast(mask, "uint8"), dtype)
+
+
 def safe_sqrt(squared, epsilon=_EPSILON):
     """``sqrt(squared)`` where ``squared > epsilon``, exactly 0 elsewhere, with a finite gradient."""
-    # A product with the 0/1 mask, not a select: PyTorch's CPU `where` is ~15x slower than a product.
-    return ops.sqrt(ops.maximum(squared, epsilon)) * ops.cast(squared > epsilon, squared.dtype)
+    # A product with the 0/1 mask, not a select (PyTorch's CPU `where` is the slower: see float_mask).
+    return ops.sqrt(ops.maximum(squared, epsilon)) * float_mask(squared > epsilon, squared.dtype)
 
 
 def off_diagonal(n):
     """float32 ``(n, n)``: 1 off the diagonal, 0 on it (a factor that zeroes the diagonal exactly)."""
     rows = ops.arange(n)
-    return ops.cast(ops.not_equal(rows[:, None], rows[None, :]), "float32")
+    return float_mask(ops.not_equal(rows[:, None], rows[None, :]))
 
 
 @ops.custom_gradient
@@ -214,7 +227,7 @@ def _root(value, exponent):
     if exponent == 0.5:
         return safe_sqrt(value)
     positive = value > _EPSILON
-    return ops.power(ops.maximum(value, _EPSILON), exponent) * ops.cast(positive, value.dtype)
+    return ops.power(ops.maximum(value, _EPSILON), exponent) * float_mask(positive, value.dtype)
 
 
 def lp_normalize(x, p=2.0, epsilon=1e-12):
@@ -252,7 +265,13 @@ def lp_distances(x, y=None, p=2.0, power=1.0, normalized=False):
     if p == 2.0:
         if normalized:
             inner = gram(x) if same else ops.matmul(x, ops.transpose(y))
-            squared = ops.maximum(2.0 - 2.0 * inner, 0.0)
+            squared = 2.0 - 2.0 * inner
+            if power == 1.0:  # the root's 0/1 factor does the clamp at 0 and the diagonal's zeros too
+                keep = float_mask(squared > _EPSILON)
+                if same:
+                    keep = keep * off_diagonal(ops.shape(x)[0])
+                return ops.sqrt(ops.maximum(squared, _EPSILON)) * keep
+            squared = ops.maximum(squared, 0.0)
             if same:
                 squared = squared * off_diagonal(ops.shape(x)[0])
         else:
@@ -344,6 +363,11 @@ def ordered(metric, values):
     return -values if is_inverted(metric) else values
 
 
+def closeness(metric, values):
+    """``values`` of ``metric`` as larger-is-closer: a similarity as it is, a distance negated (no double negation)."""
+    return values if is_inverted(metric) else -values
+
+
 def pair_labels(labels):
     """Class ids of a pair loss and their validity: ``(ids, valid)``, both ``(batch,)``.
 
@@ -401,14 +425,43 @@ def label_masks(labels, other_labels=None):
     """
     ids, valid = pair_labels(labels)
     if other_labels is None:
+        return id_pair_masks(ids, valid)
+    other_ids, other_valid = pair_labels(other_labels)
+    return id_pair_masks(ids, valid, other_ids, other_valid)
+
+
+def id_pair_masks(ids, valid, other_ids=None, other_valid=None, exclude_diagonal=None):
+    """Positive and negative masks ``(n, m)`` of class ids whose rows ``valid`` / ``other_valid`` take part.
+
+    The masks of :func:`label_masks` in five ``(n, m)`` ops: an invalid row
+    gets the key -1 on the anchors' side and -2 on the partners' (valid ids
+    are ``>= 0``), so one equality gives the positives of valid rows; the
+    negatives are the valid pairs that are not positive (``xor``, as the
+    positives lie inside them). Built once, not as separate masks joined by
+    ``logical_and``: on PyTorch's eager CPU every ``(n, m)`` op is a kernel.
+
+    Args:
+        ids, valid: int ``(n,)`` class ids and bool ``(n,)`` rows that take part.
+        other_ids, other_valid: the partners' (``None``: ``ids`` against itself).
+        exclude_diagonal: leave the pairs ``(i, i)`` out of both masks (default:
+            when ``other_ids`` is ``None``; there it changes the positives only).
+
+    Returns:
+        ``(positives, negatives)``: bool ``(n, m)``.
+    """
+    same_rows = other_ids is None
+    if same_rows:
         other_ids, other_valid = ids, valid
-    else:
-        other_ids, other_valid = pair_labels(other_labels)
-    both = ops.logical_and(valid[:, None], other_valid[None, :])
-    same = ops.equal(ids[:, None], other_ids[None, :])
-    positives = ops.logical_and(same, both)
-    negatives = ops.logical_and(ops.logical_not(same), both)
-    if other_labels is None:
-        rows = ops.arange(ops.shape(ids)[0])
-        positives = ops.logical_and(positives, ops.not_equal(rows[:, None], rows[None, :]))
+    if exclude_diagonal is None:
+        exclude_diagonal = same_rows
+    keys = ops.where(valid, ids, -1)
+    other_keys = ops.where(other_valid, other_ids, -2)
+    positives = ops.equal(keys[:, None], other_keys[None, :])
+    negatives = ops.logical_xor(ops.logical_and(valid[:, None], other_valid[None, :]), positives)
+    if exclude_diagonal:
+        rows, columns = ops.arange(ops.shape(ids)[0]), ops.arange(ops.shape(other_ids)[0])
+        not_self = ops.not_equal(rows[:, None], columns[None, :])
+        positives = ops.logical_and(positives, not_self)
+        if not same_rows:  # against itself a diagonal pair is never a negative
+            negatives = ops.logical_and(negatives, not_self)
     return positives, negatives

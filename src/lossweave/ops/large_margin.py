@@ -10,6 +10,8 @@ paper): ``cos(m theta)`` is the Chebyshev polynomial ``T_m(cos theta)``, the
 paper's multiple-angle expansion (Eq. 7) in another order, and ``k`` is
 counted from ``cos theta`` (no ``arccos``), so the value and its gradient
 are finite everywhere on ``[-1, 1]``, ``cos theta = +-1`` included.
+(Which of these equation numbers a second source confirms:
+:class:`lossweave.terms.LargeMarginSoftmax`'s docstring.)
 
 The authors train with an annealed target (the paper's section on
 optimization; their Caffe layer's ``base``, ``gamma``, ``power``,

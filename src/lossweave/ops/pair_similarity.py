@@ -19,7 +19,9 @@ Conventions shared by all of them:
 - Labels are class ids (:func:`lossweave.ops.distances.pair_labels`): any
   non-negative integer, sparse ``(batch,)`` or ``(batch, 1)``. A row with an
   invalid id or NaN/Inf embeddings takes part in no pair (and its embedding is
-  zeroed before the matmul, so that its gradient stays finite).
+  zeroed before the matmul, so that its gradient stays finite). Multi-hot rows
+  ``(batch, classes)`` are taken too: ``min_jaccard`` is their positives rule
+  (:func:`lossweave.ops.pair_structure.label_relation`; ``None``: sharing a label).
 - ``sample_weight`` follows the library's one rule (``docs/sample_weight.md``):
   the weight ``w_i`` of anchor ``i`` multiplies its loss ``L_i``, and the mean
   divides by the *number* of anchors that count (which ones each loss says)
@@ -47,7 +49,7 @@ from keras import ops
 
 from lossweave.ops import miners as miner_ops
 from lossweave.ops import reducers as reducer_ops
-from lossweave.ops.distances import COSINE_SIMILARITY, matrix, ordered
+from lossweave.ops.distances import COSINE_SIMILARITY, closeness, float_mask, matrix
 from lossweave.ops.pair_structure import class_ids, embedding_rows, pair_structure
 from lossweave.ops.pairs import masked_logsumexp_and_any, mined_pairs
 
@@ -58,7 +60,7 @@ _EXCLUDED = -1.0e9
 
 
 def similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask, exclude_self,
-                 what):
+                 what, min_jaccard=None):
     """The pair structure of a batch and its larger-is-closer pair values ``S``.
 
     The one entry point of the similarity-based losses (here and in
@@ -74,6 +76,7 @@ def similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_
         ref_embeddings, ref_labels, ref_mask, exclude_self: a reference set
             (see the module docstring).
         what: the loss's name, for errors.
+        min_jaccard: the positives of multi-hot labels (:func:`lossweave.ops.pair_structure.label_relation`).
 
     Returns:
         ``(structure, S)``: the :class:`lossweave.ops.pair_structure.PairStructure`
@@ -88,7 +91,7 @@ def similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_
     """
     metric = COSINE_SIMILARITY if metric is None else metric
     s = pair_structure(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
-                       exclude_self, what)
+                       exclude_self, what, min_jaccard=min_jaccard)
     return s, (s.values if s.inverted else -s.values)
 
 
@@ -199,6 +202,7 @@ def multi_similarity_mining(similarity, positives, negatives, epsilon=0.1):
 def multi_similarity_loss(
     embeddings, labels, alpha=2.0, beta=50.0, base=1.0, epsilon=0.1, mining=True, sample_weight=None,
     ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True, metric=None, reducer=None, miner=None,
+    min_jaccard=None,
 ):
     """Multi-similarity loss (Wang, Han, Huang, Dong & Scott, CVPR 2019, Eq. 9-11).
 
@@ -254,7 +258,7 @@ def multi_similarity_loss(
         (0.0, 0.3466)
     """
     s, similarity = similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
-                                 exclude_self, "multi-similarity loss")
+                                 exclude_self, "multi-similarity loss", min_jaccard)
     if not s.inverted:  # a distance: pytorch-metric-learning's exp(alpha (d - base)) for the positives
         base = -base
     positives, negatives = s.positives, s.negatives
@@ -274,6 +278,7 @@ def multi_similarity_loss(
 def circle_loss(
     embeddings, labels, relaxation=0.25, scale=256.0, sample_weight=None,
     ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True, metric=None, reducer=None, miner=None,
+    min_jaccard=None,
 ):
     """Circle loss with class-level labels (Sun et al., CVPR 2020, Eq. 6).
 
@@ -323,7 +328,7 @@ def circle_loss(
         1.017
     """
     structure, similarity = similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels,
-                                         ref_mask, exclude_self, "circle loss")
+                                         ref_mask, exclude_self, "circle loss", min_jaccard)
     positives, negatives = used_pairs(similarity, structure, miner)
     s = ops.stop_gradient(similarity)
     m, gamma = relaxation, scale
@@ -341,6 +346,7 @@ def circle_loss(
 def supcon_loss(
     embeddings, labels, temperature=0.1, sample_weight=None,
     ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True, metric=None, reducer=None, miner=None,
+    min_jaccard=None,
 ):
     """Supervised contrastive loss ``L^sup_out`` (Khosla et al., NeurIPS 2020, Eq. 2).
 
@@ -389,10 +395,10 @@ def supcon_loss(
         0.3133
     """
     s, similarity = similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
-                                 exclude_self, "SupCon loss")
+                                 exclude_self, "SupCon loss", min_jaccard)
     positives, negatives = used_pairs(similarity, s, miner)
     logits = similarity / temperature
-    keep = ops.cast(positives, "float32")
+    keep = float_mask(positives)
     n_positives = ops.sum(keep, axis=-1)
     lse = masked_logsumexp_or_excluded(logits, ops.logical_or(positives, negatives))
     # sum_p (l_ip - LSE_i) / |P(i)| = (sum_p l_ip - |P(i)| LSE_i) / |P(i)|: no (n, m) log-probabilities
@@ -408,7 +414,7 @@ def _nt_xent_per_anchor(logits, positives, negatives):
     """
     negative_lse = masked_logsumexp_or_excluded(logits, negatives)[:, None]
     per_pair = ops.softplus(negative_lse - logits)
-    keep = ops.cast(positives, "float32")
+    keep = float_mask(positives)
     n_positives = ops.sum(keep, axis=-1)
     per_anchor = ops.sum(keep * per_pair, axis=-1) / ops.maximum(n_positives, 1.0)
     return per_anchor, n_positives > 0
@@ -417,6 +423,7 @@ def _nt_xent_per_anchor(logits, positives, negatives):
 def nt_xent_loss(
     embeddings, labels, temperature=0.1, sample_weight=None,
     ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True, metric=None, reducer=None, miner=None,
+    min_jaccard=None,
 ):
     """NT-Xent with positives given by labels (Chen et al., ICML 2020, SimCLR, Eq. 1).
 
@@ -469,7 +476,7 @@ def nt_xent_loss(
         0.3133
     """
     s, similarity = similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
-                                 exclude_self, "NT-Xent loss")
+                                 exclude_self, "NT-Xent loss", min_jaccard)
     positives, negatives = used_pairs(similarity, s, miner)
     per_anchor, counts = _nt_xent_per_anchor(similarity / temperature, positives, negatives)
     return reduce_anchors(reducer, per_anchor, s, counts)
@@ -535,7 +542,7 @@ def nt_xent_views_loss(view1, view2, temperature=0.1, labels=None, sample_weight
     z = ops.concatenate([a, b], axis=0)
     z = ops.where(ops.concatenate([valid, valid], axis=0)[:, None], z, ops.zeros_like(z))
     metric = COSINE_SIMILARITY if metric is None else metric
-    similarity = -ordered(metric, matrix(metric, z))
+    similarity = closeness(metric, matrix(metric, z))
     sample = ops.concatenate([ops.arange(n), ops.arange(n)], axis=0)  # row -> sample index
     row = ops.arange(2 * n)
     partner = ops.equal(sample[:, None], sample[None, :])  # the two views of one sample (and self)

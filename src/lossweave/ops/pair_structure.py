@@ -34,13 +34,11 @@ the two modules had (which disagreed on ``exclude_self``). Its rules:
 """
 
 import collections
-import contextlib
-import threading
 
 from keras import ops
 
 from lossweave import arguments
-from lossweave.ops.distances import is_inverted, label_masks, matrix, pair_labels
+from lossweave.ops.distances import id_pair_masks, is_inverted, matrix, pair_labels
 from lossweave.ops.labels import finite_rows, multi_hot_rows
 
 PairStructure = collections.namedtuple(
@@ -60,8 +58,8 @@ Attributes:
 """
 
 
-def embedding_rows(embeddings, sample_weight, what):
-    """float32 rows (non-finite rows and rows of weight 0 zeroed), per-row weights, and the usable rows."""
+def _float_rows(embeddings, sample_weight, what):
+    """float32 rows as given, per-row weights (``None`` without ``sample_weight``), and the usable rows."""
     x = ops.cast(ops.convert_to_tensor(embeddings), "float32")
     if len(x.shape) != 2:
         raise ValueError(
@@ -70,12 +68,23 @@ def embedding_rows(embeddings, sample_weight, what):
         )
     usable = finite_rows(x)
     if sample_weight is None:
+        return x, None, usable
+    weights = ops.reshape(ops.cast(ops.convert_to_tensor(sample_weight), "float32"), (-1,))
+    return x, weights, ops.logical_and(usable, ops.not_equal(weights, 0.0))
+
+
+def _zeroed(x, rows):
+    """``x`` with the rows outside ``rows`` zeroed (a select: a product would keep a non-finite row's NaN)."""
+    return ops.where(rows[:, None], x, 0.0)
+
+
+def embedding_rows(embeddings, sample_weight, what):
+    """float32 rows (non-finite rows and rows of weight 0 zeroed), per-row weights, and the usable rows."""
+    x, weights, usable = _float_rows(embeddings, sample_weight, what)
+    if weights is None:
         weights = ops.ones((ops.shape(x)[0],), "float32")
-    else:
-        weights = ops.reshape(ops.cast(ops.convert_to_tensor(sample_weight), "float32"), (-1,))
-        usable = ops.logical_and(usable, ops.not_equal(weights, 0.0))
     # A row of weight 0 then changes no distance (not even by the rounding of a mean shift).
-    return ops.where(usable[:, None], x, ops.zeros_like(x)), weights, usable
+    return _zeroed(x, usable), weights, usable
 
 
 def class_ids(labels, what):
@@ -125,42 +134,11 @@ def _label_rows(labels, what):
     return ops.where(valid, first, -ops.ones_like(first)), valid, present
 
 
-_RULE = threading.local()  # per thread: the min_jaccard of the innermost open label_rule block
-
-
 def checked_min_jaccard(value, owner):
     """``min_jaccard`` checked once: ``None`` or a number in ``(0, 1]`` (``ValueError`` otherwise)."""
     return arguments.optional(arguments.number, value, "min_jaccard", owner, low=0.0, high=1.0, low_open=True,
                               hint="It is the smallest Jaccard index |Y_i & Y_j| / |Y_i | Y_j| of a positive "
                                    "pair of multi-hot rows; None: sharing any label.")
-
-
-@contextlib.contextmanager
-def label_rule(min_jaccard=None):
-    """Inside the block (this thread), :func:`label_relation` uses ``min_jaccard`` when it is given none.
-
-    How a tuple loss's ``min_jaccard=`` (and its miner's) reaches the one
-    builder through the ops it calls (``lossweave.terms.pairs.TupleArguments``
-    opens the block around ``pair_loss``); a bare ops call can open it too.
-    It acts when the step is traced, so it holds inside compiled steps. An
-    argument given to :func:`label_relation` / :func:`pair_structure` wins.
-
-    Example:
-        >>> import numpy as np
-        >>> y = np.array([[1, 1, 0], [1, 0, 0]])
-        >>> with label_rule(min_jaccard=0.6):
-        ...     bool(label_relation(y).positives[0, 1])
-        False
-        >>> bool(label_relation(y).positives[0, 1])
-        True
-    """
-    min_jaccard = checked_min_jaccard(min_jaccard, "label_rule")
-    previous = getattr(_RULE, "min_jaccard", None)
-    _RULE.min_jaccard = min_jaccard
-    try:
-        yield min_jaccard
-    finally:
-        _RULE.min_jaccard = previous
 
 
 def label_relation(labels, other_labels=None, min_jaccard=None, what="pair loss"):
@@ -169,8 +147,8 @@ def label_relation(labels, other_labels=None, min_jaccard=None, what="pair loss"
     Args:
         labels: ``(n,)`` / ``(n, 1)`` class ids or ``(n, classes)`` multi-hot rows.
         other_labels: the partners' labels in the same layout (``None``: ``labels`` against itself).
-        min_jaccard: ``None``: a multi-hot pair is positive when it shares a label (or the value of an
-            open :func:`label_rule` block); a number in ``(0, 1]``: when its Jaccard index
+        min_jaccard: ``None``: a multi-hot pair is positive when it shares a label; a number in
+            ``(0, 1]``: when its Jaccard index
             ``|Y_i & Y_j| / |Y_i | Y_j|`` is at least it. Class ids (one label a row) give the same
             pairs for every value (it is ignored).
         what: the loss's name, for errors.
@@ -186,13 +164,11 @@ def label_relation(labels, other_labels=None, min_jaccard=None, what="pair loss"
         [[0, 1, -1, 0], [1, 0, -1, 0], [-1, -1, 0, 0], [0, 0, 0, 0]]
     """
     min_jaccard = checked_min_jaccard(min_jaccard, what)
-    if min_jaccard is None:
-        min_jaccard = getattr(_RULE, "min_jaccard", None)
     ids, valid, present = _label_rows(labels, what)
     if other_labels is None:
         other_valid, other_present = valid, present
     else:
-        _, other_valid, other_present = _label_rows(other_labels, f"{what} ref_labels")
+        other_ids, other_valid, other_present = _label_rows(other_labels, f"{what} ref_labels")
         if (present is None) != (other_present is None) or (
                 present is not None and present.shape[1] != other_present.shape[1]):
             shapes = tuple(ops.convert_to_tensor(labels).shape), tuple(ops.convert_to_tensor(other_labels).shape)
@@ -202,7 +178,8 @@ def label_relation(labels, other_labels=None, min_jaccard=None, what="pair loss"
                 f"number of classes."
             )
     if present is None:
-        positives, negatives = label_masks(labels, other_labels)
+        positives, negatives = (id_pair_masks(ids, valid) if other_labels is None
+                                else id_pair_masks(ids, valid, other_ids, other_valid))
         return LabelRelation(positives, negatives, ids, valid, other_valid)
     left, right = ops.cast(present, "float32"), ops.cast(other_present, "float32")
     shared = ops.matmul(left, ops.transpose(right))  # |Y_i & Y_j|, exact small integers
@@ -246,42 +223,61 @@ def pair_structure(embeddings, labels, sample_weight=None, metric=None, ref_embe
         >>> float(s.values[0, 1]), bool(s.positives[0, 1]), bool(s.negatives[0, 2]), bool(s.positives[0, 0])
         (5.0, True, True, False)
     """
-    x, weights, usable = embedding_rows(embeddings, sample_weight, what)
-    relation = label_relation(labels, None if ref_embeddings is None else ref_labels, min_jaccard, what)
-    ids, positives, negatives = relation.ids, relation.positives, relation.negatives
-    anchors = ops.logical_and(usable, relation.valid)
+    if ref_embeddings is None and (ref_labels is not None or ref_mask is not None):
+        raise ValueError(
+            f"{what}: received ref_labels/ref_mask without ref_embeddings; expected all of the "
+            f"reference set or none of it."
+        )
+    if ref_embeddings is not None and ref_labels is None:
+        raise ValueError(
+            f"{what}: received ref_embeddings without ref_labels; expected the class ids of the "
+            f"reference rows as ref_labels (and ref_mask)."
+        )
+    x, weights, usable = _float_rows(embeddings, sample_weight, what)
+    if is_multi_hot(labels):
+        relation = label_relation(labels, None if ref_embeddings is None else ref_labels, min_jaccard, what)
+        ids, valid, other_valid = relation.ids, relation.valid, relation.other_valid
+    else:  # class ids: the masks are built once below from the rows that take part (id_pair_masks)
+        checked_min_jaccard(min_jaccard, what)
+        ids, valid = _label_rows(labels, what)[:2]
+        if ref_embeddings is not None:
+            other_ids, other_valid, other_present = _label_rows(ref_labels, f"{what} ref_labels")
+            if other_present is not None:
+                raise ValueError(
+                    f"{what}: received labels of shape {tuple(ops.convert_to_tensor(labels).shape)} and "
+                    f"reference labels of shape {tuple(ops.convert_to_tensor(ref_labels).shape)}; expected both "
+                    f"class ids or both multi-hot rows of the same number of classes."
+                )
+        relation = None
+    anchors = ops.logical_and(usable, valid)
+    x = _zeroed(x, anchors)
     if ref_embeddings is None:
-        if ref_labels is not None or ref_mask is not None:
-            raise ValueError(
-                f"{what}: received ref_labels/ref_mask without ref_embeddings; expected all of the "
-                f"reference set or none of it."
-            )
-        x = ops.where(anchors[:, None], x, ops.zeros_like(x))
         values = None if metric is None else matrix(metric, x)
         partners = anchors
     else:
-        if ref_labels is None:
-            raise ValueError(
-                f"{what}: received ref_embeddings without ref_labels; expected the class ids of the "
-                f"reference rows as ref_labels (and ref_mask)."
-            )
-        ref_x, _, partners = embedding_rows(ref_embeddings, None, what)
-        partners = ops.logical_and(partners, relation.other_valid)
+        ref_x, _, partners = _float_rows(ref_embeddings, None, what)
+        partners = ops.logical_and(partners, other_valid)
         if ref_mask is not None:
             partners = ops.logical_and(partners, ops.reshape(ops.cast(ref_mask, "bool"), (-1,)))
-        x = ops.where(anchors[:, None], x, ops.zeros_like(x))
-        ref_x = ops.where(partners[:, None], ref_x, ops.zeros_like(ref_x))
+        ref_x = _zeroed(ref_x, partners)
         values = None if metric is None else matrix(metric, x, ref_x)
-        if exclude_self:
+    if relation is None:
+        positives, negatives = id_pair_masks(ids, anchors, None if ref_embeddings is None else other_ids,
+                                             None if ref_embeddings is None else partners,
+                                             exclude_diagonal=ref_embeddings is None or exclude_self)
+    else:
+        positives, negatives = relation.positives, relation.negatives
+        if ref_embeddings is not None and exclude_self:
             rows, columns = ops.arange(ops.shape(x)[0]), ops.arange(ops.shape(ref_x)[0])
             not_self = ops.not_equal(rows[:, None], columns[None, :])
             positives = ops.logical_and(positives, not_self)
             negatives = ops.logical_and(negatives, not_self)
-    both = ops.logical_and(anchors[:, None], partners[None, :])
-    weights = weights * ops.cast(anchors, "float32")
-    return PairStructure(values, ops.logical_and(positives, both), ops.logical_and(negatives, both), weights,
-                         anchors, ids, x, is_inverted(metric))
+        both = ops.logical_and(anchors[:, None], partners[None, :])
+        positives, negatives = ops.logical_and(positives, both), ops.logical_and(negatives, both)
+    anchor_weights = ops.cast(anchors, "float32")
+    weights = anchor_weights if weights is None else weights * anchor_weights
+    return PairStructure(values, positives, negatives, weights, anchors, ids, x, is_inverted(metric))
 
 
 __all__ = ["LabelRelation", "PairStructure", "checked_min_jaccard", "class_ids", "embedding_rows", "is_multi_hot",
-           "label_relation", "label_rule", "pair_structure"]
+           "label_relation", "pair_structure"]

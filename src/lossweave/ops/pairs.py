@@ -13,7 +13,10 @@ N-pairs                    Sohn, NeurIPS 2016, Eq. 3 and Sec. 3.2.2             
 Conventions shared by every function:
 
 - ``labels`` are class ids (non-negative integers, sparse); ``embeddings``
-  are ``(batch, dim)``, computed in float32 whatever their dtype.
+  are ``(batch, dim)``, computed in float32 whatever their dtype. Multi-hot
+  rows ``(batch, classes)`` are taken where a loss forms pairs by label:
+  ``min_jaccard`` is their positives rule
+  (:func:`lossweave.ops.pair_structure.label_relation`; ``None``: sharing a label).
 - **Which rows take part.** A row with an invalid label (negative,
   non-integer, NaN), with NaN/Inf features (they are zeroed first, so no
   NaN reaches a gradient) or with sample weight 0 takes part in no pair, as
@@ -50,7 +53,7 @@ from keras import ops
 
 from lossweave.ops import miners as miner_ops
 from lossweave.ops import reducers as reducer_ops
-from lossweave.ops.distances import gram, is_inverted, matrix, ordered, pair_labels, paired
+from lossweave.ops.distances import closeness, float_mask, gram, is_inverted, matrix, ordered, pair_labels, paired
 from lossweave.ops.pair_structure import embedding_rows, pair_structure
 
 CONTRASTIVE_HINGES = ("half_squared", "linear")  # Eq. 4's 1/2 max(.)^2; pytorch-metric-learning's max(.)
@@ -61,12 +64,12 @@ AVERAGES = ("positive", "all")
 
 # ------------------------------------------------------------------ helpers
 def _count(mask, axis=None):
-    return ops.sum(ops.cast(mask, "float32"), axis=axis)
+    return ops.sum(float_mask(mask), axis=axis)
 
 
 def _mask(mask):
     """A bool mask as float32 0/1, to select finite values by a product (cheaper than ``where`` on PyTorch)."""
-    return ops.cast(mask, "float32")
+    return float_mask(mask)
 
 
 def masked_logsumexp(x, mask, axis=-1):
@@ -109,13 +112,12 @@ def masked_logsumexp_and_any(x, mask, axis=-1, empty=0.0):
         ([0.6931, -1.0], [True, False])
     """
     x = ops.cast(x, "float32")
-    mask = ops.convert_to_tensor(mask)
-    keep = ops.cast(mask, "float32")  # products with a 0/1 mask, not selects (PyTorch's CPU `where` is slow)
-    has = ops.any(mask, axis=axis, keepdims=True)  # once: the (n, 1) answer serves every use below
+    keep = float_mask(ops.convert_to_tensor(mask))  # products with a 0/1 mask, not selects (see float_mask)
+    has = ops.max(keep, axis=axis, keepdims=True) > 0.0  # once: the (n, 1) answer serves every use below
     top = ops.max(x + (keep - 1.0) * 1e30, axis=axis, keepdims=True)
     top = ops.stop_gradient(ops.where(has, top, ops.zeros_like(top)))
-    # In the mask x - top <= 0; outside it the exponent is 0 (no overflow, no slow underflow) and the
-    # term is multiplied by 0.
+    # In the mask x - top <= 0; outside it the exponent is 0 (no overflow, and no exp of a huge negative
+    # number: that takes ~10x longer on PyTorch's CPU) and the term is multiplied by 0.
     sums = ops.sum(ops.exp((x - top) * keep) * keep, axis=axis, keepdims=True)
     sums = ops.where(has, sums, ops.ones_like(sums))
     lse = ops.where(has, top + ops.log(sums), ops.full_like(sums, empty))
@@ -145,6 +147,7 @@ def contrastive_loss(
     miner=None,
     hinge="half_squared",
     reduce_parts=False,
+    min_jaccard=None,
 ):
     """Contrastive loss over all pairs of a labelled batch (Hadsell, Chopra & LeCun, CVPR 2006, Eq. 4).
 
@@ -200,7 +203,7 @@ def contrastive_loss(
     if hinge not in CONTRASTIVE_HINGES:
         raise ValueError(f"contrastive loss: hinge must be one of {CONTRASTIVE_HINGES}; received {hinge!r}.")
     s = pair_structure(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
-                       exclude_self, "contrastive loss")
+                       exclude_self, "contrastive loss", min_jaccard)
     d = ordered(metric, s.values)
     if s.inverted:  # margins of a similarity, in the larger-is-farther order of d = -s
         pos_margin, neg_margin = -pos_margin, -neg_margin
@@ -323,6 +326,7 @@ def triplet_loss(
     exclude_self=True,
     reducer=None,
     miner=None,
+    min_jaccard=None,
 ):
     """Triplet loss ``[d(a, p) - d(a, n) + margin]_+`` with in-batch mining.
 
@@ -394,7 +398,7 @@ def triplet_loss(
     if average not in AVERAGES:
         raise ValueError(f"triplet loss: received average={average!r}; expected one of {AVERAGES}.")
     s = pair_structure(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
-                       exclude_self, "triplet loss")
+                       exclude_self, "triplet loss", min_jaccard)
     d = ordered(metric, s.values)
     if miner is not None:
         mined = miner.mine(d, s.positives, s.negatives, s.inverted)
@@ -423,7 +427,7 @@ def triplet_loss(
 
 # ------------------------------------------------------------ lifted structure
 def lifted_structure_loss(embeddings, labels, margin=1.0, sample_weight=None, metric="euclidean", reducer=None,
-                          miner=None):
+                          miner=None, min_jaccard=None):
     """Lifted structured loss, the smooth bound of Oh Song et al., CVPR 2016, Eq. 4.
 
     With ``D`` the Euclidean distances, ``N`` the negative and ``P`` the
@@ -449,7 +453,7 @@ def lifted_structure_loss(embeddings, labels, margin=1.0, sample_weight=None, me
         >>> round(float(lifted_structure_loss(x, np.array([0, 0, 1]))), 4)
         2.5426
     """
-    s = pair_structure(embeddings, labels, sample_weight, metric, what="lifted structure loss")
+    s = pair_structure(embeddings, labels, sample_weight, metric, what="lifted structure loss", min_jaccard=min_jaccard)
     distances = ordered(metric, s.values)
     positives, negatives = mined_pairs(distances, s.positives, s.negatives, miner, s.inverted)
     spread = masked_logsumexp(margin - distances, negatives, axis=1)  # log sum_k exp(margin - D_ik)
@@ -486,12 +490,17 @@ def npairs_pairs(labels, usable=None):
         ([0, 1], [2, 5])
     """
     ids, valid = pair_labels(labels)
-    if usable is not None:
-        valid = ops.logical_and(valid, usable)
-    rows = ops.arange(ops.shape(ids)[0])
-    same = ops.logical_and(ops.equal(ids[:, None], ids[None, :]), ops.logical_and(valid[:, None], valid[None, :]))
-    earlier = ops.sum(ops.cast(ops.logical_and(same, rows[None, :] < rows[:, None]), "int32"), axis=1)
-    members = ops.sum(ops.cast(same, "int32"), axis=1)
+    return _npairs_of_ids(ids, valid if usable is None else ops.logical_and(valid, usable))
+
+
+def _npairs_of_ids(ids, valid):
+    """:func:`npairs_pairs` of class ids and the rows that may be used."""
+    # Same class, both rows valid, in one equality (invalid rows get keys no row matches: -1 and -2).
+    same = ops.equal(ops.where(valid, ids, -1)[:, None], ops.where(valid, ids, -2)[None, :])
+    same_count = ops.cast(same, "int32")
+    members = ops.sum(same_count, axis=1)
+    # Rows of i's class up to i itself, less i: the earlier ones (a running count, no (b, b) order mask).
+    earlier = ops.diagonal(ops.cumsum(same_count, axis=1)) - 1
     anchor = ops.logical_and(valid, ops.logical_and(ops.equal(earlier, 0), members >= 2))
     positive = ops.logical_and(valid, ops.equal(earlier, 1))
     partner = ops.logical_and(same, ops.logical_and(anchor[:, None], positive[None, :]))
@@ -528,16 +537,18 @@ def npairs_loss(embeddings, labels, l2_reg=0.002, sample_weight=None, metric=Non
         0.3133
     """
     x, weights, usable = embedding_rows(embeddings, sample_weight, "N-pairs loss")
-    anchor, positive, partner = npairs_pairs(labels, usable)
-    similarities = gram(x) if metric is None else -ordered(metric, matrix(metric, x))
-    columns = ops.logical_and(anchor[:, None], positive[None, :])
-    log_norm = masked_logsumexp(similarities, columns, axis=1)
-    target = ops.sum(_mask(partner) * similarities, axis=1)
-    cross_entropy = ops.where(anchor, log_norm - target, ops.zeros_like(target))
+    ids, valid = pair_labels(labels)
+    anchor, positive, partner = _npairs_of_ids(ids, ops.logical_and(valid, usable))
+    similarities = gram(x) if metric is None else closeness(metric, matrix(metric, x))
+    # Over the positive columns on every row (a (1, b) mask, not an (anchor x positive) one): the rows that are
+    # no anchor are dropped below, with a zero gradient.
+    log_norm = masked_logsumexp(similarities, positive[None, :], axis=1)
+    partner = _mask(partner)
+    target = ops.sum(partner * similarities, axis=1)
+    cross_entropy = ops.where(anchor, log_norm - target, 0.0)
     norms = ops.sum(ops.square(x), axis=1)
-    partner_norms = ops.sum(_mask(partner) * norms[None, :], axis=1)  # ||f_i+||^2 of anchor i's positive
+    partner_norms = ops.sum(partner * norms[None, :], axis=1)  # ||f_i+||^2 of anchor i's positive
     terms = cross_entropy + 0.25 * l2_reg * _mask(anchor) * (norms + partner_norms)
-    ids, _ = pair_labels(labels)
     loss = reducer_ops.reduce_terms(reducer, terms, anchor, weights, ids)
     return ops.where(_count(anchor) >= 2, loss, ops.zeros_like(loss))
 

@@ -25,7 +25,7 @@ Everything is computed in float32, whatever the inputs' dtype.
 
 from keras import ops
 
-from lossweave.ops.distances import matrix, ordered
+from lossweave.ops.distances import closeness, float_mask, matrix
 from lossweave.ops.margin import cosine_similarity, margin_cross_entropy, masked_target, safe_sqrt, target_mask
 from lossweave.ops.sampling import EXCLUDED as _EXCLUDED
 from lossweave.ops.sampling import exclude_unused, filter_negatives
@@ -66,17 +66,16 @@ def _weighted_log1p_sum_exp(a, weight, axis, gather=None, binary=False):
     result is then ``log(1 + S)`` itself, without the shares' extra sum.
     """
     active = weight != 0
-    a = ops.where(active, a, ops.zeros_like(a))
-    weight = ops.where(active, weight, ops.zeros_like(weight))
+    a = ops.where(active, a, 0.0)  # a select: an excluded entry's exponent may overflow
     # The shift m >= 0 covers the "1 +"; the result does not depend on it (but the replicas share it).
     m = _over_replicas(ops.maximum(ops.max(a, axis=axis), 0.0), gather, "max")
-    e = ops.exp(a - ops.expand_dims(m, axis)) * ops.cast(active, "float32")
+    e = ops.exp(a - ops.expand_dims(m, axis)) * float_mask(active)
     total = ops.sum(e, axis=axis)  # S exp(-m)
     if binary:  # every share weighs 1: log(1 + S)
         if gather is not None:
             total = total + (_over_replicas(total, gather, "sum") - ops.stop_gradient(total))
         return ops.log(ops.exp(-m) + total) + m
-    weighted = ops.sum(weight * e, axis=axis)  # sum_i w_i e_i exp(-m)
+    weighted = ops.sum(weight * e, axis=axis)  # sum_i w_i e_i exp(-m) (e is 0 where w_i is: no NaN from 0 * inf)
     if gather is not None:  # one gather for both sums
         local = ops.concatenate([total, weighted], axis=0)
         local = local + (_over_replicas(local, gather, "sum") - ops.stop_gradient(local))
@@ -88,7 +87,7 @@ def _weighted_log1p_sum_exp(a, weight, axis, gather=None, binary=False):
 
 def _closeness(embeddings, proxies, metric):
     """Larger-is-closer values ``(batch, classes)`` of ``metric`` (a similarity, or minus a distance)."""
-    return -ordered(metric, matrix(metric, embeddings, proxies))
+    return closeness(metric, matrix(metric, embeddings, proxies))
 
 
 def proxy_anchor_loss(
@@ -169,11 +168,11 @@ def proxy_anchor_loss(
     if negative_threshold is not None:
         cos = filter_negatives(cos, hit, negative_threshold)
     weight = ops.expand_dims(_row_weights(valid, sample_weight), -1)
-    zeros = ops.zeros_like(cos)
-    positive_weight = ops.where(hit, weight, zeros)
-    negative_weight = ops.where(hit, zeros, weight)
+    # Products with the 0/1 target mask, not selects (PyTorch's CPU `where` is slower); weights are finite.
+    positive_weight = float_mask(hit) * weight
+    negative_weight = weight - positive_weight
     if mask is not None:  # proxies out of the sample: no negative sum, not counted in |P|
-        negative_weight = ops.where(ops.expand_dims(mask, 0), negative_weight, zeros)
+        negative_weight = negative_weight * float_mask(ops.expand_dims(mask, 0))
         num_classes = ops.sum(ops.cast(mask, "float32"))
     # No weights, or a bool mask of the rows that take part: every share weighs 1 (Eq. 4 as written).
     binary = sample_weight is None or "bool" in str(getattr(sample_weight, "dtype", ""))

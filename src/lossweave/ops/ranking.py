@@ -10,7 +10,9 @@ the terms anchor ``a`` anchors, denominators count); a batch without the
 tuples a loss needs gives 0, with a zero gradient. ``metric`` is a distance
 object of :mod:`lossweave.distances` (or a name), ``reducer`` a
 :mod:`lossweave.reducers` object (``None``: the loss's own mean), ``miner``
-a :mod:`lossweave.miners` object (``None``: every pair).
+a :mod:`lossweave.miners` object (``None``: every pair). Multi-hot label rows
+``(batch, classes)`` are taken where pairs are formed by label: ``min_jaccard``
+is their positives rule (:func:`lossweave.ops.pair_structure.label_relation`).
 
 ==============  ===========================================  ============================================
 loss            term                                         paper
@@ -18,14 +20,14 @@ loss            term                                         paper
 soft NN         per anchor: -log(neighbour mass of class)    Frosst, Papernot & Hinton, ICML 2019, Eq. 1
 histogram       per negative pair: CDF of positives at it    Ustinova & Lempitsky, NeurIPS 2016, Eq. 1-5
 ranked list     per anchor: weighted hinge over mined sets   Wang et al., CVPR 2019 (RLL)
-PNP             per anchor: negatives ranked before pos.     Li et al., AAAI 2022
+PNP             per anchor: negatives ranked before pos.     Li et al., AAAI 2022, Eq. 5, 7, 9, 12-13
 instance        per row: softmax over the batch (PML's)      Zheng et al., ACM TOMM 2020 (PML's form)
 ==============  ===========================================  ============================================
 """
 
 from keras import ops
 
-from lossweave.ops.distances import COSINE_SIMILARITY, is_inverted, l2_normalize
+from lossweave.ops.distances import COSINE_SIMILARITY, float_mask, is_inverted, l2_normalize
 from lossweave.ops.pair_similarity import masked_logsumexp_or_excluded, reduce_anchors, similarities, used_pairs
 from lossweave.ops.pairs import mined_pairs
 
@@ -43,7 +45,7 @@ def require_kind(what, metric, want_similarity):
 
 def soft_nearest_neighbor_loss(embeddings, labels, temperature=1.0, sample_weight=None, ref_embeddings=None,
                                ref_labels=None, ref_mask=None, exclude_self=True, metric="squared_euclidean",
-                               reducer=None, miner=None):
+                               reducer=None, miner=None, min_jaccard=None):
     """Soft nearest neighbour loss (Frosst, Papernot & Hinton, ICML 2019, Eq. 1).
 
     With ``d`` the squared Euclidean distance (the paper's) and ``T`` the
@@ -82,7 +84,7 @@ def soft_nearest_neighbor_loss(embeddings, labels, temperature=1.0, sample_weigh
         0.3709
     """
     s, similarity = similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
-                                 exclude_self, "soft nearest neighbour loss")
+                                 exclude_self, "soft nearest neighbour loss", min_jaccard)
     positives, negatives = used_pairs(similarity, s, miner)
     logits = similarity / temperature
     others = ops.logical_or(positives, negatives)
@@ -91,7 +93,8 @@ def soft_nearest_neighbor_loss(embeddings, labels, temperature=1.0, sample_weigh
     return reduce_anchors(reducer, ops.where(has_positive, per_anchor, ops.zeros_like(per_anchor)), s, has_positive)
 
 
-def histogram_loss(embeddings, labels, n_bins=100, sample_weight=None, metric=None, reducer=None, miner=None):
+def histogram_loss(embeddings, labels, n_bins=100, sample_weight=None, metric=None, reducer=None, miner=None,
+                   min_jaccard=None):
     """Histogram loss (Ustinova & Lempitsky, NeurIPS 2016, Eq. 1-5).
 
     The similarities ``s`` (cosine, in ``[-1, 1]``) of the positive and of the
@@ -140,13 +143,13 @@ def histogram_loss(embeddings, labels, n_bins=100, sample_weight=None, metric=No
     metric = COSINE_SIMILARITY if metric is None else metric
     require_kind("histogram loss", metric, want_similarity=True)
     s, similarity = similarities(embeddings, labels, sample_weight, metric, None, None, None, True,
-                                 "histogram loss")
+                                 "histogram loss", min_jaccard)
     positives, negatives = used_pairs(similarity, s, miner)
     delta = 2.0 / n_bins
     nodes = ops.cast(ops.arange(n_bins + 1), "float32") * delta - 1.0
     # (n, m, R) interpolation weights of each pair on the nodes.
     spread = ops.relu(1.0 - ops.abs(similarity[:, :, None] - nodes) / delta)
-    keep_positive = ops.cast(positives, "float32")
+    keep_positive = float_mask(positives)
     n_positive = ops.sum(keep_positive)
     positive_histogram = ops.sum(spread * keep_positive[:, :, None], axis=(0, 1)) / ops.maximum(n_positive, 1.0)
     cdf = ops.cumsum(positive_histogram)
@@ -156,7 +159,8 @@ def histogram_loss(embeddings, labels, n_bins=100, sample_weight=None, metric=No
 
 
 def ranked_list_loss(embeddings, labels, margin=0.4, negative_temperature=10.0, imbalance=0.5, boundary=None,
-                     positive_temperature=0.0, sample_weight=None, metric=None, reducer=None, miner=None):
+                     positive_temperature=0.0, sample_weight=None, metric=None, reducer=None, miner=None,
+                     min_jaccard=None):
     """Ranked list loss (Wang, Hua, Kodirov, Hu, Garnier & Robertson, CVPR 2019), its RLL-Simpler by default.
 
     For anchor ``i`` with distances ``d`` (Euclidean, of L2-normalised
@@ -205,14 +209,15 @@ def ranked_list_loss(embeddings, labels, margin=0.4, negative_temperature=10.0, 
         embeddings, metric = l2_normalize(ops.cast(embeddings, "float32")), "euclidean"
     require_kind("ranked list loss", metric, want_similarity=False)
     alpha = 1.0 + margin / 2.0 if boundary is None else boundary
-    s = similarities(embeddings, labels, sample_weight, metric, None, None, None, True, "ranked list loss")[0]
+    s = similarities(embeddings, labels, sample_weight, metric, None, None, None, True, "ranked list loss",
+                     min_jaccard)[0]
     d = s.values
     positives, negatives = mined_pairs(d, s.positives, s.negatives, miner, False)
     hard_positives = ops.logical_and(positives, d > alpha - margin)
     hard_negatives = ops.logical_and(negatives, d < alpha)
 
     def weighted_hinge(hinge, logits, mask):
-        keep = ops.cast(mask, "float32")
+        keep = float_mask(mask)
         top = ops.stop_gradient(ops.max(logits + (keep - 1.0) * 1e30, axis=-1, keepdims=True))
         top = ops.where(ops.any(mask, axis=-1, keepdims=True), top, ops.zeros_like(top))
         # A select (not a minimum: its gradient at 0 differs across backends) keeps exp() of left-out entries at 1.
@@ -228,26 +233,103 @@ def ranked_list_loss(embeddings, labels, margin=0.4, negative_temperature=10.0, 
     return reduce_anchors(reducer, per_anchor, s, s.anchors)
 
 
+# Anchors per block of negatives_before: its (block, batch, batch) sigmoids are the largest temporary.
+PNP_CHUNK = 32
+
+
+def _anchor_blocks(fn, *rows):
+    """``fn`` over blocks of ``PNP_CHUNK`` rows of the ``(n, m)`` arrays ``rows``, results joined by row.
+
+    One block after the other (``ops.map``: a loop in the compiled step, so
+    that XLA does not schedule every block's temporaries at once); the rows
+    are padded with zeros to whole blocks. The batch size is static in every
+    backend's traced step here; an unknown one (a TensorFlow graph traced
+    without it) takes one block.
+    """
+    n = rows[0].shape[0]
+    if n is None or n <= PNP_CHUNK:
+        return fn(*rows)
+    blocks = -(-n // PNP_CHUNK)
+    pad = blocks * PNP_CHUNK - n
+    stacked = tuple(ops.reshape(ops.pad(r, [[0, pad], [0, 0]]) if pad else r, (blocks, PNP_CHUNK, r.shape[1]))
+                    for r in rows)
+    out = ops.map(lambda block: fn(*block), stacked)
+    return ops.reshape(out, (blocks * PNP_CHUNK, out.shape[-1]))[:n]
+
+
+def negatives_before(similarity, negatives, anneal):
+    """``R[q, i] = sum_j N[q, j] sigmoid((s_qj - s_qi) / anneal)``: the smoothed rank of :func:`pnp_loss`.
+
+    ``(n, m)`` from the similarities ``s`` and the 0/1 negatives ``N``, with
+    memory ``O(PNP_CHUNK n m)`` instead of the ``(n, m, m)`` tensor of the
+    sigmoids: they are formed for blocks of anchors in the forward pass, and
+    formed again in the gradient (a custom gradient, so that no backend keeps
+    them for the backward pass). With ``t = (s_qj - s_qi) / anneal`` and
+    ``D = sigmoid'(t) / anneal``, the gradient of ``L`` with upstream
+    ``G = dL/dR`` is::
+
+        dL/ds_qk = N[q, k] sum_i G[q, i] D[q, i, k] - G[q, k] sum_j N[q, j] D[q, k, j]
+
+    (``k`` as a negative ``j``, then as the ranked positive ``i``); ``N``
+    takes no gradient.
+
+    Example:
+        >>> import numpy as np
+        >>> s = np.array([[0., 1., 0.]], "float32")   # R of column 0: one negative (column 1) ahead of it
+        >>> [round(float(v), 4) for v in negatives_before(s, np.array([[0., 1., 0.]], "float32"), 0.01)[0]]
+        [1.0, 0.5, 1.0]
+    """
+    similarity = ops.convert_to_tensor(similarity, "float32")
+    negatives = ops.stop_gradient(ops.convert_to_tensor(negatives, "float32"))
+
+    def sigmoids(s):  # [q, i, j] = sigmoid((s_qj - s_qi) / anneal)
+        return ops.sigmoid((s[:, None, :] - s[:, :, None]) / anneal)
+
+    @ops.custom_gradient
+    def ranks(s):
+        def grad(*args, upstream=None):  # JAX and TensorFlow pass the upstream gradient alone, PyTorch by name
+            if upstream is None:
+                (upstream,) = args
+
+            def block(s_block, n_block, g_block):
+                sig = sigmoids(s_block)
+                slope = sig * (1.0 - sig) / anneal
+                as_negative = n_block * ops.sum(g_block[:, :, None] * slope, axis=1)
+                as_positive = g_block * ops.sum(n_block[:, None, :] * slope, axis=2)
+                return as_negative - as_positive
+
+            return _anchor_blocks(block, ops.stop_gradient(s), negatives, upstream)
+
+        value = _anchor_blocks(lambda s_block, n_block: ops.sum(sigmoids(s_block) * n_block[:, None, :], axis=-1),
+                               ops.stop_gradient(s), negatives)
+        return value, grad
+
+    return ranks(similarity)
+
+
 def pnp_loss(embeddings, labels, variant="O", anneal=0.01, alpha=1.0, b=2.0, count_self=False, sample_weight=None,
-             metric=None, reducer=None, miner=None):
-    """PNP loss: penalise the negatives ranked before each positive (Li et al., AAAI 2022).
+             metric=None, reducer=None, miner=None, min_jaccard=None):
+    """PNP loss: penalise the negatives ranked before each positive (Li et al., AAAI 2022, Eq. 5-13).
 
     For anchor ``q`` and its positive ``i``, the (smoothed) number of
     negatives ranked before ``i`` is
     ``R_i = sum_{j in N(q)} sigmoid((s_qj - s_qi) / anneal)``, and the
     variants take, over the positives, the mean of::
 
-        "O"  (PNP-O):       R
-        "Ds" (PNP-D_s):     log(1 + R)
-        "Dq" (PNP-D_q):     1 - 1 / (1 + R)^alpha     (the loss is 1 minus the mean of 1 / (1 + R)^alpha)
-        "Iu" (PNP-I_u):     (1 + R) log(1 + R)
-        "Ib" (PNP-I_b):     (b R - log(1 + b R)) / b^2
+        "O"  (PNP-O, Eq. 5):     R
+        "Ds" (PNP-D_s, Eq. 12):  log(1 + R)
+        "Dq" (PNP-D_q, Eq. 13):  1 - 1 / (1 + R)^alpha     (the loss is 1 minus the mean of 1 / (1 + R)^alpha)
+        "Iu" (PNP-I_u, Eq. 7):   (1 + R) log(1 + R)
+        "Ib" (PNP-I_b, Eq. 9):   (b R - log(1 + b R)) / b^2
 
     the loss being the mean over the anchors that have a positive. Defaults
     are pytorch-metric-learning's (``PNPLoss(b=2, alpha=1, anneal=0.01,
     variant="O")``), whose variants these are. PML also counts each anchor as
     one of its own positives (``R`` of ``s_qq``); ``count_self=True`` does
-    that. Memory: a ``(batch, batch, batch)`` tensor of ranks.
+    that. Memory: ``O(batch^2)``: the ``(batch, batch, batch)`` sigmoids of
+    ``R`` are formed :data:`PNP_CHUNK` anchors at a time, in the forward pass
+    and again in the gradient (:func:`negatives_before`); PML forms them all
+    at once.
 
     Args:
         embeddings: ``(batch, dim)``.
@@ -271,14 +353,13 @@ def pnp_loss(embeddings, labels, variant="O", anneal=0.01, alpha=1.0, b=2.0, cou
         >>> float(pnp_loss(x, np.array([0, 1, 1, 0])))   # one negative before each positive, one tied (1/2)
         1.5
     """
-    s, similarity = similarities(embeddings, labels, sample_weight, metric, None, None, None, True, "PNP loss")
+    s, similarity = similarities(embeddings, labels, sample_weight, metric, None, None, None, True, "PNP loss",
+                                 min_jaccard)
     positives, negatives = used_pairs(similarity, s, miner)
     if count_self:
         eye = ops.cast(ops.eye(ops.shape(similarity)[0]), "bool")
         positives = ops.logical_or(positives, ops.logical_and(eye, ops.any(positives, axis=-1, keepdims=True)))
-    # before[q, i, j] = sigmoid((s_qj - s_qi) / anneal) on the negatives j of q.
-    before = ops.sigmoid((similarity[:, None, :] - similarity[:, :, None]) / anneal)
-    ranks = ops.sum(before * ops.cast(negatives, "float32")[:, None, :], axis=-1)
+    ranks = negatives_before(similarity, float_mask(negatives), anneal)
     if variant == "Ds":
         ranks = ops.log1p(ranks)
     elif variant == "Dq":
@@ -289,7 +370,7 @@ def pnp_loss(embeddings, labels, variant="O", anneal=0.01, alpha=1.0, b=2.0, cou
         ranks = (b * ranks - ops.log1p(b * ranks)) / (b * b)
     elif variant != "O":
         raise ValueError(f"PNP loss: received variant={variant!r}; expected one of {PNP_VARIANTS}.")
-    keep = ops.cast(positives, "float32")
+    keep = float_mask(positives)
     count = ops.sum(keep, axis=-1)
     per_anchor = ops.sum(ranks * keep, axis=-1) / ops.maximum(count, 1.0)
     return reduce_anchors(reducer, per_anchor, s, count > 0)
@@ -350,11 +431,12 @@ def instance_loss(embeddings, labels, scale=64.0, sample_weight=None, metric=Non
     compact = ops.cumsum(ops.cast(present, "int32")) - 1
     target = ops.logical_and(present[None, :], ops.equal(compact[None, :], rank[:, None]))
     logits = scale * similarity
-    keep = ops.cast(target, "float32")
+    keep = float_mask(target)
     per_row = masked_logsumexp_or_excluded(logits, both) - ops.sum(keep * logits, axis=-1)
     return reduce_anchors(reducer, ops.where(present, per_row, ops.zeros_like(per_row)), s, present)
 
 
 __all__ = [
-    "PNP_VARIANTS", "histogram_loss", "instance_loss", "pnp_loss", "ranked_list_loss", "require_kind", "soft_nearest_neighbor_loss",
+    "PNP_CHUNK", "PNP_VARIANTS", "histogram_loss", "instance_loss", "negatives_before", "pnp_loss", "ranked_list_loss",
+    "require_kind", "soft_nearest_neighbor_loss",
 ]

@@ -8,7 +8,7 @@ margin (learnable ``beta``)   Wu et al. ("Sampling Matters"), ICCV 2017, Eq. 3-4
 tuplet margin                 Yu & Tao, ICCV 2019, Eq. 5 and 7                   ``tuplet_margin_loss``
 angular (N-pair form)         Wang et al., ICCV 2017, Eq. 8-9                    ``angular_loss``
 generalized lifted structure  Hermans, Beyer & Leibe, arXiv 2017, p. 4           ``generalized_lifted_structure_loss``
-intra-pair variance           Yu & Tao, ICCV 2019, Eq. 8                         ``intra_pair_variance_loss``
+intra-pair variance           Yu & Tao, ICCV 2019 (equation number unverified)   ``intra_pair_variance_loss``
 signal-to-noise contrastive   Yuan et al., CVPR 2019, Eq. 10-11                  ``snr_contrastive_loss``
 FastAP                        Cakir et al., CVPR 2019, Eq. 9-12                  ``fast_ap_loss``
 SoftTriple                    Qian et al., ICCV 2019, Eq. 6-8 and 10-12          ``soft_triple_loss``
@@ -22,7 +22,9 @@ label, NaN/Inf features or weight 0 take part in no tuple; ``sample_weight``
 scales the terms a row anchors and the denominators count tuples
 (``docs/sample_weight.md``); an empty mean is 0 with a finite (zero)
 gradient; ``metric`` is a distance object (:mod:`lossweave.distances`) or a
-metric name, ``reducer`` a :mod:`lossweave.reducers` object (``None``: the
+metric name, ``min_jaccard`` the positives rule of multi-hot label rows
+``(batch, classes)`` (:func:`lossweave.ops.pair_structure.label_relation`;
+``None``: sharing a label), ``reducer`` a :mod:`lossweave.reducers` object (``None``: the
 loss's default, each docstring says which), ``miner`` a
 :mod:`lossweave.miners` object (``None``: every pair). Nothing bigger than
 ``batch x reference`` is built (the angular loss's sum over the negatives
@@ -46,8 +48,10 @@ from lossweave.ops.distances import (
     safe_sqrt,
 )
 from lossweave.ops.margin import cosine_similarity, margin_cross_entropy, masked_target, target_mask
+from lossweave.ops.pair_similarity import similarities, used_pairs
 from lossweave.ops.pair_structure import pair_structure
 from lossweave.ops.pairs import masked_logsumexp, mined_pairs
+from lossweave.ops.ranking import require_kind
 from lossweave.ops.sampling import exclude_unused, filter_negatives
 
 # pytorch-metric-learning averages these losses over their non-zero terms by default.
@@ -59,10 +63,10 @@ def _float(mask):
 
 
 def _structure(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask, exclude_self, miner,
-               what):
+               what, min_jaccard):
     """The pair structure, the larger-is-farther values ``d`` and the (mined) positive / negative pairs."""
     s = pair_structure(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
-                       exclude_self, what)
+                       exclude_self, what, min_jaccard)
     d = ordered(metric, s.values)
     positives, negatives = mined_pairs(d, s.positives, s.negatives, miner, s.inverted)
     return s, d, positives, negatives
@@ -86,7 +90,7 @@ def _reduce_terms(reducer, terms, mask, s, default_bounds=(None, None)):
 
 # -------------------------------------------------------------------- NCA
 def nca_loss(embeddings, labels, scale=1.0, metric="squared_euclidean", sample_weight=None, ref_embeddings=None,
-             ref_labels=None, ref_mask=None, exclude_self=True, reducer=None, miner=None):
+             ref_labels=None, ref_mask=None, exclude_self=True, reducer=None, miner=None, min_jaccard=None):
     """Neighbourhood components analysis as a loss (Goldberger et al., NeurIPS 2004, Eq. 1-2).
 
     With ``d`` the distances (paper: squared Euclidean of the mapped points)
@@ -116,7 +120,7 @@ def nca_loss(embeddings, labels, scale=1.0, metric="squared_euclidean", sample_w
         0.0245
     """
     s, d, positives, negatives = _structure(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels,
-                                            ref_mask, exclude_self, miner, "NCA loss")
+                                            ref_mask, exclude_self, miner, "NCA loss", min_jaccard)
     logits = -scale * d
     has = ops.any(positives, axis=1)
     terms = masked_logsumexp(logits, ops.logical_or(positives, negatives)) - masked_logsumexp(logits, positives)
@@ -126,7 +130,7 @@ def nca_loss(embeddings, labels, scale=1.0, metric="squared_euclidean", sample_w
 # ------------------------------------------------------------------ margin
 def margin_loss(embeddings, labels, beta, margin=0.2, nu=0.0, metric="euclidean", triplets=False,
                 sample_weight=None, ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True,
-                reducer=None, miner=None):
+                reducer=None, miner=None, min_jaccard=None):
     """Margin-based loss with a learnable boundary ``beta`` (Wu et al., "Sampling Matters", ICCV 2017, Eq. 3-4).
 
     For a pair at distance ``D_ij`` with ``y_ij = 1`` (positive) or ``-1``
@@ -163,7 +167,7 @@ def margin_loss(embeddings, labels, beta, margin=0.2, nu=0.0, metric="euclidean"
         0.9
     """
     s, d, positives, negatives = _structure(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels,
-                                            ref_mask, exclude_self, miner, "margin loss")
+                                            ref_mask, exclude_self, miner, "margin loss", min_jaccard)
     beta = ops.reshape(ops.cast(beta, "float32"), (-1,))
     if beta.shape[0] == 1:
         beta_a = ops.broadcast_to(beta, ops.shape(s.weights))
@@ -188,16 +192,9 @@ def margin_loss(embeddings, labels, beta, margin=0.2, nu=0.0, metric="euclidean"
 
 
 # ------------------------------------------------------------- tuplet margin
-def _similarities(s, what):
-    if not s.inverted:
-        raise ValueError(f"{what}: received a distance; expected a similarity (larger is closer) such as "
-                         f"CosineSimilarity(): the loss reads angles, cos(theta) = s.")
-    return ops.clip(s.values, -1.0, 1.0)
-
-
 def tuplet_margin_loss(embeddings, labels, angular_margin=0.1, scale=64.0, metric=None, sample_weight=None,
                        ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True, reducer=None,
-                       miner=None):
+                       miner=None, min_jaccard=None):
     """Tuplet margin loss (Yu & Tao, ICCV 2019, Eq. 5 with the slack margin of Eq. 7).
 
     For every positive pair ``(a, p)`` at angle ``theta_ap`` and the
@@ -221,9 +218,11 @@ def tuplet_margin_loss(embeddings, labels, angular_margin=0.1, scale=64.0, metri
         0.3133
     """
     metric = COSINE_SIMILARITY if metric is None else metric
-    s, d, positives, negatives = _structure(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels,
-                                            ref_mask, exclude_self, miner, "tuplet margin loss")
-    cosine = _similarities(s, "tuplet margin loss")
+    require_kind("tuplet margin loss", metric, want_similarity=True)  # it reads angles, cos(theta) = s
+    s, similarity = similarities(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels, ref_mask,
+                                 exclude_self, "tuplet margin loss", min_jaccard)
+    positives, negatives = used_pairs(similarity, s, miner)
+    cosine = ops.clip(similarity, -1.0, 1.0)
     sine = safe_sqrt(1.0 - ops.square(cosine))
     shifted = cosine * math.cos(angular_margin) + sine * math.sin(angular_margin)  # cos(theta_ap - beta)
     spread = masked_logsumexp(scale * cosine, negatives)  # log sum_n exp(s cos theta_an)
@@ -233,7 +232,7 @@ def tuplet_margin_loss(embeddings, labels, angular_margin=0.1, scale=64.0, metri
 
 
 # ------------------------------------------------------------------ angular
-def angular_loss(embeddings, labels, angle=40.0, sample_weight=None, reducer=None, miner=None):
+def angular_loss(embeddings, labels, angle=40.0, sample_weight=None, reducer=None, miner=None, min_jaccard=None):
     """Angular loss in its N-pair form (Wang et al., ICCV 2017, Eq. 8-9).
 
     On L2-normalised rows ``x``, for every positive pair ``(a, p)`` and the
@@ -262,7 +261,7 @@ def angular_loss(embeddings, labels, angle=40.0, sample_weight=None, reducer=Non
     """
     if not 0.0 < angle < 90.0:
         raise ValueError(f"angular loss: received angle={angle!r}; expected degrees in (0, 90).")
-    s = pair_structure(embeddings, labels, sample_weight, None, what="angular loss")
+    s = pair_structure(embeddings, labels, sample_weight, None, what="angular loss", min_jaccard=min_jaccard)
     x = l2_normalize(s.embeddings)
     g = ops.clip(gram(x), -1.0, 1.0)
     positives, negatives = mined_pairs(-g, s.positives, s.negatives, miner, COSINE_SIMILARITY.is_inverted)
@@ -285,7 +284,7 @@ def angular_loss(embeddings, labels, angle=40.0, sample_weight=None, reducer=Non
 # ---------------------------------------------------- generalized lifted structure
 def generalized_lifted_structure_loss(embeddings, labels, pos_margin=0.0, neg_margin=1.0, metric="euclidean",
                                       sample_weight=None, ref_embeddings=None, ref_labels=None, ref_mask=None,
-                                      exclude_self=True, reducer=None, miner=None):
+                                      exclude_self=True, reducer=None, miner=None, min_jaccard=None):
     """Generalized lifted structure loss (Hermans, Beyer & Leibe, arXiv 2017, p. 4).
 
     One term per anchor ``a``, over all its positives ``p`` and negatives ``n``::
@@ -308,7 +307,8 @@ def generalized_lifted_structure_loss(embeddings, labels, pos_margin=0.0, neg_ma
         1.209
     """
     s, d, positives, negatives = _structure(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels,
-                                            ref_mask, exclude_self, miner, "generalized lifted structure loss")
+                                            ref_mask, exclude_self, miner, "generalized lifted structure loss",
+                                            min_jaccard)
     if s.inverted:
         pos_margin, neg_margin = -pos_margin, -neg_margin
     terms = ops.relu(masked_logsumexp(d - pos_margin, positives) + masked_logsumexp(neg_margin - d, negatives))
@@ -319,8 +319,8 @@ def generalized_lifted_structure_loss(embeddings, labels, pos_margin=0.0, neg_ma
 # ------------------------------------------------------------- intra-pair variance
 def intra_pair_variance_loss(embeddings, labels, pos_eps=0.01, neg_eps=0.01, metric=None, sample_weight=None,
                              ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True, reducer=None,
-                             miner=None):
-    """Intra-pair variance loss (Yu & Tao, ICCV 2019, Eq. 8).
+                             miner=None, min_jaccard=None):
+    """Intra-pair variance loss (Yu & Tao, ICCV 2019: its ``L_pos + L_neg``; equation number unverified).
 
     With ``S`` the similarities and ``E[S_p]``, ``E[S_n]`` their means over
     the batch's positive and negative pairs::
@@ -345,7 +345,7 @@ def intra_pair_variance_loss(embeddings, labels, pos_eps=0.01, neg_eps=0.01, met
     """
     metric = COSINE_SIMILARITY if metric is None else metric
     s, d, positives, negatives = _structure(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels,
-                                            ref_mask, exclude_self, miner, "intra-pair variance loss")
+                                            ref_mask, exclude_self, miner, "intra-pair variance loss", min_jaccard)
     values = s.values  # similarity or distance, as given
     pos, neg = _float(positives), _float(negatives)
     mean_pos = reducer_ops.safe_mean(ops.sum(pos * values), ops.sum(pos))
@@ -363,7 +363,7 @@ def intra_pair_variance_loss(embeddings, labels, pos_eps=0.01, neg_eps=0.01, met
 # ---------------------------------------------------- signal-to-noise contrastive
 def snr_contrastive_loss(embeddings, labels, pos_margin=0.0, neg_margin=1.0, zero_mean_weight=0.0, metric=None,
                          sample_weight=None, ref_embeddings=None, ref_labels=None, ref_mask=None, exclude_self=True,
-                         reducer=None, miner=None):
+                         reducer=None, miner=None, min_jaccard=None):
     """Signal-to-noise-ratio contrastive loss (Yuan, Chen, Chen & Ma, CVPR 2019, Eq. 10-11).
 
     With ``d_S(h_i, h_j) = var(h_j - h_i) / var(h_i)`` (the SNR distance,
@@ -394,7 +394,7 @@ def snr_contrastive_loss(embeddings, labels, pos_margin=0.0, neg_margin=1.0, zer
     """
     metric = SNR if metric is None else metric
     s, d, positives, negatives = _structure(embeddings, labels, sample_weight, metric, ref_embeddings, ref_labels,
-                                            ref_mask, exclude_self, miner, "SNR contrastive loss")
+                                            ref_mask, exclude_self, miner, "SNR contrastive loss", min_jaccard)
     if s.inverted:
         pos_margin, neg_margin = -pos_margin, -neg_margin
     pos_terms = _float(positives) * ops.relu(d - pos_margin)
@@ -409,7 +409,7 @@ def snr_contrastive_loss(embeddings, labels, pos_margin=0.0, neg_margin=1.0, zer
 
 
 # ------------------------------------------------------------------- FastAP
-def fast_ap_loss(embeddings, labels, num_bins=10, sample_weight=None, reducer=None):
+def fast_ap_loss(embeddings, labels, num_bins=10, sample_weight=None, reducer=None, min_jaccard=None):
     """FastAP: average precision from distance histograms (Cakir et al., CVPR 2019, Eq. 9-12).
 
     Each anchor ranks the rest of the batch by the squared Euclidean
@@ -436,7 +436,7 @@ def fast_ap_loss(embeddings, labels, num_bins=10, sample_weight=None, reducer=No
         >>> float(fast_ap_loss(x, np.array([0, 0, 1])))   # each positive ranks first: AP 1
         0.0
     """
-    s = pair_structure(embeddings, labels, sample_weight, None, what="FastAP loss")
+    s = pair_structure(embeddings, labels, sample_weight, None, what="FastAP loss", min_jaccard=min_jaccard)
     x = l2_normalize(s.embeddings)
     d = ops.maximum(2.0 - 2.0 * gram(x), 0.0)
     pos, neg = _float(s.positives), _float(s.negatives)

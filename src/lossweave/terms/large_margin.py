@@ -43,6 +43,13 @@ class LargeMarginSoftmax(SphereFace):
     the authors' annealed training instead; ``scale`` (PML's, 1 in the
     paper) multiplies every logit.
 
+    **Equation numbers** are those of the arXiv text (1612.02295, the ICML
+    paper). Eq. 6 (``psi`` with its ``k``) and Eq. 7 (the ``cos(m theta)``
+    expansion) agree with the comments of pytorch-metric-learning's
+    ``LargeMarginSoftmaxLoss``; Eq. 1, 2, 4 and 5 were read from the paper
+    when the class was written and have not been checked against a second
+    source (the authors' Caffe code and README cite no equation).
+
     Partial FC class sampling (``sample_rate``) applies; ``sub_centers``
     and ``negative_threshold`` are refused (one weight vector per class, and
     the filter's threshold is a cosine of normalised weights).

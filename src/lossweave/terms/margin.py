@@ -663,8 +663,8 @@ class SphereFace(MarginSoftmax):
         return (lam * cos_target + margin_ops.sphereface_psi(cos_target, self.multiplicative_margin)) / (1.0 + lam)
 
     def logit_scale(self, embeddings):
-        x = ops.cast(embeddings, "float32")
-        return ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True))
+        x = ops.cast(embeddings, "float32")  # ||x||, with a zero (finite) gradient at a zero row
+        return margin_ops.safe_sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True))
 
     def update_state(self, outputs, targets, sample_weight):
         self.iterations.assign_add(ops.ones((), "int32"))

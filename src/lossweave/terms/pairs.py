@@ -36,7 +36,6 @@ sees only its own batch: ``docs/distributed.md``.
 """
 
 import contextlib
-import functools
 import threading
 
 import keras
@@ -100,7 +99,10 @@ def global_batch(*tensors):
     return backend.all_gather(tensors)
 
 
-_REDUCING = threading.local()  # per thread: {id(term): reducer} of the open TupleArguments.reducing_with blocks
+# Per thread: {id(term): reducer} of the open TupleArguments.reducing_with blocks. A context, not an argument:
+# the override must reach the reducer of every subclass's pair_loss (and of a CrossBatchMemory's inner term)
+# without a new parameter in each, and a thread-local one because tf.distribute runs a replica per thread.
+_REDUCING = threading.local()
 
 
 class TupleArguments:
@@ -127,23 +129,29 @@ class TupleArguments:
     kinds of data). A miner's ``min_jaccard`` narrows the positives it mines
     from; the loss forms its tuples with the larger of the two thresholds
     (the tuples a miner picks are then those it would pick with its own
-    rule). It is in ``get_config`` when given. Every ``pair_loss`` runs
-    inside :func:`lossweave.ops.pair_structure.label_rule` of that value
-    (wrapped once, here, for every subclass), so the loss's ops, a
-    ``CrossBatchMemory`` around it and ``TupleStatistics`` all see the rule.
+    rule). It is in ``get_config`` when given. The ops receive it as their
+    ``min_jaccard=`` argument, with the other parts (:meth:`tuple_kwargs`),
+    so a ``CrossBatchMemory`` around the loss (it calls the loss's
+    ``pair_loss``) and ``TupleStatistics`` (it reads
+    :meth:`tuple_min_jaccard`) see the same rule. A loss whose pairs are
+    fixed by position, not formed from labels (``pairs_by_position = True``:
+    ``NPairsLoss``, ``InstanceLoss``, ``TwoViewNTXentLoss``), refuses it.
     """
 
     takes_distance = True
+    pairs_by_position = False
 
     def __init__(self, *args, min_jaccard=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.min_jaccard = pair_structure.checked_min_jaccard(min_jaccard, self)
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        own = cls.__dict__.get("pair_loss")
-        if own is not None and not getattr(own, "_under_label_rule", False):
-            cls.pair_loss = _under_label_rule(own)
+        if self.min_jaccard is not None and self.pairs_by_position:
+            raise ValueError(
+                f"{type(self).__name__}: received min_jaccard={self.min_jaccard!r}; this loss takes no "
+                f"min_jaccard: its positive of a row is fixed by position (the row's pair or view), not formed "
+                f"from shared labels, so no threshold on shared labels applies. Leave min_jaccard out, or use a "
+                f"loss that forms its pairs from labels (SupConLoss, NTXentLoss, ContrastiveLoss, ...) for "
+                f"multi-hot labels."
+            )
 
     def tuple_min_jaccard(self):
         """The threshold the loss's tuples are formed with: the larger of its ``min_jaccard`` and its miner's."""
@@ -201,24 +209,14 @@ class TupleArguments:
         return config
 
     def tuple_kwargs(self):
-        """The ops' keyword arguments: ``metric`` (when the loss takes a distance), ``reducer`` (and ``miner``)."""
+        """The ops' keyword arguments: ``metric``, ``reducer``, ``miner``, ``min_jaccard``, where the loss takes each."""
         kwargs = {"metric": self.distance} if self.takes_distance else {}
         kwargs["reducer"] = self.reducer
         if hasattr(self, "miner"):
             kwargs["miner"] = self.miner
+        if not self.pairs_by_position:
+            kwargs["min_jaccard"] = self.tuple_min_jaccard()
         return kwargs
-
-
-def _under_label_rule(pair_loss):
-    """``pair_loss`` run inside ``label_rule`` of the term's threshold (see ``TupleArguments``)."""
-
-    @functools.wraps(pair_loss)
-    def wrapped(self, *args, **kwargs):
-        with pair_structure.label_rule(self.tuple_min_jaccard()):
-            return pair_loss(self, *args, **kwargs)
-
-    wrapped._under_label_rule = True
-    return wrapped
 
 
 class _ContrastiveArguments:
@@ -502,8 +500,8 @@ class NPairsLoss(TupleArguments, PairTerm):
         on: model output holding the embeddings (not normalised: the loss
             uses inner products).
         target: target holding the class ids.
-        **kwargs: ``min_jaccard`` (multi-hot labels: see :class:`~lossweave.terms.pairs.TupleArguments`),
-            ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
+        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`); no
+            ``min_jaccard``: the pairs are fixed by position (the first two rows of a class), not by shared labels.
 
     Example:
         >>> import numpy as np
@@ -511,6 +509,8 @@ class NPairsLoss(TupleArguments, PairTerm):
         >>> round(float(NPairsLoss(l2_reg=0.0)(x, np.array([0, 1, 0, 1]))), 4)
         0.3133
     """
+
+    pairs_by_position = True
 
     def __init__(self, l2_reg=0.002, distance="dot_product", reducer=None, on="embedding", target="label", **kwargs):
         super().__init__(on=on, target=target, **kwargs)

@@ -126,7 +126,11 @@ class RankedListLoss(_NoReference, TupleArguments, PairTerm):
     (:func:`lossweave.ops.ranking.ranked_list_loss`). The arguments are
     pytorch-metric-learning's ``RankedListLoss(margin, Tn, imbalance, alpha,
     Tp)`` under explicit names; ``margin=0.4`` and ``negative_temperature=10``
-    are the paper's (PML requires them).
+    are the paper's (PML requires them). No equation numbers are cited: they
+    could not be checked against the paper's text (arXiv 1903.03238; the
+    authors' Caffe code, their README and PML cite none); the formulas are
+    those PML 2.9's ``RankedListLoss`` computes, checked against it in
+    ``tests/test_pml_parity.py``.
 
     Args:
         margin: ``m``.
@@ -178,12 +182,16 @@ class RankedListLoss(_NoReference, TupleArguments, PairTerm):
 
 @keras.saving.register_keras_serializable(package="lossweave")
 class PNPLoss(_NoReference, TupleArguments, PairTerm):
-    """PNP loss: only the negatives ranked before a positive are penalised (Li et al., AAAI 2022).
+    """PNP loss: only the negatives ranked before a positive are penalised (Li et al., AAAI 2022, Eq. 5-13).
 
     The smoothed number of negatives ranked before each positive, through
-    one of the paper's variants (``"O"``, ``"Ds"``, ``"Dq"``, ``"Iu"``,
-    ``"Ib"``; :func:`lossweave.ops.ranking.pnp_loss`), averaged over each
-    anchor's positives and over the anchors. Defaults are
+    one of the paper's variants (``"O"`` Eq. 5, ``"Iu"`` Eq. 7, ``"Ib"``
+    Eq. 9, ``"Ds"`` Eq. 12, ``"Dq"`` Eq. 13;
+    :func:`lossweave.ops.ranking.pnp_loss`), averaged over each anchor's
+    positives and over the anchors. The equation numbers are those of arXiv
+    2102.04640 as the equation image in pytorch-metric-learning's docs
+    (``docs/imgs/PNP_loss_equation.png``) shows them; the authors' code
+    (``interestingzhuo/PNPloss``, ``criteria/PNP.py``) names none. Defaults are
     pytorch-metric-learning's ``PNPLoss(b=2, alpha=1, anneal=0.01,
     variant="O")``; PML counts each anchor among its own positives:
     ``count_self=True`` gives its numbers. Memory grows as ``batch^3``.
@@ -251,7 +259,8 @@ class InstanceLoss(_NoReference, TupleArguments, PairTerm):
             ``MeanReducer``).
         on: the embedding output.
         target: the instance ids.
-        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`).
+        **kwargs: ``validate``, ``missing`` and Layer arguments (see :class:`~lossweave.terms.Term`); no
+            ``min_jaccard``: a row's target is fixed by position (the rank of its id), not by shared labels.
 
     Example:
         >>> import numpy as np
@@ -259,6 +268,8 @@ class InstanceLoss(_NoReference, TupleArguments, PairTerm):
         >>> round(float(InstanceLoss(scale=1.0)(x, np.array([0, 1]))), 4)   # log(1 + e^-1)
         0.3133
     """
+
+    pairs_by_position = True
 
     def __init__(self, scale=64.0, distance="cosine_similarity", reducer=None, on="embedding", target="label",
                  **kwargs):

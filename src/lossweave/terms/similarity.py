@@ -282,6 +282,7 @@ class TwoViewNTXentLoss(TupleArguments, Term):
     reads = "views"
     input_checks = "pair_rows"
     weights_per = "tuple"
+    pairs_by_position = True  # row i of one view is the positive of row i of the other: no min_jaccard
 
     def __init__(self, temperature=0.1, distance="cosine_similarity", reducer=None, on=("view1", "view2"),
                  target="label", **kwargs):

@@ -304,7 +304,7 @@ class GeneralizedLiftedStructureLoss(_TupleLoss):
 
 @keras.saving.register_keras_serializable(package="lossweave")
 class IntraPairVarianceLoss(_TupleLoss):
-    """Intra-pair variance loss (Yu & Tao, ICCV 2019, Eq. 8).
+    """Intra-pair variance loss (Yu & Tao, "Deep Metric Learning with Tuplet Margin Loss", ICCV 2019).
 
     Positive pairs below ``(1 - pos_eps)`` times the positives' mean
     similarity and negatives above ``(1 + neg_eps)`` times the negatives'
@@ -313,6 +313,11 @@ class IntraPairVarianceLoss(_TupleLoss):
     pytorch-metric-learning's ``IntraPairVarianceLoss``). Usually added to
     :class:`TupletMarginLoss`, as in the paper (two terms of one
     ``Objective``). Accepts a reference set.
+
+    The paper's ``L_pos`` and ``L_neg``; their equation number is not
+    verified: an earlier note cited "Eq. 8", which could not be checked
+    against the paper's text (pytorch-metric-learning's docs show the two
+    equations without numbers; the authors released no code).
 
     Args:
         pos_eps: the positives' slack (0.01).
