@@ -65,6 +65,17 @@ def timed(fn, *args):
     return time.perf_counter() - start, result
 
 
+def wall_and_cpu(fn, calls):
+    """``(wall, cpu)``: two lists of the seconds of each of ``calls`` calls of ``fn()``, wall clock and process CPU."""
+    wall, cpu = [], []
+    for _ in range(calls):
+        w, c = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - w)
+        cpu.append(time.process_time() - c)
+    return wall, cpu
+
+
 def median(values):
     return statistics.median(values) if values else float("nan")
 

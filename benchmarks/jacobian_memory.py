@@ -31,7 +31,18 @@ What is measured, per backend:
   plain torch, when torchjd is importable (else its rows say so).
 
 Ours: ``Objective.fit`` of one batch (parameter mode). ``Fixed`` is the
-reference; UPGrad and MGDA use only the Gramian, PCGrad the rows.
+reference; UPGrad, MGDA and PCGrad use only the Gramian (PCGrad's projected
+gradients are combinations of the rows, ``pcgrad_weights``). The
+``(gramian_blocks)`` variants are ``Objective(..., gramian_blocks=True)``:
+the Gramian accumulated block by block of the trunk's variables (a kernel
+and its bias), each block's K rows freed once multiplied in, then one more
+backward pass of ``sum_k w_k L_k``.
+
+Time: the same cases also time the step, wall clock and process CPU time
+side by side (median of ``TIMED`` steps after the warm-up): on PyTorch
+``Objective.fit`` of one batch in the case's subprocess (after the memory
+probe), on JAX the compiled step whose memory was analysed, run on the
+same state and batch.
 
     KERAS_BACKEND=jax .venv/bin/python benchmarks/jacobian_memory.py [--quick]
     KERAS_BACKEND=torch PYTHONPATH=/tmp/lw/peers .venv/bin/python benchmarks/jacobian_memory.py [--quick] [--jobs 4]
@@ -51,7 +62,9 @@ import numpy as np  # noqa: E402
 
 BATCH, INPUT_DIM, TRUNK, HEAD, NUM_CLASSES = 256, 256, (2048, 2048, 2048, 512), 32, 10
 KS = (2, 4, 10)
-OURS = ("Fixed", "UPGrad", "MGDA", "PCGrad")
+OURS = ("Fixed", "UPGrad", "MGDA", "PCGrad", "UPGrad (gramian_blocks)", "MGDA (gramian_blocks)")
+BLOCKS = " (gramian_blocks)"
+TIMED = 5
 PEERS = ("torchjd mtl_backward UPGrad", "torchjd mtl_backward UPGrad (optimize_gramian_computation)",
          "torchjd autogram UPGrad")
 MIB = 2.0 ** 20
@@ -84,8 +97,11 @@ def build_objective(k, name):
         head = keras.layers.Dense(HEAD, activation="relu", name=f"head_{i}")(h)
         outputs[f"logits_{i}"] = keras.layers.Dense(NUM_CLASSES, name=f"logits_{i}")(head)
     terms = {f"task_{i}": lw.terms.SoftmaxCrossEntropy(on=f"logits_{i}", target=f"label_{i}") for i in range(k)}
+    blocks = name.endswith(BLOCKS)
+    name = name.removesuffix(BLOCKS)
     weighting = lw.weighting.PCGrad(seed=0) if name == "PCGrad" else getattr(lw.weighting, name)()
-    objective = lw.Objective(keras.Model(inputs, outputs), terms, weighting=weighting)
+    options = {"gramian_blocks": True} if blocks else {}
+    objective = lw.Objective(keras.Model(inputs, outputs), terms, weighting=weighting, **options)
     objective.compile(optimizer="adam")
     return objective
 
@@ -112,8 +128,21 @@ def jax_temporaries(k, name):
     with recording_checks(objective):
         compiled = jax.jit(objective.train_step).lower(state, (x, y)).compile()
     analysis = compiled.memory_analysis()
+
+    def step():
+        jax.block_until_ready(compiled(state, (x, y)))
+
     return {"temp_bytes": int(analysis.temp_size_in_bytes), "argument_bytes": int(analysis.argument_size_in_bytes),
-            "output_bytes": int(analysis.output_size_in_bytes)}
+            "output_bytes": int(analysis.output_size_in_bytes), **_timed(step)}
+
+
+def _timed(step):
+    """Median wall-clock and process CPU ms of ``TIMED`` calls of ``step`` after one warm-up call."""
+    from common import wall_and_cpu
+
+    step()
+    wall, cpu = wall_and_cpu(step, TIMED)
+    return {"wall_ms": 1e3 * float(np.median(wall)), "cpu_ms": 1e3 * float(np.median(cpu))}
 
 
 # ----------------------------------------------------------------- PyTorch
@@ -137,7 +166,7 @@ def torch_case(k, name):
 
     step()
     step()
-    return {"peak_mib": peak_rss_growth_mib(step, repeats=1)}
+    return {"peak_mib": peak_rss_growth_mib(step, repeats=1), **_timed(step)}
 
 
 def _torchjd_step(k, name, x, labels):
@@ -202,8 +231,12 @@ def torchjd_version():
         return None
 
 
-def run(quick=False, ks=KS, jobs=1):
-    """Every case at every K; on PyTorch ``jobs`` case subprocesses at a time (each measures its own RSS)."""
+def run(quick=False, ks=KS, jobs=1, variants=None, merge=None):
+    """Every case at every K; on PyTorch ``jobs`` case subprocesses at a time (each measures its own RSS).
+
+    ``variants``: only these (default: all); ``merge``: an earlier run's JSON whose rows
+    of the cases not run now are kept (its order), e.g. to rerun the variants a change touched.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     from common import backend
@@ -227,9 +260,17 @@ def run(quick=False, ks=KS, jobs=1):
         print(row, flush=True)
         return row
 
-    cases = [(k, name) for k in ks for name in OURS + (PEERS if backend() == "torch" else ())]
+    cases = [(k, name) for k in ks for name in OURS + (PEERS if backend() == "torch" else ())
+             if variants is None or name in variants]
     with ThreadPoolExecutor(jobs if backend() == "torch" else 1) as pool:
         results["rows"] = list(pool.map(lambda c: case(*c), cases))
+    if merge:
+        with open(merge) as f:
+            earlier = json.load(f)["rows"]
+        fresh = {(r["k"], r["variant"]): r for r in results["rows"]}
+        kept = [fresh.pop((r["k"], r["variant"]), r) for r in earlier]
+        results["rows"] = kept + list(fresh.values())
+        results["merged_from"] = merge
     return results
 
 
@@ -244,18 +285,23 @@ def markdown(results):
            "of one step above the RSS before it, one fresh process per case")
         + (f"; torchjd {results['torchjd']}" if results.get("torchjd") else ""),
         "",
-        "| K | variant | MiB | / Fixed | in trunk gradients (MiB / one gradient) |",
-        "|---:|:---|---:|---:|---:|",
+        f"Time: median of {TIMED} steps after the memory probe, ms, wall clock (process CPU time); "
+        "`/ Fixed`: the CPU time's ratio.",
+        "",
+        "| K | variant | MiB | / Fixed | in trunk gradients (MiB / one gradient) | ms wall (cpu) | cpu / Fixed |",
+        "|---:|:---|---:|---:|---:|---:|---:|",
     ]
     fixed = {r["k"]: r for r in results["rows"] if r["variant"] == "Fixed"}
     for row in results["rows"]:
         if "error" in row:
-            lines.append(f"| {row['k']} | {row['variant']} | ({row['error']}) | | |")
+            lines.append(f"| {row['k']} | {row['variant']} | ({row['error']}) | | | | |")
             continue
         mib = row[key] / MIB if key == "temp_bytes" else row[key]
         base = fixed.get(row["k"], {})
         ref = (base.get(key, float("nan")) / MIB if key == "temp_bytes" else base.get(key, float("nan")))
-        lines.append(f"| {row['k']} | {row['variant']} | {mib:.1f} | {mib / ref:.2f}x | {mib / grad_mib:.2f} |")
+        time = (f"{row['wall_ms']:.0f} ({row['cpu_ms']:.0f}) | {row['cpu_ms'] / base['cpu_ms']:.2f}x"
+                if "cpu_ms" in row and "cpu_ms" in base else " | ")
+        lines.append(f"| {row['k']} | {row['variant']} | {mib:.1f} | {mib / ref:.2f}x | {mib / grad_mib:.2f} | {time} |")
     return "\n".join(lines)
 
 
@@ -270,8 +316,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--jobs", type=int, default=1, help="PyTorch: case subprocesses run at once")
     parser.add_argument("--ks", help="the K values, e.g. 2,4,10")
+    parser.add_argument("--variants", help="only these variants, separated by ';'")
+    parser.add_argument("--merge", help="an earlier --out JSON: its rows of the cases not run now are kept")
     known, rest = parser.parse_known_args()
-    options = {"jobs": known.jobs}
+    options = {"jobs": known.jobs, "merge": known.merge}
+    if known.variants:
+        options["variants"] = tuple(known.variants.split(";"))
     if known.ks:
         options["ks"] = tuple(int(k) for k in known.ks.split(","))
     sys.exit(main_alone("jacobian_memory", run, markdown, rest, **options))

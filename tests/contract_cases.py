@@ -320,10 +320,11 @@ TERMS = {
     ),
 }
 
-# min_jaccard (the positives of multi-hot labels) is a keyword of every tuple loss (TupleArguments);
+# min_jaccard (the positives of multi-hot labels) is a keyword of every tuple loss (TupleArguments) but those
+# whose pairs are fixed by position, which refuse it (tests/test_multilabel.py);
 # multi_hot_classes makes XBM's label memory (memory, classes) rows.
 for _cls, _kwargs in TERMS.values():
-    if issubclass(_cls, TupleArguments):
+    if issubclass(_cls, TupleArguments) and not _cls.pairs_by_position:
         _kwargs["min_jaccard"] = 0.5
 TERMS["xbm"][1]["multi_hot_classes"] = CLASSES
 
@@ -462,7 +463,7 @@ OBJECTIVES = {
         lw.Objective,
         {"model": Fresh(lambda: contract_model()), "terms": Fresh(two_terms),
          "weighting": Fresh(lambda: lw.weighting.MGDA(normalization="l2")), "shared": ["trunk"],
-         "name": "given_objective"},
+         "gramian_blocks": True, "name": "given_objective"},
     ),
     "objective_representation": (
         lw.Objective,
@@ -492,6 +493,8 @@ UNUSED = {
     "Loss": {"validate": "it declares no input checks (the Keras loss gets the values as they are)"},
     "Term": {"validate": "the base declares no input checks"},
     "SoftTripleLoss": {"distance": "not taken: its relaxed similarity and regulariser are defined on cosines"},
+    **{name: {"min_jaccard": "refused: its pairs are fixed by position (tests/test_multilabel.py)"}
+       for name in ("NPairsLoss", "InstanceLoss", "TwoViewNTXentLoss")},
 }
 
 # Where the attribute of an argument has another name, and why.

@@ -73,7 +73,7 @@ def _data():
     return x, y
 
 
-def _objective(weighting=None):
+def _objective(weighting=None, **options):
     keras.utils.set_random_seed(3)
     inputs = keras.Input((FEATURES,))
     hidden = keras.layers.Dense(16, activation="tanh")(inputs)
@@ -81,7 +81,7 @@ def _objective(weighting=None):
     model = keras.Model(inputs, {"embedding": emb, "logits": keras.layers.Dense(CLASSES)(emb)})
     terms = {name: make() for name, make in _term_factories().items() if weighting is None or name not in ADAPTIVE}
     weighting = weighting or lw.weighting.Uncertainty({"softmax": "classification"})
-    objective = lw.Objective(model, terms, weighting=weighting)
+    objective = lw.Objective(model, terms, weighting=weighting, **options)
     objective.compile(optimizer=keras.optimizers.SGD(0.02, momentum=0.5))
     return objective
 
@@ -100,8 +100,8 @@ def _state(objective):
     return state
 
 
-def _train(x, y, weighting=None):
-    objective = _objective(weighting)
+def _train(x, y, weighting=None, **options):
+    objective = _objective(weighting, **options)
     history = objective.fit(x, {"label": y}, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
     return objective, history.history
 
@@ -126,8 +126,11 @@ def main():
     single, single_logs = _train(x, y)
     reference = _state(single)
     # Gradient-level strategies (issue 10): the per-term gradients of the global batch.
-    gradient_kinds = {"mgda": lambda: lw.weighting.MGDA(), "pcgrad": lambda: lw.weighting.PCGrad(seed=2)}
-    gradient_reference = {n: _state(_train(x, y, make())[0]) for n, make in gradient_kinds.items()}
+    # mgda_blocks: Objective(gramian_blocks=True), the Gramian block by block (rows all-reduced per block).
+    gradient_kinds = {"mgda": lambda: lw.weighting.MGDA(), "pcgrad": lambda: lw.weighting.PCGrad(seed=2),
+                      "mgda_blocks": lambda: lw.weighting.MGDA()}
+    blocks = {n: {"gramian_blocks": n.endswith("_blocks")} for n in gradient_kinds}
+    gradient_reference = {n: _state(_train(x, y, make(), **blocks[n])[0]) for n, make in gradient_kinds.items()}
     if BACKEND == "jax":
         import jax
 
@@ -136,7 +139,7 @@ def main():
         distributed, logs = _train(x, y)
         got = _state(distributed)
         bad_message, bad_moved = _bad_label_run(distributed, x, y)
-        gradient_got = {n: _state(_train(x, y, make())[0]) for n, make in gradient_kinds.items()}
+        gradient_got = {n: _state(_train(x, y, make(), **blocks[n])[0]) for n, make in gradient_kinds.items()}
         replicas = len(devices)
     elif BACKEND == "tensorflow":
         strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(REPLICAS)])
@@ -144,7 +147,7 @@ def main():
             distributed, logs = _train(x, y)
             got = _state(distributed)
             bad_message, bad_moved = _bad_label_run(distributed, x, y)
-            gradient_got = {n: _state(_train(x, y, make())[0]) for n, make in gradient_kinds.items()}
+            gradient_got = {n: _state(_train(x, y, make(), **blocks[n])[0]) for n, make in gradient_kinds.items()}
         replicas = strategy.num_replicas_in_sync
     else:
         raise SystemExit(f"no multi-device run for backend {BACKEND}")

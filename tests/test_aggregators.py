@@ -145,6 +145,23 @@ def test_mgda_frank_wolfe_matches_algorithm_2(case, k):
     np.testing.assert_allclose(to_numpy(agg.mgda(j, iterations=30, exact_max_k=2)), w @ j, atol=1e-5)
 
 
+def test_mgda_frank_wolfe_host_loop_equals_the_ops_loop(monkeypatch):
+    # The two Frank-Wolfe loops (ops' while_loop; PyTorch's host loop on a float64 copy,
+    # lossweave._backend.frank_wolfe_on_host) give the same weights on one K = 10 Gramian,
+    # full budget: the ops loop is forced by taking the backend's fast path away.
+    from lossweave import _backend
+    from lossweave._backend._common import frank_wolfe_on_host
+    from lossweave.ops.aggregators._common import REL_EPS
+
+    j = _jacobian(CASES[0], 10, params=12, rng=np.random.default_rng(21))  # RNG's draws left to the others
+    g = gram(j)
+    host = frank_wolfe_on_host(g.astype("float64"), 250, 1e-5, REL_EPS)
+    monkeypatch.setattr(_backend, "frank_wolfe", lambda *args: None)
+    loop = to_numpy(agg.mgda_weights(g.astype("float32")))
+    np.testing.assert_allclose(loop, host, atol=1e-5)
+    assert np.abs(host - 0.1).max() > 1e-2  # not the start 1/K
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_mgda_frank_wolfe_above_exact_max_k(case):
     # K = 10 > exact_max_k: the default path is Frank-Wolfe (on PyTorch the host's scalar

@@ -284,7 +284,9 @@ def test_simplex_projection_is_exact(k, seed, scale):
     got = to_numpy(project_simplex(v)).astype("float64")
     assert got.min() >= 0.0 and abs(got.sum() - 1.0) <= 1e-5
     np.testing.assert_allclose(got, np_simplex_projection(v.astype("float64")), atol=2e-6 * max(1.0, scale))
-    np.testing.assert_allclose(to_numpy(project_simplex(got.astype("float32"))), got, atol=1e-6)  # idempotent
+    # Idempotent up to the float32 rounding of the first projection (v - theta at |v| ~ scale: its sum is
+    # off by a few ulp of |v|, e.g. 3.8e-6 at scale 30, which the second projection spreads over the entries).
+    np.testing.assert_allclose(to_numpy(project_simplex(got.astype("float32"))), got, atol=2e-6 * max(1.0, scale))
 
 
 @pytest.mark.parametrize("case", CASES)

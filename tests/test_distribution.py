@@ -50,9 +50,9 @@ def test_four_replicas_equal_one_device():
     assert result["bad_message"] is not None and "1 row(s) with an invalid label" in result["bad_message"]
     assert "in a batch of 32" in result["bad_message"] and "[0, 12]" in result["bad_message"]
     assert result["bad_moved"] == 0.0
-    # Gradient-level steps (MGDA, PCGrad): per-term gradients of the global batch,
-    # all-reduced before aggregation on TensorFlow; equal to one device.
-    assert {k.split("/")[0] for k in result["gradient_diffs"]} == {"mgda", "pcgrad"}
+    # Gradient-level steps (MGDA, PCGrad, MGDA with gramian_blocks=True): per-term gradients
+    # of the global batch, all-reduced before aggregation on TensorFlow; equal to one device.
+    assert {k.split("/")[0] for k in result["gradient_diffs"]} == {"mgda", "pcgrad", "mgda_blocks"}
     for key, diff in result["gradient_diffs"].items():
         assert diff <= TOLERANCE, (key, diff)
     assert result["gradient_moved"] > 1e-3  # they trained otherwise than the loss-level run

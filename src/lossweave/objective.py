@@ -77,6 +77,13 @@ class Objective(keras.Model):
             output holding the shared features: the term gradients are taken
             with respect to it (MGDA-UB, Sener & Koltun 2018) and one backward
             pass carries their combination through the trunk.
+        gramian_blocks: for gradient-level strategies that need only the
+            Gramian (UPGrad, MGDA, PCGrad, ...), in parameter mode: form the
+            Gramian block by block of the shared variables and apply one
+            more backward pass of ``sum_k w_k L_k``, so that the K term
+            gradients are never all held (memory K x the largest shared
+            variable instead of K x all of them; more backward work). Same
+            update. See ``lossweave.trainer`` and docs/gradient_methods.md.
 
     Example:
         >>> import keras, numpy as np, lossweave as lw
@@ -94,7 +101,8 @@ class Objective(keras.Model):
         ['loss/center', 'loss/softmax', 'weight/center', 'weight/softmax']
     """
 
-    def __init__(self, model, terms, weighting=None, shared=None, representation=None, **kwargs):
+    def __init__(self, model, terms, weighting=None, shared=None, representation=None, gramian_blocks=False,
+                 **kwargs):
         arguments.check_keywords(self, kwargs)
         super().__init__(**kwargs)
         if not isinstance(model, keras.Model):
@@ -132,6 +140,7 @@ class Objective(keras.Model):
                 f"(lossweave.weighting.MGDA, PCGrad, Mean, Sum); weighting="
                 f"{type(self.weighting).__name__} combines losses. Drop them or pick such a strategy."
             )
+        self.gramian_blocks = trainer.check_gramian_blocks(self, gramian_blocks)
         self._check_outputs()
         self.step_counter = self.add_weight(
             name="step", shape=(), dtype="int32", initializer="zeros", trainable=False
@@ -325,9 +334,9 @@ class Objective(keras.Model):
         else:
             finite = ops.stack([ops.all(ops.isfinite(v)) for v in values])
         ok = self.loss_check.check(finite)
-        if pending:
-            for record in self._input_checks("test"):
-                ok = ops.logical_and(ok, ops.convert_to_tensor(record.record)[0] <= 0)
+        if pending:  # no check of the step recorded a failure (one sum of their flags)
+            failed = [ops.convert_to_tensor(record.record)[0] for record in self._input_checks("test")]
+            ok = ops.logical_and(ok, functools.reduce(ops.add, failed) <= 0)
             backend.apply_rows(pending, ok)
         return losses
 
@@ -545,6 +554,7 @@ class Objective(keras.Model):
             "weighting": keras.saving.serialize_keras_object(self.weighting),
             "shared": None if self.shared is None else [_shared_name(e) for e in self.shared],
             "representation": self.representation,
+            "gramian_blocks": self.gramian_blocks,
         }
 
     @classmethod

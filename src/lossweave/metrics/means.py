@@ -45,8 +45,12 @@ class NamedMeans(keras.metrics.Metric):
                 f"NamedMeans: received {len(values)} values for the {len(self.names)} names {self.names}."
             )
         weight = ops.cast(sample_weight, self.dtype)
-        # One reshape of the stack (a loss of shape (1,) is a scalar too): few ops on eager PyTorch.
-        vector = ops.reshape(ops.stack([ops.cast(v, self.dtype) for v in values]), (len(self.names),))
+        # Few ops on eager PyTorch: a value already of the metric's dtype is not cast, and
+        # the stack is reshaped only when a value is not a scalar (a loss of shape (1,)).
+        values = [v if _dtype(v) == self.dtype else ops.cast(v, self.dtype) for v in values]
+        vector = ops.stack(values)
+        if any(len(v.shape) for v in values):
+            vector = ops.reshape(vector, (len(self.names),))
         self.total.assign(self.total + weight * vector)
         self.count.assign(self.count + weight)
 
@@ -60,3 +64,9 @@ class NamedMeans(keras.metrics.Metric):
 
     def get_config(self):
         return {"names": self.names, "name": self.name, "dtype": self.dtype}
+
+
+def _dtype(value):
+    """The Keras name of a tensor's dtype; ``None`` for a Python number (which is cast)."""
+    dtype = getattr(value, "dtype", None)
+    return None if dtype is None else keras.backend.standardize_dtype(dtype)

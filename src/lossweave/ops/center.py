@@ -54,7 +54,11 @@ from lossweave.ops.labels import class_indices, finite_rows
 
 def _participating(features, valid, sample_weight):
     """Rows that count: valid labels, finite features, non-zero sample weight."""
-    keep = ops.logical_and(valid, finite_rows(features))
+    return _keep(valid, finite_rows(features), sample_weight)
+
+
+def _keep(valid, finite, sample_weight):
+    keep = ops.logical_and(valid, finite)
     if sample_weight is not None:
         sample_weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
         keep = ops.logical_and(keep, sample_weight != 0)
@@ -76,10 +80,57 @@ def _prepare(features, labels, centers, sample_weight):
         )
     indices, valid = class_indices(labels, num_classes, what="center loss labels")
     features = ops.cast(features, "float32")
-    keep = _participating(features, valid, sample_weight)
+    return _zero_others(features, indices, _participating(features, valid, sample_weight))
+
+
+def _zero_others(features, indices, keep):
     # Zero the rows that do not count, so NaN/Inf never reach a sum or a gradient.
-    features = ops.where(keep[:, None], features, ops.zeros_like(features))
-    return features, indices, keep
+    return ops.where(keep[:, None], features, ops.zeros_like(features)), indices, keep
+
+
+def prepare_checked(features, indices, valid, finite, sample_weight=None):
+    """``(features, indices, keep)`` of the center ops from rows a term's input check has already read.
+
+    ``features`` float32 ``(batch, dim)``, ``indices`` int32 (in range on every
+    row), ``valid`` (the label is valid) and ``finite`` (the row is finite), as
+    ``lossweave.terms.check.check_class_rows`` computed them; ``keep`` also
+    leaves out the rows of weight 0. ``center_differences``, then
+    ``center_loss_of`` and ``center_update_of``, give the values of
+    ``center_loss`` and ``center_update_rows`` from one pass over the labels,
+    the features and the gathered centers.
+    """
+    return _zero_others(features, indices, _keep(valid, finite, sample_weight))
+
+
+def center_differences(features, indices, centers):
+    """``x_i - c_{y_i}`` (float32 ``(batch, dim)``) of prepared rows: what Eq. 2 and Eq. 4 both read."""
+    return features - ops.cast(backend.gather_rows(centers, indices), "float32")
+
+
+def center_loss_of(differences, keep, sample_weight=None):
+    """Eq. 2 averaged over the batch from ``center_differences``: ``1/2 * sum_i w_i ||d_i||^2 / batch`` (kept rows)."""
+    per_sample = 0.5 * ops.sum(ops.square(differences), axis=-1)
+    if sample_weight is not None:  # (a kept row's weight; the select zeroes the others)
+        per_sample = per_sample * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+    return batch_mean(ops.where(keep, per_sample, ops.zeros_like(per_sample)))
+
+
+def batch_mean(per_sample):
+    """``sum / batch`` (Keras's ``sum_over_batch_size``); a batch size known when traced stays a Python number."""
+    batch = ops.shape(per_sample)[0]
+    if isinstance(batch, int):
+        return ops.sum(per_sample) / float(max(batch, 1))
+    return ops.sum(per_sample) / ops.maximum(ops.cast(batch, "float32"), 1.0)
+
+
+def center_update_of(differences, indices, keep, alpha):
+    """``(indices, deltas)`` of Eq. 3-4 from ``center_differences``: deltas ``-alpha (c_j - x_i) / (1 + n_j)``."""
+    keep_f = ops.cast(keep, "float32")
+    same = ops.cast(ops.equal(indices[:, None], indices[None, :]), "float32")
+    counts = ops.sum(same * keep_f[None, :], axis=1)  # n_{y_i} among participating rows
+    alpha = alpha if isinstance(alpha, (int, float)) else ops.cast(alpha, "float32")
+    scale = alpha * keep_f / (1.0 + counts)
+    return indices, ops.stop_gradient(differences) * scale[:, None]
 
 
 def center_loss(features, labels, centers, sample_weight=None):
@@ -106,14 +157,7 @@ def center_loss(features, labels, centers, sample_weight=None):
         1.25
     """
     features, indices, keep = _prepare(features, labels, centers, sample_weight)
-    gathered = ops.cast(backend.gather_rows(centers, indices), "float32")
-    per_sample = 0.5 * ops.sum(ops.square(features - gathered), axis=-1)
-    weight = ops.cast(keep, "float32")
-    if sample_weight is not None:
-        weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-    per_sample = ops.where(keep, per_sample * weight, ops.zeros_like(per_sample))
-    batch = ops.maximum(ops.cast(ops.shape(per_sample)[0], "float32"), 1.0)
-    return ops.sum(per_sample) / batch
+    return center_loss_of(center_differences(features, indices, centers), keep, sample_weight)
 
 
 def center_update_rows(features, labels, centers, alpha, sample_weight=None):
@@ -149,13 +193,8 @@ def center_update_rows(features, labels, centers, alpha, sample_weight=None):
         (1, [1.0, 1.0])
     """
     features, indices, keep = _prepare(features, labels, centers, sample_weight)
-    keep_f = ops.cast(keep, "float32")
-    same = ops.cast(ops.equal(indices[:, None], indices[None, :]), "float32")
-    counts = ops.sum(same * keep_f[None, :], axis=1)  # n_{y_i} among participating rows
-    gathered = ops.stop_gradient(ops.cast(backend.gather_rows(centers, indices), "float32"))
-    scale = ops.cast(alpha, "float32") * keep_f / (1.0 + counts)
-    deltas = ops.stop_gradient((features - gathered) * scale[:, None])
-    return indices, deltas
+    differences = center_differences(features, indices, centers)
+    return center_update_of(differences, indices, keep, alpha)
 
 
 def center_update(features, labels, centers, alpha, sample_weight=None):

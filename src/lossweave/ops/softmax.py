@@ -2,6 +2,7 @@
 
 from keras import ops
 
+from lossweave.ops.center import batch_mean
 from lossweave.ops.labels import class_indices, finite_rows
 
 
@@ -14,9 +15,33 @@ def _rows(logits, labels, what):
         )
     indices, valid = class_indices(labels, num_classes, what=f"{what} labels")
     logits = ops.cast(logits, "float32")
-    valid = ops.logical_and(valid, finite_rows(logits))
-    logits = ops.where(valid[:, None], logits, ops.zeros_like(logits))
-    return logits, indices, valid
+    return _masked(logits, indices, ops.logical_and(valid, finite_rows(logits)))
+
+
+def _masked(logits, indices, valid):
+    """Float32 ``logits`` with the rows that are not ``valid`` zeroed (no NaN/Inf reaches a gradient)."""
+    return ops.where(valid[:, None], logits, ops.zeros_like(logits)), indices, valid
+
+
+def _mean_nll(logits, indices, valid, sample_weight):
+    """``sum_i w_i (-log softmax(z_i)_{y_i}) / batch`` over masked rows (``_rows``); invalid rows give 0."""
+    # -log softmax(z)_y: one fused op on TensorFlow and PyTorch, a one-hot product on
+    # JAX (a gather of log_softmax has a scatter-add as its gradient: slow on XLA CPU).
+    nll = ops.sparse_categorical_crossentropy(indices, logits, from_logits=True)
+    if sample_weight is not None:  # (a valid row's weight; the select zeroes the others)
+        nll = nll * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+    return batch_mean(ops.where(valid, nll, ops.zeros_like(nll)))
+
+
+def softmax_cross_entropy_checked(logits, indices, valid, sample_weight=None):
+    """``softmax_cross_entropy`` of rows a term's input check has already read.
+
+    ``logits`` float32 ``(batch, num_classes)``, ``indices`` int32 ``(batch,)``
+    (in range on every row) and ``valid`` (label valid and logits finite), as
+    ``lossweave.terms.check.check_class_rows`` computed them: the step does not
+    compute them twice. Same value as ``softmax_cross_entropy``.
+    """
+    return _mean_nll(*_masked(logits, indices, valid), sample_weight)
 
 
 def softmax_cross_entropy(logits, labels, sample_weight=None):
@@ -37,16 +62,7 @@ def softmax_cross_entropy(logits, labels, sample_weight=None):
         >>> round(float(softmax_cross_entropy(np.zeros((1, 4), "float32"), np.array([2]))), 4)
         1.3863
     """
-    logits, indices, valid = _rows(logits, labels, "softmax cross-entropy")
-    # -log softmax(z)_y: one fused op on TensorFlow and PyTorch, a one-hot product on
-    # JAX (a gather of log_softmax has a scatter-add as its gradient: slow on XLA CPU).
-    nll = ops.sparse_categorical_crossentropy(indices, logits, from_logits=True)
-    weight = ops.cast(valid, "float32")
-    if sample_weight is not None:
-        weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-    per_sample = ops.where(valid, nll * weight, ops.zeros_like(nll))
-    batch = ops.maximum(ops.cast(ops.shape(per_sample)[0], "float32"), 1.0)
-    return ops.sum(per_sample) / batch
+    return _mean_nll(*_rows(logits, labels, "softmax cross-entropy"), sample_weight)
 
 
 def logits_accuracy(logits, labels):

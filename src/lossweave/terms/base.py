@@ -1,5 +1,7 @@
 """The base of every loss term: a Keras Layer that reads one model output and one target."""
 
+import threading
+
 import keras
 import numpy as np
 from keras import ops
@@ -12,6 +14,8 @@ from lossweave.terms.check import InputCheck, check_class_rows, check_pair_rows
 READS = (None, "embedding", "views")
 CHECKS = (None, "class_rows", "pair_rows", "pair_targets")
 WEIGHTS = ("sample", "tuple")
+# What the hooks of one Term.call share (Term.remember / recall), per thread and term.
+_CALLS = threading.local()
 
 
 def _as_tensor(x):
@@ -203,15 +207,47 @@ class Term(keras.layers.Layer):
 
     # ------------------------------------------------------------ the protocol
     def call(self, outputs, targets, sample_weight=None, training=None):
-        clean = self.check_inputs(outputs, targets) if self.validate and self.input_checks else None
-        loss, assignments = self.loss_and_state(outputs, targets, sample_weight, training)
-        if clean is not None:
-            loss = ops.where(clean, loss, ops.zeros_like(loss))
-        if training:
-            for variable, value in assignments:  # a failed batch keeps the saved value
-                variable.assign(value if clean is None else ops.where(clean, value, ops.convert_to_tensor(variable)))
-            self._gated_update(outputs, targets, sample_weight, clean)
-        return loss
+        try:
+            clean = self.check_inputs(outputs, targets) if self.validate and self.input_checks else None
+            loss, assignments = self.loss_and_state(outputs, targets, sample_weight, training)
+            if clean is not None:
+                loss = ops.where(clean, loss, ops.zeros_like(loss))
+            if training:
+                for variable, value in assignments:  # a failed batch keeps the saved value
+                    variable.assign(
+                        value if clean is None else ops.where(clean, value, ops.convert_to_tensor(variable))
+                    )
+                self._gated_update(outputs, targets, sample_weight, clean)
+            return loss
+        finally:  # what this call's hooks shared lives for this call only
+            _CALLS.__dict__.get("values", {}).pop(id(self), None)
+
+    def remember(self, name, value):
+        """Keep ``value`` for the other hooks of this call (and this thread) only: see ``recall``."""
+        if not hasattr(_CALLS, "values"):
+            _CALLS.values = {}
+        _CALLS.values.setdefault(id(self), {})[name] = value
+
+    def recall(self, name):
+        """What a hook of this call ``remember``-ed under ``name``, or None.
+
+        Per thread: tf.distribute traces every replica's step in a thread of
+        its own, on the same term, and each replica must take the same path
+        (the same collectives) as the others.
+        """
+        return _CALLS.__dict__.get("values", {}).get(id(self), {}).get(name)
+
+    def checked_rows(self, outputs, targets):
+        """What this call's class-row check computed (``terms.check.CheckedRows``) from these very inputs, or None.
+
+        ``None`` when the check did not run (``validate=False``, another
+        check) or ran on other tensors. A hook that would compute class
+        indices, label validity or finite rows again reads them here.
+        """
+        rows = self.recall("checked_rows")
+        if rows is None or rows.features is not outputs or rows.labels is not targets:
+            return None
+        return rows
 
     def compute_loss(self, outputs, targets, sample_weight, training):
         """The term's loss (a float32 scalar): the one hook every term implements."""
@@ -258,7 +294,7 @@ class Term(keras.layers.Layer):
         with backend.deferred_rows() as pending:
             self.update_state(outputs, targets, sample_weight)
         for variable, indices, updates in pending:
-            backend.add_to_rows(variable, indices, ops.where(clean, updates, ops.negative(ops.zeros_like(updates))))
+            backend.add_to_rows(variable, indices, ops.where(clean, updates, -0.0))  # (-0.0 + x is x, bit for bit)
         for variable, old in zip(plain, before):
             variable.assign(ops.where(clean, ops.convert_to_tensor(variable), old))
 

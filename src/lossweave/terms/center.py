@@ -1,9 +1,12 @@
 """Center loss as a stateful term: the centers are a non-trainable variable of the layer."""
 
 import keras
+from keras import ops
+
 from lossweave import _backend as backend
 from lossweave import arguments
 from lossweave import ops as lw_ops
+from lossweave.ops import center as center_ops
 from lossweave.terms.table import ClassTable
 
 UPDATES = ("paper", "gradient")
@@ -67,7 +70,17 @@ class CenterLoss(ClassTable):
         return self.update == "gradient"
 
     def compute_loss(self, outputs, targets, sample_weight, training):
-        return lw_ops.center_loss(outputs, targets, self.centers, sample_weight)
+        rows = self.checked_rows(outputs, targets)
+        if rows is None:
+            return lw_ops.center_loss(outputs, targets, self.centers, sample_weight)
+        # One pass over the labels and features for the check, the loss and Eq. 4.
+        features, indices, keep = center_ops.prepare_checked(
+            rows.features32, rows.indices, rows.valid, rows.finite, sample_weight
+        )
+        differences = center_ops.center_differences(features, indices, self.centers)
+        # For update_state in this call: Eq. 4 reads the same differences (without their gradient).
+        self.remember("step_rows", (outputs, targets, sample_weight, (differences, indices, keep)))
+        return center_ops.center_loss_of(differences, keep, sample_weight)
 
     def update_state(self, outputs, targets, sample_weight):
         if self.update != "paper":
@@ -75,8 +88,16 @@ class CenterLoss(ClassTable):
         # Eq. 4 over the global batch (n_j counts every replica's rows): under
         # tf.distribute each replica gathers the batch and applies the same
         # rows to its copy of the centers; elsewhere this is the batch itself.
-        features, labels, weights = backend.all_gather((outputs, targets, sample_weight))
-        indices, deltas = lw_ops.center_update_rows(features, labels, self.centers, self.alpha, weights)
+        step = self.recall("step_rows")
+        if step is not None and step[0] is outputs and step[1] is targets and step[2] is sample_weight:
+            # The rows compute_loss prepared (per row, and the centers are the same on every
+            # replica: gathering them gives what preparing the gathered batch gives).
+            differences, indices, keep = step[3]
+            differences, indices, keep = backend.all_gather((ops.stop_gradient(differences), indices, keep))
+            indices, deltas = center_ops.center_update_of(differences, indices, keep, self.alpha)
+        else:
+            features, labels, weights = backend.all_gather((outputs, targets, sample_weight))
+            indices, deltas = lw_ops.center_update_rows(features, labels, self.centers, self.alpha, weights)
         self.add_to_table(indices, deltas)
 
     def get_config(self):

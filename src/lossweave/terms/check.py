@@ -11,6 +11,8 @@ raises ``InvalidInputError`` right after the step. Called on its own, a term
 raises directly.
 """
 
+import typing
+
 import keras
 from keras import ops
 
@@ -151,11 +153,35 @@ class TermsFiniteCheck(InputCheck):
 
     def check(self, finite):
         """Record (or raise, eagerly) a failure when an entry of ``finite`` (K,) is false; return "all finite"."""
-        bad = [ops.cast(ops.logical_not(finite[k]), "float32") for k in range(len(self.term_names))]
-        return backend.check(ops.all(finite), self.message, *bad, record=self)
+        return backend.check(ops.all(finite), self.message, _Flags(finite), record=self)
+
+    def update_state(self, ok, values):
+        """Record the failed terms' flags as one ``(K,)`` vector (one select, no branch, whatever K)."""
+        if len(values) == 1 and isinstance(values[0], _Flags):
+            current = ops.convert_to_tensor(self.record)
+            keep = ops.logical_or(ok, current[0] > 0)  # keep the first failure
+            failed = ops.concatenate([ops.ones((1,), "float32"), values[0].vector()])
+            self.record.assign(ops.where(keep, current, failed))
+        else:
+            super().update_state(ok, values)
 
     def get_config(self):
         return {"term_names": self.term_names, "quantity": self.quantity, "name": self.name, "dtype": self.dtype}
+
+
+class _Flags:
+    """The values of a failed ``TermsFiniteCheck``: called, one 0/1 scalar per term (what a message
+    formats, computed only where one is needed); ``vector()``, the same as one ``(K,)`` tensor."""
+
+    def __init__(self, finite):
+        self.finite = finite
+
+    def vector(self):
+        return ops.cast(ops.logical_not(self.finite), "float32")
+
+    def __call__(self):
+        bad = self.vector()
+        return tuple(bad[k] for k in range(self.finite.shape[0]))
 
 
 def check_class_rows(term, features, labels, num_classes):
@@ -166,8 +192,12 @@ def check_class_rows(term, features, labels, num_classes):
     flag false and raises ``InvalidInputError`` (see the module docstring for
     when). Callers gate their loss and state update on the returned flag.
     """
-    _, valid = class_indices(labels, num_classes, what=f"{type(term).__name__} '{term.name}' labels")
-    finite = finite_rows(ops.cast(features, "float32"))
+    indices, valid = class_indices(labels, num_classes, what=f"{type(term).__name__} '{term.name}' labels")
+    features32 = ops.cast(features, "float32")
+    finite = finite_rows(features32)
+    # What the term's loss and update read again (``Term.checked_rows``): computed once per step.
+    if hasattr(term, "remember"):
+        term.remember("checked_rows", CheckedRows(features, labels, features32, indices, valid, finite))
 
     def raw_labels():
         raw = ops.cast(labels, "float32")
@@ -182,6 +212,24 @@ def check_class_rows(term, features, labels, num_classes):
         "Clean the data or fix num_classes.",
     )
     return _check_rows(term, message, valid, finite, raw_labels)
+
+
+class CheckedRows(typing.NamedTuple):
+    """The rows ``check_class_rows`` read: the inputs it was given and what it computed from them.
+
+    ``features32``: the features as float32; ``indices``: int32 class indices,
+    in range on every row (an invalid label points at class 0); ``valid``: the
+    label is valid; ``finite``: the features' row is finite. A term whose loss
+    needs the same (``SoftmaxCrossEntropy``, ``CenterLoss``) takes them from
+    ``Term.checked_rows`` instead of computing them again.
+    """
+
+    features: typing.Any
+    labels: typing.Any
+    features32: typing.Any
+    indices: typing.Any
+    valid: typing.Any
+    finite: typing.Any
 
 
 class _RowsMessage(str):

@@ -1,7 +1,10 @@
 """Terms made from plain losses: any Keras loss, and softmax cross-entropy on logits."""
 
 import keras
+from keras import ops
+
 from lossweave import ops as lw_ops
+from lossweave.ops.softmax import softmax_cross_entropy_checked
 from lossweave.terms.base import Term
 
 
@@ -110,4 +113,8 @@ class SoftmaxCrossEntropy(Term):
         super().__init__(on=on, target=target, **kwargs)
 
     def compute_loss(self, outputs, targets, sample_weight, training):
-        return lw_ops.softmax_cross_entropy(outputs, targets, sample_weight)
+        rows = self.checked_rows(outputs, targets)
+        if rows is None or len(tuple(outputs.shape)) != 2:
+            return lw_ops.softmax_cross_entropy(outputs, targets, sample_weight)
+        valid = ops.logical_and(rows.valid, rows.finite)
+        return softmax_cross_entropy_checked(rows.features32, rows.indices, valid, sample_weight)

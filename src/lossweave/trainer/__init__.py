@@ -12,7 +12,12 @@
   ``sum_k w_k g_k`` applied with the user's optimizer; task-specific variables
   get their own term's gradient and the model's own losses are added once
   (see ``lossweave.trainer._common``). State that the terms update in the
-  forward pass moves once per step.
+  forward pass moves once per step. With ``Objective(gramian_blocks=True)``
+  (a strategy that needs only the Gramian, parameter mode) the Gramian is
+  accumulated block by block of the shared variables, each block's K rows
+  freed once multiplied in, and the update is one more backward pass of
+  ``sum_k w_k L_k``: K x (largest block) of gradient memory instead of
+  K x (all shared variables), for K backward passes per block.
 
 ``gate_train_step(model, train_step, records, *args)`` makes a step whose
 input check failed leave all state as it was (the tables marked
@@ -25,7 +30,7 @@ import importlib
 
 import keras
 
-from lossweave.trainer._common import Plan, cosines, gramian
+from lossweave.trainer._common import Plan, check_gramian_blocks, cosines, gramian
 
 _impl = importlib.import_module(f"lossweave.trainer._{keras.backend.backend()}")
 
@@ -33,4 +38,4 @@ gate_train_step = _impl.gate_train_step
 gradient_train_step = _impl.gradient_train_step
 guard_step = _impl.guard_step
 
-__all__ = ["Plan", "cosines", "gate_train_step", "gradient_train_step", "gramian", "guard_step"]
+__all__ = ["Plan", "check_gramian_blocks", "cosines", "gate_train_step", "gradient_train_step", "gramian", "guard_step"]

@@ -15,6 +15,13 @@ regularizers, ``add_loss``). ``combine_rows`` then:
   a term's own class weights) the sum of its rows, which is its own term's
   gradient unchanged; the regularizers' row is added once to all.
 
+With ``Objective(gramian_blocks=True)`` (a strategy that needs only the
+Gramian) the K rows are never all held: ``blocks`` groups the shared
+variables, each block's K rows are computed, multiplied into G and freed,
+and the update is one more backward pass of ``sum_k w_k L_k`` (each
+backend's ``gradient_train_step``; ``check_gramian_blocks`` validates the
+argument).
+
 ``Plan`` finds the shared variables once: from a functional model's graph
 (a variable is shared when the outputs of two or more terms depend on it) or
 from the Objective's ``shared=`` argument; in representation mode, the
@@ -25,6 +32,7 @@ import keras
 from keras import ops
 
 from lossweave import _keras_compat as keras_compat
+from lossweave import arguments
 
 EPSILON = 1e-12
 
@@ -214,3 +222,59 @@ def cosines(gram):
     """Cosine between each pair of term gradients from their Gramian (0 for a zero gradient)."""
     norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))
     return gram / ops.maximum(norms[:, None] * norms[None, :], EPSILON)
+
+
+def check_gramian_blocks(objective, value):
+    """``Objective(gramian_blocks=)`` checked against the Objective's strategy and mode: the bool.
+
+    The block-by-block Gramian serves a gradient-level strategy whose rule
+    reads the Gramian only (``GradientWeighting.needs_rows`` false) in
+    parameter mode; a strategy that reads the rows themselves (GradDrop,
+    GradNorm, GradVac, MoCo, DB-MTL) needs all K of them at once.
+    """
+    value = arguments.boolean(value, "gramian_blocks", "Objective")
+    if not value:
+        return False
+    weighting = type(objective.weighting).__name__
+    if not objective.gradient_level:
+        raise ValueError(
+            f"Objective: gramian_blocks=True builds the Gramian of the term gradients, but weighting="
+            f"{weighting} combines losses. Drop it, or pick a gradient-level strategy (UPGrad, MGDA, ...)."
+        )
+    if objective.representation is not None:
+        raise ValueError(
+            f"Objective: gramian_blocks=True applies to parameter mode; with representation="
+            f"{objective.representation!r} the rows are the representation's gradients (batch x features "
+            f"each), already small. Drop one of the two."
+        )
+    if objective.weighting.needs_rows:
+        raise ValueError(
+            f"Objective: gramian_blocks=True never holds the K term gradients at once, but weighting="
+            f"{weighting} computes its update from the gradients themselves, not from their Gramian. "
+            f"Drop gramian_blocks, or pick a strategy that needs only the Gramian (UPGrad, DualProj, MGDA, "
+            f"PCGrad, CAGrad, IMTLG, AlignedMTL, ConFIG, NashMTL, Sum, Mean)."
+        )
+    return True
+
+
+SMALL_FRACTION = 64  # a variable of at most 1/64 of the largest one never opens a block
+
+
+def blocks(sizes):
+    """Consecutive groups of the shared variables (their ``sizes``): the largest one's size, plus small ones.
+
+    The K rows of one group are what a block-by-block Gramian holds at a
+    time, and each group costs K backward passes: a group closes when the
+    next variable would take it past the largest variable's size, unless
+    that variable is small (at most 1/64 of the largest: a bias joins its
+    kernel's group instead of costing K backward passes of its own). Memory:
+    K x (largest variable + the small ones beside it).
+    """
+    budget, groups, current, filled = max(sizes, default=0), [], [], 0
+    for index, size in enumerate(sizes):
+        if current and filled + size > budget and size * SMALL_FRACTION > budget:
+            groups.append(current)
+            current, filled = [], 0
+        current.append(index)
+        filled += size
+    return groups + ([current] if current else [])

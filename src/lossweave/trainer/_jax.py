@@ -206,6 +206,8 @@ def gradient_train_step(model, state, data):
                _read(scope, model.metrics_variables), tap.raw)
         return parts, tap.raw, aux
 
+    if model.gramian_blocks:
+        return _blockwise_step(model, plan, forward, state, x, y, sample_weight, scale, traced)
     if plan.representation is None:
         rows, aux = _term_rows(lambda t, i: _pick(forward(t, None), i), trainable, k, traced)
         rows = [r / scale.astype(r.dtype) for r in rows]  # per variable: (K [+ 1], *shape)
@@ -245,6 +247,68 @@ def gradient_train_step(model, state, data):
         # The losses are scaled already: heads get sum_k dL_k; the trunk, through the
         # raw representation only (the tap stops the rest), J^T aggregated.
         grads = vjp((jnp.ones((), "float32"), aggregated.astype(raw.dtype)))[0]
+    total = model.gradient_total(losses) + regularization
+    trainable, optimizer_variables = model.optimizer.stateless_apply(optimizer_variables, grads, trainable)
+    logs, metrics_new = keras_compat.update_metrics(model, metrics_new, total, x, y, y_pred, sample_weight)
+    return logs, (trainable, non_trainable_new, optimizer_variables, metrics_new)
+
+
+def _blockwise_step(model, plan, forward, state, x, y, sample_weight, scale, traced):
+    """``gramian_blocks=True``: the Gramian block by block, then one VJP of ``sum_k w_k L_k``.
+
+    Each block of shared variables (``_common.blocks``) is differentiated
+    alone, one ``jax.grad`` per term of that block's variables (XLA prunes
+    the rest), its K rows multiplied into G and checked per term. The
+    block's variables pass an ``optimization_barrier`` with G so far, so
+    that its rows exist only after the previous block's are multiplied in:
+    unordered, XLA ran the blocks side by side (K = 10: 529 of the default's
+    560 MiB; ordered: 393 MiB, ``benchmarks/GRADIENT.md``). The other
+    variables (heads) get their terms' own gradients, checked per term.
+    """
+    trainable, non_trainable, optimizer_variables, metrics = state
+    k = len(model.terms)
+    shared = [i for i, s in enumerate(plan.shared) if s]
+    rest = [i for i, s in enumerate(plan.shared) if not s]
+
+    def loss_of(indices, i, weights=None):
+        def loss(values):
+            t = list(trainable)
+            for j, v in zip(indices, values):
+                t[j] = v
+            parts, _, aux = forward(t, None)
+            if weights is None:
+                return parts[i], aux
+            return sum(w * p for w, p in zip(weights, parts[:k])) + parts[k], aux
+        return loss
+
+    def grad(indices, i, weights=None, values=None):
+        values = [trainable[j] for j in indices] if values is None else values
+        return jax.grad(loss_of(indices, i, weights), has_aux=True)(values)
+
+    first, aux = grad(rest, 0)
+    rest_rows = [first] + [grad(rest, i)[0] for i in range(1, k)]
+    finite = _common.finite_terms([jnp.stack(r) for r in zip(*rest_rows)], k) if rest else jnp.ones((k,), "bool")
+    gram = jnp.zeros((k, k), "float32")
+    for group in _common.blocks([int(np.prod(trainable[j].shape)) for j in shared]):
+        indices = [shared[j] for j in group]
+        # The barrier orders the blocks (see the docstring).
+        gram, values = jax.lax.optimization_barrier((gram, [trainable[j] for j in indices]))
+        rows = [jnp.stack(r) for r in zip(*[grad(indices, i, values=values)[0] for i in range(k)])]
+        finite = jnp.logical_and(finite, _common.finite_terms(rows, k))
+        gram = gram + _common.gramian(rows, k)
+    gram = gram / (scale * scale)
+    losses, regularization, step, y_pred, non_trainable_new, metrics_new, _ = aux
+    with _scope(model, trainable, non_trainable_new, metrics_new) as scope:
+        weights = model.weighting.aggregate(gram, losses, step, True)
+        model.record_aggregation(weights, gram, finite, _batch(x))
+    non_trainable_new = _read(scope, model.non_trainable_variables)
+    metrics_new = _read(scope, model.metrics_variables)
+    fixed = jax.lax.stop_gradient(jnp.asarray(weights, "float32"))
+    found = dict(zip(shared, grad(shared, 0, [fixed[i] for i in range(k)])[0]))
+    if traced["regularized"]:
+        rest_rows.append(grad(rest, k)[0])
+    found.update((j, sum(r[n] for r in rest_rows)) for n, j in enumerate(rest))
+    grads = [found[j] for j in range(len(trainable))]
     total = model.gradient_total(losses) + regularization
     trainable, optimizer_variables = model.optimizer.stateless_apply(optimizer_variables, grads, trainable)
     logs, metrics_new = keras_compat.update_metrics(model, metrics_new, total, x, y, y_pred, sample_weight)

@@ -146,6 +146,12 @@ def gradient_train_step(model, data):
     context = _replicas()
     if context is not None:  # the strategy sees the losses of the global batch
         losses = context.all_reduce(tf.distribute.ReduceOp.SUM, vector[:k])
+    if model.gramian_blocks:
+        grads = _blockwise_grads(model, plan, tape, variables, targets, k, scale, losses, step, context, _batch(x))
+        del tape
+        model.optimizer.apply_gradients(zip(grads, variables))
+        keras_compat.track_loss(model, model.gradient_total(terms) + regularization, _batch(x))
+        return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
     if plan.representation is None:
         per_term = [_dense(tape.gradient(t, variables), variables) for t in targets]
         rows = [tf.stack([g[v] for g in per_term]) for v in range(len(variables))]
@@ -190,6 +196,44 @@ def gradient_train_step(model, data):
     total = model.gradient_total(terms) + regularization  # this replica's, as Keras logs
     keras_compat.track_loss(model, total, _batch(x))
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def _blockwise_grads(model, plan, tape, variables, targets, k, scale, losses, step, context, batch):
+    """``gramian_blocks=True``: the Gramian block by block, then one gradient of ``sum_k w_k L_k``.
+
+    Each block of shared variables (``_common.blocks``) is differentiated
+    alone from the persistent tape, K gradients; its rows (all-reduced over
+    the replicas first, as the default step's) are multiplied into G and
+    checked per term, and the next block waits for that product (a control
+    dependency: the graph would otherwise be free to run every block at
+    once). The update is one more gradient, of ``sum_k w_k L_k`` (the
+    terms' losses weighted by the strategy's weights as output gradients);
+    each replica sends the one of its share, summed by the optimizer.
+    """
+    shared = [v for v, s in zip(variables, plan.shared) if s]
+    rest = [v for v, s in zip(variables, plan.shared) if not s]
+    rest_rows = [_dense(tape.gradient(t, rest), rest) for t in targets[:k]]
+    finite = _common.finite_terms([tf.stack(r) for r in zip(*rest_rows)], k) if rest else tf.ones((k,), tf.bool)
+    gram = tf.zeros((k, k), tf.float32)
+    for group in _common.blocks([int(_table(v).shape.num_elements()) for v in shared]):
+        block = [shared[j] for j in group]
+        with tf.control_dependencies([gram]):
+            local = [tf.stack(r) for r in zip(*[_dense(tape.gradient(t, block), block) for t in targets[:k]])]
+        finite = tf.logical_and(finite, _common.finite_terms(local, k))
+        gram = gram + _common.gramian(_all_reduce(context, local), k)
+    gram = gram / (scale * scale)
+    weights = model.weighting.aggregate(gram, losses, step, True)
+    if context is not None:  # every replica fails the step if one has a bad gradient
+        bad = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.float32))
+        finite = tf.equal(bad, 0.0)
+    model.record_aggregation(weights, gram, finite, batch)
+    w = tf.stop_gradient(tf.cast(weights, tf.float32))
+    weighted = [w[i] for i in range(k)] + [tf.ones(())]
+    found = dict(zip(map(id, shared), tape.gradient(targets, shared, output_gradients=weighted)))
+    direct = tape.gradient(targets[k], rest)
+    for v, d, *per_term in zip(rest, direct, *rest_rows):
+        found[id(v)] = _add(tf.add_n(per_term), d, v)
+    return [_dense([found[id(v)]], [v])[0] for v in variables]
 
 
 def _loss_scaled(model):

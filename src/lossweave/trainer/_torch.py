@@ -11,6 +11,7 @@ import torch
 from lossweave import _keras_compat as keras_compat
 from lossweave._backend import self_gated
 from lossweave.errors import InvalidInputError
+from lossweave.trainer import _common
 
 
 def gate_train_step(model, train_step, records, data):
@@ -72,6 +73,19 @@ def gradient_train_step(model, data):
         scaled = [model.optimizer.scale_loss(t) for t in scaled]
     losses = torch.stack(terms)
     scale = _scale(model, losses)
+    if model.gramian_blocks:
+        grads = _blockwise_grads(model, plan, params, scaled, k, scale, losses.detach(), step, _batch(x))
+    else:
+        grads = _rows_grads(model, plan, params, scaled, k, scale, losses, step, x, y_pred)
+    with torch.no_grad():
+        model.optimizer.apply(grads, variables)
+        total = model.gradient_total(losses.detach()) + regularization.detach()
+    keras_compat.track_loss(model, total, _batch(x))
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def _rows_grads(model, plan, params, scaled, k, scale, losses, step, x, y_pred):
+    """Each variable's gradient from the K rows of every shared entry, all held at once."""
     if plan.representation is None:
         per_term = [_grads(scaled[i], params, zeros=False) for i in range(k)]
         # The regularizers' row: only where a model loss depends on a variable (else zeros, left out).
@@ -111,12 +125,57 @@ def gradient_train_step(model, data):
         found.update(zip(map(id, rest), _grads(sum(scaled[:k]), rest)))
         direct = _grads(scaled[k], params)
         grads = [found[id(p)] + d for p, d in zip(params, direct)]
-    del shared_rows, updates  # the K rows are not held through the optimizer's update
-    with torch.no_grad():
-        model.optimizer.apply(grads, variables)
-        total = model.gradient_total(losses.detach()) + regularization.detach()
-    keras_compat.track_loss(model, total, _batch(x))
-    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+    return grads  # the K rows are not held through the optimizer's update
+
+
+def _blockwise_grads(model, plan, params, scaled, k, scale, losses, step, batch):
+    """``gramian_blocks=True``: the Gramian block by block, then one backward pass of ``sum_k w_k L_k``.
+
+    Each block of shared variables (``_common.blocks``) gets the K terms'
+    gradients one term at a time, copied into one float32 ``(K, block)``
+    buffer (the term's own tensors dropped at once), multiplied into G and
+    checked for NaN/Inf per term; the buffer is reused for the next block.
+    The other variables (heads) get their terms' own gradients, each term's
+    checked too, so that a bad gradient still names its term.
+    """
+    shared = [p for p, s in zip(params, plan.shared) if s]
+    rest = [p for p, s in zip(params, plan.shared) if not s]
+    rest_rows = [_grads(scaled[i], rest, zeros=False) for i in range(k)]
+    finite = _finite(rest_rows, k)
+    device = losses.device
+    gram = torch.zeros((k, k), dtype=torch.float32, device=device)
+    groups = _common.blocks([p.numel() for p in shared])
+    width = max((sum(shared[j].numel() for j in g) for g in groups), default=0)
+    buffer = rows = torch.empty((k, width), dtype=torch.float32, device=device)
+    for group in groups:
+        block = [shared[j] for j in group]
+        n = sum(p.numel() for p in block)
+        for i in range(k):
+            offset = 0
+            for g, p in zip(_grads(scaled[i], block, zeros=False), block):
+                target = buffer[i, offset:offset + p.numel()]
+                if g is None:  # term i does not reach this variable
+                    target.zero_()
+                else:
+                    target.copy_(g.reshape(-1))
+                offset += p.numel()
+        rows = buffer[:, :n]
+        finite = finite & torch.isfinite(torch.amax(rows.abs(), dim=1))
+        gram = gram + rows @ rows.T
+    del buffer, rows  # (rows is a view of the buffer) not held through the update's backward pass
+    if scale is not None:
+        gram = gram / (scale * scale)
+    weights = model.weighting.aggregate(gram, losses, step, True)
+    model.record_aggregation(weights, gram, finite, batch)
+    w = weights.detach().to(torch.float32)
+    regularized = scaled[k].requires_grad
+    combined = sum((w[i] * scaled[i] for i in range(k)), scaled[k] if regularized else torch.zeros((), device=device))
+    grads = dict(zip(map(id, shared), _grads(combined, shared)))
+    direct = _grads(scaled[k], rest, zeros=False) if regularized else [None] * len(rest)
+    for p, d, *per_term in zip(rest, direct, *rest_rows):
+        total = _sum(per_term, p)
+        grads[id(p)] = total if d is None else total + d
+    return [grads[id(p)] for p in params]
 
 
 def _grads(output, inputs, grad_output=None, zeros=True):

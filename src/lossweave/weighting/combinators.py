@@ -50,6 +50,7 @@ class _Transform(GradientWeighting):
 
     level = property(lambda self: self.strategy.level, doc="The level of the strategy behind the transform.")
     wants_activations = property(lambda self: self.strategy.wants_activations)
+    needs_rows = property(lambda self: self.strategy.needs_rows)
 
     def transform(self, losses):
         """``(f, c)``: the transformed ``(K,)`` losses (differentiable) and the factors ``f'(L)``.

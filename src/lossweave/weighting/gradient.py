@@ -48,6 +48,11 @@ class GradientWeighting(Weighting):
         wants_activations: whether the train step passes the
             representation's value to ``aggregate_rows`` (``activations=``):
             GradDrop's ``sgn(A)`` in representation mode.
+        needs_rows: whether the rule reads the term gradients themselves
+            (it implements ``update_rows``), not only their Gramian; a
+            strategy that needs only the Gramian can run in
+            ``Objective(gramian_blocks=True)``, which never holds the K
+            gradients at once.
     """
 
     level = "gradient"
@@ -63,6 +68,10 @@ class GradientWeighting(Weighting):
                 return _aggregate(self, gramian, losses, step, training), state
 
             cls.update = update
+
+    @property
+    def needs_rows(self):
+        return type(self).update_rows is not GradientWeighting.update_rows
 
     # ------------------------------------------------------------- protocol
     def update(self, state, losses, step, training, gramian):
