@@ -47,6 +47,8 @@ class NamedMeans(keras.metrics.Metric):
         weight = ops.cast(sample_weight, self.dtype)
         # Few ops on eager PyTorch: a value already of the metric's dtype is not cast, and
         # the stack is reshaped only when a value is not a scalar (a loss of shape (1,)).
+        # (A Keras Variable, e.g. a learned weight, is read first: TensorFlow's stack takes no Keras Variable.)
+        values = [v.value if isinstance(v, keras.Variable) else v for v in values]
         values = [v if _dtype(v) == self.dtype else ops.cast(v, self.dtype) for v in values]
         vector = ops.stack(values)
         if any(len(v.shape) for v in values):
