@@ -35,6 +35,11 @@ def test_the_instance_is_the_current_backends():
     assert isinstance(backend._impl, Backend)
 
 
+def test_a_backend_without_row_updates_is_refused_when_written():
+    with pytest.raises(TypeError, match=r"NoRows \(a lossweave backend\) must define _add_rows"):
+        type("NoRows", (Backend,), {"name": "none"})
+
+
 @pytest.mark.parametrize("as_variable", [True, False])
 def test_gather_rows_reads_the_rows_asked_for(as_variable):
     table = np.arange(12, dtype="float32").reshape(4, 3)

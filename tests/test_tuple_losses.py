@@ -342,6 +342,15 @@ def test_losses_that_need_a_similarity_or_no_reference_say_so():
         lw.terms.AngularLoss(angle=90.0)
 
 
+@one_backend
+def test_a_tuple_loss_without_an_op_is_refused_when_written():
+    from lossweave.terms.tuple_losses import _TupleLoss
+
+    with pytest.raises(TypeError, match="NoOpLoss is a tuple loss without an op: set loss_op"):
+        type("NoOpLoss", (_TupleLoss,), {})
+    assert type("_Intermediate", (_TupleLoss,), {}).loss_op is None  # a private base may leave it to its subclasses
+
+
 # ------------------------------------------------------------------ SoftTriple (the class-table base)
 def np_soft_triple(x, centers, y, k, lam=20.0, gamma=0.1, delta=0.01, tau=0.2):
     """Qian et al. 2019, Eq. 6-8 (relaxed similarity, the loss) and Eq. 10-12 (the center regulariser)."""

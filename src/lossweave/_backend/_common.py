@@ -53,6 +53,11 @@ class Backend:
 
     name = None  # keras.backend.backend() of the subclass
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not callable(getattr(cls, "_add_rows", None)):  # said when the class is written, not at the first update
+            raise TypeError(f"{cls.__name__} (a lossweave backend) must define _add_rows(variable, indices, updates).")
+
     def __init__(self):
         # The pending row updates of the enclosing deferred_rows() blocks, per thread:
         # tf.distribute's MirroredStrategy traces each replica's step in a thread of its own.
@@ -63,9 +68,6 @@ class Backend:
     def gather_rows(self, table, indices):
         """Rows ``indices`` of ``table`` (a Keras variable or a tensor)."""
         return ops.take(table, indices, axis=0)
-
-    def _add_rows(self, variable, indices, updates):
-        raise NotImplementedError(f"lossweave has no row update for the {self.name} backend.")
 
     def add_to_rows(self, variable, indices, updates):
         """Add ``updates[i]`` to row ``indices[i]`` of ``variable`` (queued inside ``deferred_rows``)."""

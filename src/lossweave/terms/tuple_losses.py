@@ -33,10 +33,13 @@ class _TupleLoss(TupleArguments, PairTerm):
     """
 
     loss_arguments = ()
+    loss_op = None  # each loss: staticmethod(<its function of lossweave.ops.tuple_losses>)
 
-    @staticmethod
-    def loss_op(*args, **kwargs):
-        raise NotImplementedError("a tuple loss names its op")
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_") and cls.loss_op is None:  # said when the class is written, not run
+            raise TypeError(f"{cls.__name__} is a tuple loss without an op: set "
+                            f"loss_op = staticmethod(<a function of lossweave.ops.tuple_losses>) in its class body.")
 
     def loss_kwargs(self):
         return {**{name: getattr(self, name) for name in self.loss_arguments}, **self.tuple_kwargs()}
