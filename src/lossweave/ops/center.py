@@ -50,6 +50,7 @@ from keras import ops
 
 from lossweave import _backend as backend
 from lossweave.ops.labels import class_indices, finite_rows
+from lossweave.ops.reducers import batch_mean
 
 
 def _participating(features, valid, sample_weight):
@@ -113,14 +114,6 @@ def center_loss_of(differences, keep, sample_weight=None):
     if sample_weight is not None:  # (a kept row's weight; the select zeroes the others)
         per_sample = per_sample * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
     return batch_mean(ops.where(keep, per_sample, ops.zeros_like(per_sample)))
-
-
-def batch_mean(per_sample):
-    """``sum / batch`` (Keras's ``sum_over_batch_size``); a batch size known when traced stays a Python number."""
-    batch = ops.shape(per_sample)[0]
-    if isinstance(batch, int):
-        return ops.sum(per_sample) / float(max(batch, 1))
-    return ops.sum(per_sample) / ops.maximum(ops.cast(batch, "float32"), 1.0)
 
 
 def center_update_of(differences, indices, keep, alpha):

@@ -14,10 +14,22 @@ weight scales the terms its row anchors, denominators count):
 Where nothing is kept the result is 0 (with a zero gradient), never NaN. The
 per-anchor statistics of a loss whose terms are an array come from
 :func:`statistics`; losses that never build their tuples (batch-all
-triplets) count them in their own loop.
+triplets) count them in their own loop. Per-sample terms (center, softmax)
+use :func:`batch_mean`.
 """
 
 from keras import ops
+
+
+def batch_mean(per_sample):
+    """``sum / batch`` over per-sample values (Keras's ``sum_over_batch_size``: the per-sample terms' reduction).
+
+    A batch size known when traced stays a Python number (one op fewer than a cast of the traced size).
+    """
+    batch = ops.shape(per_sample)[0]
+    if isinstance(batch, int):
+        return ops.sum(per_sample) / float(max(batch, 1))
+    return ops.sum(per_sample) / ops.maximum(ops.cast(batch, "float32"), 1.0)
 
 
 def safe_mean(total, count):

@@ -2,7 +2,7 @@
 
 from keras import ops
 
-from lossweave.ops.center import batch_mean
+from lossweave.ops.reducers import batch_mean
 from lossweave.ops.labels import class_indices, finite_rows
 
 
