@@ -320,8 +320,7 @@ def torchjd_loop(k, aggregator_name, kwargs, x, labels, steps, seed=0):
     optimizer.zero_grad()`` (torchjd's "Multi-Task Learning" example, version 0.18).
     """
     import torch
-    from torchjd import aggregation
-    from torchjd.autojac import jac_to_grad, mtl_backward
+    from torchjd import aggregation, autojac  # its functions looked up per step (``--profile`` wraps them)
 
     trunk, heads, optimizer = torch_mtl_model(k, INPUT_DIM, TRUNK, seed=seed)
     kwargs = {key: (k if value is None else value) for key, value in kwargs.items()}
@@ -334,8 +333,8 @@ def torchjd_loop(k, aggregator_name, kwargs, x, labels, steps, seed=0):
         for s in range(steps):
             features = trunk(xs[s])
             losses = [torch.nn.functional.cross_entropy(heads[i](features), ys[i][s]) for i in range(k)]
-            mtl_backward(losses, features=features)
-            jac_to_grad(trunk.parameters(), aggregator)
+            autojac.mtl_backward(losses, features=features)
+            autojac.jac_to_grad(trunk.parameters(), aggregator)
             optimizer.step()
             optimizer.zero_grad()
             stamps.append((time.perf_counter(), time.process_time()))
@@ -464,6 +463,126 @@ def peers_markdown(results):
     lines.append(f"\n- LibMTL: {results['libmtl']}")
     return "\n".join(lines)
 
+# --profile: where a step's CPU time goes, ours (``Objective.fit``) against torchjd's loop, by part.
+# Inclusive process-CPU time of each function below, per step; the functions are wrapped in this
+# process only (instrumentation: nothing in the library changes). Nested parts are inside their
+# parent's time (``_grads``, ``aggregate_rows``, ``_finite``, ... are inside ``_rows_grads``).
+PROFILED_OURS = (
+    ("Objective.train_step", "lossweave.objective:Objective.train_step"),
+    ("forward (model call)", "lossweave.objective:Objective.__call__"),
+    ("term losses + trackers", "lossweave.objective:Objective.compute_term_vector"),
+    ("trainer: rows, Gramian, weights, checks", "lossweave.trainer._torch:_rows_grads"),
+    ("  K autograd.grad (rows)", "lossweave.trainer._torch:_grads"),
+    ("  stack the shared rows", "lossweave.trainer._torch:_stack"),
+    ("  finite check", "lossweave.trainer._torch:_finite"),
+    ("  Gramian", "lossweave.trainer._torch:_gramian"),
+    ("  strategy: weights and update", "lossweave.weighting.gradient:GradientWeighting.aggregate_rows"),
+    ("  record weights, gradient gate", "lossweave.objective:Objective.record_aggregation"),
+    ("optimizer.apply (Keras Adam)", "keras.optimizers:Optimizer.apply"),
+    ("metrics", "lossweave.objective:Objective.compute_metrics"),
+)
+PROFILED_TORCHJD = (
+    ("forward (trunk, heads)", "torch.nn:Sequential.forward"),
+    ("cross_entropy", "torch.nn.functional:cross_entropy"),
+    ("mtl_backward", "torchjd.autojac:mtl_backward"),
+    ("jac_to_grad", "torchjd.autojac:jac_to_grad"),
+    ("  the aggregator", "torchjd.aggregation:{aggregator}.forward"),
+    ("optimizer.step (torch Adam)", "torch.optim:Adam.step"),
+)
+
+
+def _wrap_parts(parts, totals, counts, aggregator):
+    """Wrap each ``module:Owner.attr`` of ``parts`` to add its process-CPU time to ``totals``; return the undo."""
+    import functools
+    import importlib
+
+    undo = []
+    for label, target in parts:
+        module, path = target.format(aggregator=aggregator).split(":")
+        owner = importlib.import_module(module)
+        *owners, attr = path.split(".")
+        for name in owners:
+            owner = getattr(owner, name)
+        original = getattr(owner, attr)
+
+        def timed(*args, _f=original, _label=label, **kwargs):
+            start = time.process_time()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                totals[_label] += time.process_time() - start
+                counts[_label] += 1
+
+        setattr(owner, attr, functools.wraps(original)(timed))
+        undo.append((owner, attr, original))
+    return undo
+
+
+def run_profile(quick=False, ks=(2, 4), strategies=("UPGrad", "MGDA")):
+    """Per part CPU ms per step (``PROFILED_*``) of ours, ``Fixed`` and torchjd's loop (PyTorch only)."""
+    import collections
+
+    if backend() != "torch":
+        raise SystemExit("--profile: run on PyTorch (KERAS_BACKEND=torch): it profiles the torch step against torchjd")
+    steps, rounds = (6, 1) if quick else (16, 3)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(steps * PEER_BATCH, INPUT_DIM)).astype("float32")
+    labels = rng.integers(0, NUM_CLASSES, size=(max(ks), steps * PEER_BATCH)).astype("int32")
+    peer = torchjd_available()
+    rows = []
+    for k in ks:
+        for name in strategies:
+            our_kwargs, peer_name, peer_kwargs = PEER_STRATEGIES[name]
+            runs = {"ours": (ours(k, name, our_kwargs, x, labels, steps), PROFILED_OURS),
+                    "Fixed": (ours(k, "Fixed", {}, x, labels, steps), PROFILED_OURS)}
+            if peer:
+                runs["torchjd"] = (torchjd_loop(k, peer_name, peer_kwargs, x, labels, steps), PROFILED_TORCHJD)
+            row = {"k": k, "strategy": name}
+            for variant, (epoch, parts) in runs.items():
+                epoch()  # warm-up, unwrapped
+                totals, counts = collections.Counter(), collections.Counter()
+                undo = _wrap_parts(parts, totals, counts, peer_name)
+                try:
+                    cpu = [_median_pair(epoch())[1] for _ in range(rounds)]
+                finally:
+                    for owner, attr, original in undo:
+                        setattr(owner, attr, original)
+                n = rounds * steps
+                row[variant] = {"step_cpu_s": float(median(cpu)),
+                                "parts": {label: {"cpu_s": totals[label] / n, "calls": counts[label] / n}
+                                          for label, _ in parts if counts[label]}}
+            rows.append(row)
+            print(f"K={k} {name}: " + ", ".join(f"{v} {row[v]['step_cpu_s'] * 1e3:.2f} ms cpu" for v in runs), flush=True)
+    return {"backend": backend(), "torchjd": peer, "steps_per_epoch": steps, "rounds": rounds, "rows": rows}
+
+
+def profile_markdown(results):
+    lines = [
+        "Where a step's CPU time goes (`gradient.py --profile`): inclusive process-CPU ms per step of "
+        "each part (indented parts are inside the one above), median step over "
+        f"{results['rounds']} epochs of {results['steps_per_epoch']} steps; same model as `--peers`; "
+        f"torchjd {results['torchjd'] or 'absent'}. The wrappers add ~1 us per call.",
+    ]
+    for row in results["rows"]:
+        lines += ["", f"K = {row['k']}, {row['strategy']}:", "",
+                  "| part | ours ms (calls) | Fixed ms | torchjd part | torchjd ms (calls) |",
+                  "|:---|---:|---:|:---|---:|"]
+        ours_parts = list(row["ours"]["parts"].items())
+        fixed = row["Fixed"]["parts"]
+        theirs = list(row.get("torchjd", {}).get("parts", {}).items())
+        for i in range(max(len(ours_parts), len(theirs))):
+            a = ours_parts[i] if i < len(ours_parts) else None
+            b = theirs[i] if i < len(theirs) else None
+            lines.append(
+                (f"| {a[0]} | {a[1]['cpu_s'] * 1e3:.2f} ({a[1]['calls']:g}) | "
+                 + (f"{fixed[a[0]]['cpu_s'] * 1e3:.2f} |" if a[0] in fixed else " |") if a else "| | | |")
+                + (f" {b[0]} | {b[1]['cpu_s'] * 1e3:.2f} ({b[1]['calls']:g}) |" if b else " | |"))
+        lines.append(
+            f"| **step** | **{row['ours']['step_cpu_s'] * 1e3:.2f}** | **{row['Fixed']['step_cpu_s'] * 1e3:.2f}** | "
+            + (f"**step** | **{row['torchjd']['step_cpu_s'] * 1e3:.2f}** |" if "torchjd" in row else " | |"))
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     import argparse
 
@@ -473,9 +592,17 @@ if __name__ == "__main__":
     parser.add_argument("--before", metavar="REV", help="also time the Fixed step of lossweave at git REV")
     parser.add_argument("--peers", action="store_true", help="against torchjd's loop (run on PyTorch)")
     parser.add_argument("--peers-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help="--peers' step by part, CPU ms (PyTorch)")
     parser.add_argument("--ks", help="--peers: the K values, e.g. 2,4,10")
     parser.add_argument("--strategies", help="--peers: a subset of " + ",".join(PEER_STRATEGIES))
     known, rest = parser.parse_known_args()
+    if known.profile:
+        options = {}
+        if known.ks:
+            options["ks"] = tuple(int(k) for k in known.ks.split(","))
+        if known.strategies:
+            options["strategies"] = tuple(known.strategies.split(","))
+        sys.exit(main_alone("gradient", run_profile, profile_markdown, rest, **options))
     if known.peers or known.peers_child:
         options = {"child": known.peers_child}
         if known.ks:
