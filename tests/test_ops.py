@@ -36,6 +36,14 @@ def test_center_update_with_duplicates_matches_eq4(alpha):
     np.testing.assert_allclose(got, numpy_center_update(x, y, c, alpha), atol=1e-5)
 
 
+@pytest.mark.parametrize("classes", [6, 40])
+def test_center_update_both_class_count_forms_match_eq4(classes):
+    # n_j of Eq. 3 is counted one-hot when classes <= batch (6 <= 16), else from the batch x batch equalities
+    x, y, c = _batch(n=16, classes=classes)
+    got = to_numpy(lw_ops.center_update(x, y, c, 0.5))
+    np.testing.assert_allclose(got, numpy_center_update(x, y, c, 0.5), atol=1e-5)
+
+
 def test_alpha_zero_leaves_centers():
     x, y, c = _batch()
     np.testing.assert_array_equal(to_numpy(lw_ops.center_update(x, y, c, 0.0)), c)

@@ -116,14 +116,31 @@ def center_loss_of(differences, keep, sample_weight=None):
     return batch_mean(ops.where(keep, per_sample, ops.zeros_like(per_sample)))
 
 
-def center_update_of(differences, indices, keep, alpha):
-    """``(indices, deltas)`` of Eq. 3-4 from ``center_differences``: deltas ``-alpha (c_j - x_i) / (1 + n_j)``."""
+def center_update_of(differences, indices, keep, alpha, num_classes=None):
+    """``(indices, deltas)`` of Eq. 3-4 from ``center_differences``: deltas ``-alpha (c_j - x_i) / (1 + n_j)``.
+
+    ``n_{y_i}`` (the participating rows of row i's class) is counted per
+    class through a one-hot ``(batch, num_classes)`` matrix when
+    ``num_classes`` is given and at most the batch size (O(batch x classes)),
+    else from the ``(batch, batch)`` class equalities; both sums are exact
+    (integer counts in float32), so the deltas are the same.
+    """
     keep_f = ops.cast(keep, "float32")
-    same = ops.cast(ops.equal(indices[:, None], indices[None, :]), "float32")
-    counts = ops.sum(same * keep_f[None, :], axis=1)  # n_{y_i} among participating rows
+    batch = indices.shape[0]
+    if num_classes is not None and num_classes <= (batch or ONE_HOT_CLASSES):
+        # (Not ops.one_hot: on PyTorch it checks the indices' range on the host, two syncs per step.)
+        hot = ops.cast(ops.equal(indices[:, None], ops.arange(num_classes, dtype="int32")[None, :]), "float32")
+        counts = ops.matmul(hot, ops.matmul(keep_f, hot))  # n_j per class, read at each row's class
+    else:
+        same = ops.cast(ops.equal(indices[:, None], indices[None, :]), "float32")
+        counts = ops.sum(same * keep_f[None, :], axis=1)  # n_{y_i} among participating rows
     alpha = alpha if isinstance(alpha, (int, float)) else ops.cast(alpha, "float32")
     scale = alpha * keep_f / (1.0 + counts)
     return indices, ops.stop_gradient(differences) * scale[:, None]
+
+
+# Where the batch size is unknown when traced: the class counts go one-hot up to this many classes.
+ONE_HOT_CLASSES = 256
 
 
 def center_loss(features, labels, centers, sample_weight=None):
@@ -164,8 +181,8 @@ def center_update_rows(features, labels, centers, alpha, sample_weight=None):
     ``n_j`` counts the batch rows of class j that take part (valid label,
     finite features, non-zero sample weight); rows that do not take part get a
     zero delta. A non-zero weight's value does not enter the update (see the
-    module docstring). Cost: O(batch x dim) plus an O(batch^2) count, independent of
-    ``num_classes``.
+    module docstring). Cost: O(batch x dim) plus a count of O(batch x min(batch,
+    num_classes)).
 
     Args:
         features: ``(batch, dim)`` features.
@@ -187,7 +204,7 @@ def center_update_rows(features, labels, centers, alpha, sample_weight=None):
     """
     features, indices, keep = _prepare(features, labels, centers, sample_weight)
     differences = center_differences(features, indices, centers)
-    return center_update_of(differences, indices, keep, alpha)
+    return center_update_of(differences, indices, keep, alpha, centers.shape[0])
 
 
 def center_update(features, labels, centers, alpha, sample_weight=None):

@@ -94,7 +94,7 @@ class CenterLoss(ClassTable):
             # replica: gathering them gives what preparing the gathered batch gives).
             differences, indices, keep = step[3]
             differences, indices, keep = backend.all_gather((ops.stop_gradient(differences), indices, keep))
-            indices, deltas = center_ops.center_update_of(differences, indices, keep, self.alpha)
+            indices, deltas = center_ops.center_update_of(differences, indices, keep, self.alpha, self.num_classes)
         else:
             features, labels, weights = backend.all_gather((outputs, targets, sample_weight))
             indices, deltas = lw_ops.center_update_rows(features, labels, self.centers, self.alpha, weights)

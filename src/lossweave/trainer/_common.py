@@ -35,6 +35,9 @@ from lossweave import _keras_compat as keras_compat
 from lossweave import arguments
 
 EPSILON = 1e-12
+# The key under which a gated train step (JAX, TensorFlow) returns the sum of its checks' failure flags:
+# ``guard_step`` reads this one output instead of one record per check, and the records only when it is > 0.
+FAILED = "lossweave/failed"
 
 
 class Plan:

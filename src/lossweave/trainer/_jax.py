@@ -32,13 +32,24 @@ def gate_train_step(model, train_step, records, state, data):
     if not records:
         return train_step(state, data)
     if not model.gradient_level:
-        return _gated_loss_step(model, records, state, data)
+        logs, new_state = _gated_loss_step(model, records, state, data)
+        return _flagged(model, records, logs, new_state[3]), new_state
     logs, new_state = train_step(state, data)
     trainable, non_trainable, optimizer, metrics_variables = new_state
     ok = _passed(model, records, metrics_variables)
     keep = lambda new, old: [jnp.where(ok, n, o) for n, o in zip(new, old)]
-    return logs, (keep(trainable, state[0]), keep(non_trainable, state[1]), keep(optimizer, state[2]),
-                  metrics_variables)
+    return _flagged(model, records, logs, metrics_variables), (
+        keep(trainable, state[0]), keep(non_trainable, state[1]), keep(optimizer, state[2]), metrics_variables)
+
+
+def _flagged(model, records, logs, metrics_variables):
+    """The step's logs plus ``_common.FAILED``: the sum of the records' failure flags after the step.
+
+    ``guard_step`` reads this one output (one host transfer) instead of one
+    per record: every record's flag is 0 or 1, so the sum is positive exactly
+    when one of them recorded a failure, and only then are the records read.
+    """
+    return {**logs, _common.FAILED: sum(metrics_variables[i][0] for i in _positions(model, records))}
 
 
 def _gated_loss_step(model, records, state, data):
@@ -109,9 +120,12 @@ def guard_step(model, function, kind, records):
             if not any(getattr(a, "is_deleted", lambda: False)() for a in jax.tree.leaves(state)):
                 write_back(state)
             raise
+        flag = logs.pop(_common.FAILED, None) if isinstance(logs, dict) else None
+        if flag is not None and not np.asarray(flag) > 0:
+            return logs, new_state  # the gated step's sum of the records' flags: nothing failed
         if not positions:
             positions.extend(_positions(model, records))
-        # One host read per record per step (np.asarray: no Keras conversion on the hot path).
+        # A failure, or a step without the flag: one host read per record (np.asarray, no Keras conversion).
         recorded = [new_state[slot][i] for i in positions]
         if not any(np.asarray(r)[0] > 0 for r in recorded):
             return logs, new_state
