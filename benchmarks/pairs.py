@@ -108,7 +108,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import lossweave as lw  # noqa: E402
-from common import backend, block, fmt_ms, interleaved_rounds, median, wall_and_cpu  # noqa: E402
+from common import backend, block, fmt_ms, interleaved_rounds, median, wall_and_cpu, write_results  # noqa: E402
 from step_overhead import StepTimer  # noqa: E402
 
 INPUT_DIM, HIDDEN, EMBED_DIM, NUM_CLASSES = 64, 256, 128, 32
@@ -336,13 +336,29 @@ def _torch_memory(loss, embedding, labels):
         step()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
-    # Net bytes of each op at its end (children end before their parents); "[memory]" frees as they come.
-    events = sorted(prof.events(), key=lambda ev: ev.time_range.end)
+    return {"peak": _allocator_peak(prof), "largest": int(Largest.size)}
+
+
+def _allocator_peak(prof):
+    """The most CPU bytes held at once in a ``torch.profiler`` run: every allocation and free of the allocator.
+
+    The allocation records of the profiler's event tree, in time order (each a signed size), summed: frees
+    count where they happen, inside a custom-gradient function's forward or backward too (the per-op
+    ``self_cpu_memory_usage`` totals miss those, and read PNP's anchor-block gradient as batch^3).
+    """
+    from torch._C._profiler import _EventType
+
+    records, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        event = stack.pop()
+        if event.tag == _EventType.Allocation and event.extra_fields.device.type == "cpu":
+            records.append((event.start_time_ns, event.extra_fields.alloc_size))
+        stack.extend(event.children)
     held = peak = 0
-    for ev in events:
-        held += ev.cpu_memory_usage if ev.name == "[memory]" else ev.self_cpu_memory_usage
+    for _, size in sorted(records):
+        held += size
         peak = max(peak, held)
-    return {"peak": int(peak), "largest": int(Largest.size)}
+    return int(peak)
 
 
 def loss_memory(variant, batch, factory=None, two_views=False):
@@ -359,7 +375,7 @@ def exponent(batches, values):
 PEAK_MEASURE = {
     "jax": "XLA temp buffers of the compiled loss + gradient (memory_analysis)",
     "tensorflow": "CPU allocator peak above the bytes in use (get_memory_info)",
-    "torch": "peak bytes held, torch.profiler allocation records at op boundaries",
+    "torch": "peak bytes held, every allocation and free of torch.profiler's allocation records in time order",
 }
 
 
@@ -437,7 +453,7 @@ def _peer_table():
 
 
 PEER_MEASURE_NOTE = ("JAX: XLA temporaries; TensorFlow: allocator peak (allocations >= 256 KiB only); PyTorch: "
-                     "profiler peak; two-view losses: batch samples x 2 views")
+                     "allocator peak (profiler allocation records); two-view losses: batch samples x 2 views")
 PEER_NOTES = {
     "Angular": "PML's AngularLoss normalises the embeddings, ours takes them as they come (equal on unit rows, "
                "tests/test_pml_parity.py); the work per step is the same",
@@ -656,13 +672,18 @@ def _peer_row(name, entry, steps, rounds, reps, memory):
     return row
 
 
-def run_peers(quick=False, losses=None, write=False, memory=True):
+def run_peers(quick=False, losses=None, write=False, memory=True, merge=None):
     """Ours (this backend's ``fit``) beside PML (plain PyTorch loop) for every loss PML has, in one process.
 
     Per loss, interleaved rounds of one epoch each (``common.interleaved_rounds``) after a warm-up epoch; then
     the loss + gradient alone on a fixed (256, 128) embedding, interleaved the same way: the step minus the
     loss alone is the rest of the step (trunk, optimizer, the framework's step machinery).
+
+    ``merge``: the path of an earlier run's results (``--out``); the rows of ``losses`` measured now replace
+    theirs there (``merge_peers``), the merged results are written back to it and are what is returned and
+    written into PAIRS.md.
     """
+    previous = _read_peer_results(merge) if merge else None
     import torch
 
     if backend() != "torch":
@@ -677,7 +698,7 @@ def run_peers(quick=False, losses=None, write=False, memory=True):
         except Exception as error:  # noqa: BLE001 -- one failing loss must not lose the others' rows
             rows.append({"loss": name, "error": f"{type(error).__name__}: {error}"})
             print(f"{name}: failed: {rows[-1]['error']}", flush=True)
-        if write and len(rows) < len(names):  # a run stopped early still leaves the rows it finished
+        if write and not merge and len(rows) < len(names):  # a run stopped early still leaves its rows
             partial = _peer_results(rows, steps, rounds, reps)
             partial["from_log"] = (f"partial run: {len(rows)} of {len(names)} losses written so far "
                                    f"(missing: {', '.join(names[len(rows):])})")
@@ -685,9 +706,54 @@ def run_peers(quick=False, losses=None, write=False, memory=True):
     results = _peer_results(rows, steps, rounds, reps)
     if backend() == "torch":
         results["profile"] = _torch_profile([n for n in PEER_ANALYSED if n in names])
+    if merge:
+        results = merge_peers(previous, results)
+        write_results(results, merge)
     if write:
         write_peers(results)
     return results
+
+
+def _read_peer_results(path):
+    """An earlier ``run_peers`` result (``--out``) of this backend; its date is the file's time if it has none."""
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        results = json.load(f)
+    if results.get("backend") != backend() or "rows" not in results:
+        raise ValueError(f"--merge {path}: received the results of backend {results.get('backend')!r}; expected "
+                         f"a --peers --out file of this process's backend {backend()!r} (set KERAS_BACKEND).")
+    results.setdefault("date", time.strftime("%Y-%m-%d %H:%M UTC (file time)", time.gmtime(os.path.getmtime(path))))
+    return results
+
+
+def merge_peers(previous, fresh):
+    """The rows of ``fresh`` (a rerun of some losses) in the places of theirs in ``previous`` (a full run).
+
+    A loss ``previous`` lacks is appended. ``reruns`` lists each rerun (its losses, date, load average and
+    rounds), so the block says which rows come from when; the rest keep the full run's ``date`` and
+    ``load_average``. The targets are recomputed; a rerun's PyTorch profile replaces the same loss's.
+
+    Example:
+        >>> full = {"rows": [{"loss": "A", "cpu_over_pml": 2.0}, {"loss": "B", "cpu_over_pml": 3.0}],
+        ...         "target": 1.0, "date": "d0", "load_average": [5.0, 5.0, 5.0]}
+        >>> again = {"rows": [{"loss": "B", "cpu_over_pml": 0.5}], "target": 1.0, "date": "d1",
+        ...          "load_average": [2.0, 2.0, 2.0], "steps_per_epoch": 20, "rounds": 5}
+        >>> merged = merge_peers(full, again)
+        >>> [r["cpu_over_pml"] for r in merged["rows"]], merged["reruns"][0]["losses"], merged["date"]
+        ([2.0, 0.5], ['B'], 'd0')
+    """
+    fresh_rows = {row["loss"]: row for row in fresh["rows"]}
+    merged = dict(previous)
+    merged["rows"] = [fresh_rows.pop(row["loss"], row) for row in previous["rows"]] + list(fresh_rows.values())
+    merged["reruns"] = list(previous.get("reruns", [])) + [
+        {"losses": [row["loss"] for row in fresh["rows"]], "date": fresh.get("date"),
+         "load_average": fresh.get("load_average"), "steps_per_epoch": fresh.get("steps_per_epoch"),
+         "rounds": fresh.get("rounds")}]
+    merged["targets"] = _peer_targets(merged["rows"], merged["target"])
+    if fresh.get("profile"):
+        merged["profile"] = {**previous.get("profile", {}), **fresh["profile"]}
+    return merged
 
 
 def _peer_results(rows, steps, rounds, reps):
@@ -698,14 +764,20 @@ def _peer_results(rows, steps, rounds, reps):
     results = {"backend": backend(), "batch": PEER_BATCH, "steps_per_epoch": steps, "rounds": rounds,
                "loss_reps": reps, "pml": pytorch_metric_learning.__version__, "torch": torch.__version__,
                "keras": keras.__version__, "load_average": list(os.getloadavg()), "rows": list(rows),
-               "target": PEER_TARGET[backend()]}
-    results["targets"] = {f"{r['loss']}: ours / PML step CPU time <= {results['target']}":
-                          bool(r["cpu_over_pml"] <= results["target"]) if "error" not in r else None for r in rows}
+               "target": PEER_TARGET[backend()], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    results["targets"] = _peer_targets(rows, results["target"])
+    return results
+
+
+def _peer_targets(rows, target):
+    """``{claim: met?}`` of the rows: the step ratio, and the memory exponent where it was measured."""
+    targets = {f"{r['loss']}: ours / PML step CPU time <= {target}":
+               bool(r["cpu_over_pml"] <= target) if "error" not in r else None for r in rows}
     for r in rows:
         fitted = [e for e in (r.get("peak_exponent", float("nan")), r.get("largest_exponent", float("nan"))) if e == e]
         if fitted:
-            results["targets"][f"{r['loss']} memory exponent < {EXPONENT_TARGET}"] = bool(max(fitted) < EXPONENT_TARGET)
-    return results
+            targets[f"{r['loss']} memory exponent < {EXPONENT_TARGET}"] = bool(max(fitted) < EXPONENT_TARGET)
+    return targets
 
 
 def peer_memory(quick=False, losses=None):
@@ -747,23 +819,26 @@ def peers_markdown(results):
         f"{results['rounds']} interleaved rounds of {results['steps_per_epoch']} steps, wall clock and process CPU "
         f"time (the verdict reads CPU); ratios are medians of per-round ratios. Loss + gradient alone: a fixed "
         f"({results['batch']}, {EMBED_DIM}) embedding, {results['loss_reps']} calls per round. Load average "
-        f"during the run (1, 5, 15 min): {load}.",
+        f"during the run (1, 5, 15 min): {load}" + (f"; run ended {results['date']}" if results.get("date") else "")
+        + ".",
         "",
         "| loss | ours ms (CPU) | PML ms (CPU) | ours / PML wall | ours / PML CPU "
         f"| target <= {target:.2f}x (CPU) | loss + grad alone, ours / PML CPU ms | ratio "
         "| rest of step, ours / PML CPU ms |",
         "|:---|---:|---:|---:|---:|:---|---:|---:|---:|",
     ]
+    rerun = {loss: i + 1 for i, r in enumerate(results.get("reruns", [])) for loss in r["losses"]}
     for row in results["rows"]:
+        name = row["loss"] + (f" (rerun {rerun[row['loss']]})" if row["loss"] in rerun else "")
         if "error" in row:
-            lines.append(f"| {row['loss']} | failed: {row['error'][:200]} |||||||")
+            lines.append(f"| {name} | failed: {row['error'][:200]} |||||||")
             continue
         o, p = row["ours"], row["pml"]
         missed = 100 * (row["cpu_over_pml"] - target) / target
         verdict = "met" if row["cpu_over_pml"] <= target else f"**missed by {missed:.0f} %**"
         wall = f"{row['over_pml']:.2f}x" if row["over_pml"] == row["over_pml"] else "n/a"
         lines.append(
-            f"| {row['loss']} | {fmt_ms(o['step_s'])} ({fmt_ms(o['cpu_step_s'])}) | {fmt_ms(p['step_s'])} "
+            f"| {name} | {fmt_ms(o['step_s'])} ({fmt_ms(o['cpu_step_s'])}) | {fmt_ms(p['step_s'])} "
             f"({fmt_ms(p['cpu_step_s'])}) | {wall} | {row['cpu_over_pml']:.2f}x | {verdict} | "
             f"{fmt_ms(o['cpu_loss_s'])} / {fmt_ms(p['cpu_loss_s'])} | {row['cpu_loss_over_pml']:.2f}x | "
             f"{fmt_ms(o['cpu_step_s'] - o['cpu_loss_s'])} / {fmt_ms(p['cpu_step_s'] - p['cpu_loss_s'])} |")
@@ -783,6 +858,12 @@ def peers_markdown(results):
                          f"{r['pml_steps_per_round']} steps")
     if results.get("from_log"):
         lines.append(f"\n- {results['from_log']}")
+    for i, r in enumerate(results.get("reruns", []), 1):
+        lines.append(f"\n- rerun {i}: {', '.join(r['losses'])} measured again on {r['date']} ({r['rounds']} rounds of "
+                     f"{r['steps_per_epoch']} steps, load average "
+                     + ", ".join(f"{v:.2f}" for v in r["load_average"])
+                     + "), their rows replacing the full run's (`--merge`); the other rows and the load average "
+                     "above are the full run's")
     for loss, note in PEER_NOTES.items():
         if any(r["loss"] == loss for r in results["rows"]):
             lines.append(f"\n- {loss}: {note}")
@@ -928,6 +1009,9 @@ if __name__ == "__main__":
     parser.add_argument("--losses", help="--peers: a comma-separated subset of the losses")
     parser.add_argument("--write", action="store_true", help="--peers: write this backend's block into PAIRS.md")
     parser.add_argument("--no-memory", action="store_true", help="--peers: skip the memory exponents")
+    parser.add_argument("--merge", metavar="FILE.json",
+                        help="--peers: rerun only --losses and replace their rows in FILE.json, an earlier run's "
+                             "--out results (written back merged; --write writes the merged block)")
     parser.add_argument("--memory-only", action="store_true",
                         help="--peers: only our memory of each loss of --losses (no timing, nothing written)")
     known, rest = parser.parse_known_args()
@@ -935,6 +1019,8 @@ if __name__ == "__main__":
         sys.exit(main_alone("pairs", peer_memory, peer_memory_markdown, rest,
                             losses=tuple(known.losses.split(",")) if known.losses else None))
     if known.peers:
+        if known.merge and not known.losses:
+            parser.error("--merge needs --losses: the losses to rerun (the others come from the file)")
         sys.exit(main_alone("pairs", run_peers, peers_markdown, rest, write=known.write, memory=not known.no_memory,
-                            losses=tuple(known.losses.split(",")) if known.losses else None))
+                            losses=tuple(known.losses.split(",")) if known.losses else None, merge=known.merge))
     sys.exit(main_alone("pairs", run, markdown, rest))

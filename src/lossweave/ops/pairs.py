@@ -53,7 +53,7 @@ from keras import ops
 
 from lossweave.ops import miners as miner_ops
 from lossweave.ops import reducers as reducer_ops
-from lossweave.ops.distances import closeness, float_mask, gram, is_inverted, matrix, ordered, pair_labels, paired
+from lossweave.ops.distances import closeness, float_mask, is_inverted, matrix, ordered, pair_labels, paired
 from lossweave.ops.pair_structure import embedding_rows, pair_structure
 
 CONTRASTIVE_HINGES = ("half_squared", "linear")  # Eq. 4's 1/2 max(.)^2; pytorch-metric-learning's max(.)
@@ -495,16 +495,10 @@ def npairs_pairs(labels, usable=None):
 
 def _npairs_of_ids(ids, valid):
     """:func:`npairs_pairs` of class ids and the rows that may be used."""
-    # Same class, both rows valid, in one equality (invalid rows get keys no row matches: -1 and -2).
-    same = ops.equal(ops.where(valid, ids, -1)[:, None], ops.where(valid, ids, -2)[None, :])
-    same_count = ops.cast(same, "int32")
-    members = ops.sum(same_count, axis=1)
-    # Rows of i's class up to i itself, less i: the earlier ones (a running count, no (b, b) order mask).
-    earlier = ops.diagonal(ops.cumsum(same_count, axis=1)) - 1
-    anchor = ops.logical_and(valid, ops.logical_and(ops.equal(earlier, 0), members >= 2))
-    positive = ops.logical_and(valid, ops.equal(earlier, 1))
-    partner = ops.logical_and(same, ops.logical_and(anchor[:, None], positive[None, :]))
-    return anchor, positive, partner
+    same, anchor, positive = _npairs_rows(ids, valid)
+    partner = ops.logical_and(ops.cast(same, "bool"),
+                              ops.logical_and(anchor[:, None], ops.cast(positive, "bool")[None, :]))
+    return anchor, ops.cast(positive, "bool"), partner
 
 
 def npairs_loss(embeddings, labels, l2_reg=0.002, sample_weight=None, metric=None, reducer=None):
@@ -530,6 +524,13 @@ def npairs_loss(embeddings, labels, l2_reg=0.002, sample_weight=None, metric=Non
     (regulariser included) when fewer than two classes have a pair: no
     negative exists.
 
+    At most ``b // 2`` classes of a batch of ``b`` rows have a pair, so the
+    anchors and their positives are gathered into ``max(b // 2, 1)`` padded
+    slots (static shapes) and the similarities are a ``(b/2, b/2)`` matrix,
+    not ``(b, b)``: pytorch-metric-learning's ``NPairsLoss`` indexes its ``N``
+    anchors and positives the same way (an ``N x N`` matrix, ``N`` known
+    there because it runs eagerly).
+
     Example:
         >>> import numpy as np
         >>> x = np.array([[1., 0.], [0., 1.], [1., 0.], [0., 1.]], "float32")
@@ -538,19 +539,62 @@ def npairs_loss(embeddings, labels, l2_reg=0.002, sample_weight=None, metric=Non
     """
     x, weights, usable = embedding_rows(embeddings, sample_weight, "N-pairs loss")
     ids, valid = pair_labels(labels)
-    anchor, positive, partner = _npairs_of_ids(ids, ops.logical_and(valid, usable))
-    similarities = gram(x) if metric is None else closeness(metric, matrix(metric, x))
-    # Over the positive columns on every row (a (1, b) mask, not an (anchor x positive) one): the rows that are
-    # no anchor are dropped below, with a zero gradient.
-    log_norm = masked_logsumexp(similarities, positive[None, :], axis=1)
-    partner = _mask(partner)
-    target = ops.sum(partner * similarities, axis=1)
-    cross_entropy = ops.where(anchor, log_norm - target, 0.0)
-    norms = ops.sum(ops.square(x), axis=1)
-    partner_norms = ops.sum(partner * norms[None, :], axis=1)  # ||f_i+||^2 of anchor i's positive
-    terms = cross_entropy + 0.25 * l2_reg * _mask(anchor) * (norms + partner_norms)
+    same, anchor, positive = _npairs_rows(ids, ops.logical_and(valid, usable))
+    # At most b // 2 classes have a pair: their anchors and positives are gathered into static (b // 2)-row
+    # tensors (padded, ``filled`` marks the real slots) and the similarities and the cross-entropy are formed
+    # there, a (b/2, b/2) matrix instead of (b, b).
+    rows, filled, rank, slots = _npairs_gather(anchor, ops.shape(x)[0])
+    # Each gathered anchor's positive: the positive row of its class (one per anchor, by construction).
+    partners = ops.argmax(ops.take(same, rows, axis=0) * positive[None, :], axis=1)
+    pair_rows = ops.take(x, ops.concatenate([rows, ops.cast(partners, rows.dtype)]), axis=0)
+    left, right = pair_rows[:slots], pair_rows[slots:]
+    similarities = (ops.matmul(left, ops.transpose(right)) if metric is None
+                    else closeness(metric, matrix(metric, left, right)))
+    # Softmax cross-entropy of each anchor over the real positives: the padded columns get -1e30 (an exponent
+    # of 0, a zero gradient), the padded rows a factor 0 (their terms are finite).
+    filled_factor = ops.cast(filled, "float32")
+    columns = ops.where(filled, 0.0, -1e30)[None, :]
+    terms = -ops.diagonal(ops.log_softmax(similarities + columns, axis=1))
+    if not (isinstance(l2_reg, (int, float)) and l2_reg == 0):
+        terms = terms + 0.25 * l2_reg * ops.sum(ops.square(left) + ops.square(right), axis=1)
+    # Back to one term per batch row (0 off the anchors): reducers see the batch's rows, ids and weights.
+    terms = ops.take(terms * filled_factor, ops.clip(rank, 0, slots - 1)) * ops.cast(anchor, "float32")
     loss = reducer_ops.reduce_terms(reducer, terms, anchor, weights, ids)
     return ops.where(_count(anchor) >= 2, loss, ops.zeros_like(loss))
+
+
+def _npairs_rows(ids, valid):
+    """``(same, anchor, positive)`` of :func:`npairs_pairs`: int32 0/1 ``(b, b)`` same class, and the rows.
+
+    ``same[i, j]`` is 1 where rows ``i`` and ``j`` are both valid and of one
+    class, and on the diagonal; ``anchor`` is bool ``(b,)``, ``positive``
+    int32 0/1 ``(b,)`` (a factor of the partner search).
+    """
+    # Invalid rows get keys of their own (-1 - row): they match only themselves, a class of one row.
+    keys = ops.where(valid, ids, -1 - ops.arange(ops.shape(ids)[0], dtype=ids.dtype))
+    same = ops.cast(ops.equal(keys[:, None], keys[None, :]), "int32")
+    # Rows of i's class up to i itself: 1 for the first, 2 for the second (a (b, b) cumsum is slow on XLA's CPU).
+    rows = ops.arange(ops.shape(ids)[0])
+    order = ops.sum(same * ops.cast(rows[None, :] <= rows[:, None], "int32"), axis=1)
+    anchor = ops.logical_and(ops.equal(order, 1), ops.sum(same, axis=1) >= 2)
+    return same, anchor, ops.cast(ops.equal(order, 2), "int32")
+
+
+def _npairs_gather(anchor, batch):
+    """The anchor rows in batch order, padded to ``max(batch // 2, 1)`` slots.
+
+    Returns ``(rows, filled, rank, slots)``: int ``(slots,)`` row indices (the
+    padding holds other rows), bool ``(slots,)`` real slots, int ``(batch,)``
+    the slot of each anchor row, and the number of slots (a Python int when
+    the batch size is known when traced).
+    """
+    slots = max(batch // 2, 1) if isinstance(batch, int) else ops.maximum(batch // 2, 1)
+    flags = ops.cast(anchor, "int32")
+    # Earlier anchors score higher; rows that are no anchor score 0 and fill the padding (no scatter: Keras's
+    # PyTorch scatter is a Python loop over the indices; no sort of the batch).
+    _, rows = ops.top_k(flags * (batch - ops.arange(batch, dtype="int32")), slots)
+    filled = ops.arange(slots, dtype="int32") < ops.sum(flags)
+    return rows, filled, ops.cumsum(flags) - 1, slots
 
 
 __all__ = [

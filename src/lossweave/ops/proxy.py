@@ -66,10 +66,13 @@ def _weighted_log1p_sum_exp(a, weight, axis, gather=None, binary=False):
     result is then ``log(1 + S)`` itself, without the shares' extra sum.
     """
     active = weight != 0
+    if binary and gather is None:  # log(1 + S) = softplus(log S): two ops; an empty sum gives softplus(-1e30) = 0
+        return ops.softplus(ops.logsumexp(ops.where(active, a, -1e30), axis=axis))
     a = ops.where(active, a, 0.0)  # a select: an excluded entry's exponent may overflow
     # The shift m >= 0 covers the "1 +"; the result does not depend on it (but the replicas share it).
     m = _over_replicas(ops.maximum(ops.max(a, axis=axis), 0.0), gather, "max")
-    e = ops.exp(a - ops.expand_dims(m, axis)) * float_mask(active)
+    # 0/1 weights are their own mask (one cast fewer); otherwise the mask of the non-zero ones.
+    e = ops.exp(a - ops.expand_dims(m, axis)) * (weight if binary else float_mask(active))
     total = ops.sum(e, axis=axis)  # S exp(-m)
     if binary:  # every share weighs 1: log(1 + S)
         if gather is not None:
@@ -178,12 +181,16 @@ def proxy_anchor_loss(
     binary = sample_weight is None or "bool" in str(getattr(sample_weight, "dtype", ""))
     positive = _weighted_log1p_sum_exp(-scale * (cos - delta), positive_weight, 0, gather, binary)  # (classes,)
     negative = _weighted_log1p_sum_exp(scale * (cos + delta), negative_weight, 0, gather, binary)
-    positives_per_proxy = ops.sum(ops.cast(positive_weight != 0, "float32"), axis=0, keepdims=True)
+    # 0/1 weights count themselves; other weights count where they are not 0.
+    positives_per_proxy = ops.sum(positive_weight if binary else ops.cast(positive_weight != 0, "float32"), axis=0,
+                                  keepdims=True)
     if gather is not None:  # every replica's row
         positives_per_proxy = ops.stop_gradient(gather(positives_per_proxy))
     with_positive = ops.sum(positives_per_proxy, axis=0) > 0  # P+
     count = ops.maximum(ops.sum(ops.cast(with_positive, "float32")), 1.0)
-    positive_term = ops.sum(ops.where(with_positive, positive, ops.zeros_like(positive))) / count
+    # A proxy without a positive has a positive term of exactly 0 (no entry of its sum is active, and the shift
+    # is 0): the sum over P+ is the sum over every proxy.
+    positive_term = ops.sum(positive) / count
     loss = positive_term + ops.sum(negative) / ops.cast(num_classes, "float32")
     if gather is None:
         return loss
@@ -290,7 +297,9 @@ def proxy_nca_loss(
         cos = cosine_similarity(embeddings, proxies)
         if negative_threshold is not None:
             cos = filter_negatives(cos, hit, negative_threshold)
-        logits = -_cosine_distances(cos, squared) / float(temperature)
+        # Squared: -(2 - 2 cos) / T, the clipped cosine keeping 2 - 2 cos >= 0 (no clamp needed), in two ops.
+        logits = ((cos - 1.0) * (2.0 / float(temperature)) if squared
+                  else -_cosine_distances(cos, squared) / float(temperature))
     else:
         closeness = _closeness(embeddings, proxies, metric)
         if negative_threshold is not None:

@@ -418,22 +418,23 @@ def instance_loss(embeddings, labels, scale=64.0, sample_weight=None, metric=Non
         0.3133
     """
     s, similarity = similarities(embeddings, labels, sample_weight, metric, None, None, None, True, "instance loss")
-    present = s.anchors
-    ids = s.ids
+    present, ids = s.anchors, s.ids
     n = ops.shape(similarity)[0]
+    # Rows that take no part get keys of their own (-1 - row): each is a class of one row, never a first label.
+    keys = ops.where(present, ids, -1 - ops.arange(n, dtype=ids.dtype))
     rows = ops.arange(n)
-    both = ops.logical_and(present[:, None], present[None, :])
-    same = ops.logical_and(ops.equal(ids[:, None], ids[None, :]), both)
-    earlier = rows[None, :] < rows[:, None]  # [k, j]: j before k
-    first = ops.logical_and(present, ops.logical_not(ops.any(ops.logical_and(same, earlier), axis=-1)))
+    earlier = ops.logical_and(ops.equal(keys[:, None], keys[None, :]), rows[None, :] < rows[:, None])  # [k, j]
+    # The first present row of each label: no earlier row of its label (a (b, b) cumsum is slow on XLA's CPU).
+    first = ops.logical_and(present, ops.logical_not(ops.any(earlier, axis=-1)))
     below = ops.logical_and(first[None, :], ids[None, :] < ids[:, None])  # [i, k]: a distinct label below y_i
     rank = ops.sum(ops.cast(below, "int32"), axis=-1)
     compact = ops.cumsum(ops.cast(present, "int32")) - 1
-    target = ops.logical_and(present[None, :], ops.equal(compact[None, :], rank[:, None]))
-    logits = scale * similarity
-    keep = float_mask(target)
-    per_row = masked_logsumexp_or_excluded(logits, both) - ops.sum(keep * logits, axis=-1)
-    return reduce_anchors(reducer, ops.where(present, per_row, ops.zeros_like(per_row)), s, present)
+    target = float_mask(ops.logical_and(present[None, :], ops.equal(compact[None, :], rank[:, None])))
+    # Softmax cross-entropy over the present columns: the others get -1e30 (an exponent of 0, a zero
+    # gradient); a row that is not present has a finite term, which the reduction multiplies by 0.
+    columns = ops.where(present, 0.0, -1e30)[None, :]
+    per_row = -ops.sum(target * ops.log_softmax(scale * similarity + columns, axis=-1), axis=-1)
+    return reduce_anchors(reducer, per_row, s, present)
 
 
 __all__ = [
