@@ -56,6 +56,12 @@ def test_add_to_rows_sums_duplicate_indices_and_leaves_other_rows():
     np.testing.assert_array_equal(to_numpy(table), [[11, 21], [1, 1], [102, 203], [1, 1]])
 
 
+def test_map_in_turn_equals_ops_map_over_a_tuple_of_blocks():
+    xs = (np.arange(24, dtype="float32").reshape(3, 2, 4), np.ones((3, 2, 4), "float32"))
+    fn = lambda block: ops.sum(block[0] * 2.0 + block[1], axis=-1)
+    np.testing.assert_array_equal(to_numpy(backend.map_in_turn(fn, xs)), to_numpy(ops.map(fn, xs)))
+
+
 def test_collectives_and_replicated_are_the_identity_off_a_distribution():
     x = ops.convert_to_tensor(np.arange(6, dtype="float32").reshape(3, 2))
     tensors = (x, None)

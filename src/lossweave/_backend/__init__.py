@@ -67,6 +67,7 @@ check = _impl.check
 deferred_rows = _impl.deferred_rows
 frank_wolfe = _impl.frank_wolfe
 gather_rows = _impl.gather_rows
+map_in_turn = _impl.map_in_turn
 recording_checks = _impl.recording_checks
 replicated = _impl.replicated
 
@@ -80,6 +81,7 @@ __all__ = [
     "deferred_rows",
     "frank_wolfe",
     "gather_rows",
+    "map_in_turn",
     "mark_self_gated",
     "recording_checks",
     "replicated",

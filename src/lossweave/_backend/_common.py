@@ -69,6 +69,15 @@ class Backend:
         """Rows ``indices`` of ``table`` (a Keras variable or a tensor)."""
         return ops.take(table, indices, axis=0)
 
+    def map_in_turn(self, fn, xs):
+        """``ops.map(fn, xs)`` over the leading axis of the tuple ``xs``, one iteration live at a time.
+
+        For a loop over blocks whose purpose is memory (each block's temporaries
+        freed before the next is formed): ``ops.map`` is such a loop on JAX
+        (``lax.map``) and PyTorch (a Python loop); TensorFlow overrides it.
+        """
+        return ops.map(fn, xs)
+
     def add_to_rows(self, variable, indices, updates):
         """Add ``updates[i]`` to row ``indices[i]`` of ``variable`` (queued inside ``deferred_rows``)."""
         queues = self._pending()

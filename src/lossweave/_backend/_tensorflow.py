@@ -50,6 +50,13 @@ class TensorFlowBackend(Backend):
     def gather_rows(self, table, indices):
         return tf.gather(_table(table), indices)
 
+    def map_in_turn(self, fn, xs):
+        # Keras's ops.map is tf.map_fn, which runs up to 10 iterations at once in a graph: ten blocks'
+        # temporaries live together (PNP's peak at batch 1024: ~21 blocks of 128 MiB). One at a time here.
+        xs = tuple(tf.convert_to_tensor(x) for x in xs)
+        signature = tf.TensorSpec.from_tensor(fn(tuple(x[0] for x in xs)))  # as Keras's map: one traced call
+        return tf.map_fn(fn, xs, fn_output_signature=signature, parallel_iterations=1)
+
     def _add_rows(self, variable, indices, updates):
         table = _table(variable)
         # ``scatter_add`` of IndexedSlices (ResourceScatterAdd, duplicates summed), not

@@ -27,6 +27,7 @@ instance        per row: softmax over the batch (PML's)      Zheng et al., ACM T
 
 from keras import ops
 
+from lossweave import _backend as backend
 from lossweave.ops.distances import COSINE_SIMILARITY, float_mask, is_inverted, l2_normalize
 from lossweave.ops.pair_similarity import masked_logsumexp_or_excluded, reduce_anchors, similarities, used_pairs
 from lossweave.ops.pairs import mined_pairs
@@ -240,8 +241,9 @@ PNP_CHUNK = 32
 def _anchor_blocks(fn, *rows):
     """``fn`` over blocks of ``PNP_CHUNK`` rows of the ``(n, m)`` arrays ``rows``, results joined by row.
 
-    One block after the other (``ops.map``: a loop in the compiled step, so
-    that XLA does not schedule every block's temporaries at once); the rows
+    One block after the other (``backend.map_in_turn``: a loop in the compiled
+    step that runs one block at a time, so that neither XLA nor TensorFlow's
+    executor holds every block's temporaries at once); the rows
     are padded with zeros to whole blocks. The batch size is static in every
     backend's traced step here; an unknown one (a TensorFlow graph traced
     without it) takes one block.
@@ -253,7 +255,7 @@ def _anchor_blocks(fn, *rows):
     pad = blocks * PNP_CHUNK - n
     stacked = tuple(ops.reshape(ops.pad(r, [[0, pad], [0, 0]]) if pad else r, (blocks, PNP_CHUNK, r.shape[1]))
                     for r in rows)
-    out = ops.map(lambda block: fn(*block), stacked)
+    out = backend.map_in_turn(lambda block: fn(*block), stacked)
     return ops.reshape(out, (blocks * PNP_CHUNK, out.shape[-1]))[:n]
 
 
