@@ -9,7 +9,7 @@ differences of the NumPy reference (``tests/test_pairs.py``).
 import numpy as np
 import pytest
 
-from conftest import gradient, to_numpy
+from conftest import BACKEND, gradient, to_numpy
 from lossweave.ops import pairs as P
 from test_pairs import TOL, np_npairs
 
@@ -42,3 +42,15 @@ def test_a_nan_row_in_the_padding_leaves_no_nan():
     grad = gradient(lambda v: P.npairs_loss(v, y), x)
     assert np.all(np.isfinite(grad)) and np.all(grad[4] == 0.0)
     np.testing.assert_allclose(float(to_numpy(P.npairs_loss(x, y))), np_npairs(x[:4], y[:4]), **TOL)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="a batch size unknown when traced: a TensorFlow graph only")
+def test_a_batch_size_unknown_when_traced_gives_eq3_and_an_empty_batch_zero():
+    import tensorflow as tf
+
+    loss = tf.function(lambda e, l: P.npairs_loss(e, l, 0.1),
+                       input_signature=[tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None,), tf.int32)])
+    y, _ = CASES["odd batch"]
+    x = np.random.default_rng(7).normal(size=(len(y), 3)).astype("float32")
+    np.testing.assert_allclose(float(loss(x, y.astype("int32"))), np_npairs(x, y, 0.1), **TOL)
+    assert float(loss(np.zeros((0, 3), "float32"), np.zeros((0,), "int32"))) == 0.0  # no slot: no top_k of nothing

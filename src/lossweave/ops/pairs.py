@@ -540,25 +540,38 @@ def npairs_loss(embeddings, labels, l2_reg=0.002, sample_weight=None, metric=Non
     x, weights, usable = embedding_rows(embeddings, sample_weight, "N-pairs loss")
     ids, valid = pair_labels(labels)
     same, anchor, positive = _npairs_rows(ids, ops.logical_and(valid, usable))
-    # At most b // 2 classes have a pair: their anchors and positives are gathered into static (b // 2)-row
-    # tensors (padded, ``filled`` marks the real slots) and the similarities and the cross-entropy are formed
-    # there, a (b/2, b/2) matrix instead of (b, b).
-    rows, filled, rank, slots = _npairs_gather(anchor, ops.shape(x)[0])
-    # Each gathered anchor's positive: the positive row of its class (one per anchor, by construction).
-    partners = ops.argmax(ops.take(same, rows, axis=0) * positive[None, :], axis=1)
-    pair_rows = ops.take(x, ops.concatenate([rows, ops.cast(partners, rows.dtype)]), axis=0)
-    left, right = pair_rows[:slots], pair_rows[slots:]
-    similarities = (ops.matmul(left, ops.transpose(right)) if metric is None
-                    else closeness(metric, matrix(metric, left, right)))
-    # Softmax cross-entropy of each anchor over the real positives: the padded columns get -1e30 (an exponent
-    # of 0, a zero gradient), the padded rows a factor 0 (their terms are finite).
-    filled_factor = ops.cast(filled, "float32")
-    columns = ops.where(filled, 0.0, -1e30)[None, :]
-    terms = -ops.diagonal(ops.log_softmax(similarities + columns, axis=1))
-    if not (isinstance(l2_reg, (int, float)) and l2_reg == 0):
-        terms = terms + 0.25 * l2_reg * ops.sum(ops.square(left) + ops.square(right), axis=1)
-    # Back to one term per batch row (0 off the anchors): reducers see the batch's rows, ids and weights.
-    terms = ops.take(terms * filled_factor, ops.clip(rank, 0, slots - 1)) * ops.cast(anchor, "float32")
+    batch = ops.shape(x)[0]
+
+    def gathered_terms():
+        # At most b // 2 classes have a pair: their anchors and positives are gathered into static (b // 2)-row
+        # tensors (padded, ``filled`` marks the real slots) and the similarities and the cross-entropy are formed
+        # there, a (b/2, b/2) matrix instead of (b, b).
+        rows, filled, rank, slots = _npairs_gather(anchor, batch)
+        # Each gathered anchor's positive: the positive row of its class (one per anchor, by construction).
+        partners = ops.argmax(ops.take(same, rows, axis=0) * positive[None, :], axis=1)
+        pair_rows = ops.take(x, ops.concatenate([rows, ops.cast(partners, rows.dtype)]), axis=0)
+        left, right = pair_rows[:slots], pair_rows[slots:]
+        similarities = (ops.matmul(left, ops.transpose(right)) if metric is None
+                        else closeness(metric, matrix(metric, left, right)))
+        # Softmax cross-entropy of each anchor over the real positives: the padded columns get -1e30 (an
+        # exponent of 0, a zero gradient), the padded rows a factor 0 (their terms are finite).
+        columns = ops.where(filled, 0.0, -1e30)[None, :]
+        terms = -ops.diagonal(ops.log_softmax(similarities + columns, axis=1))
+        if not (isinstance(l2_reg, (int, float)) and l2_reg == 0):
+            terms = terms + 0.25 * l2_reg * ops.sum(ops.square(left) + ops.square(right), axis=1)
+        # Back to one term per batch row (0 off the anchors): reducers see the batch's rows, ids and weights.
+        terms = ops.take(terms * ops.cast(filled, "float32"), ops.clip(rank, 0, slots - 1))
+        return terms * ops.cast(anchor, "float32")
+
+    def no_terms():
+        return ops.zeros_like(ops.cast(anchor, "float32"))
+
+    # An empty batch has no slot to gather into (top_k and argmax take nothing): its terms are none. Where the
+    # batch size is unknown when traced (a TensorFlow step traced for any size) that is decided at run time.
+    if isinstance(batch, int):
+        terms = gathered_terms() if batch > 0 else no_terms()
+    else:
+        terms = ops.cond(batch > 0, gathered_terms, no_terms)
     loss = reducer_ops.reduce_terms(reducer, terms, anchor, weights, ids)
     return ops.where(_count(anchor) >= 2, loss, ops.zeros_like(loss))
 
